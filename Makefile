@@ -1,0 +1,60 @@
+# recops: two commands matter. `make demo` installs everything and runs the nightly DAG
+# end to end on MovieLens-100K; `make test` runs the test suite. Both start from a fresh
+# clone with Python 3.11 and pip.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+export RECOPS_HOME ?= $(CURDIR)/.recops
+export TF_USE_LEGACY_KERAS := 1
+export TF_CPP_MIN_LOG_LEVEL := 2
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test test-fast lint ui serve stop status compose-env clean
+
+install: $(STAMP)
+
+# The lock file pins every package; uv installs from it (pip alone also works: see README).
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, got {sys.version}"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+demo: install
+	$(BIN)/recops demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m "not slow"
+
+ui: install
+	$(BIN)/recops ui
+
+serve: install
+	$(BIN)/recops serve
+
+stop: install
+	$(BIN)/recops stop
+
+status: install
+	$(BIN)/recops status --json
+
+# Writes .env with generated secrets for docker-compose (never overwrites one).
+compose-env:
+	bash compose/gen-env.sh .env
+
+clean:
+	-$(BIN)/recops stop
+	rm -rf $(RECOPS_HOME)

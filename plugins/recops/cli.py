@@ -1,0 +1,274 @@
+"""The ``recops`` command line: demo, serve, recommend, status, data and ui.
+
+Heavy libraries are imported inside each command, so ``recops --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from recops.config import Settings, airflow_env
+
+app = typer.Typer(
+    help="recops: MLOps for search and recommendation models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Fetch or generate data into the published layout.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+DAG_ID = "recsys_nightly"
+
+
+def _fail(message: str, hint: str = "") -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    if hint:
+        typer.echo(f"hint: {hint}", err=True)
+    raise typer.Exit(code=1)
+
+
+def _airflow(args: list[str], settings: Settings, *, check: bool = True) -> int:
+    env = {**os.environ, **airflow_env(settings)}
+    settings.airflow_home.mkdir(parents=True, exist_ok=True)
+    exe = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    proc = subprocess.run([exe, *args], env=env, check=False)
+    if check and proc.returncode != 0:
+        _fail(f"`airflow {' '.join(args)}` exited with {proc.returncode}", "read the task log above")
+    return proc.returncode
+
+
+def _ensure_airflow_db(settings: Settings) -> None:
+    if not (settings.airflow_home / "airflow.db").exists():
+        typer.echo("Setting up the Airflow metadata DB (SQLite) ...")
+        _airflow(["db", "migrate"], settings)
+
+
+@data_app.command("fetch")
+def data_fetch() -> None:
+    """Fetch MovieLens-100K (from the recbole wheel) and publish it as parquet partitions."""
+    from recops.data import IngestConfig, ingest
+
+    result = ingest(IngestConfig(source="movielens"))
+    typer.echo(json.dumps(result.to_dict(), indent=2))
+
+
+@data_app.command("synth")
+def data_synth(
+    rows: Annotated[int, typer.Option(help="Interactions to generate.", min=1)] = 20_000,
+    users: Annotated[int, typer.Option(help="Users to generate.", min=1)] = 300,
+    items: Annotated[int, typer.Option(help="Items to generate.", min=1)] = 400,
+    days: Annotated[int, typer.Option(help="Days the events span (ending 1998-04-22).", min=1)] = 30,
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
+) -> None:
+    """Generate deterministic synthetic data with planted structure and publish it."""
+    from recops.data import IngestConfig, ingest
+
+    config = IngestConfig(
+        source="synthetic", synthetic_rows=rows, synthetic_users=users,
+        synthetic_items=items, synthetic_days=days, seed=seed,
+    )  # fmt: skip
+    typer.echo(json.dumps(ingest(config).to_dict(), indent=2))
+
+
+@app.command()
+def demo(
+    source: Annotated[str, typer.Option(help="movielens or synthetic.")] = "movielens",
+    date: Annotated[str | None, typer.Option(help="Day to run (YYYY-MM-DD); default: the last day of data.")] = None,
+    conf: Annotated[str, typer.Option(help="JSON DAG Params, e.g. '{\"epochs\": 2}'.")] = "{}",
+    user_id: Annotated[int, typer.Option(help="User to recommend for at the end.")] = 1,
+) -> None:
+    """Ingest data, run recsys_nightly end to end with `airflow dags test`, then recommend."""
+    from recops.data import IngestConfig, ingest
+
+    settings = Settings.from_env()
+    settings.ensure_dirs()
+    try:
+        json.loads(conf)
+    except json.JSONDecodeError as exc:
+        _fail(f"--conf is not valid JSON: {exc}")
+    started = time.monotonic()
+    typer.echo(f"[1/4] Ingesting {source} into {settings.data_dir} ...")
+    ingested = ingest(IngestConfig(source=source), settings)
+    typer.echo(f"      {ingested.n_interactions} interactions in {ingested.n_partitions} daily partitions")
+    day = date or ingested.last_date
+    typer.echo("[2/4] Preparing Airflow (SQLite) ...")
+    _ensure_airflow_db(settings)
+    typer.echo(f"[3/4] Running `airflow dags test {DAG_ID} {day}` ...")
+    _airflow(["dags", "test", DAG_ID, day, "--conf", conf], settings)
+    typer.echo(f"[4/4] Top-10 for user {user_id} from the served model:")
+    _print_recommendations(settings, user_id, 10, as_json=False)
+    status_data = _status(settings)
+    typer.echo("")
+    typer.echo(f"champion: version {status_data['registry']['champion_version']}  "
+               f"served: {status_data['serving']['versions']}  "
+               f"metrics: {json.dumps(status_data['last_run_metrics'])}")  # fmt: skip
+    typer.echo(f"REST:  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}")
+    typer.echo(f"gRPC:  {settings.serving_host}:{settings.grpc_port}")
+    typer.echo(f"demo finished in {time.monotonic() - started:.0f} s; `make ui` opens Airflow and MLflow.")
+
+
+def _recommend(settings: Settings, user_id: int, k: int) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    from recops.features import online_user_features
+    from recops.serving.client import ServingClient
+
+    try:
+        profile = online_user_features([user_id], settings)[0]
+    except KeyError as exc:
+        _fail(str(exc).strip("'\""), "is the user id in the data? run `recops demo` first")
+    client = ServingClient(settings.serving_host, settings.grpc_port, settings.rest_port)
+    try:
+        reply = client.predict_rest(settings.model_name, instances=[profile], label="stable")
+    except Exception as exc:
+        _fail(f"the served model did not answer: {exc}", "start serving with `recops serve --detach`")
+    row = reply["predictions"][0]
+    titles = pd.read_parquet(settings.items_path, columns=["item_id", "title"]).set_index("item_id")["title"]
+    return [
+        {"rank": i + 1, "item_id": int(item), "title": str(titles.get(int(item), "?")), "score": float(score)}
+        for i, (item, score) in enumerate(zip(row["item_ids"][:k], row["scores"][:k], strict=True))
+    ]
+
+
+def _print_recommendations(settings: Settings, user_id: int, k: int, *, as_json: bool) -> None:
+    recs = _recommend(settings, user_id, k)
+    if as_json:
+        typer.echo(json.dumps({"user_id": user_id, "recommendations": recs}, indent=2))
+        return
+    for rec in recs:
+        typer.echo(f"  {rec['rank']:>2}. [{rec['item_id']:>5}] {rec['title'][:60]:<60} {rec['score']:.4f}")
+
+
+@app.command()
+def recommend(
+    user_id: Annotated[int, typer.Option("--user-id", help="User to recommend for.")],
+    k: Annotated[int, typer.Option("--k", help="How many items.", min=1, max=100)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Top-K items for a user: online features from Feast, then the served model."""
+    _print_recommendations(Settings.from_env(), user_id, k, as_json=as_json)
+
+
+def _status(settings: Settings) -> dict[str, Any]:
+    from recops.registry import registry_status
+    from recops.serving.client import ServingClient
+
+    reg = registry_status(settings)
+    client = ServingClient(settings.serving_host, settings.grpc_port, settings.rest_port)
+    try:
+        versions = client.model_status(settings.model_name)
+        serving: dict[str, Any] = {"up": True, "versions": versions}
+    except Exception as exc:
+        serving = {"up": False, "versions": {}, "error": str(exc)[:200]}
+    champion = next((v for v in reg.versions if v["version"] == reg.champion_version), None)
+    return {
+        "model_name": reg.model_name,
+        "registry": {
+            "champion_version": reg.champion_version,
+            "challenger_version": reg.challenger_version,
+            "versions": [v["version"] for v in reg.versions],
+        },
+        "serving": {
+            **serving,
+            "rest": f"http://{settings.serving_host}:{settings.rest_port}",
+            "grpc": f"{settings.serving_host}:{settings.grpc_port}",
+        },
+        "last_run_metrics": (reg.versions[0]["metrics"] if reg.versions else {}),
+        "champion_metrics": champion["metrics"] if champion else {},
+        "home": str(settings.home),
+    }
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """Champion version, served versions and endpoints, and the last run's metrics."""
+    data = _status(Settings.from_env())
+    if as_json:
+        typer.echo(json.dumps(data, indent=2, default=str))
+        return
+    typer.echo(f"model      {data['model_name']}")
+    typer.echo(f"champion   {data['registry']['champion_version']}")
+    typer.echo(f"challenger {data['registry']['challenger_version']}")
+    typer.echo(f"serving    {'up' if data['serving']['up'] else 'down'} {data['serving']['versions']}")
+    typer.echo(f"endpoints  {data['serving']['rest']}  {data['serving']['grpc']}")
+    typer.echo(f"metrics    {json.dumps(data['last_run_metrics'])}")
+
+
+@app.command()
+def serve(
+    detach: Annotated[bool, typer.Option(help="Run in the background (pidfile under RECOPS_HOME).")] = False,
+) -> None:
+    """Run the local TF Serving-compatible server (gRPC 8500, REST 8501)."""
+    from recops.serving import server
+
+    settings = Settings.from_env()
+    if detach:
+        pid = server.start_background(settings)
+        typer.echo(f"serving in the background, pid {pid}: http://{settings.serving_host}:{settings.rest_port}")
+        return
+    server.main([])
+
+
+@app.command()
+def stop() -> None:
+    """Stop the background serving process."""
+    from recops.serving import server
+
+    stopped = server.stop_background(Settings.from_env())
+    typer.echo("stopped" if stopped else "no background server was running")
+
+
+@app.command()
+def ui() -> None:
+    """Start Airflow (standalone), the MLflow UI and serving; print URLs and the login."""
+    settings = Settings.from_env()
+    settings.ensure_dirs()
+    _ensure_airflow_db(settings)
+    from recops.serving import server
+
+    server.start_background(settings)
+    env = {**os.environ, **airflow_env(settings)}
+    bin_dir = Path(sys.executable).parent
+    procs = [
+        subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=env),
+        subprocess.Popen(
+            [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
+             "--host", "127.0.0.1", "--port", os.environ.get("RECOPS_MLFLOW_PORT", "5000")],
+            env=env,
+        ),  # fmt: skip
+    ]
+    password_file = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
+    deadline = time.monotonic() + 120
+    while not password_file.exists() and time.monotonic() < deadline:
+        time.sleep(1)
+    login = password_file.read_text().strip() if password_file.exists() else "(see the airflow standalone output)"
+    typer.echo("")
+    typer.echo(f"Airflow  http://127.0.0.1:8080   login {login}")
+    typer.echo(f"MLflow   http://127.0.0.1:{os.environ.get('RECOPS_MLFLOW_PORT', '5000')}")
+    typer.echo(f"Serving  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}")
+    typer.echo("Ctrl-C stops Airflow and MLflow (`recops stop` stops serving).")
+    try:
+        for proc in procs:
+            proc.wait()
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+
+
+def main() -> None:
+    """Entry point of the ``recops`` console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

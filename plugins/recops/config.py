@@ -1,0 +1,185 @@
+"""Deployment settings and the layout of the runtime state folder.
+
+Config comes in layers: constants in code (here), deployment settings from environment
+variables with embedded defaults (``Settings.from_env``), secrets only from the
+environment, and run-time choices as DAG Params. Nothing here touches the disk at import
+time; ``Settings.ensure_dirs`` creates folders when a stage asks for them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Name of the served retrieval model, in the registry and in TF Serving.
+MODEL_NAME = "recops_retrieval"
+#: How many candidates the retrieval SavedModel returns per user.
+RETRIEVAL_K = 100
+#: ml-100k lives inside this wheel; it is fetched with ``pip download --no-deps``.
+RECBOLE_SPEC = "recbole==1.2.1"
+RECBOLE_DATA_PREFIX = "recbole/dataset_example/ml-100k/"
+#: The source checkout (holds ``feature_repo/``); the package is installed editable from it.
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Seed of RecBole's default split, kept so metrics compare with published numbers.
+SPLIT_SEED = 2020
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Where state lives and how services are reached.
+
+    Attributes:
+        home: The one folder that holds all runtime state (``RECOPS_HOME``).
+        profile: ``embedded`` (SQLite everywhere, local serving) or ``scale``.
+        mlflow_tracking_uri: MLflow backend; SQLite under ``home`` by default.
+        serving_host: Host the local TF Serving-compatible server binds and clients call.
+        grpc_port: TF Serving gRPC port.
+        rest_port: TF Serving REST port.
+        model_name: Name of the served model.
+        feature_repo: The Feast feature repo folder (``RECOPS_FEATURE_REPO``).
+    """
+
+    home: Path
+    profile: str = "embedded"
+    mlflow_tracking_uri: str = ""
+    serving_host: str = "127.0.0.1"
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    model_name: str = MODEL_NAME
+    feature_repo: Path = REPO_ROOT / "feature_repo"
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read deployment settings from the environment, with embedded defaults."""
+        home = Path(_env("RECOPS_HOME", str(Path.cwd() / ".recops"))).expanduser().resolve()
+        profile = _env("RECOPS_PROFILE", "embedded")
+        if profile not in {"embedded", "scale"}:
+            raise ValueError(f"RECOPS_PROFILE={profile!r}: expected 'embedded' or 'scale'")
+        default_mlflow = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        return cls(
+            home=home,
+            profile=profile,
+            mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", default_mlflow),
+            serving_host=_env("RECOPS_SERVING_HOST", "127.0.0.1"),
+            grpc_port=_env_int("RECOPS_GRPC_PORT", 8500),
+            rest_port=_env_int("RECOPS_REST_PORT", 8501),
+            model_name=_env("RECOPS_MODEL_NAME", MODEL_NAME),
+            feature_repo=Path(_env("RECOPS_FEATURE_REPO", str(REPO_ROOT / "feature_repo"))),
+        )
+
+    # Layout of the state folder. Every path is derived, so one variable moves it all.
+    @property
+    def cache_dir(self) -> Path:
+        return self.home / "cache"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def interactions_dir(self) -> Path:
+        """Published interaction partitions: ``interactions/date=YYYY-MM-DD/part-0.parquet``."""
+        return self.data_dir / "interactions"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.data_dir / "staging"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.data_dir / "quarantine"
+
+    @property
+    def users_path(self) -> Path:
+        return self.data_dir / "users.parquet"
+
+    @property
+    def items_path(self) -> Path:
+        return self.data_dir / "items.parquet"
+
+    @property
+    def feast_dir(self) -> Path:
+        return self.home / "feast"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.home / "mlflow"
+
+    @property
+    def mlflow_artifacts_dir(self) -> Path:
+        return self.mlflow_dir / "artifacts"
+
+    @property
+    def serving_dir(self) -> Path:
+        return self.home / "serving"
+
+    @property
+    def model_base_path(self) -> Path:
+        """TF Serving base path: ``<base>/<model_name>/<version>/``."""
+        return self.serving_dir / "models"
+
+    @property
+    def models_config_path(self) -> Path:
+        return self.serving_dir / "models.config"
+
+    @property
+    def airflow_home(self) -> Path:
+        return self.home / "airflow"
+
+    def ensure_dirs(self) -> None:
+        """Create the state folders (called by stages, never at import)."""
+        for path in (
+            self.cache_dir,
+            self.interactions_dir,
+            self.staging_dir,
+            self.quarantine_dir,
+            self.feast_dir,
+            self.runs_dir,
+            self.mlflow_artifacts_dir,
+            self.model_base_path,
+        ):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """Environment for the embedded Airflow (SQLite under RECOPS_HOME, our DAGs and plugins).
+
+    Variables already set by the deployment win, so the scale profile can point Airflow at
+    Postgres and Celery without code changes.
+    """
+    home = settings.airflow_home
+    defaults = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    env = {k: os.environ.get(k) or v for k, v in defaults.items()}
+    env["RECOPS_HOME"] = str(settings.home)
+    return env

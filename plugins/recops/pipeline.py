@@ -1,0 +1,255 @@
+"""One function per ``recsys_nightly`` task, so the DAG file only wires.
+
+Every step is keyed on the run's data interval: its outputs live under
+``RECOPS_HOME/runs/<interval start date>/``, and each stage skips work whose inputs and
+config it has already turned into a complete output. A retry or a second run of the same
+interval therefore converges on the same files, registry version and served model.
+Inputs and outputs are plain dicts (the stages' ``to_dict()``) because they travel in XCom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recops.config import Settings
+
+#: Run-time choices and their defaults; the DAG's Params carry the same keys with a schema.
+DEFAULT_PARAMS: dict[str, Any] = {
+    "epochs": 8,
+    "embedding_dim": 64,
+    "batch_size": 1024,
+    "learning_rate": 0.05,
+    "replicas": 2,
+    "target_sparsity": 0.5,
+    "fine_tune_epochs": 1,
+    "quality_budget": 0.01,
+    "min_recall_at_10": 0.05,
+    "min_ndcg_at_10": 0.05,
+    "max_relative_drop": 0.02,
+    "seed": 42,
+}
+
+
+def _utc(value: datetime | str) -> datetime:
+    when = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def run_dir(settings: Settings, interval_start: datetime | str) -> Path:
+    """Folder of one data interval's outputs."""
+    return settings.runs_dir / _utc(interval_start).strftime("%Y-%m-%d")
+
+
+def merged_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    """Defaults overlaid with the run's Params; unknown keys are refused by name."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown params {unknown}; expected a subset of {sorted(DEFAULT_PARAMS)}")
+    return {**DEFAULT_PARAMS, **params}
+
+
+def config_key(*parts: Any) -> str:
+    """Short stable hash of JSON-able parts (used to key outputs on inputs + config)."""
+    payload = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def validate_step(interval_start: datetime | str, interval_end: datetime | str) -> dict[str, Any]:
+    """Validate the interval's interactions partition (and the profile tables)."""
+    from recops.data import DataError, partition_path
+    from recops.validation import ValidateConfig, validate_partition
+
+    settings = Settings.from_env()
+    start, end = _utc(interval_start), _utc(interval_end)
+    path = partition_path(settings, start.strftime("%Y-%m-%d"))
+    if not path.is_file():
+        raise DataError(
+            f"no interactions partition for {start:%Y-%m-%d}: expected {path} "
+            "(run `recops data fetch` or point RECOPS_HOME at your data)"
+        )
+    result = validate_partition(
+        ValidateConfig(
+            interactions_path=str(path),
+            users_path=str(settings.users_path),
+            items_path=str(settings.items_path),
+            interval_start=start,
+            interval_end=end,
+            report_dir=str(run_dir(settings, start) / "validation"),
+            quarantine_dir=str(settings.quarantine_dir),
+        )
+    )
+    return result.to_dict()
+
+
+def features_step(interval_start: datetime | str, interval_end: datetime | str) -> dict[str, Any]:
+    """Apply the Feast repo, materialize online, and build the point-in-time training set."""
+    from recops.features import FeaturesConfig, build_features
+
+    settings = Settings.from_env()
+    config = FeaturesConfig(
+        interval_start=_utc(interval_start),
+        interval_end=_utc(interval_end),
+        output_dir=str(run_dir(settings, interval_start) / "features"),
+    )
+    return build_features(config, settings).to_dict()
+
+
+def train_step(interval_start: datetime | str, features: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
+    """Train the two-tower model; the output folder is keyed on data and config."""
+    from recops.training import TrainConfig, train
+
+    p = merged_params(params)
+    keys = ("epochs", "embedding_dim", "batch_size", "learning_rate", "replicas", "seed")
+    key = config_key(features["fingerprint"], {k: p[k] for k in keys})
+    config = TrainConfig(
+        training_set_uri=features["training_set_uri"],
+        users_uri=features["users_uri"],
+        items_uri=features["items_uri"],
+        output_dir=str(run_dir(Settings.from_env(), interval_start) / f"train-{key}"),
+        epochs=int(p["epochs"]),
+        embedding_dim=int(p["embedding_dim"]),
+        batch_size=int(p["batch_size"]),
+        learning_rate=float(p["learning_rate"]),
+        replicas=int(p["replicas"]),
+        seed=int(p["seed"]),
+    )
+    return {**train(config).to_dict(), "train_key": key}
+
+
+def compress_step(features: dict[str, Any], trained: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
+    """Prune the trained model with TF-MOT and export the stripped SavedModel."""
+    from recops.compression import CompressConfig, compress
+
+    p = merged_params(params)
+    key = config_key(trained["train_key"], p["target_sparsity"], p["fine_tune_epochs"])
+    train_dir = Path(trained["model_dir"]).parent
+    config = CompressConfig(
+        train_dir=str(train_dir),
+        training_set_uri=features["training_set_uri"],
+        split_uri=trained["split_uri"],
+        users_uri=features["users_uri"],
+        items_uri=features["items_uri"],
+        output_dir=str(train_dir.parent / f"compress-{key}"),
+        target_sparsity=float(p["target_sparsity"]),
+        fine_tune_epochs=int(p["fine_tune_epochs"]),
+        batch_size=int(p["batch_size"]),
+        replicas=int(p["replicas"]),
+    )
+    return {**compress(config).to_dict(), "compress_key": key}
+
+
+def evaluate_step(
+    features: dict[str, Any], trained: dict[str, Any], compressed: dict[str, Any], params: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Score the float and the pruned model on the test split and pick the one to serve.
+
+    The pruned model is served when its NDCG@10 is within ``quality_budget`` (relative) of
+    the float model's; otherwise the float model is, and the reason says so.
+    """
+    from recops.evaluation import EvalConfig, evaluate
+
+    p = merged_params(params)
+    scores = {}
+    for variant, model_dir in (("float", trained["model_dir"]), ("pruned", compressed["model_dir"])):
+        result = evaluate(EvalConfig(model_dir=model_dir, split_uri=trained["split_uri"], users_uri=features["users_uri"]))
+        scores[variant] = result.to_dict()
+    base, cand = scores["float"]["ndcg_at_k"], scores["pruned"]["ndcg_at_k"]
+    loss = (base - cand) / base if base > 0 else 0.0
+    chosen = "pruned" if loss <= float(p["quality_budget"]) else "float"
+    reason = (
+        f"pruned NDCG@10 {cand:.4f} vs float {base:.4f}: relative loss {loss:+.2%} "
+        f"{'<=' if chosen == 'pruned' else '>'} budget {float(p['quality_budget']):.2%}; serving {chosen}"
+    )
+    served = scores[chosen]
+    return {
+        "selected": chosen,
+        "selection_reason": reason,
+        "model_dir": compressed["model_dir"] if chosen == "pruned" else trained["model_dir"],
+        "metrics": {
+            "recall_at_10": served["recall_at_k"],
+            "ndcg_at_10": served["ndcg_at_k"],
+            "hit_at_10": served["hit_at_k"],
+            "mrr_at_10": served["mrr_at_k"],
+            "precision_at_10": served["precision_at_k"],
+            "float_recall_at_10": scores["float"]["recall_at_k"],
+            "float_ndcg_at_10": base,
+            "pruned_ndcg_at_10": cand,
+            "pruned_sparsity": float(compressed["sparsity"]),
+        },
+    }
+
+
+def register_step(
+    run: dict[str, Any],
+    validation: dict[str, Any],
+    features: dict[str, Any],
+    trained: dict[str, Any],
+    compressed: dict[str, Any],
+    evaluation: dict[str, Any],
+    params: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Register the selected model in MLflow with lineage, gate it, and set aliases."""
+    from recops.registry import GateConfig, RegisterConfig, register
+
+    p = merged_params(params)
+    key = config_key(compressed["compress_key"], evaluation["selected"])
+    lineage = {
+        **run,
+        "feature_service": features["feature_service"],
+        "features_as_of": features["as_of"],
+        "features_fingerprint": features["fingerprint"],
+        "training_set_sha256": features["training_set_sha256"],
+        "validated_partition": validation["partition_uri"],
+        "validated_partition_sha256": validation["partition_sha256"],
+        "train_strategy": trained["strategy"],
+        "train_replicas": trained["replicas"],
+        "compression": evaluation["selected"],
+        "selection_reason": evaluation["selection_reason"],
+        "partition_hashes": features["partition_hashes"],
+    }
+    config = RegisterConfig(
+        model_dir=evaluation["model_dir"],
+        model_key=key,
+        metrics=evaluation["metrics"],
+        params=p,
+        lineage=lineage,
+        artifacts={"validation": validation["report_uri"]},
+        gate=GateConfig(
+            min_recall_at_10=float(p["min_recall_at_10"]),
+            min_ndcg_at_10=float(p["min_ndcg_at_10"]),
+            max_relative_drop=float(p["max_relative_drop"]),
+        ),
+        run_name=f"{run.get('dag_id', 'recsys')}:{run.get('run_id', '')}",
+    )
+    return register(config).to_dict()
+
+
+def rollout_step(registered: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
+    """Serve the current champion (the new version if the gate blessed it) and smoke-test it."""
+    import mlflow
+
+    from recops.features import online_user_features
+    from recops.registry import CHAMPION, resolve_saved_model
+    from recops.serving.rollout import RolloutConfig, rollout
+
+    settings = Settings.from_env()
+    name = registered["model_name"]
+    champion = registered["champion_version"]
+    if champion is None:
+        raise RuntimeError(f"model {name} has no '{CHAMPION}' alias: nothing passed the gate yet")
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    saved_model_dir = resolve_saved_model(client, name, int(champion))
+    import pandas as pd
+
+    first_user = int(pd.read_parquet(features["users_uri"], columns=["user_id"])["user_id"].min())
+    smoke = online_user_features([first_user], settings)
+    result = rollout(
+        RolloutConfig(model_name=name, version=int(champion), saved_model_dir=saved_model_dir, smoke_instances=smoke),
+        settings,
+    )
+    return {**result.to_dict(), "new_version_blessed": registered["blessed"], "registered_version": registered["version"]}

@@ -1,0 +1,372 @@
+"""The register stage: MLflow tracking, the model registry, aliases and the skeleton's gate.
+
+A SavedModel directory is wrapped as an MLflow model (``tensorflow`` flavor, ``tf2-module``)
+with a signature read from its ``serving_default`` signature, logged to a run with params,
+metrics and lineage, and registered. The registry is idempotent on ``model_key``: the same
+inputs and config never create a second version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recops.config import Settings
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.models import ModelSignature
+
+MODEL_KEY_TAG = "recops.model_key"
+BLESSED_TAG = "recops.blessed"
+REASONS_TAG = "recops.gate_reasons"
+METRIC_TAG_PREFIX = "recops.metric."
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+#: Metrics the gate compares; higher is better for all of them.
+GATED_METRICS = ("recall_at_10", "ndcg_at_10")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateConfig:
+    """The skeleton's gate: absolute floors plus a bounded drop against the champion.
+
+    Attributes:
+        min_recall_at_10: Value threshold on Recall@10.
+        min_ndcg_at_10: Value threshold on NDCG@10.
+        max_relative_drop: Largest allowed relative drop of each gated metric vs the
+            current champion (0.02 = 2 %). Skipped, and said so, when there is none.
+    """
+
+    min_recall_at_10: float = 0.05
+    min_ndcg_at_10: float = 0.05
+    max_relative_drop: float = 0.02
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterConfig:
+    """What to register.
+
+    Attributes:
+        model_dir: The SavedModel (retrieval contract) to register and later serve.
+        model_key: Idempotency key: a hash of the training data and the full config.
+        metrics: Evaluation metrics of ``model_dir`` (must hold the gated ones).
+        params: Training and compression parameters to log.
+        lineage: Where the model came from (data hashes, run ids, interval...).
+        artifacts: Extra files to log, as ``{artifact_subdir: local_path}``.
+        gate: The promotion gate.
+        experiment_name: MLflow experiment.
+        run_name: MLflow run name.
+    """
+
+    model_dir: str
+    model_key: str
+    metrics: dict[str, float]
+    params: dict[str, Any] = field(default_factory=dict)
+    lineage: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    gate: GateConfig = field(default_factory=GateConfig)
+    experiment_name: str = "recsys_nightly"
+    run_name: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegisterResult:
+    """The registered version and the gate's decision."""
+
+    model_name: str
+    version: int
+    run_id: str
+    model_uri: str
+    created: bool
+    blessed: bool
+    reasons: list[str]
+    aliases: list[str]
+    champion_version: int | None
+    saved_model_dir: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _client(settings: Settings) -> MlflowClient:
+    import mlflow
+
+    if settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+
+def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    location = None
+    if settings.profile == "embedded":
+        settings.mlflow_artifacts_dir.mkdir(parents=True, exist_ok=True)
+        location = settings.mlflow_artifacts_dir.as_uri()
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+def saved_model_signature(model_dir: str) -> ModelSignature:
+    """Read ``serving_default``'s inputs and outputs as an MLflow tensor signature."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import numpy as np
+    import tensorflow as tf
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    loaded = tf.saved_model.load(model_dir)
+    fn = loaded.signatures["serving_default"]
+
+    def spec(name: str, t: tf.TensorSpec) -> TensorSpec:
+        dtype = np.dtype(object) if t.dtype == tf.string else np.dtype(t.dtype.as_numpy_dtype)
+        shape = tuple(-1 if d is None else int(d) for d in t.shape.as_list())
+        return TensorSpec(dtype, shape, name)
+
+    inputs = [spec(k, v) for k, v in sorted(fn.structured_input_signature[1].items())]
+    outputs = [spec(k, v) for k, v in sorted(fn.structured_outputs.items())]
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def _stage_mlflow_model(model_dir: str, signature: ModelSignature, dest: Path) -> None:
+    # Same layout mlflow.tensorflow.log_model writes for a tf.Module, built around an
+    # exported SavedModel (log_model only accepts live Python objects).
+    import tensorflow as tf
+    from mlflow.models import Model
+    from mlflow.pyfunc import add_to_model
+
+    shutil.copytree(model_dir, dest / "tf2model")
+    model = Model(signature=signature)
+    model.add_flavor("tensorflow", code=None, saved_model_dir="tf2model", model_type="tf2-module")
+    add_to_model(model, loader_module="mlflow.tensorflow")
+    model.save(str(dest / "MLmodel"))
+    (dest / "requirements.txt").write_text(f"tensorflow=={tf.__version__}\n")
+
+
+def _version_metrics(version: ModelVersion) -> dict[str, float]:
+    return {
+        k.removeprefix(METRIC_TAG_PREFIX): float(v)
+        for k, v in version.tags.items()
+        if k.startswith(METRIC_TAG_PREFIX)
+    }
+
+
+def evaluate_gate(
+    metrics: dict[str, float], gate: GateConfig, champion: dict[str, float] | None
+) -> tuple[bool, list[str]]:
+    """Apply value and change thresholds; every check leaves a reason.
+
+    Args:
+        metrics: The candidate's metrics.
+        gate: Thresholds.
+        champion: The champion's metrics, or None when there is no champion yet.
+
+    Returns:
+        ``(blessed, reasons)``.
+    """
+    reasons: list[str] = []
+    ok = True
+    floors = {"recall_at_10": gate.min_recall_at_10, "ndcg_at_10": gate.min_ndcg_at_10}
+    for name, floor in floors.items():
+        if name not in metrics:
+            raise KeyError(f"metric {name!r} missing from {sorted(metrics)}")
+        passed = metrics[name] >= floor
+        ok &= passed
+        reasons.append(f"{name}={metrics[name]:.4f} {'>=' if passed else '<'} floor {floor}")
+    if champion is None:
+        reasons.append("no baseline: no champion yet, change thresholds skipped")
+        return ok, reasons
+    for name in GATED_METRICS:
+        base = champion.get(name)
+        if base is None or base <= 0:
+            reasons.append(f"{name}: champion has no value, change threshold skipped")
+            continue
+        drop = (base - metrics[name]) / base
+        passed = drop <= gate.max_relative_drop
+        ok &= passed
+        reasons.append(
+            f"{name}={metrics[name]:.4f} vs champion {base:.4f}: relative drop {drop:+.2%} "
+            f"{'<=' if passed else '>'} {gate.max_relative_drop:.2%}"
+        )
+    return ok, reasons
+
+
+def _find_by_key(client: MlflowClient, name: str, key: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return None
+    matches = [v for v in versions if v.tags.get(MODEL_KEY_TAG) == key]
+    return min(matches, key=lambda v: int(v.version)) if matches else None
+
+
+def _champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def register(config: RegisterConfig, settings: Settings | None = None) -> RegisterResult:
+    """Log, register, gate and alias a model version (idempotent on ``model_key``).
+
+    The new version always gets alias ``challenger``; it also gets ``champion`` when the
+    gate blesses it. Rerunning with the same ``model_key`` returns the existing version.
+
+    Args:
+        config: The model, its metrics and lineage, and the gate.
+        settings: Deployment settings; read from the environment when omitted.
+
+    Returns:
+        The version, its run, and the gate's decision with every reason.
+    """
+    import mlflow
+
+    settings = settings or Settings.from_env()
+    if not (Path(config.model_dir) / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"{config.model_dir} holds no saved_model.pb")
+    client = _client(settings)
+    name = settings.model_name
+    champion = _champion(client, name)
+
+    existing = _find_by_key(client, name, config.model_key)
+    if existing is not None:
+        return _result(client, name, existing, created=False)
+
+    blessed, reasons = evaluate_gate(
+        config.metrics, config.gate, _version_metrics(champion) if champion else None
+    )
+    signature = saved_model_signature(config.model_dir)
+    experiment_id = _experiment_id(client, settings, config.experiment_name)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name) as run:
+        mlflow.log_params({k: str(v)[:500] for k, v in config.params.items()})
+        mlflow.log_metrics({k: float(v) for k, v in config.metrics.items()})
+        mlflow.log_dict(config.lineage, "lineage.json")
+        mlflow.log_dict({"blessed": blessed, "reasons": reasons}, "gate.json")
+        for subdir, path in config.artifacts.items():
+            if Path(path).is_file():
+                mlflow.log_artifact(path, subdir)
+        mlflow.set_tags({MODEL_KEY_TAG: config.model_key, BLESSED_TAG: str(blessed).lower()})
+        logged = mlflow.initialize_logged_model(
+            name="model", source_run_id=run.info.run_id, experiment_id=experiment_id
+        )
+        staging = Path(tempfile.mkdtemp(prefix="recops-mlflow-"))
+        try:
+            _stage_mlflow_model(config.model_dir, signature, staging)
+            client.log_model_artifacts(logged.model_id, str(staging))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        mlflow.finalize_logged_model(logged.model_id, "READY")
+        tags = {
+            MODEL_KEY_TAG: config.model_key,
+            BLESSED_TAG: str(blessed).lower(),
+            REASONS_TAG: json.dumps(reasons)[:5000],
+            **{METRIC_TAG_PREFIX + k: f"{float(v):.6f}" for k, v in config.metrics.items()},
+            **{f"recops.lineage.{k}": str(v)[:500] for k, v in config.lineage.items() if not isinstance(v, dict)},
+        }
+        version = client.create_model_version(
+            name=_ensure_registered(client, name),
+            source=f"models:/{logged.model_id}",
+            run_id=run.info.run_id,
+            tags=tags,
+            model_id=logged.model_id,
+        )
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    if blessed:
+        client.set_registered_model_alias(name, CHAMPION, version.version)
+    return _result(client, name, client.get_model_version(name, version.version), created=True)
+
+
+def _ensure_registered(client: MlflowClient, name: str) -> str:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="recops two-tower retrieval model")
+    return name
+
+
+def _result(client: MlflowClient, name: str, version: ModelVersion, *, created: bool) -> RegisterResult:
+    champion = _champion(client, name)
+    saved_model_dir = resolve_saved_model(client, name, int(version.version))
+    return RegisterResult(
+        model_name=name,
+        version=int(version.version),
+        run_id=str(version.run_id),
+        model_uri=f"models:/{name}/{version.version}",
+        created=created,
+        blessed=version.tags.get(BLESSED_TAG) == "true",
+        reasons=json.loads(version.tags.get(REASONS_TAG, "[]")),
+        aliases=list(version.aliases),
+        champion_version=int(champion.version) if champion else None,
+        saved_model_dir=saved_model_dir,
+    )
+
+
+def resolve_saved_model(client: MlflowClient, name: str, version: int) -> str:
+    """Local path of a registered version's SavedModel (downloaded when remote)."""
+    import mlflow
+
+    root = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", tracking_uri=client.tracking_uri))
+    path = root / "tf2model"
+    if not (path / "saved_model.pb").is_file():
+        raise FileNotFoundError(f"models:/{name}/{version} has no tf2model/saved_model.pb under {root}")
+    return str(path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RegistryStatus:
+    """The registry's view for ``recops status``."""
+
+    model_name: str
+    champion_version: int | None
+    challenger_version: int | None
+    versions: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def registry_status(settings: Settings | None = None) -> RegistryStatus:
+    """Aliases and versions of the served model, newest first."""
+    from mlflow.exceptions import MlflowException
+
+    settings = settings or Settings.from_env()
+    client = _client(settings)
+    name = settings.model_name
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+        # Search results carry no aliases; the registered model has the mapping.
+        alias_map = client.get_registered_model(name).aliases
+    except MlflowException:
+        versions, alias_map = [], {}
+    rows = [
+        {
+            "version": int(v.version),
+            "aliases": sorted(a for a, n in alias_map.items() if int(n) == int(v.version)),
+            "blessed": v.tags.get(BLESSED_TAG) == "true",
+            "metrics": _version_metrics(v),
+            "run_id": v.run_id,
+        }
+        for v in sorted(versions, key=lambda v: -int(v.version))
+    ]
+    by_alias = {a: r["version"] for r in rows for a in r["aliases"]}
+    return RegistryStatus(
+        model_name=name,
+        champion_version=by_alias.get(CHAMPION),
+        challenger_version=by_alias.get(CHALLENGER),
+        versions=rows,
+    )

@@ -1,0 +1,70 @@
+"""Registry stage on real MLflow (SQLite backend, local artifacts)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from recops.config import Settings
+from recops.registry import (
+    CHAMPION,
+    GateConfig,
+    RegisterConfig,
+    evaluate_gate,
+    register,
+    registry_status,
+)
+from tests.support.contract_model import export_contract_model
+
+
+def test_gate_first_run_says_no_baseline() -> None:
+    ok, reasons = evaluate_gate({"recall_at_10": 0.2, "ndcg_at_10": 0.3}, GateConfig(), None)
+    assert ok
+    assert any("no baseline" in r for r in reasons)
+
+
+def test_gate_floors_and_change_thresholds() -> None:
+    gate = GateConfig(min_recall_at_10=0.1, min_ndcg_at_10=0.1, max_relative_drop=0.05)
+    ok, reasons = evaluate_gate({"recall_at_10": 0.05, "ndcg_at_10": 0.3}, gate, None)
+    assert not ok and any("recall_at_10=0.0500 < floor 0.1" in r for r in reasons)
+    champ = {"recall_at_10": 0.2, "ndcg_at_10": 0.3}
+    ok, _ = evaluate_gate({"recall_at_10": 0.195, "ndcg_at_10": 0.29}, gate, champ)
+    assert ok  # within 5 %
+    ok, reasons = evaluate_gate({"recall_at_10": 0.2, "ndcg_at_10": 0.25}, gate, champ)
+    assert not ok and any("ndcg_at_10" in r and "> 5.00%" in r for r in reasons)
+    with pytest.raises(KeyError, match="ndcg_at_10"):
+        evaluate_gate({"recall_at_10": 0.2}, gate, None)
+
+
+def test_register_is_idempotent_and_aliases_follow_the_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
+    model = export_contract_model(tmp_path / "sm")
+    good = {"recall_at_10": 0.2, "ndcg_at_10": 0.3}
+    first = register(RegisterConfig(model_dir=str(model), model_key="k1", metrics=good, lineage={"dag_id": "t"}))
+    assert first.created and first.blessed and first.version == 1
+    assert set(first.aliases) == {"challenger", CHAMPION}
+    again = register(RegisterConfig(model_dir=str(model), model_key="k1", metrics=good))
+    assert not again.created and again.version == 1
+
+    worse = register(
+        RegisterConfig(model_dir=str(model), model_key="k2", metrics={"recall_at_10": 0.1, "ndcg_at_10": 0.1})
+    )
+    assert worse.created and not worse.blessed and worse.version == 2
+    assert worse.champion_version == 1 and worse.aliases == ["challenger"]
+    assert any("relative drop" in r for r in worse.reasons)
+
+    status = registry_status(Settings.from_env())
+    assert status.champion_version == 1 and status.challenger_version == 2
+    # The registered model carries the SavedModel's signature, strings included.
+    info = mlflow.models.get_model_info("models:/recops_retrieval/1")
+    names = {s.name for s in info.signature.inputs.inputs}
+    assert names == {"user_id", "age", "gender", "occupation"}
+    assert (Path(first.saved_model_dir) / "saved_model.pb").is_file()
+
+
+def test_register_refuses_a_folder_without_a_saved_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
+    with pytest.raises(FileNotFoundError, match="saved_model.pb"):
+        register(RegisterConfig(model_dir=str(tmp_path), model_key="x", metrics={}))
