@@ -11,7 +11,6 @@ from datetime import timedelta
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
 from feast.types import Int64, String
-
 from recops.config import Settings
 
 _settings = Settings.from_env()

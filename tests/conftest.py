@@ -18,7 +18,12 @@ os.environ["AIRFLOW_HOME"] = str(_SESSION_HOME / "airflow")
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(_ROOT / "plugins")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{_SESSION_HOME / 'airflow' / 'airflow.db'}"
+os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = (
+    f"sqlite:///{_SESSION_HOME / 'airflow' / 'airflow.db'}"
+)
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+# Integration and reliability tests share the isolated-stack fixture.
+pytest_plugins = ["tests.support.stack"]

@@ -47,6 +47,23 @@ def _airflow(args: list[str], settings: Settings, *, check: bool = True) -> int:
     return proc.returncode
 
 
+def _run_dag_test(settings: Settings, logical_date: str, conf: str) -> None:
+    # `airflow dags test` can exit 0 on a failed run, so its final line is checked too.
+    env = {**os.environ, **airflow_env(settings)}
+    exe = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    proc = subprocess.Popen(
+        [exe, "dags", "test", DAG_ID, logical_date, "--conf", conf],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    failed = False
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        failed |= "DagRun failed" in line or "state=failed" in line and "DagRun Finished" in line
+    if proc.wait() != 0 or failed:
+        _fail(f"{DAG_ID} run for {logical_date} failed", "the failing task's log is above")
+
+
 def _ensure_airflow_db(settings: Settings) -> None:
     if not (settings.airflow_home / "airflow.db").exists():
         typer.echo("Setting up the Airflow metadata DB (SQLite) ...")
@@ -100,11 +117,14 @@ def demo(
     typer.echo(f"[1/4] Ingesting {source} into {settings.data_dir} ...")
     ingested = ingest(IngestConfig(source=source), settings)
     typer.echo(f"      {ingested.n_interactions} interactions in {ingested.n_partitions} daily partitions")
+    from recops.pipeline import logical_date_for
+
     day = date or ingested.last_date
     typer.echo("[2/4] Preparing Airflow (SQLite) ...")
     _ensure_airflow_db(settings)
-    typer.echo(f"[3/4] Running `airflow dags test {DAG_ID} {day}` ...")
-    _airflow(["dags", "test", DAG_ID, day, "--conf", conf], settings)
+    logical = logical_date_for(day)
+    typer.echo(f"[3/4] Running `airflow dags test {DAG_ID} {logical}` (data interval {day}) ...")
+    _run_dag_test(settings, logical, conf)
     typer.echo(f"[4/4] Top-10 for user {user_id} from the served model:")
     _print_recommendations(settings, user_id, 10, as_json=False)
     status_data = _status(settings)

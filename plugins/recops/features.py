@@ -168,7 +168,8 @@ def _as_of_snapshot(
 ) -> pd.DataFrame:
     frame = keys.assign(event_timestamp=as_of)
     out = store.get_historical_features(entity_df=frame, features=refs).to_df()
-    return out.drop(columns=["event_timestamp"]).sort_values(keys.columns[0]).reset_index(drop=True)
+    out["event_timestamp"] = out["event_timestamp"].astype("datetime64[us, UTC]")
+    return out.sort_values(keys.columns[0]).reset_index(drop=True)
 
 
 def point_in_time_join(store: FeatureStore, entity_df: pd.DataFrame, service_name: str) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,15 @@ DEFAULT_PARAMS: dict[str, Any] = {
 def _utc(value: datetime | str) -> datetime:
     when = datetime.fromisoformat(value) if isinstance(value, str) else value
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def logical_date_for(day: str) -> str:
+    """The logical date whose daily data interval is ``[day, day + 1)``.
+
+    With a data-interval timetable a run is stamped at the end of its interval, so the
+    run that processes 1998-04-22 is the one for 1998-04-23.
+    """
+    return (datetime.fromisoformat(day) + timedelta(days=1)).strftime("%Y-%m-%d")
 
 
 def run_dir(settings: Settings, interval_start: datetime | str) -> Path:

@@ -121,7 +121,7 @@ def saved_model_signature(model_dir: str) -> ModelSignature:
     import numpy as np
     import tensorflow as tf
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
 
     loaded = tf.saved_model.load(model_dir)
     fn = loaded.signatures["serving_default"]
@@ -131,8 +131,10 @@ def saved_model_signature(model_dir: str) -> ModelSignature:
         shape = tuple(-1 if d is None else int(d) for d in t.shape.as_list())
         return TensorSpec(dtype, shape, name)
 
-    inputs = [spec(k, v) for k, v in sorted(fn.structured_input_signature[1].items())]
-    outputs = [spec(k, v) for k, v in sorted(fn.structured_outputs.items())]
+    inputs: list[ColSpec | TensorSpec] = [
+        spec(k, v) for k, v in sorted(fn.structured_input_signature[1].items())
+    ]
+    outputs: list[ColSpec | TensorSpec] = [spec(k, v) for k, v in sorted(fn.structured_outputs.items())]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
@@ -347,26 +349,27 @@ def registry_status(settings: Settings | None = None) -> RegistryStatus:
     settings = settings or Settings.from_env()
     client = _client(settings)
     name = settings.model_name
+    versions: list[ModelVersion] = []
+    alias_map: dict[str, int] = {}
     try:
-        versions = client.search_model_versions(f"name='{name}'")
+        versions = list(client.search_model_versions(f"name='{name}'"))
         # Search results carry no aliases; the registered model has the mapping.
-        alias_map = client.get_registered_model(name).aliases
+        alias_map = {a: int(n) for a, n in client.get_registered_model(name).aliases.items()}
     except MlflowException:
-        versions, alias_map = [], {}
-    rows = [
+        pass
+    rows: list[dict[str, Any]] = [
         {
             "version": int(v.version),
-            "aliases": sorted(a for a, n in alias_map.items() if int(n) == int(v.version)),
+            "aliases": sorted(a for a, n in alias_map.items() if n == int(v.version)),
             "blessed": v.tags.get(BLESSED_TAG) == "true",
             "metrics": _version_metrics(v),
             "run_id": v.run_id,
         }
         for v in sorted(versions, key=lambda v: -int(v.version))
     ]
-    by_alias = {a: r["version"] for r in rows for a in r["aliases"]}
     return RegistryStatus(
         model_name=name,
-        champion_version=by_alias.get(CHAMPION),
-        challenger_version=by_alias.get(CHALLENGER),
+        champion_version=alias_map.get(CHAMPION),
+        challenger_version=alias_map.get(CHALLENGER),
         versions=rows,
     )

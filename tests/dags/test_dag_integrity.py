@@ -28,7 +28,9 @@ def test_no_import_errors(dagbag) -> None:
 
 def test_one_dag_per_file_named_after_it(dagbag) -> None:
     for path in DAG_FILES:
-        ids = [d.dag_id for d in dagbag.dags.values() if Path(d.fileloc).resolve() == path.resolve()]
+        ids = [
+            d.dag_id for d in dagbag.dags.values() if Path(d.fileloc).resolve() == path.resolve()
+        ]
         assert ids == [path.stem], f"{path.name} defines {ids}"
 
 
@@ -68,7 +70,9 @@ def test_parse_imports_nothing_heavy_and_writes_nothing(path: Path, tmp_path: Pa
         f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
     )
     env = {"RECOPS_HOME": str(home), "AIRFLOW_HOME": str(tmp_path / "af"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert loaded == [], f"{path.name} imports {loaded} at parse time"

@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 
 
-def export_contract_model(path: Path, *, n_items: int = 20, dim: int = 4, k: int = 100, seed: int = 0) -> Path:
+def export_contract_model(
+    path: Path, *, n_items: int = 20, dim: int = 4, k: int = 100, seed: int = 0
+) -> Path:
     """Export a random two-tower-shaped tf.Module with the three contract signatures."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
@@ -23,7 +25,12 @@ def export_contract_model(path: Path, *, n_items: int = 20, dim: int = 4, k: int
         def _user(self, user_id, age, gender, occupation):  # noqa: ANN001, ANN202
             base = tf.gather(self.user_table, user_id % 50)
             bias = tf.cast(age, tf.float32)[:, None] * 0.01
-            bias += tf.cast(tf.strings.length(gender) + tf.strings.length(occupation), tf.float32)[:, None] * 0.001
+            bias += (
+                tf.cast(tf.strings.length(gender) + tf.strings.length(occupation), tf.float32)[
+                    :, None
+                ]
+                * 0.001
+            )
             return base + bias
 
         @tf.function(input_signature=[
@@ -31,7 +38,9 @@ def export_contract_model(path: Path, *, n_items: int = 20, dim: int = 4, k: int
             tf.TensorSpec([None], tf.string, name="gender"), tf.TensorSpec([None], tf.string, name="occupation"),
         ])  # fmt: skip
         def serve(self, user_id, age, gender, occupation):  # noqa: ANN001, ANN201
-            scores = tf.matmul(self._user(user_id, age, gender, occupation), self.items, transpose_b=True)
+            scores = tf.matmul(
+                self._user(user_id, age, gender, occupation), self.items, transpose_b=True
+            )
             kk = min(k, n_items)
             values, idx = tf.math.top_k(scores, kk)
             pad = k - kk

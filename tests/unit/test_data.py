@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from recops.config import Settings
 from recops.data import (
     GENRES,
@@ -101,6 +100,10 @@ def test_publish_is_idempotent_and_partitioned_by_day(settings: Settings) -> Non
 
 
 def test_publish_drops_stale_partitions(settings: Settings) -> None:
-    publish(settings, *synthesize(rows=2000, users=40, items=60, days=6, seed=1), source="synthetic")
-    publish(settings, *synthesize(rows=2000, users=40, items=60, days=3, seed=1), source="synthetic")
+    publish(
+        settings, *synthesize(rows=2000, users=40, items=60, days=6, seed=1), source="synthetic"
+    )
+    publish(
+        settings, *synthesize(rows=2000, users=40, items=60, days=3, seed=1), source="synthetic"
+    )
     assert len(list_partitions(settings)) == 3

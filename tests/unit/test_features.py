@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from recops.config import Settings
 from recops.data import publish, synthesize
 from recops.features import FeaturesConfig, build_features, online_user_features
@@ -32,7 +31,9 @@ def test_point_in_time_values_and_no_lost_rows(settings: Settings) -> None:
     inter, users, items = synthesize(rows=600, users=20, items=30, days=3, seed=2)
     # The same user rating two items in the same second: Feast's file store would keep one.
     t = inter["event_timestamp"].iloc[0]
-    dupes = pd.DataFrame({"user_id": [1, 1], "item_id": [1, 2], "rating": [5, 4], "event_timestamp": [t, t]})
+    dupes = pd.DataFrame(
+        {"user_id": [1, 1], "item_id": [1, 2], "rating": [5, 4], "event_timestamp": [t, t]}
+    )
     inter = pd.concat([inter, dupes]).drop_duplicates(["user_id", "item_id", "event_timestamp"])
     # User 1's profile changes mid-way: rows before the change must see the old age.
     change = inter["event_timestamp"].min() + pd.Timedelta(days=1)

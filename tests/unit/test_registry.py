@@ -6,7 +6,6 @@ from pathlib import Path
 
 import mlflow
 import pytest
-
 from recops.config import Settings
 from recops.registry import (
     CHAMPION,
@@ -16,6 +15,7 @@ from recops.registry import (
     register,
     registry_status,
 )
+
 from tests.support.contract_model import export_contract_model
 
 
@@ -38,18 +38,24 @@ def test_gate_floors_and_change_thresholds() -> None:
         evaluate_gate({"recall_at_10": 0.2}, gate, None)
 
 
-def test_register_is_idempotent_and_aliases_follow_the_gate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_register_is_idempotent_and_aliases_follow_the_gate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
     model = export_contract_model(tmp_path / "sm")
     good = {"recall_at_10": 0.2, "ndcg_at_10": 0.3}
-    first = register(RegisterConfig(model_dir=str(model), model_key="k1", metrics=good, lineage={"dag_id": "t"}))
+    first = register(
+        RegisterConfig(model_dir=str(model), model_key="k1", metrics=good, lineage={"dag_id": "t"})
+    )
     assert first.created and first.blessed and first.version == 1
     assert set(first.aliases) == {"challenger", CHAMPION}
     again = register(RegisterConfig(model_dir=str(model), model_key="k1", metrics=good))
     assert not again.created and again.version == 1
 
     worse = register(
-        RegisterConfig(model_dir=str(model), model_key="k2", metrics={"recall_at_10": 0.1, "ndcg_at_10": 0.1})
+        RegisterConfig(
+            model_dir=str(model), model_key="k2", metrics={"recall_at_10": 0.1, "ndcg_at_10": 0.1}
+        )
     )
     assert worse.created and not worse.blessed and worse.version == 2
     assert worse.champion_version == 1 and worse.aliases == ["challenger"]
@@ -64,7 +70,9 @@ def test_register_is_idempotent_and_aliases_follow_the_gate(tmp_path: Path, monk
     assert (Path(first.saved_model_dir) / "saved_model.pb").is_file()
 
 
-def test_register_refuses_a_folder_without_a_saved_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_register_refuses_a_folder_without_a_saved_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
         register(RegisterConfig(model_dir=str(tmp_path), model_key="x", metrics={}))

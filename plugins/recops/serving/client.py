@@ -1,0 +1,302 @@
+"""Client for the model server (ours or a real TF Serving): REST and gRPC.
+
+REST calls use only the standard library, so status checks from the CLI stay cheap;
+gRPC calls import ``grpc`` and the ``tensorflow_serving`` protos (and so TensorFlow) when
+first used. Every failure is raised as ``ServingError`` carrying the server's own error
+text and a canonical status code (``NOT_FOUND``, ``INVALID_ARGUMENT``...).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from recops.serving.server import ServingError, import_tensorflow
+
+if TYPE_CHECKING:
+    import numpy as np
+    from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
+
+    from recops.config import Settings
+
+__all__ = ["ServingClient", "ServingError"]
+
+_CODE_FOR_HTTP = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    499: "CANCELLED",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+_GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+class ServingClient:
+    """Talks to one server: ``host`` with ``grpc_port`` and ``rest_port``.
+
+    Use as a context manager (or call ``close``) to release the gRPC channel.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        grpc_port: int = 8500,
+        rest_port: int = 8501,
+        *,
+        timeout_s: float = 30.0,
+    ) -> None:
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        self.host = host
+        self.grpc_port = grpc_port
+        self.rest_port = rest_port
+        self.timeout_s = timeout_s
+        self._channel: Any = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, timeout_s: float = 30.0) -> ServingClient:
+        return cls(
+            settings.serving_host, settings.grpc_port, settings.rest_port, timeout_s=timeout_s
+        )
+
+    @property
+    def rest_base(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.grpc_port}"
+
+    def model_url(self, model: str, *, version: int | None = None, label: str | None = None) -> str:
+        """``http://host:port/v1/models/<model>[/versions/<v>|/labels/<l>]``."""
+        if version is not None and label is not None:
+            raise ValueError("give a version or a label, not both")
+        url = f"{self.rest_base}/v1/models/{urllib.parse.quote(model, safe='')}"
+        if version is not None:
+            url += f"/versions/{int(version)}"
+        elif label is not None:
+            url += f"/labels/{urllib.parse.quote(label, safe='')}"
+        return url
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    def __enter__(self) -> ServingClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- REST -------------------------------------------------------------------------
+    def _rest(self, method: str, url: str, payload: Any = None) -> dict[str, Any]:
+        data = None if payload is None else json.dumps(payload).encode("utf-8")
+        request = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as reply:
+                body = reply.read()
+        except urllib.error.HTTPError as exc:
+            with exc:
+                raw = exc.read()
+            try:
+                message = str(json.loads(raw)["error"])
+            except (ValueError, KeyError, TypeError):
+                message = raw.decode("utf-8", errors="replace") or exc.reason
+            code = _CODE_FOR_HTTP.get(exc.code, "INTERNAL" if exc.code >= 500 else "UNKNOWN")
+            raise ServingError(code, message, http_status=exc.code) from None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ServingError("UNAVAILABLE", f"cannot reach {url}: {reason}") from None
+        try:
+            result = json.loads(body)
+        except ValueError as exc:
+            raise ServingError("INTERNAL", f"{url} answered with invalid JSON: {exc}") from None
+        if not isinstance(result, dict):
+            raise ServingError("INTERNAL", f"{url} answered with a JSON {type(result).__name__}")
+        return result
+
+    def predict_rest(
+        self,
+        model: str,
+        instances: Sequence[Any] | None = None,
+        *,
+        inputs: Any = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature_name: str | None = None,
+    ) -> dict[str, Any]:
+        """POST ``:predict`` with ``instances`` (row format) or ``inputs`` (columnar).
+
+        Returns the server's JSON: ``{"predictions": ...}`` or ``{"outputs": ...}``.
+        """
+        if (instances is None) == (inputs is None):
+            raise ValueError("pass exactly one of instances (row format) or inputs (columnar)")
+        payload: dict[str, Any] = {}
+        if signature_name:
+            payload["signature_name"] = signature_name
+        if instances is not None:
+            payload["instances"] = list(instances)
+        else:
+            payload["inputs"] = inputs
+        url = self.model_url(model, version=version, label=label) + ":predict"
+        return self._rest("POST", url, payload)
+
+    def metadata(
+        self, model: str, *, version: int | None = None, label: str | None = None
+    ) -> dict[str, Any]:
+        """GET ``.../metadata``: the model spec and its signature defs, as JSON."""
+        return self._rest("GET", self.model_url(model, version=version, label=label) + "/metadata")
+
+    def version_status(self, model: str) -> dict[int, dict[str, str]]:
+        """Version -> ``{"state", "error_code", "error_message"}`` from GET ``/v1/models/<model>``."""
+        reply = self._rest("GET", self.model_url(model))
+        result: dict[int, dict[str, str]] = {}
+        for item in reply.get("model_version_status", []):
+            status = item.get("status") or {}
+            result[int(item["version"])] = {
+                "state": str(item.get("state", "UNKNOWN")),
+                "error_code": str(status.get("error_code", "OK")),
+                "error_message": str(status.get("error_message", "")),
+            }
+        return result
+
+    def model_status(self, model: str) -> dict[int, str]:
+        """Version -> state (``START``, ``LOADING``, ``AVAILABLE``, ``UNLOADING``, ``END``)."""
+        return {version: item["state"] for version, item in self.version_status(model).items()}
+
+    def wait_available(
+        self, model: str, version: int, timeout_s: float = 120.0, *, poll_s: float = 0.2
+    ) -> None:
+        """Poll the status until ``version`` is AVAILABLE.
+
+        Raises ``ServingError`` at once if the version ends with a load error, and
+        ``TimeoutError`` at the deadline, naming the last state seen.
+        """
+        deadline = time.monotonic() + timeout_s
+        last = "not listed"
+        while True:
+            try:
+                item = self.version_status(model).get(int(version))
+            except ServingError as exc:
+                if exc.code != "NOT_FOUND":
+                    raise
+                item = None
+            if item is not None:
+                last = item["state"]
+                if last == "AVAILABLE":
+                    return
+                if last == "END":
+                    detail = item["error_message"] or "the version was unloaded"
+                    code = (
+                        item["error_code"] if item["error_code"] != "OK" else "FAILED_PRECONDITION"
+                    )
+                    raise ServingError(
+                        code, f"model {model} version {version} did not load: {detail}"
+                    )
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"model {model} version {version} not AVAILABLE after {timeout_s:.0f}s "
+                    f"(last state: {last})"
+                )
+            time.sleep(poll_s)
+
+    # -- gRPC -------------------------------------------------------------------------
+    def _grpc_channel(self) -> Any:
+        import grpc
+
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(
+                self.grpc_target,
+                options=[
+                    ("grpc.max_receive_message_length", _GRPC_MAX_MESSAGE_BYTES),
+                    ("grpc.max_send_message_length", _GRPC_MAX_MESSAGE_BYTES),
+                ],
+            )
+        return self._channel
+
+    def _grpc_call(self, method: Any, request: Any, timeout_s: float | None = None) -> Any:
+        import grpc
+
+        try:
+            return method(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            code = exc.code().name if exc.code() is not None else "UNKNOWN"
+            raise ServingError(code, exc.details() or code) from None
+
+    def predict_grpc(
+        self,
+        model: str,
+        inputs: Mapping[str, np.ndarray],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature_name: str = "serving_default",
+        output_filter: Sequence[str] = (),
+    ) -> dict[str, np.ndarray]:
+        """``PredictionService.Predict``: named numpy inputs in, named numpy outputs out."""
+        import numpy as np
+
+        tf = import_tensorflow()
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        request = predict_pb2.PredictRequest()
+        _fill_spec(request.model_spec, model, version, label)
+        request.model_spec.signature_name = signature_name
+        for name, value in inputs.items():
+            request.inputs[name].CopyFrom(tf.make_tensor_proto(np.asarray(value)))
+        request.output_filter.extend(output_filter)
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(self._grpc_channel())
+        response = self._grpc_call(stub.Predict, request)
+        return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+
+    def reload_config(self, config: ModelServerConfig, *, timeout_s: float | None = None) -> None:
+        """``ModelService.HandleReloadConfigRequest``: replace the server's whole config.
+
+        An OK reply means the config was accepted, not that added versions have loaded;
+        follow with ``wait_available``.
+        """
+        import_tensorflow()
+        from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
+
+        request = model_management_pb2.ReloadConfigRequest()
+        request.config.CopyFrom(config)
+        stub = model_service_pb2_grpc.ModelServiceStub(self._grpc_channel())
+        response = self._grpc_call(stub.HandleReloadConfigRequest, request, timeout_s)
+        if response.status.error_code != 0:
+            raise ServingError("UNKNOWN", response.status.error_message or "reload failed")
+
+    def model_status_grpc(self, model: str) -> dict[int, str]:
+        """``ModelService.GetModelStatus``: version -> state, over gRPC."""
+        import_tensorflow()
+        from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = model
+        stub = model_service_pb2_grpc.ModelServiceStub(self._grpc_channel())
+        response = self._grpc_call(stub.GetModelStatus, request)
+        names = get_model_status_pb2.ModelVersionStatus.State
+        return {int(s.version): names.Name(s.state) for s in response.model_version_status}
+
+
+def _fill_spec(spec: Any, model: str, version: int | None, label: str | None) -> None:
+    if version is not None and label is not None:
+        raise ValueError("give a version or a label, not both")
+    spec.name = model
+    if version is not None:
+        spec.version.value = int(version)
+    elif label is not None:
+        spec.version_label = label

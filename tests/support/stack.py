@@ -1,0 +1,68 @@
+"""The `stack` fixture: the real Airflow and recops CLIs against an isolated state folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from recops.config import Settings, airflow_env
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    """An isolated RECOPS_HOME + AIRFLOW_HOME with its own serving ports."""
+
+    settings: Settings
+    env: dict[str, str]
+
+    def airflow(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "airflow"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def recops(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "recops"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture
+def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
+    home = tmp_path / "recops"
+    ports = {"RECOPS_GRPC_PORT": str(free_port()), "RECOPS_REST_PORT": str(free_port())}
+    monkeypatch.setenv("RECOPS_HOME", str(home))
+    for key, value in ports.items():
+        monkeypatch.setenv(key, value)
+    for key in [k for k in os.environ if k.startswith("AIRFLOW")]:
+        monkeypatch.delenv(key)
+    settings = Settings.from_env()
+    env = {**os.environ, **airflow_env(settings), **ports, "PYTHONUNBUFFERED": "1"}
+    s = Stack(settings=settings, env=env)
+    migrated = s.airflow("db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    yield s
+    from recops.serving.server import stop_background
+
+    stop_background(settings)
