@@ -41,10 +41,11 @@ from airflow.sdk import CronDataIntervalTimetable, Param, dag, task
         "retry_exponential_backoff": True,
     },
     params={
-        "epochs": Param(8, type="integer", minimum=1, maximum=200, description="Training epochs"),
+        "epochs": Param(15, type="integer", minimum=1, maximum=200, description="Training epochs"),
         "embedding_dim": Param(64, type="integer", minimum=4, maximum=512),
         "batch_size": Param(1024, type="integer", minimum=16, maximum=65536),
-        "learning_rate": Param(0.05, type="number", exclusiveMinimum=0, maximum=10),
+        "learning_rate": Param(0.005, type="number", exclusiveMinimum=0, maximum=10),
+        "temperature": Param(0.25, type="number", exclusiveMinimum=0, maximum=10, description="Softmax temperature"),
         "replicas": Param(2, type="integer", minimum=1, maximum=16, description="Logical CPU devices when no GPU"),
         "target_sparsity": Param(0.5, type="number", minimum=0, maximum=0.95),
         "fine_tune_epochs": Param(1, type="integer", minimum=1, maximum=20),
