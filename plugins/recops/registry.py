@@ -100,7 +100,14 @@ def _client(settings: Settings) -> MlflowClient:
 
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
         settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    # set_tracking_uri also exports MLFLOW_TRACKING_URI; put the variable back so a later
+    # Settings.from_env() in this process reads the deployment's value, not this call's.
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    if previous is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = previous
     return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 
 

@@ -76,3 +76,15 @@ def test_register_refuses_a_folder_without_a_saved_model(
     monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
     with pytest.raises(FileNotFoundError, match="saved_model.pb"):
         register(RegisterConfig(model_dir=str(tmp_path), model_key="x", metrics={}))
+
+
+def test_registry_calls_do_not_leak_the_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second home in the same process must get its own MLflow DB (seen in the full suite)."""
+    import os
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "a"))
+    registry_status(Settings.from_env())
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "b"))
+    assert str(tmp_path / "b") in Settings.from_env().mlflow_tracking_uri
