@@ -37,10 +37,15 @@ def _fail(message: str, hint: str = "") -> None:
     raise typer.Exit(code=1)
 
 
-def _airflow(args: list[str], settings: Settings, *, check: bool = True) -> int:
-    env = {**os.environ, **airflow_env(settings)}
+def _airflow_cmd(settings: Settings) -> tuple[str, dict[str, str]]:
+    # The venv's airflow, with the embedded profile's environment on top of ours.
     settings.airflow_home.mkdir(parents=True, exist_ok=True)
     exe = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    return exe, {**os.environ, **airflow_env(settings)}
+
+
+def _airflow(args: list[str], settings: Settings, *, check: bool = True) -> int:
+    exe, env = _airflow_cmd(settings)
     proc = subprocess.run([exe, *args], env=env, check=False)
     if check and proc.returncode != 0:
         _fail(f"`airflow {' '.join(args)}` exited with {proc.returncode}", "read the task log above")
@@ -49,8 +54,7 @@ def _airflow(args: list[str], settings: Settings, *, check: bool = True) -> int:
 
 def _run_dag_test(settings: Settings, logical_date: str, conf: str) -> None:
     # `airflow dags test` can exit 0 on a failed run, so its final line is checked too.
-    env = {**os.environ, **airflow_env(settings)}
-    exe = shutil.which("airflow", path=str(Path(sys.executable).parent)) or "airflow"
+    exe, env = _airflow_cmd(settings)
     proc = subprocess.Popen(
         [exe, "dags", "test", DAG_ID, logical_date, "--conf", conf],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -59,7 +63,7 @@ def _run_dag_test(settings: Settings, logical_date: str, conf: str) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         sys.stdout.write(line)
-        failed |= "DagRun failed" in line or "state=failed" in line and "DagRun Finished" in line
+        failed |= "DagRun failed" in line or ("DagRun Finished" in line and "state=failed" in line)
     if proc.wait() != 0 or failed:
         _fail(f"{DAG_ID} run for {logical_date} failed", "the failing task's log is above")
 

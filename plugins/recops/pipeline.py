@@ -256,6 +256,7 @@ def register_step(
 def rollout_step(registered: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
     """Serve the current champion (the new version if the gate blessed it) and smoke-test it."""
     import mlflow
+    import pandas as pd
 
     from recops.features import online_user_features
     from recops.registry import CHAMPION, resolve_saved_model
@@ -268,8 +269,6 @@ def rollout_step(registered: dict[str, Any], features: dict[str, Any]) -> dict[s
         raise RuntimeError(f"model {name} has no '{CHAMPION}' alias: nothing passed the gate yet")
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     saved_model_dir = resolve_saved_model(client, name, int(champion))
-    import pandas as pd
-
     first_user = int(pd.read_parquet(features["users_uri"], columns=["user_id"])["user_id"].min())
     smoke = online_user_features([first_user], settings)
     result = rollout(
