@@ -27,13 +27,14 @@ import json
 import logging
 import os
 import tarfile
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from recops.config import RETRIEVAL_K
+from recops.records import Record
 from recops.training import (
     CONFIG_FILE,
     ITEM_COLUMNS,
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
-class CompressConfig:
+class CompressConfig(Record):
     """What to prune and how.
 
     Attributes:
@@ -102,13 +103,9 @@ class CompressConfig:
         if not self.learning_rate > 0:
             raise ValueError(f"CompressConfig.learning_rate={self.learning_rate!r} must be > 0")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as a JSON-serialisable dict."""
-        return asdict(self)
-
 
 @dataclass(frozen=True, kw_only=True)
-class CompressResult:
+class CompressResult(Record):
     """The pruned model and what pruning bought.
 
     Attributes:
@@ -135,16 +132,6 @@ class CompressResult:
     final_loss: float
     strategy: str
     replicas: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as a JSON-serialisable dict (for XCom)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> CompressResult:
-        """Rebuild a result from ``to_dict`` output."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in raw.items() if key in names})
 
 
 def directory_bytes(path: Path) -> int:

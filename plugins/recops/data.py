@@ -22,11 +22,12 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from recops.config import RECBOLE_DATA_PREFIX, RECBOLE_SPEC, Settings
+from recops.records import Record
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +59,7 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class IngestConfig:
+class IngestConfig(Record):
     """What to ingest.
 
     Attributes:
@@ -79,7 +80,7 @@ class IngestConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class IngestResult:
+class IngestResult(Record):
     """What ingestion published (paths and counts only)."""
 
     source: str
@@ -93,9 +94,6 @@ class IngestResult:
     partitions_written: int
     first_date: str
     last_date: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def sha256_file(path: Path) -> str:

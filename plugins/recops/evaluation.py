@@ -10,13 +10,13 @@ and valid items too when scoring test (RecBole accumulates seen items across pha
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recops.records import Record
 from recops.training import SPLITS, USER_COLUMNS, latest_rows, read_parquet_columns
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate"]
@@ -26,7 +26,7 @@ _USER_BLOCK = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalConfig:
+class EvalConfig(Record):
     """What to evaluate.
 
     Attributes:
@@ -51,7 +51,7 @@ class EvalConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class EvalResult:
+class EvalResult(Record):
     """User-averaged full-ranking metrics @k."""
 
     recall_at_k: float
@@ -63,10 +63,6 @@ class EvalResult:
     n_users: int
     split: str
     model_dir: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as a JSON-serialisable dict (for XCom)."""
-        return asdict(self)
 
 
 def _columns_for(

@@ -14,13 +14,14 @@ import os
 import shutil
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.config import Settings
 from recops.data import DataError, list_partitions, read_interactions, sha256_file
+from recops.records import Record
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +34,7 @@ _SUCCESS = "_SUCCESS"
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeaturesConfig:
+class FeaturesConfig(Record):
     """Inputs of the features stage.
 
     Attributes:
@@ -52,7 +53,7 @@ class FeaturesConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class FeaturesResult:
+class FeaturesResult(Record):
     """Where the point-in-time training set and the as-of profile snapshots are."""
 
     training_set_uri: str
@@ -68,8 +69,6 @@ class FeaturesResult:
     partition_hashes: dict[str, str] = field(default_factory=dict)
     materialized: dict[str, str] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @contextlib.contextmanager
@@ -243,7 +242,7 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
     if done.exists() and result_path.exists():
         previous = json.loads(result_path.read_text())
         if previous.get("fingerprint") == fingerprint:
-            return FeaturesResult(**{**previous, "materialized": materialized})
+            return FeaturesResult.from_dict({**previous, "materialized": materialized})
 
     entity_df = read_interactions(partitions)
     entity_df = entity_df[entity_df["event_timestamp"] < pd.Timestamp(as_of)]

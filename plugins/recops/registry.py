@@ -12,11 +12,12 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.config import Settings
+from recops.records import Record
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -34,7 +35,7 @@ GATED_METRICS = ("recall_at_10", "ndcg_at_10")
 
 
 @dataclass(frozen=True, kw_only=True)
-class GateConfig:
+class GateConfig(Record):
     """The skeleton's gate: absolute floors plus a bounded drop against the champion.
 
     Attributes:
@@ -50,7 +51,7 @@ class GateConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RegisterConfig:
+class RegisterConfig(Record):
     """What to register.
 
     Attributes:
@@ -77,7 +78,7 @@ class RegisterConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RegisterResult:
+class RegisterResult(Record):
     """The registered version and the gate's decision."""
 
     model_name: str
@@ -90,9 +91,6 @@ class RegisterResult:
     aliases: list[str]
     champion_version: int | None
     saved_model_dir: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _client(settings: Settings) -> MlflowClient:
@@ -337,16 +335,13 @@ def resolve_saved_model(client: MlflowClient, name: str, version: int) -> str:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RegistryStatus:
+class RegistryStatus(Record):
     """The registry's view for ``recops status``."""
 
     model_name: str
     champion_version: int | None
     challenger_version: int | None
     versions: list[dict[str, Any]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def registry_status(settings: Settings | None = None) -> RegistryStatus:

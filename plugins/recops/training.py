@@ -29,7 +29,7 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from recops.config import RETRIEVAL_K, SPLIT_SEED
+from recops.records import Record
 
 __all__ = [
     "TrainConfig",
@@ -68,7 +69,7 @@ ITEM_COLUMNS = ("item_id", "release_year", "genre_mask", "event_timestamp")
 
 
 @dataclass(frozen=True, kw_only=True)
-class TrainConfig:
+class TrainConfig(Record):
     """What to train on, where to write, and the knobs.
 
     Attributes:
@@ -117,13 +118,9 @@ class TrainConfig:
         if self.max_rows is not None and self.max_rows < 1:
             raise ValueError(f"TrainConfig.max_rows={self.max_rows!r} must be >= 1 or None")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as a JSON-serialisable dict."""
-        return asdict(self)
-
 
 @dataclass(frozen=True, kw_only=True)
-class TrainResult:
+class TrainResult(Record):
     """Where the trained model went and how training went.
 
     Attributes:
@@ -160,15 +157,6 @@ class TrainResult:
     seconds_per_epoch: float
     k: int
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return the result as a JSON-serialisable dict (for XCom)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> TrainResult:
-        """Rebuild a result from ``to_dict`` output."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{key: value for key, value in raw.items() if key in names})
 
 
 # --------------------------------------------------------------------------- data

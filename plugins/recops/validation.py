@@ -17,10 +17,12 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+
+from recops.records import Record
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -115,7 +117,7 @@ class DataValidationError(ValueError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ValidateConfig:
+class ValidateConfig(Record):
     """What to validate.
 
     Attributes:
@@ -139,7 +141,7 @@ class ValidateConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ValidationResult:
+class ValidationResult(Record):
     """Outcome of a passing validation (a failing one raises)."""
 
     success: bool
@@ -150,10 +152,6 @@ class ValidationResult:
     n_failed: int
     report_uri: str
     partition_sha256: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serialisable dict (for XCom)."""
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -27,9 +27,11 @@ import re
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from recops.records import Record
 
 if TYPE_CHECKING:
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
@@ -51,7 +53,7 @@ class RolloutError(RuntimeError):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RolloutConfig:
+class RolloutConfig(Record):
     """What to roll out.
 
     Attributes:
@@ -90,7 +92,7 @@ class RolloutConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
-class RolloutResult:
+class RolloutResult(Record):
     """What is served after the roll-out, and how the smoke test went."""
 
     model_name: str
@@ -101,9 +103,6 @@ class RolloutResult:
     grpc_target: str
     smoke_latency_ms: float
     smoke_top_item_ids: list[int]
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def rollout(config: RolloutConfig, settings: Settings | None = None) -> RolloutResult:
