@@ -29,23 +29,16 @@ class Stack:
     settings: Settings
     env: dict[str, str]
 
-    def airflow(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+    def _run(self, exe: str, args: tuple[str, ...], timeout: int) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(BIN / "airflow"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
+            [str(BIN / exe), *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )
 
+    def airflow(self, *args: str, timeout: int = 900) -> subprocess.CompletedProcess[str]:
+        return self._run("airflow", args, timeout)
+
     def recops(self, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(BIN / "recops"), *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return self._run("recops", args, timeout)
 
 
 @pytest.fixture
