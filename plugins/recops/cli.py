@@ -101,6 +101,35 @@ def data_synth(
     typer.echo(json.dumps(ingest(config).to_dict(), indent=2))
 
 
+@data_app.command("import")
+def data_import(
+    interactions: Annotated[Path, typer.Option(help="Interactions table (.parquet, .csv or .tsv).")],
+    users: Annotated[Path, typer.Option(help="Users table (.parquet, .csv or .tsv).")],
+    items: Annotated[Path, typer.Option(help="Items table (.parquet, .csv or .tsv).")],
+    mapping: Annotated[str, typer.Option(help='JSON: our column -> yours, e.g. \'{"user_id": "uid", "event_timestamp": "ts"}\'.')] = "{}",
+    stage_last_days: Annotated[int, typer.Option(help="Last N days go to staging for the nightly run; the rest is validated and published.", min=0)] = 1,
+) -> None:
+    """Bring your own data: map your columns onto ours, validate the history, stage the last days."""
+    from recops.data import DataError, ImportConfig, import_tables
+    from recops.validation import DataValidationError
+
+    try:
+        columns = json.loads(mapping)
+    except json.JSONDecodeError as exc:
+        _fail(f"--mapping is not valid JSON: {exc}")
+    if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
+        _fail("--mapping must be a JSON object of column names, e.g. '{\"user_id\": \"uid\"}'")
+    config = ImportConfig(
+        interactions_path=str(interactions), users_path=str(users), items_path=str(items),
+        mapping=columns, stage_last_days=stage_last_days,
+    )  # fmt: skip
+    try:
+        result = import_tables(config)
+    except (DataError, DataValidationError) as exc:
+        _fail(str(exc), "see docs/data_contracts.md for the schema and the mapping")
+    typer.echo(json.dumps(result.to_dict(), indent=2))
+
+
 @app.command()
 def demo(
     source: Annotated[str, typer.Option(help="movielens or synthetic.")] = "movielens",

@@ -9,6 +9,12 @@ The published layout under ``RECOPS_HOME/data`` is what every later stage reads:
 - ``items.parquet``: ``item_id``, ``title``, ``release_year`` (0 = unknown),
   ``genre_mask`` (bit g = genre ``GENRES[g]``), ``event_timestamp``.
 
+New days land in ``staging/date=YYYY-MM-DD/part-0.parquet``; the nightly validate stage
+checks each against the data contract and publishes or quarantines it
+(``recops.validation.validate_and_publish``). History is published in bulk, but only after
+one bulk validation with the same suites. ``import_tables`` brings your own tables in with a
+column mapping (see ``docs/data_contracts.md``).
+
 Every file is written to a temporary name and renamed into place, and a partition whose
 bytes would not change is left alone, so ingesting twice changes nothing.
 """
@@ -22,7 +28,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,6 +75,8 @@ class IngestConfig(Record):
         synthetic_items: Items to generate.
         synthetic_days: Days the synthetic events span.
         seed: Seed of the synthetic generator.
+        stage_last_days: The last N days of data land in staging (for the nightly validate
+            stage to publish); earlier days are bulk-validated and published. 0 publishes all.
     """
 
     source: str = "movielens"
@@ -77,6 +85,7 @@ class IngestConfig(Record):
     synthetic_items: int = 400
     synthetic_days: int = 30
     seed: int = 7
+    stage_last_days: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -94,6 +103,9 @@ class IngestResult(Record):
     partitions_written: int
     first_date: str
     last_date: str
+    staging_dir: str = ""
+    staged_dates: list[str] = field(default_factory=list)
+    history_report_uri: str = ""
 
 
 def sha256_file(path: Path) -> str:
@@ -136,6 +148,16 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> bool:
 def partition_path(settings: Settings, day: str) -> Path:
     """Path of one day's published interactions partition (``day`` is ``YYYY-MM-DD``)."""
     return settings.interactions_dir / f"date={day}" / "part-0.parquet"
+
+
+def staged_path(settings: Settings, day: str) -> Path:
+    """Path of one day's staged (not yet validated) partition (``day`` is ``YYYY-MM-DD``)."""
+    return settings.staging_dir / f"date={day}" / "part-0.parquet"
+
+
+def list_staged(settings: Settings) -> list[Path]:
+    """Staged partition files, oldest first."""
+    return sorted(settings.staging_dir.glob("date=*/part-0.parquet"))
 
 
 def list_partitions(settings: Settings, *, until: str | None = None) -> list[Path]:
@@ -308,9 +330,7 @@ def synthesize(
     popularity = 1.0 / np.arange(1, items + 1) ** 0.8
     popularity = popularity[rng.permutation(items)]
 
-    in_taste = [
-        np.flatnonzero((masks & ((1 << g[0]) | (1 << g[1]))) != 0) for g in cluster_genres
-    ]
+    in_taste = [np.flatnonzero((masks & ((1 << g[0]) | (1 << g[1]))) != 0) for g in cluster_genres]
     end = pd.Timestamp("1998-04-23", tz="UTC")
     start = end - pd.Timedelta(days=days)
     u = rng.integers(0, users, size=rows)
@@ -375,34 +395,34 @@ def publish(
     items: pd.DataFrame,
     *,
     source: str,
+    keep_days: Iterable[str] = (),
 ) -> IngestResult:
     """Write the three tables into the published layout, one partition per UTC day.
 
+    This is the trusted path: it does not validate. Use it for data already validated
+    (``land`` bulk-validates history first) or in tests that build published data.
     Partitions of days not present in ``interactions`` are removed, so switching sources
-    never leaves a stale day behind.
+    never leaves a stale day behind, except the days in ``keep_days`` (days that are
+    staged: their published copy stays until the staged one passes validation).
     """
     settings.ensure_dirs()
-    # One timestamp unit everywhere keeps bytes stable and joins exact.
-    users = users.assign(event_timestamp=users["event_timestamp"].astype("datetime64[us, UTC]"))
-    items = items.assign(event_timestamp=items["event_timestamp"].astype("datetime64[us, UTC]"))
-    interactions = interactions.assign(
-        event_timestamp=interactions["event_timestamp"].astype("datetime64[us, UTC]")
-    )
-    interactions = interactions.sort_values(list(INTERACTION_COLUMNS)).reset_index(drop=True)
+    users, items, interactions = _normalise(users, items, interactions)
     days = interactions["event_timestamp"].dt.strftime("%Y-%m-%d")
     written = 0
-    wanted: set[Path] = set()
+    wanted: set[Path] = {partition_path(settings, d) for d in keep_days}
     for day, part in interactions.groupby(days, sort=True):
         path = partition_path(settings, str(day))
         wanted.add(path)
-        written += write_parquet_atomic(part[list(INTERACTION_COLUMNS)].reset_index(drop=True), path)
+        written += write_parquet_atomic(
+            part[list(INTERACTION_COLUMNS)].reset_index(drop=True), path
+        )
     for stale in list_partitions(settings):
         if stale not in wanted:
             stale.unlink()
             stale.parent.rmdir()
     write_parquet_atomic(users[list(USER_COLUMNS)].reset_index(drop=True), settings.users_path)
     write_parquet_atomic(items[list(ITEM_COLUMNS)].reset_index(drop=True), settings.items_path)
-    ordered = sorted(wanted)
+    ordered = sorted(p for p in wanted if p.is_file())
     return IngestResult(
         source=source,
         interactions_dir=str(settings.interactions_dir),
@@ -413,20 +433,123 @@ def publish(
         n_items=len(items),
         n_partitions=len(ordered),
         partitions_written=written,
-        first_date=ordered[0].parent.name.removeprefix("date="),
-        last_date=ordered[-1].parent.name.removeprefix("date="),
+        first_date=ordered[0].parent.name.removeprefix("date=") if ordered else "",
+        last_date=ordered[-1].parent.name.removeprefix("date=") if ordered else "",
     )
 
 
+def _normalise(
+    users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    # One timestamp unit everywhere keeps bytes stable and joins exact.
+    users = users.assign(event_timestamp=users["event_timestamp"].astype("datetime64[us, UTC]"))
+    items = items.assign(event_timestamp=items["event_timestamp"].astype("datetime64[us, UTC]"))
+    interactions = interactions.assign(
+        event_timestamp=interactions["event_timestamp"].astype("datetime64[us, UTC]")
+    )
+    interactions = interactions.sort_values(list(INTERACTION_COLUMNS)).reset_index(drop=True)
+    return users, items, interactions
+
+
+def land(
+    settings: Settings,
+    interactions: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    *,
+    source: str,
+    stage_last_days: int = 1,
+) -> IngestResult:
+    """Bulk-validate and publish the history; put the last ``stage_last_days`` days in staging.
+
+    The history (every day but the last N) is validated in one Great Expectations run on the
+    concatenated frame (same suites as a nightly partition, see
+    ``recops.validation.validate_history``) and published only if it passes. The last N
+    days are written to ``staging/``, where the nightly validate stage publishes or
+    quarantines them. A staged day whose published copy already holds the same bytes (it
+    was validated and published before) is not staged again, so landing twice is a no-op.
+
+    Raises:
+        DataError: ``stage_last_days`` is negative.
+        recops.validation.DataValidationError: The history fails the contract; nothing is
+            published or staged.
+    """
+    from recops.validation import ContractConfig, validate_history
+
+    if stage_last_days < 0:
+        raise DataError(f"stage_last_days={stage_last_days} must be >= 0")
+    settings.ensure_dirs()
+    users, items, interactions = _normalise(users, items, interactions)
+    day_of = interactions["event_timestamp"].dt.strftime("%Y-%m-%d")
+    days = sorted(day_of.unique())
+    n_stage = min(stage_last_days, len(days))
+    stage_days = days[len(days) - n_stage :]
+    is_history = ~day_of.isin(stage_days)
+    history = interactions[is_history].reset_index(drop=True)
+
+    report_uri = ""
+    if not history.empty:
+        checked = validate_history(
+            history,
+            users[list(USER_COLUMNS)],
+            items[list(ITEM_COLUMNS)],
+            report_dir=settings.data_dir / "reports" / f"history-{source}",
+            contract=ContractConfig(),
+            label=f"{source} history ({len(days) - n_stage} days)",
+        )
+        report_uri = checked.report_uri
+    result = publish(settings, history, users, items, source=source, keep_days=stage_days)
+
+    staged_written = 0
+    staged_dates: list[str] = []
+    for day in stage_days:
+        part = interactions[day_of == day][list(INTERACTION_COLUMNS)].reset_index(drop=True)
+        target = staged_path(settings, day)
+        published = partition_path(settings, day)
+        if published.is_file() and published.read_bytes() == _parquet_bytes(part):
+            target.unlink(missing_ok=True)
+            _remove_empty_dir(target.parent)
+            continue
+        staged_written += write_parquet_atomic(part, target)
+        staged_dates.append(day)
+    for stale in list_staged(settings):
+        if stale.parent.name.removeprefix("date=") not in staged_dates:
+            stale.unlink()
+            _remove_empty_dir(stale.parent)
+    return IngestResult(
+        source=source,
+        interactions_dir=result.interactions_dir,
+        users_uri=result.users_uri,
+        items_uri=result.items_uri,
+        n_interactions=len(interactions),
+        n_users=result.n_users,
+        n_items=result.n_items,
+        n_partitions=len(days),
+        partitions_written=result.partitions_written + staged_written,
+        first_date=days[0] if days else "",
+        last_date=days[-1] if days else "",
+        staging_dir=str(settings.staging_dir),
+        staged_dates=staged_dates,
+        history_report_uri=report_uri,
+    )
+
+
+def _remove_empty_dir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass  # not empty, or already gone
+
+
 def ingest(config: IngestConfig, settings: Settings | None = None) -> IngestResult:
-    """Fetch or generate data and publish it (idempotent).
+    """Fetch or generate data; publish the validated history and stage the last days.
 
     Args:
         config: Which source to ingest.
         settings: Deployment settings; read from the environment when omitted.
 
     Returns:
-        Paths and counts of what was published.
+        Paths and counts of what was published and staged.
     """
     settings = settings or Settings.from_env()
     if config.source == "movielens":
@@ -441,7 +564,233 @@ def ingest(config: IngestConfig, settings: Settings | None = None) -> IngestResu
         )
     else:
         raise DataError(f"unknown source {config.source!r}; expected 'movielens' or 'synthetic'")
-    return publish(settings, *tables, source=config.source)
+    return land(settings, *tables, source=config.source, stage_last_days=config.stage_last_days)
+
+
+# --- bring your own data ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImportConfig(Record):
+    """Your own tables and how their columns map onto ours (see ``docs/data_contracts.md``).
+
+    Attributes:
+        interactions_path: Interactions table (``.parquet``, ``.csv`` or ``.tsv``).
+        users_path: Users table.
+        items_path: Items table.
+        mapping: Our column name -> your column name, e.g. ``{"user_id": "uid",
+            "event_timestamp": "ts"}``; a key may be qualified by table
+            (``"users.user_id": "id"``) when the tables name the same thing differently.
+            Columns not in the mapping are looked up under our own name.
+        stage_last_days: As in :class:`IngestConfig`.
+        source: Label recorded in the result and the history report's folder.
+    """
+
+    interactions_path: str
+    users_path: str
+    items_path: str
+    mapping: dict[str, str] = field(default_factory=dict)
+    stage_last_days: int = 1
+    source: str = "import"
+
+
+def import_tables(config: ImportConfig, settings: Settings | None = None) -> IngestResult:
+    """Convert your interactions, users and items tables to our schema and land them.
+
+    Interactions are split into UTC daily partitions; the history is bulk-validated and
+    published and the last ``stage_last_days`` days are staged, exactly as :func:`ingest`.
+
+    Args:
+        config: Files, column mapping and staging choice.
+        settings: Deployment settings; read from the environment when omitted.
+
+    Returns:
+        Paths and counts of what was published and staged.
+
+    Raises:
+        DataError: A file is missing or unreadable, or a column is missing, null,
+            unparseable or of the wrong type (the message names the file and column).
+        recops.validation.DataValidationError: The converted history fails the contract.
+    """
+    import pandas as pd
+
+    settings = settings or Settings.from_env()
+    unknown = sorted(k for k in config.mapping if k.rsplit(".", 1)[-1] not in _ALL_COLUMNS)
+    if unknown:
+        raise DataError(
+            f"mapping keys {unknown} are not our columns; expected some of {sorted(_ALL_COLUMNS)}"
+        )
+    paths = {
+        "interactions": Path(config.interactions_path),
+        "users": Path(config.users_path),
+        "items": Path(config.items_path),
+    }
+    raw = {name: _read_any(path) for name, path in paths.items()}
+    cols = {name: _Columns(name, paths[name], raw[name], config.mapping) for name in paths}
+
+    inter = cols["interactions"]
+    interactions = pd.DataFrame(
+        {
+            "user_id": inter.integer("user_id"),
+            "item_id": inter.integer("item_id"),
+            "rating": inter.integer("rating"),
+            "event_timestamp": inter.timestamp("event_timestamp"),
+        }
+    )
+    if interactions.empty:
+        raise DataError(f"{paths['interactions']}: the interactions table has no rows")
+    # As for ml-100k: profiles without a time are valid from the day before the first event.
+    valid_from = interactions["event_timestamp"].min().normalize() - pd.Timedelta(days=1)
+
+    usr = cols["users"]
+    users = pd.DataFrame(
+        {
+            "user_id": usr.integer("user_id"),
+            "age": usr.integer("age"),
+            "gender": usr.text("gender"),
+            "occupation": usr.text("occupation"),
+            "zip_code": usr.text("zip_code", default=""),
+            "event_timestamp": usr.timestamp("event_timestamp", default=valid_from),
+        }
+    )
+    itm = cols["items"]
+    if itm.has("genre_mask") or not itm.has("genres"):
+        masks = itm.integer("genre_mask", default=0)
+    else:
+        # "Action|Comedy" names, as in MovieLens' own files.
+        masks = pd.Series(
+            [genre_mask(str(g).split("|")) for g in itm.text("genres")], dtype="int64"
+        )
+    items = pd.DataFrame(
+        {
+            "item_id": itm.integer("item_id"),
+            "title": itm.text("title", default=""),
+            "release_year": itm.integer("release_year", default=0),
+            "genre_mask": masks.to_numpy(),
+            "event_timestamp": itm.timestamp("event_timestamp", default=valid_from),
+        }
+    )
+    return land(
+        settings,
+        interactions,
+        users,
+        items,
+        source=config.source,
+        stage_last_days=config.stage_last_days,
+    )
+
+
+_ALL_COLUMNS: frozenset[str] = frozenset(
+    {*INTERACTION_COLUMNS, *USER_COLUMNS, *ITEM_COLUMNS, "genres"}
+)
+
+
+def _read_any(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".parquet", ".pq"}:
+            return pd.read_parquet(path)
+        if suffix in {".csv", ".tsv"}:
+            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    except Exception as exc:  # pandas and pyarrow raise many types for bad files
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use .parquet, .csv or .tsv")
+
+
+class _Columns:
+    """Looks up our columns in one of your tables, through the mapping, naming file and column."""
+
+    def __init__(
+        self, table: str, path: Path, frame: pd.DataFrame, mapping: dict[str, str]
+    ) -> None:
+        self.table, self.path, self.frame, self.mapping = table, path, frame, mapping
+
+    def _source(self, ours: str) -> str:
+        return self.mapping.get(f"{self.table}.{ours}", self.mapping.get(ours, ours))
+
+    def has(self, ours: str) -> bool:
+        return self._source(ours) in self.frame.columns
+
+    def _where(self, ours: str) -> str:
+        src = self._source(ours)
+        label = f"column {src!r}" + (f" (our {ours!r})" if src != ours else "")
+        return f"{self.path}: {label}"
+
+    def _get(self, ours: str, default: object) -> pd.Series | None:
+        if not self.has(ours):
+            if default is not None:
+                return None
+            raise DataError(
+                f"{self.path}: missing column {self._source(ours)!r} (our {ours!r}) in the "
+                f"{self.table} table; it has {list(self.frame.columns)}. Map it with "
+                f'--mapping \'{{"{ours}": "<your column>"}}\''
+            )
+        series: pd.Series = self.frame[self._source(ours)]
+        nulls = int(series.isna().sum())
+        if nulls:
+            raise DataError(f"{self._where(ours)} has {nulls} null value(s)")
+        return series
+
+    def integer(self, ours: str, *, default: int | None = None) -> pd.Series:
+        import pandas as pd
+
+        series = self._get(ours, default)
+        if series is None:
+            return pd.Series([default] * len(self.frame), dtype="int64")
+        values = pd.to_numeric(series, errors="coerce")
+        bad = values.isna() | (values != values.round())
+        if bad.any():
+            sample = series[bad].head(3).tolist()
+            raise DataError(
+                f"{self._where(ours)} must hold integers (dtype {series.dtype}); "
+                f"{int(bad.sum())} bad value(s), e.g. {sample}"
+            )
+        return values.astype("int64").reset_index(drop=True)
+
+    def text(self, ours: str, *, default: str | None = None) -> pd.Series:
+        import pandas as pd
+
+        series = self._get(ours, default)
+        if series is None:
+            return pd.Series([default] * len(self.frame), dtype="object")
+        return series.astype(str).reset_index(drop=True)
+
+    def timestamp(self, ours: str, *, default: pd.Timestamp | None = None) -> pd.Series:
+        import pandas as pd
+
+        series = self._get(ours, default)
+        if series is None:
+            return pd.Series([default] * len(self.frame)).astype("datetime64[us, UTC]")
+        if pd.api.types.is_numeric_dtype(series):
+            # Unix seconds (what ml-100k and most logs use).
+            parsed = pd.to_datetime(series, unit="s", utc=True, errors="coerce")
+        elif pd.api.types.is_datetime64_any_dtype(series):
+            parsed = (
+                series.dt.tz_localize("UTC")
+                if series.dt.tz is None
+                else series.dt.tz_convert("UTC")
+            )
+        else:
+            # ISO 8601 strings (without an offset they are taken as UTC); digit strings are
+            # unix seconds, as a CSV reader may leave a mixed column as text.
+            numeric = pd.to_numeric(series, errors="coerce")
+            parsed = pd.to_datetime(
+                series.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601"
+            )
+            seconds = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+            parsed = parsed.where(numeric.isna(), seconds)
+        bad = parsed.isna()
+        if bad.any():
+            sample = series[bad].head(3).tolist()
+            raise DataError(
+                f"{self._where(ours)} has {int(bad.sum())} unparseable timestamp(s), e.g. "
+                f"{sample}; expected unix seconds or ISO 8601 strings"
+            )
+        return parsed.astype("datetime64[us, UTC]").reset_index(drop=True)
 
 
 def read_interactions(paths: Iterable[Path]) -> pd.DataFrame:

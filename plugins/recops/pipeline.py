@@ -83,27 +83,34 @@ def _keyed(config: Any, parent: Path, prefix: str, *inputs: Any) -> tuple[Any, s
 
 
 def validate_step(interval_start: datetime | str, interval_end: datetime | str) -> dict[str, Any]:
-    """Validate the interval's interactions partition (and the profile tables)."""
-    from recops.data import DataError, partition_path
-    from recops.validation import ValidateConfig, validate_partition
+    """Validate the interval's staged partition, then publish or quarantine it.
+
+    A day that is already published (and has nothing new staged) is re-validated in place,
+    so a re-run returns the same result; see ``recops.validation.validate_and_publish``.
+    """
+    from recops.data import DataError, partition_path, staged_path
+    from recops.validation import ValidateConfig, validate_and_publish
 
     settings = Settings.from_env()
     start, end = _utc(interval_start), _utc(interval_end)
-    path = partition_path(settings, start.strftime("%Y-%m-%d"))
-    if not path.is_file():
+    day = start.strftime("%Y-%m-%d")
+    staged, path = staged_path(settings, day), partition_path(settings, day)
+    quarantined = settings.quarantine_dir / day / "validation.json"
+    if not (staged.is_file() or path.is_file() or quarantined.is_file()):
         raise DataError(
-            f"no interactions partition for {start:%Y-%m-%d}: expected {path} "
+            f"no interactions partition for {day}: expected {staged} (staged) or {path} "
             "(run `recops data fetch` or point RECOPS_HOME at your data)"
         )
-    result = validate_partition(
+    result = validate_and_publish(
         ValidateConfig(
-            interactions_path=str(path),
+            interactions_path=str(staged),
             users_path=str(settings.users_path),
             items_path=str(settings.items_path),
             interval_start=start,
             interval_end=end,
             report_dir=str(run_dir(settings, start) / "validation"),
             quarantine_dir=str(settings.quarantine_dir),
+            published_dir=str(settings.interactions_dir),
         )
     )
     return result.to_dict()

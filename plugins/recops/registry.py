@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recops.config import Settings
+from recops.config import REPO_ROOT, Settings
+from recops.ledger import promotion_lock, set_alias
 from recops.records import Record
 
 if TYPE_CHECKING:
@@ -35,19 +36,75 @@ GATED_METRICS = ("recall_at_10", "ndcg_at_10")
 
 
 @dataclass(frozen=True, kw_only=True)
+class Threshold(Record):
+    """One gate check on one metric, as TFX's Evaluator words them.
+
+    Attributes:
+        metric: Metric name; segment metrics are ``<segment>.<metric>``
+            (``cold_users.ndcg_at_10``).
+        lower: Value threshold: the candidate must reach at least this.
+        upper: Value threshold: the candidate must stay at or below this.
+        max_relative_change: Change threshold vs the champion, as a fraction of the
+            champion's value, in the bad direction (0.02 = may get 2 % worse).
+        max_absolute_change: The same, in the metric's own units.
+        higher_is_better: Direction of the change thresholds.
+        optional: Skip (and say so) when the metric is missing, instead of failing.
+    """
+
+    metric: str
+    lower: float | None = None
+    upper: float | None = None
+    max_relative_change: float | None = None
+    max_absolute_change: float | None = None
+    higher_is_better: bool = True
+    optional: bool = False
+
+
+#: Segments the gate guards beside the overall metrics (see recops.evaluation).
+GATED_SEGMENTS = ("cold_users", "long_tail")
+
+
+@dataclass(frozen=True, kw_only=True)
 class GateConfig(Record):
-    """The skeleton's gate: absolute floors plus a bounded drop against the champion.
+    """The promotion gate: value thresholds plus change thresholds vs the champion.
+
+    The three scalar fields build the default checks (floors on Recall/NDCG@10, a bounded
+    relative drop overall); ``segment_max_relative_drop`` bounds the drop on each segment
+    in ``GATED_SEGMENTS``; ``extra`` adds any other :class:`Threshold`.
 
     Attributes:
         min_recall_at_10: Value threshold on Recall@10.
         min_ndcg_at_10: Value threshold on NDCG@10.
         max_relative_drop: Largest allowed relative drop of each gated metric vs the
             current champion (0.02 = 2 %). Skipped, and said so, when there is none.
+        segment_max_relative_drop: The same bound for segment metrics, which are
+            noisier (fewer users), so looser by default.
+        extra: More thresholds, checked after the default ones.
     """
 
     min_recall_at_10: float = 0.05
     min_ndcg_at_10: float = 0.05
     max_relative_drop: float = 0.02
+    segment_max_relative_drop: float = 0.05
+    extra: tuple[Threshold, ...] = ()
+
+    def thresholds(self) -> list[Threshold]:
+        """Every check this gate runs, defaults first."""
+        checks = [
+            Threshold(metric="recall_at_10", lower=self.min_recall_at_10, max_relative_change=self.max_relative_drop),
+            Threshold(metric="ndcg_at_10", lower=self.min_ndcg_at_10, max_relative_change=self.max_relative_drop),
+        ]
+        for segment in GATED_SEGMENTS:
+            for name in GATED_METRICS:
+                checks.append(
+                    Threshold(
+                        metric=f"{segment}.{name}",
+                        max_relative_change=self.segment_max_relative_drop,
+                        optional=True,
+                    )
+                )
+        extra = [Threshold.from_dict(t) if isinstance(t, dict) else t for t in self.extra]
+        return checks + extra
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +121,15 @@ class RegisterConfig(Record):
         gate: The promotion gate.
         experiment_name: MLflow experiment.
         run_name: MLflow run name.
+        model_name: Registered model; ``Settings.model_name`` when omitted.
+        baseline_metrics: The champion's metrics measured on the same holdout in the
+            same task (what the change thresholds compare against).
+        baseline_version: The champion version ``baseline_metrics`` belong to; if the
+            champion moved since, the gate falls back to its registration metrics and
+            says so.
+        auto_promote: Move ``champion`` here when blessed. False leaves that to the
+            promotion DAG, which moves it only after a successful rollout.
+        actor: Who registers, for the ledger.
     """
 
     model_dir: str
@@ -75,6 +141,11 @@ class RegisterConfig(Record):
     gate: GateConfig = field(default_factory=GateConfig)
     experiment_name: str = "recsys_nightly"
     run_name: str | None = None
+    model_name: str | None = None
+    baseline_metrics: dict[str, float] | None = None
+    baseline_version: int | None = None
+    auto_promote: bool = True
+    actor: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +177,15 @@ def _client(settings: Settings) -> MlflowClient:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = previous
-    return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    if not settings.mlflow_tracking_uri.startswith("sqlite:///"):
+        return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    # Creating a client on a SQLite store runs its migrations; two processes doing that at
+    # once collide ("duplicate column name"), so the first touch happens under a lock.
+    with promotion_lock(settings, "_mlflow_init"):
+        client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    return client
 
 
 def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
@@ -166,43 +245,90 @@ def _version_metrics(version: ModelVersion) -> dict[str, float]:
     }
 
 
+def _check_value(t: Threshold, value: float) -> tuple[bool, list[str]]:
+    out: list[str] = []
+    ok = True
+    if t.lower is not None:
+        passed = value >= t.lower
+        ok &= passed
+        out.append(f"{t.metric}={value:.4f} {'>=' if passed else '<'} floor {t.lower}")
+    if t.upper is not None:
+        passed = value <= t.upper
+        ok &= passed
+        out.append(f"{t.metric}={value:.4f} {'<=' if passed else '>'} ceiling {t.upper}")
+    return ok, out
+
+
+def _check_change(t: Threshold, value: float, base: float) -> tuple[bool, list[str]]:
+    # Positive "worse" means the candidate moved in the bad direction.
+    worse = (base - value) if t.higher_is_better else (value - base)
+    out: list[str] = []
+    ok = True
+    if t.max_absolute_change is not None:
+        passed = worse <= t.max_absolute_change
+        ok &= passed
+        out.append(
+            f"{t.metric}={value:.4f} vs champion {base:.4f}: absolute drop {worse:+.4f} "
+            f"{'<=' if passed else '>'} {t.max_absolute_change}"
+        )
+    if t.max_relative_change is not None:
+        if base == 0:
+            out.append(f"{t.metric}: champion value is 0, relative change threshold skipped")
+        else:
+            drop = worse / abs(base)
+            passed = drop <= t.max_relative_change
+            ok &= passed
+            out.append(
+                f"{t.metric}={value:.4f} vs champion {base:.4f}: relative drop {drop:+.2%} "
+                f"{'<=' if passed else '>'} {t.max_relative_change:.2%}"
+            )
+    return ok, out
+
+
 def evaluate_gate(
     metrics: dict[str, float], gate: GateConfig, champion: dict[str, float] | None
 ) -> tuple[bool, list[str]]:
     """Apply value and change thresholds; every check leaves a reason.
 
     Args:
-        metrics: The candidate's metrics.
+        metrics: The candidate's metrics (segment metrics as ``<segment>.<metric>``).
         gate: Thresholds.
-        champion: The champion's metrics, or None when there is no champion yet.
+        champion: The champion's metrics on the same holdout, or None when there is no
+            champion yet ("no baseline": change thresholds are skipped, and said so).
 
     Returns:
         ``(blessed, reasons)``.
+
+    Raises:
+        KeyError: A required (non-optional) metric is missing from ``metrics``.
     """
     reasons: list[str] = []
     ok = True
-    floors = {"recall_at_10": gate.min_recall_at_10, "ndcg_at_10": gate.min_ndcg_at_10}
-    for name, floor in floors.items():
-        if name not in metrics:
-            raise KeyError(f"metric {name!r} missing from {sorted(metrics)}")
-        passed = metrics[name] >= floor
+    checks = gate.thresholds()
+    for t in checks:
+        if t.metric not in metrics:
+            if t.optional:
+                reasons.append(f"{t.metric}: not measured, skipped")
+                continue
+            raise KeyError(f"metric {t.metric!r} missing from {sorted(metrics)}")
+        passed, said = _check_value(t, float(metrics[t.metric]))
         ok &= passed
-        reasons.append(f"{name}={metrics[name]:.4f} {'>=' if passed else '<'} floor {floor}")
+        reasons.extend(said)
     if champion is None:
         reasons.append("no baseline: no champion yet, change thresholds skipped")
         return ok, reasons
-    for name in GATED_METRICS:
-        base = champion.get(name)
-        if base is None or base <= 0:
-            reasons.append(f"{name}: champion has no value, change threshold skipped")
+    for t in checks:
+        if t.max_relative_change is None and t.max_absolute_change is None:
             continue
-        drop = (base - metrics[name]) / base
-        passed = drop <= gate.max_relative_drop
+        if t.metric not in metrics:
+            continue
+        base = champion.get(t.metric)
+        if base is None:
+            reasons.append(f"{t.metric}: champion has no value, change threshold skipped")
+            continue
+        passed, said = _check_change(t, float(metrics[t.metric]), float(base))
         ok &= passed
-        reasons.append(
-            f"{name}={metrics[name]:.4f} vs champion {base:.4f}: relative drop {drop:+.2%} "
-            f"{'<=' if passed else '>'} {gate.max_relative_drop:.2%}"
-        )
+        reasons.extend(said)
     return ok, reasons
 
 
@@ -239,32 +365,67 @@ def register(config: RegisterConfig, settings: Settings | None = None) -> Regist
     Returns:
         The version, its run, and the gate's decision with every reason.
     """
-    import mlflow
-
     settings = settings or Settings.from_env()
     if not (Path(config.model_dir) / "saved_model.pb").is_file():
         raise FileNotFoundError(f"{config.model_dir} holds no saved_model.pb")
     client = _client(settings)
-    name = settings.model_name
-    champion = _champion(client, name)
+    name = config.model_name or settings.model_name
+    # One registration or promotion of a model at a time: version numbers stay unique and
+    # contiguous, and the gate compares against the champion that is current when it runs.
+    with promotion_lock(settings, name):
+        existing = _find_by_key(client, name, config.model_key)
+        if existing is not None:
+            return _result(client, name, existing, created=False)
+        champion = _champion(client, name)
+        baseline, note = _baseline(config, champion)
+        blessed, reasons = evaluate_gate(config.metrics, config.gate, baseline)
+        if note:
+            reasons.append(note)
+        version = _log_and_register(client, settings, name, config, blessed, reasons)
+        set_alias(
+            client, settings, model=name, alias=CHALLENGER, version=int(version.version),
+            reason=f"registered by {config.run_name or 'recops'}", actor=config.actor, source="register",
+        )
+        if blessed and config.auto_promote:
+            set_alias(
+                client, settings, model=name, alias=CHAMPION, version=int(version.version),
+                reason="blessed by the gate: " + "; ".join(reasons)[:2000],
+                actor=config.actor, source="register",
+            )
+        return _result(client, name, client.get_model_version(name, version.version), created=True)
 
-    existing = _find_by_key(client, name, config.model_key)
-    if existing is not None:
-        return _result(client, name, existing, created=False)
 
-    blessed, reasons = evaluate_gate(
-        config.metrics, config.gate, _version_metrics(champion) if champion else None
+def _baseline(config: RegisterConfig, champion: ModelVersion | None) -> tuple[dict[str, float] | None, str]:
+    if champion is None:
+        return None, ""
+    if config.baseline_metrics is not None and config.baseline_version == int(champion.version):
+        return dict(config.baseline_metrics), f"baseline: champion v{champion.version} scored on this run's holdout"
+    return _version_metrics(champion), (
+        f"baseline: champion v{champion.version}'s metrics from its own registration "
+        "(not re-scored on this holdout)"
     )
+
+
+def _log_and_register(
+    client: MlflowClient,
+    settings: Settings,
+    name: str,
+    config: RegisterConfig,
+    blessed: bool,
+    reasons: list[str],
+) -> ModelVersion:
+    import mlflow
+
     signature = saved_model_signature(config.model_dir)
     experiment_id = _experiment_id(client, settings, config.experiment_name)
+    lineage = {**config.lineage, **code_lineage()}
     with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in config.params.items()})
-        mlflow.log_metrics({k: float(v) for k, v in config.metrics.items()})
-        mlflow.log_dict(config.lineage, "lineage.json")
+        mlflow.log_metrics({_metric_key(k): float(v) for k, v in config.metrics.items()})
+        mlflow.log_dict(lineage, "lineage.json")
         mlflow.log_dict({"blessed": blessed, "reasons": reasons}, "gate.json")
         for subdir, path in config.artifacts.items():
-            if Path(path).is_file():
-                mlflow.log_artifact(path, subdir)
+            _log_artifact(Path(path), subdir)
         mlflow.set_tags({MODEL_KEY_TAG: config.model_key, BLESSED_TAG: str(blessed).lower()})
         logged = mlflow.initialize_logged_model(
             name="model", source_run_id=run.info.run_id, experiment_id=experiment_id
@@ -281,19 +442,62 @@ def register(config: RegisterConfig, settings: Settings | None = None) -> Regist
             BLESSED_TAG: str(blessed).lower(),
             REASONS_TAG: json.dumps(reasons)[:5000],
             **{METRIC_TAG_PREFIX + k: f"{float(v):.6f}" for k, v in config.metrics.items()},
-            **{f"recops.lineage.{k}": str(v)[:500] for k, v in config.lineage.items() if not isinstance(v, dict)},
+            **{f"recops.lineage.{k}": str(v)[:500] for k, v in lineage.items() if not isinstance(v, dict)},
         }
-        version = client.create_model_version(
+        return client.create_model_version(
             name=_ensure_registered(client, name),
             source=f"models:/{logged.model_id}",
             run_id=run.info.run_id,
             tags=tags,
             model_id=logged.model_id,
         )
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
-    if blessed:
-        client.set_registered_model_alias(name, CHAMPION, version.version)
-    return _result(client, name, client.get_model_version(name, version.version), created=True)
+
+
+#: What may be logged as an artifact; anything else (pickles above all) is refused.
+ALLOWED_ARTIFACT_SUFFIXES = frozenset({".json", ".png", ".parquet", ".html", ".md", ".tflite", ".txt", ".csv"})
+
+
+def _log_artifact(path: Path, subdir: str) -> None:
+    import mlflow
+
+    if not path.exists():
+        raise FileNotFoundError(f"artifact {subdir!r}: {path} does not exist")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    bad = [str(f) for f in files if f.suffix.lower() not in ALLOWED_ARTIFACT_SUFFIXES]
+    if bad:
+        raise ValueError(f"artifact {subdir!r} holds files of a refused type: {bad[:5]}")
+    if path.is_file():
+        mlflow.log_artifact(str(path), subdir)
+    else:
+        mlflow.log_artifacts(str(path), subdir)
+
+
+def _metric_key(name: str) -> str:
+    # MLflow metric names allow "." and "/", so segment metrics keep their dotted names.
+    return name
+
+
+def code_lineage() -> dict[str, str]:
+    """The git sha of the checkout and the lock file's hash (what code and packages ran)."""
+    import hashlib
+    import subprocess
+
+    out: dict[str, str] = {}
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()
+        out["git_sha"] = (sha or "unknown") + ("+dirty" if dirty and sha else "")
+    except (OSError, subprocess.SubprocessError):
+        out["git_sha"] = "unknown"
+    lock = REPO_ROOT / "requirements.lock"
+    out["lock_sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "missing"
+    return out
 
 
 def _ensure_registered(client: MlflowClient, name: str) -> str:
@@ -344,13 +548,13 @@ class RegistryStatus(Record):
     versions: list[dict[str, Any]]
 
 
-def registry_status(settings: Settings | None = None) -> RegistryStatus:
-    """Aliases and versions of the served model, newest first."""
+def registry_status(settings: Settings | None = None, model_name: str | None = None) -> RegistryStatus:
+    """Aliases and versions of a registered model (the served one by default), newest first."""
     from mlflow.exceptions import MlflowException
 
     settings = settings or Settings.from_env()
     client = _client(settings)
-    name = settings.model_name
+    name = model_name or settings.model_name
     versions: list[ModelVersion] = []
     alias_map: dict[str, int] = {}
     try:

@@ -1,7 +1,8 @@
-"""Ingestion: parsing, the synthetic generator, and idempotent publishing."""
+"""Ingestion: parsing, the synthetic generator, idempotent publishing, history vs staging."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -10,12 +11,19 @@ from recops.config import Settings
 from recops.data import (
     GENRES,
     DataError,
+    IngestConfig,
     genre_mask,
+    ingest,
+    land,
     list_partitions,
+    list_staged,
     load_movielens,
+    partition_path,
     publish,
+    staged_path,
     synthesize,
 )
+from recops.validation import DataValidationError
 
 
 @pytest.fixture
@@ -107,3 +115,57 @@ def test_publish_drops_stale_partitions(settings: Settings) -> None:
         settings, *synthesize(rows=2000, users=40, items=60, days=3, seed=1), source="synthetic"
     )
     assert len(list_partitions(settings)) == 3
+
+
+def test_ingest_publishes_validated_history_and_stages_last_days(settings: Settings) -> None:
+    config = IngestConfig(
+        source="synthetic",
+        synthetic_rows=1500,
+        synthetic_users=40,
+        synthetic_items=60,
+        synthetic_days=6,
+        stage_last_days=2,
+    )
+
+    result = ingest(config, settings)
+
+    published = [p.parent.name.removeprefix("date=") for p in list_partitions(settings)]
+    staged = [p.parent.name.removeprefix("date=") for p in list_staged(settings)]
+    assert len(published) == 4 and staged == result.staged_dates
+    assert published[-1] < staged[0] and staged[-1] == result.last_date
+    report = json.loads(Path(result.history_report_uri).read_text())
+    assert report["success"] is True and report["tables"]["interactions"]["n_rows"] == sum(
+        len(pd.read_parquet(p)) for p in list_partitions(settings)
+    )
+    assert result.n_partitions == 6 and result.first_date == published[0]
+
+    # A staged day that the nightly run already published is not staged again.
+    last = staged_path(settings, result.last_date)
+    partition_path(settings, result.last_date).parent.mkdir(parents=True)
+    last.replace(partition_path(settings, result.last_date))
+    again = ingest(config, settings)
+    assert again.staged_dates == staged[:1] and again.partitions_written == 0
+    assert len(list_partitions(settings)) == 5
+
+
+def test_bad_history_is_not_published(settings: Settings) -> None:
+    inter, users, items = synthesize(rows=1500, users=40, items=60, days=6, seed=1)
+    inter.loc[inter.index[:2], "user_id"] = 4040  # no such user
+
+    with pytest.raises(DataValidationError, match=r"column=user_id.*\[4040\]") as info:
+        land(settings, inter, users, items, source="synthetic", stage_last_days=1)
+
+    assert not list_partitions(settings) and not list_staged(settings)
+    assert json.loads(Path(str(info.value.report_uri)).read_text())["success"] is False
+
+
+def test_stage_everything_and_nothing(settings: Settings) -> None:
+    tables = synthesize(rows=600, users=30, items=40, days=3, seed=1)
+    everything = land(settings, *tables, source="synthetic", stage_last_days=10)
+    assert len(everything.staged_dates) == 3 and not list_partitions(settings)
+    assert everything.history_report_uri == "" and settings.users_path.is_file()
+    nothing = land(settings, *tables, source="synthetic", stage_last_days=0)
+    assert nothing.staged_dates == [] and not list_staged(settings)
+    assert len(list_partitions(settings)) == 3
+    with pytest.raises(DataError, match="stage_last_days=-1"):
+        land(settings, *tables, source="synthetic", stage_last_days=-1)

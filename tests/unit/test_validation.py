@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import pickle
 import subprocess
 import sys
@@ -16,9 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from recops.config import Settings
 from recops.validation import (
+    ContractConfig,
     DataValidationError,
     ValidateConfig,
     ValidationResult,
+    psi,
+    validate_and_publish,
     validate_partition,
 )
 
@@ -245,3 +249,84 @@ def test_schema_drift_fails_on_columns_and_dtypes(settings: Settings) -> None:
     assert "expect_column_values_to_be_of_type(column=event_timestamp, type=Timestamp)" in message
     # GX cannot compare naive values with the UTC interval; that surfaces as a failure, not a crash.
     assert "expect_column_values_to_be_between(column=event_timestamp" in message
+
+
+def test_contract_config_rejects_bad_severity_and_thresholds() -> None:
+    with pytest.raises(ValueError, match=r"rating_psi_severity='block'"):
+        ContractConfig(rating_psi_severity="block")
+    with pytest.raises(ValueError, match="row_count_factor=0.5"):
+        ContractConfig(row_count_factor=0.5)
+    contract = ContractConfig(warn_only=["users.expect_column_values_to_be_in_set.gender"])  # type: ignore[arg-type]
+    assert contract.warn_only == ("users.expect_column_values_to_be_in_set.gender",)
+    assert ContractConfig.from_dict(contract.to_dict()) == contract
+
+
+def test_psi_is_zero_for_equal_shares_and_grows_with_shift() -> None:
+    assert psi([10, 20, 30], [20, 40, 60]) == pytest.approx(0.0, abs=1e-3)
+    small, large = psi([50, 50], [60, 40]), psi([50, 50], [90, 10])
+    # Hand-computed (with the 0.5 pseudo-count per bin): sum((a - e) * ln(a / e)).
+    e, a1, a2 = 0.5, 60.5 / 101, 40.5 / 101
+    assert small == pytest.approx((a1 - e) * math.log(a1 / e) + (a2 - e) * math.log(a2 / e))
+    assert 0 < small < large
+    assert psi([100, 0], [0, 100]) < math.inf
+
+
+def test_warn_only_turns_a_failure_into_a_warning(settings: Settings) -> None:
+    _write_users(settings.users_path, genders=["M", "X", "F"])
+    partition = _partition(settings, _interactions(GOOD_ROWS))
+    key = "users.expect_column_values_to_be_in_set.gender"
+
+    result = validate_partition(
+        _config(settings, partition, contract=ContractConfig(warn_only=(key,)))
+    )
+
+    assert result.success and len(result.warnings) == 1
+    assert "column=gender" in result.warnings[0] and "[X]" in result.warnings[0]
+    report = json.loads(Path(result.report_uri).read_text())
+    [check] = [e for e in report["expectations"] if e["check"] == key]
+    assert check["severity"] == "warn" and check["success"] is False
+    assert "no published_dir: no history" in result.notes
+    assert Path(result.data_docs_uri).is_file()
+
+
+def test_validate_and_publish_needs_a_partition(settings: Settings) -> None:
+    staged = settings.staging_dir / "date=1998-04-22" / "part-0.parquet"
+    config = _config(settings, staged, published_dir=str(settings.interactions_dir))
+
+    with pytest.raises(FileNotFoundError, match="no interactions partition for 1998-04-22"):
+        validate_and_publish(config)
+    with pytest.raises(ValueError, match="needs ValidateConfig.published_dir"):
+        validate_and_publish(_config(settings, staged))
+
+
+def test_failing_published_day_is_copied_not_removed(settings: Settings) -> None:
+    published = _partition(settings, _interactions([*GOOD_ROWS, (2, 20, 9, DAY)]))
+    staged = settings.staging_dir / "date=1998-04-22" / "part-0.parquet"
+    config = _config(settings, staged, published_dir=str(settings.interactions_dir))
+
+    with pytest.raises(DataValidationError, match="column=rating") as info:
+        validate_and_publish(config)
+
+    # Already trusted and perhaps in use downstream: it stays, a copy goes to quarantine.
+    assert published.is_file()
+    assert (Path(str(info.value.quarantine_uri)) / "part-0.parquet").read_bytes() == (
+        published.read_bytes()
+    )
+
+
+def test_staged_day_is_published_and_rerun_is_the_same(settings: Settings) -> None:
+    staged = settings.staging_dir / "date=1998-04-22" / "part-0.parquet"
+    staged.parent.mkdir(parents=True)
+    pq.write_table(_interactions(GOOD_ROWS), staged)
+    payload = staged.read_bytes()
+    config = _config(settings, staged, published_dir=str(settings.interactions_dir))
+
+    first = validate_and_publish(config)
+    again = validate_and_publish(config)
+
+    assert first == again and first.published
+    published = settings.interactions_dir / "date=1998-04-22" / "part-0.parquet"
+    assert first.partition_uri == str(published) and published.read_bytes() == payload
+    assert not staged.parent.exists()
+    assert "drift checks skipped: no history (no reference window)" in first.notes
+    assert "row-count band skipped: no history" in first.notes
