@@ -54,6 +54,13 @@ class Settings:
         rest_port: TF Serving REST port.
         model_name: Name of the served model.
         feature_repo: The Feast feature repo folder (``RECOPS_FEATURE_REPO``).
+        tfserving_grpc: ``host:port`` of a real TF Serving's gRPC API
+            (``RECOPS_TFSERVING_GRPC``); empty means the embedded local server.
+        tfserving_rest: ``host:port`` of a real TF Serving's REST API
+            (``RECOPS_TFSERVING_REST``); empty means the embedded local server.
+        online_store: Feast online store, ``sqlite`` or ``redis`` (``RECOPS_ONLINE_STORE``;
+            ``redis`` by default in the scale profile).
+        redis_url: Redis for the online store, ``host:port[,db=N]`` (``RECOPS_REDIS_URL``).
     """
 
     home: Path
@@ -64,6 +71,10 @@ class Settings:
     rest_port: int = 8501
     model_name: str = MODEL_NAME
     feature_repo: Path = REPO_ROOT / "feature_repo"
+    tfserving_grpc: str = ""
+    tfserving_rest: str = ""
+    online_store: str = "sqlite"
+    redis_url: str = "127.0.0.1:6379"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -73,6 +84,9 @@ class Settings:
         if profile not in {"embedded", "scale"}:
             raise ValueError(f"RECOPS_PROFILE={profile!r}: expected 'embedded' or 'scale'")
         default_mlflow = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
+        online_store = _env("RECOPS_ONLINE_STORE", "redis" if profile == "scale" else "sqlite")
+        if online_store not in {"sqlite", "redis"}:
+            raise ValueError(f"RECOPS_ONLINE_STORE={online_store!r}: expected 'sqlite' or 'redis'")
         return cls(
             home=home,
             profile=profile,
@@ -82,6 +96,10 @@ class Settings:
             rest_port=_env_int("RECOPS_REST_PORT", 8501),
             model_name=_env("RECOPS_MODEL_NAME", MODEL_NAME),
             feature_repo=Path(_env("RECOPS_FEATURE_REPO", str(REPO_ROOT / "feature_repo"))),
+            tfserving_grpc=_env("RECOPS_TFSERVING_GRPC", ""),
+            tfserving_rest=_env("RECOPS_TFSERVING_REST", ""),
+            online_store=online_store,
+            redis_url=_env("RECOPS_REDIS_URL", _env("RECOPS_FEAST_REDIS", "127.0.0.1:6379")),
         )
 
     # Layout of the state folder. Every path is derived, so one variable moves it all.

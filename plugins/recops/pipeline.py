@@ -283,3 +283,72 @@ def rollout_step(registered: dict[str, Any], features: dict[str, Any]) -> dict[s
         settings,
     )
     return {**result.to_dict(), "new_version_blessed": registered["blessed"], "registered_version": registered["version"]}
+
+
+# --------------------------------------------------------------------------- promotion
+
+#: Models recsys_promote can serve.
+PROMOTABLE_MODELS = ("recops_retrieval", "recops_ranking")
+
+
+def promotion_requests(params: dict[str, Any], events: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Turn the run's Params and triggering asset events into what to promote.
+
+    Args:
+        params: ``model_name``, ``version`` (None: resolve ``alias``), ``alias``,
+            ``action``, ``force``, ``reason``.
+        events: Triggering asset events' ``extra`` dicts by asset name. The nightly's
+            ``recops_blessed`` event names the versions it registered; the registry
+            watcher's event carries ``{"payload": {"model_name", "version"}}``.
+
+    Returns:
+        One ``{model_name, version, alias, action, force, reason, source}`` per model to
+        promote; a nightly event lists retrieval before ranking.
+    """
+    base = {
+        "alias": str(params.get("alias") or "champion"),
+        "action": str(params.get("action") or "promote"),
+        "force": bool(params.get("force", False)),
+        "reason": str(params.get("reason") or ""),
+    }
+    out: list[dict[str, Any]] = []
+    for extras in events.values():
+        for extra in extras:
+            if extra.get("from_trigger"):
+                payload = extra.get("payload") or {}
+                out.append({**base, "model_name": payload["model_name"], "version": int(payload["version"]),
+                            "source": "registry-watch", "reason": f"champion alias moved to v{payload['version']} in MLflow"})
+            else:
+                for model_name, version in sorted((extra.get("versions") or {}).items(), reverse=True):
+                    out.append({**base, "model_name": model_name, "version": int(version), "source": "nightly",
+                                "reason": f"blessed by {extra.get('run_id', 'the nightly run')}"})
+    if not out:
+        model = str(params.get("model_name") or PROMOTABLE_MODELS[0])
+        if model not in PROMOTABLE_MODELS:
+            raise ValueError(f"model_name {model!r}: expected one of {PROMOTABLE_MODELS}")
+        version = params.get("version")
+        out.append({**base, "model_name": model, "version": int(version) if version is not None else None, "source": "ui"})
+    return out
+
+
+def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Promote (or roll back) each requested model; the first failure fails the task.
+
+    Models are handled one at a time under their promotion lock; a failed canary rolls
+    that model back (serving and alias) and raises, so the run shows failed.
+    """
+    from recops.promotion import PromoteConfig, promote, rollback_model
+
+    settings = Settings.from_env()
+    results = []
+    for req in requests:
+        if req["action"] == "rollback":
+            result = rollback_model(req["model_name"], req.get("version"), reason=req["reason"], source=req["source"], settings=settings)
+        else:
+            config = PromoteConfig(
+                model_name=req["model_name"], version=req.get("version"), alias=req["alias"],
+                force=req["force"], reason=req["reason"], source=req["source"],
+            )
+            result = promote(config, settings)
+        results.append(result.to_dict())
+    return results

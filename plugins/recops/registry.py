@@ -368,6 +368,7 @@ def register(config: RegisterConfig, settings: Settings | None = None) -> Regist
     settings = settings or Settings.from_env()
     if not (Path(config.model_dir) / "saved_model.pb").is_file():
         raise FileNotFoundError(f"{config.model_dir} holds no saved_model.pb")
+    check_artifact_tree(Path(config.model_dir), what=config.model_dir)
     client = _client(settings)
     name = config.model_name or settings.model_name
     # One registration or promotion of a model at a time: version numbers stay unique and
@@ -527,11 +528,57 @@ def _result(client: MlflowClient, name: str, version: ModelVersion, *, created: 
     )
 
 
+#: Files that would run code when loaded; a model carrying one is never loaded or served.
+_PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".dill", ".cloudpickle", ".pt", ".pth"})
+_BINARY_SUFFIXES = frozenset({".pb", ".tflite", ".parquet", ".png", ".index"})
+_PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
+
+
+class UnsafeArtifactError(ValueError):
+    """A registered artifact carries a pickle, a link or a path outside its folder."""
+
+
+def check_artifact_tree(root: Path, *, what: str) -> None:
+    """Refuse a model folder that could run code or write outside itself when loaded.
+
+    Checks every entry under ``root``: no symlinks, no ``..`` components, no pickle-like
+    files (by suffix or by the pickle protocol header), and an MLmodel without a
+    ``python_model`` (a pickled pyfunc).
+
+    Raises:
+        UnsafeArtifactError: Naming the offending file.
+    """
+    import yaml
+
+    root_resolved = root.resolve()
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if ".." in rel.parts or path.is_symlink() or not path.resolve().is_relative_to(root_resolved):
+            raise UnsafeArtifactError(f"{what}: {rel} is a link or escapes the model folder; refused")
+        if not path.is_file():
+            continue
+        if path.suffix.lower() in _PICKLE_SUFFIXES:
+            raise UnsafeArtifactError(f"{what}: {rel} is a pickle-type file; refused (only SavedModel, TFLite, JSON, parquet, PNG)")
+        if "variables" in rel.parts or path.suffix.lower() in _BINARY_SUFFIXES:
+            continue  # raw tensor bytes or typed binaries; their first bytes mean nothing
+        with path.open("rb") as handle:
+            head = handle.read(2)
+        if head in _PICKLE_MAGIC:
+            raise UnsafeArtifactError(f"{what}: {rel} starts with a pickle header; refused")
+    mlmodel = root / "MLmodel"
+    if mlmodel.is_file():
+        spec = yaml.safe_load(mlmodel.read_text()) or {}
+        pyfunc = (spec.get("flavors") or {}).get("python_function") or {}
+        if "python_model" in pyfunc or "cloudpickle_version" in pyfunc:
+            raise UnsafeArtifactError(f"{what}: MLmodel declares a pickled python_model; refused")
+
+
 def resolve_saved_model(client: MlflowClient, name: str, version: int) -> str:
     """Local path of a registered version's SavedModel (downloaded when remote)."""
     import mlflow
 
     root = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", tracking_uri=client.tracking_uri))
+    check_artifact_tree(root, what=f"models:/{name}/{version}")
     path = root / "tf2model"
     if not (path / "saved_model.pb").is_file():
         raise FileNotFoundError(f"models:/{name}/{version} has no tf2model/saved_model.pb under {root}")

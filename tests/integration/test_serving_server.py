@@ -10,6 +10,7 @@ same SavedModel in this process.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -25,7 +26,13 @@ from recops.config import RETRIEVAL_K, Settings
 from recops.serving import models_config as mc
 from recops.serving.client import ServingClient, ServingError
 from recops.serving.rollout import RolloutConfig, RolloutError, rollout
-from recops.serving.server import WARMUP_FILE, is_running, start_background, stop_background
+from recops.serving.server import (
+    DEFAULT_MAX_BODY_BYTES,
+    WARMUP_FILE,
+    is_running,
+    start_background,
+    stop_background,
+)
 
 from tests.support.contract_model import export_contract_model
 from tests.support.stack import free_port
@@ -279,10 +286,10 @@ def test_bad_input_is_400(env: Env, body: bytes, message: str) -> None:
     assert message in reply["error"]
 
 
-def test_oversized_body_is_400_and_the_server_survives(env: Env) -> None:
-    body = b'{"instances": [' + b" " * (16 * 1024 * 1024) + b"1]}"
+def test_oversized_body_is_413_and_the_server_survives(env: Env) -> None:
+    body = b'{"instances": [' + b" " * DEFAULT_MAX_BODY_BYTES + b"1]}"
     status, reply = _http(env, "POST", f"/v1/models/{MODEL}:predict", body)
-    assert status == 400
+    assert status == 413
     assert "exceeds the limit" in reply["error"]
     assert is_running(env.settings)
     assert env.top(env.client.predict_rest(MODEL, [ALICE])) == env.expected(1, [ALICE])
@@ -455,3 +462,116 @@ def test_rollout_of_a_corrupt_model_keeps_the_previous_config(env: Env) -> None:
     with pytest.raises(RolloutError, match="not a readable SavedModel"):
         _rollout(env, 3, "corrupt")
     assert env.settings.models_config_path.read_text() == before
+
+
+# -- policies, warmup, binding, load ----------------------------------------------------------
+
+
+def test_latest_and_all_version_policies(env: Env) -> None:
+    shutil.copytree(env.exports / "v2", env.base / "2", dirs_exist_ok=True)
+    entry = mc.make_model_config(name=MODEL, base_path=env.base)
+    entry.model_version_policy.latest.num_versions = 1
+    env.client.reload_config(mc.with_model(mc.empty_config(), entry))
+    env.client.wait_available(MODEL, 2, timeout_s=60)
+    assert env.client.model_status(MODEL)[2] == "AVAILABLE"
+    assert env.top(env.client.predict_rest(MODEL, [ALICE])) == env.expected(2, [ALICE])
+
+    entry.model_version_policy.all.SetInParent()  # the oneof: "latest" is replaced
+    env.client.reload_config(mc.with_model(mc.empty_config(), entry))
+    env.client.wait_available(MODEL, 1, timeout_s=60)
+    assert {v: s for v, s in env.client.model_status(MODEL).items() if s == "AVAILABLE"} == {
+        1: "AVAILABLE",
+        2: "AVAILABLE",
+    }
+    env.apply([1])
+    env.apply([1], {"stable": 1})
+    assert env.client.model_status(MODEL)[2] == "END"
+
+
+def _warmup_record(signature_name: str, instances: list[dict[str, Any]]) -> bytes:
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    record = prediction_log_pb2.PredictionLog()
+    request = record.predict_log.request
+    request.model_spec.name = MODEL
+    request.model_spec.signature_name = signature_name
+    for key in instances[0]:
+        values = [i[key] for i in instances]
+        dtype = tf.string if isinstance(values[0], str) else tf.int64
+        request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
+    return record.SerializeToString()
+
+
+def test_warmup_requests_are_replayed_on_load(env: Env) -> None:
+    import tensorflow as tf
+
+    def version_with_warmup(version: int, records: list[bytes]) -> None:
+        folder = env.base / str(version)
+        shutil.copytree(env.exports / "v2", folder)
+        (folder / WARMUP_FILE).parent.mkdir(parents=True)
+        with tf.io.TFRecordWriter(str(folder / WARMUP_FILE)) as writer:
+            for record in records:
+                writer.write(record)
+
+    # A warmup request the model cannot answer fails the load: proof that it ran.
+    version_with_warmup(5, [_warmup_record("serving_default", [{"user_id": 1}])])
+    version_with_warmup(6, [_warmup_record("serving_default", [ALICE, BOB])] * 3)
+    try:
+        env.apply([1, 5, 6], {"stable": 1})
+        with pytest.raises(ServingError, match="did not load") as info:
+            env.client.wait_available(MODEL, 5, timeout_s=60)
+        assert "Missing but required" in info.value.message
+        env.client.wait_available(MODEL, 6, timeout_s=60)
+        assert env.top(env.client.predict_rest(MODEL, [ALICE], version=6)) == env.expected(
+            2, [ALICE]
+        )
+    finally:
+        env.apply([1], {"stable": 1})
+        shutil.rmtree(env.base / "5")
+        shutil.rmtree(env.base / "6")
+
+
+def test_binds_loopback_by_default(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    import psutil
+
+    monkeypatch.delenv("RECOPS_SERVING_HOST", raising=False)
+    assert Settings.from_env().serving_host == "127.0.0.1"
+    pid = int((env.settings.serving_dir / "server.pid").read_text())
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for c in psutil.Process(pid).net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    ports = {env.settings.grpc_port, env.settings.rest_port}
+    assert {port for _, port in listening} >= ports
+    # gRPC may report its IPv4 bind as the mapped ``::ffff:127.0.0.1``: still loopback only.
+    for ip in {ip for ip, port in listening if port in ports}:
+        address = ipaddress.ip_address(ip)
+        mapped = getattr(address, "ipv4_mapped", None)
+        assert (mapped or address) == ipaddress.ip_address("127.0.0.1"), ip
+
+
+def test_endpoint_holds_a_target_qps_without_errors(env: Env) -> None:
+    from recops.serving.loadtest import LoadConfig, run_load
+
+    # Modest on purpose: the test machine is 2 shared cores; the 60 s run is the benchmark.
+    for protocol, qps, seconds in (("rest", 100.0, 10.0), ("grpc", 100.0, 2.0)):
+        result = run_load(
+            LoadConfig(
+                model=MODEL,
+                instances=[ALICE],
+                host="127.0.0.1",
+                rest_port=env.settings.rest_port,
+                grpc_port=env.settings.grpc_port,
+                label="stable",
+                qps=qps,
+                duration_s=seconds,
+                concurrency=8,
+                protocol=protocol,
+            )
+        )
+        assert result.errors == 0, result.error_samples
+        assert result.sent == result.ok == round(qps * seconds)
+        assert result.achieved_qps >= 0.9 * qps, result.to_dict()
+        assert 0 < result.p50_ms <= result.p99_ms

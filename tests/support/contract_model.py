@@ -7,9 +7,13 @@ from pathlib import Path
 
 
 def export_contract_model(
-    path: Path, *, n_items: int = 20, dim: int = 4, k: int = 100, seed: int = 0
+    path: Path, *, n_items: int = 20, dim: int = 4, k: int = 100, seed: int = 0, n_users: int = 50
 ) -> Path:
-    """Export a random two-tower-shaped tf.Module with the three contract signatures."""
+    """Export a random two-tower-shaped tf.Module with the three contract signatures.
+
+    ``n_users`` rows of user embeddings (ids wrap around) and ``n_items`` item embeddings
+    of size ``dim``, scored by brute force; ml-100k sizes are 943 and 1682.
+    """
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
 
@@ -18,12 +22,12 @@ def export_contract_model(
     class Contract(tf.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.user_table = tf.Variable(gen.normal([50, dim]))
+            self.user_table = tf.Variable(gen.normal([n_users, dim]))
             self.items = tf.Variable(gen.normal([n_items, dim]))
             self.item_ids = tf.constant(list(range(1, n_items + 1)), dtype=tf.int64)
 
         def _user(self, user_id, age, gender, occupation):  # noqa: ANN001, ANN202
-            base = tf.gather(self.user_table, user_id % 50)
+            base = tf.gather(self.user_table, user_id % n_users)
             bias = tf.cast(age, tf.float32)[:, None] * 0.01
             bias += (
                 tf.cast(tf.strings.length(gender) + tf.strings.length(occupation), tf.float32)[
@@ -70,3 +74,37 @@ def export_contract_model(
         },
     )
     return path
+
+
+def corrupt_variables(path: Path) -> Path:
+    """Truncate the SavedModel's ``variables.data-*`` shards to half their size, in place.
+
+    The graph and signatures still parse (so a roll-out gets as far as loading it), but
+    restoring the variables fails: a torn copy, as a full disk or an interrupted upload
+    leaves it.
+    """
+    shards = sorted((path / "variables").glob("variables.data-*"))
+    if not shards:
+        raise FileNotFoundError(f"{path} has no variables.data-* shard")
+    for shard in shards:
+        data = shard.read_bytes()
+        shard.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def offline_outputs(path: Path, instances: list[dict[str, object]]) -> dict[str, list[object]]:
+    """``serving_default`` outputs for row-format ``instances``, computed in this process.
+
+    What a pipeline hands the roll-out as ``expected_outputs``: one value per instance.
+    """
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    columns = {}
+    for key in instances[0]:
+        values = [row[key] for row in instances]
+        dtype = tf.string if isinstance(values[0], str) else tf.int64
+        columns[key] = tf.constant(values, dtype=dtype)
+    outputs = loaded.signatures["serving_default"](**columns)
+    return {name: value.numpy().tolist() for name, value in outputs.items()}

@@ -18,6 +18,14 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings.from_env()
 
 
+RANKING_COLUMNS = [
+    "user_id", "item_id", "rating", "event_timestamp", "age", "gender", "occupation",
+    "zip_code", "release_year", "genre_mask", "user_events_7d", "user_events_30d",
+    "user_mean_rating_30d", "user_top_genre_30d", "user_top_genre_share_30d",
+    "item_events_7d", "item_events_30d", "item_mean_rating_30d",
+]  # fmt: skip
+
+
 def _cfg(settings: Settings, day: str) -> FeaturesConfig:
     start = datetime.fromisoformat(day).replace(tzinfo=UTC)
     return FeaturesConfig(
@@ -54,6 +62,22 @@ def test_point_in_time_values_and_no_lost_rows(settings: Settings) -> None:
     assert snapshot.loc[1, "age"] == 77  # as of the interval end
     assert online_user_features([1], settings)[0]["age"] == 77
 
+    # The ranking set: the same rows, the same profile values, plus the rolling features.
+    ranking = pd.read_parquet(result.ranking_set_uri)
+    assert result.ranking_service == "ranking_v1"
+    assert list(ranking.columns) == RANKING_COLUMNS
+    assert str(ranking.event_timestamp.dtype) == "datetime64[us, UTC]"
+    assert ranking.drop(columns=["event_timestamp", "zip_code"]).select_dtypes("object").columns.tolist() == [
+        "gender", "occupation",
+    ]  # fmt: skip
+    shared = ["user_id", "item_id", "rating", "age", "release_year", "genre_mask"]
+    assert ranking[shared].equals(training[shared])
+    assert (ranking["user_events_30d"] >= ranking["user_events_7d"]).all()
+    # The first day's labels see no history at all: nothing from their own day leaks in.
+    first_day = ranking.event_timestamp.dt.floor("D") == ranking.event_timestamp.min().floor("D")
+    assert (ranking.loc[first_day, ["user_events_30d", "item_events_30d"]] == 0).all().all()
+    assert (ranking.loc[~first_day, "item_events_30d"] > 0).any()
+
 
 def test_rerun_is_idempotent_and_old_interval_never_regresses_online(settings: Settings) -> None:
     publish(settings, *synthesize(rows=600, users=20, items=30, days=3, seed=2), source="test")
@@ -61,6 +85,7 @@ def test_rerun_is_idempotent_and_old_interval_never_regresses_online(settings: S
     first = build_features(_cfg(settings, days[-1]), settings)
     again = build_features(_cfg(settings, days[-1]), settings)
     assert again.training_set_sha256 == first.training_set_sha256
+    assert again.ranking_set_sha256 == first.ranking_set_sha256 != ""
     assert again.fingerprint == first.fingerprint
     older = build_features(_cfg(settings, days[0]), settings)
     assert older.n_rows < first.n_rows
@@ -78,3 +103,34 @@ def test_unknown_user_is_reported(settings: Settings) -> None:
         build_features(_cfg(settings, last_day), settings)
     with pytest.raises(KeyError, match="user_id 3"):
         online_user_features([3], settings)
+
+
+@pytest.mark.parametrize(
+    ("store", "profile", "yaml_name", "online_type"),
+    [
+        ("sqlite", "embedded", "feature_store.yaml", "sqlite"),
+        ("redis", "embedded", "feature_store.redis.yaml", "redis"),
+        ("redis", "scale", "feature_store.scale.yaml", "redis"),
+    ],
+)
+def test_online_store_setting_picks_a_valid_feast_config(
+    monkeypatch: pytest.MonkeyPatch, store: str, profile: str, yaml_name: str, online_type: str
+) -> None:
+    from feast.repo_config import load_repo_config
+    from recops.features import _recops_home_env, _yaml_path
+
+    monkeypatch.setenv("RECOPS_PROFILE", profile)
+    monkeypatch.setenv("RECOPS_ONLINE_STORE", store)
+    monkeypatch.setenv("RECOPS_REDIS_URL", "127.0.0.1:6379,db=7")
+    monkeypatch.setenv("RECOPS_FEAST_REGISTRY_URL", "postgresql+psycopg2://u:p@db:5432/feast")
+    settings = Settings.from_env()
+    path = _yaml_path(settings)
+    assert path.name == yaml_name
+    with _recops_home_env(settings):
+        config = load_repo_config(settings.feature_repo, path)
+    assert config.online_store.type == online_type
+    if online_type == "redis":
+        assert config.online_store.connection_string == "127.0.0.1:6379,db=7"
+    monkeypatch.setenv("RECOPS_ONLINE_STORE", "memcached")
+    with pytest.raises(ValueError, match="RECOPS_ONLINE_STORE"):
+        Settings.from_env()

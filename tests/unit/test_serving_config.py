@@ -272,19 +272,24 @@ def test_public_surface_is_explicit_and_light() -> None:
     import recops.serving
 
     assert sorted(recops.serving.__all__) == [
+        "LoadConfig",
+        "LoadResult",
+        "RollbackConfig",
         "RolloutConfig",
         "RolloutError",
         "RolloutResult",
         "ServingClient",
         "ServingError",
         "is_running",
+        "run_load",
         "start_background",
         "stop_background",
     ]
     for name in recops.serving.__all__:
         assert getattr(recops.serving, name) is not None
     code = (
-        "import sys, recops.serving, recops.serving.rollout, recops.serving.models_config;"
+        "import sys, recops.serving, recops.serving.rollout, recops.serving.models_config,"
+        " recops.serving.loadtest;"
         "heavy = [m for m in ('tensorflow', 'grpc', 'tensorflow_serving') if m in sys.modules];"
         "print(','.join(heavy))"
     )
@@ -292,3 +297,109 @@ def test_public_surface_is_explicit_and_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+# -- roll-out, rollback and load configs; real TF Serving endpoints --------------------------
+
+_SMOKE = [{"user_id": 1, "age": 30, "gender": "F", "occupation": "writer"}]
+
+
+def test_rollout_config_keeps_the_old_fields_and_checks_the_new_ones() -> None:
+    from recops.serving.rollout import RolloutConfig
+
+    old_style = RolloutConfig(
+        model_name="m", version=3, saved_model_dir="/x", smoke_instances=_SMOKE
+    )
+    assert (old_style.label, old_style.canary_label, old_style.keep_versions) == (
+        "stable",
+        "canary",
+        2,
+    )
+    assert RolloutConfig.from_dict(json.loads(json.dumps(old_style.to_dict()))) == old_style
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"canary_label": "stable"}, "canary_label and label"),
+        ({"canary_qps": 0.0}, "canary_qps"),
+        ({"canary_seconds": -1.0}, "canary_seconds"),
+        ({"slo_p99_ms": float("nan")}, "slo_p99_ms"),
+        ({"canary_concurrency": 0}, "canary_concurrency"),
+        ({"expected_outputs": {"scores": [[1.0], [2.0]]}}, "one value per smoke instance"),
+        ({"expected_outputs": {}}, "expected_outputs"),
+        ({"parity_atol": -1.0}, "parity_atol"),
+        ({"version": 0}, "version"),
+    ]
+    for change, message in bad:
+        fields = {
+            "model_name": "m",
+            "version": 3,
+            "saved_model_dir": "/x",
+            "smoke_instances": _SMOKE,
+            **change,
+        }
+        with pytest.raises(ValueError, match=message):
+            RolloutConfig(**fields)
+
+
+def test_rollback_config_checks_its_fields() -> None:
+    from recops.serving.rollout import RollbackConfig
+
+    assert RollbackConfig(model_name="m").to_version is None
+    with pytest.raises(ValueError, match="to_version"):
+        RollbackConfig(model_name="m", to_version=0)
+    with pytest.raises(ValueError, match="smoke_instances"):
+        RollbackConfig(model_name="m", smoke_instances=[])
+    with pytest.raises(ValueError, match="model_name"):
+        RollbackConfig(model_name="../etc")
+
+
+def test_load_config_checks_its_fields_and_percentiles_interpolate() -> None:
+    from recops.serving.loadtest import LoadConfig, percentile
+
+    config = LoadConfig(model="m", instances=_SMOKE, label="stable", qps=200, duration_s=10)
+    assert LoadConfig.from_dict(config.to_dict()) == config
+    for change, message in [
+        ({"qps": 0}, "qps"),
+        ({"duration_s": float("inf")}, "duration_s"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"protocol": "http2"}, "protocol"),
+        ({"label": "stable", "version": 2}, "not both"),
+        ({"instances": []}, "instances"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            LoadConfig(**{"model": "m", "instances": _SMOKE, **change})
+    assert percentile([], 99) == 0.0
+    assert percentile([5.0], 50) == 5.0
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 50) == pytest.approx(50.5)
+    assert percentile(values, 99) == pytest.approx(99.01)
+    assert percentile(list(reversed(values)), 100) == 100.0
+
+
+def test_clients_follow_the_real_tf_serving_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from recops.config import Settings
+    from recops.serving.client import ServingClient, external_server, split_host_port
+
+    for key in ("RECOPS_TFSERVING_GRPC", "RECOPS_TFSERVING_REST", "RECOPS_SERVING_HOST"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("RECOPS_GRPC_PORT", "18500")
+    monkeypatch.setenv("RECOPS_REST_PORT", "18501")
+    local = Settings.from_env()
+    assert not external_server(local)
+    client = ServingClient.from_settings(local)
+    assert (client.grpc_target, client.rest_base) == ("127.0.0.1:18500", "http://127.0.0.1:18501")
+
+    monkeypatch.setenv("RECOPS_TFSERVING_GRPC", "tfs.internal:9000")
+    monkeypatch.setenv("RECOPS_TFSERVING_REST", "[::1]:9001")
+    remote = Settings.from_env()
+    assert external_server(remote)
+    client = ServingClient.from_settings(remote)
+    assert client.grpc_target == "tfs.internal:9000"
+    assert client.model_url("m", label="stable") == "http://[::1]:9001/v1/models/m/labels/stable"
+
+    monkeypatch.delenv("RECOPS_TFSERVING_REST")
+    client = ServingClient.from_settings(Settings.from_env())
+    assert client.rest_base == "http://tfs.internal:8501"  # TF Serving's default REST port
+
+    assert split_host_port("h:1", name="X") == ("h", 1)
+    for value in ("h", "h:0", "h:port", ":8500", "h:70000"):
+        with pytest.raises(ValueError, match="X="):
+            split_host_port(value, name="X")

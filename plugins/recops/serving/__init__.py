@@ -5,8 +5,10 @@
 - ``recops.serving.client``: ``ServingClient`` (REST and gRPC);
 - ``recops.serving.models_config``: read and write ``models.config``;
 - ``recops.serving.rollout``: ``rollout(RolloutConfig(...)) -> RolloutResult``, the
-  pipeline's roll-out stage (import the function from there: a package attribute named
-  ``rollout`` would hide the submodule).
+  pipeline's canary roll-out stage, and ``rollback(RollbackConfig(...))`` (import the
+  functions from there: a package attribute named ``rollout`` would hide the submodule);
+- ``recops.serving.loadtest``: ``run_load(LoadConfig(...)) -> LoadResult``, an open-loop
+  load generator (REST or gRPC).
 
 The names below load on first use, so importing this package imports nothing, and
 ``python -m recops.serving.server`` does not find its module already imported.
@@ -19,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from recops.serving.client import ServingClient
-    from recops.serving.rollout import RolloutConfig, RolloutError, RolloutResult
+    from recops.serving.loadtest import LoadConfig, LoadResult, run_load
+    from recops.serving.rollout import (
+        RollbackConfig,
+        RolloutConfig,
+        RolloutError,
+        RolloutResult,
+    )
     from recops.serving.server import (
         ServingError,
         is_running,
@@ -28,23 +36,31 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "LoadConfig",
+    "LoadResult",
+    "RollbackConfig",
     "RolloutConfig",
     "RolloutError",
     "RolloutResult",
     "ServingClient",
     "ServingError",
     "is_running",
+    "run_load",
     "start_background",
     "stop_background",
 ]
 
 _HOMES = {
+    "LoadConfig": "loadtest",
+    "LoadResult": "loadtest",
+    "RollbackConfig": "rollout",
     "RolloutConfig": "rollout",
     "RolloutError": "rollout",
     "RolloutResult": "rollout",
     "ServingClient": "client",
     "ServingError": "server",
     "is_running": "server",
+    "run_load": "loadtest",
     "start_background": "server",
     "stop_background": "server",
 }

@@ -4,6 +4,9 @@ REST calls use only the standard library, so status checks from the CLI stay che
 gRPC calls import ``grpc`` and the ``tensorflow_serving`` protos (and so TensorFlow) when
 first used. Every failure is raised as ``ServingError`` carrying the server's own error
 text and a canonical status code (``NOT_FOUND``, ``INVALID_ARGUMENT``...).
+
+``ServingClient.from_settings`` talks to a real TF Serving when ``RECOPS_TFSERVING_GRPC`` /
+``RECOPS_TFSERVING_REST`` (``host:port``) are set, else to the embedded local server.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 
     from recops.config import Settings
 
-__all__ = ["ServingClient", "ServingError"]
+__all__ = ["ServingClient", "ServingError", "external_server", "split_host_port"]
 
 _CODE_FOR_HTTP = {
     400: "INVALID_ARGUMENT",
@@ -32,6 +35,7 @@ _CODE_FOR_HTTP = {
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
     409: "ABORTED",
+    413: "INVALID_ARGUMENT",
     429: "RESOURCE_EXHAUSTED",
     499: "CANCELLED",
     501: "UNIMPLEMENTED",
@@ -41,10 +45,29 @@ _CODE_FOR_HTTP = {
 _GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
+def split_host_port(value: str, *, name: str) -> tuple[str, int]:
+    """``"host:port"`` (or ``"[v6]:port"``) -> ``(host, port)``; ``name`` is for the error."""
+    host, sep, port = value.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{name}={value!r}: expected host:port, e.g. tfserving:8500")
+    return host, int(port)
+
+
+def external_server(settings: Settings) -> bool:
+    """Whether the settings name a real TF Serving (``RECOPS_TFSERVING_GRPC``/``_REST``)."""
+    return bool(settings.tfserving_grpc or settings.tfserving_rest)
+
+
+_UNSPECIFIED = {"0.0.0.0": "127.0.0.1", "::": "::1"}
+
+
 class ServingClient:
     """Talks to one server: ``host`` with ``grpc_port`` and ``rest_port``.
 
-    Use as a context manager (or call ``close``) to release the gRPC channel.
+    ``rest_host`` is for a deployment whose REST API sits on another host than its gRPC
+    API (it defaults to ``host``). Use as a context manager (or call ``close``) to
+    release the gRPC channel.
     """
 
     def __init__(
@@ -54,9 +77,11 @@ class ServingClient:
         rest_port: int = 8501,
         *,
         timeout_s: float = 30.0,
+        rest_host: str | None = None,
     ) -> None:
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+        host = _UNSPECIFIED.get(host, host)
         self.host = host
+        self.rest_host = _UNSPECIFIED.get(rest_host, rest_host) if rest_host else host
         self.grpc_port = grpc_port
         self.rest_port = rest_port
         self.timeout_s = timeout_s
@@ -64,13 +89,33 @@ class ServingClient:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, timeout_s: float = 30.0) -> ServingClient:
-        return cls(
-            settings.serving_host, settings.grpc_port, settings.rest_port, timeout_s=timeout_s
-        )
+        """A client for the configured server.
+
+        ``RECOPS_TFSERVING_GRPC`` / ``RECOPS_TFSERVING_REST`` (``host:port``) name a real
+        TF Serving; when only one is set, the other API is assumed on the same host at TF
+        Serving's default port. When neither is set, the embedded server's host and ports.
+        """
+        if not external_server(settings):
+            return cls(
+                settings.serving_host, settings.grpc_port, settings.rest_port, timeout_s=timeout_s
+            )
+        if settings.tfserving_grpc:
+            grpc_host, grpc_port = split_host_port(
+                settings.tfserving_grpc, name="RECOPS_TFSERVING_GRPC"
+            )
+        if settings.tfserving_rest:
+            rest_host, rest_port = split_host_port(
+                settings.tfserving_rest, name="RECOPS_TFSERVING_REST"
+            )
+        if not settings.tfserving_grpc:
+            grpc_host, grpc_port = rest_host, 8500
+        if not settings.tfserving_rest:
+            rest_host, rest_port = grpc_host, 8501
+        return cls(grpc_host, grpc_port, rest_port, timeout_s=timeout_s, rest_host=rest_host)
 
     @property
     def rest_base(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = f"[{self.rest_host}]" if ":" in self.rest_host else self.rest_host
         return f"http://{host}:{self.rest_port}"
 
     @property

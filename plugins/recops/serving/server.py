@@ -7,7 +7,10 @@ API from Python:
   ``ModelService.GetModelStatus`` / ``HandleReloadConfigRequest``;
 * REST on ``rest_port``: ``GET /v1/models/{name}[/versions/{v}|/labels/{l}][/metadata]`` and
   ``POST /v1/models/{name}[/versions/{v}|/labels/{l}]:predict``, with errors as
-  ``{"error": "..."}`` (400 for bad input, 404 for an unknown model, version or label).
+  ``{"error": "..."}`` (400 for bad input, including JSON nested deeper than
+  ``MAX_JSON_DEPTH``, which is rejected before it is parsed; 404 for an unknown model,
+  version or label; 413 for a body over ``--max-body-bytes``, 8 MiB by default). A GET's
+  body is read and ignored. It binds 127.0.0.1 unless told otherwise.
 
 Models come from ``models.config`` (a ``ModelServerConfig`` text proto) and load with
 ``tf.saved_model.load`` from ``<base_path>/<version>/``. Versions move through TF Serving's
@@ -62,6 +65,7 @@ __all__ = [
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_SIGNATURE",
     "MAX_JSON_DEPTH",
+    "answers",
     "import_tensorflow",
     "WARMUP_FILE",
     "ModelManager",
@@ -89,7 +93,8 @@ WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
 #: Deeper JSON is rejected before it is parsed (CVE-2025-0649 crashed TF Serving on it).
 MAX_JSON_DEPTH = 100
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+#: Larger REST bodies get 413 (``RECOPS_SERVING_MAX_BODY_BYTES`` / ``--max-body-bytes``).
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 GRPC_MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 #: Largest tensor a request may ask for (what a full-size gRPC message of floats holds).
 MAX_TENSOR_ELEMENTS = GRPC_MAX_MESSAGE_BYTES // 4
@@ -1187,6 +1192,9 @@ class _RestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "recops-model-server"
     timeout = 120  # seconds a client may stall mid-request
+    # Headers and body go out in two writes; with Nagle on, the body waits for the
+    # client's delayed ACK (~40 ms on Linux) on every keep-alive request.
+    disable_nagle_algorithm = True
     server: _RestServer
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
@@ -1194,6 +1202,15 @@ class _RestHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802
         self._respond(self._handle_post)
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._respond(self._handle_other)
+
+    do_DELETE = do_PATCH = do_PUT  # noqa: N815
+
+    def _handle_other(self) -> tuple[int, dict[str, Any]]:
+        self._read_body()  # drained, so the connection stays usable
+        raise ServingError("UNIMPLEMENTED", f"Method {self.command} is not served; use GET or POST")
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("rest %s - %s", self.address_string(), format % args)
@@ -1223,6 +1240,9 @@ class _RestHandler(BaseHTTPRequestHandler):
         return urllib.parse.urlsplit(self.path).path
 
     def _handle_get(self) -> tuple[int, dict[str, Any]]:
+        # A GET may carry a body; it is read and ignored, else its bytes would be parsed as
+        # the next request on this keep-alive connection.
+        self._read_body()
         match = _STATUS_PATH.fullmatch(self._path())
         if match is None:
             raise _malformed("GET", self._path())
@@ -1284,7 +1304,11 @@ class _RestHandler(BaseHTTPRequestHandler):
                 if not chunk:
                     break
                 remaining -= len(chunk)
-            raise _invalid(f"Request body of {length} bytes exceeds the limit of {limit} bytes")
+            raise ServingError(
+                "INVALID_ARGUMENT",
+                f"Request body of {length} bytes exceeds the limit of {limit} bytes",
+                http_status=413,
+            )
         body = self.rfile.read(length)
         if len(body) != length:
             self.close_connection = True
@@ -1589,6 +1613,11 @@ def locked(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def answers(settings: Settings) -> bool:
+    """Whether a TF Serving API (ours or any) answers REST and gRPC on the configured ports."""
+    return _healthy(settings)
 
 
 def is_running(settings: Settings) -> bool:

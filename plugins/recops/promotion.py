@@ -1,0 +1,284 @@
+"""The roll-out stage: registry-driven promotion and rollback of served models.
+
+``promote(PromoteConfig)`` is what ``recsys_promote`` runs, whichever way it was reached
+(a blessed nightly candidate, a UI trigger, or someone moving the ``champion`` alias in
+MLflow). Under the model's promotion lock it:
+
+1. resolves the version (given, or the one an alias points at) and refuses versions the
+   gate did not bless unless ``force`` is set;
+2. checks the registered artifact (no pickles, no path tricks) and resolves its SavedModel;
+3. computes the offline outputs of a few real requests (users' online features from Feast)
+   so the canary can be checked for prediction parity;
+4. canary-rolls the version out to TF Serving (``recops.serving.rollout``): load, label
+   ``canary``, infra validation under load, then ``stable``;
+5. moves ``champion`` to the version, or, if the roll-out failed, moves it back to the
+   version that is still serving, and records every alias move in the ledger.
+
+``rollback_model`` moves ``stable`` (and ``champion``) back to an older served version.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from recops.config import Settings
+from recops.records import Record
+
+RANKING_MODEL = "recops_ranking"
+#: How many users' requests the canary replays and compares with the offline outputs.
+SMOKE_USERS = 4
+
+
+class PromotionError(RuntimeError):
+    """The promotion was refused or failed; serving and aliases are as they were."""
+
+    def __init__(self, message: str, *, reasons: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.reasons = reasons or [message]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromoteConfig(Record):
+    """What to promote and how.
+
+    Attributes:
+        model_name: Registered (and served) model name.
+        version: The version to serve; None resolves ``alias``.
+        alias: Alias to resolve when ``version`` is None.
+        force: Serve a version the gate did not bless.
+        reason: Why, for the ledger.
+        source: Which way in (``nightly``, ``ui``, ``registry-watch``, ``cli``).
+        canary_qps: Canary load-test rate.
+        canary_seconds: Canary load-test length.
+        slo_p99_ms: Canary p99 SLO.
+        keep_versions: Versions kept loaded for instant rollback.
+    """
+
+    model_name: str
+    version: int | None = None
+    alias: str = "champion"
+    force: bool = False
+    reason: str = ""
+    source: str = "promote"
+    canary_qps: float = 20.0
+    canary_seconds: float = 2.0
+    slo_p99_ms: float = 500.0
+    keep_versions: int = 2
+
+    def __post_init__(self) -> None:
+        if self.version is not None and (isinstance(self.version, bool) or int(self.version) < 1):
+            raise ValueError(f"PromoteConfig.version={self.version!r} must be a positive integer")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromoteResult(Record):
+    """Outcome of a promotion."""
+
+    model_name: str
+    version: int
+    previous_version: int | None
+    outcome: str
+    reasons: list[str] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
+    served_versions: list[int] = field(default_factory=list)
+    infra_validation: dict[str, Any] = field(default_factory=dict)
+    ledger_ids: list[int] = field(default_factory=list)
+
+
+def served_stable(settings: Settings, model_name: str) -> int | None:
+    """Version the ``stable`` label points at in the serving config, or None."""
+    from recops.serving.models_config import find_model, read_config, version_labels
+
+    path = settings.models_config_path
+    if not path.is_file():
+        return None
+    entry = find_model(read_config(path), model_name)
+    return version_labels(entry).get("stable") if entry is not None else None
+
+
+def smoke_requests(settings: Settings, model_name: str, saved_model_dir: str) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
+    """A few real requests for the canary and their offline outputs (the parity baseline).
+
+    Retrieval requests are users' online features; ranking requests add the first
+    candidates of the catalogue. Outputs come from the SavedModel loaded in this process,
+    the same artifact the canary serves.
+    """
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+
+    from recops.features import online_user_features
+
+    users = pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]
+    ids = sorted(int(u) for u in users.drop_duplicates().head(SMOKE_USERS))
+    instances = online_user_features(ids, settings)
+    loaded = tf.saved_model.load(saved_model_dir)
+    fn = loaded.signatures["serving_default"]
+    inputs = fn.structured_input_signature[1]
+    if "item_ids" in inputs:
+        items = pd.read_parquet(settings.items_path, columns=["item_id"])["item_id"]
+        candidates = sorted(int(i) for i in items.drop_duplicates().head(20))
+        instances = [{**row, "item_ids": candidates} for row in instances]
+    feed = {}
+    for name, spec in inputs.items():
+        values = [row[name] for row in instances]
+        feed[name] = tf.constant(np.asarray(values), dtype=spec.dtype)
+    outputs = fn(**feed)
+    expected = {name: value.numpy().tolist() for name, value in outputs.items()}
+    return instances, expected
+
+
+def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteResult:
+    """Serve a registered version behind ``stable`` after a validated canary.
+
+    Args:
+        config: The model and version (or alias), and the canary's settings.
+        settings: Deployment settings; read from the environment when omitted.
+
+    Returns:
+        What is served now and why.
+
+    Raises:
+        PromotionError: The version is unknown, not blessed (without ``force``), its
+            artifact is unsafe, or the canary failed. In the last case serving is back
+            to the previous state and ``champion`` points at the version still serving.
+    """
+    from recops.ledger import current_alias, promotion_lock, set_alias
+    from recops.registry import (
+        BLESSED_TAG,
+        CHAMPION,
+        REASONS_TAG,
+        _client,
+        resolve_saved_model,
+    )
+    from recops.serving.rollout import RolloutConfig, RolloutError, rollout
+
+    settings = settings or Settings.from_env()
+    name = config.model_name
+    with promotion_lock(settings, name):
+        client = _client(settings)
+        version = config.version if config.version is not None else current_alias(client, name, config.alias)
+        if version is None:
+            raise PromotionError(f"model {name!r} has no alias {config.alias!r}: nothing to promote")
+        mv = _model_version(client, name, int(version))
+        if mv.tags.get(BLESSED_TAG) != "true" and not config.force:
+            raise PromotionError(
+                f"{name} v{version} was not blessed by the gate ({mv.tags.get(REASONS_TAG, 'no reasons recorded')}); "
+                "set force=true to serve it anyway"
+            )
+        previous = served_stable(settings, name)
+        why = config.reason or f"promoted via {config.source}"
+        if previous == version:
+            entry = set_alias(client, settings, model=name, alias=CHAMPION, version=int(version), reason=why, source=config.source)
+            return PromoteResult(
+                model_name=name, version=int(version), previous_version=previous, outcome="already-serving",
+                reasons=[f"v{version} already serves behind 'stable'"], labels={"stable": int(version)},
+                served_versions=[int(version)], ledger_ids=[entry.id] if entry else [],
+            )
+        try:
+            try:
+                saved_model_dir = resolve_saved_model(client, name, int(version))
+                instances, expected = smoke_requests(settings, name, saved_model_dir)
+            except Exception as exc:  # an unloadable artifact never reaches serving
+                raise PromotionError(f"{name} v{version} cannot be served: {type(exc).__name__}: {exc}") from exc
+            try:
+                result = rollout(
+                    RolloutConfig(
+                        model_name=name, version=int(version), saved_model_dir=saved_model_dir,
+                        smoke_instances=instances, expected_outputs=expected,
+                        canary_qps=config.canary_qps, canary_seconds=config.canary_seconds,
+                        slo_p99_ms=config.slo_p99_ms, keep_versions=config.keep_versions,
+                    ),
+                    settings,
+                )
+            except RolloutError as exc:
+                raise PromotionError(
+                    f"roll-out of {name} v{version} failed and was rolled back (stable stays on v{previous}): "
+                    + "; ".join(exc.reasons),
+                    reasons=exc.reasons,
+                ) from exc
+        except PromotionError as exc:
+            # Whoever moved champion to this version asked for it to serve; it cannot, so
+            # champion goes back to what serves, and the ledger says why.
+            if previous is not None and current_alias(client, name, CHAMPION) != previous:
+                set_alias(
+                    client, settings, model=name, alias=CHAMPION, version=previous,
+                    reason=f"v{version} failed to roll out, back to the serving v{previous}: {exc}"[:2000],
+                    source=config.source,
+                )
+            raise
+        entry = set_alias(client, settings, model=name, alias=CHAMPION, version=int(version), reason=why, source=config.source)
+        return PromoteResult(
+            model_name=name, version=int(version), previous_version=previous, outcome="promoted",
+            reasons=[why], labels=dict(result.labels), served_versions=list(result.served_versions),
+            infra_validation=dict(result.infra_validation), ledger_ids=[entry.id] if entry else [],
+        )
+
+
+def rollback_model(
+    model_name: str, to_version: int | None = None, *, reason: str = "", source: str = "cli", settings: Settings | None = None
+) -> PromoteResult:
+    """Move ``stable`` back to an older served version and ``champion`` with it.
+
+    Args:
+        model_name: The served model.
+        to_version: Target version; None means the newest served version older than
+            the current ``stable``.
+        reason: Why, for the ledger.
+        source: Which way in.
+        settings: Deployment settings; read from the environment when omitted.
+
+    Returns:
+        What is served now.
+
+    Raises:
+        PromotionError: The target is not on disk or not loadable; nothing changed.
+    """
+    from recops.ledger import promotion_lock, set_alias
+    from recops.registry import CHAMPION, _client
+    from recops.serving.rollout import RollbackConfig, RolloutError, rollback
+
+    settings = settings or Settings.from_env()
+    with promotion_lock(settings, model_name):
+        previous = served_stable(settings, model_name)
+        try:
+            result = rollback(RollbackConfig(model_name=model_name, to_version=to_version), settings)
+        except (RolloutError, ValueError, FileNotFoundError) as exc:
+            raise PromotionError(f"rollback of {model_name} failed, nothing changed: {exc}") from exc
+        client = _client(settings)
+        entry = set_alias(
+            client, settings, model=model_name, alias=CHAMPION, version=int(result.version),
+            reason=reason or f"rollback from v{previous} to v{result.version}", source=source,
+        )
+        return PromoteResult(
+            model_name=model_name, version=int(result.version), previous_version=previous, outcome="rolled-back",
+            reasons=[reason or "rollback"], labels=dict(result.labels), served_versions=list(result.served_versions),
+            ledger_ids=[entry.id] if entry else [],
+        )
+
+
+def _model_version(client: Any, name: str, version: int) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise PromotionError(f"model {name!r} has no version {version}") from exc
+
+
+def pending_alias_change(settings: Settings, model_name: str, alias: str = "champion") -> int | None:
+    """The version ``alias`` points at when it differs from what ``stable`` serves.
+
+    This is what the registry watcher polls: someone moved ``champion`` in MLflow, and
+    serving has not followed yet.
+    """
+    from recops.ledger import current_alias
+    from recops.registry import _client
+
+    target = current_alias(_client(settings), model_name, alias)
+    if target is None:
+        return None
+    return target if served_stable(settings, model_name) != target else None

@@ -1,0 +1,191 @@
+"""Registry-driven promotion on real MLflow, Feast and the local TF Serving server.
+
+One home, one server, a sequence of promotions: first roll-out, an upgrade, a corrupt
+version moved to ``champion`` "in the MLflow UI" (the watcher's path) that must be rolled
+back, a rollback, and a tampered artifact that must never be loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from pathlib import Path
+
+import mlflow
+import pytest
+from recops.config import Settings
+from recops.ledger import history
+from recops.promotion import (
+    PromoteConfig,
+    PromotionError,
+    pending_alias_change,
+    promote,
+    rollback_model,
+    served_stable,
+)
+from recops.registry import CHAMPION, RegisterConfig, register
+
+from tests.support.contract_model import corrupt_variables, export_contract_model
+from tests.support.stack import free_port
+
+pytestmark = pytest.mark.integration
+GOOD = {"recall_at_10": 0.2, "ndcg_at_10": 0.3}
+MODEL = "recops_retrieval"
+
+
+class _Marker:
+    """Unpickling this would create a file: proof that nothing unpickled it."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (self.path, "w"))
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with published tiny data and materialized online features."""
+    from recops.data import publish, synthesize
+    from recops.features import FeaturesConfig, build_features
+
+    root = tmp_path_factory.mktemp("promote")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("RECOPS_HOME", str(root / "home"))
+    mp.setenv("RECOPS_REST_PORT", str(free_port()))
+    mp.setenv("RECOPS_GRPC_PORT", str(free_port()))
+    mp.setenv("RECOPS_ACTOR", "promotion-test")
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    settings = Settings.from_env()
+    inter, users, items = synthesize(rows=400, users=20, items=30, days=3, seed=5)
+    published = publish(settings, inter, users, items, source="test")
+    from datetime import UTC, datetime, timedelta
+
+    end = datetime.fromisoformat(published.last_date).replace(tzinfo=UTC) + timedelta(days=1)
+    build_features(FeaturesConfig(interval_start=end - timedelta(days=1), interval_end=end, output_dir=str(root / "f")), settings)
+    yield root
+    from recops.serving.server import stop_background
+
+    stop_background(settings)
+    mp.undo()
+
+
+def _version_of(client: mlflow.MlflowClient, tf2model: Path) -> int | None:
+    """Registered version whose logged model's artifacts hold ``tf2model``."""
+    for v in client.search_model_versions(f"name='{MODEL}'"):
+        model_id = str(v.source).removeprefix("models:/")
+        if model_id and model_id in tf2model.parts:
+            return int(v.version)
+    return None
+
+
+def _register(root: Path, key: str, seed: int) -> int:
+    model = export_contract_model(root / f"sm-{key}", seed=seed)
+    return register(RegisterConfig(model_dir=str(model), model_key=key, metrics=GOOD, auto_promote=False)).version
+
+
+def test_promotion_lifecycle(home: Path) -> None:
+    settings = Settings.from_env()
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+    v1 = _register(home, "v1", seed=1)
+    first = promote(PromoteConfig(model_name=MODEL, version=v1, source="ui", canary_seconds=1.0), settings)
+    assert first.outcome == "promoted" and first.labels.get("stable") == v1
+    assert served_stable(settings, MODEL) == v1
+    assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v1
+
+    v2 = _register(home, "v2", seed=2)
+    second = promote(PromoteConfig(model_name=MODEL, version=v2, source="nightly", canary_seconds=1.0), settings)
+    assert second.outcome == "promoted" and served_stable(settings, MODEL) == v2
+    assert second.infra_validation, "the canary was validated"
+    # Promoting what already serves is a no-op.
+    assert promote(PromoteConfig(model_name=MODEL, version=v2), settings).outcome == "already-serving"
+
+    # Someone moves champion to v3 in the MLflow UI: the watcher sees it...
+    v3 = _register(home, "v3", seed=3)
+    client.set_registered_model_alias(MODEL, CHAMPION, str(v3))
+    assert pending_alias_change(settings, MODEL) == v3
+    # ...and the promotion it starts fails its canary (an SLO no server meets), so serving,
+    # labels and the alias go back, with the reasons.
+    with pytest.raises(PromotionError, match="rolled back") as failed:
+        promote(PromoteConfig(model_name=MODEL, source="registry-watch", canary_seconds=1.0, slo_p99_ms=0.001), settings)
+    assert any("p99" in r for r in failed.value.reasons), failed.value.reasons
+    assert served_stable(settings, MODEL) == v2
+    assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v2
+    assert pending_alias_change(settings, MODEL) is None
+
+    # A version whose stored variables are corrupt never reaches serving.
+    v4 = _register(home, "v4", seed=4)
+    stored = [p for p in settings.mlflow_dir.rglob("tf2model") if _version_of(client, p) == v4]
+    assert stored, "found v4's stored SavedModel"
+    for tf2 in stored:
+        corrupt_variables(tf2)
+    client.set_registered_model_alias(MODEL, CHAMPION, str(v4))
+    with pytest.raises(PromotionError, match="cannot be served"):
+        promote(PromoteConfig(model_name=MODEL, source="registry-watch", canary_seconds=1.0), settings)
+    assert served_stable(settings, MODEL) == v2
+    assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v2
+
+    back = rollback_model(MODEL, v1, reason="test rollback", settings=settings)
+    assert back.outcome == "rolled-back" and served_stable(settings, MODEL) == v1
+    assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v1
+
+    moves = [(e.from_version, e.to_version, e.source) for e in history(settings, MODEL) if e.alias == CHAMPION]
+    # The UI moves (to v3, to v4) happened outside recops; the ledger has the reverts.
+    assert moves[:4] == [(v2, v1, "cli"), (v4, v2, "registry-watch"), (v3, v2, "registry-watch"), (v1, v2, "nightly")]
+
+
+def test_unblessed_needs_force(home: Path) -> None:
+    settings = Settings.from_env()
+    model = export_contract_model(home / "sm-bad", seed=9)
+    bad = register(
+        RegisterConfig(model_dir=str(model), model_key="bad", metrics={"recall_at_10": 0.0, "ndcg_at_10": 0.0}, auto_promote=False)
+    )
+    assert not bad.blessed
+    with pytest.raises(PromotionError, match="not blessed"):
+        promote(PromoteConfig(model_name=MODEL, version=bad.version), settings)
+
+
+def test_pickle_in_a_registered_model_is_never_loaded(home: Path) -> None:
+    settings = Settings.from_env()
+    marker = home / "pwned"
+    version = _register(home, "tampered", seed=4)
+    # Tamper with the stored artifacts, as a compromised artifact store could.
+    for tf2 in settings.mlflow_dir.rglob("tf2model"):
+        (tf2 / "assets").mkdir(exist_ok=True)
+        (tf2 / "assets" / "payload.pkl").write_bytes(pickle.dumps(_Marker(str(marker))))
+    with pytest.raises(PromotionError, match="pickle"):
+        promote(PromoteConfig(model_name=MODEL, version=version, canary_seconds=0.5), settings)
+    assert not marker.exists()
+    # A model folder with a pickle is refused at registration too.
+    model = export_contract_model(home / "sm-pkl", seed=5)
+    (model / "assets").mkdir(exist_ok=True)
+    (model / "assets" / "x.bin").write_bytes(pickle.dumps({"a": 1}))
+    with pytest.raises(ValueError, match="pickle header"):
+        register(RegisterConfig(model_dir=str(model), model_key="pkl", metrics=GOOD))
+    assert not marker.exists()
+
+
+def test_watcher_trigger_fires_on_an_alias_move(home: Path) -> None:
+    from recops.airflow_plugin import ChampionAliasTrigger
+
+    settings = Settings.from_env()
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    serving = served_stable(settings, MODEL)
+    other = next(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'") if int(v.version) != serving and v.tags.get("recops.blessed") == "true")
+    client.set_registered_model_alias(MODEL, CHAMPION, str(other))
+    trigger = ChampionAliasTrigger(model_name=MODEL, poll_interval=0.1)
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "recops.airflow_plugin.ChampionAliasTrigger" and kwargs["model_name"] == MODEL
+
+    async def first_event() -> dict:
+        agen = trigger.run()
+        try:
+            event = await asyncio.wait_for(agen.__anext__(), timeout=60)
+        finally:
+            await agen.aclose()
+        return event.payload
+
+    payload = asyncio.run(first_event())
+    assert payload == {"model_name": MODEL, "version": other, "source": "registry-watch"}
+    client.set_registered_model_alias(MODEL, CHAMPION, str(serving))
