@@ -8,9 +8,14 @@ pipeline tasks (``recops.training``, ``recops.compression``), never at DAG parse
 - Item tower: item-id embedding, genre multi-hot (decoded from ``genre_mask``) and the
   standardised release year with an "unknown year" flag, projected and L2-normalised.
 - Training model: one Functional graph holding both towers; its output is the in-batch
-  logit matrix ``user @ item.T / temperature`` of each replica's batch. The loss labels
-  row ``i`` with column ``i`` using ``tf.range`` over the replica's own batch, so it is
-  correct under ``MirroredStrategy``, where every replica sees only its slice.
+  logit matrix ``user @ item.T / temperature``. Under a distribution strategy each
+  replica all-gathers the item side of the global batch, so its users are scored against
+  every item of the global batch, not only its own slice: the loss is then the same for
+  1 or N replicas (up to float rounding), and the number of negatives does not depend on
+  the device count. The loss labels row ``i`` of replica ``r`` with column
+  ``r * local_batch + i``.
+- Mixed precision (``mixed_float16``, GPU only) keeps the L2-normalised tower outputs,
+  the logits and the loss in float32.
 - Ids reach the Keras graph as dense indices (0 = out of vocabulary). The exported
   SavedModel carries the raw-id vocabularies as hash tables, so serving takes raw ids.
 """
@@ -256,56 +261,122 @@ class L2Normalize(keras.layers.Layer):
         return tf.math.l2_normalize(inputs, axis=-1)
 
 
-class InBatchLogits(keras.layers.Layer):
-    """Logits of every user in the batch against every item in the batch.
+def _replica_offset(local_rows: tf.Tensor) -> tf.Tensor | int:
+    """Position of this replica's first row in the global batch (0 without a strategy)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return 0
+    return tf.cast(context.replica_id_in_sync_group, tf.int32) * local_rows
 
-    ``logits[i, j] = u_i . v_j / temperature - logq_j``. Off-diagonal entries whose item
-    equals row ``i``'s own item are masked: they are not negatives.
+
+class InBatchLogits(keras.layers.Layer):
+    """Logits of every user in the replica's batch against every item of the global batch.
+
+    ``logits[i, j] = u_i . v_j / temperature - logq_j``, where ``j`` runs over the items
+    all-gathered from every replica (``cross_replica=True``) or over the replica's own
+    slice only. Entries whose item equals row ``i``'s own item, other than its positive,
+    are masked: they are not negatives.
     """
 
-    def __init__(self, temperature: float, **kwargs: Any) -> None:
+    def __init__(self, temperature: float, cross_replica: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.temperature = float(temperature)
+        self.cross_replica = bool(cross_replica)
 
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
         user, item, item_idx, item_logq = inputs
+        local_idx = item_idx
+        item_logq = tf.cast(item_logq, tf.float32)
+        local_rows = tf.shape(user)[0]
+        offset: tf.Tensor | int = 0
+        context = tf.distribute.get_replica_context()
+        if self.cross_replica and context is not None and context.num_replicas_in_sync > 1:
+            offset = _replica_offset(local_rows)
+            # One float tensor per gather: all_gather's gradient cannot pass int inputs.
+            # Item indices stay exact in float32 up to 2**24 items.
+            packed = tf.concat(
+                [
+                    tf.cast(item, tf.float32),
+                    tf.cast(tf.expand_dims(item_idx, 1), tf.float32),
+                    tf.expand_dims(item_logq, 1),
+                ],
+                axis=1,
+            )
+            # all_gather is differentiable: each replica's item tower gets the gradient
+            # of every replica's loss through its own rows.
+            gathered = context.all_gather(packed, axis=0)
+            dim = tf.shape(item)[1]
+            item = gathered[:, :dim]
+            item_idx = tf.cast(gathered[:, dim], local_idx.dtype)
+            item_logq = gathered[:, dim + 1]
         logits = tf.matmul(user, item, transpose_b=True) / self.temperature
-        logits -= tf.expand_dims(tf.cast(item_logq, tf.float32), 0)
-        same = tf.equal(tf.expand_dims(item_idx, 1), tf.expand_dims(item_idx, 0))
-        off_diagonal = tf.logical_not(tf.cast(tf.eye(tf.shape(item_idx)[0]), tf.bool))
-        accidental = tf.logical_and(same, off_diagonal)
+        logits -= tf.expand_dims(item_logq, 0)
+        same = tf.equal(tf.expand_dims(local_idx, 1), tf.expand_dims(item_idx, 0))
+        positive = tf.one_hot(
+            tf.range(local_rows) + offset, tf.shape(item_idx)[0], on_value=True, off_value=False
+        )
+        accidental = tf.logical_and(same, tf.logical_not(positive))
         return tf.where(accidental, tf.constant(_MASKED_LOGIT, tf.float32), logits)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "temperature": self.temperature}
+        return {
+            **super().get_config(),
+            "temperature": self.temperature,
+            "cross_replica": self.cross_replica,
+        }
 
 
 class InBatchSoftmaxLoss(keras.losses.Loss):
-    """Softmax cross-entropy where row ``i``'s positive is column ``i``.
+    """Softmax cross-entropy where row ``i`` of replica ``r``'s positive is its own item.
 
-    ``y_true`` is ignored: labels are ``tf.range`` over the rows this replica holds.
-    Labels fed from the dataset would be global positions, wrong on every replica but
-    the first once the batch is split.
+    ``y_true`` is ignored. When the logits span the global batch (``y_pred`` has more
+    columns than rows), row ``i``'s positive is column ``r * rows + i``; otherwise it is
+    column ``i`` of the replica's own slice.
     """
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
-        labels = tf.range(tf.shape(y_pred)[0])
-        return keras.losses.sparse_categorical_crossentropy(labels, y_pred, from_logits=True)
+        rows = tf.shape(y_pred)[0]
+        offset = _replica_offset(rows)
+        # Local-slice logits are square; only gathered logits need the replica offset.
+        offset = tf.where(tf.shape(y_pred)[1] > rows, offset, 0)
+        labels = tf.range(rows) + offset
+        return keras.losses.sparse_categorical_crossentropy(
+            labels, tf.cast(y_pred, tf.float32), from_logits=True
+        )
 
 
-def build_training_model(spec: TwoTowerSpec) -> keras.Model:
+def build_training_model(
+    spec: TwoTowerSpec, *, mixed_precision: bool = False, cross_replica: bool = True
+) -> keras.Model:
     """Build the Functional training model (both towers plus in-batch logits).
 
     Call it inside ``strategy.scope()`` when training under a distribution strategy.
 
     Args:
         spec: Vocabularies, feature stats and sizes.
+        mixed_precision: Build under the ``mixed_float16`` policy (float16 compute,
+            float32 variables, tower outputs and logits in float32); ``compile`` then
+            wraps the optimizer in a loss-scale optimizer. The weights are the same
+            variables either way, so checkpoints load into a float32 model.
+        cross_replica: Score each replica's users against the items of the whole global
+            batch (see the module docstring); False keeps the replica's own slice.
 
     Returns:
-        A model taking a dict keyed by ``TRAIN_INPUTS`` and returning logits
-        ``[batch, batch]``. Layer names ``user_embedding`` and ``item_embedding`` mark
-        the tower outputs (see ``towers_from_training_model``).
+        A model taking a dict keyed by ``TRAIN_INPUTS`` and returning float32 logits
+        ``[batch, global batch]``. Layer names ``user_embedding`` and ``item_embedding``
+        mark the tower outputs (see ``towers_from_training_model``).
     """
+    previous = keras.mixed_precision.global_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return _build_training_model(spec, cross_replica=cross_replica)
+    finally:
+        # The policy is process-global; export and compression build float32 models.
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _build_training_model(spec: TwoTowerSpec, *, cross_replica: bool) -> keras.Model:
     dim = spec.embedding_dim
     ints = {
         name: keras.Input(shape=(), dtype=tf.int64, name=name)
@@ -328,7 +399,7 @@ def build_training_model(spec: TwoTowerSpec) -> keras.Model:
         ]
     )
     user = keras.layers.Dense(dim, name="user_projection")(user)
-    user = L2Normalize(name="user_embedding")(user)
+    user = L2Normalize(name="user_embedding", dtype="float32")(user)
 
     item = keras.layers.Concatenate(name="item_features")(
         [
@@ -340,11 +411,11 @@ def build_training_model(spec: TwoTowerSpec) -> keras.Model:
         ]
     )
     item = keras.layers.Dense(dim, name="item_projection")(item)
-    item = L2Normalize(name="item_embedding")(item)
+    item = L2Normalize(name="item_embedding", dtype="float32")(item)
 
-    logits = InBatchLogits(spec.temperature, name="in_batch_logits")(
-        [user, item, ints["item_idx"], item_logq]
-    )
+    logits = InBatchLogits(
+        spec.temperature, cross_replica=cross_replica, name="in_batch_logits", dtype="float32"
+    )([user, item, ints["item_idx"], item_logq])
     return keras.Model(inputs={**ints, "item_logq": item_logq}, outputs=logits, name="two_tower")
 
 

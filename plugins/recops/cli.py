@@ -258,6 +258,46 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
 
 
 @app.command()
+def history(
+    model: Annotated[str, typer.Option(help="Registered model.")] = "recops_retrieval",
+    limit: Annotated[int, typer.Option(help="How many entries.", min=1, max=10_000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """The audit ledger: every alias move of a model, newest first, with who and why."""
+    from recops.ledger import history as ledger_history
+
+    entries = ledger_history(Settings.from_env(), model, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
+        return
+    if not entries:
+        typer.echo(f"no alias changes recorded for {model} yet (run `recops demo`)")
+    for e in entries:
+        move = f"{e.from_version if e.from_version is not None else '-'} -> {e.to_version}"
+        typer.echo(f"{e.at}  {e.alias:<10} {move:<9} {e.source:<14} {e.actor:<24} {e.reason[:90]}")
+
+
+@app.command()
+def rollback(
+    to: Annotated[int | None, typer.Option("--to", help="Version to serve; default: the previous one.", min=1)] = None,
+    model: Annotated[str, typer.Option(help="Served model.")] = "recops_retrieval",
+    reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Move `stable` (and alias `champion`) back to an older served version."""
+    from recops.promotion import PromotionError, rollback_model
+
+    try:
+        result = rollback_model(model, to, reason=reason or "rollback from the CLI", source="cli")
+    except PromotionError as exc:
+        _fail(str(exc), "`recops status` lists the versions still served; `--to N` picks one")
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    typer.echo(f"{model}: stable now v{result.version} (was v{result.previous_version}); served {result.served_versions}")
+
+
+@app.command()
 def serve(
     detach: Annotated[bool, typer.Option(help="Run in the background (pidfile under RECOPS_HOME).")] = False,
 ) -> None:

@@ -10,12 +10,19 @@
     config.json       the config this folder belongs to
     result.json       TrainResult
     _SUCCESS          written last; its presence means the folder is complete
-    backup/           BackupAndRestore state while training; gone once done
+    backup/           while training: BackupAndRestore's checkpoint (``chief/``) and the
+                      early-stopping state (``early_stopping/``); gone once done
 
 A task is a transaction: outputs are written under ``_staging/`` and renamed into place,
 and ``_SUCCESS`` comes last, so a killed task never leaves a folder that looks complete.
-A retry resumes from the last finished epoch; a call on a completed folder returns the
-stored result without training.
+A retry resumes from the last backup (every epoch, or every ``backup_every_steps``); a
+call on a completed folder returns the stored result without training. A backup that is
+truncated or corrupt stops the retry with ``CheckpointCorruptError`` naming the file,
+rather than silently starting from epoch 0 (``discard_corrupt_backup`` opts in to that).
+
+Early stopping scores full-ranking NDCG@10 on the valid split after every epoch (train
+items masked), keeps the best weights and stops after ``early_stopping_patience`` epochs
+without improvement; the exported model holds the best epoch's weights.
 
 TensorFlow is imported inside functions, so importing this module is cheap.
 """
@@ -26,10 +33,11 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +48,14 @@ from recops.config import RETRIEVAL_K, SPLIT_SEED
 from recops.records import Record
 
 __all__ = [
+    "CheckpointCorruptError",
     "TrainConfig",
     "TrainResult",
+    "early_stopping_callback",
     "select_strategy",
     "split_interactions",
     "train",
+    "verify_backup",
 ]
 
 log = logging.getLogger(__name__)
@@ -66,6 +77,18 @@ TRAINING_SET_COLUMNS = (
 )
 USER_COLUMNS = ("user_id", "age", "gender", "occupation", "event_timestamp")
 ITEM_COLUMNS = ("item_id", "release_year", "genre_mask", "event_timestamp")
+PROTOCOLS = ("random", "temporal")
+#: Cut-off of the validation metric that early stopping watches.
+EARLY_STOPPING_K = 10
+#: Config fields that change how a run copes with failures, not what it produces; they
+#: are left out of the stored config so flipping one on a retry keeps the backup.
+OPERATIONAL_FIELDS = ("discard_corrupt_backup",)
+BACKUP_CHECKPOINT_DIR = "chief"
+EARLY_STOPPING_DIR = "early_stopping"
+
+
+class CheckpointCorruptError(RuntimeError):
+    """A backup checkpoint in the output folder is truncated, incomplete or unreadable."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,16 +102,31 @@ class TrainConfig(Record):
         output_dir: Folder owned by this run (key it on the data interval).
         epochs: Passes over the train split.
         embedding_dim: Output size of both towers.
-        batch_size: Global batch; each replica gets ``batch_size / replicas`` rows and
-            uses the other rows of its slice as negatives.
+        batch_size: Global batch; each replica gets ``batch_size / replicas`` rows and,
+            with ``cross_replica_negatives``, uses every other row of the global batch
+            as a negative (otherwise only the other rows of its slice).
         learning_rate: Adam learning rate.
         temperature: Softmax temperature of the cosine logits.
         logq_correction: Subtract each in-batch item's log sampling probability.
-        replicas: Logical CPU devices to mirror over when there is no GPU.
+        replicas: Logical CPU devices to mirror over when there is no GPU (with GPUs,
+            all of them are used; with ``TF_CONFIG``, one replica per worker device).
         seed: Seed for weights, shuffling and ``max_rows`` sampling (the split uses
             ``SPLIT_SEED``).
         max_rows: Train on at most this many train-split rows (sampled); the split itself
             always covers the whole training set.
+        early_stopping_patience: Stop after this many epochs without a better valid
+            NDCG@10 and keep the best epoch's weights; 0 disables early stopping (and
+            the per-epoch validation).
+        protocol: ``"random"`` (RecBole's per-user random 80/10/10, seed ``SPLIT_SEED``)
+            or ``"temporal"`` (``recops.evaluation.temporal_split``, 80/10/10 by time).
+        backup_every_steps: Back up every this many steps instead of every epoch (for
+            long epochs); None backs up at each epoch end.
+        mixed_precision: Train under ``mixed_float16`` when GPUs are used (never on
+            CPU); logits and loss stay float32.
+        cross_replica_negatives: Score each replica's users against the items of the
+            whole global batch, so the loss does not depend on the replica count.
+        discard_corrupt_backup: On a corrupt backup, log it and start over instead of
+            raising ``CheckpointCorruptError``. Not part of the run's identity.
     """
 
     training_set_uri: str
@@ -107,6 +145,12 @@ class TrainConfig(Record):
     replicas: int = 2
     seed: int = 42
     max_rows: int | None = None
+    early_stopping_patience: int = 3
+    protocol: str = "random"
+    backup_every_steps: int | None = None
+    mixed_precision: bool = True
+    cross_replica_negatives: bool = True
+    discard_corrupt_backup: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "embedding_dim", "batch_size", "replicas"):
@@ -115,8 +159,20 @@ class TrainConfig(Record):
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} must be > 0")
-        if self.max_rows is not None and self.max_rows < 1:
-            raise ValueError(f"TrainConfig.max_rows={self.max_rows!r} must be >= 1 or None")
+        for name in ("max_rows", "backup_every_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"TrainConfig.{name}={value!r} must be >= 1 or None")
+        if self.early_stopping_patience < 0:
+            raise ValueError(
+                f"TrainConfig.early_stopping_patience={self.early_stopping_patience!r} must be >= 0"
+            )
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"TrainConfig.protocol={self.protocol!r} must be one of {PROTOCOLS}")
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that define what the run produces (stored as ``config.json``)."""
+        return {k: v for k, v in self.to_dict().items() if k not in OPERATIONAL_FIELDS}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -139,6 +195,15 @@ class TrainResult(Record):
         examples_per_s: Training throughput over this call's epochs.
         seconds_per_epoch: Mean wall time per epoch (the first includes tracing).
         k: Candidates returned by ``serving_default``.
+        resumed_from_step: ``optimizer.iterations`` right after the backup was restored
+            (0 for a fresh start).
+        best_epoch: Epoch whose weights were exported (early stopping), None when early
+            stopping is disabled.
+        valid_ndcg_at_10: Valid NDCG@10 after each epoch so far, epoch 0 first (also
+            the epochs of an interrupted call that this one resumed).
+        stopped_early: True if early stopping ended training before ``epochs``.
+        protocol: The split protocol used.
+        mixed_precision: True if training ran under ``mixed_float16``.
     """
 
     model_dir: str
@@ -156,7 +221,12 @@ class TrainResult(Record):
     examples_per_s: float
     seconds_per_epoch: float
     k: int
-
+    resumed_from_step: int = 0
+    best_epoch: int | None = None
+    valid_ndcg_at_10: list[float] = field(default_factory=list)
+    stopped_early: bool = False
+    protocol: str = "random"
+    mixed_precision: bool = False
 
 
 # --------------------------------------------------------------------------- data
@@ -333,7 +403,9 @@ def select_strategy(replicas: int) -> tuple[Any, str, int]:
                 devices=list(key), cross_device_ops=tf.distribute.ReductionToOneDevice()
             )
     strategy = _STRATEGIES[key]
-    return strategy, type(strategy).__name__, int(strategy.num_replicas_in_sync)
+    # tf.distribute.MultiWorkerMirroredStrategy is CollectiveAllReduceStrategy inside.
+    name = "MultiWorkerMirroredStrategy" if key == ("multi_worker",) else type(strategy).__name__
+    return strategy, name, int(strategy.num_replicas_in_sync)
 
 
 def seed_everything(seed: int) -> None:
@@ -350,7 +422,14 @@ def seed_everything(seed: int) -> None:
 def make_dataset(
     features: dict[str, np.ndarray], *, batch_size: int, seed: int, shuffle: bool = True
 ) -> Any:
-    """Build the input pipeline: in-memory slices, cache, shuffle, batch, prefetch.
+    """Build the input pipeline: shuffled row indices, batched, gathered, prefetched.
+
+    The arrays stay in memory as tensors; the pipeline shuffles the row *indices*
+    (seeded, reshuffled every epoch), batches them, and gathers each batch's rows from
+    every feature with one vectorised ``tf.gather``. That is the same stream as
+    ``from_tensor_slices -> shuffle -> batch`` but about 3x cheaper on the CPU than
+    shuffling and batching row by row (ml-100k: 0.3 s vs 1.0 s an epoch), which matters
+    when the pipeline shares cores with the training step. No per-step pandas or Python.
 
     Labels are dummies: the in-batch loss derives its own. Batches are full-size so each
     replica sees a fixed number of negatives.
@@ -364,10 +443,15 @@ def make_dataset(
     n = len(features["user_idx"])
     if n < batch_size:
         raise ValueError(f"batch_size={batch_size} exceeds the {n} training rows")
-    dataset = tf.data.Dataset.from_tensor_slices((features, np.zeros(n, np.int32))).cache()
+    columns = ({k: tf.convert_to_tensor(v) for k, v in features.items()}, tf.zeros(n, tf.int32))
+    dataset = tf.data.Dataset.range(n)
     if shuffle:
         dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    dataset = dataset.batch(batch_size, drop_remainder=True)
+    dataset = dataset.map(
+        lambda rows: tf.nest.map_structure(lambda column: tf.gather(column, rows), columns),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    ).prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
     # In-memory data has no files to shard by; each worker takes its share of batches.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
@@ -408,8 +492,21 @@ def load_completed(output_dir: Path, config: dict[str, Any]) -> dict[str, Any] |
     return result
 
 
-def prepare_output_dir(output_dir: Path, config: dict[str, Any], backup: Path | None) -> Path:
+def prepare_output_dir(
+    output_dir: Path,
+    config: dict[str, Any],
+    backup: Path | None,
+    *,
+    staging_name: str = STAGING_DIR,
+) -> Path:
     """Create ``output_dir``, drop stale state from another config, and a fresh staging.
+
+    Args:
+        output_dir: The run's folder.
+        config: The config this folder belongs to (stored as ``config.json``).
+        backup: Backup folder to drop if the stored config differs.
+        staging_name: Staging folder name; each process of a multi-worker run needs
+            its own.
 
     Returns:
         The empty staging folder.
@@ -421,7 +518,7 @@ def prepare_output_dir(output_dir: Path, config: dict[str, Any], backup: Path | 
         if backup is not None:
             shutil.rmtree(backup, ignore_errors=True)
     write_atomic(config_path, json.dumps(config, indent=2, sort_keys=True))
-    staging = output_dir / STAGING_DIR
+    staging = output_dir / staging_name
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     return staging
@@ -443,12 +540,377 @@ def publish(staging: Path, output_dir: Path, names: Sequence[str], result: dict[
 
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` via a temp file and rename."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A per-process temp name: workers of one multi-worker run write the same files.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
 
 
+# --------------------------------------------------------------------------- backup
+
+
+_DATA_SHARD = re.compile(r"^(?P<prefix>.+)\.data-(?P<shard>\d{5})-of-(?P<total>\d{5})$")
+
+
+def verify_backup(backup_dir: Path) -> int | None:
+    """Check that the BackupAndRestore checkpoint under ``backup_dir`` is complete.
+
+    Every tensor of the latest checkpoint is read back, so a truncated or bit-flipped
+    data shard (TF checks each tensor's CRC32C) fails here, before training, instead of
+    half-way into a restore, and a checkpoint whose bookkeeping is lost cannot make the
+    retry start from epoch 0 without anyone noticing. The early-stopping state files are
+    checked as well.
+
+    Args:
+        backup_dir: The run's backup folder (``<output_dir>/backup``).
+
+    Returns:
+        The epoch the checkpoint was saved in, or None when there is no checkpoint.
+
+    Raises:
+        CheckpointCorruptError: Naming the file that is missing, truncated or unreadable.
+    """
+    ckpt_dir = backup_dir / BACKUP_CHECKPOINT_DIR
+    _verify_early_stopping_state(backup_dir / EARLY_STOPPING_DIR)
+    if not ckpt_dir.is_dir():
+        return None
+    # ``ckpt-N_temp`` folders are what a save killed before its final rename leaves.
+    pieces = sorted(
+        p for p in ckpt_dir.iterdir() if p.name.startswith("ckpt-") and "_temp" not in p.name
+    )
+    state_file = ckpt_dir / "checkpoint"
+    if not state_file.is_file():
+        if pieces:
+            raise CheckpointCorruptError(
+                f"backup checkpoint state file {state_file} is missing but {pieces[0]} exists; "
+                "set TrainConfig.discard_corrupt_backup=True to start over"
+            )
+        return None
+    match = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', state_file.read_text(), re.M)
+    if match is None:
+        raise CheckpointCorruptError(f"backup checkpoint state file {state_file} is unreadable")
+    prefix = Path(match.group(1))
+    if not prefix.is_absolute():
+        prefix = ckpt_dir / prefix
+    index = prefix.with_name(prefix.name + ".index")
+    if not index.is_file():
+        raise CheckpointCorruptError(f"backup checkpoint index {index} is missing")
+    shards = [m for p in pieces if (m := _DATA_SHARD.match(p.name)) and m["prefix"] == prefix.name]
+    total = int(shards[0]["total"]) if shards else 1
+    for shard in range(total):
+        data = prefix.with_name(f"{prefix.name}.data-{shard:05d}-of-{total:05d}")
+        if not data.is_file():
+            raise CheckpointCorruptError(f"backup checkpoint data file {data} is missing")
+
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+
+    try:
+        reader = tf.train.load_checkpoint(str(prefix))
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as exc:
+        raise CheckpointCorruptError(
+            f"backup checkpoint index {index} is unreadable: {exc}"
+        ) from exc
+    data_files = ", ".join(str(p) for p in sorted(prefix.parent.glob(f"{prefix.name}.data-*")))
+    # A short shard surfaces as IndexError ("Read less bytes than requested"), a flipped
+    # byte as DataLossError (CRC mismatch).
+    try:
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, ValueError, IndexError, RuntimeError) as exc:
+        raise CheckpointCorruptError(
+            f"backup checkpoint data file {data_files} is truncated or corrupt "
+            f"(reading {name!r}: {type(exc).__name__}); "
+            "set TrainConfig.discard_corrupt_backup=True to start over"
+        ) from exc
+    epochs = [n for n in reader.get_variable_to_shape_map() if n.startswith("ckpt_saved_epoch")]
+    return int(reader.get_tensor(epochs[0])) if epochs else None
+
+
+def _verify_early_stopping_state(state_dir: Path) -> None:
+    if not state_dir.is_dir():
+        return
+    for path in sorted(state_dir.glob("state-*.json")):
+        try:
+            state = json.loads(path.read_text())
+            weights = state.get("weights_file")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+            raise CheckpointCorruptError(f"early-stopping state {path} is unreadable") from exc
+        if weights and not (state_dir / weights).is_file():
+            raise CheckpointCorruptError(
+                f"early-stopping weights {state_dir / weights} named by {path} are missing"
+            )
+
+
+def _prepare_backup(backup_dir: Path, discard_corrupt: bool) -> int | None:
+    """Verify the backup; on corruption raise, or (opted in) log and remove it.
+
+    Returns:
+        The epoch the backup was saved in, None when training starts afresh.
+    """
+    try:
+        saved = verify_backup(backup_dir)
+    except CheckpointCorruptError as exc:
+        if not discard_corrupt:
+            raise
+        log.warning("discarding the corrupt backup in %s and starting over: %s", backup_dir, exc)
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        return None
+    if saved is not None:
+        log.info("resuming from the backup in %s (saved in epoch %d)", backup_dir, saved)
+    return saved
+
+
+# --------------------------------------------------------------------------- early stopping
+
+
+def _load_states(state_dir: Path | None) -> dict[int, dict[str, Any]]:
+    if state_dir is None or not state_dir.is_dir():
+        return {}
+    states = {}
+    for path in state_dir.glob("state-*.json"):
+        state = json.loads(path.read_text())
+        states[int(state["epoch"])] = state
+    return states
+
+
+def _state_before(states: dict[int, dict[str, Any]], epoch: int) -> dict[str, Any] | None:
+    """The newest state written before ``epoch`` began (the one its backup goes with)."""
+    earlier = [e for e in states if e < epoch]
+    return states[max(earlier)] if earlier else None
+
+
+def _load_weights(path: Path) -> list[np.ndarray]:
+    with np.load(path) as archive:
+        return [archive[f"arr_{i}"] for i in range(len(archive.files))]
+
+
+def early_stopping_callback(
+    score: Callable[[Any], float],
+    *,
+    patience: int,
+    state_dir: Path | None = None,
+    write_state: bool = True,
+) -> Any:
+    """A Keras callback: score the model after each epoch, keep the best, stop on a plateau.
+
+    The state after each epoch (score history, best epoch, the best weights) goes to
+    ``state_dir`` before ``BackupAndRestore`` backs up that epoch, so put this callback
+    before it. A resumed ``fit`` at epoch ``e`` picks up the newest state written before
+    ``e`` and so agrees with the restored checkpoint even if the process died between
+    the two writes. At the end of training the best weights are put back into the model.
+
+    Args:
+        score: Higher-is-better score of the model (valid NDCG@10 in ``train``).
+        patience: Epochs without a strictly better score before stopping (>= 1).
+        state_dir: Where the state lives (inside the backup folder); None keeps it in
+            memory only.
+        write_state: False on non-chief workers: they read the chief's state on resume
+            but never write it.
+
+    Returns:
+        The callback; after ``fit`` it exposes ``history`` (scores, epoch 0 first),
+        ``best_epoch``, ``best_score``, ``stopped_early`` and ``last_loss``.
+    """
+    if patience < 1:
+        raise ValueError(f"patience={patience!r} must be >= 1")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tf_keras
+
+    class ValidationEarlyStopping(tf_keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.history: list[float] = []
+            self.best_epoch: int | None = None
+            self.best_score = -math.inf
+            self.stopped_early = False
+            self.last_loss: float | None = None
+            self._wait = 0
+            self._best_weights: list[np.ndarray] | None = None
+            self._weights_file: str | None = None
+            self._started = False
+            self._halted = False
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            self._started = self._halted = False
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if self._started:
+                return
+            self._started = True
+            state = _state_before(_load_states(state_dir), epoch)
+            if epoch > 0 and state is None and not self.history:
+                if state_dir is not None:
+                    raise CheckpointCorruptError(
+                        f"training resumed at epoch {epoch} but {state_dir} holds no "
+                        "early-stopping state for the epochs before it"
+                    )
+            if state is not None:
+                self._restore(state)
+            if self.stopped_early:
+                # Stopped before the interruption: end after this step, keep the best.
+                self._halted = True
+                self.model.stop_training = True
+
+        def _restore(self, state: dict[str, Any]) -> None:
+            self.history = [float(v) for v in state["history"]]
+            self.best_epoch = state["best_epoch"]
+            self.best_score = float(state["best_score"])
+            self._wait = int(state["wait"])
+            self.stopped_early = bool(state["stopped"])
+            self.last_loss = state.get("loss")
+            self._weights_file = state.get("weights_file")
+            self._best_weights = None
+            if self._weights_file and state_dir is not None:
+                self._best_weights = _load_weights(state_dir / self._weights_file)
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if self._halted:
+                return
+            value = float(score(self.model))
+            self.history.append(value)
+            self.last_loss = float((logs or {}).get("loss", math.nan))
+            if value > self.best_score:
+                self.best_score, self.best_epoch, self._wait = value, epoch, 0
+                self._best_weights = [w.copy() for w in self.model.get_weights()]
+                if state_dir is not None and write_state:
+                    self._weights_file = f"best-{epoch:05d}.npz"
+                    _save_weights(state_dir / self._weights_file, self._best_weights)
+            else:
+                self._wait += 1
+            if self._wait >= patience:
+                self.stopped_early = True
+                self.model.stop_training = True
+            log.info(
+                "epoch %d: valid NDCG@%d %.4f (best %.4f at epoch %s)",
+                epoch, EARLY_STOPPING_K, value, self.best_score, self.best_epoch,
+            )  # fmt: skip
+            if state_dir is not None and write_state:
+                state = {
+                    "epoch": epoch,
+                    "history": self.history,
+                    "best_epoch": self.best_epoch,
+                    "best_score": self.best_score,
+                    "wait": self._wait,
+                    "stopped": self.stopped_early,
+                    "loss": self.last_loss,
+                    "step": int(self.model.optimizer.iterations.numpy()),
+                    "weights_file": self._weights_file,
+                }
+                state_dir.mkdir(parents=True, exist_ok=True)
+                write_atomic(state_dir / f"state-{epoch:05d}.json", json.dumps(state))
+
+        def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+            if self._best_weights is not None:
+                self.model.set_weights(self._best_weights)
+
+    return ValidationEarlyStopping()
+
+
+def _save_weights(path: Path, weights: Sequence[np.ndarray]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with tmp.open("wb") as handle:
+        np.savez(handle, *weights)
+    os.replace(tmp, path)
+
+
+def _valid_ndcg_scorer(
+    spec: Any,
+    *,
+    split: pd.DataFrame,
+    profiles: pd.DataFrame,
+    items: pd.DataFrame,
+    k: int = EARLY_STOPPING_K,
+) -> Callable[[Any], float]:
+    """Full-ranking NDCG@k on the valid split, scoring with the in-memory towers.
+
+    Users are ranked against the whole catalogue with their train items masked, as
+    ``recops.evaluation`` does on the exported model.
+
+    Args:
+        spec: The model's ``TwoTowerSpec`` (vocabularies).
+        split: ``user_id, item_id, split`` of the whole training set.
+        profiles: One row per user with ``user_id, age, gender, occupation``.
+        items: The catalogue, one row per item (``item_id, genre_mask, release_year``).
+        k: Cut-off.
+
+    Returns:
+        A function of the training model returning the user-averaged NDCG@k.
+
+    Raises:
+        ValueError: If no valid user has a valid item in the catalogue.
+    """
+    from recops_models.metrics import full_ranking_metrics
+
+    item_ids = items["item_id"].to_numpy(np.int64)
+    column_of = pd.Series(np.arange(item_ids.size), index=item_ids)
+    cols = column_of.reindex(split["item_id"].to_numpy()).to_numpy()
+    known = ~np.isnan(cols)
+    frame = split.assign(col=np.where(known, cols, -1).astype(np.int64))[known]
+    valid = frame[frame["split"] == "valid"]
+    truth = valid.groupby("user_id")["col"].apply(np.asarray)
+    if truth.empty:
+        raise ValueError("the valid split has no items in the catalogue; cannot early-stop")
+    users = truth.index.to_numpy(np.int64)
+    seen = frame[frame["split"] == "train"].groupby("user_id")["col"].apply(np.asarray)
+    exclude = [seen.get(u, np.empty(0, np.int64)) for u in users.tolist()]
+    ground_truth = truth.tolist()
+    profile = profiles.set_index("user_id").reindex(users)
+    k = min(k, item_ids.size)
+    user_features = {
+        "user_idx": spec.user_index(users),
+        "gender_idx": spec.gender_index(profile["gender"].to_numpy()),
+        "occupation_idx": spec.occupation_index(profile["occupation"].to_numpy()),
+        "age": profile["age"].to_numpy(np.int64),
+    }
+    item_features = {
+        "item_idx": spec.item_index(item_ids),
+        "genre_mask": items["genre_mask"].to_numpy(np.int64),
+        "release_year": items["release_year"].to_numpy(np.int64),
+    }
+    towers: dict[int, tuple[Any, Any]] = {}
+
+    def score(model: Any) -> float:
+        from recops_models.two_tower import towers_from_training_model
+
+        if id(model) not in towers:
+            towers.clear()
+            towers[id(model)] = towers_from_training_model(model)
+        user_tower, item_tower = towers[id(model)]
+        user = user_tower(user_features, training=False).numpy()
+        item = item_tower(item_features, training=False).numpy()
+        return full_ranking_metrics(user @ item.T, ground_truth, k, exclude).ndcg
+
+    return score
+
+
 # --------------------------------------------------------------------------- train
+
+
+def _split(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """The ``user_id, item_id, split`` frame of ``frame`` under ``protocol``."""
+    if protocol == "random":
+        return split_interactions(frame["user_id"].to_numpy(), frame["item_id"].to_numpy())
+    try:
+        from recops.evaluation import temporal_split
+    except ImportError as exc:
+        raise ValueError(
+            "TrainConfig.protocol='temporal' needs recops.evaluation.temporal_split"
+        ) from exc
+    split: pd.DataFrame = temporal_split(
+        frame["user_id"].to_numpy(),
+        frame["item_id"].to_numpy(),
+        frame["event_timestamp"].to_numpy(),
+        ratios=(0.8, 0.1, 0.1),
+    )
+    return split[["user_id", "item_id", "split"]]
+
+
+def _worker_name() -> str:
+    raw = os.environ.get("TF_CONFIG")
+    task = json.loads(raw).get("task", {}) if raw else {}
+    return f"{task.get('type', 'worker')}{task.get('index', 0)}"
 
 
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
@@ -464,20 +926,29 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
 
     Raises:
         ValueError: On bad input data or a completed ``output_dir`` of another config.
+        CheckpointCorruptError: If the backup left by an interrupted call is truncated
+            or corrupt (unless ``discard_corrupt_backup``).
     """
     output_dir = Path(config.output_dir)
-    config_dict = config.to_dict()
+    config_dict = config.identity()
     done = load_completed(output_dir, config_dict)
     if done is not None:
         log.info("%s is complete; returning its result without training", output_dir)
         return TrainResult.from_dict(done)
     backup_dir = output_dir / "backup"
-    staging = prepare_output_dir(output_dir, config_dict, backup_dir)
+    chief = is_chief()
+    staging = prepare_output_dir(
+        output_dir,
+        config_dict,
+        backup_dir,
+        staging_name=STAGING_DIR if chief else f"{STAGING_DIR}_{_worker_name()}",
+    )
 
     frame = read_training_set(config.training_set_uri)
-    split = split_interactions(frame["user_id"].to_numpy(), frame["item_id"].to_numpy())
-    split.to_parquet(staging / "split.parquet", index=False)
-    rows = frame[(split["split"] == "train").to_numpy()].reset_index(drop=True)
+    split = _split(frame, config.protocol)
+    if chief:
+        split.to_parquet(staging / "split.parquet", index=False)
+    rows = train_rows(frame, split)
     if config.max_rows is not None and len(rows) > config.max_rows:
         keep = np.random.default_rng(config.seed).choice(len(rows), config.max_rows, replace=False)
         rows = rows.iloc[np.sort(keep)].reset_index(drop=True)
@@ -490,7 +961,10 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         raise ValueError(
             f"TrainConfig.batch_size={config.batch_size} is not divisible by {replicas} replicas"
         )
+    # After the strategy: reading the checkpoint must not be the process's first TF call.
+    saved_epoch = _prepare_backup(backup_dir, config.discard_corrupt_backup)
     seed_everything(config.seed)
+    import tensorflow as tf
     import tf_keras
     from recops_models.two_tower import (
         InBatchSoftmaxLoss,
@@ -514,27 +988,59 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     logq = item_log_probabilities(rows["item_id"].to_numpy()) if config.logq_correction else None
     features = model_inputs(spec, {c: rows[c].to_numpy() for c in rows.columns}, logq)
     dataset = make_dataset(features, batch_size=config.batch_size, seed=config.seed)
+    # float16 only pays off on GPUs; on CPU it is slower and less accurate.
+    mixed = config.mixed_precision and bool(tf.config.list_logical_devices("GPU"))
 
     with strategy.scope():
-        model = build_training_model(spec)
+        model = build_training_model(
+            spec, mixed_precision=mixed, cross_replica=config.cross_replica_negatives
+        )
         model.compile(
             optimizer=tf_keras.optimizers.Adam(learning_rate=config.learning_rate),
             loss=InBatchSoftmaxLoss(),
         )
+
+    stopper = None
+    fit_callbacks: list[Any] = []
+    state_dir = backup_dir / EARLY_STOPPING_DIR
+    if config.early_stopping_patience:
+        scorer = _valid_ndcg_scorer(
+            spec,
+            split=split,
+            profiles=latest_rows(frame[list(USER_COLUMNS)], "user_id"),
+            items=items,
+        )
+        stopper = early_stopping_callback(
+            scorer,
+            patience=config.early_stopping_patience,
+            state_dir=state_dir,
+            write_state=chief,
+        )
+        # Before the backup callback: an epoch's state is on disk before its backup.
+        fit_callbacks.append(stopper)
     timer = _epoch_timer()
+    fit_callbacks += [
+        # The checkpoint outlives fit (removed after publishing), so a process lost
+        # during the export resumes after the last epoch instead of from epoch 0.
+        tf_keras.callbacks.BackupAndRestore(
+            backup_dir=str(backup_dir),
+            save_freq=config.backup_every_steps or "epoch",
+            delete_checkpoint=False,
+        ),
+        timer,
+        *callbacks,
+    ]
+    resume_stopped = _finished_state(state_dir, config, saved_epoch)
     started = time.perf_counter()
-    history = model.fit(
-        dataset,
-        epochs=config.epochs,
-        callbacks=[
-            tf_keras.callbacks.BackupAndRestore(backup_dir=str(backup_dir)),
-            timer,
-            *callbacks,
-        ],
-        verbose=0,
-    )
+    if resume_stopped is not None:
+        # Training had finished before the interruption: export the best weights.
+        log.info("training had finished before the interruption; exporting its best epoch")
+        model.set_weights(_load_weights(state_dir / resume_stopped["weights_file"]))
+        losses = [resume_stopped["loss"]]
+    else:
+        history = model.fit(dataset, epochs=config.epochs, callbacks=fit_callbacks, verbose=0)
+        losses = history.history.get("loss", [])
     fit_seconds = time.perf_counter() - started
-    losses = history.history.get("loss", [])
     # A backup taken after the last epoch leaves nothing to run; measure the loss then.
     final_loss = float(losses[-1]) if losses else float(model.evaluate(dataset, verbose=0))
     if not math.isfinite(final_loss):
@@ -542,8 +1048,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     epochs_run = len(timer.durations)
     steps = len(rows) // config.batch_size
 
-    if is_chief():
-        # A plain copy of the weights: the export must not depend on the strategy.
+    if chief:
+        # A plain float32 copy of the weights: the export must not depend on the strategy.
         plain = build_training_model(spec)
         plain.set_weights(model.get_weights())
         save_trained_model(plain, spec, staging / "weights")
@@ -556,6 +1062,18 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         )
     else:
         k = min(RETRIEVAL_K, len(items))
+    first_epoch = timer.first_epoch if timer.first_epoch is not None else config.epochs
+    restored_step = timer.restored_step
+    if resume_stopped is not None:
+        best_epoch, scores, stopped = (
+            resume_stopped["best_epoch"], resume_stopped["history"], resume_stopped["stopped"]
+        )  # fmt: skip
+        first_epoch = int(resume_stopped["epoch"]) + 1
+        restored_step = int(resume_stopped["step"])
+    elif stopper is not None:
+        best_epoch, scores, stopped = stopper.best_epoch, stopper.history, stopper.stopped_early
+    else:
+        best_epoch, scores, stopped = None, [], False
     result = TrainResult(
         model_dir=str(output_dir / "model"),
         weights_uri=str(output_dir / "weights"),
@@ -564,7 +1082,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         replicas=replicas,
         epochs_run=epochs_run,
         final_loss=final_loss,
-        resumed_from_epoch=timer.first_epoch if timer.first_epoch is not None else config.epochs,
+        resumed_from_epoch=first_epoch,
         train_rows=len(rows),
         n_users=len(spec.user_ids),
         n_items=len(spec.item_ids),
@@ -574,10 +1092,16 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         else 0.0,
         seconds_per_epoch=(float(np.mean(timer.durations)) if timer.durations else 0.0),
         k=k,
+        resumed_from_step=restored_step,
+        best_epoch=best_epoch,
+        valid_ndcg_at_10=[float(v) for v in scores],
+        stopped_early=bool(stopped),
+        protocol=config.protocol,
+        mixed_precision=mixed,
     )
-    if is_chief():
+    if chief:
         publish(staging, output_dir, ("split.parquet", "weights", "model"), result.to_dict())
-        # Keras deletes the checkpoint but leaves the folder; a done run needs neither.
+        # A completed run needs no backup (and the next retry must not resume it).
         shutil.rmtree(backup_dir, ignore_errors=True)
     else:
         shutil.rmtree(staging, ignore_errors=True)
@@ -585,8 +1109,24 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     return result
 
 
+def _finished_state(
+    state_dir: Path, config: TrainConfig, saved_epoch: int | None
+) -> dict[str, Any] | None:
+    """The early-stopping state if training had finished (stopped or all epochs) before
+    the interruption; None when there is training left to do."""
+    if not config.early_stopping_patience or saved_epoch is None:
+        return None
+    # An epoch-end backup resumes at the next epoch. A step backup may resume inside its
+    # own epoch; then the callback redoes that epoch's tail and decides again.
+    resume_at = saved_epoch + 1 if config.backup_every_steps is None else saved_epoch
+    state = _state_before(_load_states(state_dir), resume_at)
+    if state is None or not state.get("weights_file"):
+        return None
+    return state if state["stopped"] or resume_at >= config.epochs else None
+
+
 def _epoch_timer() -> Any:
-    """A Keras callback recording the first epoch run and each epoch's wall time."""
+    """A Keras callback recording the restored step, the first epoch run and epoch times."""
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tf_keras
 
@@ -594,8 +1134,13 @@ def _epoch_timer() -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.first_epoch: int | None = None
+            self.restored_step = 0
             self.durations: list[float] = []
             self._start = 0.0
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            # Runs after BackupAndRestore.on_train_begin has restored the optimizer.
+            self.restored_step = int(self.model.optimizer.iterations.numpy())
 
         def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             if self.first_epoch is None:

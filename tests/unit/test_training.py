@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,12 @@ def test_result_and_split_file(trained: TrainResult, data: TinyData) -> None:
     assert trained.strategy == "MirroredStrategy"
     assert trained.replicas == min(2, len(tf.config.list_logical_devices("CPU")))
     assert (trained.epochs_run, trained.resumed_from_epoch) == (2, 0)
+    assert trained.resumed_from_step == 0 and trained.protocol == "random"
+    # Early stopping (patience 3) scored every epoch and exported the best one.
+    assert len(trained.valid_ndcg_at_10) == 2 and not trained.stopped_early
+    assert trained.best_epoch == int(np.argmax(trained.valid_ndcg_at_10))
+    assert all(0.0 <= v <= 1.0 for v in trained.valid_ndcg_at_10)
+    assert not trained.mixed_precision or tf.config.list_logical_devices("GPU")
     assert np.isfinite(trained.final_loss) and trained.examples_per_s > 0
     assert trained.n_candidates == data.n_items and trained.k == RETRIEVAL_K
     json.dumps(trained.to_dict())
@@ -150,6 +159,10 @@ def test_retry_resumes_from_backup(data: TinyData, tmp_path: Path) -> None:
 
     resumed = train(config)
     assert (resumed.resumed_from_epoch, resumed.epochs_run) == (1, 1)
+    # Restored optimizer state: one epoch of steps (1440 train rows // 128) was done.
+    assert resumed.resumed_from_step == 1440 // 128
+    # The early-stopping history of the crashed call survived in the backup folder.
+    assert len(resumed.valid_ndcg_at_10) == 2
     assert (tmp_path / "train" / "_SUCCESS").is_file()
 
 
@@ -172,3 +185,148 @@ def test_missing_column_names_the_file(data: TinyData, tmp_path: Path) -> None:
     config = _config(data, tmp_path / "train", training_set_uri=str(broken))
     with pytest.raises(ValueError, match=r"broken\.parquet.*genre_mask"):
         train(config)
+
+
+_LOSS_CURVE_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    from recops.training import TrainConfig, train
+    import tf_keras
+
+    class Losses(tf_keras.callbacks.Callback):
+        values = []
+        def on_epoch_end(self, epoch, logs=None):
+            self.values.append(float(logs["loss"]))
+
+    settings = json.loads(sys.argv[1])
+    result = train(TrainConfig(**settings), callbacks=[Losses()])
+    print("RESULT", json.dumps({"losses": Losses.values, "replicas": result.replicas}))
+    """
+)
+
+
+def _losses_in_subprocess(config: TrainConfig) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOSS_CURVE_SCRIPT, json.dumps(config.to_dict())],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    parsed: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    return parsed
+
+
+@pytest.mark.slow
+def test_two_replicas_give_the_one_replica_loss_curve(data: TinyData, tmp_path: Path) -> None:
+    # Logical CPU devices are fixed per process, so each replica count gets its own.
+    runs = {
+        n: _losses_in_subprocess(
+            _config(data, tmp_path / f"r{n}", replicas=n, epochs=3, early_stopping_patience=0)
+        )
+        for n in (1, 2)
+    }
+    assert [runs[n]["replicas"] for n in (1, 2)] == [1, 2]
+    one, two = (np.asarray(runs[n]["losses"]) for n in (1, 2))
+    assert one.shape == two.shape == (3,)
+    assert one[-1] < one[0]  # it learns
+    # Cross-replica negatives make the 2-replica loss the 1-replica loss up to float
+    # summation order; slice-local negatives would differ by ~log(127/63) = 0.7.
+    np.testing.assert_allclose(two, one, rtol=2e-3)
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
+    import tf_keras
+    from recops.training import early_stopping_callback
+
+    # A crafted score sequence: best at epoch 1, then two epochs without improvement.
+    scripted = iter([0.10, 0.30, 0.20, 0.25, 0.90, 0.95])
+    stopper = early_stopping_callback(
+        lambda model: next(scripted), patience=2, state_dir=tmp_path / "es"
+    )
+
+    class Snapshots(tf_keras.callbacks.Callback):  # type: ignore[misc]
+        weights: list[list[np.ndarray]] = []
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.weights.append([w.copy() for w in self.model.get_weights()])
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(3,))])
+    model.compile(optimizer=tf_keras.optimizers.SGD(0.1), loss="mse")
+    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    model.fit(
+        x, x.sum(axis=1), epochs=6, batch_size=16, callbacks=[stopper, Snapshots()], verbose=0
+    )
+
+    assert stopper.history == [0.10, 0.30, 0.20, 0.25]  # stopped after epoch 3
+    assert (stopper.best_epoch, stopper.stopped_early) == (1, True)
+    assert len(Snapshots.weights) == 4
+    assert not np.allclose(Snapshots.weights[1][0], Snapshots.weights[3][0])
+    for restored, best in zip(model.get_weights(), Snapshots.weights[1], strict=True):
+        np.testing.assert_array_equal(restored, best)
+    # The state a resumed run needs is on disk: one file per epoch, best weights once.
+    state = json.loads((tmp_path / "es" / "state-00003.json").read_text())
+    assert (state["best_epoch"], state["wait"], state["stopped"]) == (1, 2, True)
+    assert sorted(p.name for p in (tmp_path / "es").glob("*.npz")) == [
+        "best-00000.npz",
+        "best-00001.npz",
+    ]
+
+
+def test_mixed_precision_keeps_logits_and_towers_float32(data: TinyData) -> None:
+    import tf_keras
+    from recops_models.two_tower import (
+        TwoTowerSpec,
+        build_training_model,
+        model_inputs,
+        towers_from_training_model,
+    )
+
+    frame = pd.read_parquet(data.training_set_uri)
+    spec = TwoTowerSpec.from_columns(
+        **{c: frame[c].to_numpy() for c in ("user_id", "item_id", "gender", "occupation")},
+        age=frame["age"].to_numpy(),
+        release_year=frame["release_year"].to_numpy(),
+        embedding_dim=DIM,
+        temperature=0.25,
+    )
+    model = build_training_model(spec, mixed_precision=True)
+    assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored
+    assert model.get_layer("user_projection").compute_dtype == "float16"
+    batch = model_inputs(spec, {c: frame[c].to_numpy()[:8] for c in frame.columns})
+    assert model(batch).dtype == "float32"
+    user_tower, item_tower = towers_from_training_model(model)
+    assert user_tower.output.dtype == item_tower.output.dtype == "float32"
+    # Variables stay float32, so the weights load into a float32 model unchanged.
+    plain = build_training_model(spec)
+    plain.set_weights(model.get_weights())
+    assert all(w.dtype == "float32" for w in plain.trainable_weights)
+
+
+def test_temporal_protocol_splits_by_time(data: TinyData, tmp_path: Path) -> None:
+    import recops.evaluation
+
+    if not hasattr(recops.evaluation, "temporal_split"):
+        pytest.skip("recops.evaluation.temporal_split is not written yet (issue #4)")
+    result = train(_config(data, tmp_path / "temporal", epochs=1, protocol="temporal", replicas=1))
+    assert result.protocol == "temporal"
+    split = pd.read_parquet(result.split_uri)
+    frame = pd.read_parquet(data.training_set_uri)[["user_id", "item_id", "event_timestamp"]]
+    joined = split.merge(frame, on=["user_id", "item_id"])
+    assert len(joined) == data.n_rows
+    # Per user, every train event is no later than any test event.
+    per_user = joined.groupby(["user_id", "split"])["event_timestamp"]
+    last_train = per_user.max().xs("train", level="split")
+    first_test = per_user.min().xs("test", level="split")
+    common = last_train.index.intersection(first_test.index)
+    assert len(common) and (last_train[common] <= first_test[common]).all()
+
+
+def test_bad_protocol_is_rejected(data: TinyData, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="protocol='weekly'"):
+        _config(data, tmp_path, protocol="weekly")
