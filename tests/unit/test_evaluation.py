@@ -1,4 +1,4 @@
-"""Evaluation through the SavedModel signatures: hand-checked masking, and a trained model."""
+"""Evaluation: hand-checked masking, segments and temporal split, and a trained model."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from _tiny_data import write_tiny_data
-from recops.evaluation import EvalConfig, evaluate
-from recops.training import TrainConfig, train
+from recops.evaluation import (
+    EvalConfig,
+    evaluate,
+    evaluate_scores,
+    long_tail_items,
+    temporal_split,
+)
+from recops.training import TrainConfig, split_interactions, train
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -138,3 +144,129 @@ def test_trained_model_beats_random(tmp_path: Path) -> None:
     assert got.n_users == data.n_users
     assert all(0.0 <= v <= 1.0 for v in (got.ndcg_at_k, got.hit_at_k, got.mrr_at_k))
     assert np.isfinite(got.precision_at_k)
+
+
+def test_fixed_model_reports_segments(fixed: dict[str, Any]) -> None:
+    # Train counts: 10 and 50 once each; the head (ceil(0.2 * 5) = 1 item) is 10, the
+    # lower id of the tie. Both users have 1 train row, so both are cold.
+    got = evaluate(EvalConfig(**fixed, k=1, split="test"))
+    assert got.segments["cold_users"] == {"recall_at_k": 0.5, "ndcg_at_k": 0.5, "n_users": 2.0}
+    # User 2's only test item (10) is the head item: only user 1 is in the segment.
+    assert got.segments["long_tail"] == {"recall_at_k": 1.0, "ndcg_at_k": 1.0, "n_users": 1.0}
+    nobody_cold = evaluate(EvalConfig(**fixed, k=1, cold_user_threshold=1))
+    assert nobody_cold.segments["cold_users"]["n_users"] == 0.0
+    assert np.isnan(nobody_cold.segments["cold_users"]["recall_at_k"])
+
+
+def _scores_split() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 2, 2, 3, 3, 3, 3],
+            "item_id": [1, 2, 3, 5, 1, 2, 1, 2, 3, 4],
+            "split": ["train", "train", "test", "test", "train", "test"]
+            + ["train", "train", "train", "test"],
+        }
+    )
+
+
+def test_segments_by_hand() -> None:
+    """Items 1..5 have train counts 3, 2, 1, 0, 0; users 1, 2, 3 have 2, 1, 3 train rows."""
+
+    def scorer(users: np.ndarray) -> np.ndarray:
+        # Users 1 and 2 prefer low ids, user 3 high ids.
+        base = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+        return np.stack([base if u != 3 else base[::-1] for u in users.tolist()])
+
+    got = evaluate_scores(
+        scorer,
+        split=_scores_split(),
+        item_ids=np.arange(1, 6),
+        k=2,
+        name="fixed",
+        cold_user_threshold=3,
+        head_share=0.4,
+    )
+    idcg2 = 1 + 1 / np.log2(3)
+    # User 1 ranks [3, 4] for test {3, 5}; user 2 ranks [2, 3] for {2}; user 3 ranks
+    # [5, 4] for {4}.
+    per_user = {
+        1: (0.5, 1 / idcg2),
+        2: (1.0, 1.0),
+        3: (1.0, 1 / np.log2(3)),
+    }
+    assert got.recall_at_k == pytest.approx(np.mean([r for r, _ in per_user.values()]))
+    assert got.ndcg_at_k == pytest.approx(np.mean([n for _, n in per_user.values()]))
+    assert (got.n_users, got.model_dir) == (3, "fixed")
+    # Cold: fewer than 3 train rows, users 1 and 2.
+    cold = got.segments["cold_users"]
+    assert cold["recall_at_k"] == pytest.approx((0.5 + 1.0) / 2)
+    assert cold["ndcg_at_k"] == pytest.approx((1 / idcg2 + 1.0) / 2)
+    assert cold["n_users"] == 2
+    # Head = the 2 most popular items {1, 2}: user 2's test item is head, so the tail
+    # segment holds user 1 (truth {3, 5}) and user 3 (truth {4}).
+    tail = got.segments["long_tail"]
+    assert tail["recall_at_k"] == pytest.approx((0.5 + 1.0) / 2)
+    assert tail["ndcg_at_k"] == pytest.approx((1 / idcg2 + 1 / np.log2(3)) / 2)
+    assert tail["n_users"] == 2
+
+
+def test_long_tail_items_by_hand() -> None:
+    train_items = np.array([7, 7, 7, 3, 3, 9, 9, 1])
+    # Counts 7:3, 3:2, 9:2, 1:1, 5:0; ceil(0.4 * 5) = 2 head items: 7, then 3 (tie with 9,
+    # lower id first).
+    assert long_tail_items(train_items, np.array([1, 3, 5, 7, 9]), 0.4).tolist() == [1, 5, 9]
+    assert long_tail_items(train_items, np.array([1, 3, 5, 7, 9]), 0.0).tolist() == [1, 3, 5, 7, 9]
+
+
+def test_temporal_split_orders_each_user_by_time() -> None:
+    rng = np.random.default_rng(0)
+    times = rng.permutation(10)
+    users = np.array([1] * 10 + [2] * 5 + [3] * 2)
+    stamps = np.concatenate([times, [50, 10, 40, 20, 30], [7, 7]])
+    items = np.arange(users.size) + 100
+    split = temporal_split(users, items, stamps)
+
+    assert list(split.columns) == ["user_id", "item_id", "split"]
+    reference = split_interactions(users, items)
+    assert split.dtypes.to_dict() == reference.dtypes.to_dict()
+    assert split["item_id"].tolist() == items.tolist()
+    labels = dict(zip(items.tolist(), split["split"].tolist(), strict=True))
+    # User 1: times 0..7 train, 8 valid, 9 test.
+    for item, t in zip(items[:10].tolist(), times.tolist(), strict=True):
+        assert labels[item] == ("train" if t < 8 else "valid" if t == 8 else "test")
+    # User 2 (5 rows): RecBole gives valid and test one row each, train the oldest 3.
+    assert [labels[i] for i in items[10:15].tolist()] == [
+        "test",
+        "train",
+        "valid",
+        "train",
+        "train",
+    ]
+    # User 3 (2 rows, same time): 1 train, 0 valid, 1 test; ties keep the input order.
+    assert [labels[i] for i in items[15:].tolist()] == ["train", "test"]
+    # Same per-user counts as the random protocol.
+    assert (
+        split.groupby(["user_id", "split"]).size().to_dict()
+        == reference.groupby(["user_id", "split"]).size().to_dict()
+    )
+
+
+def test_temporal_split_accepts_datetimes_and_rejects_bad_input() -> None:
+    stamps = pd.to_datetime([3, 1, 2], unit="D", utc=True).to_numpy()
+    split = temporal_split(np.array([1, 1, 1]), np.array([1, 2, 3]), stamps)
+    assert split["split"].tolist() == ["test", "train", "valid"]
+    with pytest.raises(ValueError, match="differ in length"):
+        temporal_split(np.array([1, 1]), np.array([1]), np.array([1, 2]))
+    with pytest.raises(ValueError, match="ratios"):
+        temporal_split(np.array([1]), np.array([1]), np.array([1]), ratios=(0.5, 0.1, 0.1))
+
+
+def test_reciprocal_rank_fusion_by_hand() -> None:
+    from recops.evaluation import _fuse
+
+    # Retrieval order is the column order (ranks 1, 2, 3); the ranker ranks them 3, 1, 2.
+    fused = _fuse(np.array([[0.1, 0.9, 0.5]]))
+    expected = [1 / 61 + 1 / 63, 1 / 62 + 1 / 61, 1 / 63 + 1 / 62]
+    np.testing.assert_allclose(fused[0], expected)
+    # The item both orders like best wins; the one the ranker demotes falls behind.
+    assert np.argsort(-fused[0]).tolist() == [1, 0, 2]
