@@ -1,0 +1,207 @@
+"""Compression search benchmark on MovieLens-100K (a script, not a test).
+
+    RECOPS_HOME=/tmp/h6home python -m benchmarks.compression [--latency-calls 2000]
+
+Trains the two-tower once (default ``TrainConfig``), builds every variant in
+``recops.compression.VARIANTS`` with ``compress_variant``, runs ``select_variant`` (all
+models measured side by side in one process, load memory in subprocesses) and prints the
+served variant against the uncompressed model:
+
+- gzip size ratio, float / served (target >= 4x);
+- p99 latency of ``serving_default`` at batch 1, float / served (target >= 1.5x);
+- relative NDCG@10 loss on the test split (target <= 1 %).
+
+Work goes under ``$RECOPS_HOME/benchmarks/compression`` (reused when complete: every step
+is idempotent). Results: ``benchmarks/results/compression.json``,
+``compression_variants.md`` and ``compression_pareto.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+TARGETS = {"gzip_ratio": 4.0, "p99_b1_ratio": 1.5, "ndcg_rel_loss": 0.01}
+
+
+def prepare_data(workdir: Path) -> dict[str, str]:
+    """Write ml-100k's training set, users and items as parquet under ``workdir/data``.
+
+    Returns:
+        ``training_set_uri``, ``users_uri`` and ``items_uri``.
+    """
+    from recops.config import Settings
+    from recops.data import fetch_movielens, load_movielens
+
+    data = workdir / "data"
+    paths = {name: data / f"{name}.parquet" for name in ("training_set", "users", "items")}
+    if not all(p.is_file() for p in paths.values()):
+        interactions, users, items = load_movielens(fetch_movielens(Settings.from_env()))
+        training_set = interactions.merge(
+            users[["user_id", "age", "gender", "occupation"]], on="user_id", validate="many_to_one"
+        ).merge(
+            items[["item_id", "release_year", "genre_mask"]], on="item_id", validate="many_to_one"
+        )
+        data.mkdir(parents=True, exist_ok=True)
+        for name, frame in (("training_set", training_set), ("users", users), ("items", items)):
+            tmp = paths[name].with_suffix(".tmp")
+            frame.to_parquet(tmp, index=False)
+            os.replace(tmp, paths[name])
+    return {f"{name}_uri": str(path) for name, path in paths.items()}
+
+
+def _ratio(numerator: Any, denominator: Any) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return float(numerator) / float(denominator)
+
+
+def main() -> None:
+    """Run the benchmark and write its results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--latency-calls", type=int, default=2000)
+    parser.add_argument("--warmup-calls", type=int, default=50)
+    parser.add_argument("--quality-budget", type=float, default=0.01)
+    parser.add_argument("--no-memory", action="store_true", help="skip load-memory probes")
+    args = parser.parse_args()
+
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    from recops.compression import (
+        VARIANTS,
+        SelectConfig,
+        VariantConfig,
+        compress_variant,
+        select_variant,
+    )
+    from recops.config import Settings
+    from recops.training import TrainConfig, train
+
+    workdir = Settings.from_env().home / "benchmarks" / "compression"
+    uris = prepare_data(workdir)
+    started = time.perf_counter()
+    trained = train(TrainConfig(**uris, output_dir=str(workdir / "train")))
+    train_seconds = time.perf_counter() - started
+    train_dir = str(Path(trained.model_dir).parent)
+
+    variants = {}
+    for name in VARIANTS:
+        result = compress_variant(
+            VariantConfig(
+                variant=name,
+                train_dir=train_dir,
+                split_uri=trained.split_uri,
+                output_dir=str(workdir / "variants" / name),
+                **uris,
+            )
+        )
+        variants[name] = result.to_dict()
+        print(f"{name:18s} {result.status:6s} {result.seconds:6.1f}s  NDCG@10={result.ndcg_at_10}")
+
+    selection = select_variant(
+        SelectConfig(
+            train_dir=train_dir,
+            split_uri=trained.split_uri,
+            users_uri=uris["users_uri"],
+            variant_dirs=tuple(str(workdir / "variants" / name) for name in VARIANTS),
+            output_dir=str(workdir / "select"),
+            quality_budget=args.quality_budget,
+            latency_calls=args.latency_calls,
+            warmup_calls=args.warmup_calls,
+            measure_memory=not args.no_memory,
+        )
+    )
+    rows = json.loads(Path(selection.table_uri).read_text())
+    base = rows[0]
+    served = selection.selected_metrics
+
+    def figures(row: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "gzip_ratio": _ratio(base["gzip_bytes"], row.get("gzip_bytes")),
+            "p99_b1_ratio": _ratio(base["p99_ms_b1"], row.get("p99_ms_b1")),
+            "p50_b1_ratio": _ratio(base["p50_ms_b1"], row.get("p50_ms_b1")),
+            "cpu_p50_b1_ratio": _ratio(base["cpu_p50_ms_b1"], row.get("cpu_p50_ms_b1")),
+            "ndcg_rel_loss": row.get("ndcg_rel_loss"),
+        }
+
+    achieved = figures(served)
+    met = {
+        "gzip_ratio": (achieved["gzip_ratio"] or 0) >= TARGETS["gzip_ratio"],
+        "p99_b1_ratio": (achieved["p99_b1_ratio"] or 0) >= TARGETS["p99_b1_ratio"],
+        "ndcg_rel_loss": (achieved["ndcg_rel_loss"] or 0) <= TARGETS["ndcg_rel_loss"],
+    }
+    serving_rows = [r for r in rows[1:] if r["status"] == "ok" and r["serves"] == "saved_model"]
+    closest = {
+        "gzip_ratio": max(
+            ((r["name"], figures(r)["gzip_ratio"], r["ndcg_rel_loss"]) for r in serving_rows),
+            key=lambda t: t[1] or 0,
+            default=None,
+        ),
+        "p50_b1_ratio": max(
+            ((r["name"], figures(r)["p50_b1_ratio"], r["ndcg_rel_loss"]) for r in serving_rows),
+            key=lambda t: t[1] or 0,
+            default=None,
+        ),
+        "p99_b1_ratio": max(
+            ((r["name"], figures(r)["p99_b1_ratio"], r["ndcg_rel_loss"]) for r in serving_rows),
+            key=lambda t: t[1] or 0,
+            default=None,
+        ),
+    }
+    report = {
+        "dataset": "ml-100k",
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "train_seconds": train_seconds,
+        "train": trained.to_dict(),
+        "selected": selection.selected,
+        "selection_reason": selection.selection_reason,
+        "served": served,
+        "baseline": selection.baseline_metrics,
+        "achieved": achieved,
+        "targets": TARGETS,
+        "targets_met": met,
+        "closest_saved_model_variant": closest,
+        "variants": variants,
+        "table": rows,
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = RESULTS_DIR / "compression.json.tmp"
+    tmp.write_text(json.dumps(report, indent=2, default=str))
+    os.replace(tmp, RESULTS_DIR / "compression.json")
+    shutil.copyfile(selection.table_md_uri, RESULTS_DIR / "compression_variants.md")
+    shutil.copyfile(selection.pareto_png_uri, RESULTS_DIR / "compression_pareto.png")
+
+    print()
+    print(Path(selection.table_md_uri).read_text())
+    print(f"selected: {selection.selected} ({selection.selection_reason})")
+    print(f"{'':24s}{'float':>14s}{selection.selected:>18s}{'ratio/loss':>14s}  target")
+    for label, key, target in (
+        ("gzip bytes", "gzip_bytes", f">= {TARGETS['gzip_ratio']}x smaller"),
+        ("p99 ms, batch 1", "p99_ms_b1", f">= {TARGETS['p99_b1_ratio']}x lower"),
+        ("p50 ms, batch 1", "p50_ms_b1", ""),
+        ("CPU p50 ms, batch 1", "cpu_p50_ms_b1", ""),
+        ("NDCG@10", "ndcg_at_10", f"<= {TARGETS['ndcg_rel_loss']:.0%} loss"),
+    ):
+        b, s = base.get(key), served.get(key)
+        if key == "ndcg_at_10":
+            change = f"{achieved['ndcg_rel_loss']:+.2%}"
+        else:
+            ratio = _ratio(b, s)
+            change = f"{ratio:.2f}x" if ratio is not None else "-"
+        print(f"{label:24s}{b!s:>14.8s}{s!s:>18.8s}{change:>14s}  {target}")
+    print(f"targets met: {met}")
+    print(f"closest SavedModel variants: {closest}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Model-side compression of the two-tower: TF-MOT pruning, clustering, QAT, distillation.
+
+Each function takes a trained (plain) training model and returns a plain model with the
+original layer names, ready for ``export_retrieval_model`` or the quantized export; QAT
+returns a fake-quant user tower for TFLite conversion instead.
+
+Importing this module imports TensorFlow and TF-MOT.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_model_optimization as tfmot  # noqa: E402
+import tf_keras as keras  # noqa: E402
+
+from recops_models import two_tower  # noqa: E402
+from recops_models.two_tower import (  # noqa: E402
+    ITEM_INPUTS,
+    USER_INPUTS,
+    InBatchLogits,
+    InBatchSoftmaxLoss,
+    TwoTowerSpec,
+    build_training_model,
+    towers_from_training_model,
+)
+
+__all__ = [
+    "cluster_model",
+    "copy_into_plain",
+    "distill_student",
+    "pruning_schedule",
+    "qat_user_tower",
+]
+
+_CUSTOM_LAYERS = ("Standardize", "ReleaseYear", "GenreMultiHot", "L2Normalize", "InBatchLogits")
+
+
+def _custom_objects() -> dict[str, Any]:
+    return {name: getattr(two_tower, name) for name in _CUSTOM_LAYERS}
+
+
+def copy_into_plain(source: keras.Model, spec: TwoTowerSpec) -> keras.Model:
+    """Copy weights by layer name into a fresh plain model (no wrappers, no mirroring)."""
+    plain = build_training_model(spec)
+    for layer in plain.layers:
+        if layer.weights:
+            layer.set_weights(source.get_layer(layer.name).get_weights())
+    return plain
+
+
+def pruning_schedule(total_steps: int, target: float) -> Any:
+    """PolynomialDecay from 0 that reaches ``target`` at ~70% of the steps.
+
+    The last pruning step lands on a multiple of the frequency, so the target is really
+    hit, and the remaining steps let the survivors recover.
+
+    Raises:
+        ValueError: With fewer than two steps.
+    """
+    if total_steps < 2:
+        raise ValueError(
+            f"only {total_steps} fine-tune step(s): raise fine_tune_epochs or lower batch_size"
+        )
+    end = max(1, int(0.7 * total_steps))
+    frequency = max(1, end // 10)
+    end = frequency * (end // frequency)
+    return tfmot.sparsity.keras.PolynomialDecay(
+        initial_sparsity=0.0, final_sparsity=target, begin_step=0, end_step=end, frequency=frequency
+    )
+
+
+def _fine_tune(
+    model: keras.Model, dataset: Any, epochs: int, lr: float, callbacks: list[Any]
+) -> float:
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr), loss=InBatchSoftmaxLoss())
+    history = model.fit(dataset, epochs=epochs, callbacks=callbacks, verbose=0)
+    return float(history.history["loss"][-1])
+
+
+def cluster_model(
+    model: keras.Model,
+    spec: TwoTowerSpec,
+    dataset: Any,
+    *,
+    clusters: int,
+    epochs: int,
+    learning_rate: float,
+) -> tuple[keras.Model, float]:
+    """Weight-cluster Dense and Embedding layers, fine-tune, strip.
+
+    Linear centroid initialisation: k-means++ fails on tensors with fewer values than
+    clusters (the gender table has a dozen).
+
+    Returns:
+        ``(plain clustered model, final loss)``.
+    """
+    cluster = tfmot.clustering.keras
+
+    def wrap(layer: Any) -> Any:
+        if isinstance(layer, keras.layers.Dense | keras.layers.Embedding):
+            return cluster.cluster_weights(
+                layer,
+                number_of_clusters=clusters,
+                cluster_centroids_init=cluster.CentroidInitialization.LINEAR,
+            )
+        return layer
+
+    wrapped = keras.models.clone_model(model, clone_function=wrap)
+    loss = _fine_tune(wrapped, dataset, epochs, learning_rate, [])
+    return copy_into_plain(cluster.strip_clustering(wrapped), spec), loss
+
+
+def qat_user_tower(
+    model: keras.Model,
+    spec: TwoTowerSpec,
+    dataset: Any,
+    *,
+    epochs: int,
+    learning_rate: float,
+) -> tuple[keras.Model, keras.Model, float]:
+    """Quantization-aware fine-tuning of the user tower's dense layers.
+
+    ``quantize_apply`` on the whole training model breaks the tower cut (its rebuilt
+    graph no longer connects the input layers by name), so the user tower is quantized
+    on its own and trained inside a fresh graph with the float item tower. Default QAT
+    leaves Embedding layers float, as TF-MOT documents.
+
+    Returns:
+        ``(fake-quant user tower, float item tower, final loss)``.
+    """
+    user_tower, item_tower = towers_from_training_model(model)
+
+    def annotate(layer: Any) -> Any:
+        if isinstance(layer, keras.layers.Dense):
+            return tfmot.quantization.keras.quantize_annotate_layer(layer)
+        return layer
+
+    annotated = keras.models.clone_model(user_tower, clone_function=annotate)
+    with tfmot.quantization.keras.quantize_scope(_custom_objects()):
+        quantized = tfmot.quantization.keras.quantize_apply(annotated)
+    inputs = {
+        n: keras.Input(shape=(), dtype=tf.int64, name=n) for n in (*USER_INPUTS, *ITEM_INPUTS)
+    }
+    item_logq = keras.Input(shape=(), dtype=tf.float32, name="item_logq")
+    logits = InBatchLogits(spec.temperature, name="in_batch_logits")(
+        [
+            quantized({n: inputs[n] for n in USER_INPUTS}),
+            item_tower({n: inputs[n] for n in ITEM_INPUTS}),
+            inputs["item_idx"],
+            item_logq,
+        ]
+    )
+    trainer = keras.Model(inputs={**inputs, "item_logq": item_logq}, outputs=logits)
+    loss = _fine_tune(trainer, dataset, epochs, learning_rate, [])
+    return quantized, item_tower, loss
+
+
+def distill_student(
+    teacher: keras.Model,
+    spec: TwoTowerSpec,
+    dataset: Any,
+    *,
+    embedding_dim: int,
+    epochs: int,
+    learning_rate: float,
+    alpha: float,
+    temperature: float,
+    seed: int,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> tuple[keras.Model, TwoTowerSpec, float]:
+    """Train a smaller two-tower on the teacher's in-batch scores.
+
+    Loss per batch: ``alpha · CE(true in-batch labels, student) + (1 - alpha) · T² ·
+    CE(softmax(teacher / T), softmax(student / T))`` over the same in-batch logit matrix
+    (logQ correction and accidental-positive masking included, as the teacher saw them).
+    Cross-entropy against soft targets equals KL up to the teacher's entropy, a constant.
+
+    Args:
+        teacher: The trained plain training model.
+        spec: Its spec; the student keeps the vocabularies and features.
+        dataset: Batches of ``(TRAIN_INPUTS features, dummy labels)``.
+        embedding_dim: Student tower output size (the id tables shrink with it).
+        epochs: Passes over the dataset.
+        learning_rate: Adam learning rate.
+        alpha: Weight of the true-label loss.
+        temperature: Distillation temperature.
+        seed: Weight-initialisation seed.
+        on_epoch: Called with ``(epoch, mean loss)`` after each epoch.
+
+    Returns:
+        ``(student, student spec, final epoch loss)``.
+    """
+    keras.utils.set_random_seed(seed)
+    student_spec = dataclasses.replace(spec, embedding_dim=embedding_dim)
+    student = build_training_model(student_spec)
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    t = float(temperature)
+
+    @tf.function
+    def step(features: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        soft = tf.nn.softmax(teacher(features, training=False) / t, axis=-1)
+        with tf.GradientTape() as tape:
+            logits = student(features, training=True)
+            labels = tf.range(tf.shape(logits)[0])
+            hard = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+            )
+            distill = tf.reduce_mean(
+                -tf.reduce_sum(soft * tf.nn.log_softmax(logits / t, axis=-1), axis=-1)
+            )
+            loss = alpha * hard + (1.0 - alpha) * t * t * distill
+        grads = tape.gradient(loss, student.trainable_variables)
+        optimizer.apply_gradients(zip(grads, student.trainable_variables, strict=True))
+        return loss
+
+    final = float("nan")
+    for epoch in range(epochs):
+        losses = [float(step(features)) for features, _ in dataset]
+        final = float(np.mean(losses))
+        if on_epoch is not None:
+            on_epoch(epoch, final)
+    return student, student_spec, final
