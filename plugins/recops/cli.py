@@ -52,11 +52,11 @@ def _airflow(args: list[str], settings: Settings, *, check: bool = True) -> int:
     return proc.returncode
 
 
-def _run_dag_test(settings: Settings, logical_date: str, conf: str) -> None:
+def _run_dag_test(settings: Settings, logical_date: str, conf: str, dag_id: str = DAG_ID) -> None:
     # `airflow dags test` can exit 0 on a failed run, so its final line is checked too.
     exe, env = _airflow_cmd(settings)
     proc = subprocess.Popen(
-        [exe, "dags", "test", DAG_ID, logical_date, "--conf", conf],
+        [exe, "dags", "test", dag_id, logical_date, "--conf", conf],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     failed = False
@@ -65,7 +65,33 @@ def _run_dag_test(settings: Settings, logical_date: str, conf: str) -> None:
         sys.stdout.write(line)
         failed |= "DagRun failed" in line or ("DagRun Finished" in line and "state=failed" in line)
     if proc.wait() != 0 or failed:
-        _fail(f"{DAG_ID} run for {logical_date} failed", "the failing task's log is above")
+        _fail(f"{dag_id} run for {logical_date} failed", "the failing task's log is above")
+
+
+def _promote_challengers(settings: Settings) -> list[str]:
+    """Run recsys_promote for each model whose newest version the gate blessed.
+
+    A scheduler would do this on the ``recops_blessed`` asset; ``airflow dags test`` runs
+    one DAG, so the demo triggers the promotion itself with the same Params a UI user
+    would set.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from recops.pipeline import PROMOTABLE_MODELS
+    from recops.promotion import served_stable
+    from recops.registry import registry_status
+
+    done = []
+    when = datetime.now(UTC).replace(microsecond=0)
+    for i, model in enumerate(PROMOTABLE_MODELS):
+        status = registry_status(settings, model)
+        newest = status.versions[0] if status.versions else None
+        if newest is None or not newest["blessed"] or served_stable(settings, model) == newest["version"]:
+            continue
+        conf = json.dumps({"model_name": model, "version": newest["version"], "reason": "recops demo"})
+        _run_dag_test(settings, (when + timedelta(seconds=i)).isoformat(), conf, dag_id="recsys_promote")
+        done.append(f"{model} v{newest['version']}")
+    return done
 
 
 def _ensure_airflow_db(settings: Settings) -> None:
@@ -147,18 +173,21 @@ def demo(
     except json.JSONDecodeError as exc:
         _fail(f"--conf is not valid JSON: {exc}")
     started = time.monotonic()
-    typer.echo(f"[1/4] Ingesting {source} into {settings.data_dir} ...")
+    typer.echo(f"[1/5] Ingesting {source} into {settings.data_dir} ...")
     ingested = ingest(IngestConfig(source=source), settings)
     typer.echo(f"      {ingested.n_interactions} interactions in {ingested.n_partitions} daily partitions")
     from recops.pipeline import logical_date_for
 
     day = date or ingested.last_date
-    typer.echo("[2/4] Preparing Airflow (SQLite) ...")
+    typer.echo("[2/5] Preparing Airflow (SQLite) ...")
     _ensure_airflow_db(settings)
     logical = logical_date_for(day)
-    typer.echo(f"[3/4] Running `airflow dags test {DAG_ID} {logical}` (data interval {day}) ...")
+    typer.echo(f"[3/5] Running `airflow dags test {DAG_ID} {logical}` (data interval {day}) ...")
     _run_dag_test(settings, logical, conf)
-    typer.echo(f"[4/4] Top-10 for user {user_id} from the served model:")
+    typer.echo("[4/5] Promoting what the gate blessed with `airflow dags test recsys_promote` ...")
+    promoted = _promote_challengers(settings)
+    typer.echo(f"      promoted: {', '.join(promoted) or 'nothing new (the champion keeps serving)'}")
+    typer.echo(f"[5/5] Top-10 for user {user_id}: retrieval top-100, then the ranker:")
     _print_recommendations(settings, user_id, 10, as_json=False)
     status_data = _status(settings)
     typer.echo("")
@@ -171,26 +200,51 @@ def demo(
 
 
 def _recommend(settings: Settings, user_id: int, k: int) -> list[dict[str, Any]]:
+    """Online features → retrieval top-100 → ranker → top ``k`` (fused ranks)."""
     import pandas as pd
 
     from recops.features import online_user_features
+    from recops.pipeline import RANKING_MODEL
+    from recops.promotion import ranking_instances, served_stable
     from recops.serving.client import ServingClient
 
     try:
         profile = online_user_features([user_id], settings)[0]
     except KeyError as exc:
         _fail(str(exc).strip("'\""), "is the user id in the data? run `recops demo` first")
-    client = ServingClient(settings.serving_host, settings.grpc_port, settings.rest_port)
+    client = ServingClient.from_settings(settings)
     try:
         reply = client.predict_rest(settings.model_name, instances=[profile], label="stable")
     except Exception as exc:
         _fail(f"the served model did not answer: {exc}", "start serving with `recops serve --detach`")
     row = reply["predictions"][0]
+    candidates = [int(i) for i in row["item_ids"]]
+    retrieval = {item: float(score) for item, score in zip(candidates, row["scores"], strict=True)}
+    order = candidates
+    ranker: dict[int, float] = {}
+    if served_stable(settings, RANKING_MODEL) is not None:
+        inputs = ("user_id", "age", "gender", "occupation", "item_ids", *_ranker_user_inputs())
+        request = ranking_instances(settings, [profile], [candidates], inputs)
+        ranked = client.predict_rest(RANKING_MODEL, instances=request, label="stable")["predictions"][0]
+        ranker = {item: float(score) for item, score in zip(candidates, ranked["scores"], strict=True)}
+        by_click = sorted(candidates, key=lambda i: -ranker[i])
+        click_rank = {item: r for r, item in enumerate(by_click, start=1)}
+        # Reciprocal-rank fusion of the two orders: the best of both on ml-100k (see
+        # benchmarks/quality.py); the ranker alone trades recall for long-tail reach.
+        fused = {item: 1 / (60 + r) + 1 / (60 + click_rank[item]) for r, item in enumerate(candidates, start=1)}
+        order = sorted(candidates, key=lambda i: -fused[i])
     titles = pd.read_parquet(settings.items_path, columns=["item_id", "title"]).set_index("item_id")["title"]
     return [
-        {"rank": i + 1, "item_id": int(item), "title": str(titles.get(int(item), "?")), "score": float(score)}
-        for i, (item, score) in enumerate(zip(row["item_ids"][:k], row["scores"][:k], strict=True))
-    ]
+        {"rank": r, "item_id": item, "title": str(titles.get(item, "?")), "score": retrieval[item],
+         **({"ranker_score": ranker[item]} if ranker else {})}
+        for r, item in enumerate(order[:k], start=1)
+    ]  # fmt: skip
+
+
+def _ranker_user_inputs() -> tuple[str, ...]:
+    from recops.pipeline import RANKER_USER_FEATURES
+
+    return RANKER_USER_FEATURES
 
 
 def _print_recommendations(settings: Settings, user_id: int, k: int, *, as_json: bool) -> None:

@@ -27,7 +27,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "learning_rate": 0.005,
     "temperature": 0.25,
     "replicas": 2,
-    "target_sparsity": 0.5,
+    "early_stopping_patience": 0,
+    "protocol": "random",
+    "ranker_epochs": 30,
+    "max_rmse": 1.0,
+    "variants": ["prune_50", "int8_tables", "distill_d32_int8", "ptq_int8"],
     "fine_tune_epochs": 1,
     "quality_budget": 0.01,
     "min_recall_at_10": 0.05,
@@ -146,72 +150,151 @@ def train_step(interval_start: datetime | str, features: dict[str, Any], params:
         temperature=float(p["temperature"]),
         replicas=int(p["replicas"]),
         seed=int(p["seed"]),
+        early_stopping_patience=int(p["early_stopping_patience"]),
+        protocol=str(p["protocol"]),
     )
     config, key = _keyed(config, run_dir(Settings.from_env(), interval_start), "train", features["fingerprint"])
     return {**train(config).to_dict(), "train_key": key}
 
 
-def compress_step(features: dict[str, Any], trained: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
-    """Prune the trained model with TF-MOT and export the stripped SavedModel."""
-    from recops.compression import CompressConfig, compress
+def rank_step(features: dict[str, Any], trained: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
+    """Train the DCN-v2 ranker on the ranking_v1 set, on the retrieval model's split."""
+    from recops.ranking import RankerConfig, train_ranker
 
     p = merged_params(params)
     train_dir = Path(trained["model_dir"]).parent
-    config = CompressConfig(
-        train_dir=str(train_dir),
-        training_set_uri=features["training_set_uri"],
+    config = RankerConfig(
+        training_set_uri=features["ranking_set_uri"],
         split_uri=trained["split_uri"],
         users_uri=features["users_uri"],
         items_uri=features["items_uri"],
         output_dir="",
-        target_sparsity=float(p["target_sparsity"]),
-        fine_tune_epochs=int(p["fine_tune_epochs"]),
-        batch_size=int(p["batch_size"]),
+        numeric_features=RANKER_USER_FEATURES,
+        item_numeric_features=RANKER_ITEM_FEATURES,
+        epochs=int(p["ranker_epochs"]),
         replicas=int(p["replicas"]),
         seed=int(p["seed"]),
     )
-    config, key = _keyed(config, train_dir.parent, "compress", trained["train_key"])
-    return {**compress(config).to_dict(), "compress_key": key}
+    config, key = _keyed(config, train_dir.parent, "rank", trained["train_key"], features["ranking_set_sha256"])
+    return {**train_ranker(config).to_dict(), "rank_key": key}
+
+
+#: Ranker inputs from ranking_v1 that are defined for every row (the 30-day mean
+#: ratings are NaN for users without recent events, so they stay out).
+RANKER_USER_FEATURES = ("user_events_7d", "user_events_30d", "user_top_genre_share_30d")
+RANKER_ITEM_FEATURES = ("item_events_7d", "item_events_30d")
+
+
+def variant_names(params: dict[str, Any] | None) -> list[str]:
+    """The compression variants this run fans out (one mapped task each)."""
+    from recops.compression import VARIANTS
+
+    names = list(merged_params(params)["variants"])
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"unknown compression variants {unknown}; expected some of {sorted(VARIANTS)}")
+    return names
+
+
+def _variant_dir(trained: dict[str, Any], variant: str, p: dict[str, Any]) -> Path:
+    key = config_key(trained["train_key"], variant, int(p["fine_tune_epochs"]), int(p["seed"]))
+    return Path(trained["model_dir"]).parent.parent / f"variant-{variant}-{key}"
+
+
+def variant_step(features: dict[str, Any], trained: dict[str, Any], variant: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Build and score one compression variant; a failure is recorded, not raised."""
+    from recops.compression import VariantConfig, compress_variant
+
+    p = merged_params(params)
+    config = VariantConfig(
+        variant=variant,
+        train_dir=str(Path(trained["model_dir"]).parent),
+        training_set_uri=features["training_set_uri"],
+        split_uri=trained["split_uri"],
+        users_uri=features["users_uri"],
+        items_uri=features["items_uri"],
+        output_dir=str(_variant_dir(trained, variant, p)),
+        batch_size=int(p["batch_size"]),
+        replicas=int(p["replicas"]),
+        seed=int(p["seed"]),
+        fine_tune_epochs=int(p["fine_tune_epochs"]),
+    )
+    return {**compress_variant(config).to_dict(), "output_dir": config.output_dir}
+
+
+def select_step(trained: dict[str, Any], features: dict[str, Any], variants: list[dict[str, Any]], params: dict[str, Any] | None) -> dict[str, Any]:
+    """Measure every variant side by side and pick the one to serve (see compression)."""
+    from recops.compression import SelectConfig, select_variant
+
+    p = merged_params(params)
+    dirs = tuple(sorted(v["output_dir"] for v in variants))
+    key = config_key(trained["train_key"], dirs, float(p["quality_budget"]))
+    config = SelectConfig(
+        train_dir=str(Path(trained["model_dir"]).parent),
+        split_uri=trained["split_uri"],
+        users_uri=features["users_uri"],
+        variant_dirs=dirs,
+        output_dir=str(Path(trained["model_dir"]).parent.parent / f"select-{key}"),
+        quality_budget=float(p["quality_budget"]),
+    )
+    return select_variant(config).to_dict()
+
+
+def _flat_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    out = {
+        f"{prefix}recall_at_10": result["recall_at_k"],
+        f"{prefix}ndcg_at_10": result["ndcg_at_k"],
+        f"{prefix}hit_at_10": result["hit_at_k"],
+        f"{prefix}mrr_at_10": result["mrr_at_k"],
+        f"{prefix}precision_at_10": result["precision_at_k"],
+    }
+    for segment, values in (result.get("segments") or {}).items():
+        for name in ("recall", "ndcg"):
+            value = values.get(f"{name}_at_k")
+            if value is not None and value == value:  # NaN: an empty segment is not a score
+                out[f"{prefix}{segment}.{name}_at_10"] = float(value)
+    return {k: float(v) for k, v in out.items()}
 
 
 def evaluate_step(
-    features: dict[str, Any], trained: dict[str, Any], compressed: dict[str, Any], params: dict[str, Any] | None
+    features: dict[str, Any], trained: dict[str, Any], selection: dict[str, Any], ranked: dict[str, Any]
 ) -> dict[str, Any]:
-    """Score the float and the pruned model on the test split and pick the one to serve.
+    """Score the selected model, the re-ranked list and the current champion on one holdout.
 
-    The pruned model is served when its NDCG@10 is within ``quality_budget`` (relative) of
-    the float model's; otherwise the float model is, and the reason says so.
+    The champion (if any) is re-scored on this run's test split in this task, so the
+    gate's change thresholds compare like with like.
     """
-    from recops.evaluation import EvalConfig, evaluate
+    from recops.evaluation import EvalConfig, RerankConfig, evaluate, evaluate_rerank
+    from recops.ledger import current_alias
+    from recops.registry import CHAMPION, _client, resolve_saved_model
 
-    p = merged_params(params)
-    scores = {}
-    for variant, model_dir in (("float", trained["model_dir"]), ("pruned", compressed["model_dir"])):
-        result = evaluate(EvalConfig(model_dir=model_dir, split_uri=trained["split_uri"], users_uri=features["users_uri"]))
-        scores[variant] = result.to_dict()
-    base, cand = scores["float"]["ndcg_at_k"], scores["pruned"]["ndcg_at_k"]
-    loss = (base - cand) / base if base > 0 else 0.0
-    chosen = "pruned" if loss <= float(p["quality_budget"]) else "float"
-    reason = (
-        f"pruned NDCG@10 {cand:.4f} vs float {base:.4f}: relative loss {loss:+.2%} "
-        f"{'<=' if chosen == 'pruned' else '>'} budget {float(p['quality_budget']):.2%}; serving {chosen}"
-    )
-    served = scores[chosen]
+    settings = Settings.from_env()
+    common = {"split_uri": trained["split_uri"], "users_uri": features["users_uri"]}
+    served = evaluate(EvalConfig(model_dir=selection["model_dir"], **common)).to_dict()
+    metrics = _flat_metrics(served)
+    rerank = evaluate_rerank(
+        RerankConfig(
+            retrieval_model_dir=selection["model_dir"], ranker_model_dir=ranked["model_dir"],
+            user_features_uri=features["ranking_set_uri"], rerank_by="fusion", **common,
+        )
+    ).to_dict()
+    metrics.update(_flat_metrics(rerank, "reranked."))
+    metrics.update({"float_ndcg_at_10": float(selection["baseline_metrics"].get("ndcg_at_10", 0.0)),
+                    "float_recall_at_10": float(selection["baseline_metrics"].get("recall_at_10", 0.0))})
+    client = _client(settings)
+    baseline: dict[str, float] | None = None
+    champion = current_alias(client, settings.model_name, CHAMPION)
+    if champion is not None:
+        champion_dir = resolve_saved_model(client, settings.model_name, champion)
+        baseline = _flat_metrics(evaluate(EvalConfig(model_dir=champion_dir, **common)).to_dict())
     return {
-        "selected": chosen,
-        "selection_reason": reason,
-        "model_dir": compressed["model_dir"] if chosen == "pruned" else trained["model_dir"],
-        "metrics": {
-            "recall_at_10": served["recall_at_k"],
-            "ndcg_at_10": served["ndcg_at_k"],
-            "hit_at_10": served["hit_at_k"],
-            "mrr_at_10": served["mrr_at_k"],
-            "precision_at_10": served["precision_at_k"],
-            "float_recall_at_10": scores["float"]["recall_at_k"],
-            "float_ndcg_at_10": base,
-            "pruned_ndcg_at_10": cand,
-            "pruned_sparsity": float(compressed["sparsity"]),
-        },
+        "model_dir": selection["model_dir"],
+        "selected": selection["selected"],
+        "selection_reason": selection["selection_reason"],
+        "metrics": metrics,
+        "baseline_metrics": baseline,
+        "baseline_version": champion,
+        "ranker_metrics": {"rmse": float(ranked["rmse"]), "click_auc": float(ranked["click_auc"])},
     }
 
 
@@ -220,69 +303,103 @@ def register_step(
     validation: dict[str, Any],
     features: dict[str, Any],
     trained: dict[str, Any],
-    compressed: dict[str, Any],
+    selection: dict[str, Any],
     evaluation: dict[str, Any],
+    ranked: dict[str, Any],
     params: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """Register the selected model in MLflow with lineage, gate it, and set aliases."""
-    from recops.registry import GateConfig, RegisterConfig, register
+    """Register the selected retrieval model and the ranker with lineage, and gate both.
+
+    Neither alias ``champion`` moves here: ``recsys_promote`` moves it once the version
+    passed its canary. A blessed candidate is announced through the ``recops_blessed``
+    asset by the next task.
+    """
+    from recops.registry import GateConfig, RegisterConfig, Threshold, register
 
     p = merged_params(params)
-    key = config_key(compressed["compress_key"], evaluation["selected"])
+    actor = f"{run.get('dag_id', 'recsys_nightly')}/{run.get('run_id', '')}"
     lineage = {
         **run,
-        "feature_service": features["feature_service"],
+        "feature_services": {"retrieval": features["feature_service"], "ranking": features.get("ranking_service", "")},
         "features_as_of": features["as_of"],
         "features_fingerprint": features["fingerprint"],
         "training_set_sha256": features["training_set_sha256"],
+        "ranking_set_sha256": features.get("ranking_set_sha256", ""),
         "validated_partition": validation["partition_uri"],
         "validated_partition_sha256": validation["partition_sha256"],
+        "validation_report": validation["report_uri"],
+        "validation_warnings": validation.get("warnings", []),
+        "train_config": {k: trained.get(k) for k in ("strategy", "replicas", "best_epoch", "protocol")} | {"params": p},
         "train_strategy": trained["strategy"],
-        "train_replicas": trained["replicas"],
         "compression": evaluation["selected"],
         "selection_reason": evaluation["selection_reason"],
         "partition_hashes": features["partition_hashes"],
     }
-    config = RegisterConfig(
-        model_dir=evaluation["model_dir"],
-        model_key=key,
-        metrics=evaluation["metrics"],
-        params=p,
-        lineage=lineage,
-        artifacts={"validation": validation["report_uri"]},
-        gate=GateConfig(
-            min_recall_at_10=float(p["min_recall_at_10"]),
-            min_ndcg_at_10=float(p["min_ndcg_at_10"]),
-            max_relative_drop=float(p["max_relative_drop"]),
-        ),
-        run_name=f"{run.get('dag_id', 'recsys')}:{run.get('run_id', '')}",
+    artifacts = {
+        "validation": validation["report_uri"],
+        "compression/table": selection["table_uri"],
+        "compression/table_md": selection["table_md_uri"],
+        "compression/pareto": selection["pareto_png_uri"],
+    }
+    # The TFLite edge artifacts go beside the SavedModel they were converted from.
+    for row in json.loads(Path(selection["table_uri"]).read_text()):
+        if row.get("status") == "ok" and row.get("tflite_uri"):
+            artifacts[f"edge/{row['name']}"] = row["tflite_uri"]
+    if validation.get("data_docs_uri"):
+        artifacts["data_docs"] = str(Path(validation["data_docs_uri"]).parent)
+    retrieval = register(
+        RegisterConfig(
+            model_dir=evaluation["model_dir"],
+            model_key=config_key(trained["train_key"], evaluation["selected"], selection["model_dir"]),
+            metrics=evaluation["metrics"],
+            params=p,
+            lineage=lineage,
+            artifacts=artifacts,
+            gate=GateConfig(
+                min_recall_at_10=float(p["min_recall_at_10"]),
+                min_ndcg_at_10=float(p["min_ndcg_at_10"]),
+                max_relative_drop=float(p["max_relative_drop"]),
+            ),
+            baseline_metrics=evaluation["baseline_metrics"],
+            baseline_version=evaluation["baseline_version"],
+            run_name=actor,
+            auto_promote=False,
+            actor=actor,
+        )
     )
-    return register(config).to_dict()
-
-
-def rollout_step(registered: dict[str, Any], features: dict[str, Any]) -> dict[str, Any]:
-    """Serve the current champion (the new version if the gate blessed it) and smoke-test it."""
-    import mlflow
-    import pandas as pd
-
-    from recops.features import online_user_features
-    from recops.registry import CHAMPION, resolve_saved_model
-    from recops.serving.rollout import RolloutConfig, rollout
-
-    settings = Settings.from_env()
-    name = registered["model_name"]
-    champion = registered["champion_version"]
-    if champion is None:
-        raise RuntimeError(f"model {name} has no '{CHAMPION}' alias: nothing passed the gate yet")
-    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    saved_model_dir = resolve_saved_model(client, name, int(champion))
-    first_user = int(pd.read_parquet(features["users_uri"], columns=["user_id"])["user_id"].min())
-    smoke = online_user_features([first_user], settings)
-    result = rollout(
-        RolloutConfig(model_name=name, version=int(champion), saved_model_dir=saved_model_dir, smoke_instances=smoke),
-        settings,
+    ranking = register(
+        RegisterConfig(
+            model_dir=ranked["model_dir"],
+            model_key=ranked["rank_key"],
+            metrics=evaluation["ranker_metrics"],
+            params=p,
+            lineage={**lineage, "compression": "none", "retrieval_version": retrieval.version},
+            gate=GateConfig(kind="ranking", extra=(Threshold(metric="rmse", upper=float(p["max_rmse"]), max_relative_change=float(p["max_relative_drop"]), higher_is_better=False),)),
+            model_name=RANKING_MODEL,
+            experiment_name="recsys_nightly_ranking",
+            run_name=actor,
+            auto_promote=False,
+            actor=actor,
+        )
     )
-    return {**result.to_dict(), "new_version_blessed": registered["blessed"], "registered_version": registered["version"]}
+    return {"retrieval": retrieval.to_dict(), "ranking": ranking.to_dict()}
+
+
+RANKING_MODEL = "recops_ranking"
+
+
+def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | None:
+    """The ``recops_blessed`` asset event's extra, or None when the retrieval model was not
+    blessed (a ranker alone is never promoted: it is validated beside its retrieval model).
+    """
+    retrieval = registered["retrieval"]
+    if not retrieval["blessed"]:
+        return None
+    versions = {retrieval["model_name"]: int(retrieval["version"])}
+    ranking = registered.get("ranking") or {}
+    if ranking.get("blessed"):
+        versions[ranking["model_name"]] = int(ranking["version"])
+    return {"versions": versions, "run_id": run_id}
 
 
 # --------------------------------------------------------------------------- promotion

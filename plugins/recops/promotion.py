@@ -121,7 +121,7 @@ def smoke_requests(settings: Settings, model_name: str, saved_model_dir: str) ->
     if "item_ids" in inputs:
         items = pd.read_parquet(settings.items_path, columns=["item_id"])["item_id"]
         candidates = sorted(int(i) for i in items.drop_duplicates().head(20))
-        instances = [{**row, "item_ids": candidates} for row in instances]
+        instances = ranking_instances(settings, instances, [candidates] * len(instances), inputs)
     feed = {}
     for name, spec in inputs.items():
         values = [row[name] for row in instances]
@@ -129,6 +129,27 @@ def smoke_requests(settings: Settings, model_name: str, saved_model_dir: str) ->
     outputs = fn(**feed)
     expected = {name: value.numpy().tolist() for name, value in outputs.items()}
     return instances, expected
+
+
+def ranking_instances(
+    settings: Settings, profiles: list[dict[str, Any]], candidates: list[list[int]], inputs: Any
+) -> list[dict[str, Any]]:
+    """Ranker requests: each user's profile, online activity features and candidates.
+
+    Activity features the online store no longer holds (a TTL passed: no recent events)
+    are 0, which is what the training set says for "no events in the window".
+    """
+    from recops.features import online_features
+
+    numeric = [name for name in inputs if name not in {"user_id", "age", "gender", "occupation", "item_ids"}]
+    activity: list[dict[str, Any]] = [{} for _ in profiles]
+    if numeric:
+        refs = [f"user_activity:{name}" for name in numeric]
+        activity = online_features("user_id", [int(p["user_id"]) for p in profiles], refs, settings)
+    return [
+        {**profile, **{name: float(act.get(name) or 0.0) for name in numeric}, "item_ids": list(items)}
+        for profile, act, items in zip(profiles, activity, candidates, strict=True)
+    ]
 
 
 def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteResult:

@@ -80,6 +80,8 @@ class GateConfig(Record):
         segment_max_relative_drop: The same bound for segment metrics, which are
             noisier (fewer users), so looser by default.
         extra: More thresholds, checked after the default ones.
+        kind: ``retrieval`` (the default checks plus ``extra``) or ``ranking`` (only
+            ``extra``: a ranker is judged on its own metrics, e.g. RMSE).
     """
 
     min_recall_at_10: float = 0.05
@@ -87,9 +89,15 @@ class GateConfig(Record):
     max_relative_drop: float = 0.02
     segment_max_relative_drop: float = 0.05
     extra: tuple[Threshold, ...] = ()
+    kind: str = "retrieval"
 
     def thresholds(self) -> list[Threshold]:
-        """Every check this gate runs, defaults first."""
+        """Every check this gate runs, defaults first (none for a ``ranking`` gate)."""
+        extra = [Threshold.from_dict(t) if isinstance(t, dict) else t for t in self.extra]
+        if self.kind == "ranking":
+            return extra
+        if self.kind != "retrieval":
+            raise ValueError(f"GateConfig.kind={self.kind!r}: expected 'retrieval' or 'ranking'")
         checks = [
             Threshold(metric="recall_at_10", lower=self.min_recall_at_10, max_relative_change=self.max_relative_drop),
             Threshold(metric="ndcg_at_10", lower=self.min_ndcg_at_10, max_relative_change=self.max_relative_drop),
@@ -103,7 +111,6 @@ class GateConfig(Record):
                         optional=True,
                     )
                 )
-        extra = [Threshold.from_dict(t) if isinstance(t, dict) else t for t in self.extra]
         return checks + extra
 
 
@@ -455,7 +462,11 @@ def _log_and_register(
 
 
 #: What may be logged as an artifact; anything else (pickles above all) is refused.
-ALLOWED_ARTIFACT_SUFFIXES = frozenset({".json", ".png", ".parquet", ".html", ".md", ".tflite", ".txt", ".csv"})
+ALLOWED_ARTIFACT_SUFFIXES = frozenset(
+    {".json", ".png", ".parquet", ".html", ".md", ".tflite", ".txt", ".csv",
+     # GX Data Docs' static site: viewed in a browser, never loaded by Python.
+     ".css", ".js", ".svg", ".ico", ".gif", ".otf", ".woff", ".woff2", ".ttf", ".eot", ".map"}
+)
 
 
 def _log_artifact(path: Path, subdir: str) -> None:
@@ -464,13 +475,14 @@ def _log_artifact(path: Path, subdir: str) -> None:
     if not path.exists():
         raise FileNotFoundError(f"artifact {subdir!r}: {path} does not exist")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    # Empty completion markers (``_SUCCESS``) carry nothing; everything else is checked.
+    files = [f for f in files if not (f.name == "_SUCCESS" and f.stat().st_size == 0)]
     bad = [str(f) for f in files if f.suffix.lower() not in ALLOWED_ARTIFACT_SUFFIXES]
     if bad:
         raise ValueError(f"artifact {subdir!r} holds files of a refused type: {bad[:5]}")
-    if path.is_file():
-        mlflow.log_artifact(str(path), subdir)
-    else:
-        mlflow.log_artifacts(str(path), subdir)
+    for f in files:
+        rel = f.relative_to(path).parent if path.is_dir() else Path()
+        mlflow.log_artifact(str(f), str(Path(subdir) / rel) if str(rel) != "." else subdir)
 
 
 def _metric_key(name: str) -> str:

@@ -51,14 +51,43 @@ def test_house_rules(dagbag) -> None:
 
 def test_nightly_wiring(dagbag) -> None:
     dag = dagbag.dags["recsys_nightly"]
-    order = ["validate", "features", "train", "compress", "evaluate", "register", "rollout"]
+    order = ["validate", "features", "train", "compress", "select", "evaluate", "register", "announce"]
     assert set(order) <= set(dag.task_ids)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
+    assert {"train", "features"} <= dag.get_task("rank").upstream_task_ids
+    assert "rank" in dag.get_task("evaluate").upstream_task_ids
+    # Variants fan out as mapped tasks, one per variant, retried independently.
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert isinstance(dag.get_task("compress"), MappedOperator)
+    # A blessed candidate is announced through an asset, which recsys_promote consumes.
+    outlets = [a.name for a in dag.get_task("announce").outlets]
+    assert outlets == ["recops_blessed"]
     # A real [day, next day) interval, so tasks key their outputs on a whole day.
     from airflow.sdk import CronDataIntervalTimetable
 
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
+
+
+def test_variant_param_lists_every_variant(dagbag) -> None:
+    from recops.compression import VARIANTS
+
+    schema = dagbag.dags["recsys_nightly"].params.get_param("variants").schema
+    assert sorted(schema["items"]["enum"]) == sorted(VARIANTS)
+
+
+def test_promote_has_three_ways_in(dagbag) -> None:
+    dag = dagbag.dags["recsys_promote"]
+    assert dag.get_task("resolve").task_id in dag.get_task("promote").upstream_task_ids
+    # Scheduled on the nightly's asset or on the registry watcher's asset, and triggerable
+    # from the UI with typed Params.
+    assets = {a.name: a for a in dag.timetable.asset_condition.objects}
+    assert set(assets) == {"recops_blessed", "recops_champion_alias"}
+    (watcher,) = assets["recops_champion_alias"].watchers
+    assert watcher.trigger.serialize()[0] == "recops.airflow_plugin.ChampionAliasTrigger"
+    assert dag.params.get_param("model_name").schema["enum"] == ["recops_retrieval", "recops_ranking"]
+    assert dag.params.get_param("action").schema["enum"] == ["promote", "rollback"]
 
 
 @pytest.mark.parametrize("path", DAG_FILES, ids=lambda p: p.name)

@@ -80,6 +80,8 @@ log = logging.getLogger("recops.serving.rollout")
 
 #: The ``serving_default`` output holding the ranked item ids (``int64 [batch, K]``).
 TOP_ITEMS_OUTPUT = "item_ids"
+#: The score output of a scoring (ranking) model: one score per candidate sent.
+SCORES_OUTPUT = "scores"
 #: Label the candidate version is validated behind before it becomes ``stable``.
 CANARY_LABEL = "canary"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -589,8 +591,20 @@ def _smoke(
             f"smoke test: expected {len(instances)} predictions, got {_brief(predictions)}"
         )
     rows = []
-    for row in predictions:
+    for row, instance in zip(predictions, instances, strict=True):
         items = row.get(TOP_ITEMS_OUTPUT) if isinstance(row, dict) else None
+        if items is None and isinstance(row, dict) and "item_ids" in instance:
+            # A scoring model: one finite score per candidate it was sent.
+            scores = row.get(SCORES_OUTPUT)
+            if not isinstance(scores, list) or len(scores) != len(instance["item_ids"]) or not all(
+                isinstance(x, int | float) and math.isfinite(x) for x in scores
+            ):
+                raise RolloutError(
+                    f"smoke test: expected {len(instance['item_ids'])} finite "
+                    f"'{SCORES_OUTPUT}', got {_brief(row)}"
+                )
+            rows.append(list(instance["item_ids"]))
+            continue
         if not isinstance(items, list) or not all(
             isinstance(i, int) and not isinstance(i, bool) for i in items
         ):
@@ -826,11 +840,16 @@ def _check_saved_model(source: Path, config: RolloutConfig) -> tuple[list[bytes]
         raise RolloutError(f"{source} has no '{DEFAULT_SIGNATURE}' signature")
     io = SignatureIO.from_signature_def(signature)
     ranked = io.outputs.get(TOP_ITEMS_OUTPUT)
-    if ranked is None or ranked.dtype != "int64":
+    scored = io.outputs.get(SCORES_OUTPUT)
+    if ranked is None and scored is not None and "item_ids" in io.inputs:
+        ranked_length = None  # a scoring model (the ranker): candidates in, scores out
+    elif ranked is None or ranked.dtype != "int64":
         raise RolloutError(
-            f"{source}: '{DEFAULT_SIGNATURE}' has no int64 '{TOP_ITEMS_OUTPUT}' output"
+            f"{source}: '{DEFAULT_SIGNATURE}' has no int64 '{TOP_ITEMS_OUTPUT}' output "
+            f"(retrieval) nor an 'item_ids' input with a '{SCORES_OUTPUT}' output (ranking)"
         )
-    ranked_length = ranked.shape[1] if ranked.shape is not None and len(ranked.shape) == 2 else None
+    else:
+        ranked_length = ranked.shape[1] if ranked.shape is not None and len(ranked.shape) == 2 else None
     try:
         arrays, _ = json_to_tensors({"instances": config.smoke_instances}, io.inputs)
     except ServingError as exc:
