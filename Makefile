@@ -13,7 +13,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint ui serve stop status compose-env clean
+.PHONY: install demo test test-fast lint ui serve stop status bench compose-env clean
 
 install: $(STAMP)
 
@@ -50,6 +50,15 @@ stop: install
 
 status: install
 	$(BIN)/recops status --json
+
+# Benchmarks (not tests): each prints a table and writes JSON/markdown/PNG under
+# benchmarks/results/. Every figure is a ratio taken side by side in one run.
+bench: install
+	$(BIN)/python -m benchmarks.quality --seeds 3
+	$(BIN)/python -m benchmarks.training
+	$(BIN)/python -m benchmarks.compression
+	$(BIN)/python -m benchmarks.serving
+	$(BIN)/python -m benchmarks.features
 
 # Writes .env with generated secrets for docker-compose (never overwrites one).
 compose-env:

@@ -89,7 +89,8 @@ def main() -> None:
     workdir = Settings.from_env().home / "benchmarks" / "compression"
     uris = prepare_data(workdir)
     started = time.perf_counter()
-    trained = train(TrainConfig(**uris, output_dir=str(workdir / "train")))
+    # Trained as the pipeline trains (its DEFAULT_PARAMS: early stopping off).
+    trained = train(TrainConfig(**uris, output_dir=str(workdir / "train"), early_stopping_patience=0))
     train_seconds = time.perf_counter() - started
     train_dir = str(Path(trained.model_dir).parent)
 

@@ -75,9 +75,14 @@ VARIANTS = ["prune_50", "prune_80", "prune_90", "cluster_16", "int8_tables", "fp
 def recsys_nightly():
     @task
     def validate(data_interval_start=None, data_interval_end=None) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
         from recops.pipeline import validate_step
+        from recops.validation import DataValidationError
 
-        return validate_step(data_interval_start, data_interval_end)
+        try:  # bad data stays bad on retry: fail at once (it is quarantined); late data is retried
+            return validate_step(data_interval_start, data_interval_end)
+        except DataValidationError as exc:
+            raise AirflowFailException(str(exc)) from exc
 
     @task
     def features(validation: dict, data_interval_start=None, data_interval_end=None) -> dict:

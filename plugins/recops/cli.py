@@ -222,7 +222,8 @@ def _recommend(settings: Settings, user_id: int, k: int) -> list[dict[str, Any]]
     retrieval = {item: float(score) for item, score in zip(candidates, row["scores"], strict=True)}
     order = candidates
     ranker: dict[int, float] = {}
-    if served_stable(settings, RANKING_MODEL) is not None:
+    ranker_version = served_stable(settings, RANKING_MODEL)
+    if ranker_version is not None:
         inputs = ("user_id", "age", "gender", "occupation", "item_ids", *_ranker_user_inputs())
         request = ranking_instances(settings, [profile], [candidates], inputs)
         ranked = client.predict_rest(RANKING_MODEL, instances=request, label="stable")["predictions"][0]
@@ -232,13 +233,30 @@ def _recommend(settings: Settings, user_id: int, k: int) -> list[dict[str, Any]]
         # Reciprocal-rank fusion of the two orders: the best of both on ml-100k (see
         # benchmarks/quality.py); the ranker alone trades recall for long-tail reach.
         fused = {item: 1 / (60 + r) + 1 / (60 + click_rank[item]) for r, item in enumerate(candidates, start=1)}
-        order = sorted(candidates, key=lambda i: -fused[i])
+        if _rerank_policy(settings, ranker_version) == "fusion":
+            order = sorted(candidates, key=lambda i: -fused[i])
     titles = pd.read_parquet(settings.items_path, columns=["item_id", "title"]).set_index("item_id")["title"]
     return [
         {"rank": r, "item_id": item, "title": str(titles.get(item, "?")), "score": retrieval[item],
          **({"ranker_score": ranker[item]} if ranker else {})}
         for r, item in enumerate(order[:k], start=1)
     ]  # fmt: skip
+
+
+def _rerank_policy(settings: Settings, version: int) -> str:
+    """``fusion`` when the nightly measured the re-ranked list better, else ``retrieval``.
+
+    The evaluate task compares both orders on the same holdout and records the winner on
+    the ranker's registered version (tag ``recops.lineage.rerank_policy``).
+    """
+    from recops.pipeline import RANKING_MODEL
+    from recops.registry import _client
+
+    try:
+        tags = _client(settings).get_model_version(RANKING_MODEL, str(version)).tags
+    except Exception:  # no registry at hand: keep the retrieval order, the safe default
+        return "retrieval"
+    return str(tags.get("recops.lineage.rerank_policy", "retrieval"))
 
 
 def _ranker_user_inputs() -> tuple[str, ...]:

@@ -105,18 +105,21 @@ def validate_step(interval_start: datetime | str, interval_end: datetime | str) 
             f"no interactions partition for {day}: expected {staged} (staged) or {path} "
             "(run `recops data fetch` or point RECOPS_HOME at your data)"
         )
-    result = validate_and_publish(
-        ValidateConfig(
-            interactions_path=str(staged),
-            users_path=str(settings.users_path),
-            items_path=str(settings.items_path),
-            interval_start=start,
-            interval_end=end,
-            report_dir=str(run_dir(settings, start) / "validation"),
-            quarantine_dir=str(settings.quarantine_dir),
-            published_dir=str(settings.interactions_dir),
-        )
+    config = ValidateConfig(
+        interactions_path=str(staged),
+        users_path=str(settings.users_path),
+        items_path=str(settings.items_path),
+        interval_start=start,
+        interval_end=end,
+        report_dir=str(run_dir(settings, start) / "validation"),
+        quarantine_dir=str(settings.quarantine_dir),
+        published_dir=str(settings.interactions_dir),
     )
+    result = validate_and_publish(config)
+    # Task logs are where people look first: say where the human-readable report is.
+    print(f"GX Data Docs: {result.data_docs_uri or '(not built)'}")
+    for warning in result.warnings:
+        print(f"data contract warning: {warning}")
     return result.to_dict()
 
 
@@ -287,7 +290,10 @@ def evaluate_step(
     if champion is not None:
         champion_dir = resolve_saved_model(client, settings.model_name, champion)
         baseline = _flat_metrics(evaluate(EvalConfig(model_dir=champion_dir, **common)).to_dict())
+    # The ranker re-orders what users see only where that measured better on this holdout.
+    policy = "fusion" if metrics["reranked.ndcg_at_10"] >= metrics["ndcg_at_10"] else "retrieval"
     return {
+        "rerank_policy": policy,
         "model_dir": selection["model_dir"],
         "selected": selection["selected"],
         "selection_reason": selection["selection_reason"],
@@ -373,7 +379,8 @@ def register_step(
             model_key=ranked["rank_key"],
             metrics=evaluation["ranker_metrics"],
             params=p,
-            lineage={**lineage, "compression": "none", "retrieval_version": retrieval.version},
+            lineage={**lineage, "compression": "none", "retrieval_version": retrieval.version,
+                     "rerank_policy": evaluation["rerank_policy"]},
             gate=GateConfig(kind="ranking", extra=(Threshold(metric="rmse", upper=float(p["max_rmse"]), max_relative_change=float(p["max_relative_drop"]), higher_is_better=False),)),
             model_name=RANKING_MODEL,
             experiment_name="recsys_nightly_ranking",
@@ -469,3 +476,16 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
             result = promote(config, settings)
         results.append(result.to_dict())
     return results
+
+
+def replay_step(params: dict[str, Any]) -> dict[str, Any]:
+    """Replay a registered version (see recops.replay); fails when it did not reproduce."""
+    from recops.replay import ReplayConfig, ReplayError, replay
+
+    result = replay(ReplayConfig(model_version=int(params["replay_model_version"]), tolerance=float(params["tolerance"])))
+    print(f"replay of v{result.model_version}: recorded {result.recorded}, replayed {result.replayed}")
+    if not result.reproduced:
+        raise ReplayError(
+            f"v{result.model_version} did not reproduce within {params['tolerance']}: differences {result.differences}"
+        )
+    return result.to_dict()

@@ -189,3 +189,36 @@ def test_watcher_trigger_fires_on_an_alias_move(home: Path) -> None:
     payload = asyncio.run(first_event())
     assert payload == {"model_name": MODEL, "version": other, "source": "registry-watch"}
     client.set_registered_model_alias(MODEL, CHAMPION, str(serving))
+
+
+def test_concurrent_promotions_serialize(home: Path) -> None:
+    """Two promotions at once: the lock runs them one after the other, the alias ends on
+    the last one that passed, and it is what `stable` serves."""
+    import threading
+
+    settings = Settings.from_env()
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    a, b, bad = _register(home, "ca", seed=11), _register(home, "cb", seed=12), _register(home, "cbad", seed=13)
+    outcomes: dict[int, str] = {}
+    finished: list[int] = []
+
+    def run(version: int, slo: float) -> None:
+        try:
+            promote(PromoteConfig(model_name=MODEL, version=version, canary_seconds=1.0, slo_p99_ms=slo), settings)
+            outcomes[version] = "promoted"
+        except PromotionError:
+            outcomes[version] = "failed"
+        finished.append(version)
+
+    threads = [threading.Thread(target=run, args=(v, slo)) for v, slo in ((a, 500.0), (b, 500.0), (bad, 0.001))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes == {a: "promoted", b: "promoted", bad: "failed"}
+    last_passed = [v for v in finished if outcomes[v] == "promoted"][-1]
+    assert served_stable(settings, MODEL) == last_passed
+    assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == last_passed
+    # Serialized: no two promotions' ledger entries interleave into a state where champion
+    # pointed at the failed version without being moved back.
+    assert pending_alias_change(settings, MODEL) is None
