@@ -402,8 +402,9 @@ def ui() -> None:
     from recops.serving import server
 
     server.start_background(settings)
-    env = {**os.environ, **airflow_env(settings)}
     bin_dir = Path(sys.executable).parent
+    # `airflow standalone` starts its components as `airflow ...` from PATH.
+    env = {**os.environ, **airflow_env(settings), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     procs = [
         subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=env),
         subprocess.Popen(

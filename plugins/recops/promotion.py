@@ -167,7 +167,7 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
             artifact is unsafe, or the canary failed. In the last case serving is back
             to the previous state and ``champion`` points at the version still serving.
     """
-    from recops.ledger import current_alias, promotion_lock, set_alias
+    from recops.ledger import current_alias, promotion_lock, record, set_alias
     from recops.registry import (
         BLESSED_TAG,
         CHAMPION,
@@ -232,6 +232,13 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
                 )
             raise
         entry = set_alias(client, settings, model=name, alias=CHAMPION, version=int(version), reason=why, source=config.source)
+        if entry is None and config.source == "registry-watch":
+            # Someone moved champion in MLflow itself: record that move now that it serves.
+            entry = record(
+                settings, model=name, alias=CHAMPION, from_version=previous, to_version=int(version),
+                reason=f"champion moved in MLflow outside recops; v{version} served after its canary",
+                actor="mlflow-registry", source=config.source,
+            )
         return PromoteResult(
             model_name=name, version=int(version), previous_version=previous, outcome="promoted",
             reasons=[why], labels=dict(result.labels), served_versions=list(result.served_versions),
