@@ -937,8 +937,10 @@ class SelectConfig(Record):
         objective: Row fields minimised in order among variants within budget (see
             ``OBJECTIVE_KEYS``).
         objective_tolerance: Relative slack under which values of one objective key
-            count as a tie, so the next key decides (p99 latencies a few percent apart
-            are noise, not a reason to serve a model four times bigger).
+            count as a tie, so the next key decides. On the 2-core reference machine
+            every SavedModel variant's batch-1 p99 sits within about ±12 % of the others
+            from run to run (the time is signature dispatch, not weights), so 15 % keeps
+            that noise from picking a model several times bigger.
         latency_calls: Timed calls per model and batch size (interleaved across models).
         warmup_calls: Untimed calls per model and batch size first.
         measure_memory: Measure load memory in one subprocess per SavedModel.
@@ -951,7 +953,7 @@ class SelectConfig(Record):
     output_dir: str
     quality_budget: float = 0.01
     objective: tuple[str, ...] = ("p99_ms_b1", "gzip_bytes")
-    objective_tolerance: float = 0.05
+    objective_tolerance: float = 0.15
     latency_calls: int = 200
     warmup_calls: int = 20
     measure_memory: bool = True
