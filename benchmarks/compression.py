@@ -27,34 +27,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks._ml100k import prepare_data
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGETS = {"gzip_ratio": 4.0, "p99_b1_ratio": 1.5, "ndcg_rel_loss": 0.01}
-
-
-def prepare_data(workdir: Path) -> dict[str, str]:
-    """Write ml-100k's training set, users and items as parquet under ``workdir/data``.
-
-    Returns:
-        ``training_set_uri``, ``users_uri`` and ``items_uri``.
-    """
-    from recops.config import Settings
-    from recops.data import fetch_movielens, load_movielens
-
-    data = workdir / "data"
-    paths = {name: data / f"{name}.parquet" for name in ("training_set", "users", "items")}
-    if not all(p.is_file() for p in paths.values()):
-        interactions, users, items = load_movielens(fetch_movielens(Settings.from_env()))
-        training_set = interactions.merge(
-            users[["user_id", "age", "gender", "occupation"]], on="user_id", validate="many_to_one"
-        ).merge(
-            items[["item_id", "release_year", "genre_mask"]], on="item_id", validate="many_to_one"
-        )
-        data.mkdir(parents=True, exist_ok=True)
-        for name, frame in (("training_set", training_set), ("users", users), ("items", items)):
-            tmp = paths[name].with_suffix(".tmp")
-            frame.to_parquet(tmp, index=False)
-            os.replace(tmp, paths[name])
-    return {f"{name}_uri": str(path) for name, path in paths.items()}
 
 
 def _ratio(numerator: Any, denominator: Any) -> float | None:

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from benchmarks._ml100k import prepare_data
+
 log = logging.getLogger("benchmarks.quality")
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -77,25 +79,6 @@ def _flat(result: Any) -> dict[str, float]:
         "tail_recall": seg["long_tail"]["recall_at_k"],
         "tail_ndcg": seg["long_tail"]["ndcg_at_k"],
     }
-
-
-def prepare_data(workdir: Path) -> dict[str, str]:
-    """Write ml-100k's training set, users and items as parquet under ``workdir/data``."""
-    from recops.config import Settings
-    from recops.data import fetch_movielens, load_movielens
-
-    interactions, users, items = load_movielens(fetch_movielens(Settings.from_env()))
-    training_set = interactions.merge(
-        users[["user_id", "age", "gender", "occupation"]], on="user_id", validate="many_to_one"
-    ).merge(items[["item_id", "release_year", "genre_mask"]], on="item_id", validate="many_to_one")
-    data = workdir / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    paths = {name: data / f"{name}.parquet" for name in ("training_set", "users", "items")}
-    for name, frame in (("training_set", training_set), ("users", users), ("items", items)):
-        tmp = paths[name].with_name(f".{paths[name].name}.tmp")
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, paths[name])
-    return {f"{name}_uri": str(path) for name, path in paths.items()}
 
 
 def _popularity(split: pd.DataFrame, item_ids: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
