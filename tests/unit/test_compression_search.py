@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _tiny_data import TinyData, write_tiny_data
+from _tiny_data import TinyData
 from recops.compression import (
     SelectConfig,
     VariantConfig,
@@ -21,7 +21,7 @@ from recops.compression import (
 )
 from recops.config import RETRIEVAL_K
 from recops.evaluation import EvalConfig, evaluate
-from recops.training import TrainConfig, TrainResult, train
+from recops.training import TrainResult
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
@@ -40,23 +40,13 @@ CONTRACT = {"serving_default", "user_embedding", "item_embeddings"}
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
-    return write_tiny_data(tmp_path_factory.mktemp("data"))
+def data(tiny_data: TinyData) -> TinyData:
+    return tiny_data
 
 
 @pytest.fixture(scope="module")
-def trained(data: TinyData, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    return train(
-        TrainConfig(
-            training_set_uri=data.training_set_uri,
-            users_uri=data.users_uri,
-            items_uri=data.items_uri,
-            output_dir=str(tmp_path_factory.mktemp("run") / "train"),
-            epochs=2,
-            embedding_dim=DIM,
-            batch_size=128,
-        )
-    )
+def trained(tiny_two_tower: TrainResult) -> TrainResult:
+    return tiny_two_tower
 
 
 def _config(data: TinyData, trained: TrainResult, variant: str, output_dir: Path) -> VariantConfig:
