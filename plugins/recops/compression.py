@@ -723,21 +723,10 @@ def _eval_ground_truth(
         raise ValueError(f"users {users_uri} lacks rows for some test users")
     column_of = {int(item): col for col, item in enumerate(item_ids.tolist())}
 
-    def columns(frame: Any) -> list[np.ndarray]:
-        grouped = frame.groupby("user_id")["item_id"].agg(list).to_dict()
-        out, missing = [], -1
-        for user in eval_users.tolist():
-            cols = []
-            for item in grouped.get(user, []):
-                col = column_of.get(int(item))
-                if col is None:
-                    col, missing = missing, missing - 1
-                cols.append(col)
-            out.append(np.asarray(cols, dtype=np.int64))
-        return out
+    from recops.evaluation import _columns_for
 
-    exclude = [cols[cols >= 0] for cols in columns(seen)]
-    return eval_users, profiles, columns(target), exclude
+    exclude = [cols[cols >= 0] for cols in _columns_for(seen, eval_users, column_of)]
+    return eval_users, profiles, _columns_for(target, eval_users, column_of), exclude
 
 
 def _tflite_quality(
