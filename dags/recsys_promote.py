@@ -15,7 +15,8 @@ requests, loaded beside the current one, labelled `canary`, validated under load
 SLO, zero errors, prediction parity with offline scores), and only then labelled
 `stable`. A failed canary restores the serving config and labels and moves `champion`
 back to the version still serving. Every alias move goes to the ledger (`recops history`).
-Runs are serialized (`max_active_runs=1`) and each model's promotion holds a lock.
+Runs are serialized: one active run, the 1-slot `recops_promotion` pool, and a lock per
+model.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import pendulum
 from airflow.sdk import Asset, AssetWatcher, Param, dag, task
 from recops.airflow_plugin import ChampionAliasTrigger
 
+PROMOTION_POOL = "recops_promotion"
 BLESSED = Asset(name="recops_blessed", uri="recops://registry/blessed")
 CHAMPION_MOVED = Asset(
     name="recops_champion_alias",
@@ -59,7 +61,9 @@ def recsys_promote():
         events = {str(asset): [e.extra for e in evs] for asset, evs in (triggering_asset_events or {}).items()}
         return promotion_requests(dict(params), events)
 
-    @task
+    # One slot: promotions run one at a time across runs and DAGs; recops.ledger's lock
+    # also covers the CLI. `recops ui` and the compose init create the pool.
+    @task(pool=PROMOTION_POOL)
     def promote(requests: list) -> list:
         from airflow.sdk.exceptions import AirflowFailException
         from recops.pipeline import promote_step

@@ -94,10 +94,15 @@ def _promote_challengers(settings: Settings) -> list[str]:
     return done
 
 
+#: The 1-slot pool recsys_promote's promote task runs in (one promotion at a time).
+PROMOTION_POOL = "recops_promotion"
+
+
 def _ensure_airflow_db(settings: Settings) -> None:
     if not (settings.airflow_home / "airflow.db").exists():
         typer.echo("Setting up the Airflow metadata DB (SQLite) ...")
         _airflow(["db", "migrate"], settings)
+        _airflow(["pools", "set", PROMOTION_POOL, "1", "one promotion at a time"], settings)
 
 
 @data_app.command("fetch")

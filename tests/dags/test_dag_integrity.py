@@ -80,6 +80,7 @@ def test_variant_param_lists_every_variant(dagbag) -> None:
 def test_promote_has_three_ways_in(dagbag) -> None:
     dag = dagbag.dags["recsys_promote"]
     assert dag.get_task("resolve").task_id in dag.get_task("promote").upstream_task_ids
+    assert dag.get_task("promote").pool == "recops_promotion"  # one slot: serialized
     # Scheduled on the nightly's asset or on the registry watcher's asset, and triggerable
     # from the UI with typed Params.
     assets = {a.name: a for a in dag.timetable.asset_condition.objects}

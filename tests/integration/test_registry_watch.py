@@ -84,6 +84,8 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
         # standalone starts its components as `airflow ...` from PATH.
         "PATH": f"{BIN}{os.pathsep}{stack.env.get('PATH', '')}",
     }
+    pool = stack.airflow("pools", "set", "recops_promotion", "1", "one promotion at a time")
+    assert pool.returncode == 0, pool.stderr[-2000:]
     log = (tmp_path / "standalone.log").open("w")
     proc = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     db = settings.airflow_home / "airflow.db"
