@@ -37,10 +37,10 @@ from recops_models.two_tower import (  # noqa: E402
     GenreMultiHot,
     ReleaseYear,
     Standardize,
-    _int_table,
     _lookup,
     _sorted_vocab,
-    _string_table,
+    int_table,
+    string_table,
 )
 
 __all__ = [
@@ -331,13 +331,13 @@ class _RankModule(tf.Module):
         super().__init__(name="recops_ranker")
         self.spec = spec
         self.model = model
-        self.user_table = _int_table(spec.user_ids)
-        self.gender_table = _string_table(spec.genders)
-        self.occupation_table = _string_table(spec.occupations)
+        self.user_table = int_table(spec.user_ids)
+        self.gender_table = string_table(spec.genders)
+        self.occupation_table = string_table(spec.occupations)
         item_ids = np.asarray(catalogue["item_id"], dtype=np.int64)
         # Row 0 of each catalogue variable answers unknown items: no id embedding, no
         # genres, unknown year, mean numeric features.
-        self.catalogue_table = _int_table(tuple(int(v) for v in item_ids))
+        self.catalogue_table = int_table(tuple(int(v) for v in item_ids))
         self.item_idx = tf.Variable(
             np.concatenate([[OOV_INDEX], spec.index("item", item_ids)]), trainable=False
         )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -33,8 +32,10 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from recops_models.two_tower import (  # noqa: E402
-    OOV_INDEX,
+    USER_SIGNATURE,
     TwoTowerSpec,
+    int_table,
+    string_table,
     towers_from_training_model,
 )
 
@@ -106,25 +107,6 @@ def fold_user_tower(model: keras.Model) -> dict[str, np.ndarray]:
     }
 
 
-def _table(keys: list[Any], dtype: tf.DType) -> tf.lookup.StaticHashTable:
-    default: Any = "" if dtype == tf.string else -1
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(keys or [default], dtype),
-            tf.range(1, max(len(keys), 1) + 1, dtype=tf.int64),
-        ),
-        default_value=OOV_INDEX,
-    )
-
-
-_USER_SIGNATURE = (
-    tf.TensorSpec([None], tf.int64, name="user_id"),
-    tf.TensorSpec([None], tf.int64, name="age"),
-    tf.TensorSpec([None], tf.string, name="gender"),
-    tf.TensorSpec([None], tf.string, name="occupation"),
-)
-
-
 class _StoredMatrix(tf.Module):
     """A ``[rows, dim]`` matrix stored as int8 + per-row scale, float16, or float32."""
 
@@ -175,9 +157,9 @@ class _QuantizedRetrievalModule(tf.Module):
         dtype: str,
     ) -> None:
         super().__init__(name="recops_retrieval")
-        self.user_table = _table(list(spec.user_ids), tf.int64)
-        self.gender_table = _table(list(spec.genders), tf.string)
-        self.occupation_table = _table(list(spec.occupations), tf.string)
+        self.user_table = int_table(spec.user_ids)
+        self.gender_table = string_table(spec.genders)
+        self.occupation_table = string_table(spec.occupations)
         self.user_rows = _StoredMatrix(folded["user"], dtype, "user_rows")
         # Tiny tables: quantizing them saves bytes nobody would notice.
         self.gender_rows = tf.Variable(folded["gender"], trainable=False, name="gender_rows")
@@ -203,7 +185,7 @@ class _QuantizedRetrievalModule(tf.Module):
         )
         return tf.math.l2_normalize(hidden, axis=-1)
 
-    @tf.function(input_signature=_USER_SIGNATURE)
+    @tf.function(input_signature=USER_SIGNATURE)
     def serve(
         self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
     ) -> dict[str, tf.Tensor]:
@@ -211,7 +193,7 @@ class _QuantizedRetrievalModule(tf.Module):
         top = tf.math.top_k(self.candidates.scores(user), k=self.k)
         return {"item_ids": tf.gather(self.candidate_ids, top.indices), "scores": top.values}
 
-    @tf.function(input_signature=_USER_SIGNATURE)
+    @tf.function(input_signature=USER_SIGNATURE)
     def user_embedding(
         self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
     ) -> dict[str, tf.Tensor]:

@@ -480,7 +480,8 @@ def load_trained_model(weights_dir: Path) -> tuple[keras.Model, TwoTowerSpec]:
     return model, spec
 
 
-def _string_table(keys: tuple[str, ...]) -> tf.lookup.StaticHashTable:
+def string_table(keys: tuple[str, ...]) -> tf.lookup.StaticHashTable:
+    """Raw string -> 1-based index (0 = out of vocabulary), as exported lookups use."""
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(keys) or [""], tf.string),
@@ -490,7 +491,8 @@ def _string_table(keys: tuple[str, ...]) -> tf.lookup.StaticHashTable:
     )
 
 
-def _int_table(keys: tuple[int, ...]) -> tf.lookup.StaticHashTable:
+def int_table(keys: tuple[int, ...]) -> tf.lookup.StaticHashTable:
+    """Raw int id -> 1-based index (0 = out of vocabulary), as exported lookups use."""
     return tf.lookup.StaticHashTable(
         tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(keys) or [-1], tf.int64),
@@ -500,7 +502,7 @@ def _int_table(keys: tuple[int, ...]) -> tf.lookup.StaticHashTable:
     )
 
 
-_USER_SIGNATURE = (
+USER_SIGNATURE = (
     tf.TensorSpec([None], tf.int64, name="user_id"),
     tf.TensorSpec([None], tf.int64, name="age"),
     tf.TensorSpec([None], tf.string, name="gender"),
@@ -521,9 +523,9 @@ class _RetrievalModule(tf.Module):
     ) -> None:
         super().__init__(name="recops_retrieval")
         self.user_tower = user_tower
-        self.user_table = _int_table(spec.user_ids)
-        self.gender_table = _string_table(spec.genders)
-        self.occupation_table = _string_table(spec.occupations)
+        self.user_table = int_table(spec.user_ids)
+        self.gender_table = string_table(spec.genders)
+        self.occupation_table = string_table(spec.occupations)
         # Variables, not constants: constants would be copied into every function graph.
         self.candidate_ids = tf.Variable(candidate_ids, trainable=False, name="candidate_ids")
         self.candidate_embeddings = tf.Variable(
@@ -542,7 +544,7 @@ class _RetrievalModule(tf.Module):
         }
         return self.user_tower(features, training=False)
 
-    @tf.function(input_signature=_USER_SIGNATURE)
+    @tf.function(input_signature=USER_SIGNATURE)
     def serve(
         self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
     ) -> dict[str, tf.Tensor]:
@@ -551,7 +553,7 @@ class _RetrievalModule(tf.Module):
         top = tf.math.top_k(scores, k=self.k)
         return {"item_ids": tf.gather(self.candidate_ids, top.indices), "scores": top.values}
 
-    @tf.function(input_signature=_USER_SIGNATURE)
+    @tf.function(input_signature=USER_SIGNATURE)
     def user_embedding(
         self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
     ) -> dict[str, tf.Tensor]:
