@@ -16,7 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from recops.config import Settings
+from recops.config import MODEL_NAME, Settings
+from recops.promotion import RANKING_MODEL
 
 #: Run-time choices and their defaults; the DAG's Params carry the same keys with a schema.
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -392,8 +393,6 @@ def register_step(
     return {"retrieval": retrieval.to_dict(), "ranking": ranking.to_dict()}
 
 
-RANKING_MODEL = "recops_ranking"
-
 
 def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | None:
     """The ``recops_blessed`` asset event's extra, or None when the retrieval model was not
@@ -412,7 +411,7 @@ def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | No
 # --------------------------------------------------------------------------- promotion
 
 #: Models recsys_promote can serve.
-PROMOTABLE_MODELS = ("recops_retrieval", "recops_ranking")
+PROMOTABLE_MODELS = (MODEL_NAME, RANKING_MODEL)
 
 
 def promotion_requests(params: dict[str, Any], events: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
