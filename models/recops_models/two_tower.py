@@ -567,6 +567,41 @@ class _RetrievalModule(tf.Module):
         }
 
 
+def candidate_embeddings(
+    model: keras.Model, spec: TwoTowerSpec, items: Mapping[str, np.ndarray], batch_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the catalogue with the model's item tower.
+
+    Args:
+        model: A training model (plain) built from ``spec``.
+        spec: Its spec.
+        items: Catalogue arrays ``item_id, genre_mask, release_year``.
+        batch_size: Items per call.
+
+    Returns:
+        ``(item_ids int64 [n], embeddings float32 [n, dim])``.
+
+    Raises:
+        ValueError: If the catalogue is empty or has duplicate ids.
+    """
+    item_ids = np.asarray(items["item_id"], dtype=np.int64)
+    if item_ids.size == 0:
+        raise ValueError("items catalogue is empty; nothing to retrieve")
+    if np.unique(item_ids).size != item_ids.size:
+        raise ValueError("items catalogue has duplicate item_id values")
+    _, item_tower = towers_from_training_model(model)
+    features = {
+        "item_idx": spec.item_index(item_ids),
+        "genre_mask": np.asarray(items["genre_mask"], dtype=np.int64),
+        "release_year": np.asarray(items["release_year"], dtype=np.int64),
+    }
+    chunks = [
+        item_tower({k: v[s : s + batch_size] for k, v in features.items()}, training=False).numpy()
+        for s in range(0, item_ids.size, batch_size)
+    ]
+    return item_ids, np.concatenate(chunks).astype(np.float32)
+
+
 def export_retrieval_model(
     *,
     model: keras.Model,
@@ -593,22 +628,8 @@ def export_retrieval_model(
     Raises:
         ValueError: If the catalogue is empty or has duplicate ids.
     """
-    item_ids = np.asarray(items["item_id"], dtype=np.int64)
-    if item_ids.size == 0:
-        raise ValueError("items catalogue is empty; nothing to retrieve")
-    if np.unique(item_ids).size != item_ids.size:
-        raise ValueError("items catalogue has duplicate item_id values")
-    user_tower, item_tower = towers_from_training_model(model)
-    features = {
-        "item_idx": spec.item_index(item_ids),
-        "genre_mask": np.asarray(items["genre_mask"], dtype=np.int64),
-        "release_year": np.asarray(items["release_year"], dtype=np.int64),
-    }
-    chunks = []
-    for start in range(0, item_ids.size, batch_size):
-        batch = {key: value[start : start + batch_size] for key, value in features.items()}
-        chunks.append(item_tower(batch, training=False).numpy())
-    embeddings = np.concatenate(chunks).astype(np.float32)
+    item_ids, embeddings = candidate_embeddings(model, spec, items, batch_size)
+    user_tower, _ = towers_from_training_model(model)
     k = min(k, int(item_ids.size))
     module = _RetrievalModule(spec, user_tower, item_ids, embeddings, k)
     tf.saved_model.save(

@@ -652,8 +652,11 @@ def _calibration_features(ctx: _Context, spec: Any) -> dict[str, np.ndarray]:
 
 def _build_tflite(ctx: _Context, mode: str) -> _Built:
     from recops_models.edge import convert_retrieval_tflite
-    from recops_models.quantized import candidate_embeddings
-    from recops_models.two_tower import load_trained_model, towers_from_training_model
+    from recops_models.two_tower import (
+        candidate_embeddings,
+        load_trained_model,
+        towers_from_training_model,
+    )
 
     seed_everything(ctx.config.seed)
     model, spec = load_trained_model(ctx.train_dir / "weights")
