@@ -32,3 +32,10 @@ COPY --chown=airflow:root pyproject.toml README.md ./
 COPY --chown=airflow:root plugins/ plugins/
 COPY --chown=airflow:root models/ models/
 RUN pip install --no-cache-dir --no-deps -e .
+
+# The GPU worker (docker-compose.gpu.yaml) builds with TF_CUDA=1: TensorFlow's CUDA
+# libraries as pip wheels, matching the pinned TensorFlow. The CPU image stays lean.
+ARG TF_CUDA=0
+RUN if [ "$TF_CUDA" = "1" ]; then \
+      pip install --no-cache-dir "tensorflow[and-cuda]==$(pip show tensorflow | sed -n 's/^Version: //p')"; \
+    fi

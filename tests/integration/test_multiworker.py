@@ -1,7 +1,8 @@
 """A real MultiWorkerMirroredStrategy run: two worker processes over loopback.
 
-Each worker is a subprocess running ``train`` with its own ``TF_CONFIG`` (two
-``127.0.0.1`` workers on free ports). Both must exit 0 with the same result, the chief
+``recops.multiworker.train_multiworker`` (what the train task runs when
+``RECOPS_TRAIN_WORKERS`` > 1) starts each worker as a subprocess running ``train`` with
+its own ``TF_CONFIG`` (two ``127.0.0.1`` workers on free ports). Both must exit 0 with the same result, the chief
 (worker 0) alone exports, and the exported SavedModel must answer a request.
 """
 
@@ -9,41 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 from recops.config import RETRIEVAL_K
+from recops.multiworker import MultiWorkerError, train_multiworker
+from recops.training import TrainConfig
 
 from tests.unit._tiny_data import write_tiny_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
-
-_WORKER_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    from recops.training import TrainConfig, train
-
-    result = train(TrainConfig(**json.loads(sys.argv[1])))
-    print("RESULT", json.dumps(result.to_dict()))
-    """
-)
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
 
 def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
     data = write_tiny_data(tmp_path / "data")
@@ -57,38 +34,11 @@ def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
         "embedding_dim": 16,
         "batch_size": 128,
     }
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    procs = []
-    for index in range(2):
-        env = dict(os.environ)
-        env["TF_CONFIG"] = json.dumps(
-            {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        )
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, "-c", _WORKER_SCRIPT, json.dumps(config)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-        )
-    outputs = []
-    try:
-        for proc in procs:
-            stdout, stderr = proc.communicate(timeout=400)
-            outputs.append((proc.returncode, stdout, stderr))
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    for index, (code, _, stderr) in enumerate(outputs):
-        assert code == 0, f"worker {index} exited {code}: {stderr[-3000:]}"
-    results = [
-        json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
-        for _, out, _ in outputs
-    ]
+    # What the train task does with RECOPS_TRAIN_WORKERS=2.
+    result = train_multiworker(TrainConfig(**config), 2, timeout=600)
+    worker_dir = tmp_path / "train.workers"
+    results = [json.loads((worker_dir / f"result-{i}.json").read_text()) for i in range(2)]
+    assert results[0] == result.to_dict()
     chief, worker = results
     assert chief["strategy"] == worker["strategy"] == "MultiWorkerMirroredStrategy"
     assert chief["replicas"] == worker["replicas"] == 2
@@ -121,3 +71,12 @@ def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
     assert out["item_ids"].shape == (2, RETRIEVAL_K)
     assert set(out["item_ids"].numpy().ravel()) <= set(range(1, data.n_items + 1))
     assert np.all(np.diff(out["scores"].numpy(), axis=1) <= 1e-6)
+
+
+def test_a_failed_worker_fails_the_group_and_names_it(tmp_path: Path) -> None:
+    data = write_tiny_data(tmp_path / "data")
+    config = TrainConfig(training_set_uri=str(tmp_path / "missing.parquet"), users_uri=data.users_uri,
+                         items_uri=data.items_uri, output_dir=str(tmp_path / "train"), epochs=1)  # fmt: skip
+    with pytest.raises(MultiWorkerError, match=r"(?s)worker \d of 2 exited with 1.*missing\.parquet"):
+        train_multiworker(config, 2, timeout=300)
+    assert not (tmp_path / "train" / "_SUCCESS").exists()

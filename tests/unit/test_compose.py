@@ -42,7 +42,7 @@ AIRFLOW_COMMANDS = {
     "airflow-scheduler": "scheduler",
     "airflow-dag-processor": "dag-processor",
     "airflow-triggerer": "triggerer",
-    "airflow-worker": "celery worker",
+    "airflow-worker": "celery worker --queues default,gpu",
 }
 
 # Compose interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?err}, ${VAR?err}.
@@ -241,6 +241,8 @@ def test_images_are_pinned(services: dict[str, dict[str, Any]]) -> None:
     gpu = _load(GPU_COMPOSE)["services"]
     for name, service in [*services.items(), *(("gpu:" + n, s) for n, s in gpu.items())]:
         image = service.get("image", "")
+        if not image and name.startswith("gpu:") and name[4:] in services:
+            continue  # an override of a base service: the base's image applies
         assert image or "build" in service, f"{name} has neither image nor build"
         if "build" in service:
             continue  # named locally; what it is built FROM is checked below
@@ -427,15 +429,61 @@ def test_published_ports_bind_to_loopback(services: dict[str, dict[str, Any]]) -
     assert "ports" not in services["postgres"] and "ports" not in services["redis"]
 
 
-def test_gpu_override_only_changes_tfserving(services: dict[str, dict[str, Any]]) -> None:
+def test_gpu_override_changes_tfserving_and_adds_a_gpu_worker(services: dict[str, dict[str, Any]]) -> None:
     gpu = _load(GPU_COMPOSE)["services"]
-    assert set(gpu) == {"tfserving"}
+    assert set(gpu) == {"tfserving", "airflow-worker", "airflow-worker-gpu"}
     override = gpu["tfserving"]
     cpu_tag = _image_tag(services["tfserving"]["image"])
     assert _image_tag(override["image"]) == f"{cpu_tag}-gpu"
     devices = override["deploy"]["resources"]["reservations"]["devices"]
     assert any("gpu" in device.get("capabilities", []) for device in devices)
     assert set(override) == {"image", "deploy"}, "flags and volumes must stay in the base file"
+    # Training goes to the gpu queue: with the override only the GPU worker serves it.
+    assert gpu["airflow-worker"] == {"command": "celery worker --queues default"}
+    worker = gpu["airflow-worker-gpu"]
+    assert worker["extends"] == {"file": "docker-compose.yaml", "service": "airflow-worker"}
+    assert worker["command"] == "celery worker --queues gpu"
+    assert worker["build"]["args"]["TF_CUDA"] == "1"
+    assert "TF_CUDA" in (ROOT / worker["build"]["dockerfile"]).read_text()
+    devices = worker["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in device.get("capabilities", []) for device in devices)
+
+
+def test_training_tasks_go_to_the_queue_the_workers_serve() -> None:
+    # A task routed to a queue no worker serves waits forever, silently.
+    from airflow.dag_processing.dagbag import DagBag
+    from recops.scale import WORKER_QUEUES
+
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags.get("recsys_nightly")
+    assert dag is not None
+    queues = {task.task_id: task.queue for task in dag.tasks}
+    assert {queues["train"], queues["rank"], queues["compress"]} == {"gpu"}
+    assert set(queues.values()) <= set(WORKER_QUEUES)
+
+
+def test_compose_and_the_local_scale_profile_agree(services: dict[str, dict[str, Any]]) -> None:
+    # `make scale-up` and docker-compose are one topology: same executor, same recops
+    # settings switched on, same kinds of stores behind them.
+    from recops.scale import ScaleConfig, stack_env
+
+    secrets = {"MLFLOW_TRACKING_USERNAME": "u", "MLFLOW_TRACKING_PASSWORD": "p"}
+    local = stack_env(ScaleConfig(home=Path("/tmp/recops-scale-check")), secrets)
+    container = _env(services["airflow-worker"])
+    for key in ("AIRFLOW__CORE__EXECUTOR", "RECOPS_PROFILE"):
+        assert local[key] == container[key], key
+    for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "RECOPS_FEAST_REGISTRY_URL"):
+        assert local[key].startswith("postgresql+psycopg2://") and container[key].startswith("postgresql+psycopg2://"), key
+    assert local["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
+    assert local["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    assert local["MLFLOW_TRACKING_URI"].startswith("http://") and container["MLFLOW_TRACKING_URI"].startswith("http://")
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert key in local and key in container, key
+    # Both select the Redis online store (compose through the scale default).
+    from recops.config import Settings
+
+    assert local["RECOPS_ONLINE_STORE"] == "redis"
+    assert "RECOPS_ONLINE_STORE" not in container or container["RECOPS_ONLINE_STORE"] == "redis"
+    assert Settings.__dataclass_fields__["online_store"].default == "sqlite"  # embedded stays SQLite
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="gen-env.sh is a bash script")
