@@ -22,6 +22,9 @@ Nightly retrain of the two-stage recommender, one run per day of data:
   champion re-scored on the same holdout.
 - **register**: MLflow runs and model versions with signature and lineage for both
   models, gated against the champion; alias `challenger`.
+- **report**: one self-contained HTML run report (validation, features, training curves,
+  metrics vs champion, compression, gate, rollout), logged to MLflow and opened from
+  the DAG run's "Run report" tab.
 - **announce**: emits the `recops_blessed` asset when the gate blessed the candidate;
   `recsys_promote` then canary-rolls it out to TF Serving.
 
@@ -32,8 +35,16 @@ result.
 
 from __future__ import annotations
 
+import os
+
 import pendulum
 from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
+
+# Deployment setting: seconds before the first retry (backoff doubles it); tests shorten it.
+RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_SECONDS") or 30))
+# Deployment setting: the Celery queue of the tasks that train (GPU workers serve it); the
+# embedded profile's executor ignores queues.
+GPU_QUEUE = os.environ.get("RECOPS_GPU_QUEUE") or "gpu"
 
 BLESSED = Asset(name="recops_blessed", uri="recops://registry/blessed")
 VARIANTS = ["prune_50", "prune_80", "prune_90", "cluster_16", "int8_tables", "fp16_tables", "folded_fp32", "distill_d32", "distill_d32_int8", "ptq_dynamic", "ptq_float16", "ptq_int8", "qat_int8"]
@@ -47,7 +58,7 @@ VARIANTS = ["prune_50", "prune_80", "prune_90", "cluster_16", "int8_tables", "fp
     max_active_runs=1,
     default_args={
         "retries": 2,
-        "retry_delay": pendulum.duration(seconds=30),
+        "retry_delay": RETRY_DELAY,
         "retry_exponential_backoff": True,
     },
     params={
@@ -74,14 +85,15 @@ VARIANTS = ["prune_50", "prune_80", "prune_90", "cluster_16", "int8_tables", "fp
 )
 def recsys_nightly():
     @task
-    def validate(data_interval_start=None, data_interval_end=None) -> dict:
+    def validate(data_interval_start=None, data_interval_end=None, params=None) -> dict:
         from airflow.sdk.exceptions import AirflowFailException
+        from recops.params import ParamError
         from recops.pipeline import validate_step
         from recops.validation import DataValidationError
 
-        try:  # bad data stays bad on retry: fail at once (it is quarantined); late data is retried
-            return validate_step(data_interval_start, data_interval_end)
-        except DataValidationError as exc:
+        try:  # bad data or Params stay bad on retry: fail at once; late data is retried
+            return validate_step(data_interval_start, data_interval_end, dict(params))
+        except (DataValidationError, ParamError) as exc:
             raise AirflowFailException(str(exc)) from exc
 
     @task
@@ -90,13 +102,13 @@ def recsys_nightly():
 
         return features_step(data_interval_start, data_interval_end)
 
-    @task
+    @task(queue=GPU_QUEUE)
     def train(feats: dict, data_interval_start=None, params=None) -> dict:
         from recops.pipeline import train_step
 
         return train_step(data_interval_start, feats, dict(params))
 
-    @task
+    @task(queue=GPU_QUEUE)
     def rank(feats: dict, trained: dict, params=None) -> dict:
         from recops.pipeline import rank_step
 
@@ -108,7 +120,7 @@ def recsys_nightly():
 
         return variant_names(dict(params))
 
-    @task
+    @task(queue=GPU_QUEUE)
     def compress(variant: str, feats: dict, trained: dict, params=None) -> dict:
         from recops.pipeline import variant_step
 
@@ -133,6 +145,12 @@ def recsys_nightly():
         run = {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "data_interval_start": str(dag_run.data_interval_start), "data_interval_end": str(dag_run.data_interval_end)}
         return register_step(run, validation, feats, trained, selection, evaluation, ranked, dict(params))
 
+    @task
+    def report(registered: dict, feats: dict, trained: dict, evaluation: dict, ranked: dict, dag_run=None) -> dict:
+        from recops.pipeline import report_step
+
+        return report_step({"dag_id": dag_run.dag_id, "run_id": dag_run.run_id}, registered, feats, trained, evaluation, ranked)
+
     @task(outlets=[BLESSED])
     def announce(registered: dict, outlet_events=None, dag_run=None) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
@@ -150,7 +168,9 @@ def recsys_nightly():
     built = compress.partial(feats=feats, trained=trained).expand(variant=variants())
     selection = select(trained, feats, built)
     evaluation = evaluate(feats, trained, selection, ranked)
-    announce(register(validation, feats, trained, selection, evaluation, ranked))
+    registered = register(validation, feats, trained, selection, evaluation, ranked)
+    announce(registered)
+    report(registered, feats, trained, evaluation, ranked)
 
 
 recsys_nightly()

@@ -21,9 +21,14 @@ model.
 
 from __future__ import annotations
 
+import os
+
 import pendulum
 from airflow.sdk import Asset, AssetWatcher, Param, dag, task
 from recops.airflow_plugin import ChampionAliasTrigger
+
+# Deployment setting: seconds before the first retry (backoff doubles it); tests shorten it.
+RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_SECONDS") or 30))
 
 PROMOTION_POOL = "recops_promotion"
 BLESSED = Asset(name="recops_blessed", uri="recops://registry/blessed")
@@ -41,14 +46,15 @@ CHAMPION_MOVED = Asset(
     max_active_runs=1,
     # A refused or failed canary fails at once (no retry: the same version would fail the
     # same way); retries cover infrastructure errors only.
-    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30), "retry_exponential_backoff": True},
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
     params={
         "model_name": Param("recops_retrieval", type="string", enum=["recops_retrieval", "recops_ranking"]),
-        "version": Param(None, type=["null", "integer"], minimum=1, description="Version to serve; empty resolves the alias"),
-        "alias": Param("champion", type="string", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"),
+        "version": Param(None, type=["null", "integer"], minimum=1, maximum=2**31 - 1, description="Version to serve; empty resolves the alias"),
+        "alias": Param("champion", type="string", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$(?!\n)", maxLength=64),
         "action": Param("promote", type="string", enum=["promote", "rollback"]),
         "force": Param(False, type="boolean", description="Serve a version the gate did not bless"),
-        "reason": Param("", type="string", maxLength=500, description="Why, for the audit ledger"),
+        # Free text, but no control characters; it only reaches the ledger and MLflow text.
+        "reason": Param("", type="string", maxLength=500, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)", description="Why, for the audit ledger"),
     },
     tags=["recops", "recsys"],
     doc_md=__doc__,

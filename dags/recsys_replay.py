@@ -15,8 +15,13 @@ an MLflow run tagged `recops.replay_of` records the comparison.
 
 from __future__ import annotations
 
+import os
+
 import pendulum
 from airflow.sdk import Param, dag, task
+
+# Deployment setting: seconds before the first retry (backoff doubles it); tests shorten it.
+RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_SECONDS") or 30))
 
 
 @dag(
@@ -24,7 +29,7 @@ from airflow.sdk import Param, dag, task
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": pendulum.duration(seconds=30), "retry_exponential_backoff": True},
+    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
     params={
         "replay_model_version": Param(1, type="integer", minimum=1, maximum=2**31 - 1, description="Registered version to replay"),
         "tolerance": Param(0.01, type="number", minimum=0, maximum=1, description="Largest absolute metric difference"),

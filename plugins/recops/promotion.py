@@ -68,6 +68,12 @@ class PromoteConfig(Record):
     keep_versions: int = 2
 
     def __post_init__(self) -> None:
+        from recops.params import PROMOTE_SCHEMAS, check_model_name, check_param
+
+        # model_name names a lock file and the serving folder; alias and reason come from Params.
+        check_model_name(self.model_name)
+        check_param("alias", self.alias, PROMOTE_SCHEMAS["alias"])
+        check_param("reason", self.reason, PROMOTE_SCHEMAS["reason"])
         if self.version is not None and (isinstance(self.version, bool) or int(self.version) < 1):
             raise ValueError(f"PromoteConfig.version={self.version!r} must be a positive integer")
 
@@ -266,9 +272,11 @@ def rollback_model(
         PromotionError: The target is not on disk or not loadable; nothing changed.
     """
     from recops.ledger import promotion_lock, set_alias
+    from recops.params import check_model_name
     from recops.registry import CHAMPION, _client
     from recops.serving.rollout import RollbackConfig, RolloutError, rollback
 
+    check_model_name(model_name)  # it names the lock file and the serving folder
     settings = settings or Settings.from_env()
     with promotion_lock(settings, model_name):
         previous = served_stable(settings, model_name)
