@@ -13,7 +13,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint ui serve stop status bench compose-env clean
+.PHONY: install demo test test-fast lint ui serve stop status bench compose-env scale-up scale-down clean
 
 install: $(STAMP)
 
@@ -59,6 +59,20 @@ bench: install
 	$(BIN)/python -m benchmarks.compression
 	$(BIN)/python -m benchmarks.serving
 	$(BIN)/python -m benchmarks.features
+	$(BIN)/python -m benchmarks.recommend
+	$(BIN)/python -m benchmarks.pipeline
+	nice -n 10 $(BIN)/python -m benchmarks.scale
+
+# The scale-out profile on this machine: Airflow with CeleryExecutor on the local
+# Postgres and Redis, an MLflow server with basic auth, Feast's SQL registry and Redis
+# online store. Its state lives under .recops/scale, its databases are recops_scale_*.
+SCALE_HOME ?= $(CURDIR)/.recops/scale
+
+scale-up: install
+	RECOPS_SCALE_HOME=$(SCALE_HOME) $(BIN)/recops scale up
+
+scale-down: install
+	RECOPS_SCALE_HOME=$(SCALE_HOME) $(BIN)/recops scale down
 
 # Writes .env with generated secrets for docker-compose (never overwrites one).
 compose-env:

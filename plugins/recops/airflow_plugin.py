@@ -63,7 +63,77 @@ class ChampionAliasTrigger(BaseEventTrigger):
             await asyncio.sleep(self.poll_interval)
 
 
+def _reports_app() -> Any:
+    """FastAPI app serving run reports at ``/recops/reports/{dag_id}/{run_id}``.
+
+    Same login as the Airflow UI: Airflow's own ``requires_access_dag`` dependency reads
+    the UI's session cookie (the report tab's iframe is same-origin and sends it), so a
+    user who may not read the DAG's runs gets 401/403 here too. Ids are checked against
+    the patterns in ``recops.report`` before they touch the disk; an absent report is 404.
+    """
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+    from fastapi import Depends, FastAPI, HTTPException
+    from fastapi.responses import FileResponse, HTMLResponse
+
+    from recops.config import Settings
+    from recops.report import report_path
+
+    app = FastAPI(title="recops", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.get("/reports/{dag_id}/{run_id}", dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
+    def run_report(dag_id: str, run_id: str) -> Any:
+        try:
+            path = report_path(Settings.from_env(), dag_id, run_id)
+        except ValueError as exc:
+            raise HTTPException(status_code=400, detail=str(exc)) from exc
+        # The page is self-contained; forbid anything it might pull in or run.
+        headers = {
+            "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-store",
+        }
+        if not path.is_file():  # the tab shows on every DAG's runs; only the nightly writes reports
+            message = "<p>No run report for this run (yet). recsys_nightly's <code>report</code> task writes one.</p>"
+            return HTMLResponse(message, status_code=404, headers=headers)
+        return FileResponse(path, media_type="text/html; charset=utf-8", headers=headers)
+
+    return app
+
+
+class _LazyASGI:
+    """An ASGI app that builds the real one on its first request.
+
+    Every Airflow process loads plugins (and the DAG processor imports this module when
+    it parses recsys_promote); only the API server ever serves a request, so only it pays
+    for FastAPI and Airflow's API security imports.
+    """
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if self._app is None:
+            self._app = self._factory()
+        await self._app(scope, receive, send)
+
+
 class RecopsPlugin(AirflowPlugin):
     """Registers recops with Airflow (listed under Admin > Plugins)."""
 
     name = "recops"
+    fastapi_apps = [{"app": _LazyASGI(_reports_app), "url_prefix": "/recops", "name": "recops run reports"}]
+    # Why an external view: in the Airflow 3.3 UI an external view with destination
+    # "dag_run" and a url_route is a tab on the DAG-run page (plugin/<url_route>) whose
+    # body is an iframe on ``href`` with {DAG_ID} and {RUN_ID} filled in (URL-encoded), so
+    # the report shows inside Airflow with the user's session. An operator extra link
+    # would only appear on the report task's instance page, one click further away.
+    external_views = [
+        {
+            "name": "Run report",
+            "href": "/recops/reports/{DAG_ID}/{RUN_ID}",
+            "destination": "dag_run",
+            "url_route": "recops-run-report",
+        }
+    ]

@@ -27,7 +27,7 @@ import os
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +58,15 @@ ITEM_COLUMNS: tuple[str, ...] = (
     "item_id", "title", "release_year", "genre_mask", "event_timestamp",
 )  # fmt: skip
 ML100K_FILES: tuple[str, ...] = ("ml-100k.inter", "ml-100k.user", "ml-100k.item")
+
+#: Progress callback ``(step, done, total)``, ``total`` None while unknown. Stages call it
+#: and draw nothing, so the CLI can show bars and the DAG tasks simply pass None.
+ProgressCallback = Callable[[str, int, int | None], None]
+
+
+def _report(progress: ProgressCallback | None, step: str, done: int, total: int | None) -> None:
+    if progress is not None:
+        progress(step, done, total)
 
 
 class DataError(ValueError):
@@ -171,8 +180,12 @@ def list_partitions(settings: Settings, *, until: str | None = None) -> list[Pat
 # --- MovieLens-100K -------------------------------------------------------------------
 
 
-def fetch_movielens(settings: Settings) -> Path:
+def fetch_movielens(settings: Settings, *, progress: ProgressCallback | None = None) -> Path:
     """Download the recbole wheel once (no dependencies) and extract ml-100k's three files.
+
+    Args:
+        settings: Deployment settings (the cache folder lives under ``RECOPS_HOME``).
+        progress: Called as the download and the extraction advance.
 
     Returns:
         The folder holding ``ml-100k.inter``, ``ml-100k.user`` and ``ml-100k.item``.
@@ -184,6 +197,8 @@ def fetch_movielens(settings: Settings) -> Path:
     wheel_dir.mkdir(parents=True, exist_ok=True)
     wheels = sorted(wheel_dir.glob("recbole-1.2.1-*.whl"))
     if not wheels:
+        step = f"downloading {RECBOLE_SPEC} (ml-100k inside)"
+        _report(progress, step, 0, None)
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
                "-d", str(wheel_dir), RECBOLE_SPEC]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -193,9 +208,11 @@ def fetch_movielens(settings: Settings) -> Path:
                 f"could not download {RECBOLE_SPEC} (needed for ml-100k) into {wheel_dir}: "
                 f"{proc.stderr.strip()[-500:]}"
             )
+        _report(progress, step, 1, 1)
     target.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(wheels[-1]) as archive:
-        for name in ML100K_FILES:
+        for done, name in enumerate(ML100K_FILES):
+            _report(progress, "extracting ml-100k", done, len(ML100K_FILES))
             member = RECBOLE_DATA_PREFIX + name
             try:
                 payload = archive.read(member)
@@ -204,6 +221,7 @@ def fetch_movielens(settings: Settings) -> Path:
             tmp = target / f".{name}.tmp"
             tmp.write_bytes(payload)
             os.replace(tmp, target / name)
+    _report(progress, "extracting ml-100k", len(ML100K_FILES), len(ML100K_FILES))
     return target
 
 
@@ -396,6 +414,7 @@ def publish(
     *,
     source: str,
     keep_days: Iterable[str] = (),
+    progress: ProgressCallback | None = None,
 ) -> IngestResult:
     """Write the three tables into the published layout, one partition per UTC day.
 
@@ -410,7 +429,9 @@ def publish(
     days = interactions["event_timestamp"].dt.strftime("%Y-%m-%d")
     written = 0
     wanted: set[Path] = {partition_path(settings, d) for d in keep_days}
-    for day, part in interactions.groupby(days, sort=True):
+    n_days = days.nunique()
+    for done, (day, part) in enumerate(interactions.groupby(days, sort=True)):
+        _report(progress, "publishing daily partitions", done, n_days)
         path = partition_path(settings, str(day))
         wanted.add(path)
         written += write_parquet_atomic(
@@ -422,6 +443,7 @@ def publish(
             stale.parent.rmdir()
     write_parquet_atomic(users[list(USER_COLUMNS)].reset_index(drop=True), settings.users_path)
     write_parquet_atomic(items[list(ITEM_COLUMNS)].reset_index(drop=True), settings.items_path)
+    _report(progress, "publishing daily partitions", n_days, n_days)
     ordered = sorted(p for p in wanted if p.is_file())
     return IngestResult(
         source=source,
@@ -459,6 +481,7 @@ def land(
     *,
     source: str,
     stage_last_days: int = 1,
+    progress: ProgressCallback | None = None,
 ) -> IngestResult:
     """Bulk-validate and publish the history; put the last ``stage_last_days`` days in staging.
 
@@ -489,6 +512,7 @@ def land(
 
     report_uri = ""
     if not history.empty:
+        _report(progress, "validating the history (Great Expectations)", 0, 1)
         checked = validate_history(
             history,
             users[list(USER_COLUMNS)],
@@ -498,7 +522,10 @@ def land(
             label=f"{source} history ({len(days) - n_stage} days)",
         )
         report_uri = checked.report_uri
-    result = publish(settings, history, users, items, source=source, keep_days=stage_days)
+        _report(progress, "validating the history (Great Expectations)", 1, 1)
+    result = publish(
+        settings, history, users, items, source=source, keep_days=stage_days, progress=progress
+    )
 
     staged_written = 0
     staged_dates: list[str] = []
@@ -541,20 +568,32 @@ def _remove_empty_dir(path: Path) -> None:
         pass  # not empty, or already gone
 
 
-def ingest(config: IngestConfig, settings: Settings | None = None) -> IngestResult:
+def ingest(
+    config: IngestConfig,
+    settings: Settings | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> IngestResult:
     """Fetch or generate data; publish the validated history and stage the last days.
 
     Args:
         config: Which source to ingest.
         settings: Deployment settings; read from the environment when omitted.
+        progress: Called as each step (download, generation, validation, publishing)
+            advances; None reports nothing.
 
     Returns:
         Paths and counts of what was published and staged.
     """
     settings = settings or Settings.from_env()
     if config.source == "movielens":
-        tables = load_movielens(fetch_movielens(settings))
+        raw_dir = fetch_movielens(settings, progress=progress)
+        _report(progress, "parsing ml-100k", 0, 1)
+        tables = load_movielens(raw_dir)
+        _report(progress, "parsing ml-100k", 1, 1)
     elif config.source == "synthetic":
+        step = f"generating {config.synthetic_rows:,} synthetic interactions"
+        _report(progress, step, 0, 1)
         tables = synthesize(
             rows=config.synthetic_rows,
             users=config.synthetic_users,
@@ -562,9 +601,16 @@ def ingest(config: IngestConfig, settings: Settings | None = None) -> IngestResu
             days=config.synthetic_days,
             seed=config.seed,
         )
+        _report(progress, step, 1, 1)
     else:
         raise DataError(f"unknown source {config.source!r}; expected 'movielens' or 'synthetic'")
-    return land(settings, *tables, source=config.source, stage_last_days=config.stage_last_days)
+    return land(
+        settings,
+        *tables,
+        source=config.source,
+        stage_last_days=config.stage_last_days,
+        progress=progress,
+    )
 
 
 # --- bring your own data ----------------------------------------------------------------
@@ -594,7 +640,12 @@ class ImportConfig(Record):
     source: str = "import"
 
 
-def import_tables(config: ImportConfig, settings: Settings | None = None) -> IngestResult:
+def import_tables(
+    config: ImportConfig,
+    settings: Settings | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+) -> IngestResult:
     """Convert your interactions, users and items tables to our schema and land them.
 
     Interactions are split into UTC daily partitions; the history is bulk-validated and
@@ -603,6 +654,7 @@ def import_tables(config: ImportConfig, settings: Settings | None = None) -> Ing
     Args:
         config: Files, column mapping and staging choice.
         settings: Deployment settings; read from the environment when omitted.
+        progress: Called as reading, converting, validating and publishing advance.
 
     Returns:
         Paths and counts of what was published and staged.
@@ -625,7 +677,11 @@ def import_tables(config: ImportConfig, settings: Settings | None = None) -> Ing
         "users": Path(config.users_path),
         "items": Path(config.items_path),
     }
-    raw = {name: _read_any(path) for name, path in paths.items()}
+    raw: dict[str, pd.DataFrame] = {}
+    for done, (name, path) in enumerate(paths.items()):
+        _report(progress, "reading your tables", done, len(paths))
+        raw[name] = _read_any(path)
+    _report(progress, "reading your tables", len(paths), len(paths))
     cols = {name: _Columns(name, paths[name], raw[name], config.mapping) for name in paths}
 
     inter = cols["interactions"]
@@ -677,6 +733,7 @@ def import_tables(config: ImportConfig, settings: Settings | None = None) -> Ing
         items,
         source=config.source,
         stage_last_days=config.stage_last_days,
+        progress=progress,
     )
 
 

@@ -62,12 +62,15 @@ def run_dir(settings: Settings, interval_start: datetime | str) -> Path:
 
 
 def merged_params(params: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults overlaid with the run's Params; unknown keys are refused by name."""
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ValueError(f"unknown params {unknown}; expected a subset of {sorted(DEFAULT_PARAMS)}")
-    return {**DEFAULT_PARAMS, **params}
+    """Defaults overlaid with the run's Params, each checked against the DAG's schema.
+
+    Raises:
+        ValueError: An unknown key, or a value its Param schema refuses (named).
+    """
+    from recops.params import NIGHTLY_SCHEMAS, check_params
+
+    # Checked again here, not only by Airflow: the stages are called directly too.
+    return check_params({**DEFAULT_PARAMS, **dict(params or {})}, NIGHTLY_SCHEMAS)
 
 
 def config_key(*parts: Any) -> str:
@@ -87,12 +90,20 @@ def _keyed(config: Any, parent: Path, prefix: str, *inputs: Any) -> tuple[Any, s
     return dataclasses.replace(config, output_dir=str(parent / f"{prefix}-{key}")), key
 
 
-def validate_step(interval_start: datetime | str, interval_end: datetime | str) -> dict[str, Any]:
+def validate_step(
+    interval_start: datetime | str, interval_end: datetime | str, params: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Validate the interval's staged partition, then publish or quarantine it.
 
     A day that is already published (and has nothing new staged) is re-validated in place,
     so a re-run returns the same result; see ``recops.validation.validate_and_publish``.
+
+    Raises:
+        recops.params.ParamError: ``params`` holds a key no Param declares (Airflow lets
+            unknown keys through) or a value its schema refuses; checked before any data
+            moves.
     """
+    merged_params(params)
     from recops.data import DataError, partition_path, staged_path
     from recops.validation import ValidateConfig, validate_and_publish
 
@@ -134,11 +145,23 @@ def features_step(interval_start: datetime | str, interval_end: datetime | str) 
         interval_end=_utc(interval_end),
         output_dir=str(run_dir(settings, interval_start) / "features"),
     )
-    return build_features(config, settings).to_dict()
+    from recops.ledger import promotion_lock
+
+    # One writer of the feature sources, the Feast registry and the online store at a time:
+    # a task process orphaned by a killed supervisor can outlive it and overlap the retry
+    # (the file registry is unsafe with concurrent writers). flock is released when its
+    # holder dies, so the retry waits exactly as long as the orphan lives.
+    with promotion_lock(settings, "_features"):
+        return build_features(config, settings).to_dict()
 
 
 def train_step(interval_start: datetime | str, features: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
-    """Train the two-tower model; the output folder is keyed on data and config."""
+    """Train the two-tower model; the output folder is keyed on data and config.
+
+    With ``RECOPS_TRAIN_WORKERS`` > 1 the task launches that many MultiWorkerMirroredStrategy
+    workers (``recops.multiworker``) and returns the chief's result.
+    """
+    from recops.multiworker import train_multiworker, workers_from_env
     from recops.training import TrainConfig, train
 
     p = merged_params(params)
@@ -158,6 +181,10 @@ def train_step(interval_start: datetime | str, features: dict[str, Any], params:
         protocol=str(p["protocol"]),
     )
     config, key = _keyed(config, run_dir(Settings.from_env(), interval_start), "train", features["fingerprint"])
+    workers = workers_from_env()
+    if workers > 1 and not (Path(config.output_dir) / "_SUCCESS").exists():
+        # N MultiWorkerMirroredStrategy processes over loopback; the chief publishes.
+        return {**train_multiworker(config, workers).to_dict(), "train_key": key}
     return {**train(config).to_dict(), "train_key": key}
 
 
@@ -208,7 +235,9 @@ def _variant_dir(trained: dict[str, Any], variant: str, p: dict[str, Any]) -> Pa
 def variant_step(features: dict[str, Any], trained: dict[str, Any], variant: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """Build and score one compression variant; a failure is recorded, not raised."""
     from recops.compression import VariantConfig, compress_variant
+    from recops.params import check_variant
 
+    variant = check_variant(variant)  # it names the output folder
     p = merged_params(params)
     config = VariantConfig(
         variant=variant,
@@ -393,6 +422,19 @@ def register_step(
     return {"retrieval": retrieval.to_dict(), "ranking": ranking.to_dict()}
 
 
+def report_step(
+    run: dict[str, Any], registered: dict[str, Any], features: dict[str, Any], trained: dict[str, Any],
+    evaluation: dict[str, Any], ranked: dict[str, Any],
+) -> dict[str, Any]:
+    """Record what the run report needs in MLflow, then render it (see recops.report)."""
+    from recops.report import ReportConfig, build_report, record_report_inputs
+
+    run_id = registered["retrieval"]["run_id"]
+    record_report_inputs(run_id, trained=trained, features=features, evaluation=evaluation, ranked=ranked,
+                         ranking_run_id=(registered.get("ranking") or {}).get("run_id"))
+    return build_report(ReportConfig(dag_id=run["dag_id"], run_id=run["run_id"], mlflow_run_id=run_id)).to_dict()
+
+
 
 def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | None:
     """The ``recops_blessed`` asset event's extra, or None when the retrieval model was not
@@ -428,6 +470,9 @@ def promotion_requests(params: dict[str, Any], events: dict[str, list[dict[str, 
         One ``{model_name, version, alias, action, force, reason, source}`` per model to
         promote; a nightly event lists retrieval before ranking.
     """
+    from recops.params import PROMOTE_SCHEMAS, check_param, check_params
+
+    params = check_params(params, PROMOTE_SCHEMAS)
     base = {
         "alias": str(params.get("alias") or "champion"),
         "action": str(params.get("action") or "promote"),
@@ -445,6 +490,9 @@ def promotion_requests(params: dict[str, Any], events: dict[str, list[dict[str, 
                 for model_name, version in sorted((extra.get("versions") or {}).items(), reverse=True):
                     out.append({**base, "model_name": model_name, "version": int(version), "source": "nightly",
                                 "reason": f"blessed by {extra.get('run_id', 'the nightly run')}"})
+    for req in out:  # event payloads name a model and version too: same rules
+        check_param("model_name", req["model_name"], PROMOTE_SCHEMAS["model_name"])
+        check_param("version", req["version"], PROMOTE_SCHEMAS["version"])
     if not out:
         model = str(params.get("model_name") or PROMOTABLE_MODELS[0])
         if model not in PROMOTABLE_MODELS:
@@ -460,7 +508,7 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Models are handled one at a time under their promotion lock; a failed canary rolls
     that model back (serving and alias) and raises, so the run shows failed.
     """
-    from recops.promotion import PromoteConfig, promote, rollback_model
+    from recops.promotion import PromoteConfig, PromotionError, promote, rollback_model
 
     settings = Settings.from_env()
     results = []
@@ -472,15 +520,37 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 model_name=req["model_name"], version=req.get("version"), alias=req["alias"],
                 force=req["force"], reason=req["reason"], source=req["source"],
             )
-            result = promote(config, settings)
+            try:
+                result = promote(config, settings)
+            except PromotionError as exc:
+                if req.get("version") is not None:
+                    _update_run_report({"model_name": req["model_name"], "version": int(req["version"]),
+                                        "outcome": "failed", "reasons": exc.reasons})
+                raise
+            _update_run_report(result.to_dict())
         results.append(result.to_dict())
     return results
 
 
+def _update_run_report(outcome: dict[str, Any]) -> None:
+    """Add a promotion outcome to the producing nightly run's report; never fails promotion."""
+    import logging
+
+    from recops.report import rollout_report
+
+    try:
+        rollout_report(outcome)
+    except Exception as exc:  # the report is for people; serving must not depend on it
+        logging.getLogger(__name__).warning("run report for %s v%s not updated: %s: %s",
+                                            outcome.get("model_name"), outcome.get("version"), type(exc).__name__, exc)
+
+
 def replay_step(params: dict[str, Any]) -> dict[str, Any]:
     """Replay a registered version (see recops.replay); fails when it did not reproduce."""
+    from recops.params import REPLAY_SCHEMAS, check_params
     from recops.replay import ReplayConfig, ReplayError, replay
 
+    params = check_params(params, REPLAY_SCHEMAS)
     result = replay(ReplayConfig(model_version=int(params["replay_model_version"]), tolerance=float(params["tolerance"])))
     print(f"replay of v{result.model_version}: recorded {result.recorded}, replayed {result.replayed}")
     if not result.reproduced:
