@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,3 +66,46 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))]
+
+
+def closed_loop(sender: Any, seconds: float, concurrency: int) -> dict[str, Any]:
+    """``concurrency`` threads send back to back for ``seconds``; the rate achieved is the
+    throughput ceiling and the latency is per request (service plus queueing).
+
+    ``sender`` has ``send()`` (raises on a failed request) and ``close()``.
+    """
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+    end = time.perf_counter() + seconds
+
+    def worker() -> None:
+        while time.perf_counter() < end:
+            begin = time.perf_counter()
+            try:
+                sender.send()
+                ok = True
+            except Exception:  # counted
+                ok = False
+            took = (time.perf_counter() - begin) * 1000.0
+            with lock:
+                if ok:
+                    latencies.append(took)
+                else:
+                    errors[0] += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
+    begin = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - begin
+    sender.close()
+    return {
+        "ok": len(latencies),
+        "errors": errors[0],
+        "qps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 50), 2),
+        "p99_ms": round(percentile(latencies, 99), 2),
+    }

@@ -15,12 +15,12 @@ get the same load, interleaved per protocol and batch size (REST and gRPC; batch
 closed loop of ``--concurrency`` threads (the throughput ceiling). Sizes on disk and
 gzipped sit beside them; ratios are float / compressed.
 
-**The recommend path.** What ``recops recommend`` does (``recops.cli._recommend``),
+**The recommend path.** What ``recops recommend`` does (``recops.serving.recommend``),
 split into stages and timed per request for ``--users`` users against the demo's server:
-its checks (served model, data, online store) → Feast online profile → retrieval top-100 → the re-rank policy tag (MLflow) → ranker
+Feast online profile → retrieval top-100 → the re-rank policy tag (MLflow) → ranker
 inputs (Feast online activity features) → ranker → fusion and titles. Over REST (what
-the CLI uses) and with both model calls over gRPC, alternating user by user. The first user's REST
-result is checked against ``_recommend`` itself. Warm, in one process: a fresh
+the CLI uses) and with both model calls over gRPC, alternating user by user; the first
+user's lists over both must be equal. Warm, in one process: a fresh
 ``recops recommend`` process adds its start-up, measured separately (``--cli-runs``).
 
 Results: ``benchmarks/results/recommend.json``, ``recommend.md``,
@@ -40,18 +40,25 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS_DIR, machine, percentile, pyplot, write_atomic, write_json
+from benchmarks._common import (
+    RESULTS_DIR,
+    closed_loop,
+    machine,
+    percentile,
+    pyplot,
+    write_atomic,
+    write_json,
+)
 
 BATCHES = (1, 16, 64)
 #: Offered rate per batch size for the "at rate" runs (requests per second); as benchmarks.serving.
 RATES = {1: 100.0, 16: 40.0, 64: 15.0}
-PATH_STAGES = ("preflight", "online_profile", "retrieval", "rerank_policy", "ranker_inputs", "ranker", "fuse_titles")
+PATH_STAGES = ("online_profile", "retrieval", "rerank_policy", "ranker_inputs", "ranker", "fuse_titles")
 
 
 class DemoStateMissing(RuntimeError):
@@ -112,44 +119,6 @@ def find_models(settings: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- part A
 
 
-def _closed_loop(sender: Any, seconds: float, concurrency: int) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    end = time.perf_counter() + seconds
-
-    def worker() -> None:
-        while time.perf_counter() < end:
-            begin = time.perf_counter()
-            try:
-                sender.send()
-                ok = True
-            except Exception:  # counted
-                ok = False
-            took = (time.perf_counter() - begin) * 1000.0
-            with lock:
-                if ok:
-                    latencies.append(took)
-                else:
-                    errors[0] += 1
-
-    threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-    begin = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - begin
-    sender.close()
-    return {
-        "ok": len(latencies),
-        "errors": errors[0],
-        "qps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(percentile(latencies, 50), 2),
-        "p99_ms": round(percentile(latencies, 99), 2),
-    }
-
-
 def compare_compressed(settings: Any, models: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Same load on the float and the served compressed SavedModel, side by side."""
     import pandas as pd
@@ -193,7 +162,7 @@ def compare_compressed(settings: Any, models: dict[str, Any], args: argparse.Nam
                     at_rate = run_load(config(label, protocol, batch, RATES[batch], args.rate_seconds)).to_dict()
                     cfg = config(label, protocol, batch, 1.0, args.max_seconds)
                     sender = _RestSender(cfg) if protocol == "rest" else _GrpcSender(cfg)
-                    capacity = _closed_loop(sender, args.max_seconds, args.concurrency)
+                    capacity = closed_loop(sender, args.max_seconds, args.concurrency)
                     row[label] = {
                         "offered_qps": RATES[batch], "p50_ms": at_rate["p50_ms"], "p99_ms": at_rate["p99_ms"],
                         "errors": at_rate["errors"], "capacity_qps": capacity["qps"],
@@ -239,89 +208,28 @@ def _ratio(a: Any, b: Any) -> float | None:
 # --------------------------------------------------------------------------- part B
 
 
-def _timed(times: dict[str, list[float]], stage: str, fn: Callable[[], Any]) -> Any:
-    begin = time.perf_counter()
-    out = fn()
-    times[stage].append((time.perf_counter() - begin) * 1000.0)
-    return out
-
-
-def _grpc_inputs(instances: list[dict[str, Any]]) -> dict[str, Any]:
-    import numpy as np
-    from recops.serving.loadtest import _column_array
-
-    return {name: _column_array(np, [row[name] for row in instances]) for name in instances[0]}
-
-
 def recommend_staged(
     settings: Any, client: Any, user_id: int, k: int, protocol: str, times: dict[str, list[float]]
 ) -> list[dict[str, Any]]:
-    """``recops.cli._recommend`` with each stage timed into ``times`` (ms)."""
-    import pandas as pd
-    from recops.cli import _ranker_user_inputs, _rerank_policy
-    from recops.features import online_user_features
-    from recops.pipeline import RANKING_MODEL
-    from recops.promotion import ranking_instances, served_stable
+    """``recops.serving.recommend.recommend`` (what ``recops recommend`` runs), each stage
+    timed into ``times`` (ms)."""
+    from collections import defaultdict
 
-    def preflight() -> None:  # the CLI's checks before it calls anything
-        if not settings.items_path.is_file() or served_stable(settings, settings.model_name) is None:
-            raise DemoStateMissing("no published items or no served model")
-        if settings.online_store == "sqlite" and not (settings.feast_dir / "online_store.db").exists():
-            raise DemoStateMissing(f"no online features in {settings.feast_dir}")
+    from recops.serving.recommend import RecommendConfig, RecommendError, recommend
 
-    _timed(times, "preflight", preflight)
-    profile = _timed(times, "online_profile", lambda: online_user_features([user_id], settings)[0])
-
-    def retrieve() -> tuple[list[int], list[float]]:
-        if protocol == "rest":
-            row = client.predict_rest(settings.model_name, instances=[profile], label="stable")["predictions"][0]
-            return [int(i) for i in row["item_ids"]], [float(s) for s in row["scores"]]
-        out = client.predict_grpc(settings.model_name, _grpc_inputs([profile]), label="stable")
-        return [int(i) for i in out["item_ids"][0]], [float(s) for s in out["scores"][0]]
-
-    candidates, scores = _timed(times, "retrieval", retrieve)
-    retrieval = dict(zip(candidates, scores, strict=True))
-    order = candidates
-    ranker: dict[int, float] = {}
-    ranker_version = served_stable(settings, RANKING_MODEL)
-    if ranker_version is not None:
-        policy = _timed(times, "rerank_policy", lambda: _rerank_policy(settings, ranker_version))
-        inputs = ("user_id", "age", "gender", "occupation", "item_ids", *_ranker_user_inputs())
-        request = _timed(times, "ranker_inputs", lambda: ranking_instances(settings, [profile], [candidates], inputs))
-
-        def rank() -> list[float]:
-            if protocol == "rest":
-                reply = client.predict_rest(RANKING_MODEL, instances=request, label="stable")
-                return [float(s) for s in reply["predictions"][0]["scores"]]
-            out = client.predict_grpc(RANKING_MODEL, _grpc_inputs(request), label="stable")
-            return [float(s) for s in out["scores"][0]]
-
-        ranker = dict(zip(candidates, _timed(times, "ranker", rank), strict=True))
-    else:
-        policy = "retrieval"
-
-    def fuse_titles() -> list[dict[str, Any]]:
-        nonlocal order
-        if ranker:
-            by_click = sorted(candidates, key=lambda i: -ranker[i])
-            click_rank = {item: r for r, item in enumerate(by_click, start=1)}
-            fused = {item: 1 / (60 + r) + 1 / (60 + click_rank[item]) for r, item in enumerate(candidates, start=1)}
-            if policy == "fusion":
-                order = sorted(candidates, key=lambda i: -fused[i])
-        titles = pd.read_parquet(settings.items_path, columns=["item_id", "title"]).set_index("item_id")["title"]
-        return [
-            {"rank": r, "item_id": item, "title": str(titles.get(item, "?")), "score": retrieval[item],
-             **({"ranker_score": ranker[item]} if ranker else {})}
-            for r, item in enumerate(order[:k], start=1)
-        ]  # fmt: skip
-
-    return _timed(times, "fuse_titles", fuse_titles)  # type: ignore[no-any-return]
+    staged: defaultdict[str, list[float]] = defaultdict(list)
+    try:
+        out = recommend(RecommendConfig(user_id=user_id, k=k, protocol=protocol), settings, client=client, timings=staged)
+    except RecommendError as exc:
+        raise DemoStateMissing(str(exc)) from exc
+    for stage, values in staged.items():
+        times.setdefault(stage, []).extend(values)
+    return out
 
 
 def recommend_path(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Per-stage and end-to-end latency of the recommend path for ``--users`` users."""
     import pandas as pd
-    from recops.cli import _recommend
     from recops.serving.client import ServingClient
 
     user_ids = [int(u) for u in pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]]
@@ -329,12 +237,12 @@ def recommend_path(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
     sample = [rng.choice(user_ids) for _ in range(args.users)]
     out: dict[str, Any] = {"users": args.users, "k": args.k, "protocols": {}}
     with ServingClient.from_settings(settings) as client:
-        # The staged copy must answer what the CLI answers, or its timings mean nothing.
-        expected = _recommend(settings, sample[0], args.k)
-        got = recommend_staged(settings, client, sample[0], args.k, "rest", {s: [] for s in PATH_STAGES})
-        if [r["item_id"] for r in got] != [r["item_id"] for r in expected]:
-            raise RuntimeError(f"staged recommend differs from recops.cli._recommend for user {sample[0]}")
-        out["matches_cli"] = True
+        # Both protocols must answer the same list, or their timings do not compare.
+        by_rest = recommend_staged(settings, client, sample[0], args.k, "rest", {s: [] for s in PATH_STAGES})
+        by_grpc = recommend_staged(settings, client, sample[0], args.k, "grpc", {s: [] for s in PATH_STAGES})
+        if [r["item_id"] for r in by_rest] != [r["item_id"] for r in by_grpc]:
+            raise RuntimeError(f"REST and gRPC recommend different items for user {sample[0]}")
+        out["rest_equals_grpc"] = True
         protocols = ("rest", "grpc")
         times: dict[str, dict[str, list[float]]] = {p: {s: [] for s in PATH_STAGES} for p in protocols}
         total: dict[str, list[float]] = {p: [] for p in protocols}

@@ -30,7 +30,6 @@ import platform
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,11 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         LoadConfig,
         _GrpcSender,
         _RestSender,
-        percentile,
         run_load,
     )
     from recops.serving.server import start_background, stop_background
 
+    from benchmarks._common import closed_loop as run_closed_loop
     from tests.support.contract_model import export_contract_model
 
     settings = Settings.from_env()
@@ -151,41 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             timeout_s=30.0,
         )
         sender = _RestSender(config) if protocol == "rest" else _GrpcSender(config)
-        latencies: list[float] = []
-        errors = [0]
-        lock = threading.Lock()
-        end = time.perf_counter() + seconds
-
-        def worker() -> None:
-            while time.perf_counter() < end:
-                begin = time.perf_counter()
-                try:
-                    sender.send()
-                    ok = True
-                except Exception:  # counted
-                    ok = False
-                took = (time.perf_counter() - begin) * 1000.0
-                with lock:
-                    if ok:
-                        latencies.append(took)
-                    else:
-                        errors[0] += 1
-
-        threads = [threading.Thread(target=worker) for _ in range(args.concurrency)]
-        begin = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        elapsed = time.perf_counter() - begin
-        sender.close()
-        result = {
-            "ok": len(latencies),
-            "errors": errors[0],
-            "achieved_qps": round(len(latencies) / elapsed, 1),
-            "p50_ms": round(percentile(latencies, 50), 2),
-            "p99_ms": round(percentile(latencies, 99), 2),
-        }
+        result = run_closed_loop(sender, seconds, args.concurrency)
+        result["achieved_qps"] = result.pop("qps")
         log.info("%s batch %d closed loop: %s", protocol, batch, result)
         return result
 

@@ -43,7 +43,6 @@ DAG_ID = "recsys_nightly"
 
 #: Next step for a home with no state yet.
 FIRST_RUN_HINT = "run `make demo` (or `recops demo`) to ingest data, train and serve a model"
-NO_DATA_HINT = "run `recops data fetch` (MovieLens-100K) or `recops data synth`, or `make demo`"
 NO_MODEL_HINT = (
     "run `make demo`, or trigger recsys_promote in the Airflow UI (`make ui`) for a blessed version"
 )
@@ -484,86 +483,14 @@ def _check_conf(conf: str) -> dict[str, Any]:
 
 
 def _recommend(settings: Settings, user_id: int, k: int) -> list[dict[str, Any]]:
-    """Online features → retrieval top-100 → ranker → top ``k`` (fused ranks)."""
-    import pandas as pd
-
-    from recops.features import online_user_features
-    from recops.pipeline import RANKING_MODEL
-    from recops.promotion import ranking_instances, served_stable
-    from recops.serving.client import ServingClient
-
-    if not settings.items_path.is_file():
-        _fail(f"no published data in {settings.data_dir}", NO_DATA_HINT)
-    real_serving = bool(settings.tfserving_rest or settings.tfserving_grpc)
-    if not real_serving and served_stable(settings, settings.model_name) is None:
-        _fail(f"no {settings.model_name} version is served (no `stable` label in {settings.models_config_path})", NO_MODEL_HINT)
-    if not (settings.feast_dir / "online_store.db").exists() and settings.online_store == "sqlite":
-        _fail(f"no online features in {settings.feast_dir}", "run `make demo`: the nightly materializes them")
-    try:
-        profile = online_user_features([user_id], settings)[0]
-    except KeyError as exc:
-        _fail(str(exc).strip("'\""), _known_users_hint(settings))
-    client = ServingClient.from_settings(settings)
-    try:
-        reply = client.predict_rest(settings.model_name, instances=[profile], label="stable")
-    except Exception as exc:
-        _fail(
-            f"the served model did not answer: {exc}",
-            f"start serving with `recops serve --detach` (log: {settings.serving_dir / 'server.log'})",
-        )
-    row = reply["predictions"][0]
-    candidates = [int(i) for i in row["item_ids"]]
-    retrieval = {item: float(score) for item, score in zip(candidates, row["scores"], strict=True)}
-    order = candidates
-    ranker: dict[int, float] = {}
-    ranker_version = served_stable(settings, RANKING_MODEL)
-    if ranker_version is not None:
-        inputs = ("user_id", "age", "gender", "occupation", "item_ids", *_ranker_user_inputs())
-        request = ranking_instances(settings, [profile], [candidates], inputs)
-        ranked = client.predict_rest(RANKING_MODEL, instances=request, label="stable")["predictions"][0]
-        ranker = {item: float(score) for item, score in zip(candidates, ranked["scores"], strict=True)}
-        by_click = sorted(candidates, key=lambda i: -ranker[i])
-        click_rank = {item: r for r, item in enumerate(by_click, start=1)}
-        # Reciprocal-rank fusion of the two orders: the best of both on ml-100k (see
-        # benchmarks/quality.py); the ranker alone trades recall for long-tail reach.
-        fused = {item: 1 / (60 + r) + 1 / (60 + click_rank[item]) for r, item in enumerate(candidates, start=1)}
-        if _rerank_policy(settings, ranker_version) == "fusion":
-            order = sorted(candidates, key=lambda i: -fused[i])
-    titles = pd.read_parquet(settings.items_path, columns=["item_id", "title"]).set_index("item_id")["title"]
-    return [
-        {"rank": r, "item_id": item, "title": str(titles.get(item, "?")), "score": retrieval[item],
-         **({"ranker_score": ranker[item]} if ranker else {})}
-        for r, item in enumerate(order[:k], start=1)
-    ]  # fmt: skip
-
-
-def _known_users_hint(settings: Settings) -> str:
-    import pandas as pd
-
-    ids = pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]
-    return f"the data has {len(ids)} users with ids {ids.min()}..{ids.max()}; `--user-id` must be one of them"
-
-
-def _rerank_policy(settings: Settings, version: int) -> str:
-    """``fusion`` when the nightly measured the re-ranked list better, else ``retrieval``.
-
-    The evaluate task compares both orders on the same holdout and records the winner on
-    the ranker's registered version (tag ``recops.lineage.rerank_policy``).
-    """
-    from recops.pipeline import RANKING_MODEL
-    from recops.registry import _client
+    """Online features → retrieval top-100 → ranker → top ``k`` (``recops.serving.recommend``)."""
+    from recops.serving.recommend import RecommendConfig, RecommendError, recommend
 
     try:
-        tags = _client(settings).get_model_version(RANKING_MODEL, str(version)).tags
-    except Exception:  # no registry at hand: keep the retrieval order, the safe default
-        return "retrieval"
-    return str(tags.get("recops.lineage.rerank_policy", "retrieval"))
-
-
-def _ranker_user_inputs() -> tuple[str, ...]:
-    from recops.pipeline import RANKER_USER_FEATURES
-
-    return RANKER_USER_FEATURES
+        return recommend(RecommendConfig(user_id=user_id, k=k), settings)
+    except RecommendError as exc:
+        _fail(str(exc), exc.hint)
+        raise  # _fail exits; this keeps the type checker informed
 
 
 def _print_recommendations(settings: Settings, user_id: int, k: int, *, as_json: bool) -> None:

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recops.config import REPO_ROOT
+# The same parsing of settings variables as recops.config (empty means unset).
+from recops.config import REPO_ROOT, _env, _env_int
 from recops.records import Record
 
 #: Processes of the stack, in start order; the value is the command after the venv's bin.
@@ -52,20 +53,6 @@ _DB_SUFFIXES = ("airflow", "mlflow", "mlflow_auth", "feast")
 
 class ScaleError(RuntimeError):
     """The scale stack could not be started, reached or used; the message says why."""
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError as exc:
-        raise ValueError(f"environment variable {name}={raw!r} is not an integer") from exc
 
 
 @dataclass(frozen=True, kw_only=True)

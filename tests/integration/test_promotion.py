@@ -166,6 +166,29 @@ def test_pickle_in_a_registered_model_is_never_loaded(home: Path) -> None:
     assert not marker.exists()
 
 
+def test_links_out_of_the_model_folder_are_refused_at_register_and_rollout(home: Path) -> None:
+    settings = Settings.from_env()
+    outside = home / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "secret.txt").write_text("not the model's")
+    # At registration: a link that leaves the folder, as a `..` path in an archive would.
+    model = export_contract_model(home / "sm-link", seed=6)
+    (model / "assets").mkdir(exist_ok=True)
+    (model / "assets" / "escape").symlink_to(outside)
+    with pytest.raises(ValueError, match="escape is a link or escapes the model folder"):
+        register(RegisterConfig(model_dir=str(model), model_key="link", metrics=GOOD))
+    # At roll-out: a registered version whose stored artifacts were tampered with.
+    version = _register(home, "linked", seed=7)
+    for tf2 in settings.mlflow_dir.rglob("tf2model"):
+        (tf2 / "assets").mkdir(exist_ok=True)
+        link = tf2 / "assets" / "up"
+        if not link.is_symlink():
+            link.symlink_to(outside)
+    with pytest.raises(PromotionError, match="link or escapes"):
+        promote(PromoteConfig(model_name=MODEL, version=version, canary_seconds=0.5), settings)
+    assert served_stable(settings, MODEL) != version
+
+
 def test_watcher_trigger_fires_on_an_alias_move(home: Path) -> None:
     from recops.airflow_plugin import ChampionAliasTrigger
 

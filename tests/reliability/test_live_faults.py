@@ -19,6 +19,7 @@ run in file order and share the run; each asserts what its fault must not break.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import re
@@ -27,7 +28,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from recops.config import Settings, airflow_env
@@ -119,6 +120,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
         print(f"\nlive stack up in {time.monotonic() - started:.1f} s")
         yield stack
     finally:
+        held = STATE.pop("features_lock", None)
+        if held is not None:  # a test failed while holding it
+            held.close()
         stack.stop()
         from recops.serving.server import stop_background
 
@@ -195,6 +199,27 @@ def _trigger(live: LiveAirflow, token: str, body: dict[str, Any]) -> str:
     return str(found[0])
 
 
+def _take_features_lock(settings: Settings, timeout: float) -> IO[str]:
+    """Hold the lock every feature build takes (``recops.pipeline.features_step``).
+
+    While the test holds it, a `features` task is running but waits: the test decides when
+    it proceeds, whatever the machine's speed. Close the returned file to let it go.
+    """
+    path = settings.home / "locks" / "promote-_features.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+")
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return handle
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                handle.close()
+                raise AssertionError(f"the features lock was not free within {timeout:.0f} s") from None
+            time.sleep(0.2)
+
+
 def _hashes(settings: Settings) -> dict[str, str]:
     return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in list_partitions(settings)}
 
@@ -237,6 +262,8 @@ def test_max_active_runs_holds_extra_runs_back(live: LiveAirflow) -> None:
     admin, day = _admin(live), STATE["day"]
     STATE["partitions_before"] = _hashes(live.settings)
     logical = _iso(logical_date_for(day))
+    # `features` will wait on this until the kill test lets it go (see _take_features_lock).
+    STATE["features_lock"] = _take_features_lock(live.settings, timeout=10)
     # run_after at the logical date: the nightly's own scheduled run (created on unpause,
     # for the latest interval) sorts after ours and waits behind it.
     run_id = STATE["run_id"] = _trigger(live, admin, {"logical_date": logical, "run_after": logical, "conf": CONF})
@@ -276,40 +303,43 @@ def test_max_active_runs_holds_extra_runs_back(live: LiveAirflow) -> None:
 
 def test_kill_features_supervisor_is_caught_by_heartbeat_timeout(live: LiveAirflow) -> None:
     run_id = STATE["run_id"]
+    # `features` runs but waits on the lock the test holds, so the kill lands mid-task on
+    # a fast machine too.
     pid, try_number = _running_pid(live, NIGHTLY, run_id, "features", timeout=240)
     # The sample is published whole, so validate checked the day in place and rewrote nothing.
     STATE["partitions"] = _hashes(live.settings)
     assert STATE["partitions"] == STATE["partitions_before"] and len(STATE["partitions"]) == 8
     supervisor = parent_pid(pid)
     assert "LocalExecutor" in process_title(supervisor), process_title(supervisor)
+    STATE.pop("features_lock").close()
     time.sleep(2)  # into feast apply / materialization
     os.kill(supervisor, 9)
     killed = time.monotonic()
+    # Take the lock back once the orphaned task process (its supervisor is gone, it is
+    # not) lets go of it: the retry, when it comes, then runs (waiting on the lock) for
+    # longer than its Execution API token lives, which test_tasks_outlive_... checks.
+    STATE["features_lock"] = _take_features_lock(live.settings, timeout=180)
+    taken = time.monotonic() - killed
 
-    seen: dict[str, float] = {}
-
-    def retried() -> list[tuple[Any, ...]] | None:
-        # Times after the kill: heartbeat timeout noticed, retry running, orphaned task
-        # process (its supervisor is gone, it is not) exited.
-        now = time.monotonic() - killed
-        if "orphan_exit" not in seen and not alive(pid):
-            seen["orphan_exit"] = now
-        rows = _ti(live, NIGHTLY, run_id, "features")
-        state, current_try = rows[0][0], rows[0][1]
+    def retry_running() -> bool:
+        state, current_try = _ti(live, NIGHTLY, run_id, "features")[0][:2]
         assert state not in ("failed", "upstream_failed"), live.log_tail("scheduler")
-        if "detected" not in seen and (current_try > try_number or state != "running"):
-            seen["detected"] = now
-        if "retry_running" not in seen and current_try > try_number and state in ("running", "success"):
-            seen["retry_running"] = now
-        return rows if state == "success" else None
+        return bool(current_try > try_number and state == "running")
 
-    rows, retry_done = wait_for("features to be retried and succeed", retried, timeout=300, interval=0.25)
-    print(f"features: supervisor killed; heartbeat timeout noticed it after {seen['detected']:.1f} s "
-          f"(timeout {HEARTBEAT_TIMEOUT_S} s), retry running at {seen.get('retry_running', -1):.1f} s, "
-          f"orphaned task process exited at {seen.get('orphan_exit', -1):.1f} s, retry try {rows[0][1]} "
-          f"succeeded at {retry_done:.1f} s (its duration {rows[0][3]:.1f} s)")  # fmt: skip
+    wait_for("the features retry to run", retry_running, timeout=300, interval=0.25)
+    retried_after = time.monotonic() - killed
+    hold = TOKEN_LIFETIME_S + 10
+    time.sleep(hold)
+    assert retry_running(), "the features retry stopped running while it waited on the lock"
+    STATE.pop("features_lock").close()
+    rows = _wait_task_success(live, NIGHTLY, run_id, "features", timeout=300)
+    print(f"features: supervisor killed; lock free of the orphan after {taken:.1f} s; retry running "
+          f"{retried_after:.1f} s after the kill (heartbeat timeout {HEARTBEAT_TIMEOUT_S} s); it waited "
+          f"{hold} s on the lock and succeeded (try {rows[0][1]}, {rows[0][3]:.1f} s)")  # fmt: skip
     assert rows[0][1] > try_number
-    assert HEARTBEAT_TIMEOUT_S <= seen["detected"] <= HEARTBEAT_TIMEOUT_S + 60
+    # Retried only once the heartbeat timeout had passed (the scheduler noticed the loss).
+    assert retried_after >= HEARTBEAT_TIMEOUT_S
+    assert rows[0][3] > TOKEN_LIFETIME_S
     assert not alive(pid), "the orphaned features process outlived its retry"
 
 
