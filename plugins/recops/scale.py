@@ -684,10 +684,18 @@ class AirflowApi:
         """Poll a run until it succeeds or fails; returns the run and its task instances."""
         from urllib.parse import quote
 
+        import httpx
+
         deadline = time.monotonic() + timeout
         path = f"/dags/{dag_id}/dagRuns/{quote(run_id, safe='')}"
         while time.monotonic() < deadline:
-            run = self.request("GET", path)
+            try:
+                run = self.request("GET", path)
+            except httpx.TransportError:
+                # A busy API server (a task near the machine's memory limit) may miss one
+                # poll; the run goes on, so keep watching it until the deadline.
+                time.sleep(3)
+                continue
             if run["state"] in ("success", "failed"):
                 tis = self.request("GET", f"{path}/taskInstances", params={"limit": 100})
                 return {"run": run, "task_instances": tis["task_instances"]}
