@@ -79,17 +79,8 @@ def run_embedded(dataset: str, root: Path) -> dict[str, Any]:
     home = root / f"embedded-{dataset}"
     env_home = {"RECOPS_HOME": str(home), "RECOPS_GRPC_PORT": str(_free_port()), "RECOPS_REST_PORT": str(_free_port())}
     last_day = _ingest(home, DATASETS[dataset]["ingest"], env_home)
-    saved = {k: os.environ.get(k) for k in env_home}
-    os.environ.update(env_home)
-    try:
-        settings = Settings.from_env()
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}, **airflow_env(settings), **env_home}
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    settings = Settings(home=home.resolve())  # airflow_env needs only the state folder
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}, **airflow_env(settings), **env_home}
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     started = time.monotonic()

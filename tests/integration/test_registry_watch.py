@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import time
@@ -24,7 +23,7 @@ from recops.promotion import PromoteConfig, promote, served_stable
 from recops.registry import CHAMPION, RegisterConfig, register
 
 from tests.support.contract_model import export_contract_model
-from tests.support.stack import BIN, free_port
+from tests.support.stack import BIN, free_port, stop_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,11 +112,7 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
         entries = [e for e in history(settings, MODEL) if e.alias == CHAMPION and datetime.fromisoformat(e.at) >= moved_at]
         assert entries and entries[0].to_version == versions[0] and entries[0].source == "registry-watch"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()
         os.environ.pop("RECOPS_ACTOR", None)
 

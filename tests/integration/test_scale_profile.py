@@ -30,6 +30,7 @@ from recops.scale import (
     up,
 )
 
+from tests.support.live_airflow import alive
 from tests.support.stack import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -84,15 +85,7 @@ def scale(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScaleConfig]:
         pids = running(config)
         down(config, purge=True)
         for service, pid in pids.items():
-            assert not _alive(pid), f"{service} (pid {pid}) survived `scale down`"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+            assert not alive(pid), f"{service} (pid {pid}) survived `scale down`"
 
 
 def _status(url: str, auth: tuple[str, str] | None = None) -> int:

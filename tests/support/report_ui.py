@@ -12,9 +12,7 @@ in the test's folder and copied to ``benchmarks/results/run_report.png``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -24,7 +22,7 @@ from pathlib import Path
 
 from recops.report import report_path
 
-from tests.support.stack import BIN, Stack, free_port
+from tests.support.stack import BIN, Stack, free_port, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -132,9 +130,5 @@ def check_report_tab(stack: Stack, tmp_path: Path, run_id: str) -> None:
         shutil.copy(report_shot, results / "run_report_full.png")
         print(f"report checked in the browser in {time.monotonic() - started:.0f} s")
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_group(proc)
         log.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +15,15 @@ import pytest
 from recops.config import Settings, airflow_env
 
 BIN = Path(sys.executable).parent
+
+
+def stop_group(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its group; SIGKILL after ``timeout``."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def free_port() -> int:
