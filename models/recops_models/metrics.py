@@ -39,6 +39,11 @@ class RankingMetrics:
         return asdict(self)
 
 
+#: Rows ranked per block: bounds the float64 copy and the sort to ``block x n_items``
+#: (50k users x 20k items would otherwise need about 20 GB at once).
+ROW_BLOCK = 1024
+
+
 def top_k_items(
     scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None
 ) -> np.ndarray:
@@ -62,16 +67,46 @@ def top_k_items(
     n_users, n_items = scores.shape
     if not 1 <= k <= n_items:
         raise ValueError(f"k={k} must be in 1..n_items={n_items}")
+    if exclude is not None and len(exclude) != n_users:
+        raise ValueError(f"exclude has {len(exclude)} rows, scores has {n_users}")
+    out = np.empty((n_users, k), dtype=np.int64)
+    for start in range(0, n_users, ROW_BLOCK):
+        rows = slice(start, start + ROW_BLOCK)
+        out[rows] = _top_k_block(
+            scores[rows], k, None if exclude is None else exclude[rows]
+        )
+    return out
+
+
+def _top_k_block(
+    scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None
+) -> np.ndarray:
+    """Exact top-k of one block: a partition, then a sort of only the k kept per row.
+
+    The partition picks an arbitrary subset when equal scores straddle the k-th place, and
+    NaN has no order; those rows (rare with real-valued scores) take the full stable sort,
+    so every row gets exactly what ``argsort(-scores, kind="stable")[:, :k]`` gives.
+    """
     masked = np.array(scores, dtype=np.float64, copy=True)
     if exclude is not None:
-        if len(exclude) != n_users:
-            raise ValueError(f"exclude has {len(exclude)} rows, scores has {n_users}")
         for row, cols in enumerate(exclude):
             if len(cols):
                 masked[row, np.asarray(cols, dtype=np.int64)] = -np.inf
-    # A stable sort of the negated scores keeps equal scores in column order.
-    order = np.argsort(-masked, axis=1, kind="stable")
-    return order[:, :k].astype(np.int64)
+    n_items = masked.shape[1]
+    if k == n_items:
+        return np.argsort(-masked, axis=1, kind="stable")
+    kept = np.argpartition(-masked, k - 1, axis=1)[:, :k]
+    values = np.take_along_axis(masked, kept, axis=1)
+    kth = values.min(axis=1, keepdims=True)
+    # Exact when the k kept are all scores >= the k-th best and no other column ties it.
+    exact = ((masked >= kth).sum(axis=1) == k) & ~np.isnan(masked).any(axis=1)
+    # Best first, ties towards the lower column: lexsort's last key is the primary one.
+    order = np.lexsort((kept, -values), axis=1)
+    top = np.take_along_axis(kept, order, axis=1)
+    redo = np.flatnonzero(~exact)
+    if redo.size:
+        top[redo] = np.argsort(-masked[redo], axis=1, kind="stable")[:, :k]
+    return top.astype(np.int64)
 
 
 def ranking_metrics(
@@ -134,7 +169,8 @@ def full_ranking_metrics(
     """Rank all items per user, masking ``exclude``, and score against ground truth.
 
     Args:
-        scores: Float array ``[n_users, n_items]``.
+        scores: Float array ``[n_users, n_items]`` (ranked in row blocks, so only the
+            scores themselves need to fit in memory).
         ground_truth: Relevant item (column) indices per user.
         k: Cut-off.
         exclude: Column indices to mask per user (train items; plus valid items when

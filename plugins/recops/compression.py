@@ -737,24 +737,29 @@ def _tflite_quality(
 ) -> tuple[float, float]:
     """Recall@10 and NDCG@10 of a TFLite retrieval model that returns every candidate."""
     from recops_models.edge import TFLiteScorer
-    from recops_models.metrics import ranking_metrics, top_k_items
+    from recops_models.metrics import ROW_BLOCK, ranking_metrics, top_k_items
 
     eval_users, profiles, truth, exclude = _eval_ground_truth(
         config.split_uri, config.users_uri, item_ids
     )
-    out = TFLiteScorer(blob)(
-        {
-            "user_idx": spec.user_index(eval_users),
-            "gender_idx": spec.gender_index(profiles["gender"].to_numpy().astype(str)),
-            "occupation_idx": spec.occupation_index(profiles["occupation"].to_numpy().astype(str)),
-            "age": profiles["age"].to_numpy().astype(np.int64),
-        }
-    )
+    scorer = TFLiteScorer(blob)
+    inputs = {
+        "user_idx": spec.user_index(eval_users),
+        "gender_idx": spec.gender_index(profiles["gender"].to_numpy().astype(str)),
+        "occupation_idx": spec.occupation_index(profiles["occupation"].to_numpy().astype(str)),
+        "age": profiles["age"].to_numpy().astype(np.int64),
+    }
     column_of = {int(item): col for col, item in enumerate(item_ids.tolist())}
-    columns = np.vectorize(column_of.__getitem__, otypes=[np.int64])(out["item_ids"])
-    scores = np.full((eval_users.size, item_ids.size), -np.inf)
-    np.put_along_axis(scores, columns, out["scores"].astype(np.float64), axis=1)
-    metrics = ranking_metrics(top_k_items(scores, QUALITY_K, exclude), truth, QUALITY_K)
+    to_column = np.vectorize(column_of.__getitem__, otypes=[np.int64])
+    ranked = []
+    # A block of users at a time: the flatbuffer returns every candidate per user.
+    for start in range(0, eval_users.size, ROW_BLOCK):
+        rows = slice(start, start + ROW_BLOCK)
+        out = scorer({name: values[rows] for name, values in inputs.items()})
+        scores = np.full((len(out["item_ids"]), item_ids.size), -np.inf)
+        np.put_along_axis(scores, to_column(out["item_ids"]), out["scores"].astype(np.float64), axis=1)
+        ranked.append(top_k_items(scores, QUALITY_K, exclude[rows]))
+    metrics = ranking_metrics(np.concatenate(ranked), truth, QUALITY_K)
     return metrics.recall, metrics.ndcg
 
 

@@ -703,6 +703,79 @@ def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     pq.write_table(table, path, compression="zstd")
 
 
+#: Entity rows joined and written per slice. The joined sets hold some twenty columns
+#: and Feast's file store joins with several copies, so a whole 5M-row history took
+#: 8 GiB in one piece; a slice bounds that whatever the history's length.
+TRAINING_SET_CHUNK_ROWS = 1_000_000
+
+
+def _write_training_sets(
+    store: FeatureStore,
+    settings: Settings,
+    config: FeaturesConfig,
+    entity_df: pd.DataFrame,
+    folder: Path,
+) -> None:
+    """Join and write ``training_set.parquet`` (and ``ranking_set.parquet``) slice by slice.
+
+    ``entity_df`` is already in the published order (time, user, item), and a join keeps
+    row order, so the slices written one after the other are the sorted whole: each slice
+    becomes a row group of the same file.
+
+    Raises:
+        DataError: Training rows found no profile (unknown user or item ids); all slices
+            are checked, so the count is the whole set's.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writers: dict[str, pq.ParquetWriter] = {}
+    missing_rows = 0
+    samples: list[dict[str, Any]] = []
+
+    def write(name: str, frame: pd.DataFrame) -> None:
+        writer = writers.get(name)
+        schema = writer.schema if writer is not None else None
+        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+        if writer is None:
+            table = table.replace_schema_metadata(None)
+            writer = writers[name] = pq.ParquetWriter(folder / name, table.schema, compression="zstd")
+        writer.write_table(table, row_group_size=TRAINING_SET_CHUNK_ROWS)
+
+    try:
+        for start in range(0, max(len(entity_df), 1), TRAINING_SET_CHUNK_ROWS):
+            chunk = entity_df.iloc[start : start + TRAINING_SET_CHUNK_ROWS]
+            with _recops_home_env(settings):
+                training = point_in_time_join(store, chunk, config.feature_service)
+                ranking = (
+                    point_in_time_join(store, chunk, config.ranking_service)
+                    if config.ranking_service
+                    else None
+                )
+            feature_cols = [c for c in training.columns if c not in chunk.columns]
+            missing = training[feature_cols].isna().any(axis=1)
+            if missing.any():
+                missing_rows += int(missing.sum())
+                samples += training.loc[missing, ["user_id", "item_id"]].head(3).to_dict("records")
+                continue
+            if missing_rows:
+                continue  # the set fails anyway; keep counting, stop writing
+            for col in ("age", "release_year", "genre_mask", "rating"):
+                if col in training:
+                    training[col] = training[col].astype("int64")
+            write("training_set.parquet", training)
+            if ranking is not None:
+                write("ranking_set.parquet", finish_ranking_set(ranking))
+    finally:
+        for writer in writers.values():
+            writer.close()
+    if missing_rows:
+        raise DataError(
+            f"{missing_rows} training rows found no profile in {config.feature_service} "
+            f"(unknown user or item ids), e.g. {samples[:3]}"
+        )
+
+
 def build_features(config: FeaturesConfig, settings: Settings | None = None) -> FeaturesResult:
     """Compute rolling features, apply the repo, materialize, and build both training sets.
 
@@ -745,30 +818,12 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
         if previous.get("fingerprint") == fingerprint:
             return FeaturesResult.from_dict({**previous, "materialized": materialized})
 
+    # Entity rows are small (four numbers each); the joined sets are not, so they are
+    # joined and written a slice of rows at a time (see TRAINING_SET_CHUNK_ROWS).
     entity_df = read_interactions(partitions)
     entity_df = entity_df[entity_df["event_timestamp"] < pd.Timestamp(as_of)]
-    with _recops_home_env(settings):
-        training = point_in_time_join(store, entity_df, config.feature_service)
-        ranking = (
-            point_in_time_join(store, entity_df, config.ranking_service)
-            if config.ranking_service
-            else None
-        )
-    feature_cols = [c for c in training.columns if c not in entity_df.columns]
-    missing = training[feature_cols].isna().any(axis=1)
-    if missing.any():
-        sample = training.loc[missing, ["user_id", "item_id"]].head(3).to_dict("records")
-        raise DataError(
-            f"{int(missing.sum())} training rows found no profile in {config.feature_service} "
-            f"(unknown user or item ids), e.g. {sample}"
-        )
     order = ["event_timestamp", "user_id", "item_id"]
-    training = training.sort_values(order).reset_index(drop=True)
-    for col in ("age", "release_year", "genre_mask", "rating"):
-        if col in training:
-            training[col] = training[col].astype("int64")
-    if ranking is not None:
-        ranking = finish_ranking_set(ranking.sort_values(order).reset_index(drop=True))
+    entity_df = entity_df.sort_values(order, kind="stable").reset_index(drop=True)
 
     users = pd.read_parquet(settings.users_path, columns=["user_id"])
     items = pd.read_parquet(settings.items_path, columns=["item_id"])
@@ -789,27 +844,31 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _write_parquet(training, tmp / "training_set.parquet")
-    _write_parquet(users_snap, tmp / "users.parquet")
-    _write_parquet(items_snap, tmp / "items.parquet")
-    if ranking is not None:
-        _write_parquet(ranking, tmp / "ranking_set.parquet")
+    try:
+        _write_training_sets(store, settings, config, entity_df, tmp)
+        _write_parquet(users_snap, tmp / "users.parquet")
+        _write_parquet(items_snap, tmp / "items.parquet")
+    except BaseException:
+        # Nothing half-written survives a failed join (or a killed task's retry).
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    ranking_written = (tmp / "ranking_set.parquet").is_file()
     result = FeaturesResult(
         training_set_uri=str(out / "training_set.parquet"),
         users_uri=str(out / "users.parquet"),
         items_uri=str(out / "items.parquet"),
         feature_service=config.feature_service,
         as_of=as_of.isoformat(),
-        n_rows=len(training),
-        n_users=int(training["user_id"].nunique()),
-        n_items=int(training["item_id"].nunique()),
+        n_rows=len(entity_df),
+        n_users=int(entity_df["user_id"].nunique()),
+        n_items=int(entity_df["item_id"].nunique()),
         fingerprint=fingerprint,
         training_set_sha256=sha256_file(tmp / "training_set.parquet"),
         partition_hashes=partition_hashes,
         materialized=materialized,
-        ranking_set_uri=str(out / "ranking_set.parquet") if ranking is not None else "",
+        ranking_set_uri=str(out / "ranking_set.parquet") if ranking_written else "",
         ranking_service=config.ranking_service,
-        ranking_set_sha256=sha256_file(tmp / "ranking_set.parquet") if ranking is not None else "",
+        ranking_set_sha256=sha256_file(tmp / "ranking_set.parquet") if ranking_written else "",
         rolling=rolling.uris,
     )
     (tmp / _RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))

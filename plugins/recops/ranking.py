@@ -320,8 +320,9 @@ def click_metrics(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]
 
 def _dataset(spec: Any, frame: pd.DataFrame, *, batch_size: int, seed: int, shuffle: bool) -> Any:
     """(features, labels, sample weights) batches; the rating loss skips negatives."""
-    import tensorflow as tf
     from recops_models.dcn import ranking_inputs
+
+    from recops.training import indexed_dataset
 
     features = ranking_inputs(spec, {c: frame[c].to_numpy() for c in frame.columns})
     rating = frame["rating"].to_numpy(np.float64)
@@ -334,13 +335,10 @@ def _dataset(spec: Any, frame: pd.DataFrame, *, batch_size: int, seed: int, shuf
         "rating": positive.astype(np.float32),
         "click": np.ones(len(frame), np.float32),
     }
-    dataset = tf.data.Dataset.from_tensor_slices((features, labels, weights)).cache()
-    if shuffle:
-        dataset = dataset.shuffle(len(frame), seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
+    return indexed_dataset(
+        (features, labels, weights), len(frame),
+        batch_size=batch_size, seed=seed, shuffle=shuffle, drop_remainder=False,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- train

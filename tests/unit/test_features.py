@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,6 +104,25 @@ def test_unknown_user_is_reported(settings: Settings) -> None:
         build_features(_cfg(settings, last_day), settings)
     with pytest.raises(KeyError, match="user_id 3"):
         online_user_features([3], settings)
+
+
+def test_sets_built_in_slices_equal_the_one_piece_sets(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+    import recops.features as features
+
+    inter, users, items = synthesize(rows=600, users=20, items=30, days=3, seed=2)
+    publish(settings, inter, users, items, source="test")
+    last_day = inter["event_timestamp"].max().strftime("%Y-%m-%d")
+    whole = build_features(_cfg(settings, last_day), settings)
+    frames = {uri: pd.read_parquet(uri) for uri in (whole.training_set_uri, whole.ranking_set_uri)}
+    # 600 rows in slices of 70: nine slices, the last one short.
+    monkeypatch.setattr(features, "TRAINING_SET_CHUNK_ROWS", 70)
+    sliced = build_features(replace(_cfg(settings, last_day), output_dir=str(settings.runs_dir / "sliced")), settings)
+    assert (sliced.n_rows, sliced.n_users, sliced.n_items) == (whole.n_rows, whole.n_users, whole.n_items)
+    for before, after in ((whole.training_set_uri, sliced.training_set_uri), (whole.ranking_set_uri, sliced.ranking_set_uri)):
+        assert pq.ParquetFile(after).metadata.num_row_groups == -(-whole.n_rows // 70)
+        assert pq.read_schema(after).equals(pq.read_schema(before), check_metadata=False)
+        pd.testing.assert_frame_equal(pd.read_parquet(after), frames[before])
 
 
 @pytest.mark.parametrize(

@@ -59,3 +59,33 @@ def test_bad_inputs_are_named() -> None:
         top_k_items(np.zeros((1, 5)), 6)
     with pytest.raises(ValueError, match="exclude has 2 rows"):
         top_k_items(np.zeros((1, 5)), 2, [np.array([0]), np.array([1])])
+
+
+def _argsort_top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | None) -> np.ndarray:
+    masked = np.array(scores, dtype=np.float64, copy=True)
+    for row, cols in enumerate(exclude or []):
+        masked[row, cols] = -np.inf
+    return np.argsort(-masked, axis=1, kind="stable")[:, :k]
+
+
+def test_top_k_matches_a_full_stable_sort_with_ties_nan_and_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recops_models.metrics as metrics
+
+    # Small blocks so that several blocks, and a short last one, are exercised.
+    monkeypatch.setattr(metrics, "ROW_BLOCK", 7)
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        n, m = int(rng.integers(1, 30)), int(rng.integers(1, 50))
+        k = int(rng.integers(1, m + 1))
+        if trial % 3 == 0:
+            scores = rng.normal(size=(n, m))
+        elif trial % 3 == 1:  # many ties straddling the k-th place
+            scores = rng.integers(0, 3, size=(n, m)).astype(np.float32)
+        else:
+            scores = rng.normal(size=(n, m))
+            scores[rng.random((n, m)) < 0.1] = np.nan
+        exclude = [rng.choice(m, size=int(rng.integers(0, m + 1)), replace=False) for _ in range(n)]
+        for ex in (None, exclude):
+            got = top_k_items(scores, k, ex)
+            assert got.dtype == np.int64
+            np.testing.assert_array_equal(got, _argsort_top_k(scores, k, ex), err_msg=f"trial {trial}")
