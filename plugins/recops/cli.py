@@ -664,12 +664,23 @@ def stop() -> None:
 
 @app.command()
 def ui() -> None:
-    """Start Airflow (standalone), the MLflow UI and serving; print URLs and the login."""
+    """Start Airflow (standalone), the MLflow and Feast UIs and serving; print URLs and the login."""
+    from recops.features import feast_ui_command
+
     settings = _settings()
     airflow_port = int(os.environ.get("AIRFLOW__API__PORT") or 8080)
     mlflow_port = int(os.environ.get("RECOPS_MLFLOW_PORT") or 5000)
+    feast_port = int(os.environ.get("RECOPS_FEAST_UI_PORT") or 8888)
     _require_free_port("127.0.0.1", airflow_port, "AIRFLOW__API__PORT")
     _require_free_port("127.0.0.1", mlflow_port, "RECOPS_MLFLOW_PORT")
+    _require_free_port("127.0.0.1", feast_port, "RECOPS_FEAST_UI_PORT")
+    try:
+        feast_argv, feast_env = feast_ui_command(settings, feast_port)
+    except FileNotFoundError as exc:
+        # Airflow and MLflow are still worth opening before the first run.
+        feast_argv, feast_note = [], str(exc)
+    else:
+        feast_note = f"http://127.0.0.1:{feast_port}"
     settings.ensure_dirs()
     _ensure_airflow_db(settings)
     from recops.serving import server
@@ -689,6 +700,8 @@ def ui() -> None:
             env=env,
         ),  # fmt: skip
     ]
+    if feast_argv:
+        procs.append(subprocess.Popen(feast_argv, env={**env, **feast_env}))
     password_file = settings.airflow_home / "simple_auth_manager_passwords.json.generated"
     deadline = time.monotonic() + 120
     while not password_file.exists() and time.monotonic() < deadline:
@@ -697,8 +710,9 @@ def ui() -> None:
     typer.echo("")
     typer.echo(f"Airflow  http://127.0.0.1:{airflow_port}   login {login}")
     typer.echo(f"MLflow   http://127.0.0.1:{mlflow_port}")
+    typer.echo(f"Feast    {feast_note}")
     typer.echo(f"Serving  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}")
-    typer.echo("Ctrl-C stops Airflow and MLflow (`recops stop` stops serving).")
+    typer.echo("Ctrl-C stops Airflow, MLflow and Feast (`recops stop` stops serving).")
     try:
         for proc in procs:
             proc.wait()

@@ -191,6 +191,31 @@ def open_store(settings: Settings) -> FeatureStore:
         return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=yaml_path)
 
 
+def feast_ui_command(settings: Settings, port: int) -> tuple[list[str], dict[str, str]]:
+    """The ``feast ui`` command line and environment for the repo ``settings`` selects.
+
+    Args:
+        settings: Deployment settings (the repo, RECOPS_HOME, the online store).
+        port: Port for the UI on 127.0.0.1.
+
+    Returns:
+        ``(argv, env)``: the argv runs the ``feast`` next to this Python; ``env`` holds
+        the variables the repo yaml expands, to be merged into the process environment.
+
+    Raises:
+        FileNotFoundError: No features were built yet (the Feast registry is missing).
+    """
+    registry = settings.home / "feast" / "registry.db"
+    if settings.profile != "scale" and not registry.is_file():
+        raise FileNotFoundError(f"no Feast registry at {registry}: run the nightly (`recops demo`) first")
+    feast = Path(sys.executable).parent / "feast"
+    argv = [
+        str(feast), "-c", str(settings.feature_repo), "-f", str(_yaml_path(settings)),
+        "ui", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    return argv, {"RECOPS_HOME": str(settings.home), "RECOPS_REDIS_URL": settings.redis_url}
+
+
 def apply_repo(settings: Settings) -> FeatureStore:
     """Run ``feast apply`` on the feature repo and return the store.
 

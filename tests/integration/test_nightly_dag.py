@@ -13,7 +13,7 @@ from recops.pipeline import logical_date_for, run_dir
 from recops.registry import registry_status
 from recops.report import report_path
 
-from tests.support.report_ui import check_report_tab
+from tests.support.report_ui import check_feast_ui, check_report_tab
 
 # Two nightly runs, two promotions and a replay: 6 min alone on 2 cores, past the default
 # 900 s when other jobs share them (measured 758 s, and one run over 900 s).
@@ -135,6 +135,7 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
     # from the DAG-run page of the Airflow UI in a real browser.
     assert "Not rolled out yet" not in report.read_text()
     check_report_tab(stack, stack.settings.home.parent / "ui", nightly_run_id)
+    check_feast_ui(stack, stack.settings.home.parent / "feast-ui")
     assert registry_status(stack.settings).champion_version == 1
     history = json.loads(stack.recops("history", "--json").stdout)
     assert history[0]["alias"] == "champion" and history[0]["to_version"] == 1

@@ -132,3 +132,32 @@ def check_report_tab(stack: Stack, tmp_path: Path, run_id: str) -> None:
     finally:
         stop_group(proc)
         log.close()
+
+
+def check_feast_ui(stack: Stack, tmp_path: Path) -> None:
+    """Start the Feast UI the way ``recops ui`` does and read the repo back through it.
+
+    The UI's own REST API (what its React pages call) must list every feature view and
+    the feature services of ``feature_repo``, and ``/`` must serve the UI's page.
+    """
+    from recops.features import feast_ui_command
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv, env = feast_ui_command(stack.settings, port)
+    log_path = tmp_path / "feast-ui.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, env={**stack.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{base}/health", 120, proc, log_path)
+        with urllib.request.urlopen(f"{base}/", timeout=30) as response:
+            assert "<title>Feast" in response.read().decode(), "the Feast UI page did not load"
+        with urllib.request.urlopen(f"{base}/api/v1/feature_views/all", timeout=30) as response:
+            views = {v["spec"]["name"] for v in json.loads(response.read())["featureViews"]}
+        with urllib.request.urlopen(f"{base}/api/v1/feature_services?project=recops", timeout=30) as response:
+            services = {s["spec"]["name"] for s in json.loads(response.read())["featureServices"]}
+    finally:
+        stop_group(proc)
+    assert {"user_profile", "item_profile", "user_activity", "item_popularity"} <= views, views
+    assert {"retrieval_v1", "ranking_v1"} <= services, services
