@@ -60,6 +60,34 @@ def pyplot() -> Any:
     return plt
 
 
+def save_figure(fig: Any, path: Path, dpi: int = 120) -> None:
+    """Save ``fig`` as a PNG at ``path`` through a temporary file and a rename, and close it."""
+    plt = pyplot()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def log_if_wide(ax: Any, values: list[float], span: float = 10.0) -> bool:
+    """Put ``ax``'s y axis on a log scale when the positive ``values`` span more than ``span``×.
+
+    Ticks at 1-2-5 steps as plain numbers: the default 10^n labels say little over one or
+    two decades.
+    """
+    positive = [v for v in values if v and v > 0]
+    if not positive or max(positive) / min(positive) <= span:
+        return False
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    return True
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile ``q`` (0-100) of ``values``; NaN when empty."""
     if not values:

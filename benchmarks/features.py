@@ -16,7 +16,10 @@ store: SQLite (the embedded default) and Redis (``RECOPS_REDIS_URL``, default
   ``--reads`` calls after a warm-up.
 
 Both stores run on the same machine as the benchmark, so the figures are for this machine
-only (``machine`` in the JSON). Results go to ``benchmarks/results/features.json``.
+only (``machine`` in the JSON). Results go to ``benchmarks/results/features.json``, with
+``features.md`` (the table and the Redis vs SQLite ratios) and ``features.png``
+(materialization rows/s and online read p50/p99, side by side); ``--out`` picks another
+folder, and ``--replot`` redraws the PNG and table from an existing ``features.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, save_figure, write_atomic
+
 USER_REFS = [
     "user_profile:age", "user_profile:gender", "user_profile:occupation",
     "user_activity:user_events_7d", "user_activity:user_events_30d",
@@ -119,14 +123,26 @@ def _bench_store(settings: Any, end: datetime, users: int, reads: int) -> dict[s
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Run the benchmark, print a table, and write ``benchmarks/results/features.json``."""
+    """Run the benchmark, print a table, and write ``features.json``, ``.md`` and ``.png``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--users", type=int, default=5_000)
     parser.add_argument("--items", type=int, default=2_000)
     parser.add_argument("--days", type=int, default=30)
     parser.add_argument("--reads", type=int, default=300)
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR, help="folder for features.json/.md/.png"
+    )
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw features.png/.md from features.json"
+    )
     args = parser.parse_args(argv)
+    out_dir: Path = args.out
+    if args.replot:
+        report: dict[str, Any] = json.loads((out_dir / "features.json").read_text())
+        write_atomic(out_dir / "features.md", markdown(report))
+        plot(report, out_dir / "features.png")
+        return report
 
     from recops.config import Settings
     from recops.data import publish, synthesize
@@ -183,12 +199,131 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     ]
     for label, pick in rows:
         print(f"{label:24}{pick(results['sqlite']):>14}{pick(results['redis']):>14}")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    target = RESULTS_DIR / "features.json"
-    tmp = target.with_name(f"{target.name}.tmp")
-    tmp.write_text(json.dumps(report, indent=2, sort_keys=True))
-    os.replace(tmp, target)
+    write_atomic(out_dir / "features.json", json.dumps(report, indent=2, sort_keys=True))
+    write_atomic(out_dir / "features.md", markdown(report))
+    plot(report, out_dir / "features.png")
     return report
+
+
+# --------------------------------------------------------------------------- output
+
+_STORES = {"sqlite": ("SQLite", "#8c8c8c", "#4d4d4d"), "redis": ("Redis", "#f0a08c", "#c0392b")}
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a and b else "n/a"
+
+
+def _conditions(report: dict[str, Any]) -> str:
+    d, cpus = report["data"], report.get("machine", {}).get("cpus", "?")
+    return (
+        f"synthetic data: {d['rows']:,} interactions, {d['users']:,} users, {d['items']:,} items, "
+        f"{d['days']} days; stores and benchmark on one machine, {cpus} CPUs"
+    )
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Materialization rows/s and online-read p50/p99 per store, side by side, with the ratios."""
+    plt = pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    stores = [k for k in _STORES if k in report["stores"]]
+    res = report["stores"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [1, 2]})
+
+    rates = [res[k]["online_rows_per_s"] for k in stores]
+    bars = left.bar(range(len(stores)), rates, 0.6, color=[_STORES[k][2] for k in stores],
+                    edgecolor="black", linewidth=0.4)  # fmt: skip
+    left.bar_label(bars, labels=[f"{res[k]['online_rows_per_s']:,.0f}\n({res[k]['materialize_seconds']:.1f} s)"
+                                 for k in stores], fontsize=8, padding=2)  # fmt: skip
+    left.set_xticks(range(len(stores)))
+    left.set_xticklabels([_STORES[k][0] for k in stores])
+    left.set_xlim(-0.7, len(stores) - 0.3)
+    left.set_ylim(0, max(rates) * 1.45)
+    left.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    left.set_ylabel("online rows written per second")
+    title = "Materialization (higher is better)"
+    if len(stores) == 2:
+        title += f"\nRedis / SQLite = {_ratio(rates[1], rates[0])}"
+    left.set_title(title, fontsize=10)
+    left.grid(True, axis="y", alpha=0.3)
+
+    batches = sorted(res[stores[0]]["get_online_features"], key=lambda b: int(b.split("_")[1]))
+    xs = list(range(len(batches)))
+    series = [(k, q) for k in stores for q in ("p50_ms", "p99_ms")]
+    width = 0.8 / len(series)
+    values_all: list[float] = []
+    for j, (store, key) in enumerate(series):
+        values = [res[store]["get_online_features"][b][key] for b in batches]
+        values_all += values
+        name, light, dark = _STORES[store]
+        bars = right.bar([x + (j - (len(series) - 1) / 2) * width for x in xs], values, width,
+                         color=dark if key == "p99_ms" else light, edgecolor="black", linewidth=0.3,
+                         label=f"{name} {key[:3]}")  # fmt: skip
+        right.bar_label(
+            bars,
+            labels=[f"{v:.2f}" if v < 10 else f"{v:.1f}" for v in values],
+            fontsize=7,
+            padding=1,
+        )
+    wide = log_if_wide(right, values_all)
+    top = max(values_all)
+    if len(stores) == 2:
+        for x, b in zip(xs, batches, strict=True):
+            a, c = (res[k]["get_online_features"][b] for k in stores)
+            right.text(x, top * (1.6 if wide else 1.12),
+                       f"SQLite / Redis: p50 {_ratio(a['p50_ms'], c['p50_ms'])}, p99 {_ratio(a['p99_ms'], c['p99_ms'])}",
+                       ha="center", va="bottom", fontsize=8, fontweight="bold")  # fmt: skip
+    right.set_ylim(top=top * (5 if wide else 1.4))
+    right.set_xticks(xs)
+    right.set_xticklabels(
+        [f"{b.split('_')[1]} user{'s' if b != 'batch_1' else ''} per call" for b in batches]
+    )
+    right.set_ylabel("get_online_features latency (ms" + (", log)" if wide else ")"))
+    right.set_title("Online reads of the ranking_v1 user features (lower is better)", fontsize=10)
+    right.legend(fontsize=8, loc="upper left", ncol=2)
+    right.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(f"Feast online store: SQLite vs Redis\n{_conditions(report)}", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Both stores side by side, with the ratio of each figure."""
+    stores = [k for k in _STORES if k in report["stores"]]
+    res = report["stores"]
+    both = len(stores) == 2
+    head = (
+        "| figure | " + " | ".join(_STORES[k][0] for k in stores) + (" | ratio |" if both else " |")
+    )
+    lines = [f"{_conditions(report)}.", "", head, "|" + " --- |" * (len(stores) + 1 + both)]
+
+    def row(label: str, pick: Any, fmt: str, better: str | None) -> None:
+        vals = [pick(res[k]) for k in stores]
+        cells = [format(v, fmt) for v in vals]
+        if both and better is None:
+            cells.append("")
+        elif both:
+            ratio = _ratio(vals[1], vals[0]) if better == "high" else _ratio(vals[0], vals[1])
+            cells.append(f"{'Redis / SQLite' if better == 'high' else 'SQLite / Redis'} {ratio}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    row("materialize s", lambda r: r["materialize_seconds"], ".2f", "low")
+    row("online rows written", lambda r: r["online_rows_written"], ",d", None)
+    row("online rows/s", lambda r: r["online_rows_per_s"], ",.0f", "high")
+    row("source rows/s", lambda r: r["source_rows_per_s"], ",.0f", "high")
+    for b in sorted(res[stores[0]]["get_online_features"], key=lambda b: int(b.split("_")[1])):
+        n = b.split("_")[1]
+        for q in ("p50_ms", "p99_ms"):
+            row(
+                f"get {n} {q[:3]} ms",
+                lambda r, b=b, q=q: r["get_online_features"][b][q],
+                ".3f",
+                "low",
+            )
+    if both:
+        lines += ["", "Ratios are written so that above 1 means Redis is better."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

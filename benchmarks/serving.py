@@ -17,7 +17,10 @@ For REST and gRPC at batch 1, 16 and 64 it measures, with ``recops.serving.loadt
 Then a sustained REST run at ``--sustained-qps`` (batch 1) for ``--sustained-seconds``,
 with its error count and p99. The server and the load generator share the machine, so
 the figures are for this machine only; ``machine`` in the JSON says what it was. Results
-go to ``benchmarks/results/serving.json`` (written atomically).
+go to ``benchmarks/results/serving.json`` (written atomically), with ``serving.md`` (the
+table, and gRPC vs REST ratios) and ``serving.png`` (p50/p99 at the offered rate and
+closed-loop QPS, per protocol and batch) beside it; ``--replot`` redraws those two from
+an existing JSON (``--out`` names it).
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, save_figure, write_atomic
+
 log = logging.getLogger("benchmarks.serving")
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODEL = "recops_retrieval"
 N_USERS, N_ITEMS, DIM = 943, 1682, 64
 #: Offered rate per batch size for the "at rate" runs (requests per second).
@@ -72,8 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sustained-qps", type=float, default=200.0)
     parser.add_argument("--sustained-seconds", type=float, default=60.0)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serving.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "serving.json",
+                        help="the JSON; serving.md/.png go beside it (same name)")  # fmt: skip
+    parser.add_argument("--replot", action="store_true", help="redraw the PNG and table from --out")
     args = parser.parse_args(argv)
+    if args.replot:
+        report = json.loads(args.out.read_text())
+        write_atomic(args.out.with_suffix(".md"), markdown(report))
+        plot(report, args.out.with_suffix(".png"))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
     home = Path(tempfile.mkdtemp(prefix="recops-bench-serving-"))
@@ -213,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tmp = args.out.with_name(f".{args.out.name}.tmp")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, args.out)
+    write_atomic(args.out.with_suffix(".md"), markdown(report))
+    plot(report, args.out.with_suffix(".png"))
     summary = {
         "results": [_summary(r) for r in rows],
         "sustained": {k: v for k, v in report["sustained"].items() if k != "detail"},
@@ -232,6 +245,160 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
         "errors": rate["errors"],
         "capacity_qps": row["capacity_qps"],
     }
+
+
+# --------------------------------------------------------------------------- output
+
+_COLORS = {"rest": ("#9ebbe0", "#1f5fa8"), "grpc": ("#f5c08f", "#c8600e")}
+_NAMES = {"rest": "REST", "grpc": "gRPC"}
+
+
+def _grid(
+    report: dict[str, Any],
+) -> tuple[list[str], list[int], dict[tuple[str, int], dict[str, Any]]]:
+    rows = report["results"]
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    batches = sorted({int(r["batch"]) for r in rows})
+    return protocols, batches, {(r["protocol"], int(r["batch"])): r for r in rows}
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a and b else "n/a"
+
+
+def _conditions(report: dict[str, Any]) -> str:
+    model, cpus = report["model"], report.get("machine", {}).get("cpus", "?")
+    return (
+        f"retrieval contract model ({model['users']} users, {model['items']} items, dim "
+        f"{model['embedding_dim']}, top-100); server and load generator on one machine, {cpus} CPUs"
+    )
+
+
+def _sustained_line(report: dict[str, Any]) -> str:
+    s = report.get("sustained")
+    if not s:
+        return ""
+    return (
+        f"sustained {_NAMES.get(s['protocol'], s['protocol'])} batch {s['batch']} at {s['target_qps']:.0f} QPS "
+        f"for {s['seconds']:.0f} s: {s['achieved_qps']:.1f} QPS achieved, p50 {s['p50_ms']:.1f} ms, "
+        f"p99 {s['p99_ms']:.1f} ms, {s['errors']} errors"
+    )
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """p50/p99 at the offered rate and closed-loop QPS, per protocol and batch size."""
+    plt = pyplot()
+    protocols, batches, cell = _grid(report)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.8))
+    xs = list(range(len(batches)))
+    offered = [
+        next((cell[(p, b)]["at_rate"]["target_qps"] for p in protocols if (p, b) in cell), 0.0)
+        for b in batches
+    ]
+    ticks = [f"batch {b}\n{q:.0f} QPS offered" for b, q in zip(batches, offered, strict=True)]
+
+    # Left: latency at the fixed offered rate; per protocol a light p50 and a dark p99 bar.
+    series = [(p, q) for p in protocols for q in ("p50_ms", "p99_ms")]
+    width = 0.8 / len(series)
+    latencies: list[float] = []
+    for k, (protocol, key) in enumerate(series):
+        values = [
+            cell[(protocol, b)]["at_rate"][key] if (protocol, b) in cell else 0.0 for b in batches
+        ]
+        latencies += values
+        shade = _COLORS.get(protocol, ("#cccccc", "#555555"))[key == "p99_ms"]
+        bars = left.bar([x + (k - (len(series) - 1) / 2) * width for x in xs], values, width, color=shade,
+                        edgecolor="black", linewidth=0.3, label=f"{_NAMES.get(protocol, protocol)} {key[:3]}")  # fmt: skip
+        left.bar_label(bars, labels=[f"{v:.1f}" if v < 100 else f"{v:.0f}" for v in values], fontsize=6.5,
+                       padding=1)  # fmt: skip
+    wide = log_if_wide(left, latencies)
+    left.set_ylabel("latency (ms" + (", log)" if wide else ")"))
+    left.set_title("Latency at a fixed offered rate (lower is better)", fontsize=10)
+
+    # Right: closed-loop capacity per protocol, with the gRPC / REST ratio above each batch.
+    width = 0.8 / len(protocols)
+    capacities: list[float] = []
+    for k, protocol in enumerate(protocols):
+        values = [
+            cell[(protocol, b)]["capacity_qps"] if (protocol, b) in cell else 0.0 for b in batches
+        ]
+        capacities += values
+        bars = right.bar([x + (k - (len(protocols) - 1) / 2) * width for x in xs], values, width,
+                         color=_COLORS.get(protocol, ("#cccccc", "#555555"))[1], edgecolor="black",
+                         linewidth=0.3, label=_NAMES.get(protocol, protocol))  # fmt: skip
+        right.bar_label(bars, labels=[f"{v:,.0f}" for v in values], fontsize=7.5, padding=1)
+    wide_q = log_if_wide(right, capacities)
+    top = max(capacities or [1.0])
+    if {"rest", "grpc"} <= set(protocols):
+        for x, b in zip(xs, batches, strict=True):
+            ratio = _ratio(
+                cell.get(("grpc", b), {}).get("capacity_qps"),
+                cell.get(("rest", b), {}).get("capacity_qps"),
+            )
+            right.text(x, top * (1.5 if wide_q else 1.12), f"gRPC/REST\n{ratio}", ha="center", va="bottom",
+                       fontsize=8, fontweight="bold")  # fmt: skip
+    right.set_ylim(top=top * (4 if wide_q else 1.45))
+    right.set_ylabel("requests/s" + (" (log)" if wide_q else ""))
+    right.set_title(f"Closed-loop capacity, {report['concurrency']} client threads", fontsize=10)
+
+    for ax in (left, right):
+        ax.set_xticks(xs)
+        ax.set_xticklabels(ticks, fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    left.legend(fontsize=7.5, loc="upper left", ncol=2)
+    right.legend(fontsize=7.5, loc="upper left")
+    names = " vs ".join(_NAMES.get(p, p) for p in protocols)
+    lines = [
+        f"recops local model server: {names}, batch {'/'.join(map(str, batches))}",
+        _conditions(report),
+    ]
+    if report.get("sustained"):
+        lines.append(_sustained_line(report))
+    fig.suptitle("\n".join(lines), fontsize=9.5)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """Per protocol and batch: the fixed-rate run, the closed loop; gRPC vs REST; the sustained run."""
+    protocols, batches, cell = _grid(report)
+    lines = [
+        f"{_conditions(report)}; closed loop: {report['concurrency']} client threads.",
+        "",
+        "| protocol | batch | offered QPS | achieved QPS | p50 ms | p99 ms | errors | "
+        "capacity QPS | capacity rows/s | closed-loop p50 ms | closed-loop p99 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for protocol in protocols:
+        for b in batches:
+            r = cell.get((protocol, b))
+            if r is None:
+                continue
+            a, c = r["at_rate"], r.get("capacity", {})
+            lines.append(
+                f"| {_NAMES.get(protocol, protocol)} | {b} | {a['target_qps']:.0f} | {a['achieved_qps']:.1f} | "
+                f"{a['p50_ms']:.2f} | {a['p99_ms']:.2f} | {a['errors']} | {r['capacity_qps']:,.1f} | "
+                f"{r['capacity_rows_per_s']:,.0f} | {c.get('p50_ms', float('nan')):.2f} | "
+                f"{c.get('p99_ms', float('nan')):.2f} |"
+            )
+    if {"rest", "grpc"} <= set(protocols):
+        lines += ["", "gRPC vs REST (above 1: gRPC better):", "",
+                  "| batch | p50 REST / gRPC | p99 REST / gRPC | capacity gRPC / REST |",
+                  "| --- | --- | --- | --- |"]  # fmt: skip
+        for b in batches:
+            rest, grpc = cell.get(("rest", b)), cell.get(("grpc", b))
+            if rest is None or grpc is None:
+                continue
+            lines.append(
+                f"| {b} | {_ratio(rest['at_rate']['p50_ms'], grpc['at_rate']['p50_ms'])} | "
+                f"{_ratio(rest['at_rate']['p99_ms'], grpc['at_rate']['p99_ms'])} | "
+                f"**{_ratio(grpc['capacity_qps'], rest['capacity_qps'])}** |"
+            )
+    if report.get("sustained"):
+        line = _sustained_line(report)
+        lines += ["", line[:1].upper() + line[1:] + "."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -18,8 +18,10 @@ visible GPUs) are fixed once TensorFlow starts in a process:
 
 The training set is built from the ml-100k files (profiles joined onto interactions),
 under ``$RECOPS_HOME/benchmarks/training`` (set ``RECOPS_HOME`` to a scratch folder; the
-ml-100k download is a one-time step). Results go to ``benchmarks/results/training.json``
-and a table is printed.
+ml-100k download is a one-time step). Results go to ``benchmarks/results/training.json``,
+``training.md`` (the table) and ``training.png`` (examples/s per configuration with the
+ratios, and the input-wait share against its 5 % goal); ``--out`` picks another folder,
+and ``--replot`` redraws the PNG and table from an existing ``training.json``.
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, save_figure, write_atomic
 from benchmarks._ml100k import prepare_data
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+#: The input-wait share the tf.data pipeline should stay under.
+INPUT_WAIT_GOAL = 0.05
 
 
 # --------------------------------------------------------------------------- children
@@ -271,8 +275,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (first = warm-up)")
     parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR, help="folder for training.json/.md/.png"
+    )
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw training.png/.md from training.json"
+    )
     parser.add_argument("--child", nargs=2, metavar=("KIND", "JSON"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    out_dir: Path = args.out
+    if args.replot:
+        report = json.loads((out_dir / "training.json").read_text())
+        write_atomic(out_dir / "training.md", markdown(report))
+        plot(report, out_dir / "training.png")
+        return 0
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.child:
@@ -324,13 +340,12 @@ def main(argv: list[str] | None = None) -> int:
         "input_wait", {"config": config("wait", 1), "epochs": args.epochs}, None
     )
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / "training.json"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True))
-    os.replace(tmp, out)
+    out = out_dir / "training.json"
+    write_atomic(out, json.dumps(results, indent=2, sort_keys=True))
+    write_atomic(out_dir / "training.md", markdown(results))
+    plot(results, out_dir / "training.png")
     _print_table(results)
-    print(f"wrote {out}")
+    print(f"wrote {out}, training.md and training.png")
     return 0
 
 
@@ -358,6 +373,150 @@ def _print_table(results: dict[str, Any]) -> None:
     print(f"ml-100k, batch {results['batch_size']}, {results['epochs']} epochs (first = warm-up)")
     for name, value in rows:
         print(f"{name:<{width}}  {value:>14}")
+
+
+# --------------------------------------------------------------------------- output
+
+
+def _comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The side-by-side pairs the JSON holds: (baseline, compared), examples/s and ratio."""
+    fit, feed, gpus = results["fit"], results["feed"], results.get("gpus", 0)
+    pairs = [
+        {
+            "name": "input feed (1 replica)",
+            "bars": [("pandas generator", feed["pandas_generator"]["examples_per_s"]),
+                     ("tf.data", feed["tf_data"]["examples_per_s"])],
+            "ratio": feed["speedup"],
+            "ratio_text": f"tf.data / pandas = {feed['speedup']:.2f}×",
+        },
+        {
+            "name": "replicas (logical CPUs)",
+            "bars": [("1 replica", fit["cpu_1_replicas"]["examples_per_s"]),
+                     ("2 replicas", fit["cpu_2_replicas"]["examples_per_s"])],
+            "ratio": fit["cpu_speedup_2_vs_1"],
+            "ratio_text": f"2 / 1 = {fit['cpu_speedup_2_vs_1']:.2f}× "
+                          f"(efficiency {fit['cpu_scaling_efficiency']:.0%})",
+        },
+    ]  # fmt: skip
+    if "gpu_1" in fit:
+        pairs.append(
+            {
+                "name": "GPUs",
+                "bars": [("1 GPU", fit["gpu_1"]["examples_per_s"]),
+                         (f"all {gpus} GPUs", fit["gpu_all"]["examples_per_s"])],
+                "ratio": fit["gpu_speedup_all_vs_1"],
+                "ratio_text": f"all / 1 = {fit['gpu_speedup_all_vs_1']:.2f}× "
+                              f"(efficiency {fit['gpu_scaling_efficiency']:.0%})",
+            }
+        )  # fmt: skip
+    return pairs
+
+
+def _conditions(results: dict[str, Any]) -> str:
+    host = results.get("host") or results.get("machine") or {}
+    rows = results["fit"]["cpu_1_replicas"].get("train_rows")
+    gpus = results.get("gpus", 0)
+    return (
+        f"{results.get('dataset', 'ml-100k')}, {rows:,} training rows, batch {results['batch_size']}, "
+        f"{results['epochs']} epochs (first = warm-up, not counted); {host.get('cpus', '?')} CPUs"
+        + (f", {gpus} GPUs" if gpus else ", no GPU")
+    )
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """examples/s per configuration, pair by pair with the ratio; input-wait share vs the goal."""
+    plt = pyplot()
+    from matplotlib.ticker import FuncFormatter
+
+    fig, (left, right) = plt.subplots(
+        1, 2, figsize=(10, 4.5), gridspec_kw={"width_ratios": [3, 1.25]}
+    )
+    pairs = _comparisons(results)
+    shades = [("#b7c7de", "#4c72b0"), ("#f3c6a5", "#dd8452"), ("#b4dcb4", "#55a868")]
+    xs: list[float] = []
+    labels: list[str] = []
+    values: list[float] = []
+    for i, pair in enumerate(pairs):
+        base = i * 3.0
+        for j, (label, value) in enumerate(pair["bars"]):
+            bar = left.bar(base + j, value, 0.8, color=shades[i % len(shades)][j], edgecolor="black",
+                           linewidth=0.4, label=pair["name"] if j == 1 else None)  # fmt: skip
+            left.bar_label(bar, labels=[f"{value:,.0f}"], fontsize=8, padding=2)
+            xs.append(base + j)
+            labels.append(label.replace(" generator", "\ngenerator"))
+            values.append(value)
+    wide = log_if_wide(left, values)
+    top = max(values)
+    for i, pair in enumerate(pairs):
+        # The ratio above each pair, clear of the value labels.
+        y = top * (4.0 if wide else 1.36)
+        left.text(i * 3.0 + 0.5, y, pair["ratio_text"].replace(" (", "\n("), ha="center", va="top",
+                  fontsize=8.5, fontweight="bold")  # fmt: skip
+    left.set_ylim(top=top * (5.5 if wide else 1.45))
+    if not wide:
+        left.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    left.set_xticks(xs)
+    left.set_xticklabels(labels, fontsize=8.5)
+    left.set_ylabel("training examples/s" + (" (log)" if wide else ""))
+    left.set_title("Throughput, steady epochs (higher is better)", fontsize=10)
+    left.legend(
+        fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=len(pairs), frameon=False
+    )
+    left.grid(True, axis="y", alpha=0.3)
+
+    wait = results["input_wait"]
+    shares = [100 * wait["input_wait_share"], 100 * wait["eager_next_share"]]
+    names = ["in-graph next()\nvs materialised", "eager next()\n(upper bound)"]
+    bars = right.bar(
+        [0, 1], shares, 0.6, color=["#4c72b0", "#a0a0a0"], edgecolor="black", linewidth=0.4
+    )
+    right.bar_label(bars, labels=[f"{v:.1f} %" for v in shares], fontsize=8, padding=2)
+    right.axhline(100 * INPUT_WAIT_GOAL, color="tab:red", linestyle="--", linewidth=1,
+                  label=f"goal < {INPUT_WAIT_GOAL:.0%}")  # fmt: skip
+    right.axhline(0, color="black", linewidth=0.6)
+    high = max([*shares, 100 * INPUT_WAIT_GOAL])
+    low = min(shares)
+    right.set_ylim(low - 0.15 * high if low < 0 else 0.0, high * 1.35)
+    right.set_xticks([0, 1])
+    right.set_xticklabels(names, fontsize=8)
+    right.set_xlim(-0.6, 1.6)
+    right.set_ylabel("share of epoch time waiting on input (%)")
+    right.set_xlabel(
+        f"{wait['replicas']} replica(s), {wait['steps_per_epoch']} steps/epoch", fontsize=8
+    )
+    right.set_title("Input wait (lower is better)", fontsize=10)
+    right.legend(fontsize=8, loc="upper left")
+    right.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(
+        f"recops two-tower training: examples/s side by side\n{_conditions(results)}", fontsize=10
+    )
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The throughput pairs with their ratios, and the input-wait shares."""
+    lines = [
+        f"Training throughput of the two-tower: {_conditions(results)}.",
+        "",
+        "| comparison | configuration | examples/s | ratio |",
+        "| --- | --- | --- | --- |",
+    ]
+    for pair in _comparisons(results):
+        (base, base_v), (other, other_v) = pair["bars"]
+        lines.append(f"| {pair['name']} | {base} | {base_v:,.0f} | |")
+        lines.append(f"| | {other} | {other_v:,.0f} | **{pair['ratio_text']}** |")
+    wait = results["input_wait"]
+    lines += [
+        "",
+        f"| input wait ({wait['replicas']} replica(s), {wait['steps_per_epoch']} steps/epoch) "
+        "| share of epoch | goal |",
+        "| --- | --- | --- |",
+        f"| in-graph `next()` vs batches materialised in memory | **{wait['input_wait_share']:.1%}** "
+        f"| < {INPUT_WAIT_GOAL:.0%} |",
+        f"| eager `next()` between compiled steps (upper bound) | {wait['eager_next_share']:.1%} | |",
+    ]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
