@@ -25,6 +25,15 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for private servers)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS_DIR, machine, pyplot, write_atomic, write_json
+from benchmarks._common import RESULTS_DIR, free_port, machine, pyplot, write_atomic, write_json
 from benchmarks.pipeline import run_timings
 
 DATASETS: dict[str, dict[str, Any]] = {
@@ -47,14 +47,6 @@ DATASETS: dict[str, dict[str, Any]] = {
                  "min_recall_at_10": 0.0, "min_ndcg_at_10": 0.0, "max_rmse": 5.0},  # fmt: skip
     },
 }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ingest(home: Path, spec: dict[str, Any], extra_env: dict[str, str]) -> str:
@@ -77,7 +69,7 @@ def run_embedded(dataset: str, root: Path) -> dict[str, Any]:
     from recops.pipeline import logical_date_for
 
     home = root / f"embedded-{dataset}"
-    env_home = {"RECOPS_HOME": str(home), "RECOPS_GRPC_PORT": str(_free_port()), "RECOPS_REST_PORT": str(_free_port())}
+    env_home = {"RECOPS_HOME": str(home), "RECOPS_GRPC_PORT": str(free_port()), "RECOPS_REST_PORT": str(free_port())}
     last_day = _ingest(home, DATASETS[dataset]["ingest"], env_home)
     settings = Settings(home=home.resolve())  # airflow_env needs only the state folder
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}, **airflow_env(settings), **env_home}
@@ -110,9 +102,9 @@ def run_scale(dataset: str, root: Path) -> dict[str, Any]:
 
     config = ScaleConfig(
         home=root / f"scale-{dataset}", db_prefix=f"recops_bench_{os.getpid()}",
-        broker_db=10, feast_db=11, api_port=_free_port(), mlflow_port=_free_port(),
-        grpc_port=_free_port(), rest_port=_free_port(), worker_log_port=_free_port(),
-        triggerer_log_port=_free_port(),
+        broker_db=10, feast_db=11, api_port=free_port(), mlflow_port=free_port(),
+        grpc_port=free_port(), rest_port=free_port(), worker_log_port=free_port(),
+        triggerer_log_port=free_port(),
         extra_env={"AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False"},
     )  # fmt: skip
     started = time.monotonic()

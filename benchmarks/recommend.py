@@ -36,7 +36,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,7 @@ from typing import Any
 from benchmarks._common import (
     RESULTS_DIR,
     closed_loop,
+    free_port,
     machine,
     percentile,
     pyplot,
@@ -63,12 +63,6 @@ PATH_STAGES = ("online_profile", "retrieval", "rerank_policy", "ranker_inputs", 
 
 class DemoStateMissing(RuntimeError):
     """The demo's served state is not there."""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------- demo state
@@ -128,7 +122,7 @@ def compare_compressed(settings: Any, models: dict[str, Any], args: argparse.Nam
     from recops.serving.server import start_background, stop_background
 
     home = Path(tempfile.mkdtemp(prefix="recops-bench-recommend-"))
-    private = dataclasses.replace(settings, home=home, grpc_port=_free_port(), rest_port=_free_port())
+    private = dataclasses.replace(settings, home=home, grpc_port=free_port(), rest_port=free_port())
     name = settings.model_name
     versions = {"float": 1, "compressed": 2}
     base = private.model_base_path / name

@@ -38,7 +38,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, save_figure, write_atomic
+from benchmarks._common import (
+    RESULTS_DIR,
+    free_port,
+    log_if_wide,
+    pyplot,
+    save_figure,
+    write_atomic,
+)
 
 log = logging.getLogger("benchmarks.serving")
 
@@ -61,14 +68,6 @@ def _instances(batch: int) -> list[dict[str, Any]]:
     ]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.serving", description=__doc__)
     parser.add_argument("--rate-seconds", type=float, default=8.0)
@@ -89,8 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     home = Path(tempfile.mkdtemp(prefix="recops-bench-serving-"))
     os.environ["RECOPS_HOME"] = str(home)
-    os.environ["RECOPS_GRPC_PORT"] = str(_free_port())
-    os.environ["RECOPS_REST_PORT"] = str(_free_port())
+    os.environ["RECOPS_GRPC_PORT"] = str(free_port())
+    os.environ["RECOPS_REST_PORT"] = str(free_port())
     os.environ.pop("RECOPS_TFSERVING_GRPC", None)
     os.environ.pop("RECOPS_TFSERVING_REST", None)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
