@@ -1,6 +1,7 @@
 """Scale benchmark: end-to-end cost of the pipeline's stages as the data grows (a script).
 
     nice -n 10 python -m benchmarks.scale [--sizes 1000000,5000000] [--dim 32] [--force]
+    nice -n 10 python -m benchmarks.scale --sizes 20000000 --add   # join a larger size later
 
 For each size (interactions) a fresh temporary ``RECOPS_HOME`` gets synthetic data
 (``recops.data.synthesize``: 100 events per user, ``2·√rows`` items, 30 days, like
@@ -29,7 +30,9 @@ stage dominates time and memory (2.1 GiB at 1M, 8.1 GiB at 5M, slope 0.84). 20M 
 supported (``--sizes 1000000,5000000,20000000``) but extrapolates to about 30 minutes
 and a 26 GiB peak, so it is not in the default, and the run stops before any size whose
 expected peak (from the sizes done) exceeds 90 % of the available memory unless
-``--force``.
+``--force``. ``--add`` keeps the sizes already in ``scale.json`` (measured under the same
+conditions) and measures larger ones beside them, so the long 20M point can be taken in
+a run of its own and still land on the same plot.
 """
 
 from __future__ import annotations
@@ -362,16 +365,20 @@ def _available_mib() -> float | None:
     return None
 
 
+def _conditions(args: argparse.Namespace) -> dict[str, str]:
+    return {
+        "data": f"recops.data.synthesize, {DAYS} days, 100 events per user, 2·sqrt(rows) items, seed 7",
+        "train": f"1 epoch, embedding {args.dim}, batch 1024, {args.replicas} replicas, no early stopping",
+        "stage_process": "each stage in its own Python process; seconds include its imports",
+        "online_store": "sqlite",
+    }
+
+
 def _write_report(out: Path, args: argparse.Namespace, runs: list[dict[str, Any]], started: float, *, complete: bool) -> str:
     report = {
         "benchmark": "scale",
         "complete": complete,
-        "conditions": {
-            "data": f"recops.data.synthesize, {DAYS} days, 100 events per user, 2·sqrt(rows) items, seed 7",
-            "train": f"1 epoch, embedding {args.dim}, batch 1024, {args.replicas} replicas, no early stopping",
-            "stage_process": "each stage in its own Python process; seconds include its imports",
-            "online_store": "sqlite",
-        },
+        "conditions": _conditions(args),
         "runs": runs,
         "slopes": _slopes(runs),
         "machine": machine(),
@@ -394,6 +401,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for scale.json/.md/.png")
     parser.add_argument("--force", action="store_true", help="run a size even if its expected peak RSS exceeds free memory")
     parser.add_argument("--replot", action="store_true", help="redraw scale.png/.md from scale.json")
+    parser.add_argument("--add", action="store_true",
+                        help="keep the sizes already in scale.json (same conditions) and add these")  # fmt: skip
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -411,6 +420,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--sizes needs interaction counts >= 1000")
     workdir = args.workdir or Path(tempfile.gettempdir())
     runs: list[dict[str, Any]] = []
+    if args.add and (out / "scale.json").is_file():
+        # A long size (20M) can be measured on its own later and joined to the same plot,
+        # but only with figures taken under the same conditions.
+        earlier = json.loads((out / "scale.json").read_text())
+        train = _conditions(args)["train"]
+        if earlier["conditions"]["train"] != train:
+            parser.error(f"--add: scale.json was measured with {earlier['conditions']['train']!r}, not {train!r}")
+        runs = sorted((r for r in earlier["runs"] if r["rows"] not in sizes), key=lambda r: r["rows"])
+        sizes = [rows for rows in sizes if rows > runs[-1]["rows"]] if runs else sizes
+        if not sizes:
+            parser.error("--add measures sizes larger than those already in scale.json")
     started = time.time()
     table = ""
     for rows in sizes:
@@ -427,7 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
         runs.append(run_size(rows, dim=args.dim, replicas=args.replicas, workdir=workdir))
         # Written after every size, so a long run stopped midway keeps what it measured.
-        table = _write_report(out, args, runs, started, complete=len(runs) == len(sizes))
+        table = _write_report(out, args, runs, started, complete=sum(r["rows"] in sizes for r in runs) == len(sizes))
     if not runs:
         return 1
     print(table)

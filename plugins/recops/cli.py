@@ -460,7 +460,7 @@ def demo(
                f"metrics: {json.dumps(status_data['last_run_metrics'])}")  # fmt: skip
     typer.echo(f"REST:  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}")
     typer.echo(f"gRPC:  {settings.serving_host}:{settings.grpc_port}")
-    typer.echo(f"demo finished in {time.monotonic() - started:.0f} s; `make ui` opens Airflow and MLflow.")
+    typer.echo(f"demo finished in {time.monotonic() - started:.0f} s; `make ui` opens Airflow, MLflow and the Feast UI.")
 
 
 def _check_conf(conf: str) -> dict[str, Any]:
