@@ -25,10 +25,11 @@ other work shares the machine.
 The plot shows seconds per stage, stacked, and peak RSS against rows on log-log axes, with
 the fitted slope (cost ∝ rows^slope; 1 is linear). Results:
 ``benchmarks/results/scale.json``, ``scale.md`` and ``scale.png``. On the 2-core, 24 GiB
-reference machine 1M rows took 95 s and 5M 465 s (slope 0.98: linear); the features
-stage dominates time and memory (2.1 GiB at 1M, 8.1 GiB at 5M, slope 0.84). 20M is
-supported (``--sizes 1000000,5000000,20000000``) but extrapolates to about 30 minutes
-and a 26 GiB peak, so it is not in the default, and the run stops before any size whose
+reference machine 1M rows took 84 s and 5M 311 s (slope 0.81); the features stage
+dominates time and memory (2.1 GiB at 1M, 3.1 GiB at 5M now that the training sets are
+joined in 1M-row slices; 8.1 GiB before). 20M is supported
+(``--sizes 1000000,5000000,20000000``) but takes about 20 minutes more, so it is not in
+the default, and the run stops before any size whose
 expected peak (from the sizes done) exceeds 90 % of the available memory unless
 ``--force``. ``--add`` keeps the sizes already in ``scale.json`` (measured under the same
 conditions) and measures larger ones beside them, so the long 20M point can be taken in
