@@ -13,7 +13,7 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-fast lint ui serve stop status bench compose-env scale-up scale-down clean
+.PHONY: install demo test test-all test-fast lint ui serve stop status bench compose-env scale-up scale-down clean
 
 install: $(STAMP)
 
@@ -34,6 +34,10 @@ lint: install
 	$(BIN)/mypy
 
 test: lint
+	$(BIN)/pytest -q -m "not extended"
+
+# Everything, including the tests marked `extended` (about two minutes more).
+test-all: lint
 	$(BIN)/pytest -q
 
 test-fast: install

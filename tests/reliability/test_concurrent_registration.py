@@ -26,6 +26,7 @@ print(json.dumps({"key": key, "version": result.version}))
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_eight_concurrent_registrations(tmp_path: Path) -> None:
     model = export_contract_model(tmp_path / "sm")
     env = {**os.environ, "RECOPS_HOME": str(tmp_path / "home"), "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -89,6 +89,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
 
 
 @pytest.mark.slow
+@pytest.mark.extended
 def test_kill_9_mid_epoch_resumes_from_the_backup(data: TinyData, tmp_path: Path) -> None:
     # Two logical CPU replicas: the retry must still set them up with a backup present.
     config = _config(data, tmp_path / "killed", replicas=2)
