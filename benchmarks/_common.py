@@ -34,6 +34,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def ratio_text(a: float | None, b: float | None) -> str:
+    """``a / b`` as ``"1.23×"``, or ``"n/a"`` when either side is missing or zero."""
+    return f"{a / b:.2f}×" if a and b else "n/a"
+
+
+def redraw(json_path: Path, markdown: Any, plot: Any) -> dict[str, Any]:
+    """``--replot``: rewrite the ``.md`` and ``.png`` beside ``json_path`` from its report."""
+    report: dict[str, Any] = json.loads(json_path.read_text())
+    write_atomic(json_path.with_suffix(".md"), markdown(report))
+    plot(report, json_path.with_suffix(".png"))
+    return report
+
+
 def write_json(path: Path, payload: Any) -> None:
     """Write ``payload`` as indented JSON, atomically."""
     write_atomic(path, json.dumps(payload, indent=2, default=str) + "\n")

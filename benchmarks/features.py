@@ -39,7 +39,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, save_figure, write_atomic
+from benchmarks._common import (
+    RESULTS_DIR,
+    log_if_wide,
+    pyplot,
+    ratio_text,
+    redraw,
+    save_figure,
+    write_atomic,
+)
 
 USER_REFS = [
     "user_profile:age", "user_profile:gender", "user_profile:occupation",
@@ -139,10 +147,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     out_dir: Path = args.out
     if args.replot:
-        report: dict[str, Any] = json.loads((out_dir / "features.json").read_text())
-        write_atomic(out_dir / "features.md", markdown(report))
-        plot(report, out_dir / "features.png")
-        return report
+        return redraw(out_dir / "features.json", markdown, plot)
 
     from recops.config import Settings
     from recops.data import publish, synthesize
@@ -210,10 +215,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 _STORES = {"sqlite": ("SQLite", "#8c8c8c", "#4d4d4d"), "redis": ("Redis", "#f0a08c", "#c0392b")}
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}×" if a and b else "n/a"
-
-
 def _conditions(report: dict[str, Any]) -> str:
     d, cpus = report["data"], report.get("machine", {}).get("cpus", "?")
     return (
@@ -244,7 +245,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     left.set_ylabel("online rows written per second")
     title = "Materialization (higher is better)"
     if len(stores) == 2:
-        title += f"\nRedis / SQLite = {_ratio(rates[1], rates[0])}"
+        title += f"\nRedis / SQLite = {ratio_text(rates[1], rates[0])}"
     left.set_title(title, fontsize=10)
     left.grid(True, axis="y", alpha=0.3)
 
@@ -272,7 +273,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for x, b in zip(xs, batches, strict=True):
             a, c = (res[k]["get_online_features"][b] for k in stores)
             right.text(x, top * (1.6 if wide else 1.12),
-                       f"SQLite / Redis: p50 {_ratio(a['p50_ms'], c['p50_ms'])}, p99 {_ratio(a['p99_ms'], c['p99_ms'])}",
+                       f"SQLite / Redis: p50 {ratio_text(a['p50_ms'], c['p50_ms'])}, p99 {ratio_text(a['p99_ms'], c['p99_ms'])}",
                        ha="center", va="bottom", fontsize=8, fontweight="bold")  # fmt: skip
     right.set_ylim(top=top * (5 if wide else 1.4))
     right.set_xticks(xs)
@@ -304,7 +305,7 @@ def markdown(report: dict[str, Any]) -> str:
         if both and better is None:
             cells.append("")
         elif both:
-            ratio = _ratio(vals[1], vals[0]) if better == "high" else _ratio(vals[0], vals[1])
+            ratio = ratio_text(vals[1], vals[0]) if better == "high" else ratio_text(vals[0], vals[1])
             cells.append(f"{'Redis / SQLite' if better == 'high' else 'SQLite / Redis'} {ratio}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 

@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RESULTS_DIR, machine, pyplot, write_atomic, write_json
+from benchmarks._common import RESULTS_DIR, machine, pyplot, redraw, write_atomic, write_json
 
 STAGES = ("generate", "validate", "publish", "features", "train", "evaluate")
 #: What fits in about 10 minutes on the 2-core reference machine; pass --sizes for more.
@@ -412,9 +412,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out: Path = args.out
     if args.replot:
-        report = json.loads((out / "scale.json").read_text())
-        write_atomic(out / "scale.md", markdown(report))
-        plot(report, out / "scale.png")
+        redraw(out / "scale.json", markdown, plot)
         return 0
     sizes = sorted({int(s) for s in args.sizes.split(",") if s.strip()})
     if not sizes or min(sizes) < 1000:

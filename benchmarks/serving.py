@@ -43,6 +43,8 @@ from benchmarks._common import (
     free_port,
     log_if_wide,
     pyplot,
+    ratio_text,
+    redraw,
     save_figure,
     write_atomic,
 )
@@ -80,9 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--replot", action="store_true", help="redraw the PNG and table from --out")
     args = parser.parse_args(argv)
     if args.replot:
-        report = json.loads(args.out.read_text())
-        write_atomic(args.out.with_suffix(".md"), markdown(report))
-        plot(report, args.out.with_suffix(".png"))
+        redraw(args.out, markdown, plot)
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
 
@@ -261,10 +261,6 @@ def _grid(
     return protocols, batches, {(r["protocol"], int(r["batch"])): r for r in rows}
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    return f"{a / b:.2f}×" if a and b else "n/a"
-
-
 def _conditions(report: dict[str, Any]) -> str:
     model, cpus = report["model"], report.get("machine", {}).get("cpus", "?")
     return (
@@ -330,7 +326,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     top = max(capacities or [1.0])
     if {"rest", "grpc"} <= set(protocols):
         for x, b in zip(xs, batches, strict=True):
-            ratio = _ratio(
+            ratio = ratio_text(
                 cell.get(("grpc", b), {}).get("capacity_qps"),
                 cell.get(("rest", b), {}).get("capacity_qps"),
             )
@@ -390,9 +386,9 @@ def markdown(report: dict[str, Any]) -> str:
             if rest is None or grpc is None:
                 continue
             lines.append(
-                f"| {b} | {_ratio(rest['at_rate']['p50_ms'], grpc['at_rate']['p50_ms'])} | "
-                f"{_ratio(rest['at_rate']['p99_ms'], grpc['at_rate']['p99_ms'])} | "
-                f"**{_ratio(grpc['capacity_qps'], rest['capacity_qps'])}** |"
+                f"| {b} | {ratio_text(rest['at_rate']['p50_ms'], grpc['at_rate']['p50_ms'])} | "
+                f"{ratio_text(rest['at_rate']['p99_ms'], grpc['at_rate']['p99_ms'])} | "
+                f"**{ratio_text(grpc['capacity_qps'], rest['capacity_qps'])}** |"
             )
     if report.get("sustained"):
         line = _sustained_line(report)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, save_figure, write_atomic
+from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, redraw, save_figure, write_atomic
 from benchmarks._ml100k import prepare_data
 
 #: The input-wait share the tf.data pipeline should stay under.
@@ -285,9 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir: Path = args.out
     if args.replot:
-        report = json.loads((out_dir / "training.json").read_text())
-        write_atomic(out_dir / "training.md", markdown(report))
-        plot(report, out_dir / "training.png")
+        redraw(out_dir / "training.json", markdown, plot)
         return 0
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
