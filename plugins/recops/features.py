@@ -768,6 +768,7 @@ def _write_training_sets(
         writer.write_table(table, row_group_size=TRAINING_SET_CHUNK_ROWS)
 
     try:
+        # At least one pass, so an empty history still gives files with the full schema.
         for start in range(0, max(len(entity_df), 1), TRAINING_SET_CHUNK_ROWS):
             chunk = entity_df.iloc[start : start + TRAINING_SET_CHUNK_ROWS]
             with _recops_home_env(settings):
@@ -877,7 +878,7 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
         # Nothing half-written survives a failed join (or a killed task's retry).
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    ranking_written = (tmp / "ranking_set.parquet").is_file()
+    ranking_written = bool(config.ranking_service)
     result = FeaturesResult(
         training_set_uri=str(out / "training_set.parquet"),
         users_uri=str(out / "users.parquet"),
