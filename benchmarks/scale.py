@@ -28,8 +28,8 @@ the fitted slope (cost ∝ rows^slope; 1 is linear). Results:
 reference machine 1M rows took 84 s and 5M 311 s (slope 0.81); the features stage
 dominates time and memory (2.1 GiB at 1M, 3.1 GiB at 5M now that the training sets are
 joined in 1M-row slices; 8.1 GiB before). 20M is supported
-(``--sizes 1000000,5000000,20000000``) but takes about 20 minutes more, so it is not in
-the default, and the run stops before any size whose
+(``--sizes 1000000,5000000,20000000``) but takes over half an hour more (its features
+stage alone: 698 s, 11.1 GiB), so it is not in the default, and the run stops before any size whose
 expected peak (from the sizes done) exceeds 90 % of the available memory unless
 ``--force``. ``--add`` keeps the sizes already in ``scale.json`` (measured under the same
 conditions) and measures larger ones beside them, so the long 20M point can be taken in
