@@ -25,7 +25,9 @@ def prepare_data(workdir: Path) -> dict[str, str]:
         interactions, users, items = load_movielens(fetch_movielens(Settings.from_env()))
         training_set = interactions.merge(
             users[["user_id", "age", "gender", "occupation"]], on="user_id", validate="many_to_one"
-        ).merge(items[["item_id", "release_year", "genre_mask"]], on="item_id", validate="many_to_one")
+        ).merge(
+            items[["item_id", "release_year", "genre_mask"]], on="item_id", validate="many_to_one"
+        )
         data.mkdir(parents=True, exist_ok=True)
         for name, frame in (("training_set", training_set), ("users", users), ("items", items)):
             tmp = paths[name].with_name(f".{paths[name].name}.tmp")

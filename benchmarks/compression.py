@@ -66,7 +66,9 @@ def main() -> None:
     uris = prepare_data(workdir)
     started = time.perf_counter()
     # Trained as the pipeline trains (its DEFAULT_PARAMS: early stopping off).
-    trained = train(TrainConfig(**uris, output_dir=str(workdir / "train"), early_stopping_patience=0))
+    trained = train(
+        TrainConfig(**uris, output_dir=str(workdir / "train"), early_stopping_patience=0)
+    )
     train_seconds = time.perf_counter() - started
     train_dir = str(Path(trained.model_dir).parent)
 

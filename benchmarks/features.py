@@ -305,7 +305,9 @@ def markdown(report: dict[str, Any]) -> str:
         if both and better is None:
             cells.append("")
         elif both:
-            ratio = ratio_text(vals[1], vals[0]) if better == "high" else ratio_text(vals[0], vals[1])
+            ratio = (
+                ratio_text(vals[1], vals[0]) if better == "high" else ratio_text(vals[0], vals[1])
+            )
             cells.append(f"{'Redis / SQLite' if better == 'high' else 'SQLite / Redis'} {ratio}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 

@@ -99,15 +99,21 @@ def run_timings(sql_alchemy_conn: str, dag_id: str, run_id: str | None = None) -
             run = conn.execute(text(query), params).mappings().first()
             if run is None:
                 what = f"run {run_id!r} of " if run_id else "any run of "
-                raise LookupError(f"no {what}DAG {dag_id!r} in {engine.url.render_as_string(hide_password=True)}")
-            rows = conn.execute(
-                text(
-                    "SELECT task_id, map_index, rendered_map_index, state, start_date, end_date, "
-                    "duration, try_number FROM task_instance "
-                    "WHERE dag_id = :dag_id AND run_id = :run_id ORDER BY start_date, task_id, map_index"
-                ),
-                {"dag_id": dag_id, "run_id": run["run_id"]},
-            ).mappings().all()
+                raise LookupError(
+                    f"no {what}DAG {dag_id!r} in {engine.url.render_as_string(hide_password=True)}"
+                )
+            rows = (
+                conn.execute(
+                    text(
+                        "SELECT task_id, map_index, rendered_map_index, state, start_date, end_date, "
+                        "duration, try_number FROM task_instance "
+                        "WHERE dag_id = :dag_id AND run_id = :run_id ORDER BY start_date, task_id, map_index"
+                    ),
+                    {"dag_id": dag_id, "run_id": run["run_id"]},
+                )
+                .mappings()
+                .all()
+            )
     finally:
         engine.dispose()
     return _summarise(dag_id, dict(run), [dict(r) for r in rows])
@@ -118,7 +124,11 @@ def _summarise(dag_id: str, run: dict[str, Any], rows: list[dict[str, Any]]) -> 
     not_run: list[dict[str, Any]] = []
     for row in rows:
         start, end = _as_utc(row["start_date"]), _as_utc(row["end_date"])
-        name = row["task_id"] if int(row["map_index"]) < 0 else f"{row['task_id']}[{int(row['map_index'])}]"
+        name = (
+            row["task_id"]
+            if int(row["map_index"]) < 0
+            else f"{row['task_id']}[{int(row['map_index'])}]"
+        )
         entry = {
             "task": name,
             "task_id": row["task_id"],
@@ -145,7 +155,10 @@ def _summarise(dag_id: str, run: dict[str, Any], rows: list[dict[str, Any]]) -> 
         if run["state"] in {"running", "queued"}:  # still going: its window so far
             end, end_source = datetime.now(UTC), "now (run not finished)"
         else:
-            end, end_source = max([*ends, *(t["start"] for t in tasks)], default=start), "last task end"
+            end, end_source = (
+                max([*ends, *(t["start"] for t in tasks)], default=start),
+                "last task end",
+            )
     if start is None or end is None:
         raise LookupError(f"run {run['run_id']!r} of {dag_id!r} has not started")
 
@@ -170,8 +183,12 @@ def _summarise(dag_id: str, run: dict[str, Any], rows: list[dict[str, Any]]) -> 
         "state": run["state"],
         "logical_date": str(_as_utc(run.get("logical_date")) or ""),
         "conf": _conf(run.get("conf")),
-        "window": {"start": start.isoformat(), "start_source": start_source,
-                   "end": end.isoformat(), "end_source": end_source},  # fmt: skip
+        "window": {
+            "start": start.isoformat(),
+            "start_source": start_source,
+            "end": end.isoformat(),
+            "end_source": end_source,
+        },  # fmt: skip
         "wall_s": round(wall, 3),
         "covered_s": round(covered, 3),
         "overhead_s": round(wall - covered, 3),
@@ -226,19 +243,32 @@ def plot(timings: dict[str, Any], path: Path, variants: Sequence[str] = ()) -> N
     plt = pyplot()
     tasks = timings["tasks"]
     fig, ax = plt.subplots(figsize=(11, 0.42 * len(tasks) + 2.2))
-    colors = {"success": "tab:green", "failed": "tab:red", "skipped": "tab:gray", "running": "tab:blue"}
+    colors = {
+        "success": "tab:green",
+        "failed": "tab:red",
+        "skipped": "tab:gray",
+        "running": "tab:blue",
+    }
     labels = []
     for i, task in enumerate(tasks):
         label = task["task"]
         variant = task.get("label") or (
-            variants[task["map_index"]] if task["task_id"] == "compress" and 0 <= task["map_index"] < len(variants) else ""
+            variants[task["map_index"]]
+            if task["task_id"] == "compress" and 0 <= task["map_index"] < len(variants)
+            else ""
         )
         if variant:
             label += f" {variant}"
         labels.append(label)
         ax.barh(i, task["end_s"] - task["start_s"], left=task["start_s"], height=0.6,
                 color=colors.get(task["state"] or "", "tab:orange"), edgecolor="black", linewidth=0.4)  # fmt: skip
-        ax.text(task["end_s"] + timings["wall_s"] * 0.005, i, f"{task['seconds']:.1f} s", va="center", fontsize=8)
+        ax.text(
+            task["end_s"] + timings["wall_s"] * 0.005,
+            i,
+            f"{task['seconds']:.1f} s",
+            va="center",
+            fontsize=8,
+        )
     # Shade the stretches of the run where no task was running: Airflow's own time.
     edges = sorted((t["start_s"], t["end_s"]) for t in tasks)
     cursor = 0.0
@@ -282,11 +312,17 @@ def _variants_of(conf: dict[str, Any]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Read a run, print the table, write pipeline.json/.md/.png."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--conn", default=None, help="SQLAlchemy URL of the Airflow DB (default: the demo's)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.pipeline", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--conn", default=None, help="SQLAlchemy URL of the Airflow DB (default: the demo's)"
+    )
     parser.add_argument("--dag-id", default="recsys_nightly")
     parser.add_argument("--run-id", default=None, help="default: the latest run")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for pipeline.json/.md/.png")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR, help="folder for pipeline.json/.md/.png"
+    )
     args = parser.parse_args(argv)
     conn = args.conn or _default_conn()
     if conn.startswith("sqlite:///") and not Path(conn.removeprefix("sqlite:///")).is_file():
@@ -303,7 +339,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(out / "pipeline.json", report)
     table = markdown(report)
     write_atomic(out / "pipeline.md", table)
-    plot(timings, out / "pipeline.png", _variants_of(timings["conf"]) if args.dag_id == "recsys_nightly" else [])
+    plot(
+        timings,
+        out / "pipeline.png",
+        _variants_of(timings["conf"]) if args.dag_id == "recsys_nightly" else [],
+    )
     print(table)
     return 0
 

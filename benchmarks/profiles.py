@@ -41,10 +41,22 @@ DATASETS: dict[str, dict[str, Any]] = {
         "conf": {"epochs": 5, "ranker_epochs": 5, "variants": ["int8_tables", "prune_50"]},
     },
     "synth5m": {
-        "ingest": {"source": "synthetic", "synthetic_rows": 5_000_000, "synthetic_users": 50_000,
-                   "synthetic_items": 20_000, "synthetic_days": 30},  # fmt: skip
-        "conf": {"epochs": 1, "ranker_epochs": 1, "batch_size": 8192, "variants": ["int8_tables"],
-                 "min_recall_at_10": 0.0, "min_ndcg_at_10": 0.0, "max_rmse": 5.0},  # fmt: skip
+        "ingest": {
+            "source": "synthetic",
+            "synthetic_rows": 5_000_000,
+            "synthetic_users": 50_000,
+            "synthetic_items": 20_000,
+            "synthetic_days": 30,
+        },  # fmt: skip
+        "conf": {
+            "epochs": 1,
+            "ranker_epochs": 1,
+            "batch_size": 8192,
+            "variants": ["int8_tables"],
+            "min_recall_at_10": 0.0,
+            "min_ndcg_at_10": 0.0,
+            "max_rmse": 5.0,
+        },  # fmt: skip
     },
 }
 
@@ -57,7 +69,9 @@ def _ingest(home: Path, spec: dict[str, Any], extra_env: dict[str, str]) -> str:
         "print(json.dumps(ingest(IngestConfig(**json.loads(sys.argv[1]))).to_dict()))\n"
     )
     env = {**os.environ, **extra_env, "RECOPS_HOME": str(home)}
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code, json.dumps(spec)], env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise RuntimeError(f"ingest failed:\n{done.stderr[-3000:]}")
     return str(json.loads(done.stdout.strip().splitlines()[-1])["last_date"])
@@ -69,10 +83,18 @@ def run_embedded(dataset: str, root: Path) -> dict[str, Any]:
     from recops.pipeline import logical_date_for
 
     home = root / f"embedded-{dataset}"
-    env_home = {"RECOPS_HOME": str(home), "RECOPS_GRPC_PORT": str(free_port()), "RECOPS_REST_PORT": str(free_port())}
+    env_home = {
+        "RECOPS_HOME": str(home),
+        "RECOPS_GRPC_PORT": str(free_port()),
+        "RECOPS_REST_PORT": str(free_port()),
+    }
     last_day = _ingest(home, DATASETS[dataset]["ingest"], env_home)
     settings = Settings(home=home.resolve())  # airflow_env needs only the state folder
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}, **airflow_env(settings), **env_home}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")},
+        **airflow_env(settings),
+        **env_home,
+    }
     airflow = str(Path(sys.executable).parent / "airflow")
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     started = time.monotonic()
@@ -112,22 +134,36 @@ def run_scale(dataset: str, root: Path) -> dict[str, Any]:
     up_s = time.monotonic() - started
     try:
         env = stack_env(config, load_secrets(config))
-        last_day = _ingest(config.home, DATASETS[dataset]["ingest"], {k: v for k, v in env.items() if k.startswith(("RECOPS_", "MLFLOW_"))})
+        last_day = _ingest(
+            config.home,
+            DATASETS[dataset]["ingest"],
+            {k: v for k, v in env.items() if k.startswith(("RECOPS_", "MLFLOW_"))},
+        )
         api = AirflowApi(config.api_url, "admin", airflow_password(config))
         try:
             api.wait_for_dag("recsys_nightly")
             started = time.monotonic()
-            run_id = api.trigger("recsys_nightly", logical_date_for(last_day), DATASETS[dataset]["conf"])
+            run_id = api.trigger(
+                "recsys_nightly", logical_date_for(last_day), DATASETS[dataset]["conf"]
+            )
             result = api.wait_run("recsys_nightly", run_id, timeout=7200)
             command_s = time.monotonic() - started
         finally:
             api.close()
         if result["run"]["state"] != "success":
-            raise RuntimeError(f"scale {dataset} run ended {result['run']['state']}; logs in {config.state_dir / 'logs'}")
+            raise RuntimeError(
+                f"scale {dataset} run ended {result['run']['state']}; logs in {config.state_dir / 'logs'}"
+            )
         timings = run_timings(config.pg_url("airflow"), "recsys_nightly", run_id)
     finally:
         down(config, purge=True)
-    return {"profile": "scale", "dataset": dataset, "stack_up_s": round(up_s, 1), "command_s": round(command_s, 1), **timings}
+    return {
+        "profile": "scale",
+        "dataset": dataset,
+        "stack_up_s": round(up_s, 1),
+        "command_s": round(command_s, 1),
+        **timings,
+    }
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
@@ -153,9 +189,22 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     covered = [r["covered_s"] for r in rows]
     overhead = [r["overhead_s"] for r in rows]
     ax.bar(labels, covered, label="a task running", color="#4C72B0")
-    ax.bar(labels, overhead, bottom=covered, label="Airflow overhead (no task running)", color="#DD8452")
+    ax.bar(
+        labels,
+        overhead,
+        bottom=covered,
+        label="Airflow overhead (no task running)",
+        color="#DD8452",
+    )
     for i, r in enumerate(rows):
-        ax.text(i, r["wall_s"], f"{100 * (r['overhead_share'] or 0):.1f} %", ha="center", va="bottom", fontsize=9)
+        ax.text(
+            i,
+            r["wall_s"],
+            f"{100 * (r['overhead_share'] or 0):.1f} %",
+            ha="center",
+            va="bottom",
+            fontsize=9,
+        )
     ax.set_ylabel("recsys_nightly wall time (s)")
     ax.set_title("Nightly run: embedded (dags test, SQLite) vs scale (Celery, Postgres)")
     ax.legend(loc="upper left", fontsize=8)
@@ -167,7 +216,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected dataset/profile pairs and write the results."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", default="ml100k,synth5m")
     parser.add_argument("--profiles", default="embedded,scale")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
@@ -182,7 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[profiles] {dataset} on {profile} ...", flush=True)
                 row = (run_embedded if profile == "embedded" else run_scale)(dataset, Path(tmp))
                 row["conf_used"] = DATASETS[dataset]["conf"]
-                print(f"[profiles] {dataset} {profile}: wall {row['wall_s']:.0f} s, overhead {100 * (row['overhead_share'] or 0):.1f} %", flush=True)
+                print(
+                    f"[profiles] {dataset} {profile}: wall {row['wall_s']:.0f} s, overhead {100 * (row['overhead_share'] or 0):.1f} %",
+                    flush=True,
+                )
                 rows.append(row)
     write_json(args.out / "profiles.json", {"machine": machine(), "runs": rows})
     write_atomic(args.out / "profiles.md", markdown(rows))

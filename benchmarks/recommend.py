@@ -58,7 +58,14 @@ from benchmarks._common import (
 BATCHES = (1, 16, 64)
 #: Offered rate per batch size for the "at rate" runs (requests per second); as benchmarks.serving.
 RATES = {1: 100.0, 16: 40.0, 64: 15.0}
-PATH_STAGES = ("online_profile", "retrieval", "rerank_policy", "ranker_inputs", "ranker", "fuse_titles")
+PATH_STAGES = (
+    "online_profile",
+    "retrieval",
+    "rerank_policy",
+    "ranker_inputs",
+    "ranker",
+    "fuse_titles",
+)
 
 
 class DemoStateMissing(RuntimeError):
@@ -79,7 +86,9 @@ def find_models(settings: Any) -> dict[str, Any]:
 
     version = served_stable(settings, settings.model_name)
     if version is None:
-        raise DemoStateMissing(f"no `stable` {settings.model_name} in {settings.models_config_path}")
+        raise DemoStateMissing(
+            f"no `stable` {settings.model_name} in {settings.models_config_path}"
+        )
     served_dir = settings.model_base_path / settings.model_name / str(version)
     if not (served_dir / "saved_model.pb").is_file():
         raise DemoStateMissing(f"served version {version} has no SavedModel at {served_dir}")
@@ -105,7 +114,9 @@ def find_models(settings: Any) -> dict[str, Any]:
         "variant": chosen,
         "served_dir": served_dir,
         "float_dir": float_dir,
-        "selection_row": {k: selected.get(k) for k in ("name", "ndcg_at_10", "recall_at_10")} if selected else {},
+        "selection_row": {k: selected.get(k) for k in ("name", "ndcg_at_10", "recall_at_10")}
+        if selected
+        else {},
         "baseline_row": {k: baseline.get(k) for k in ("name", "ndcg_at_10", "recall_at_10")},
     }
 
@@ -113,7 +124,9 @@ def find_models(settings: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- part A
 
 
-def compare_compressed(settings: Any, models: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+def compare_compressed(
+    settings: Any, models: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
     """Same load on the float and the served compressed SavedModel, side by side."""
     import pandas as pd
     from recops.compression import directory_bytes, gzip_bytes
@@ -134,7 +147,12 @@ def compare_compressed(settings: Any, models: dict[str, Any], args: argparse.Nam
     rng = random.Random(0)
     picked = users.iloc[rng.sample(range(len(users)), max(BATCHES))]
     instances = [
-        {"user_id": int(r.user_id), "age": int(r.age), "gender": str(r.gender), "occupation": str(r.occupation)}
+        {
+            "user_id": int(r.user_id),
+            "age": int(r.age),
+            "gender": str(r.gender),
+            "occupation": str(r.occupation),
+        }
         for r in picked.itertuples()
     ]
 
@@ -153,7 +171,9 @@ def compare_compressed(settings: Any, models: dict[str, Any], args: argparse.Nam
             for batch in BATCHES:
                 row: dict[str, Any] = {"protocol": protocol, "batch": batch}
                 for label in versions:
-                    at_rate = run_load(config(label, protocol, batch, RATES[batch], args.rate_seconds)).to_dict()
+                    at_rate = run_load(
+                        config(label, protocol, batch, RATES[batch], args.rate_seconds)
+                    ).to_dict()
                     cfg = config(label, protocol, batch, 1.0, args.max_seconds)
                     sender = _RestSender(cfg) if protocol == "rest" else _GrpcSender(cfg)
                     capacity = closed_loop(sender, args.max_seconds, args.concurrency)
@@ -187,7 +207,9 @@ def compare_compressed(settings: Any, models: dict[str, Any], args: argparse.Nam
         "quality": {"float": models["baseline_row"], "compressed": models["selection_row"]},
         "sizes": sizes,
         "size_ratio": {
-            "saved_model": _ratio(sizes["float"]["saved_model_bytes"], sizes["compressed"]["saved_model_bytes"]),
+            "saved_model": _ratio(
+                sizes["float"]["saved_model_bytes"], sizes["compressed"]["saved_model_bytes"]
+            ),
             "gzip": _ratio(sizes["float"]["gzip_bytes"], sizes["compressed"]["gzip_bytes"]),
         },
         "load": rows,
@@ -213,7 +235,12 @@ def recommend_staged(
 
     staged: defaultdict[str, list[float]] = defaultdict(list)
     try:
-        out = recommend(RecommendConfig(user_id=user_id, k=k, protocol=protocol), settings, client=client, timings=staged)
+        out = recommend(
+            RecommendConfig(user_id=user_id, k=k, protocol=protocol),
+            settings,
+            client=client,
+            timings=staged,
+        )
     except RecommendError as exc:
         raise DemoStateMissing(str(exc)) from exc
     for stage, values in staged.items():
@@ -226,23 +253,33 @@ def recommend_path(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
     import pandas as pd
     from recops.serving.client import ServingClient
 
-    user_ids = [int(u) for u in pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]]
+    user_ids = [
+        int(u) for u in pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]
+    ]
     rng = random.Random(1)
     sample = [rng.choice(user_ids) for _ in range(args.users)]
     out: dict[str, Any] = {"users": args.users, "k": args.k, "protocols": {}}
     with ServingClient.from_settings(settings) as client:
         # Both protocols must answer the same list, or their timings do not compare.
-        by_rest = recommend_staged(settings, client, sample[0], args.k, "rest", {s: [] for s in PATH_STAGES})
-        by_grpc = recommend_staged(settings, client, sample[0], args.k, "grpc", {s: [] for s in PATH_STAGES})
+        by_rest = recommend_staged(
+            settings, client, sample[0], args.k, "rest", {s: [] for s in PATH_STAGES}
+        )
+        by_grpc = recommend_staged(
+            settings, client, sample[0], args.k, "grpc", {s: [] for s in PATH_STAGES}
+        )
         if [r["item_id"] for r in by_rest] != [r["item_id"] for r in by_grpc]:
             raise RuntimeError(f"REST and gRPC recommend different items for user {sample[0]}")
         out["rest_equals_grpc"] = True
         protocols = ("rest", "grpc")
-        times: dict[str, dict[str, list[float]]] = {p: {s: [] for s in PATH_STAGES} for p in protocols}
+        times: dict[str, dict[str, list[float]]] = {
+            p: {s: [] for s in PATH_STAGES} for p in protocols
+        }
         total: dict[str, list[float]] = {p: [] for p in protocols}
         for protocol in protocols:
             for uid in sample[:5]:  # warm caches and connections
-                recommend_staged(settings, client, uid, args.k, protocol, {s: [] for s in PATH_STAGES})
+                recommend_staged(
+                    settings, client, uid, args.k, protocol, {s: [] for s in PATH_STAGES}
+                )
         # Alternate the protocols user by user, so both see the same machine load.
         for uid in sample:
             for protocol in protocols:
@@ -283,7 +320,11 @@ def _cli_runs(settings: Any, users: list[int], k: int) -> dict[str, Any]:
         walls.append((time.perf_counter() - begin) * 1000.0)
         if proc.returncode != 0:
             raise RuntimeError(f"recops recommend failed: {proc.stderr[-1000:]}")
-    return {"runs": len(walls), "p50_ms": round(percentile(walls, 50), 1), "max_ms": round(max(walls), 1)}
+    return {
+        "runs": len(walls),
+        "p50_ms": round(percentile(walls, 50), 1),
+        "max_ms": round(max(walls), 1),
+    }
 
 
 # --------------------------------------------------------------------------- output
@@ -300,12 +341,25 @@ def plot_compressed(part: dict[str, Any], path: Path) -> None:
     names = {"float": "float (uncompressed)", "compressed": f"served: {part['variant']}"}
     for ax, key, ylabel, title in (
         (axes[0], "p99_ms", "p99 latency (ms)", "p99 at a fixed offered rate (lower is better)"),
-        (axes[1], "capacity_qps", "requests per second", f"Closed-loop capacity, {part['concurrency']} threads"),
+        (
+            axes[1],
+            "capacity_qps",
+            "requests per second",
+            f"Closed-loop capacity, {part['concurrency']} threads",
+        ),
     ):
         for j, label in enumerate(("float", "compressed")):
             values = [r[label][key] for r in part["load"]]
-            bars = ax.bar([x + (j - 0.5) * width for x in xs], values, width, color=colors[label], label=names[label])
-            ax.bar_label(bars, fmt="%.0f" if key == "capacity_qps" else "%.1f", fontsize=7, padding=1)
+            bars = ax.bar(
+                [x + (j - 0.5) * width for x in xs],
+                values,
+                width,
+                color=colors[label],
+                label=names[label],
+            )
+            ax.bar_label(
+                bars, fmt="%.0f" if key == "capacity_qps" else "%.1f", fontsize=7, padding=1
+            )
         ax.set_xticks(xs)
         ax.set_xticklabels(labels, fontsize=8)
         ax.set_ylabel(ylabel)
@@ -317,16 +371,23 @@ def plot_compressed(part: dict[str, Any], path: Path) -> None:
     kinds = ("saved_model_bytes", "gzip_bytes")
     for j, label in enumerate(("float", "compressed")):
         values = [sizes[label][k] / 1e6 for k in kinds]
-        bars = axes[2].bar([x + (j - 0.5) * width for x in range(2)], values, width, color=colors[label])
+        bars = axes[2].bar(
+            [x + (j - 0.5) * width for x in range(2)], values, width, color=colors[label]
+        )
         axes[2].bar_label(bars, fmt="%.2f", fontsize=7, padding=1)
     axes[2].set_xticks(range(2))
     axes[2].set_xticklabels(["SavedModel", "gzip"], fontsize=8)
     axes[2].set_ylabel("size (MB)")
     ratio = part["size_ratio"]
-    axes[2].set_title(f"Size: {ratio['saved_model']:.2f}× / {ratio['gzip']:.2f}× smaller", fontsize=10)
+    axes[2].set_title(
+        f"Size: {ratio['saved_model']:.2f}× / {ratio['gzip']:.2f}× smaller", fontsize=10
+    )
     axes[2].margins(y=0.15)
     axes[2].grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"recops_retrieval v{part['version']}: float vs served compressed variant, same load, same server", fontsize=11)
+    fig.suptitle(
+        f"recops_retrieval v{part['version']}: float vs served compressed variant, same load, same server",
+        fontsize=11,
+    )
     fig.tight_layout()
     _save(fig, plt, path)
 
@@ -344,16 +405,38 @@ def plot_path(part: dict[str, Any], path: Path) -> None:
             if stage not in stages:
                 continue
             width = stages[stage]["p50_ms"]
-            ax.barh(j, width, left=left, color=colors[i], edgecolor="white", label=stage if j == 0 else None)
+            ax.barh(
+                j,
+                width,
+                left=left,
+                color=colors[i],
+                edgecolor="white",
+                label=stage if j == 0 else None,
+            )
             left += width
         e2e = part["protocols"][protocol]["end_to_end"]
-        ax.plot([e2e["p99_ms"]], [j], "k|", markersize=22, markeredgewidth=2, label="end-to-end p99" if j == 0 else None)
-        ax.text(e2e["p99_ms"], j + 0.3, f" p50 {e2e['p50_ms']:.0f} ms, p99 {e2e['p99_ms']:.0f} ms", fontsize=8, va="center")
+        ax.plot(
+            [e2e["p99_ms"]],
+            [j],
+            "k|",
+            markersize=22,
+            markeredgewidth=2,
+            label="end-to-end p99" if j == 0 else None,
+        )
+        ax.text(
+            e2e["p99_ms"],
+            j + 0.3,
+            f" p50 {e2e['p50_ms']:.0f} ms, p99 {e2e['p99_ms']:.0f} ms",
+            fontsize=8,
+            va="center",
+        )
     ax.set_yticks(range(len(protocols)))
     ax.set_yticklabels([f"model calls over {p.upper()}" for p in protocols])
     ax.set_ylim(-0.6, len(protocols) - 0.1)
     ax.set_xlabel("latency per recommendation (ms); bars: p50 of each stage, stacked")
-    ax.set_title(f"recops recommend path, warm, {part['users']} users, top-{part['k']}", fontsize=10)
+    ax.set_title(
+        f"recops recommend path, warm, {part['users']} users, top-{part['k']}", fontsize=10
+    )
     ax.set_xlim(0, max(part["protocols"][p]["end_to_end"]["p99_ms"] for p in protocols) * 1.45)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
     ax.grid(True, axis="x", alpha=0.3)
@@ -410,15 +493,23 @@ def markdown(report: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run both parts on the demo state and write the results."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.recommend", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.recommend", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--users", type=int, default=200, help="users timed on the recommend path")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--rate-seconds", type=float, default=6.0, help="seconds per open-loop run")
-    parser.add_argument("--max-seconds", type=float, default=4.0, help="seconds per closed-loop run")
+    parser.add_argument(
+        "--max-seconds", type=float, default=4.0, help="seconds per closed-loop run"
+    )
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--cli-runs", type=int, default=3, help="fresh `recops recommend` processes timed")
+    parser.add_argument(
+        "--cli-runs", type=int, default=3, help="fresh `recops recommend` processes timed"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
-    parser.add_argument("--replot", action="store_true", help="redraw the PNGs and table from recommend.json")
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw the PNGs and table from recommend.json"
+    )
     args = parser.parse_args(argv)
     if args.replot:
         report = json.loads((args.out / "recommend.json").read_text())

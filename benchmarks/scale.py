@@ -174,7 +174,14 @@ def _stage_train(home: Path, state: dict[str, Any]) -> dict[str, Any]:
             early_stopping_patience=0,
         )
     )
-    keep = ("model_dir", "split_uri", "train_rows", "examples_per_s", "seconds_per_epoch", "final_loss")
+    keep = (
+        "model_dir",
+        "split_uri",
+        "train_rows",
+        "examples_per_s",
+        "seconds_per_epoch",
+        "final_loss",
+    )
     return {k: v for k, v in result.to_dict().items() if k in keep}
 
 
@@ -205,7 +212,10 @@ def _child(stage: str, home: Path) -> int:
     os.environ["RECOPS_HOME"] = str(home)
     state = json.loads((home / "state.json").read_text())
     result = _RUNNERS[stage](home, state)
-    own, waited = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    own, waited = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
     peak_kib = max(own.ru_maxrss, waited.ru_maxrss)
     # CPU seconds barely move when other work shares the machine; wall time does.
     cpu = own.ru_utime + own.ru_stime + waited.ru_utime + waited.ru_stime
@@ -224,7 +234,12 @@ def run_size(rows: int, *, dim: int, replicas: int, workdir: Path) -> dict[str, 
     home = Path(tempfile.mkdtemp(prefix=f"recops-scale-{rows}-", dir=workdir))
     state: dict[str, Any] = {"rows": rows, "dim": dim, "replicas": replicas}
     stages: dict[str, dict[str, Any]] = {}
-    env = {**os.environ, "RECOPS_HOME": str(home), "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {
+        **os.environ,
+        "RECOPS_HOME": str(home),
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
     try:
         for stage in STAGES:
             write_json(home / "state.json", state)
@@ -295,10 +310,20 @@ def plot(report: dict[str, Any], path: Path) -> None:
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     left.plot(xs, bottom, "k-o", label=f"total (slope {_fmt_slope(slopes['total_seconds'])})")
     for x, y in zip(xs, bottom, strict=True):
-        left.annotate(f"{y:,.0f} s", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        left.annotate(
+            f"{y:,.0f} s",
+            (x, y),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
     left.set(xscale="log", yscale="log", xlabel="interactions (rows, log)", ylabel="wall time, stacked by stage (s, log)",
              title="Pipeline cost vs data size (stacked)")  # fmt: skip
-    left.set_ylim(bottom=max(0.5, min(r["stages"][STAGES[0]]["seconds"] for r in runs) / 2), top=max(bottom) * 3)
+    left.set_ylim(
+        bottom=max(0.5, min(r["stages"][STAGES[0]]["seconds"] for r in runs) / 2),
+        top=max(bottom) * 3,
+    )
     left.set_ylabel("wall time, stacked by stage (s, log)")
     left.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
 
@@ -306,16 +331,28 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for i, stage in enumerate(STAGES):
         right.plot(xs, peaks[stage], "-o", color=colors[i], label=stage, markersize=4)
     overall = [r["peak_rss_mib"] for r in runs]
-    right.plot(xs, overall, "k--", label=f"max over stages (slope {_fmt_slope(slopes['peak_rss_mib'])})")
+    right.plot(
+        xs, overall, "k--", label=f"max over stages (slope {_fmt_slope(slopes['peak_rss_mib'])})"
+    )
     for x, y in zip(xs, overall, strict=True):
-        right.annotate(f"{y:,.0f} MiB", (x, y), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=8)
+        right.annotate(
+            f"{y:,.0f} MiB",
+            (x, y),
+            textcoords="offset points",
+            xytext=(0, 6),
+            ha="center",
+            fontsize=8,
+        )
     right.set_ylim(min(min(v) for v in peaks.values()) / 1.5, max(overall) * 2)
     right.set(xscale="log", yscale="log", xlabel="interactions (rows, log)", ylabel="peak RSS of the stage process (MiB, log)",
               title="Peak memory per stage vs data size")  # fmt: skip
     right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     _log_axes(left, xs)
     _log_axes(right, xs)
-    fig.suptitle(f"recops stages on synthetic data, {report['machine']['cpus']} CPUs; slope = d log(cost) / d log(rows)", fontsize=10)
+    fig.suptitle(
+        f"recops stages on synthetic data, {report['machine']['cpus']} CPUs; slope = d log(cost) / d log(rows)",
+        fontsize=10,
+    )
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -340,17 +377,29 @@ def _log_axes(ax: Any, xs: list[int]) -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     """The seconds and peak-RSS table, one row per size, and the slopes."""
-    head = "| rows | users | items | " + " | ".join(f"{s} s" for s in STAGES) + " | total s | total CPU s | peak RSS MiB |"
+    head = (
+        "| rows | users | items | "
+        + " | ".join(f"{s} s" for s in STAGES)
+        + " | total s | total CPU s | peak RSS MiB |"
+    )
     lines = [head, "|" + " --- |" * (len(STAGES) + 6)]
     for r in report["runs"]:
         cells = [f"{r['rows']:,}", f"{r['users']:,}", f"{r['items']:,}"]
         cells += [f"{r['stages'][s]['seconds']:.1f}" for s in STAGES]
         cpu = r.get("total_cpu_seconds")
-        cells += [f"{r['total_seconds']:.1f}", f"{cpu:.1f}" if cpu else "", f"{r['peak_rss_mib']:,.0f}"]
+        cells += [
+            f"{r['total_seconds']:.1f}",
+            f"{cpu:.1f}" if cpu else "",
+            f"{r['peak_rss_mib']:,.0f}",
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     s = report["slopes"]
     cells = ["slope", "", ""] + [_fmt_slope(s[f"{st}_seconds"]) for st in STAGES]
-    cells += [_fmt_slope(s["total_seconds"]), _fmt_slope(s.get("total_cpu_seconds")), _fmt_slope(s["peak_rss_mib"])]
+    cells += [
+        _fmt_slope(s["total_seconds"]),
+        _fmt_slope(s.get("total_cpu_seconds")),
+        _fmt_slope(s["peak_rss_mib"]),
+    ]
     lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -375,7 +424,14 @@ def _conditions(args: argparse.Namespace) -> dict[str, str]:
     }
 
 
-def _write_report(out: Path, args: argparse.Namespace, runs: list[dict[str, Any]], started: float, *, complete: bool) -> str:
+def _write_report(
+    out: Path,
+    args: argparse.Namespace,
+    runs: list[dict[str, Any]],
+    started: float,
+    *,
+    complete: bool,
+) -> str:
     report = {
         "benchmark": "scale",
         "complete": complete,
@@ -394,14 +450,26 @@ def _write_report(out: Path, args: argparse.Namespace, runs: list[dict[str, Any]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the sizes, print the table, write scale.json/.md/.png."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="comma-separated interaction counts")
     parser.add_argument("--dim", type=int, default=32, help="two-tower embedding size")
-    parser.add_argument("--replicas", type=int, default=2, help="training replicas (logical CPU devices)")
+    parser.add_argument(
+        "--replicas", type=int, default=2, help="training replicas (logical CPU devices)"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="parent of the temporary homes")
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for scale.json/.md/.png")
-    parser.add_argument("--force", action="store_true", help="run a size even if its expected peak RSS exceeds free memory")
-    parser.add_argument("--replot", action="store_true", help="redraw scale.png/.md from scale.json")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR, help="folder for scale.json/.md/.png"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="run a size even if its expected peak RSS exceeds free memory",
+    )
+    parser.add_argument(
+        "--replot", action="store_true", help="redraw scale.png/.md from scale.json"
+    )
     parser.add_argument("--add", action="store_true",
                         help="keep the sizes already in scale.json (same conditions) and add these")  # fmt: skip
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
@@ -425,8 +493,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         earlier = json.loads((out / "scale.json").read_text())
         train = _conditions(args)["train"]
         if earlier["conditions"]["train"] != train:
-            parser.error(f"--add: scale.json was measured with {earlier['conditions']['train']!r}, not {train!r}")
-        runs = sorted((r for r in earlier["runs"] if r["rows"] not in sizes), key=lambda r: r["rows"])
+            parser.error(
+                f"--add: scale.json was measured with {earlier['conditions']['train']!r}, not {train!r}"
+            )
+        runs = sorted(
+            (r for r in earlier["runs"] if r["rows"] not in sizes), key=lambda r: r["rows"]
+        )
         sizes = [rows for rows in sizes if rows > runs[-1]["rows"]] if runs else sizes
         if not sizes:
             parser.error("--add measures sizes larger than those already in scale.json")
@@ -437,8 +509,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             prev, done = runs[-1], [r["rows"] for r in runs]
             grow = slope(done, [r["total_seconds"] for r in runs]) or 1.0
             guess = prev["total_seconds"] * (rows / prev["rows"]) ** grow
-            peak = prev["peak_rss_mib"] * (rows / prev["rows"]) ** (slope(done, [r["peak_rss_mib"] for r in runs]) or 1.0)
-            print(f"{rows:,} rows: expect about {guess / 60:.0f} min and a peak of {peak / 1024:.1f} GiB", flush=True)
+            peak = prev["peak_rss_mib"] * (rows / prev["rows"]) ** (
+                slope(done, [r["peak_rss_mib"] for r in runs]) or 1.0
+            )
+            print(
+                f"{rows:,} rows: expect about {guess / 60:.0f} min and a peak of {peak / 1024:.1f} GiB",
+                flush=True,
+            )
             free = _available_mib()
             if free is not None and peak > 0.9 * free and not args.force:
                 print(f"stopping before {rows:,} rows: the expected peak is above 90 % of the "
@@ -446,7 +523,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
         runs.append(run_size(rows, dim=args.dim, replicas=args.replicas, workdir=workdir))
         # Written after every size, so a long run stopped midway keeps what it measured.
-        table = _write_report(out, args, runs, started, complete=sum(r["rows"] in sizes for r in runs) == len(sizes))
+        table = _write_report(
+            out, args, runs, started, complete=sum(r["rows"] in sizes for r in runs) == len(sizes)
+        )
     if not runs:
         return 1
     print(table)

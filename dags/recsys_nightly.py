@@ -47,7 +47,21 @@ RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_S
 GPU_QUEUE = os.environ.get("RECOPS_GPU_QUEUE") or "gpu"
 
 BLESSED = Asset(name="recops_blessed", uri="recops://registry/blessed")
-VARIANTS = ["prune_50", "prune_80", "prune_90", "cluster_16", "int8_tables", "fp16_tables", "folded_fp32", "distill_d32", "distill_d32_int8", "ptq_dynamic", "ptq_float16", "ptq_int8", "qat_int8"]
+VARIANTS = [
+    "prune_50",
+    "prune_80",
+    "prune_90",
+    "cluster_16",
+    "int8_tables",
+    "fp16_tables",
+    "folded_fp32",
+    "distill_d32",
+    "distill_d32_int8",
+    "ptq_dynamic",
+    "ptq_float16",
+    "ptq_int8",
+    "qat_int8",
+]
 
 
 @dag(
@@ -66,18 +80,52 @@ VARIANTS = ["prune_50", "prune_80", "prune_90", "cluster_16", "int8_tables", "fp
         "embedding_dim": Param(64, type="integer", minimum=4, maximum=512),
         "batch_size": Param(1024, type="integer", minimum=16, maximum=65536),
         "learning_rate": Param(0.005, type="number", exclusiveMinimum=0, maximum=10),
-        "temperature": Param(0.25, type="number", exclusiveMinimum=0, maximum=10, description="Softmax temperature"),
-        "replicas": Param(2, type="integer", minimum=1, maximum=16, description="Logical CPU devices when no GPU"),
-        "early_stopping_patience": Param(0, type="integer", minimum=0, maximum=50, description="Stop after N epochs without a better valid NDCG@10 (0: off)"),
-        "protocol": Param("random", type="string", enum=["random", "temporal"], description="Evaluation split"),
+        "temperature": Param(
+            0.25, type="number", exclusiveMinimum=0, maximum=10, description="Softmax temperature"
+        ),
+        "replicas": Param(
+            2, type="integer", minimum=1, maximum=16, description="Logical CPU devices when no GPU"
+        ),
+        "early_stopping_patience": Param(
+            0,
+            type="integer",
+            minimum=0,
+            maximum=50,
+            description="Stop after N epochs without a better valid NDCG@10 (0: off)",
+        ),
+        "protocol": Param(
+            "random", type="string", enum=["random", "temporal"], description="Evaluation split"
+        ),
         "ranker_epochs": Param(30, type="integer", minimum=1, maximum=200),
-        "max_rmse": Param(1.0, type="number", exclusiveMinimum=0, maximum=5, description="Ranker gate: test RMSE ceiling"),
-        "variants": Param(["prune_50", "int8_tables", "distill_d32_int8", "ptq_int8"], type="array", items={"type": "string", "enum": VARIANTS}, minItems=1, maxItems=13, uniqueItems=True, description="Compression variants to search"),
+        "max_rmse": Param(
+            1.0,
+            type="number",
+            exclusiveMinimum=0,
+            maximum=5,
+            description="Ranker gate: test RMSE ceiling",
+        ),
+        "variants": Param(
+            ["prune_50", "int8_tables", "distill_d32_int8", "ptq_int8"],
+            type="array",
+            items={"type": "string", "enum": VARIANTS},
+            minItems=1,
+            maxItems=13,
+            uniqueItems=True,
+            description="Compression variants to search",
+        ),
         "fine_tune_epochs": Param(1, type="integer", minimum=1, maximum=20),
-        "quality_budget": Param(0.01, type="number", minimum=0, maximum=1, description="Max relative NDCG@10 loss of the pruned model"),
+        "quality_budget": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="Max relative NDCG@10 loss of the pruned model",
+        ),
         "min_recall_at_10": Param(0.05, type="number", minimum=0, maximum=1),
         "min_ndcg_at_10": Param(0.05, type="number", minimum=0, maximum=1),
-        "max_relative_drop": Param(0.02, type="number", minimum=0, maximum=1, description="Max relative drop vs champion"),
+        "max_relative_drop": Param(
+            0.02, type="number", minimum=0, maximum=1, description="Max relative drop vs champion"
+        ),
         "seed": Param(42, type="integer", minimum=0, maximum=2**31 - 1),
     },
     tags=["recops", "recsys"],
@@ -139,17 +187,42 @@ def recsys_nightly():
         return evaluate_step(feats, trained, selection, ranked)
 
     @task
-    def register(validation: dict, feats: dict, trained: dict, selection: dict, evaluation: dict, ranked: dict, params=None, dag_run=None) -> dict:
+    def register(
+        validation: dict,
+        feats: dict,
+        trained: dict,
+        selection: dict,
+        evaluation: dict,
+        ranked: dict,
+        params=None,
+        dag_run=None,
+    ) -> dict:
         from recops.pipeline import register_step
 
-        run = {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id, "data_interval_start": str(dag_run.data_interval_start), "data_interval_end": str(dag_run.data_interval_end)}
-        return register_step(run, validation, feats, trained, selection, evaluation, ranked, dict(params))
+        run = {
+            "dag_id": dag_run.dag_id,
+            "run_id": dag_run.run_id,
+            "data_interval_start": str(dag_run.data_interval_start),
+            "data_interval_end": str(dag_run.data_interval_end),
+        }
+        return register_step(
+            run, validation, feats, trained, selection, evaluation, ranked, dict(params)
+        )
 
     @task
-    def report(registered: dict, feats: dict, trained: dict, evaluation: dict, ranked: dict, dag_run=None) -> dict:
+    def report(
+        registered: dict, feats: dict, trained: dict, evaluation: dict, ranked: dict, dag_run=None
+    ) -> dict:
         from recops.pipeline import report_step
 
-        return report_step({"dag_id": dag_run.dag_id, "run_id": dag_run.run_id}, registered, feats, trained, evaluation, ranked)
+        return report_step(
+            {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id},
+            registered,
+            feats,
+            trained,
+            evaluation,
+            ranked,
+        )
 
     @task(outlets=[BLESSED])
     def announce(registered: dict, outlet_events=None, dag_run=None) -> dict:
@@ -157,7 +230,9 @@ def recsys_nightly():
         from recops.pipeline import announcement
 
         if (extra := announcement(registered, dag_run.run_id)) is None:
-            raise AirflowSkipException("the gate did not bless the candidate: nothing to promote (reasons are on the version)")
+            raise AirflowSkipException(
+                "the gate did not bless the candidate: nothing to promote (reasons are on the version)"
+            )
         outlet_events[BLESSED].extra = extra
         return extra
 

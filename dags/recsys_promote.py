@@ -35,7 +35,12 @@ BLESSED = Asset(name="recops_blessed", uri="recops://registry/blessed")
 CHAMPION_MOVED = Asset(
     name="recops_champion_alias",
     uri="recops://registry/recops_retrieval/champion",
-    watchers=[AssetWatcher(name="mlflow_champion_alias", trigger=ChampionAliasTrigger(model_name="recops_retrieval"))],
+    watchers=[
+        AssetWatcher(
+            name="mlflow_champion_alias",
+            trigger=ChampionAliasTrigger(model_name="recops_retrieval"),
+        )
+    ],
 )
 
 
@@ -48,13 +53,29 @@ CHAMPION_MOVED = Asset(
     # same way); retries cover infrastructure errors only.
     default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
     params={
-        "model_name": Param("recops_retrieval", type="string", enum=["recops_retrieval", "recops_ranking"]),
-        "version": Param(None, type=["null", "integer"], minimum=1, maximum=2**31 - 1, description="Version to serve; empty resolves the alias"),
-        "alias": Param("champion", type="string", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$(?!\n)", maxLength=64),
+        "model_name": Param(
+            "recops_retrieval", type="string", enum=["recops_retrieval", "recops_ranking"]
+        ),
+        "version": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            maximum=2**31 - 1,
+            description="Version to serve; empty resolves the alias",
+        ),
+        "alias": Param(
+            "champion", type="string", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$(?!\n)", maxLength=64
+        ),
         "action": Param("promote", type="string", enum=["promote", "rollback"]),
         "force": Param(False, type="boolean", description="Serve a version the gate did not bless"),
         # Free text, but no control characters; it only reaches the ledger and MLflow text.
-        "reason": Param("", type="string", maxLength=500, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)", description="Why, for the audit ledger"),
+        "reason": Param(
+            "",
+            type="string",
+            maxLength=500,
+            pattern=r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)",
+            description="Why, for the audit ledger",
+        ),
     },
     tags=["recops", "recsys"],
     doc_md=__doc__,
@@ -64,7 +85,10 @@ def recsys_promote():
     def resolve(params=None, triggering_asset_events=None) -> list:
         from recops.pipeline import promotion_requests
 
-        events = {str(asset): [e.extra for e in evs] for asset, evs in (triggering_asset_events or {}).items()}
+        events = {
+            str(asset): [e.extra for e in evs]
+            for asset, evs in (triggering_asset_events or {}).items()
+        }
         return promotion_requests(dict(params), events)
 
     # One slot: promotions run one at a time across runs and DAGs; recops.ledger's lock

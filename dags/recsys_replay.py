@@ -31,8 +31,20 @@ RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_S
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
     params={
-        "replay_model_version": Param(1, type="integer", minimum=1, maximum=2**31 - 1, description="Registered version to replay"),
-        "tolerance": Param(0.01, type="number", minimum=0, maximum=1, description="Largest absolute metric difference"),
+        "replay_model_version": Param(
+            1,
+            type="integer",
+            minimum=1,
+            maximum=2**31 - 1,
+            description="Registered version to replay",
+        ),
+        "tolerance": Param(
+            0.01,
+            type="number",
+            minimum=0,
+            maximum=1,
+            description="Largest absolute metric difference",
+        ),
     },
     tags=["recops", "recsys"],
     doc_md=__doc__,

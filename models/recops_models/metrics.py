@@ -72,15 +72,11 @@ def top_k_items(
     out = np.empty((n_users, k), dtype=np.int64)
     for start in range(0, n_users, ROW_BLOCK):
         rows = slice(start, start + ROW_BLOCK)
-        out[rows] = _top_k_block(
-            scores[rows], k, None if exclude is None else exclude[rows]
-        )
+        out[rows] = _top_k_block(scores[rows], k, None if exclude is None else exclude[rows])
     return out
 
 
-def _top_k_block(
-    scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None
-) -> np.ndarray:
+def _top_k_block(scores: np.ndarray, k: int, exclude: Sequence[np.ndarray] | None) -> np.ndarray:
     """Exact top-k of one block: a partition, then a sort of only the k kept per row.
 
     The partition picks an arbitrary subset when equal scores straddle the k-th place, and

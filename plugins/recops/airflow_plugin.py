@@ -57,7 +57,9 @@ class ChampionAliasTrigger(BaseEventTrigger):
                 version = None
             if version is not None and version != emitted:
                 emitted = version
-                yield TriggerEvent({"model_name": self.model_name, "version": version, "source": "registry-watch"})
+                yield TriggerEvent(
+                    {"model_name": self.model_name, "version": version, "source": "registry-watch"}
+                )
             elif version is None:
                 emitted = None
             await asyncio.sleep(self.poll_interval)
@@ -81,7 +83,10 @@ def _reports_app() -> Any:
 
     app = FastAPI(title="recops", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.get("/reports/{dag_id}/{run_id}", dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))])
+    @app.get(
+        "/reports/{dag_id}/{run_id}",
+        dependencies=[Depends(requires_access_dag("GET", DagAccessEntity.RUN))],
+    )
     def run_report(dag_id: str, run_id: str) -> Any:
         try:
             path = report_path(Settings.from_env(), dag_id, run_id)
@@ -123,7 +128,9 @@ class RecopsPlugin(AirflowPlugin):
     """Registers recops with Airflow (listed under Admin > Plugins)."""
 
     name = "recops"
-    fastapi_apps = [{"app": _LazyASGI(_reports_app), "url_prefix": "/recops", "name": "recops run reports"}]
+    fastapi_apps = [
+        {"app": _LazyASGI(_reports_app), "url_prefix": "/recops", "name": "recops run reports"}
+    ]
     # Why an external view: in the Airflow 3.3 UI an external view with destination
     # "dag_run" and a url_route is a tab on the DAG-run page (plugin/<url_route>) whose
     # body is an iframe on ``href`` with {DAG_ID} and {RUN_ID} filled in (URL-encoded), so

@@ -34,7 +34,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-data_app = typer.Typer(help="Fetch or generate data into the published layout.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Fetch or generate data into the published layout.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(scale_app, name="scale")
 
@@ -114,7 +116,9 @@ def _airflow(args: list[str], settings: Settings, *, check: bool = True) -> int:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"airflow-{'-'.join(a for a in args[:2] if a.isidentifier())}.log"
     with log_path.open("a") as log:
-        proc = subprocess.run([exe, *args], env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
+        proc = subprocess.run(
+            [exe, *args], env=env, stdout=log, stderr=subprocess.STDOUT, check=False
+        )
     if check and proc.returncode != 0:
         tail = log_path.read_text().splitlines()[-15:]
         typer.echo("\n".join(tail), err=True)
@@ -138,7 +142,8 @@ def dag_task_ids(dag_id: str, dags_dir: Path | None = None) -> list[str]:
     return [
         node.name
         for node in dag_fn.body
-        if isinstance(node, ast.FunctionDef) and any(_decorator_name(d) == "task" for d in node.decorator_list)
+        if isinstance(node, ast.FunctionDef)
+        and any(_decorator_name(d) == "task" for d in node.decorator_list)
     ]
 
 
@@ -188,7 +193,9 @@ class DagTestTracker:
             self.started.append(self.current)
             self.current_lines = []
         self.current_lines.append(line)
-        if self.current is not None and ("new_state=failed" in line or "Task failed with exception" in line):
+        if self.current is not None and (
+            "new_state=failed" in line or "Task failed with exception" in line
+        ):
             if self.current not in self.failed:
                 self.failed.append(self.current)
         if end := self._END.search(line):
@@ -197,7 +204,9 @@ class DagTestTracker:
             if key in self.failed:
                 self.failed_lines = list(self.current_lines)
             self.current = None
-        self.run_failed |= "DagRun failed" in line or ("DagRun Finished" in line and "state=failed" in line)
+        self.run_failed |= "DagRun failed" in line or (
+            "DagRun Finished" in line and "state=failed" in line
+        )
 
     @property
     def total(self) -> int:
@@ -219,7 +228,12 @@ class DagTestTracker:
 
 
 def _run_dag_test(
-    settings: Settings, logical_date: str, conf: str, dag_id: str = DAG_ID, *, show_progress: bool = False
+    settings: Settings,
+    logical_date: str,
+    conf: str,
+    dag_id: str = DAG_ID,
+    *,
+    show_progress: bool = False,
 ) -> Path:
     """Run ``airflow dags test`` and keep its whole output in ``RECOPS_HOME/logs``.
 
@@ -299,9 +313,15 @@ def _promote_challengers(settings: Settings, *, show_progress: bool = False) -> 
     for i, model in enumerate(PROMOTABLE_MODELS):
         status = registry_status(settings, model)
         newest = status.versions[0] if status.versions else None
-        if newest is None or not newest["blessed"] or served_stable(settings, model) == newest["version"]:
+        if (
+            newest is None
+            or not newest["blessed"]
+            or served_stable(settings, model) == newest["version"]
+        ):
             continue
-        conf = json.dumps({"model_name": model, "version": newest["version"], "reason": "recops demo"})
+        conf = json.dumps(
+            {"model_name": model, "version": newest["version"], "reason": "recops demo"}
+        )
         when_i = (when + timedelta(seconds=i)).isoformat()
         _run_dag_test(settings, when_i, conf, dag_id="recsys_promote", show_progress=show_progress)
         done.append(f"{model} v{newest['version']}")
@@ -332,9 +352,15 @@ def _ingest(config: Any, as_json: bool) -> None:
         with _step_bars(_progress_enabled(as_json)) as report:
             result = ingest(config, settings, progress=report)
     except DataValidationError as exc:
-        _fail(str(exc), f"the report is under {settings.data_dir / 'reports'}; see docs/data_contracts.md")
+        _fail(
+            str(exc),
+            f"the report is under {settings.data_dir / 'reports'}; see docs/data_contracts.md",
+        )
     except DataError as exc:
-        _fail(str(exc), "check the network for the one-time wheel download, or use `recops data synth`")
+        _fail(
+            str(exc),
+            "check the network for the one-time wheel download, or use `recops data synth`",
+        )
     # The result is JSON either way (scripts and the tests read it); --json only drops the bars.
     typer.echo(json.dumps(result.to_dict(), indent=2))
 
@@ -352,7 +378,9 @@ def data_synth(
     rows: Annotated[int, typer.Option(help="Interactions to generate.", min=1)] = 20_000,
     users: Annotated[int, typer.Option(help="Users to generate.", min=1)] = 300,
     items: Annotated[int, typer.Option(help="Items to generate.", min=1)] = 400,
-    days: Annotated[int, typer.Option(help="Days the events span (ending 1998-04-22).", min=1)] = 30,
+    days: Annotated[
+        int, typer.Option(help="Days the events span (ending 1998-04-22).", min=1)
+    ] = 30,
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 7,
     as_json: JsonOption = False,
 ) -> None:
@@ -368,11 +396,24 @@ def data_synth(
 
 @data_app.command("import")
 def data_import(
-    interactions: Annotated[Path, typer.Option(help="Interactions table (.parquet, .csv or .tsv).")],
+    interactions: Annotated[
+        Path, typer.Option(help="Interactions table (.parquet, .csv or .tsv).")
+    ],
     users: Annotated[Path, typer.Option(help="Users table (.parquet, .csv or .tsv).")],
     items: Annotated[Path, typer.Option(help="Items table (.parquet, .csv or .tsv).")],
-    mapping: Annotated[str, typer.Option(help='JSON: our column -> yours, e.g. \'{"user_id": "uid", "event_timestamp": "ts"}\'.')] = "{}",
-    stage_last_days: Annotated[int, typer.Option(help="Last N days go to staging for the nightly run; the rest is validated and published.", min=0)] = 1,
+    mapping: Annotated[
+        str,
+        typer.Option(
+            help='JSON: our column -> yours, e.g. \'{"user_id": "uid", "event_timestamp": "ts"}\'.'
+        ),
+    ] = "{}",
+    stage_last_days: Annotated[
+        int,
+        typer.Option(
+            help="Last N days go to staging for the nightly run; the rest is validated and published.",
+            min=0,
+        ),
+    ] = 1,
     as_json: JsonOption = False,
 ) -> None:
     """Bring your own data: map your columns onto ours, validate the history, stage the last days."""
@@ -382,7 +423,10 @@ def data_import(
     try:
         columns = json.loads(mapping)
     except json.JSONDecodeError as exc:
-        _fail(f"--mapping is not valid JSON: {exc}", "quote keys and values with double quotes inside single shell quotes")
+        _fail(
+            f"--mapping is not valid JSON: {exc}",
+            "quote keys and values with double quotes inside single shell quotes",
+        )
     if not isinstance(columns, dict) or not all(isinstance(v, str) for v in columns.values()):
         _fail(
             "--mapping must be a JSON object of column names",
@@ -404,7 +448,9 @@ def data_import(
 @app.command()
 def demo(
     source: Annotated[str, typer.Option(help="movielens or synthetic.")] = "movielens",
-    date: Annotated[str | None, typer.Option(help="Day to run (YYYY-MM-DD); default: the last day of data.")] = None,
+    date: Annotated[
+        str | None, typer.Option(help="Day to run (YYYY-MM-DD); default: the last day of data.")
+    ] = None,
     conf: Annotated[str, typer.Option(help="JSON DAG Params, e.g. '{\"epochs\": 2}'.")] = "{}",
     user_id: Annotated[int, typer.Option(help="User to recommend for at the end.")] = 1,
 ) -> None:
@@ -418,14 +464,19 @@ def demo(
     # Check every argument before anything is written, so a typo costs nothing.
     _check_conf(conf)
     if source not in {"movielens", "synthetic"}:
-        _fail(f"--source {source!r} is not a source", "use --source movielens or --source synthetic")
+        _fail(
+            f"--source {source!r} is not a source", "use --source movielens or --source synthetic"
+        )
     if date is not None:
         from datetime import date as date_type
 
         try:
             date_type.fromisoformat(date)
         except ValueError:
-            _fail(f"--date {date!r} is not a YYYY-MM-DD day", "e.g. --date 1998-04-22, or leave it out")
+            _fail(
+                f"--date {date!r} is not a YYYY-MM-DD day",
+                "e.g. --date 1998-04-22, or leave it out",
+            )
     settings = _settings()
     settings.ensure_dirs()
     show = _progress_enabled(False)
@@ -435,10 +486,18 @@ def demo(
         with _step_bars(show) as report:
             ingested = ingest(IngestConfig(source=source), settings, progress=report)
     except DataValidationError as exc:
-        _fail(str(exc), f"the report is under {settings.data_dir / 'reports'}; see docs/data_contracts.md")
+        _fail(
+            str(exc),
+            f"the report is under {settings.data_dir / 'reports'}; see docs/data_contracts.md",
+        )
     except DataError as exc:
-        _fail(str(exc), "check the network for the one-time wheel download, or try `recops demo --source synthetic`")
-    typer.echo(f"      {ingested.n_interactions} interactions in {ingested.n_partitions} daily partitions")
+        _fail(
+            str(exc),
+            "check the network for the one-time wheel download, or try `recops demo --source synthetic`",
+        )
+    typer.echo(
+        f"      {ingested.n_interactions} interactions in {ingested.n_partitions} daily partitions"
+    )
     from recops.pipeline import logical_date_for
 
     day = date or ingested.last_date
@@ -450,7 +509,9 @@ def demo(
     typer.echo(f"      log: {log_path}")
     typer.echo("[4/5] Promoting what the gate blessed with `airflow dags test recsys_promote` ...")
     promoted = _promote_challengers(settings, show_progress=show)
-    typer.echo(f"      promoted: {', '.join(promoted) or 'nothing new (the champion keeps serving)'}")
+    typer.echo(
+        f"      promoted: {', '.join(promoted) or 'nothing new (the champion keeps serving)'}"
+    )
     typer.echo(f"[5/5] Top-10 for user {user_id}: retrieval top-100, then the ranker:")
     _print_recommendations(settings, user_id, 10, as_json=False)
     status_data = _status(settings)
@@ -458,9 +519,13 @@ def demo(
     typer.echo(f"champion: version {status_data['registry']['champion_version']}  "
                f"served: {status_data['serving']['versions']}  "
                f"metrics: {json.dumps(status_data['last_run_metrics'])}")  # fmt: skip
-    typer.echo(f"REST:  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}")
+    typer.echo(
+        f"REST:  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}"
+    )
     typer.echo(f"gRPC:  {settings.serving_host}:{settings.grpc_port}")
-    typer.echo(f"demo finished in {time.monotonic() - started:.0f} s; `make ui` opens Airflow, MLflow and the Feast UI.")
+    typer.echo(
+        f"demo finished in {time.monotonic() - started:.0f} s; `make ui` opens Airflow, MLflow and the Feast UI."
+    )
 
 
 def _check_conf(conf: str) -> dict[str, Any]:
@@ -472,14 +537,20 @@ def _check_conf(conf: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         _fail(
             f"--conf is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
-            'quote keys and strings with double quotes inside single shell quotes: --conf \'{"epochs": 2}\'',
+            "quote keys and strings with double quotes inside single shell quotes: --conf '{\"epochs\": 2}'",
         )
     if not isinstance(params, dict):
-        _fail(f"--conf must be a JSON object, got {type(params).__name__}", "e.g. --conf '{\"epochs\": 2}'")
+        _fail(
+            f"--conf must be a JSON object, got {type(params).__name__}",
+            "e.g. --conf '{\"epochs\": 2}'",
+        )
     try:
         return check_params(params, NIGHTLY_SCHEMAS)
     except ValueError as exc:
-        _fail(f"--conf: {exc}", f"{DAG_ID}'s Params and their ranges are in its Trigger form in `make ui`")
+        _fail(
+            f"--conf: {exc}",
+            f"{DAG_ID}'s Params and their ranges are in its Trigger form in `make ui`",
+        )
 
 
 def _recommend(settings: Settings, user_id: int, k: int) -> list[dict[str, Any]]:
@@ -499,7 +570,9 @@ def _print_recommendations(settings: Settings, user_id: int, k: int, *, as_json:
         typer.echo(json.dumps({"user_id": user_id, "recommendations": recs}, indent=2))
         return
     for rec in recs:
-        typer.echo(f"  {rec['rank']:>2}. [{rec['item_id']:>5}] {rec['title'][:60]:<60} {rec['score']:.4f}")
+        typer.echo(
+            f"  {rec['rank']:>2}. [{rec['item_id']:>5}] {rec['title'][:60]:<60} {rec['score']:.4f}"
+        )
 
 
 @app.command()
@@ -526,7 +599,12 @@ def _status(settings: Settings) -> dict[str, Any]:
     if registry_exists:
         reg = registry_status(settings)
     else:
-        reg = RegistryStatus(model_name=settings.model_name, champion_version=None, challenger_version=None, versions=[])
+        reg = RegistryStatus(
+            model_name=settings.model_name,
+            champion_version=None,
+            challenger_version=None,
+            versions=[],
+        )
     client = ServingClient(settings.serving_host, settings.grpc_port, settings.rest_port)
     try:
         versions = client.model_status(settings.model_name)
@@ -544,7 +622,9 @@ def _status(settings: Settings) -> dict[str, Any]:
     if not state["data"]:
         next_step: str | None = FIRST_RUN_HINT
     elif not state["registered_versions"]:
-        next_step = "run `make demo` (or trigger recsys_nightly in `make ui`) to train and register a model"
+        next_step = (
+            "run `make demo` (or trigger recsys_nightly in `make ui`) to train and register a model"
+        )
     elif not serving["up"]:
         next_step = "start serving with `recops serve --detach`"
     else:
@@ -580,7 +660,9 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     typer.echo(f"model      {data['model_name']}")
     typer.echo(f"champion   {data['registry']['champion_version']}")
     typer.echo(f"challenger {data['registry']['challenger_version']}")
-    typer.echo(f"serving    {'up' if data['serving']['up'] else 'down'} {data['serving']['versions']}")
+    typer.echo(
+        f"serving    {'up' if data['serving']['up'] else 'down'} {data['serving']['versions']}"
+    )
     typer.echo(f"endpoints  {data['serving']['rest']}  {data['serving']['grpc']}")
     typer.echo(f"metrics    {json.dumps(data['last_run_metrics'])}")
     if data["next_step"]:
@@ -599,7 +681,9 @@ def history(
     settings = _settings()
     ledger_url = os.environ.get("RECOPS_LEDGER_URL", "").strip() or settings.mlflow_tracking_uri
     # Nothing recorded yet when the embedded registry was never created.
-    entries = [] if _local_sqlite_missing(ledger_url) else ledger_history(settings, model, limit=limit)
+    entries = (
+        [] if _local_sqlite_missing(ledger_url) else ledger_history(settings, model, limit=limit)
+    )
     if as_json:
         typer.echo(json.dumps([e.to_dict() for e in entries], indent=2))
         return
@@ -612,7 +696,9 @@ def history(
 
 @app.command()
 def rollback(
-    to: Annotated[int | None, typer.Option("--to", help="Version to serve; default: the previous one.", min=1)] = None,
+    to: Annotated[
+        int | None, typer.Option("--to", help="Version to serve; default: the previous one.", min=1)
+    ] = None,
     model: Annotated[str, typer.Option(help="Served model.")] = "recops_retrieval",
     reason: Annotated[str, typer.Option(help="Why, for the ledger.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -621,8 +707,13 @@ def rollback(
     from recops.promotion import PromotionError, rollback_model
 
     settings = _settings()
-    if not settings.models_config_path.is_file() and not (settings.tfserving_rest or settings.tfserving_grpc):
-        _fail(f"nothing is served from {settings.home} yet, so there is nothing to roll back", NO_MODEL_HINT)
+    if not settings.models_config_path.is_file() and not (
+        settings.tfserving_rest or settings.tfserving_grpc
+    ):
+        _fail(
+            f"nothing is served from {settings.home} yet, so there is nothing to roll back",
+            NO_MODEL_HINT,
+        )
     try:
         result = rollback_model(model, to, reason=reason or "rollback from the CLI", source="cli")
     except PromotionError as exc:
@@ -630,12 +721,16 @@ def rollback(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
-    typer.echo(f"{model}: stable now v{result.version} (was v{result.previous_version}); served {result.served_versions}")
+    typer.echo(
+        f"{model}: stable now v{result.version} (was v{result.previous_version}); served {result.served_versions}"
+    )
 
 
 @app.command()
 def serve(
-    detach: Annotated[bool, typer.Option(help="Run in the background (pidfile under RECOPS_HOME).")] = False,
+    detach: Annotated[
+        bool, typer.Option(help="Run in the background (pidfile under RECOPS_HOME).")
+    ] = False,
 ) -> None:
     """Run the local TF Serving-compatible server (gRPC 8500, REST 8501)."""
     from recops.serving import server
@@ -645,10 +740,17 @@ def serve(
         try:
             pid = server.start_background(settings)
         except RuntimeError as exc:
-            _fail(str(exc), f"{_PORT_HINT}; the server log is {settings.serving_dir / 'server.log'}")
-        typer.echo(f"serving in the background, pid {pid}: http://{settings.serving_host}:{settings.rest_port}")
+            _fail(
+                str(exc), f"{_PORT_HINT}; the server log is {settings.serving_dir / 'server.log'}"
+            )
+        typer.echo(
+            f"serving in the background, pid {pid}: http://{settings.serving_host}:{settings.rest_port}"
+        )
         return
-    for port, variable in ((settings.rest_port, "RECOPS_REST_PORT"), (settings.grpc_port, "RECOPS_GRPC_PORT")):
+    for port, variable in (
+        (settings.rest_port, "RECOPS_REST_PORT"),
+        (settings.grpc_port, "RECOPS_GRPC_PORT"),
+    ):
         _require_free_port(settings.serving_host, port, variable)
     server.main([])
 
@@ -691,12 +793,24 @@ def ui() -> None:
         _fail(str(exc), f"{_PORT_HINT}; the server log is {settings.serving_dir / 'server.log'}")
     bin_dir = Path(sys.executable).parent
     # `airflow standalone` starts its components as `airflow ...` from PATH.
-    env = {**os.environ, **airflow_env(settings), "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        **airflow_env(settings),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     procs = [
         subprocess.Popen([str(bin_dir / "airflow"), "standalone"], env=env),
         subprocess.Popen(
-            [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", settings.mlflow_tracking_uri,
-             "--host", "127.0.0.1", "--port", str(mlflow_port)],
+            [
+                str(bin_dir / "mlflow"),
+                "ui",
+                "--backend-store-uri",
+                settings.mlflow_tracking_uri,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(mlflow_port),
+            ],
             env=env,
         ),  # fmt: skip
     ]
@@ -706,12 +820,18 @@ def ui() -> None:
     deadline = time.monotonic() + 120
     while not password_file.exists() and time.monotonic() < deadline:
         time.sleep(1)
-    login = password_file.read_text().strip() if password_file.exists() else "(see the airflow standalone output)"
+    login = (
+        password_file.read_text().strip()
+        if password_file.exists()
+        else "(see the airflow standalone output)"
+    )
     typer.echo("")
     typer.echo(f"Airflow  http://127.0.0.1:{airflow_port}   login {login}")
     typer.echo(f"MLflow   http://127.0.0.1:{mlflow_port}")
     typer.echo(f"Feast    {feast_note}")
-    typer.echo(f"Serving  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}")
+    typer.echo(
+        f"Serving  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}"
+    )
     typer.echo("Ctrl-C stops Airflow, MLflow and Feast (`recops stop` stops serving).")
     try:
         for proc in procs:
@@ -721,7 +841,9 @@ def ui() -> None:
             proc.send_signal(signal.SIGTERM)
 
 
-_PORT_HINT = "free the port, or pick others with RECOPS_REST_PORT / RECOPS_GRPC_PORT (or `recops stop`)"
+_PORT_HINT = (
+    "free the port, or pick others with RECOPS_REST_PORT / RECOPS_GRPC_PORT (or `recops stop`)"
+)
 
 
 def _require_free_port(host: str, port: int, variable: str) -> None:
@@ -732,7 +854,10 @@ def _require_free_port(host: str, port: int, variable: str) -> None:
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:
                 raise
-            _fail(f"port {port} on {host} is already in use", f"stop what holds it, or set {variable} to a free port")
+            _fail(
+                f"port {port} on {host} is already in use",
+                f"stop what holds it, or set {variable} to a free port",
+            )
 
 
 # --- benchmarks -------------------------------------------------------------------------
@@ -767,19 +892,29 @@ def benchmark_plan(repo_root: Path = REPO_ROOT) -> list[tuple[str, list[str], li
 
 @app.command()
 def bench(
-    only: Annotated[list[str] | None, typer.Option("--only", help="Run only this benchmark (repeatable).")] = None,
-    list_only: Annotated[bool, typer.Option("--list", help="List the benchmarks and exit.")] = False,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this benchmark (repeatable).")
+    ] = None,
+    list_only: Annotated[
+        bool, typer.Option("--list", help="List the benchmarks and exit.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="With --list: print JSON.")] = False,
 ) -> None:
     """Run the benchmarks of `make bench` (results under benchmarks/results/)."""
     try:
         plan = benchmark_plan()
     except FileNotFoundError as exc:
-        _fail(str(exc), "benchmarks run from the source checkout: clone the repo and run `make bench` there")
+        _fail(
+            str(exc),
+            "benchmarks run from the source checkout: clone the repo and run `make bench` there",
+        )
     names = [name for name, _, _ in plan]
     unknown = sorted(set(only or ()) - set(names))
     if unknown:
-        _fail(f"unknown benchmark {', '.join(unknown)}", f"choose from: {', '.join(names)} (`recops bench --list`)")
+        _fail(
+            f"unknown benchmark {', '.join(unknown)}",
+            f"choose from: {', '.join(names)} (`recops bench --list`)",
+        )
     chosen = [step for step in plan if not only or step[0] in only]
     if list_only:
         rows = [
@@ -790,16 +925,28 @@ def bench(
             typer.echo(json.dumps(rows, indent=2))
         else:
             for name, prefix, args in chosen:
-                typer.echo(f"{name:<14} {shlex.join([*prefix, 'python', '-m', f'benchmarks.{name}', *args])}")
+                typer.echo(
+                    f"{name:<14} {shlex.join([*prefix, 'python', '-m', f'benchmarks.{name}', *args])}"
+                )
         return
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2")}
+    env = {
+        **os.environ,
+        "TF_USE_LEGACY_KERAS": "1",
+        "TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+    }
     for i, (name, prefix, args) in enumerate(chosen, start=1):
         command = [*prefix, sys.executable, "-m", f"benchmarks.{name}", *args]
-        typer.echo(f"[{i}/{len(chosen)}] {shlex.join([*prefix, 'python', *command[len(prefix) + 1 :]])}", err=True)
+        typer.echo(
+            f"[{i}/{len(chosen)}] {shlex.join([*prefix, 'python', *command[len(prefix) + 1 :]])}",
+            err=True,
+        )
         started = time.monotonic()
         code = subprocess.run(command, cwd=REPO_ROOT, env=env, check=False).returncode
         if code != 0:
-            _fail(f"benchmarks.{name} exited with {code}", f"its output is above; rerun it alone with `recops bench --only {name}`")
+            _fail(
+                f"benchmarks.{name} exited with {code}",
+                f"its output is above; rerun it alone with `recops bench --only {name}`",
+            )
         typer.echo(f"      {name} done in {time.monotonic() - started:.0f} s", err=True)
 
 

@@ -40,23 +40,34 @@ def scale_up(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
     """Start the stack against the local Postgres and Redis (idempotent)."""
     config = ScaleConfig.from_env()
     if not as_json:
-        typer.echo(f"Starting the scale profile under {config.home} (databases {config.db_prefix}_*) ...", err=True)
+        typer.echo(
+            f"Starting the scale profile under {config.home} (databases {config.db_prefix}_*) ...",
+            err=True,
+        )
     try:
         result = up(config)
     except ScaleError as exc:
-        _fail(exc, "`recops scale down` stops what did start; logs are under " + str(config.state_dir / "logs"))
+        _fail(
+            exc,
+            "`recops scale down` stops what did start; logs are under "
+            + str(config.state_dir / "logs"),
+        )
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
     typer.echo(f"Airflow  {result.airflow_url}   login admin / {airflow_password(config)}")
-    typer.echo(f"MLflow   {result.mlflow_url}   login admin / (MLFLOW_TRACKING_PASSWORD in {config.secrets_path})")
+    typer.echo(
+        f"MLflow   {result.mlflow_url}   login admin / (MLFLOW_TRACKING_PASSWORD in {config.secrets_path})"
+    )
     typer.echo(f"logs     {result.logs}")
     typer.echo("`eval $(recops scale env)` points recops commands in this shell at the stack.")
 
 
 @scale_app.command("down")
 def scale_down(
-    purge: Annotated[bool, typer.Option(help="Also drop the profile's databases and state folder.")] = False,
+    purge: Annotated[
+        bool, typer.Option(help="Also drop the profile's databases and state folder.")
+    ] = False,
 ) -> None:
     """Stop the stack's processes."""
     config = ScaleConfig.from_env()
@@ -64,11 +75,15 @@ def scale_down(
         stopped = down(config, purge=purge)
     except ScaleError as exc:
         _fail(exc, "the processes are stopped; only the purge failed")
-    typer.echo(f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; purged" if purge else ""))
+    typer.echo(
+        f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; purged" if purge else "")
+    )
 
 
 @scale_app.command("status")
-def scale_status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def scale_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
     """Which of the stack's services run."""
     result = status(ScaleConfig.from_env())
     if as_json:
@@ -95,7 +110,9 @@ def scale_env() -> None:
 
 @scale_app.command("trigger")
 def scale_trigger(
-    logical_date: Annotated[str, typer.Option(help="Logical date (YYYY-MM-DD): the run processes the day before.")],
+    logical_date: Annotated[
+        str, typer.Option(help="Logical date (YYYY-MM-DD): the run processes the day before.")
+    ],
     conf: Annotated[str, typer.Option(help="JSON DAG Params.")] = "{}",
     dag_id: Annotated[str, typer.Option(help="DAG to trigger.")] = "recsys_nightly",
     wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = True,
@@ -105,7 +122,10 @@ def scale_trigger(
     try:
         params = json.loads(conf)
     except json.JSONDecodeError as exc:
-        _fail(ValueError(f"--conf is not JSON: {exc}"), 'pass an object, e.g. --conf \'{"epochs": 2}\'')
+        _fail(
+            ValueError(f"--conf is not JSON: {exc}"),
+            "pass an object, e.g. --conf '{\"epochs\": 2}'",
+        )
     config = ScaleConfig.from_env()
     try:
         api = AirflowApi(config.api_url, "admin", airflow_password(config))
@@ -113,10 +133,18 @@ def scale_trigger(
         run_id = api.trigger(dag_id, logical_date, params)
         if not as_json:
             typer.echo(f"triggered {dag_id} run {run_id}", err=True)
-        result = api.wait_run(dag_id, run_id) if wait else {"run": {"dag_run_id": run_id, "state": "queued"}}
+        result = (
+            api.wait_run(dag_id, run_id)
+            if wait
+            else {"run": {"dag_run_id": run_id, "state": "queued"}}
+        )
         api.close()
     except ScaleError as exc:
-        _fail(exc, "`recops scale status` shows what runs; logs are under " + str(config.state_dir / "logs"))
+        _fail(
+            exc,
+            "`recops scale status` shows what runs; logs are under "
+            + str(config.state_dir / "logs"),
+        )
     if as_json:
         typer.echo(json.dumps(result, indent=2, default=str))
     else:

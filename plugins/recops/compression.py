@@ -757,7 +757,9 @@ def _tflite_quality(
         rows = slice(start, start + ROW_BLOCK)
         out = scorer({name: values[rows] for name, values in inputs.items()})
         scores = np.full((len(out["item_ids"]), item_ids.size), -np.inf)
-        np.put_along_axis(scores, to_column(out["item_ids"]), out["scores"].astype(np.float64), axis=1)
+        np.put_along_axis(
+            scores, to_column(out["item_ids"]), out["scores"].astype(np.float64), axis=1
+        )
         ranked.append(top_k_items(scores, QUALITY_K, exclude[rows]))
     metrics = ranking_metrics(np.concatenate(ranked), truth, QUALITY_K)
     return metrics.recall, metrics.ndcg
@@ -1153,7 +1155,9 @@ def _plot_pareto(rows: Sequence[Mapping[str, Any]], path: Path) -> None:
                               color="tab:gray", xytext=(3, -9), textcoords="offset points")  # fmt: skip
         if key == "gzip_bytes":
             # Sizes span well under a decade: a linear axis in kB reads better than log.
-            axis.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1e3:.0f} kB"))
+            axis.xaxis.set_major_formatter(
+                matplotlib.ticker.FuncFormatter(lambda v, _: f"{v / 1e3:.0f} kB")
+            )
         else:
             axis.set_xscale("log")
             # Minor-tick labels on a narrow log range overprint each other; majors suffice.

@@ -207,7 +207,9 @@ def feast_ui_command(settings: Settings, port: int) -> tuple[list[str], dict[str
     """
     registry = settings.home / "feast" / "registry.db"
     if settings.profile != "scale" and not registry.is_file():
-        raise FileNotFoundError(f"no Feast registry at {registry}: run the nightly (`recops demo`) first")
+        raise FileNotFoundError(
+            f"no Feast registry at {registry}: run the nightly (`recops demo`) first"
+        )
     feast = Path(sys.executable).parent / "feast"
     argv = [
         str(feast), "-c", str(settings.feature_repo), "-f", str(_yaml_path(settings)),
@@ -764,7 +766,9 @@ def _write_training_sets(
         table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
         if writer is None:
             table = table.replace_schema_metadata(None)
-            writer = writers[name] = pq.ParquetWriter(folder / name, table.schema, compression="zstd")
+            writer = writers[name] = pq.ParquetWriter(
+                folder / name, table.schema, compression="zstd"
+            )
         writer.write_table(table, row_group_size=TRAINING_SET_CHUNK_ROWS)
 
     try:

@@ -84,13 +84,18 @@ def train_multiworker(config: TrainConfig, workers: int, *, timeout: float = 360
         for index in range(workers):
             env = {
                 **os.environ,
-                "TF_CONFIG": json.dumps({"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}),
+                "TF_CONFIG": json.dumps(
+                    {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": index}}
+                ),
             }
             with logs[index].open("wb") as log:
                 procs.append(
                     subprocess.Popen(
                         [sys.executable, "-m", "recops.multiworker", payload, str(results[index])],
-                        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
                     )  # fmt: skip
                 )
         deadline = time.monotonic() + timeout
@@ -100,11 +105,15 @@ def train_multiworker(config: TrainConfig, workers: int, *, timeout: float = 360
             if failed:
                 i = failed[0]
                 tail = logs[i].read_text(errors="replace")[-3000:]
-                raise MultiWorkerError(f"worker {i} of {workers} exited with {codes[i]}; its log ({logs[i]}) ends:\n{tail}")
+                raise MultiWorkerError(
+                    f"worker {i} of {workers} exited with {codes[i]}; its log ({logs[i]}) ends:\n{tail}"
+                )
             if all(c == 0 for c in codes):
                 break
             if time.monotonic() > deadline:
-                raise MultiWorkerError(f"the {workers} workers did not finish within {timeout:.0f} s; logs in {log_dir}")
+                raise MultiWorkerError(
+                    f"the {workers} workers did not finish within {timeout:.0f} s; logs in {log_dir}"
+                )
             time.sleep(1)
     finally:
         for proc in procs:
@@ -118,7 +127,9 @@ def _main(argv: list[str]) -> int:
     import logging
 
     # The launcher keeps each worker's output in its own file; make the training log land there.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     config = TrainConfig(**json.loads(argv[0]))
     from recops.training import train
 

@@ -60,8 +60,11 @@ NIGHTLY_SCHEMAS: dict[str, dict[str, Any]] = {
     "ranker_epochs": {"type": "integer", "minimum": 1, "maximum": 200},
     "max_rmse": {"type": "number", "exclusiveMinimum": 0, "maximum": 5},
     "variants": {
-        "type": "array", "items": {"type": "string", "enum": list(VARIANT_NAMES)},
-        "minItems": 1, "maxItems": 13, "uniqueItems": True,
+        "type": "array",
+        "items": {"type": "string", "enum": list(VARIANT_NAMES)},
+        "minItems": 1,
+        "maxItems": 13,
+        "uniqueItems": True,
     },  # fmt: skip
     "fine_tune_epochs": {"type": "integer", "minimum": 1, "maximum": 20},
     "quality_budget": {"type": "number", "minimum": 0, "maximum": 1},
@@ -133,7 +136,9 @@ def check_param(name: str, value: Any, schema: Mapping[str, Any]) -> Any:
     return value
 
 
-def check_params(params: Mapping[str, Any], schemas: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def check_params(
+    params: Mapping[str, Any], schemas: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
     """Check every param of a run against its DAG's schemas; unknown keys are refused.
 
     Args:
@@ -148,7 +153,9 @@ def check_params(params: Mapping[str, Any], schemas: Mapping[str, Mapping[str, A
     """
     unknown = sorted(str(k) for k in params if k not in schemas)
     if unknown:
-        raise ParamError(f"unknown params {[_shown(k) for k in unknown]}; expected a subset of {sorted(schemas)}")
+        raise ParamError(
+            f"unknown params {[_shown(k) for k in unknown]}; expected a subset of {sorted(schemas)}"
+        )
     return {name: check_param(name, value, schemas[name]) for name, value in params.items()}
 
 

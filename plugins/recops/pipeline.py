@@ -91,7 +91,9 @@ def _keyed(config: Any, parent: Path, prefix: str, *inputs: Any) -> tuple[Any, s
 
 
 def validate_step(
-    interval_start: datetime | str, interval_end: datetime | str, params: dict[str, Any] | None = None
+    interval_start: datetime | str,
+    interval_end: datetime | str,
+    params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Validate the interval's staged partition, then publish or quarantine it.
 
@@ -155,7 +157,9 @@ def features_step(interval_start: datetime | str, interval_end: datetime | str) 
         return build_features(config, settings).to_dict()
 
 
-def train_step(interval_start: datetime | str, features: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
+def train_step(
+    interval_start: datetime | str, features: dict[str, Any], params: dict[str, Any] | None
+) -> dict[str, Any]:
     """Train the two-tower model; the output folder is keyed on data and config.
 
     With ``RECOPS_TRAIN_WORKERS`` > 1 the task launches that many MultiWorkerMirroredStrategy
@@ -180,7 +184,9 @@ def train_step(interval_start: datetime | str, features: dict[str, Any], params:
         early_stopping_patience=int(p["early_stopping_patience"]),
         protocol=str(p["protocol"]),
     )
-    config, key = _keyed(config, run_dir(Settings.from_env(), interval_start), "train", features["fingerprint"])
+    config, key = _keyed(
+        config, run_dir(Settings.from_env(), interval_start), "train", features["fingerprint"]
+    )
     workers = workers_from_env()
     if workers > 1 and not (Path(config.output_dir) / "_SUCCESS").exists():
         # N MultiWorkerMirroredStrategy processes over loopback; the chief publishes.
@@ -188,7 +194,9 @@ def train_step(interval_start: datetime | str, features: dict[str, Any], params:
     return {**train(config).to_dict(), "train_key": key}
 
 
-def rank_step(features: dict[str, Any], trained: dict[str, Any], params: dict[str, Any] | None) -> dict[str, Any]:
+def rank_step(
+    features: dict[str, Any], trained: dict[str, Any], params: dict[str, Any] | None
+) -> dict[str, Any]:
     """Train the DCN-v2 ranker on the ranking_v1 set, on the retrieval model's split."""
     from recops.ranking import RankerConfig, train_ranker
 
@@ -206,7 +214,9 @@ def rank_step(features: dict[str, Any], trained: dict[str, Any], params: dict[st
         replicas=int(p["replicas"]),
         seed=int(p["seed"]),
     )
-    config, key = _keyed(config, train_dir.parent, "rank", trained["train_key"], features["ranking_set_sha256"])
+    config, key = _keyed(
+        config, train_dir.parent, "rank", trained["train_key"], features["ranking_set_sha256"]
+    )
     return {**train_ranker(config).to_dict(), "rank_key": key}
 
 
@@ -223,7 +233,9 @@ def variant_names(params: dict[str, Any] | None) -> list[str]:
     names = list(merged_params(params)["variants"])
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
-        raise ValueError(f"unknown compression variants {unknown}; expected some of {sorted(VARIANTS)}")
+        raise ValueError(
+            f"unknown compression variants {unknown}; expected some of {sorted(VARIANTS)}"
+        )
     return names
 
 
@@ -232,7 +244,9 @@ def _variant_dir(trained: dict[str, Any], variant: str, p: dict[str, Any]) -> Pa
     return Path(trained["model_dir"]).parent.parent / f"variant-{variant}-{key}"
 
 
-def variant_step(features: dict[str, Any], trained: dict[str, Any], variant: str, params: dict[str, Any] | None) -> dict[str, Any]:
+def variant_step(
+    features: dict[str, Any], trained: dict[str, Any], variant: str, params: dict[str, Any] | None
+) -> dict[str, Any]:
     """Build and score one compression variant; a failure is recorded, not raised."""
     from recops.compression import VariantConfig, compress_variant
     from recops.params import check_variant
@@ -255,7 +269,12 @@ def variant_step(features: dict[str, Any], trained: dict[str, Any], variant: str
     return {**compress_variant(config).to_dict(), "output_dir": config.output_dir}
 
 
-def select_step(trained: dict[str, Any], features: dict[str, Any], variants: list[dict[str, Any]], params: dict[str, Any] | None) -> dict[str, Any]:
+def select_step(
+    trained: dict[str, Any],
+    features: dict[str, Any],
+    variants: list[dict[str, Any]],
+    params: dict[str, Any] | None,
+) -> dict[str, Any]:
     """Measure every variant side by side and pick the one to serve (see compression)."""
     from recops.compression import SelectConfig, select_variant
 
@@ -290,7 +309,10 @@ def _flat_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def evaluate_step(
-    features: dict[str, Any], trained: dict[str, Any], selection: dict[str, Any], ranked: dict[str, Any]
+    features: dict[str, Any],
+    trained: dict[str, Any],
+    selection: dict[str, Any],
+    ranked: dict[str, Any],
 ) -> dict[str, Any]:
     """Score the selected model, the re-ranked list and the current champion on one holdout.
 
@@ -307,13 +329,20 @@ def evaluate_step(
     metrics = _flat_metrics(served)
     rerank = evaluate_rerank(
         RerankConfig(
-            retrieval_model_dir=selection["model_dir"], ranker_model_dir=ranked["model_dir"],
-            user_features_uri=features["ranking_set_uri"], rerank_by="fusion", **common,
+            retrieval_model_dir=selection["model_dir"],
+            ranker_model_dir=ranked["model_dir"],
+            user_features_uri=features["ranking_set_uri"],
+            rerank_by="fusion",
+            **common,
         )
     ).to_dict()
     metrics.update(_flat_metrics(rerank, "reranked."))
-    metrics.update({"float_ndcg_at_10": float(selection["baseline_metrics"].get("ndcg_at_10", 0.0)),
-                    "float_recall_at_10": float(selection["baseline_metrics"].get("recall_at_10", 0.0))})
+    metrics.update(
+        {
+            "float_ndcg_at_10": float(selection["baseline_metrics"].get("ndcg_at_10", 0.0)),
+            "float_recall_at_10": float(selection["baseline_metrics"].get("recall_at_10", 0.0)),
+        }
+    )
     client = _client(settings)
     baseline: dict[str, float] | None = None
     champion = current_alias(client, settings.model_name, CHAMPION)
@@ -356,7 +385,10 @@ def register_step(
     actor = f"{run.get('dag_id', 'recsys_nightly')}/{run.get('run_id', '')}"
     lineage = {
         **run,
-        "feature_services": {"retrieval": features["feature_service"], "ranking": features.get("ranking_service", "")},
+        "feature_services": {
+            "retrieval": features["feature_service"],
+            "ranking": features.get("ranking_service", ""),
+        },
         "features_as_of": features["as_of"],
         "features_fingerprint": features["fingerprint"],
         "training_set_sha256": features["training_set_sha256"],
@@ -365,7 +397,10 @@ def register_step(
         "validated_partition_sha256": validation["partition_sha256"],
         "validation_report": validation["report_uri"],
         "validation_warnings": validation.get("warnings", []),
-        "train_config": {k: trained.get(k) for k in ("strategy", "replicas", "best_epoch", "protocol")} | {"params": p},
+        "train_config": {
+            k: trained.get(k) for k in ("strategy", "replicas", "best_epoch", "protocol")
+        }
+        | {"params": p},
         "train_strategy": trained["strategy"],
         "compression": evaluation["selected"],
         "selection_reason": evaluation["selection_reason"],
@@ -386,7 +421,9 @@ def register_step(
     retrieval = register(
         RegisterConfig(
             model_dir=evaluation["model_dir"],
-            model_key=config_key(trained["train_key"], evaluation["selected"], selection["model_dir"]),
+            model_key=config_key(
+                trained["train_key"], evaluation["selected"], selection["model_dir"]
+            ),
             metrics=evaluation["metrics"],
             params=p,
             lineage=lineage,
@@ -409,9 +446,23 @@ def register_step(
             model_key=ranked["rank_key"],
             metrics=evaluation["ranker_metrics"],
             params=p,
-            lineage={**lineage, "compression": "none", "retrieval_version": retrieval.version,
-                     "rerank_policy": evaluation["rerank_policy"]},
-            gate=GateConfig(kind="ranking", extra=(Threshold(metric="rmse", upper=float(p["max_rmse"]), max_relative_change=float(p["max_relative_drop"]), higher_is_better=False),)),
+            lineage={
+                **lineage,
+                "compression": "none",
+                "retrieval_version": retrieval.version,
+                "rerank_policy": evaluation["rerank_policy"],
+            },
+            gate=GateConfig(
+                kind="ranking",
+                extra=(
+                    Threshold(
+                        metric="rmse",
+                        upper=float(p["max_rmse"]),
+                        max_relative_change=float(p["max_relative_drop"]),
+                        higher_is_better=False,
+                    ),
+                ),
+            ),
             model_name=RANKING_MODEL,
             experiment_name="recsys_nightly_ranking",
             run_name=actor,
@@ -423,17 +474,28 @@ def register_step(
 
 
 def report_step(
-    run: dict[str, Any], registered: dict[str, Any], features: dict[str, Any], trained: dict[str, Any],
-    evaluation: dict[str, Any], ranked: dict[str, Any],
+    run: dict[str, Any],
+    registered: dict[str, Any],
+    features: dict[str, Any],
+    trained: dict[str, Any],
+    evaluation: dict[str, Any],
+    ranked: dict[str, Any],
 ) -> dict[str, Any]:
     """Record what the run report needs in MLflow, then render it (see recops.report)."""
     from recops.report import ReportConfig, build_report, record_report_inputs
 
     run_id = registered["retrieval"]["run_id"]
-    record_report_inputs(run_id, trained=trained, features=features, evaluation=evaluation, ranked=ranked,
-                         ranking_run_id=(registered.get("ranking") or {}).get("run_id"))
-    return build_report(ReportConfig(dag_id=run["dag_id"], run_id=run["run_id"], mlflow_run_id=run_id)).to_dict()
-
+    record_report_inputs(
+        run_id,
+        trained=trained,
+        features=features,
+        evaluation=evaluation,
+        ranked=ranked,
+        ranking_run_id=(registered.get("ranking") or {}).get("run_id"),
+    )
+    return build_report(
+        ReportConfig(dag_id=run["dag_id"], run_id=run["run_id"], mlflow_run_id=run_id)
+    ).to_dict()
 
 
 def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | None:
@@ -456,7 +518,9 @@ def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | No
 PROMOTABLE_MODELS = (MODEL_NAME, RANKING_MODEL)
 
 
-def promotion_requests(params: dict[str, Any], events: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+def promotion_requests(
+    params: dict[str, Any], events: dict[str, list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
     """Turn the run's Params and triggering asset events into what to promote.
 
     Args:
@@ -484,12 +548,28 @@ def promotion_requests(params: dict[str, Any], events: dict[str, list[dict[str, 
         for extra in extras:
             if extra.get("from_trigger"):
                 payload = extra.get("payload") or {}
-                out.append({**base, "model_name": payload["model_name"], "version": int(payload["version"]),
-                            "source": "registry-watch", "reason": f"champion alias moved to v{payload['version']} in MLflow"})
+                out.append(
+                    {
+                        **base,
+                        "model_name": payload["model_name"],
+                        "version": int(payload["version"]),
+                        "source": "registry-watch",
+                        "reason": f"champion alias moved to v{payload['version']} in MLflow",
+                    }
+                )
             else:
-                for model_name, version in sorted((extra.get("versions") or {}).items(), reverse=True):
-                    out.append({**base, "model_name": model_name, "version": int(version), "source": "nightly",
-                                "reason": f"blessed by {extra.get('run_id', 'the nightly run')}"})
+                for model_name, version in sorted(
+                    (extra.get("versions") or {}).items(), reverse=True
+                ):
+                    out.append(
+                        {
+                            **base,
+                            "model_name": model_name,
+                            "version": int(version),
+                            "source": "nightly",
+                            "reason": f"blessed by {extra.get('run_id', 'the nightly run')}",
+                        }
+                    )
     for req in out:  # event payloads name a model and version too: same rules
         check_param("model_name", req["model_name"], PROMOTE_SCHEMAS["model_name"])
         check_param("version", req["version"], PROMOTE_SCHEMAS["version"])
@@ -498,7 +578,14 @@ def promotion_requests(params: dict[str, Any], events: dict[str, list[dict[str, 
         if model not in PROMOTABLE_MODELS:
             raise ValueError(f"model_name {model!r}: expected one of {PROMOTABLE_MODELS}")
         version = params.get("version")
-        out.append({**base, "model_name": model, "version": int(version) if version is not None else None, "source": "ui"})
+        out.append(
+            {
+                **base,
+                "model_name": model,
+                "version": int(version) if version is not None else None,
+                "source": "ui",
+            }
+        )
     return out
 
 
@@ -514,18 +601,34 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     results = []
     for req in requests:
         if req["action"] == "rollback":
-            result = rollback_model(req["model_name"], req.get("version"), reason=req["reason"], source=req["source"], settings=settings)
+            result = rollback_model(
+                req["model_name"],
+                req.get("version"),
+                reason=req["reason"],
+                source=req["source"],
+                settings=settings,
+            )
         else:
             config = PromoteConfig(
-                model_name=req["model_name"], version=req.get("version"), alias=req["alias"],
-                force=req["force"], reason=req["reason"], source=req["source"],
+                model_name=req["model_name"],
+                version=req.get("version"),
+                alias=req["alias"],
+                force=req["force"],
+                reason=req["reason"],
+                source=req["source"],
             )
             try:
                 result = promote(config, settings)
             except PromotionError as exc:
                 if req.get("version") is not None:
-                    _update_run_report({"model_name": req["model_name"], "version": int(req["version"]),
-                                        "outcome": "failed", "reasons": exc.reasons})
+                    _update_run_report(
+                        {
+                            "model_name": req["model_name"],
+                            "version": int(req["version"]),
+                            "outcome": "failed",
+                            "reasons": exc.reasons,
+                        }
+                    )
                 raise
             _update_run_report(result.to_dict())
         results.append(result.to_dict())
@@ -541,8 +644,13 @@ def _update_run_report(outcome: dict[str, Any]) -> None:
     try:
         rollout_report(outcome)
     except Exception as exc:  # the report is for people; serving must not depend on it
-        logging.getLogger(__name__).warning("run report for %s v%s not updated: %s: %s",
-                                            outcome.get("model_name"), outcome.get("version"), type(exc).__name__, exc)
+        logging.getLogger(__name__).warning(
+            "run report for %s v%s not updated: %s: %s",
+            outcome.get("model_name"),
+            outcome.get("version"),
+            type(exc).__name__,
+            exc,
+        )
 
 
 def replay_step(params: dict[str, Any]) -> dict[str, Any]:
@@ -551,8 +659,14 @@ def replay_step(params: dict[str, Any]) -> dict[str, Any]:
     from recops.replay import ReplayConfig, ReplayError, replay
 
     params = check_params(params, REPLAY_SCHEMAS)
-    result = replay(ReplayConfig(model_version=int(params["replay_model_version"]), tolerance=float(params["tolerance"])))
-    print(f"replay of v{result.model_version}: recorded {result.recorded}, replayed {result.replayed}")
+    result = replay(
+        ReplayConfig(
+            model_version=int(params["replay_model_version"]), tolerance=float(params["tolerance"])
+        )
+    )
+    print(
+        f"replay of v{result.model_version}: recorded {result.recorded}, replayed {result.replayed}"
+    )
     if not result.reproduced:
         raise ReplayError(
             f"v{result.model_version} did not reproduce within {params['tolerance']}: differences {result.differences}"

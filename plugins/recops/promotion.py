@@ -104,7 +104,9 @@ def served_stable(settings: Settings, model_name: str) -> int | None:
     return version_labels(entry).get("stable") if entry is not None else None
 
 
-def smoke_requests(settings: Settings, model_name: str, saved_model_dir: str) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
+def smoke_requests(
+    settings: Settings, model_name: str, saved_model_dir: str
+) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
     """A few real requests for the canary and their offline outputs (the parity baseline).
 
     Retrieval requests are users' online features; ranking requests add the first
@@ -147,13 +149,21 @@ def ranking_instances(
     """
     from recops.features import online_features
 
-    numeric = [name for name in inputs if name not in {"user_id", "age", "gender", "occupation", "item_ids"}]
+    numeric = [
+        name
+        for name in inputs
+        if name not in {"user_id", "age", "gender", "occupation", "item_ids"}
+    ]
     activity: list[dict[str, Any]] = [{} for _ in profiles]
     if numeric:
         refs = [f"user_activity:{name}" for name in numeric]
         activity = online_features("user_id", [int(p["user_id"]) for p in profiles], refs, settings)
     return [
-        {**profile, **{name: float(act.get(name) or 0.0) for name in numeric}, "item_ids": list(items)}
+        {
+            **profile,
+            **{name: float(act.get(name) or 0.0) for name in numeric},
+            "item_ids": list(items),
+        }
         for profile, act, items in zip(profiles, activity, candidates, strict=True)
     ]
 
@@ -187,9 +197,15 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
     name = config.model_name
     with promotion_lock(settings, name):
         client = _client(settings)
-        version = config.version if config.version is not None else current_alias(client, name, config.alias)
+        version = (
+            config.version
+            if config.version is not None
+            else current_alias(client, name, config.alias)
+        )
         if version is None:
-            raise PromotionError(f"model {name!r} has no alias {config.alias!r}: nothing to promote")
+            raise PromotionError(
+                f"model {name!r} has no alias {config.alias!r}: nothing to promote"
+            )
         mv = _model_version(client, name, int(version))
         if mv.tags.get(BLESSED_TAG) != "true" and not config.force:
             raise PromotionError(
@@ -199,25 +215,45 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
         previous = served_stable(settings, name)
         why = config.reason or f"promoted via {config.source}"
         if previous == version:
-            entry = set_alias(client, settings, model=name, alias=CHAMPION, version=int(version), reason=why, source=config.source)
+            entry = set_alias(
+                client,
+                settings,
+                model=name,
+                alias=CHAMPION,
+                version=int(version),
+                reason=why,
+                source=config.source,
+            )
             return PromoteResult(
-                model_name=name, version=int(version), previous_version=previous, outcome="already-serving",
-                reasons=[f"v{version} already serves behind 'stable'"], labels={"stable": int(version)},
-                served_versions=[int(version)], ledger_ids=[entry.id] if entry else [],
+                model_name=name,
+                version=int(version),
+                previous_version=previous,
+                outcome="already-serving",
+                reasons=[f"v{version} already serves behind 'stable'"],
+                labels={"stable": int(version)},
+                served_versions=[int(version)],
+                ledger_ids=[entry.id] if entry else [],
             )
         try:
             try:
                 saved_model_dir = resolve_saved_model(client, name, int(version))
                 instances, expected = smoke_requests(settings, name, saved_model_dir)
             except Exception as exc:  # an unloadable artifact never reaches serving
-                raise PromotionError(f"{name} v{version} cannot be served: {type(exc).__name__}: {exc}") from exc
+                raise PromotionError(
+                    f"{name} v{version} cannot be served: {type(exc).__name__}: {exc}"
+                ) from exc
             try:
                 result = rollout(
                     RolloutConfig(
-                        model_name=name, version=int(version), saved_model_dir=saved_model_dir,
-                        smoke_instances=instances, expected_outputs=expected,
-                        canary_qps=config.canary_qps, canary_seconds=config.canary_seconds,
-                        slo_p99_ms=config.slo_p99_ms, keep_versions=config.keep_versions,
+                        model_name=name,
+                        version=int(version),
+                        saved_model_dir=saved_model_dir,
+                        smoke_instances=instances,
+                        expected_outputs=expected,
+                        canary_qps=config.canary_qps,
+                        canary_seconds=config.canary_seconds,
+                        slo_p99_ms=config.slo_p99_ms,
+                        keep_versions=config.keep_versions,
                     ),
                     settings,
                 )
@@ -232,28 +268,58 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
             # champion goes back to what serves, and the ledger says why.
             if previous is not None and current_alias(client, name, CHAMPION) != previous:
                 set_alias(
-                    client, settings, model=name, alias=CHAMPION, version=previous,
-                    reason=f"v{version} failed to roll out, back to the serving v{previous}: {exc}"[:2000],
+                    client,
+                    settings,
+                    model=name,
+                    alias=CHAMPION,
+                    version=previous,
+                    reason=f"v{version} failed to roll out, back to the serving v{previous}: {exc}"[
+                        :2000
+                    ],
                     source=config.source,
                 )
             raise
-        entry = set_alias(client, settings, model=name, alias=CHAMPION, version=int(version), reason=why, source=config.source)
+        entry = set_alias(
+            client,
+            settings,
+            model=name,
+            alias=CHAMPION,
+            version=int(version),
+            reason=why,
+            source=config.source,
+        )
         if entry is None and config.source == "registry-watch":
             # Someone moved champion in MLflow itself: record that move now that it serves.
             entry = record(
-                settings, model=name, alias=CHAMPION, from_version=previous, to_version=int(version),
+                settings,
+                model=name,
+                alias=CHAMPION,
+                from_version=previous,
+                to_version=int(version),
                 reason=f"champion moved in MLflow outside recops; v{version} served after its canary",
-                actor="mlflow-registry", source=config.source,
+                actor="mlflow-registry",
+                source=config.source,
             )
         return PromoteResult(
-            model_name=name, version=int(version), previous_version=previous, outcome="promoted",
-            reasons=[why], labels=dict(result.labels), served_versions=list(result.served_versions),
-            infra_validation=dict(result.infra_validation), ledger_ids=[entry.id] if entry else [],
+            model_name=name,
+            version=int(version),
+            previous_version=previous,
+            outcome="promoted",
+            reasons=[why],
+            labels=dict(result.labels),
+            served_versions=list(result.served_versions),
+            infra_validation=dict(result.infra_validation),
+            ledger_ids=[entry.id] if entry else [],
         )
 
 
 def rollback_model(
-    model_name: str, to_version: int | None = None, *, reason: str = "", source: str = "cli", settings: Settings | None = None
+    model_name: str,
+    to_version: int | None = None,
+    *,
+    reason: str = "",
+    source: str = "cli",
+    settings: Settings | None = None,
 ) -> PromoteResult:
     """Move ``stable`` back to an older served version and ``champion`` with it.
 
@@ -281,17 +347,31 @@ def rollback_model(
     with promotion_lock(settings, model_name):
         previous = served_stable(settings, model_name)
         try:
-            result = rollback(RollbackConfig(model_name=model_name, to_version=to_version), settings)
+            result = rollback(
+                RollbackConfig(model_name=model_name, to_version=to_version), settings
+            )
         except (RolloutError, ValueError, FileNotFoundError) as exc:
-            raise PromotionError(f"rollback of {model_name} failed, nothing changed: {exc}") from exc
+            raise PromotionError(
+                f"rollback of {model_name} failed, nothing changed: {exc}"
+            ) from exc
         client = _client(settings)
         entry = set_alias(
-            client, settings, model=model_name, alias=CHAMPION, version=int(result.version),
-            reason=reason or f"rollback from v{previous} to v{result.version}", source=source,
+            client,
+            settings,
+            model=model_name,
+            alias=CHAMPION,
+            version=int(result.version),
+            reason=reason or f"rollback from v{previous} to v{result.version}",
+            source=source,
         )
         return PromoteResult(
-            model_name=model_name, version=int(result.version), previous_version=previous, outcome="rolled-back",
-            reasons=[reason or "rollback"], labels=dict(result.labels), served_versions=list(result.served_versions),
+            model_name=model_name,
+            version=int(result.version),
+            previous_version=previous,
+            outcome="rolled-back",
+            reasons=[reason or "rollback"],
+            labels=dict(result.labels),
+            served_versions=list(result.served_versions),
             ledger_ids=[entry.id] if entry else [],
         )
 
@@ -305,7 +385,9 @@ def _model_version(client: Any, name: str, version: int) -> Any:
         raise PromotionError(f"model {name!r} has no version {version}") from exc
 
 
-def pending_alias_change(settings: Settings, model_name: str, alias: str = "champion") -> int | None:
+def pending_alias_change(
+    settings: Settings, model_name: str, alias: str = "champion"
+) -> int | None:
     """The version ``alias`` points at when it differs from what ``stable`` serves.
 
     This is what the registry watcher polls: someone moved ``champion`` in MLflow, and

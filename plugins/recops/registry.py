@@ -99,8 +99,16 @@ class GateConfig(Record):
         if self.kind != "retrieval":
             raise ValueError(f"GateConfig.kind={self.kind!r}: expected 'retrieval' or 'ranking'")
         checks = [
-            Threshold(metric="recall_at_10", lower=self.min_recall_at_10, max_relative_change=self.max_relative_drop),
-            Threshold(metric="ndcg_at_10", lower=self.min_ndcg_at_10, max_relative_change=self.max_relative_drop),
+            Threshold(
+                metric="recall_at_10",
+                lower=self.min_recall_at_10,
+                max_relative_change=self.max_relative_drop,
+            ),
+            Threshold(
+                metric="ndcg_at_10",
+                lower=self.min_ndcg_at_10,
+                max_relative_change=self.max_relative_drop,
+            ),
         ]
         for segment in GATED_SEGMENTS:
             for name in GATED_METRICS:
@@ -225,7 +233,9 @@ def saved_model_signature(model_dir: str) -> ModelSignature:
     inputs: list[ColSpec | TensorSpec] = [
         spec(k, v) for k, v in sorted(fn.structured_input_signature[1].items())
     ]
-    outputs: list[ColSpec | TensorSpec] = [spec(k, v) for k, v in sorted(fn.structured_outputs.items())]
+    outputs: list[ColSpec | TensorSpec] = [
+        spec(k, v) for k, v in sorted(fn.structured_outputs.items())
+    ]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 
@@ -391,23 +401,38 @@ def register(config: RegisterConfig, settings: Settings | None = None) -> Regist
             reasons.append(note)
         version = _log_and_register(client, settings, name, config, blessed, reasons)
         set_alias(
-            client, settings, model=name, alias=CHALLENGER, version=int(version.version),
-            reason=f"registered by {config.run_name or 'recops'}", actor=config.actor, source="register",
+            client,
+            settings,
+            model=name,
+            alias=CHALLENGER,
+            version=int(version.version),
+            reason=f"registered by {config.run_name or 'recops'}",
+            actor=config.actor,
+            source="register",
         )
         if blessed and config.auto_promote:
             set_alias(
-                client, settings, model=name, alias=CHAMPION, version=int(version.version),
+                client,
+                settings,
+                model=name,
+                alias=CHAMPION,
+                version=int(version.version),
                 reason="blessed by the gate: " + "; ".join(reasons)[:2000],
-                actor=config.actor, source="register",
+                actor=config.actor,
+                source="register",
             )
         return _result(client, name, client.get_model_version(name, version.version), created=True)
 
 
-def _baseline(config: RegisterConfig, champion: ModelVersion | None) -> tuple[dict[str, float] | None, str]:
+def _baseline(
+    config: RegisterConfig, champion: ModelVersion | None
+) -> tuple[dict[str, float] | None, str]:
     if champion is None:
         return None, ""
     if config.baseline_metrics is not None and config.baseline_version == int(champion.version):
-        return dict(config.baseline_metrics), f"baseline: champion v{champion.version} scored on this run's holdout"
+        return dict(
+            config.baseline_metrics
+        ), f"baseline: champion v{champion.version} scored on this run's holdout"
     return _version_metrics(champion), (
         f"baseline: champion v{champion.version}'s metrics from its own registration "
         "(not re-scored on this holdout)"
@@ -450,7 +475,11 @@ def _log_and_register(
             BLESSED_TAG: str(blessed).lower(),
             REASONS_TAG: json.dumps(reasons)[:5000],
             **{METRIC_TAG_PREFIX + k: f"{float(v):.6f}" for k, v in config.metrics.items()},
-            **{f"recops.lineage.{k}": str(v)[:500] for k, v in lineage.items() if not isinstance(v, dict)},
+            **{
+                f"recops.lineage.{k}": str(v)[:500]
+                for k, v in lineage.items()
+                if not isinstance(v, dict)
+            },
         }
         return client.create_model_version(
             name=_ensure_registered(client, name),
@@ -463,9 +492,28 @@ def _log_and_register(
 
 #: What may be logged as an artifact; anything else (pickles above all) is refused.
 ALLOWED_ARTIFACT_SUFFIXES = frozenset(
-    {".json", ".png", ".parquet", ".html", ".md", ".tflite", ".txt", ".csv",
-     # GX Data Docs' static site: viewed in a browser, never loaded by Python.
-     ".css", ".js", ".svg", ".ico", ".gif", ".otf", ".woff", ".woff2", ".ttf", ".eot", ".map"}
+    {
+        ".json",
+        ".png",
+        ".parquet",
+        ".html",
+        ".md",
+        ".tflite",
+        ".txt",
+        ".csv",
+        # GX Data Docs' static site: viewed in a browser, never loaded by Python.
+        ".css",
+        ".js",
+        ".svg",
+        ".ico",
+        ".gif",
+        ".otf",
+        ".woff",
+        ".woff2",
+        ".ttf",
+        ".eot",
+        ".map",
+    }
 )
 
 
@@ -499,17 +547,25 @@ def code_lineage() -> dict[str, str]:
     try:
         sha = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.strip()
         out["git_sha"] = (sha or "unknown") + ("+dirty" if dirty and sha else "")
     except (OSError, subprocess.SubprocessError):
         out["git_sha"] = "unknown"
     lock = REPO_ROOT / "requirements.lock"
-    out["lock_sha256"] = hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "missing"
+    out["lock_sha256"] = (
+        hashlib.sha256(lock.read_bytes()).hexdigest() if lock.is_file() else "missing"
+    )
     return out
 
 
@@ -523,7 +579,9 @@ def _ensure_registered(client: MlflowClient, name: str) -> str:
     return name
 
 
-def _result(client: MlflowClient, name: str, version: ModelVersion, *, created: bool) -> RegisterResult:
+def _result(
+    client: MlflowClient, name: str, version: ModelVersion, *, created: bool
+) -> RegisterResult:
     champion = _champion(client, name)
     saved_model_dir = resolve_saved_model(client, name, int(version.version))
     return RegisterResult(
@@ -565,12 +623,20 @@ def check_artifact_tree(root: Path, *, what: str) -> None:
     root_resolved = root.resolve()
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
-        if ".." in rel.parts or path.is_symlink() or not path.resolve().is_relative_to(root_resolved):
-            raise UnsafeArtifactError(f"{what}: {rel} is a link or escapes the model folder; refused")
+        if (
+            ".." in rel.parts
+            or path.is_symlink()
+            or not path.resolve().is_relative_to(root_resolved)
+        ):
+            raise UnsafeArtifactError(
+                f"{what}: {rel} is a link or escapes the model folder; refused"
+            )
         if not path.is_file():
             continue
         if path.suffix.lower() in _PICKLE_SUFFIXES:
-            raise UnsafeArtifactError(f"{what}: {rel} is a pickle-type file; refused (only SavedModel, TFLite, JSON, parquet, PNG)")
+            raise UnsafeArtifactError(
+                f"{what}: {rel} is a pickle-type file; refused (only SavedModel, TFLite, JSON, parquet, PNG)"
+            )
         if "variables" in rel.parts or path.suffix.lower() in _BINARY_SUFFIXES:
             continue  # raw tensor bytes or typed binaries; their first bytes mean nothing
         with path.open("rb") as handle:
@@ -589,11 +655,17 @@ def resolve_saved_model(client: MlflowClient, name: str, version: int) -> str:
     """Local path of a registered version's SavedModel (downloaded when remote)."""
     import mlflow
 
-    root = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{version}", tracking_uri=client.tracking_uri))
+    root = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{name}/{version}", tracking_uri=client.tracking_uri
+        )
+    )
     check_artifact_tree(root, what=f"models:/{name}/{version}")
     path = root / "tf2model"
     if not (path / "saved_model.pb").is_file():
-        raise FileNotFoundError(f"models:/{name}/{version} has no tf2model/saved_model.pb under {root}")
+        raise FileNotFoundError(
+            f"models:/{name}/{version} has no tf2model/saved_model.pb under {root}"
+        )
     return str(path)
 
 
@@ -607,7 +679,9 @@ class RegistryStatus(Record):
     versions: list[dict[str, Any]]
 
 
-def registry_status(settings: Settings | None = None, model_name: str | None = None) -> RegistryStatus:
+def registry_status(
+    settings: Settings | None = None, model_name: str | None = None
+) -> RegistryStatus:
     """Aliases and versions of a registered model (the served one by default), newest first."""
     from mlflow.exceptions import MlflowException
 

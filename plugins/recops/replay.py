@@ -72,10 +72,20 @@ def _lineage(client: Any, name: str, version: int) -> tuple[Any, dict[str, Any]]
     try:
         lineage = mlflow.artifacts.load_dict(f"runs:/{mv.run_id}/lineage.json")
     except Exception as exc:
-        raise ReplayError(f"{name} v{version}: its run {mv.run_id} has no readable lineage.json ({exc})") from exc
-    for key in ("data_interval_start", "data_interval_end", "partition_hashes", "training_set_sha256", "train_config"):
+        raise ReplayError(
+            f"{name} v{version}: its run {mv.run_id} has no readable lineage.json ({exc})"
+        ) from exc
+    for key in (
+        "data_interval_start",
+        "data_interval_end",
+        "partition_hashes",
+        "training_set_sha256",
+        "train_config",
+    ):
         if key not in lineage:
-            raise ReplayError(f"{name} v{version}: lineage.json lacks {key!r}; it predates replay support")
+            raise ReplayError(
+                f"{name} v{version}: lineage.json lacks {key!r}; it predates replay support"
+            )
     return mv, lineage
 
 
@@ -123,19 +133,36 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
     out = Path(tempfile.mkdtemp(prefix=f"replay-v{config.model_version}-", dir=settings.runs_dir))
     notes: list[str] = []
 
-    features = build_features(FeaturesConfig(interval_start=start, interval_end=end, output_dir=str(out / "features")), settings)
+    features = build_features(
+        FeaturesConfig(interval_start=start, interval_end=end, output_dir=str(out / "features")),
+        settings,
+    )
     if features.training_set_sha256 != lineage["training_set_sha256"]:
         raise ReplayError(
             f"rebuilt training set {features.training_set_sha256[:12]} != recorded "
             f"{lineage['training_set_sha256'][:12]} for {name} v{config.model_version}"
         )
-    p = merged_params({k: v for k, v in lineage["train_config"].get("params", {}).items() if k in merged_params(None)})
+    p = merged_params(
+        {
+            k: v
+            for k, v in lineage["train_config"].get("params", {}).items()
+            if k in merged_params(None)
+        }
+    )
     trained = train(
         TrainConfig(
-            training_set_uri=features.training_set_uri, users_uri=features.users_uri, items_uri=features.items_uri,
-            output_dir=str(out / "train"), epochs=int(p["epochs"]), embedding_dim=int(p["embedding_dim"]),
-            batch_size=int(p["batch_size"]), learning_rate=float(p["learning_rate"]), temperature=float(p["temperature"]),
-            replicas=int(p["replicas"]), seed=int(p["seed"]), early_stopping_patience=int(p["early_stopping_patience"]),
+            training_set_uri=features.training_set_uri,
+            users_uri=features.users_uri,
+            items_uri=features.items_uri,
+            output_dir=str(out / "train"),
+            epochs=int(p["epochs"]),
+            embedding_dim=int(p["embedding_dim"]),
+            batch_size=int(p["batch_size"]),
+            learning_rate=float(p["learning_rate"]),
+            temperature=float(p["temperature"]),
+            replicas=int(p["replicas"]),
+            seed=int(p["seed"]),
+            early_stopping_patience=int(p["early_stopping_patience"]),
             protocol=str(p["protocol"]),
         )
     )
@@ -144,10 +171,16 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
     if variant != "float":
         built = compress_variant(
             VariantConfig(
-                variant=variant, train_dir=str(Path(trained.model_dir).parent),
-                training_set_uri=features.training_set_uri, split_uri=trained.split_uri,
-                users_uri=features.users_uri, items_uri=features.items_uri, output_dir=str(out / f"variant-{variant}"),
-                batch_size=int(p["batch_size"]), replicas=int(p["replicas"]), seed=int(p["seed"]),
+                variant=variant,
+                train_dir=str(Path(trained.model_dir).parent),
+                training_set_uri=features.training_set_uri,
+                split_uri=trained.split_uri,
+                users_uri=features.users_uri,
+                items_uri=features.items_uri,
+                output_dir=str(out / f"variant-{variant}"),
+                batch_size=int(p["batch_size"]),
+                replicas=int(p["replicas"]),
+                seed=int(p["seed"]),
                 fine_tune_epochs=int(p["fine_tune_epochs"]),
             )
         )
@@ -155,21 +188,50 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
             raise ReplayError(f"variant {variant} failed on replay: {built.reason}")
         model_dir = built.model_dir
         notes.append(f"compression variant {variant} rebuilt")
-    scored = evaluate(EvalConfig(model_dir=model_dir, split_uri=trained.split_uri, users_uri=features.users_uri))
+    scored = evaluate(
+        EvalConfig(model_dir=model_dir, split_uri=trained.split_uri, users_uri=features.users_uri)
+    )
     replayed = {"recall_at_10": scored.recall_at_k, "ndcg_at_10": scored.ndcg_at_k}
-    recorded = {m: float(mv.tags[METRIC_TAG_PREFIX + m]) for m in COMPARED if METRIC_TAG_PREFIX + m in mv.tags}
+    recorded = {
+        m: float(mv.tags[METRIC_TAG_PREFIX + m])
+        for m in COMPARED
+        if METRIC_TAG_PREFIX + m in mv.tags
+    }
     if set(recorded) != set(COMPARED):
-        raise ReplayError(f"{name} v{config.model_version} has no recorded {sorted(set(COMPARED) - set(recorded))}")
+        raise ReplayError(
+            f"{name} v{config.model_version} has no recorded {sorted(set(COMPARED) - set(recorded))}"
+        )
     differences = {m: abs(replayed[m] - recorded[m]) for m in COMPARED}
     reproduced = all(d <= config.tolerance for d in differences.values())
 
     experiment_id = _experiment_id(client, settings, "recsys_replay")
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"replay {name} v{config.model_version}") as run:
-        mlflow.set_tags({"recops.replay_of": f"{name}/{config.model_version}", "recops.reproduced": str(reproduced).lower()})
-        mlflow.log_metrics({**{f"replayed.{k}": v for k, v in replayed.items()}, **{f"diff.{k}": v for k, v in differences.items()}})
-        mlflow.log_dict({"lineage": lineage, "notes": notes, "tolerance": config.tolerance}, "replay.json")
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"replay {name} v{config.model_version}"
+    ) as run:
+        mlflow.set_tags(
+            {
+                "recops.replay_of": f"{name}/{config.model_version}",
+                "recops.reproduced": str(reproduced).lower(),
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **{f"replayed.{k}": v for k, v in replayed.items()},
+                **{f"diff.{k}": v for k, v in differences.items()},
+            }
+        )
+        mlflow.log_dict(
+            {"lineage": lineage, "notes": notes, "tolerance": config.tolerance}, "replay.json"
+        )
     return ReplayResult(
-        model_name=name, model_version=config.model_version, reproduced=reproduced, recorded=recorded,
-        replayed=replayed, differences=differences, training_set_sha256=features.training_set_sha256,
-        run_id=run.info.run_id, output_dir=str(out), notes=notes,
+        model_name=name,
+        model_version=config.model_version,
+        reproduced=reproduced,
+        recorded=recorded,
+        replayed=replayed,
+        differences=differences,
+        training_set_sha256=features.training_set_sha256,
+        run_id=run.info.run_id,
+        output_dir=str(out),
+        notes=notes,
     )

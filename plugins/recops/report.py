@@ -199,14 +199,41 @@ def record_report_inputs(
     }
     if feature_refs is None:
         feature_refs = _feast_feature_refs([s for s in services.values() if s], settings)
-    summary_keys = ("strategy", "replicas", "epochs_run", "final_loss", "best_epoch", "seconds_per_epoch",
-                    "examples_per_s", "train_rows", "n_users", "n_items", "protocol", "stopped_early")
+    summary_keys = (
+        "strategy",
+        "replicas",
+        "epochs_run",
+        "final_loss",
+        "best_epoch",
+        "seconds_per_epoch",
+        "examples_per_s",
+        "train_rows",
+        "n_users",
+        "n_items",
+        "protocol",
+        "stopped_early",
+    )
     inputs = {
         "train": {k: trained.get(k) for k in summary_keys},
-        "ranker": {k: (ranked or {}).get(k) for k in ("rmse", "valid_rmse", "click_auc", "click_logloss", "epochs_run", "best_epoch")},
+        "ranker": {
+            k: (ranked or {}).get(k)
+            for k in (
+                "rmse",
+                "valid_rmse",
+                "click_auc",
+                "click_logloss",
+                "epochs_run",
+                "best_epoch",
+            )
+        },
         "ranking_run_id": ranking_run_id,
-        "champion": {"version": evaluation.get("baseline_version"), "metrics": evaluation.get("baseline_metrics")},
-        "selection": {k: evaluation.get(k) for k in ("selected", "selection_reason", "rerank_policy")},
+        "champion": {
+            "version": evaluation.get("baseline_version"),
+            "metrics": evaluation.get("baseline_metrics"),
+        },
+        "selection": {
+            k: evaluation.get(k) for k in ("selected", "selection_reason", "rerank_policy")
+        },
         "feature_services": services,
         "feature_refs": {k: list(v) for k, v in feature_refs.items()},
         "features_as_of": features.get("as_of"),
@@ -222,7 +249,9 @@ def _feast_feature_refs(services: Iterable[str], settings: Settings) -> dict[str
     out: dict[str, list[str]] = {}
     for name in services:
         service = store.get_feature_service(name)
-        out[name] = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+        out[name] = [
+            f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features
+        ]
     return out
 
 
@@ -271,7 +300,9 @@ def build_report(config: ReportConfig, settings: Settings | None = None) -> Repo
     )
 
 
-def rollout_report(outcome: Mapping[str, Any], settings: Settings | None = None) -> ReportResult | None:
+def rollout_report(
+    outcome: Mapping[str, Any], settings: Settings | None = None
+) -> ReportResult | None:
     """Re-render the report of the nightly run that produced a promoted version.
 
     The version's lineage tags name the DAG run; a ranker version points at the
@@ -294,17 +325,26 @@ def rollout_report(outcome: Mapping[str, Any], settings: Settings | None = None)
     dag_id = version.tags.get("recops.lineage.dag_id")
     run_id = version.tags.get("recops.lineage.run_id")
     if not dag_id or not run_id:
-        log.info("%s v%s was not registered by a DAG run: no run report to update", outcome["model_name"], outcome["version"])
+        log.info(
+            "%s v%s was not registered by a DAG run: no run report to update",
+            outcome["model_name"],
+            outcome["version"],
+        )
         return None
     mlflow_run_id = str(version.run_id)
     retrieval_version = version.tags.get("recops.lineage.retrieval_version")
     if retrieval_version:
         mlflow_run_id = str(client.get_model_version(settings.model_name, retrieval_version).run_id)
     entry = {**dict(outcome), "recorded_at": datetime.now(UTC).isoformat(timespec="seconds")}
-    return build_report(ReportConfig(dag_id=dag_id, run_id=run_id, mlflow_run_id=mlflow_run_id, rollout=entry), settings)
+    return build_report(
+        ReportConfig(dag_id=dag_id, run_id=run_id, mlflow_run_id=mlflow_run_id, rollout=entry),
+        settings,
+    )
 
 
-def _merge_rollout(existing: list[dict[str, Any]], entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _merge_rollout(
+    existing: list[dict[str, Any]], entry: Mapping[str, Any]
+) -> list[dict[str, Any]]:
     key = (str(entry.get("model_name")), int(entry.get("version") or 0))
     kept = [e for e in existing if (str(e.get("model_name")), int(e.get("version") or 0)) != key]
     return [*kept, dict(entry)]
@@ -370,7 +410,10 @@ def _gather(client: MlflowClient, run_id: str, tmp: Path) -> dict[str, Any]:
         "version": _model_version(client, run_id),
     }
     data["history"] = {
-        key: [(int(m.step), float(m.value)) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        key: [
+            (int(m.step), float(m.value))
+            for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+        ]
         for key in ("train.loss", "train.valid_ndcg_at_10")
     }
     data["history"] = {k: v for k, v in data["history"].items() if v}
@@ -396,7 +439,12 @@ def _model_version(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
     if not found:
         return None
     mv = client.get_model_version(found[0].name, found[0].version)  # search carries no aliases
-    return {"name": mv.name, "version": int(mv.version), "aliases": sorted(mv.aliases), "tags": dict(mv.tags)}
+    return {
+        "name": mv.name,
+        "version": int(mv.version),
+        "aliases": sorted(mv.aliases),
+        "tags": dict(mv.tags),
+    }
 
 
 def _write_atomic(path: Path, payload: bytes) -> None:
@@ -448,7 +496,8 @@ def _kb(value: Any) -> str:
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "") -> str:
     head = "".join(f"<th>{_e(h)}</th>" for h in headers)
     body = "".join(
-        "<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else _e(c)}</td>" for c in row) + "</tr>" for row in rows
+        "<tr>" + "".join(f"<td>{c if isinstance(c, _Raw) else _e(c)}</td>" for c in row) + "</tr>"
+        for row in rows
     )
     return f'<table class="{_e(cls)}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -456,7 +505,10 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]], cls: str = "")
 def _facts(rows: Iterable[tuple[str, Any]], caption: str = "", cls: str = "") -> str:
     """A two-column key/value table (keys as row headers)."""
     cap = f"<caption>{_e(caption)}</caption>" if caption else ""
-    body = "".join(f'<tr><th scope="row">{_e(k)}</th><td>{v if isinstance(v, _Raw) else _e(v)}</td></tr>' for k, v in rows)
+    body = "".join(
+        f'<tr><th scope="row">{_e(k)}</th><td>{v if isinstance(v, _Raw) else _e(v)}</td></tr>'
+        for k, v in rows
+    )
     return f'<table class="facts {_e(cls)}">{cap}<tbody>{body}</tbody></table>'
 
 
@@ -469,7 +521,9 @@ def _badge(ok: bool | None, yes: str, no: str, unknown: str = "unknown") -> _Raw
 def _img(png: bytes, alt: str) -> str:
     if not png.startswith(_PNG_MAGIC):  # only real PNGs become data URIs
         return f'<p class="note">{_e(alt)}: the artifact is not a PNG, not shown.</p>'
-    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+    return (
+        f'<img alt="{_e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
+    )
 
 
 def _list(items: Iterable[Any], cls: str = "") -> str:
@@ -509,16 +563,28 @@ def _page(config: ReportConfig, data: dict[str, Any], body: str) -> str:
     facts = [
         ("DAG", config.dag_id),
         ("Run", config.run_id),
-        ("Data interval", f"{lineage.get('data_interval_start', '?')} → {lineage.get('data_interval_end', '?')}"),
+        (
+            "Data interval",
+            f"{lineage.get('data_interval_start', '?')} → {lineage.get('data_interval_end', '?')}",
+        ),
         ("MLflow run", f"{run.info.run_name or ''} ({config.mlflow_run_id})"),
-        ("Model version", f"{version['name']} v{version['version']}" + (f" @{', @'.join(version['aliases'])}" if version["aliases"] else "") if version else "not registered"),
-        ("Code", f"git {lineage.get('git_sha', '?')}, lock {str(lineage.get('lock_sha256', '?'))[:12]}"),
+        (
+            "Model version",
+            f"{version['name']} v{version['version']}"
+            + (f" @{', @'.join(version['aliases'])}" if version["aliases"] else "")
+            if version
+            else "not registered",
+        ),
+        (
+            "Code",
+            f"git {lineage.get('git_sha', '?')}, lock {str(lineage.get('lock_sha256', '?'))[:12]}",
+        ),
         ("Generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
     ]
     header = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in facts)
     title = f"Run report · {config.dag_id} · {config.run_id}"
     return (
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>"
         f"<header><h1>Run report</h1><dl>{header}</dl></header><main>{body}</main>"
@@ -545,16 +611,27 @@ def _validation_section(data: dict[str, Any]) -> tuple[str, bool]:
     drift = report.get("drift") or {}
     if drift:
         out.append("<h3>Drift and volume</h3>")
-        out.append(_table(("metric", "value"), [(k, _num(v)) for k, v in sorted(drift.items())], "narrow"))
+        out.append(
+            _table(("metric", "value"), [(k, _num(v)) for k, v in sorted(drift.items())], "narrow")
+        )
     if report.get("warnings"):
         out.append("<h3>Warnings</h3>" + _list(report["warnings"], "warn"))
     if failed_checks:
         out.append("<h3>Checks that did not pass</h3>")
-        out.append(_table(
-            ("table", "check", "severity", "observed"),
-            [(c.get("table"), c.get("expectation_type"), c.get("severity"), json.dumps(c.get("observed_value"), default=str)[:200])
-             for c in failed_checks],
-        ))
+        out.append(
+            _table(
+                ("table", "check", "severity", "observed"),
+                [
+                    (
+                        c.get("table"),
+                        c.get("expectation_type"),
+                        c.get("severity"),
+                        json.dumps(c.get("observed_value"), default=str)[:200],
+                    )
+                    for c in failed_checks
+                ],
+            )
+        )
     if report.get("notes"):
         out.append("<h3>Notes</h3>" + _list(report["notes"]))
     return "".join(out), True
@@ -577,38 +654,54 @@ def _features_section(data: dict[str, Any]) -> tuple[str, bool]:
         names = refs.get(service)
         rows.append((model, service, ", ".join(names) if names else "(feature names not recorded)"))
     out = [_table(("model", "feature service", "features (view:feature)"), rows)]
-    facts = [("features as of", inputs.get("features_as_of") or lineage.get("features_as_of")),
-             ("training rows", _num(inputs.get("training_rows"))),
-             ("feature fingerprint", lineage.get("features_fingerprint")),
-             ("training set sha256", str(lineage.get("training_set_sha256") or "")[:16])]
+    facts = [
+        ("features as of", inputs.get("features_as_of") or lineage.get("features_as_of")),
+        ("training rows", _num(inputs.get("training_rows"))),
+        ("feature fingerprint", lineage.get("features_fingerprint")),
+        ("training set sha256", str(lineage.get("training_set_sha256") or "")[:16]),
+    ]
     out.append(_facts(facts))
     return "".join(out), True
 
 
 def _training_section(data: dict[str, Any]) -> tuple[str, bool]:
-    train = (data["inputs"].get("train") or {})
+    train = data["inputs"].get("train") or {}
     lineage_train = data["lineage"].get("train_config") or {}
     history = data["history"]
     out = []
     if history:
-        out.append(_img(_plot_history(history, train.get("best_epoch")), "per-epoch training history"))
+        out.append(
+            _img(_plot_history(history, train.get("best_epoch")), "per-epoch training history")
+        )
     else:
-        out.append(_note("No per-epoch history was logged (valid NDCG@10 per epoch is recorded when "
-                         "early_stopping_patience > 0)."))
+        out.append(
+            _note(
+                "No per-epoch history was logged (valid NDCG@10 per epoch is recorded when "
+                "early_stopping_patience > 0)."
+            )
+        )
     facts = [
-        ("strategy", f"{train.get('strategy') or lineage_train.get('strategy') or '?'} × {_num(train.get('replicas') or lineage_train.get('replicas'))}"),
+        (
+            "strategy",
+            f"{train.get('strategy') or lineage_train.get('strategy') or '?'} × {_num(train.get('replicas') or lineage_train.get('replicas'))}",
+        ),
         ("epochs run", _num(train.get("epochs_run"))),
         ("best epoch", _num(train.get("best_epoch", lineage_train.get("best_epoch")))),
         ("final loss", _num(train.get("final_loss"))),
         ("seconds / epoch", _num(train.get("seconds_per_epoch"), 2)),
         ("examples / s", _num(train.get("examples_per_s"), 0)),
-        ("train rows · users · items", f"{_num(train.get('train_rows'))} · {_num(train.get('n_users'))} · {_num(train.get('n_items'))}"),
+        (
+            "train rows · users · items",
+            f"{_num(train.get('train_rows'))} · {_num(train.get('n_users'))} · {_num(train.get('n_items'))}",
+        ),
         ("protocol", train.get("protocol") or lineage_train.get("protocol")),
     ]
     out.append(_facts(facts, "retrieval training (two-tower)"))
     ranker = data["inputs"].get("ranker") or {}
     if any(v is not None for v in ranker.values()):
-        out.append(_facts([(k.replace("_", " "), _num(v)) for k, v in ranker.items()], "ranker (DCN-v2)"))
+        out.append(
+            _facts([(k.replace("_", " "), _num(v)) for k, v in ranker.items()], "ranker (DCN-v2)")
+        )
     return "".join(out), bool(history or train)
 
 
@@ -626,7 +719,13 @@ def _plot_history(history: Mapping[str, Sequence[tuple[int, float]]], best_epoch
         values = [v for _, v in history[key]]
         axis.plot(steps, values, marker="o", color="tab:blue")
         if isinstance(best_epoch, int) and best_epoch in steps:
-            axis.axvline(best_epoch, color="tab:red", linestyle="--", linewidth=1, label=f"kept epoch {best_epoch}")
+            axis.axvline(
+                best_epoch,
+                color="tab:red",
+                linestyle="--",
+                linewidth=1,
+                label=f"kept epoch {best_epoch}",
+            )
             axis.legend(loc="best", fontsize=8)
         axis.set_title(key)
         axis.set_xlabel("epoch")
@@ -659,9 +758,19 @@ def _metrics_section(data: dict[str, Any]) -> tuple[str, bool]:
     else:
         out.append(_note(f"The {who} was re-scored on this run's test split in the same task."))
     out.append("<h3>Overall (test split, k=10)</h3>")
-    out.append(_table(("metric", "candidate", who, "change"),
-                      [(m, _num(scored.get(m)), _num(base.get(m)), _change(scored.get(m), base.get(m))) for m in _OVERALL if m in scored]))
-    segments = sorted({k.split(".", 1)[0] for k in scored if "." in k and not k.startswith("reranked.")})
+    out.append(
+        _table(
+            ("metric", "candidate", who, "change"),
+            [
+                (m, _num(scored.get(m)), _num(base.get(m)), _change(scored.get(m), base.get(m)))
+                for m in _OVERALL
+                if m in scored
+            ],
+        )
+    )
+    segments = sorted(
+        {k.split(".", 1)[0] for k in scored if "." in k and not k.startswith("reranked.")}
+    )
     if segments:
         out.append("<h3>Segments</h3>")
         rows = []
@@ -669,14 +778,34 @@ def _metrics_section(data: dict[str, Any]) -> tuple[str, bool]:
             for name in ("recall_at_10", "ndcg_at_10"):
                 key = f"{seg}.{name}"
                 if key in scored:
-                    rows.append((seg, name, _num(scored[key]), _num(base.get(key)), _change(scored[key], base.get(key))))
+                    rows.append(
+                        (
+                            seg,
+                            name,
+                            _num(scored[key]),
+                            _num(base.get(key)),
+                            _change(scored[key], base.get(key)),
+                        )
+                    )
         out.append(_table(("segment", "metric", "candidate", who, "change"), rows, "segments"))
-    reranked = {k.removeprefix("reranked."): v for k, v in scored.items() if k.startswith("reranked.") and "." not in k.removeprefix("reranked.")}
+    reranked = {
+        k.removeprefix("reranked."): v
+        for k, v in scored.items()
+        if k.startswith("reranked.") and "." not in k.removeprefix("reranked.")
+    }
     if reranked:
         policy = (data["inputs"].get("selection") or {}).get("rerank_policy")
         out.append("<h3>Retrieval → DCN-v2 re-rank</h3>")
-        out.append(_table(("metric", "retrieval", "re-ranked"),
-                          [(m, _num(scored.get(m)), _num(reranked.get(m))) for m in _OVERALL if m in reranked]))
+        out.append(
+            _table(
+                ("metric", "retrieval", "re-ranked"),
+                [
+                    (m, _num(scored.get(m)), _num(reranked.get(m)))
+                    for m in _OVERALL
+                    if m in reranked
+                ],
+            )
+        )
         if policy:
             out.append(_note(f"Serving policy chosen on this holdout: {policy}."))
     return "".join(out), True
@@ -692,23 +821,57 @@ def _compression_section(data: dict[str, Any]) -> tuple[str, bool]:
     reason = selection.get("selection_reason") or data["lineage"].get("selection_reason")
     out = []
     if selected:
-        out.append(f'<p>Served variant: <strong>{_e(selected)}</strong>. {_e(reason or "")}</p>')
+        out.append(f"<p>Served variant: <strong>{_e(selected)}</strong>. {_e(reason or '')}</p>")
     if pareto:
         out.append(_img(pareto, "compression Pareto plot: NDCG@10 vs p99 latency and vs size"))
     if rows:
         table = []
         for r in rows:
-            name = _Raw(f"<strong>{_e(r.get('name'))} ★</strong>") if r.get("name") == selected else r.get("name")
-            table.append((
-                name, r.get("status"), r.get("serves"), _num(r.get("ndcg_at_10")), _num(r.get("recall_at_10")),
-                "–" if r.get("ndcg_rel_loss") is None else f"{float(r['ndcg_rel_loss']):+.2%}",
-                _kb(r.get("saved_model_bytes")), _kb(r.get("gzip_bytes")), _kb(r.get("tflite_bytes")),
-                _num(r.get("p50_ms_b1"), 2), _num(r.get("p99_ms_b1"), 2), _num(r.get("p99_ms_b64"), 2),
-                _num(r.get("sparsity"), 2), r.get("reason") or "",
-            ))
-        out.append(_table(("variant", "status", "serves", "NDCG@10", "Recall@10", "NDCG loss", "SavedModel kB",
-                           "gzip kB", "TFLite kB", "p50 b1 ms", "p99 b1 ms", "p99 b64 ms", "sparsity", "note"),
-                          table, "variants"))
+            name = (
+                _Raw(f"<strong>{_e(r.get('name'))} ★</strong>")
+                if r.get("name") == selected
+                else r.get("name")
+            )
+            table.append(
+                (
+                    name,
+                    r.get("status"),
+                    r.get("serves"),
+                    _num(r.get("ndcg_at_10")),
+                    _num(r.get("recall_at_10")),
+                    "–" if r.get("ndcg_rel_loss") is None else f"{float(r['ndcg_rel_loss']):+.2%}",
+                    _kb(r.get("saved_model_bytes")),
+                    _kb(r.get("gzip_bytes")),
+                    _kb(r.get("tflite_bytes")),
+                    _num(r.get("p50_ms_b1"), 2),
+                    _num(r.get("p99_ms_b1"), 2),
+                    _num(r.get("p99_ms_b64"), 2),
+                    _num(r.get("sparsity"), 2),
+                    r.get("reason") or "",
+                )
+            )
+        out.append(
+            _table(
+                (
+                    "variant",
+                    "status",
+                    "serves",
+                    "NDCG@10",
+                    "Recall@10",
+                    "NDCG loss",
+                    "SavedModel kB",
+                    "gzip kB",
+                    "TFLite kB",
+                    "p50 b1 ms",
+                    "p99 b1 ms",
+                    "p99 b64 ms",
+                    "sparsity",
+                    "note",
+                ),
+                table,
+                "variants",
+            )
+        )
     return "".join(out), True
 
 
@@ -718,13 +881,17 @@ def _gate_section(data: dict[str, Any]) -> tuple[str, bool]:
         return _note("No gate decision was logged to this run."), False
     version = data["version"]
     label = f"{version['name']} v{version['version']}" if version else "retrieval model"
-    out = [f"<h3>{_e(label)} {_badge(bool(gate.get('blessed')), 'blessed', 'not blessed')}</h3>",
-           _list(gate.get("reasons") or [], "reasons")]
+    out = [
+        f"<h3>{_e(label)} {_badge(bool(gate.get('blessed')), 'blessed', 'not blessed')}</h3>",
+        _list(gate.get("reasons") or [], "reasons"),
+    ]
     ranking = data["ranking"]
     if ranking and ranking.get("gate") is not None:
         rv = ranking["version"]
         rlabel = f"{rv['name']} v{rv['version']}" if rv else "ranker"
-        out.append(f"<h3>{_e(rlabel)} {_badge(bool(ranking['gate'].get('blessed')), 'blessed', 'not blessed')}</h3>")
+        out.append(
+            f"<h3>{_e(rlabel)} {_badge(bool(ranking['gate'].get('blessed')), 'blessed', 'not blessed')}</h3>"
+        )
         out.append(_list(ranking["gate"].get("reasons") or [], "reasons"))
     return "".join(out), True
 
@@ -732,17 +899,29 @@ def _gate_section(data: dict[str, Any]) -> tuple[str, bool]:
 def _rollout_section(data: dict[str, Any]) -> tuple[str, bool]:
     rollouts = data["rollouts"]
     if not rollouts:
-        return _note("Not rolled out yet: recsys_promote has not served a version from this run."), False
+        return _note(
+            "Not rolled out yet: recsys_promote has not served a version from this run."
+        ), False
     out = []
     for r in rollouts:
         outcome = str(r.get("outcome") or "?")
         ok = outcome in ("promoted", "already-serving")
-        out.append(f"<h3>{_e(r.get('model_name'))} v{_e(r.get('version'))} {_badge(ok, outcome, outcome)}</h3>")
+        out.append(
+            f"<h3>{_e(r.get('model_name'))} v{_e(r.get('version'))} {_badge(ok, outcome, outcome)}</h3>"
+        )
         infra = r.get("infra_validation") or {}
         load = infra.get("load") if isinstance(infra.get("load"), dict) else {}
         facts = [
-            ("previous stable", r.get("previous_version") if r.get("previous_version") is not None else "none (first roll-out)"),
-            ("labels now", ", ".join(f"{k}→v{v}" for k, v in sorted((r.get("labels") or {}).items())) or "–"),
+            (
+                "previous stable",
+                r.get("previous_version")
+                if r.get("previous_version") is not None
+                else "none (first roll-out)",
+            ),
+            (
+                "labels now",
+                ", ".join(f"{k}→v{v}" for k, v in sorted((r.get("labels") or {}).items())) or "–",
+            ),
             ("served versions", ", ".join(f"v{v}" for v in r.get("served_versions") or []) or "–"),
             ("load and query", infra.get("load_and_query", "–")),
             ("parity with offline scores", infra.get("parity", "–")),
@@ -750,15 +929,29 @@ def _rollout_section(data: dict[str, Any]) -> tuple[str, bool]:
         ]
         if load:
             facts[3:3] = [
-                ("canary p50 / p99 (ms)", f"{_num(load.get('p50_ms'), 1)} / {_num(load.get('p99_ms'), 1)}"),
-                ("canary requests · errors", f"{_num(load.get('sent'))} · {_num(load.get('errors'))}"),
-                ("canary QPS (target / achieved)", f"{_num(load.get('target_qps'), 1)} / {_num(load.get('achieved_qps'), 1)}"),
+                (
+                    "canary p50 / p99 (ms)",
+                    f"{_num(load.get('p50_ms'), 1)} / {_num(load.get('p99_ms'), 1)}",
+                ),
+                (
+                    "canary requests · errors",
+                    f"{_num(load.get('sent'))} · {_num(load.get('errors'))}",
+                ),
+                (
+                    "canary QPS (target / achieved)",
+                    f"{_num(load.get('target_qps'), 1)} / {_num(load.get('achieved_qps'), 1)}",
+                ),
             ]
         elif isinstance(infra.get("load"), str):
             facts.insert(3, ("canary load test", infra["load"]))
         vs = infra.get("canary_vs_stable")
         if isinstance(vs, dict):
-            facts.append(("top-10 overlap with stable", f"{_num(vs.get('top10_overlap'), 3)} (v{vs.get('stable_version')})"))
+            facts.append(
+                (
+                    "top-10 overlap with stable",
+                    f"{_num(vs.get('top10_overlap'), 3)} (v{vs.get('stable_version')})",
+                )
+            )
         elif vs:
             facts.append(("canary vs stable", vs))
         out.append(_facts(facts, cls="rollout"))

@@ -43,7 +43,14 @@ from recops.config import REPO_ROOT, _env, _env_int
 from recops.records import Record
 
 #: Processes of the stack, in start order; the value is the command after the venv's bin.
-SERVICES: tuple[str, ...] = ("mlflow", "api-server", "scheduler", "dag-processor", "triggerer", "worker")
+SERVICES: tuple[str, ...] = (
+    "mlflow",
+    "api-server",
+    "scheduler",
+    "dag-processor",
+    "triggerer",
+    "worker",
+)
 #: Airflow users SimpleAuthManager creates, ``name:role``.
 AIRFLOW_USERS = "admin:admin,viewer:viewer"
 #: Queues the local Celery worker serves; training tasks go to ``gpu`` (RECOPS_GPU_QUEUE).
@@ -111,7 +118,9 @@ class ScaleConfig:
             home = Path(_env("RECOPS_SCALE_HOME", str(Path.cwd() / ".recops" / "scale")))
         prefix = _env("RECOPS_SCALE_DB_PREFIX", "recops_scale")
         if not prefix.replace("_", "").isalnum() or not prefix[0].isalpha() or len(prefix) > 40:
-            raise ValueError(f"RECOPS_SCALE_DB_PREFIX={prefix!r}: use letters, digits and '_' (at most 40)")
+            raise ValueError(
+                f"RECOPS_SCALE_DB_PREFIX={prefix!r}: use letters, digits and '_' (at most 40)"
+            )
         return cls(
             home=home.expanduser().resolve(),
             pg_host=_env("RECOPS_SCALE_PG_HOST", "127.0.0.1"),
@@ -249,9 +258,13 @@ def airflow_password(config: ScaleConfig, user: str = "admin") -> str:
     try:
         passwords = json.loads(config.passwords_path.read_text())
     except FileNotFoundError as exc:
-        raise ScaleError(f"{config.passwords_path} is missing: is the stack up? (`recops scale up`)") from exc
+        raise ScaleError(
+            f"{config.passwords_path} is missing: is the stack up? (`recops scale up`)"
+        ) from exc
     if user not in passwords:
-        raise ScaleError(f"no Airflow user {user!r} in {config.passwords_path}; users: {sorted(passwords)}")
+        raise ScaleError(
+            f"no Airflow user {user!r} in {config.passwords_path}; users: {sorted(passwords)}"
+        )
     return str(passwords[user])
 
 
@@ -468,10 +481,16 @@ def _write_auth_config(config: ScaleConfig) -> Path:
 def _airflow_cli(env: Mapping[str, str], *args: str, timeout: int = 600) -> None:
     bin_dir = Path(sys.executable).parent
     done = subprocess.run(
-        [str(bin_dir / "airflow"), *args], env=dict(env), capture_output=True, text=True, timeout=timeout
+        [str(bin_dir / "airflow"), *args],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if done.returncode != 0:
-        raise ScaleError(f"`airflow {' '.join(args)}` failed:\n{(done.stdout + done.stderr)[-3000:]}")
+        raise ScaleError(
+            f"`airflow {' '.join(args)}` failed:\n{(done.stdout + done.stderr)[-3000:]}"
+        )
 
 
 def _get(url: str, auth: tuple[str, str] | None = None, timeout: float = 5.0) -> int:
@@ -493,7 +512,9 @@ def _wait_for(what: str, check: Any, timeout: float, config: ScaleConfig, servic
             tail = _tail(_log_path(config, service))
             raise ScaleError(f"{service} exited while waiting for {what}; its log ends:\n{tail}")
         time.sleep(1)
-    raise ScaleError(f"timed out after {timeout:.0f} s waiting for {what}; see {_log_path(config, service)}")
+    raise ScaleError(
+        f"timed out after {timeout:.0f} s waiting for {what}; see {_log_path(config, service)}"
+    )
 
 
 def _tail(path: Path, n: int = 3000) -> str:
@@ -556,7 +577,13 @@ def up(config: ScaleConfig, *, timeout: float = 300.0) -> ScaleStatus:
         if service == "api-server":
             _wait_for("the Airflow API server", lambda: _get(f"{config.api_url}/api/v2/monitor/health") == 200,
                       timeout, config, service)  # fmt: skip
-    _wait_for("the Celery worker", lambda: b" ready." in _log_path(config, "worker").read_bytes(), timeout, config, "worker")
+    _wait_for(
+        "the Celery worker",
+        lambda: b" ready." in _log_path(config, "worker").read_bytes(),
+        timeout,
+        config,
+        "worker",
+    )
     return status(config, databases)
 
 
@@ -613,7 +640,9 @@ def status(config: ScaleConfig, databases: list[str] | None = None) -> ScaleStat
         airflow_url=config.api_url,
         mlflow_url=config.mlflow_url,
         logs=str(config.state_dir / "logs"),
-        databases=databases if databases is not None else [config.database(s) for s in _DB_SUFFIXES],
+        databases=databases
+        if databases is not None
+        else [config.database(s) for s in _DB_SUFFIXES],
     )
 
 
@@ -633,9 +662,15 @@ class AirflowApi:
         import httpx
 
         self.base_url = base_url.rstrip("/")
-        reply = httpx.post(f"{self.base_url}/auth/token", json={"username": username, "password": password}, timeout=30)
+        reply = httpx.post(
+            f"{self.base_url}/auth/token",
+            json={"username": username, "password": password},
+            timeout=30,
+        )
         if reply.status_code not in (200, 201):
-            raise ScaleError(f"login as {username!r} at {self.base_url} failed: HTTP {reply.status_code} {reply.text[:200]}")
+            raise ScaleError(
+                f"login as {username!r} at {self.base_url} failed: HTTP {reply.status_code} {reply.text[:200]}"
+            )
         self._client = httpx.Client(
             base_url=f"{self.base_url}/api/v2",
             headers={"Authorization": f"Bearer {reply.json()['access_token']}"},
@@ -663,9 +698,13 @@ class AirflowApi:
             if reply.status_code not in (404,):
                 raise ScaleError(f"GET /dags/{dag_id}: HTTP {reply.status_code} {reply.text[:300]}")
             time.sleep(2)
-        raise ScaleError(f"{dag_id} was not parsed within {timeout:.0f} s (see the dag-processor log)")
+        raise ScaleError(
+            f"{dag_id} was not parsed within {timeout:.0f} s (see the dag-processor log)"
+        )
 
-    def trigger(self, dag_id: str, logical_date: str, conf: Mapping[str, Any], *, unpause: bool = True) -> str:
+    def trigger(
+        self, dag_id: str, logical_date: str, conf: Mapping[str, Any], *, unpause: bool = True
+    ) -> str:
         """Trigger a run as the UI does; returns its run id.
 
         Args:
@@ -677,7 +716,9 @@ class AirflowApi:
         if unpause:
             self.request("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
         when = logical_date if "T" in logical_date else f"{logical_date}T00:00:00Z"
-        run = self.request("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": when, "conf": dict(conf)})
+        run = self.request(
+            "POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": when, "conf": dict(conf)}
+        )
         return str(run["dag_run_id"])
 
     def wait_run(self, dag_id: str, run_id: str, timeout: float = 1800.0) -> dict[str, Any]:

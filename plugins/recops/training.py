@@ -442,7 +442,9 @@ def make_dataset(
     if n < batch_size:
         raise ValueError(f"batch_size={batch_size} exceeds the {n} training rows")
     columns = (features, np.zeros(n, np.int32))
-    return indexed_dataset(columns, n, batch_size=batch_size, seed=seed, shuffle=shuffle, drop_remainder=True)
+    return indexed_dataset(
+        columns, n, batch_size=batch_size, seed=seed, shuffle=shuffle, drop_remainder=True
+    )
 
 
 def indexed_dataset(

@@ -51,7 +51,16 @@ def test_house_rules(dagbag) -> None:
 
 def test_nightly_wiring(dagbag) -> None:
     dag = dagbag.dags["recsys_nightly"]
-    order = ["validate", "features", "train", "compress", "select", "evaluate", "register", "announce"]
+    order = [
+        "validate",
+        "features",
+        "train",
+        "compress",
+        "select",
+        "evaluate",
+        "register",
+        "announce",
+    ]
     assert set(order) <= set(dag.task_ids)
     for upstream, downstream in zip(order, order[1:], strict=False):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
@@ -87,7 +96,10 @@ def test_promote_has_three_ways_in(dagbag) -> None:
     assert set(assets) == {"recops_blessed", "recops_champion_alias"}
     (watcher,) = assets["recops_champion_alias"].watchers
     assert watcher.trigger.serialize()[0] == "recops.airflow_plugin.ChampionAliasTrigger"
-    assert dag.params.get_param("model_name").schema["enum"] == ["recops_retrieval", "recops_ranking"]
+    assert dag.params.get_param("model_name").schema["enum"] == [
+        "recops_retrieval",
+        "recops_ranking",
+    ]
     assert dag.params.get_param("action").schema["enum"] == ["promote", "rollback"]
 
 

@@ -25,7 +25,11 @@ from airflow.exceptions import ParamValidationError
 from recops.params import NIGHTLY_SCHEMAS, PROMOTE_SCHEMAS, REPLAY_SCHEMAS, check_params
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMAS = {"recsys_nightly": NIGHTLY_SCHEMAS, "recsys_promote": PROMOTE_SCHEMAS, "recsys_replay": REPLAY_SCHEMAS}
+SCHEMAS = {
+    "recsys_nightly": NIGHTLY_SCHEMAS,
+    "recsys_promote": PROMOTE_SCHEMAS,
+    "recsys_replay": REPLAY_SCHEMAS,
+}
 HUGE = "a" * 10_000_000  # 10 MB
 INJECTIONS = ("../..", "a;rm -rf /", "$(touch /tmp/x)")
 # Free text: shell and path syntax is just text there (it reaches only the ledger and MLflow).
@@ -98,7 +102,10 @@ def dags() -> dict[str, Any]:
 
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     assert bag.import_errors == {}
-    return {dag_id: DagSerialization.from_dict(DagSerialization.to_dict(dag)) for dag_id, dag in bag.dags.items()}
+    return {
+        dag_id: DagSerialization.from_dict(DagSerialization.to_dict(dag))
+        for dag_id, dag in bag.dags.items()
+    }
 
 
 def _trigger_validation(dag: Any, conf: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +163,11 @@ def test_package_schemas_are_the_dag_params(dags: dict[str, Any]) -> None:
     """recops.params mirrors the DAG files key for key, so both layers refuse the same."""
     for dag_id, dag in dags.items():
         declared = {
-            name: {k: v for k, v in dag.params.get_param(name).schema.items() if k not in {"description", "title"}}
+            name: {
+                k: v
+                for k, v in dag.params.get_param(name).schema.items()
+                if k not in {"description", "title"}
+            }
             for name in dag.params
         }
         assert declared == SCHEMAS[dag_id], dag_id
@@ -165,8 +176,12 @@ def test_package_schemas_are_the_dag_params(dags: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- package
 
 
-@pytest.mark.parametrize("bad", ["../..", "x; rm -rf /", "$(touch /tmp/x)", "a/b", "", "recops\n", 7])
-def test_package_entry_points_refuse_unsafe_names(bad: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "bad", ["../..", "x; rm -rf /", "$(touch /tmp/x)", "a/b", "", "recops\n", 7]
+)
+def test_package_entry_points_refuse_unsafe_names(
+    bad: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from recops.config import Settings
     from recops.pipeline import merged_params, promotion_requests, replay_step, variant_step
     from recops.promotion import PromoteConfig, rollback_model
@@ -177,7 +192,14 @@ def test_package_entry_points_refuse_unsafe_names(bad: Any, tmp_path: Path, monk
     with pytest.raises(ValueError, match="'model_name'"):  # a forged asset event
         promotion_requests({}, {"recops_blessed": [{"versions": {bad: 1}, "run_id": "r"}]})
     with pytest.raises(ValueError, match="'model_name'"):
-        promotion_requests({}, {"recops_champion_alias": [{"from_trigger": True, "payload": {"model_name": bad, "version": 1}}]})
+        promotion_requests(
+            {},
+            {
+                "recops_champion_alias": [
+                    {"from_trigger": True, "payload": {"model_name": bad, "version": 1}}
+                ]
+            },
+        )
     with pytest.raises(ValueError, match="'alias'"):
         promotion_requests({"alias": bad}, {})
     with pytest.raises(ValueError, match="'protocol'"):
@@ -229,15 +251,23 @@ def test_cli_trigger_with_bad_params_runs_no_task(stack, tmp_path: Path) -> None
     """`airflow dags test recsys_promote` with a path-traversal model name: refused, nothing ran."""
     marker = tmp_path / "pwned"
     conf = json.dumps({"model_name": "../..", "alias": f"$(touch {marker})"})
-    run = stack.airflow("dags", "test", "recsys_promote", "2030-01-01T00:00:00+00:00", "--conf", conf, timeout=600)
+    run = stack.airflow(
+        "dags", "test", "recsys_promote", "2030-01-01T00:00:00+00:00", "--conf", conf, timeout=600
+    )
     log = run.stdout + run.stderr
     assert run.returncode != 0, log[-4000:]
-    assert "ParamValidationError" in log and "Invalid input for param model_name" in log, log[-4000:]
+    assert "ParamValidationError" in log and "Invalid input for param model_name" in log, log[
+        -4000:
+    ]
 
     db = sqlite3.connect(stack.settings.airflow_home / "airflow.db")
     try:
-        runs = db.execute("SELECT COUNT(*) FROM dag_run WHERE dag_id = 'recsys_promote'").fetchone()[0]
-        tis = db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = 'recsys_promote'").fetchall()
+        runs = db.execute(
+            "SELECT COUNT(*) FROM dag_run WHERE dag_id = 'recsys_promote'"
+        ).fetchone()[0]
+        tis = db.execute(
+            "SELECT task_id, state FROM task_instance WHERE dag_id = 'recsys_promote'"
+        ).fetchall()
     finally:
         db.close()
     assert runs == 0 and tis == [], (runs, tis)
@@ -246,7 +276,9 @@ def test_cli_trigger_with_bad_params_runs_no_task(stack, tmp_path: Path) -> None
     assert not marker.exists()
 
 
-def test_the_first_nightly_task_refuses_undeclared_params_before_touching_data(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+def test_the_first_nightly_task_refuses_undeclared_params_before_touching_data(
+    tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
     # Airflow accepts conf keys no Param declares; `validate`, the first task, refuses them
     # (as ParamError, which the task turns into a failure without retries).
     from recops.params import ParamError

@@ -22,6 +22,7 @@ from tests.unit._tiny_data import write_tiny_data
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
+
 def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
     data = write_tiny_data(tmp_path / "data")
     output_dir = tmp_path / "train"
@@ -77,6 +78,8 @@ def test_a_failed_worker_fails_the_group_and_names_it(tmp_path: Path) -> None:
     data = write_tiny_data(tmp_path / "data")
     config = TrainConfig(training_set_uri=str(tmp_path / "missing.parquet"), users_uri=data.users_uri,
                          items_uri=data.items_uri, output_dir=str(tmp_path / "train"), epochs=1)  # fmt: skip
-    with pytest.raises(MultiWorkerError, match=r"(?s)worker \d of 2 exited with 1.*missing\.parquet"):
+    with pytest.raises(
+        MultiWorkerError, match=r"(?s)worker \d of 2 exited with 1.*missing\.parquet"
+    ):
         train_multiworker(config, 2, timeout=300)
     assert not (tmp_path / "train" / "_SUCCESS").exists()

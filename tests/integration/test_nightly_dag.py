@@ -45,7 +45,9 @@ def _task_states(stack, dag_id: str) -> dict[str, str | None]:  # noqa: ANN001
 
     db = sqlite3.connect(stack.settings.airflow_home / "airflow.db")
     try:
-        rows = db.execute("SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ?", (dag_id,)).fetchall()
+        rows = db.execute(
+            "SELECT task_id, map_index, state FROM task_instance WHERE dag_id = ?", (dag_id,)
+        ).fetchall()
     finally:
         db.close()
     return {f"{task}[{index}]": state for task, index, state in rows}
@@ -67,8 +69,13 @@ def _state(stack, day: str) -> dict[str, Any]:  # noqa: ANN001
 
     settings = stack.settings
     features_dir = run_dir(settings, day) / "features"
-    files = [*list_partitions(settings), *sorted(rolling_source_path(settings, "user_activity").parent.glob("*")),  # sources + manifest
-             *sorted(features_dir.glob("*.parquet"))]
+    files = [
+        *list_partitions(settings),
+        *sorted(
+            rolling_source_path(settings, "user_activity").parent.glob("*")
+        ),  # sources + manifest
+        *sorted(features_dir.glob("*.parquet")),
+    ]
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     config = read_config(settings.models_config_path)
     labels = {}
@@ -78,7 +85,9 @@ def _state(stack, day: str) -> dict[str, Any]:  # noqa: ANN001
     return {
         "files": {str(p.relative_to(settings.home)): sha256_file(p) for p in files if p.is_file()},
         "online_store": dump_online_store(settings),
-        "registered_versions": {m: len(client.search_model_versions(f"name='{m}'")) for m in MODELS},
+        "registered_versions": {
+            m: len(client.search_model_versions(f"name='{m}'")) for m in MODELS
+        },
         "models_config": settings.models_config_path.read_text(),
         "labels": labels,
     }
@@ -89,7 +98,9 @@ def _last_run_id(stack, dag_id: str) -> str:  # noqa: ANN001
 
     db = sqlite3.connect(stack.settings.airflow_home / "airflow.db")
     try:
-        rows = db.execute("SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)).fetchall()
+        rows = db.execute(
+            "SELECT run_id, state FROM dag_run WHERE dag_id = ? ORDER BY id DESC LIMIT 1", (dag_id,)
+        ).fetchall()
     finally:
         db.close()
     assert rows and rows[0][1] == "success", rows
@@ -130,7 +141,9 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
     # recsys_promote, as a UI trigger would run it: canary, infra validation, stable.
     for i, model in enumerate(("recops_retrieval", "recops_ranking")):
         promoted = _promote(stack, model, 1, f"2030-01-01T00:00:0{i}+00:00")
-        assert promoted.returncode == 0 and "DagRun failed" not in promoted.stdout, (promoted.stdout + promoted.stderr)[-6000:]
+        assert promoted.returncode == 0 and "DagRun failed" not in promoted.stdout, (
+            promoted.stdout + promoted.stderr
+        )[-6000:]
     # The promotion re-rendered the nightly's report with the canary's figures; open it
     # from the DAG-run page of the Airflow UI in a real browser.
     assert "Not rolled out yet" not in report.read_text()
@@ -168,8 +181,17 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
 
     # Replay v1 from its lineage: same partitions, same training-set hash, retrained from
     # scratch with the same Params, metrics within tolerance (training is seeded).
-    replayed = stack.airflow("dags", "test", "recsys_replay", "2030-01-02T00:00:00+00:00", "--conf", json.dumps({"replay_model_version": 1}))
-    assert replayed.returncode == 0 and "DagRun failed" not in replayed.stdout, (replayed.stdout + replayed.stderr)[-6000:]
+    replayed = stack.airflow(
+        "dags",
+        "test",
+        "recsys_replay",
+        "2030-01-02T00:00:00+00:00",
+        "--conf",
+        json.dumps({"replay_model_version": 1}),
+    )
+    assert replayed.returncode == 0 and "DagRun failed" not in replayed.stdout, (
+        replayed.stdout + replayed.stderr
+    )[-6000:]
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=stack.settings.mlflow_tracking_uri)
@@ -183,14 +205,21 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
     features_dir = str(run_dir(stack.settings, day).relative_to(stack.settings.home) / "features")
     assert any(f.startswith(features_dir) for f in before["files"]), before["files"]
     assert any(f.startswith("data/features/") for f in before["files"]), before["files"]
-    assert before["online_store"] and before["registered_versions"] == {"recops_retrieval": 1, "recops_ranking": 1}
+    assert before["online_store"] and before["registered_versions"] == {
+        "recops_retrieval": 1,
+        "recops_ranking": 1,
+    }
     logical = logical_date_for(day)
-    cleared = stack.airflow("tasks", "clear", "recsys_nightly", "--yes", "--start-date", logical, "--end-date", logical)
+    cleared = stack.airflow(
+        "tasks", "clear", "recsys_nightly", "--yes", "--start-date", logical, "--end-date", logical
+    )
     assert cleared.returncode == 0, (cleared.stdout + cleared.stderr)[-3000:]
     states = _task_states(stack, "recsys_nightly")
     assert states and set(states.values()) == {None}, states  # every task of the run was cleared
     again = stack.airflow("dags", "test", "recsys_nightly", logical, "--conf", CONF)
-    assert again.returncode == 0 and "DagRun failed" not in again.stdout, (again.stdout + again.stderr)[-6000:]
+    assert again.returncode == 0 and "DagRun failed" not in again.stdout, (
+        again.stdout + again.stderr
+    )[-6000:]
     after = _state(stack, day)
     for part in before:
         assert after[part] == before[part], f"{part} changed after clear + re-run"

@@ -62,7 +62,12 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from datetime import UTC, datetime, timedelta
 
     end = datetime.fromisoformat(published.last_date).replace(tzinfo=UTC) + timedelta(days=1)
-    build_features(FeaturesConfig(interval_start=end - timedelta(days=1), interval_end=end, output_dir=str(root / "f")), settings)
+    build_features(
+        FeaturesConfig(
+            interval_start=end - timedelta(days=1), interval_end=end, output_dir=str(root / "f")
+        ),
+        settings,
+    )
     yield root
     from recops.serving.server import stop_background
 
@@ -81,7 +86,9 @@ def _version_of(client: mlflow.MlflowClient, tf2model: Path) -> int | None:
 
 def _register(root: Path, key: str, seed: int) -> int:
     model = export_contract_model(root / f"sm-{key}", seed=seed)
-    return register(RegisterConfig(model_dir=str(model), model_key=key, metrics=GOOD, auto_promote=False)).version
+    return register(
+        RegisterConfig(model_dir=str(model), model_key=key, metrics=GOOD, auto_promote=False)
+    ).version
 
 
 def test_promotion_lifecycle(home: Path) -> None:
@@ -89,17 +96,23 @@ def test_promotion_lifecycle(home: Path) -> None:
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
 
     v1 = _register(home, "v1", seed=1)
-    first = promote(PromoteConfig(model_name=MODEL, version=v1, source="ui", canary_seconds=1.0), settings)
+    first = promote(
+        PromoteConfig(model_name=MODEL, version=v1, source="ui", canary_seconds=1.0), settings
+    )
     assert first.outcome == "promoted" and first.labels.get("stable") == v1
     assert served_stable(settings, MODEL) == v1
     assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v1
 
     v2 = _register(home, "v2", seed=2)
-    second = promote(PromoteConfig(model_name=MODEL, version=v2, source="nightly", canary_seconds=1.0), settings)
+    second = promote(
+        PromoteConfig(model_name=MODEL, version=v2, source="nightly", canary_seconds=1.0), settings
+    )
     assert second.outcome == "promoted" and served_stable(settings, MODEL) == v2
     assert second.infra_validation, "the canary was validated"
     # Promoting what already serves is a no-op.
-    assert promote(PromoteConfig(model_name=MODEL, version=v2), settings).outcome == "already-serving"
+    assert (
+        promote(PromoteConfig(model_name=MODEL, version=v2), settings).outcome == "already-serving"
+    )
 
     # Someone moves champion to v3 in the MLflow UI: the watcher sees it...
     v3 = _register(home, "v3", seed=3)
@@ -108,7 +121,12 @@ def test_promotion_lifecycle(home: Path) -> None:
     # ...and the promotion it starts fails its canary (an SLO no server meets), so serving,
     # labels and the alias go back, with the reasons.
     with pytest.raises(PromotionError, match="rolled back") as failed:
-        promote(PromoteConfig(model_name=MODEL, source="registry-watch", canary_seconds=1.0, slo_p99_ms=0.001), settings)
+        promote(
+            PromoteConfig(
+                model_name=MODEL, source="registry-watch", canary_seconds=1.0, slo_p99_ms=0.001
+            ),
+            settings,
+        )
     assert any("p99" in r for r in failed.value.reasons), failed.value.reasons
     assert served_stable(settings, MODEL) == v2
     assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v2
@@ -122,7 +140,9 @@ def test_promotion_lifecycle(home: Path) -> None:
         corrupt_variables(tf2)
     client.set_registered_model_alias(MODEL, CHAMPION, str(v4))
     with pytest.raises(PromotionError, match="cannot be served"):
-        promote(PromoteConfig(model_name=MODEL, source="registry-watch", canary_seconds=1.0), settings)
+        promote(
+            PromoteConfig(model_name=MODEL, source="registry-watch", canary_seconds=1.0), settings
+        )
     assert served_stable(settings, MODEL) == v2
     assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v2
 
@@ -130,16 +150,30 @@ def test_promotion_lifecycle(home: Path) -> None:
     assert back.outcome == "rolled-back" and served_stable(settings, MODEL) == v1
     assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == v1
 
-    moves = [(e.from_version, e.to_version, e.source) for e in history(settings, MODEL) if e.alias == CHAMPION]
+    moves = [
+        (e.from_version, e.to_version, e.source)
+        for e in history(settings, MODEL)
+        if e.alias == CHAMPION
+    ]
     # The UI moves (to v3, to v4) happened outside recops; the ledger has the reverts.
-    assert moves[:4] == [(v2, v1, "cli"), (v4, v2, "registry-watch"), (v3, v2, "registry-watch"), (v1, v2, "nightly")]
+    assert moves[:4] == [
+        (v2, v1, "cli"),
+        (v4, v2, "registry-watch"),
+        (v3, v2, "registry-watch"),
+        (v1, v2, "nightly"),
+    ]
 
 
 def test_unblessed_needs_force(home: Path) -> None:
     settings = Settings.from_env()
     model = export_contract_model(home / "sm-bad", seed=9)
     bad = register(
-        RegisterConfig(model_dir=str(model), model_key="bad", metrics={"recall_at_10": 0.0, "ndcg_at_10": 0.0}, auto_promote=False)
+        RegisterConfig(
+            model_dir=str(model),
+            model_key="bad",
+            metrics={"recall_at_10": 0.0, "ndcg_at_10": 0.0},
+            auto_promote=False,
+        )
     )
     assert not bad.blessed
     with pytest.raises(PromotionError, match="not blessed"):
@@ -195,11 +229,17 @@ def test_watcher_trigger_fires_on_an_alias_move(home: Path) -> None:
     settings = Settings.from_env()
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     serving = served_stable(settings, MODEL)
-    other = next(int(v.version) for v in client.search_model_versions(f"name='{MODEL}'") if int(v.version) != serving and v.tags.get("recops.blessed") == "true")
+    other = next(
+        int(v.version)
+        for v in client.search_model_versions(f"name='{MODEL}'")
+        if int(v.version) != serving and v.tags.get("recops.blessed") == "true"
+    )
     client.set_registered_model_alias(MODEL, CHAMPION, str(other))
     trigger = ChampionAliasTrigger(model_name=MODEL, poll_interval=0.1)
     classpath, kwargs = trigger.serialize()
-    assert classpath == "recops.airflow_plugin.ChampionAliasTrigger" and kwargs["model_name"] == MODEL
+    assert (
+        classpath == "recops.airflow_plugin.ChampionAliasTrigger" and kwargs["model_name"] == MODEL
+    )
 
     async def first_event() -> dict:
         agen = trigger.run()
@@ -221,19 +261,31 @@ def test_concurrent_promotions_serialize(home: Path) -> None:
 
     settings = Settings.from_env()
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    a, b, bad = _register(home, "ca", seed=11), _register(home, "cb", seed=12), _register(home, "cbad", seed=13)
+    a, b, bad = (
+        _register(home, "ca", seed=11),
+        _register(home, "cb", seed=12),
+        _register(home, "cbad", seed=13),
+    )
     outcomes: dict[int, str] = {}
     finished: list[int] = []
 
     def run(version: int, slo: float) -> None:
         try:
-            promote(PromoteConfig(model_name=MODEL, version=version, canary_seconds=1.0, slo_p99_ms=slo), settings)
+            promote(
+                PromoteConfig(
+                    model_name=MODEL, version=version, canary_seconds=1.0, slo_p99_ms=slo
+                ),
+                settings,
+            )
             outcomes[version] = "promoted"
         except PromotionError:
             outcomes[version] = "failed"
         finished.append(version)
 
-    threads = [threading.Thread(target=run, args=(v, slo)) for v, slo in ((a, 500.0), (b, 500.0), (bad, 0.001))]
+    threads = [
+        threading.Thread(target=run, args=(v, slo))
+        for v, slo in ((a, 500.0), (b, 500.0), (bad, 0.001))
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -56,13 +56,26 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
 
     settings = stack.settings
     os.environ["RECOPS_ACTOR"] = "registry-watch-test"
-    published = publish(settings, *synthesize(rows=400, users=20, items=30, days=3, seed=5), source="test")
+    published = publish(
+        settings, *synthesize(rows=400, users=20, items=30, days=3, seed=5), source="test"
+    )
     end = datetime.fromisoformat(published.last_date).replace(tzinfo=UTC) + timedelta(days=1)
-    build_features(FeaturesConfig(interval_start=end - timedelta(days=1), interval_end=end, output_dir=str(tmp_path / "f")), settings)
+    build_features(
+        FeaturesConfig(
+            interval_start=end - timedelta(days=1), interval_end=end, output_dir=str(tmp_path / "f")
+        ),
+        settings,
+    )
     versions = []
     for seed in (1, 2):
         model = export_contract_model(tmp_path / f"sm{seed}", seed=seed)
-        versions.append(register(RegisterConfig(model_dir=str(model), model_key=f"k{seed}", metrics=GOOD, auto_promote=False)).version)
+        versions.append(
+            register(
+                RegisterConfig(
+                    model_dir=str(model), model_key=f"k{seed}", metrics=GOOD, auto_promote=False
+                )
+            ).version
+        )
         promote(PromoteConfig(model_name=MODEL, version=versions[-1], canary_seconds=1.0), settings)
     assert served_stable(settings, MODEL) == versions[1]
 
@@ -86,13 +99,26 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
     pool = stack.airflow("pools", "set", "recops_promotion", "1", "one promotion at a time")
     assert pool.returncode == 0, pool.stderr[-2000:]
     log = (tmp_path / "standalone.log").open("w")
-    proc = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(BIN / "airflow"), "standalone"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     db = settings.airflow_home / "airflow.db"
     try:
         _wait(
             "the DAG processor to register recsys_promote and the triggerer to run its watcher",
-            lambda: bool(_query(db, "SELECT 1 FROM dag WHERE dag_id='recsys_promote' AND is_paused=0"))
-            and bool(_query(db, "SELECT 1 FROM trigger WHERE classpath LIKE '%ChampionAliasTrigger%' AND triggerer_id IS NOT NULL")),
+            lambda: (
+                bool(_query(db, "SELECT 1 FROM dag WHERE dag_id='recsys_promote' AND is_paused=0"))
+                and bool(
+                    _query(
+                        db,
+                        "SELECT 1 FROM trigger WHERE classpath LIKE '%ChampionAliasTrigger%' AND triggerer_id IS NOT NULL",
+                    )
+                )
+            ),
             timeout=300,
         )
         client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
@@ -100,17 +126,36 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
         client.set_registered_model_alias(MODEL, CHAMPION, str(versions[0]))
 
         def run_started() -> bool:
-            rows = _query(db, "SELECT start_date FROM dag_run WHERE dag_id='recsys_promote' AND start_date IS NOT NULL")
+            rows = _query(
+                db,
+                "SELECT start_date FROM dag_run WHERE dag_id='recsys_promote' AND start_date IS NOT NULL",
+            )
             return bool(rows)
 
         started_after = _wait("recsys_promote to start", run_started, timeout=120)
-        followed_after = _wait("stable to follow the alias", lambda: served_stable(settings, MODEL) == versions[0], timeout=240)
-        print(f"promotion run started {started_after:.1f} s and stable followed {followed_after:.1f} s after the alias move")
-        assert started_after <= 60, f"the roll-out started {started_after:.0f} s after the alias move"
+        followed_after = _wait(
+            "stable to follow the alias",
+            lambda: served_stable(settings, MODEL) == versions[0],
+            timeout=240,
+        )
+        print(
+            f"promotion run started {started_after:.1f} s and stable followed {followed_after:.1f} s after the alias move"
+        )
+        assert started_after <= 60, (
+            f"the roll-out started {started_after:.0f} s after the alias move"
+        )
         (state,) = _wait_state(db)
         assert state == "success"
-        entries = [e for e in history(settings, MODEL) if e.alias == CHAMPION and datetime.fromisoformat(e.at) >= moved_at]
-        assert entries and entries[0].to_version == versions[0] and entries[0].source == "registry-watch"
+        entries = [
+            e
+            for e in history(settings, MODEL)
+            if e.alias == CHAMPION and datetime.fromisoformat(e.at) >= moved_at
+        ]
+        assert (
+            entries
+            and entries[0].to_version == versions[0]
+            and entries[0].source == "registry-watch"
+        )
     finally:
         stop_group(proc)
         log.close()
@@ -120,7 +165,9 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
 def _wait_state(db: Path) -> tuple[str]:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        rows = _query(db, "SELECT state FROM dag_run WHERE dag_id='recsys_promote' ORDER BY id DESC LIMIT 1")
+        rows = _query(
+            db, "SELECT state FROM dag_run WHERE dag_id='recsys_promote' ORDER BY id DESC LIMIT 1"
+        )
         if rows and rows[0][0] in ("success", "failed"):
             return rows[0]
         time.sleep(1)

@@ -46,7 +46,13 @@ def _reachable(config: ScaleConfig) -> bool:
     import redis
 
     try:
-        psycopg2.connect(host=config.pg_host, port=config.pg_port, user=config.pg_user, dbname="postgres", connect_timeout=5).close()
+        psycopg2.connect(
+            host=config.pg_host,
+            port=config.pg_port,
+            user=config.pg_user,
+            dbname="postgres",
+            connect_timeout=5,
+        ).close()
         redis.Redis(host=config.redis_host, port=config.redis_port, socket_timeout=5).ping()
     except Exception:  # noqa: BLE001
         return False
@@ -93,7 +99,9 @@ def _status(url: str, auth: tuple[str, str] | None = None) -> int:
 
     request = urllib.request.Request(url)
     if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode())
+        request.add_header(
+            "Authorization", "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        )
     try:
         with urllib.request.urlopen(request, timeout=30) as reply:
             return int(reply.status)
@@ -101,7 +109,9 @@ def _status(url: str, auth: tuple[str, str] | None = None) -> int:
         return int(exc.code)
 
 
-def test_nightly_runs_on_celery_postgres_redis_and_mlflow_server(scale: ScaleConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_nightly_runs_on_celery_postgres_redis_and_mlflow_server(
+    scale: ScaleConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert set(running(scale)) == set(SERVICES)
     secret_values = load_secrets(scale)
     # Point this process at the stack, as `eval $(recops scale env)` does.
@@ -114,7 +124,9 @@ def test_nightly_runs_on_celery_postgres_redis_and_mlflow_server(scale: ScaleCon
 
     settings = Settings.from_env()
     assert (settings.profile, settings.online_store) == ("scale", "redis")
-    ingested = publish(settings, *synthesize(rows=4000, users=100, items=120, days=6, seed=5), source="synthetic")
+    ingested = publish(
+        settings, *synthesize(rows=4000, users=100, items=120, days=6, seed=5), source="synthetic"
+    )
 
     # The API refuses anonymous callers; the admin's password was generated at start.
     assert _status(f"{scale.api_url}/api/v2/dags") == 401
@@ -130,17 +142,32 @@ def test_nightly_runs_on_celery_postgres_redis_and_mlflow_server(scale: ScaleCon
         api.close()
     wall = time.monotonic() - started
     tis = result["task_instances"]
-    summary = {(ti["task_id"], ti["map_index"]): (ti["state"], ti["queue"], round(ti["duration"] or 0)) for ti in tis}
-    print(f"recsys_nightly on the scale profile: {result['run']['state']} in {wall:.0f} s; {summary}")
+    summary = {
+        (ti["task_id"], ti["map_index"]): (ti["state"], ti["queue"], round(ti["duration"] or 0))
+        for ti in tis
+    }
+    print(
+        f"recsys_nightly on the scale profile: {result['run']['state']} in {wall:.0f} s; {summary}"
+    )
     worker_log = (scale.state_dir / "logs" / "worker.log").read_text(errors="replace")
     assert result["run"]["state"] == "success", f"{summary}\n{worker_log[-4000:]}"
 
     # Every task ran on the Celery worker, the training ones from the gpu queue.
-    assert {ti["task_id"] for ti in tis} >= {"validate", "features", "train", "rank", "compress", "select", "register"}
+    assert {ti["task_id"] for ti in tis} >= {
+        "validate",
+        "features",
+        "train",
+        "rank",
+        "compress",
+        "select",
+        "register",
+    }
     for ti in tis:
         if ti["state"] == "skipped":
             continue
-        assert f"task_id='{ti['task_id']}'" in worker_log, f"{ti['task_id']} was not executed by the Celery worker"
+        assert f"task_id='{ti['task_id']}'" in worker_log, (
+            f"{ti['task_id']} was not executed by the Celery worker"
+        )
         assert ti["queue"] == ("gpu" if ti["task_id"] in TRAINING_TASKS else "default"), ti
     import sqlalchemy as sa
 
@@ -150,7 +177,9 @@ def test_nightly_runs_on_celery_postgres_redis_and_mlflow_server(scale: ScaleCon
     wanted, deadline = len([ti for ti in tis if ti["state"] == "success"]), time.monotonic() + 60
     while True:
         with engine.connect() as con:
-            results = con.execute(sa.text("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")).scalar_one()
+            results = con.execute(
+                sa.text("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")
+            ).scalar_one()
         if results >= wanted or time.monotonic() > deadline:
             break
         time.sleep(2)
@@ -177,7 +206,9 @@ def test_nightly_runs_on_celery_postgres_redis_and_mlflow_server(scale: ScaleCon
 
     assert redis.Redis(host=scale.redis_host, port=scale.redis_port, db=scale.feast_db).dbsize() > 0
     rows = online_features("user_id", [1, 2, 3], "retrieval_v1", settings)
-    assert len(rows) == 3 and any(v is not None for row in rows for k, v in row.items() if k != "user_id"), rows
+    assert len(rows) == 3 and any(
+        v is not None for row in rows for k, v in row.items() if k != "user_id"
+    ), rows
     with sa.create_engine(scale.pg_url("feast")).connect() as con:
         assert con.execute(sa.text("SELECT count(*) FROM feature_views")).scalar_one() >= 1
     assert not (Path(settings.feast_dir) / "registry.db").exists()

@@ -34,12 +34,19 @@ def test_eight_concurrent_registrations(tmp_path: Path) -> None:
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _SCRIPT, f"key-{i}", str(model)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for i in range(8)
     ]
     outputs = [p.communicate(timeout=600) for p in procs]
-    failures = [(p.returncode, err[-2000:]) for p, (_, err) in zip(procs, outputs, strict=True) if p.returncode]
+    failures = [
+        (p.returncode, err[-2000:])
+        for p, (_, err) in zip(procs, outputs, strict=True)
+        if p.returncode
+    ]
     assert not failures, failures
     import json
 

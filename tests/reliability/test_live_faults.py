@@ -103,10 +103,23 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
     )
     stack.api_port = int(stack.env["AIRFLOW__API__PORT"])
     try:
-        for args in (("db", "migrate"), ("pools", "set", "recops_promotion", "1", "one promotion at a time")):
-            done = subprocess.run([str(BIN / "airflow"), *args], env=stack.env, capture_output=True, text=True, timeout=300)
+        for args in (
+            ("db", "migrate"),
+            ("pools", "set", "recops_promotion", "1", "one promotion at a time"),
+        ):
+            done = subprocess.run(
+                [str(BIN / "airflow"), *args],
+                env=stack.env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
             assert done.returncode == 0, done.stderr[-3000:]
-        ingested = publish(settings, *synthesize(rows=6000, users=120, items=150, days=8, seed=5), source="synthetic")
+        ingested = publish(
+            settings,
+            *synthesize(rows=6000, users=120, items=150, days=8, seed=5),
+            source="synthetic",
+        )
         STATE["day"] = ingested.last_date
         started = time.monotonic()
         for component in COMPONENTS:
@@ -114,7 +127,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
         wait_for("the API server", stack.healthy, timeout=180)
         wait_for(
             "the DAG processor to register recsys_nightly and recsys_promote",
-            lambda: len(stack.query("SELECT dag_id FROM dag WHERE dag_id IN (?, ?)", NIGHTLY, PROMOTE)) == 2,
+            lambda: (
+                len(stack.query("SELECT dag_id FROM dag WHERE dag_id IN (?, ?)", NIGHTLY, PROMOTE))
+                == 2
+            ),
             timeout=180,
         )
         print(f"\nlive stack up in {time.monotonic() - started:.1f} s")
@@ -143,7 +159,9 @@ def _ti(live: LiveAirflow, dag_id: str, run_id: str, task_id: str) -> list[tuple
     """(state, try_number, pid, duration) of each map index of a task, current try."""
     return live.query(
         "SELECT state, try_number, pid, duration, map_index FROM task_instance WHERE dag_id=? AND run_id=? AND task_id=? ORDER BY map_index",
-        dag_id, run_id, task_id,
+        dag_id,
+        run_id,
+        task_id,
     )
 
 
@@ -152,7 +170,9 @@ def _run_state(live: LiveAirflow, dag_id: str, run_id: str) -> str | None:
     return rows[0][0] if rows else None
 
 
-def _running_pid(live: LiveAirflow, dag_id: str, run_id: str, task_id: str, *, timeout: float) -> tuple[int, int]:
+def _running_pid(
+    live: LiveAirflow, dag_id: str, run_id: str, task_id: str, *, timeout: float
+) -> tuple[int, int]:
     """Wait until the task's first try runs with a known pid: (pid, try_number)."""
 
     def running() -> tuple[int, int] | None:
@@ -168,10 +188,15 @@ def _running_pid(live: LiveAirflow, dag_id: str, run_id: str, task_id: str, *, t
     return found  # type: ignore[no-any-return]
 
 
-def _wait_task_success(live: LiveAirflow, dag_id: str, run_id: str, task_id: str, timeout: float) -> list[tuple[Any, ...]]:
+def _wait_task_success(
+    live: LiveAirflow, dag_id: str, run_id: str, task_id: str, timeout: float
+) -> list[tuple[Any, ...]]:
     def done() -> list[tuple[Any, ...]] | None:
         rows = _ti(live, dag_id, run_id, task_id)
-        assert not any(r[0] in ("failed", "upstream_failed") for r in rows), (rows, live.log_tail("scheduler"))
+        assert not any(r[0] in ("failed", "upstream_failed") for r in rows), (
+            rows,
+            live.log_tail("scheduler"),
+        )
         return rows if rows and all(r[0] == "success" for r in rows) else None
 
     rows, _ = wait_for(f"{task_id} to succeed", done, timeout=timeout)
@@ -182,7 +207,9 @@ def _trigger(live: LiveAirflow, token: str, body: dict[str, Any]) -> str:
     """POST a nightly run; a SQLite lock can fail or time out one call, so retry it."""
     for _ in range(3):
         try:
-            status, run = live.request("POST", f"/api/v2/dags/{NIGHTLY}/dagRuns", token=token, body=body)
+            status, run = live.request(
+                "POST", f"/api/v2/dags/{NIGHTLY}/dagRuns", token=token, body=body
+            )
         except OSError:  # timed out: it may still have gone through
             status, run = 0, None
         if status == 200:
@@ -191,10 +218,17 @@ def _trigger(live: LiveAirflow, token: str, body: dict[str, Any]) -> str:
             break
         assert status in (0, 500), (status, run)
         time.sleep(2)
-    status, runs = live.request("GET", f"/api/v2/dags/{NIGHTLY}/dagRuns?limit=100", token=token, retries=2)
+    status, runs = live.request(
+        "GET", f"/api/v2/dags/{NIGHTLY}/dagRuns?limit=100", token=token, retries=2
+    )
     assert status == 200, runs
     wanted = datetime.fromisoformat(body["logical_date"])
-    found = [r["dag_run_id"] for r in runs["dag_runs"] if r["logical_date"] and datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00")) == wanted]
+    found = [
+        r["dag_run_id"]
+        for r in runs["dag_runs"]
+        if r["logical_date"]
+        and datetime.fromisoformat(r["logical_date"].replace("Z", "+00:00")) == wanted
+    ]
     assert len(found) == 1, runs
     return str(found[0])
 
@@ -216,12 +250,16 @@ def _take_features_lock(settings: Settings, timeout: float) -> IO[str]:
         except BlockingIOError:
             if time.monotonic() > deadline:
                 handle.close()
-                raise AssertionError(f"the features lock was not free within {timeout:.0f} s") from None
+                raise AssertionError(
+                    f"the features lock was not free within {timeout:.0f} s"
+                ) from None
             time.sleep(0.2)
 
 
 def _hashes(settings: Settings) -> dict[str, str]:
-    return {p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in list_partitions(settings)}
+    return {
+        p.parent.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in list_partitions(settings)
+    }
 
 
 def _iso(day: str) -> str:
@@ -233,7 +271,9 @@ def test_api_auth_generated_passwords_and_roles(live: LiveAirflow) -> None:
     passwords = live.passwords()
     assert set(passwords) == {"admin", "viewer"}
     for user, password in passwords.items():
-        assert len(password) >= 16 and password != user and user not in password.lower(), "guessable password"
+        assert len(password) >= 16 and password != user and user not in password.lower(), (
+            "guessable password"
+        )
     assert passwords["admin"] != passwords["viewer"]
 
     trigger = {"logical_date": "2030-01-01T00:00:00+00:00", "conf": {}}
@@ -250,7 +290,10 @@ def test_api_auth_generated_passwords_and_roles(live: LiveAirflow) -> None:
     status, dags = live.request("GET", "/api/v2/dags", token=viewer)
     assert status == 200 and {NIGHTLY, PROMOTE} <= {d["dag_id"] for d in dags["dags"]}
     assert live.request("POST", runs_path, token=viewer, body=trigger)[0] == 403
-    assert live.request("PATCH", f"/api/v2/dags/{NIGHTLY}", token=viewer, body={"is_paused": False})[0] == 403
+    assert (
+        live.request("PATCH", f"/api/v2/dags/{NIGHTLY}", token=viewer, body={"is_paused": False})[0]
+        == 403
+    )
 
     admin = _admin(live)
     assert live.request("GET", "/api/v2/dags", token=admin)[0] == 200
@@ -266,11 +309,19 @@ def test_max_active_runs_holds_extra_runs_back(live: LiveAirflow) -> None:
     STATE["features_lock"] = _take_features_lock(live.settings, timeout=10)
     # run_after at the logical date: the nightly's own scheduled run (created on unpause,
     # for the latest interval) sorts after ours and waits behind it.
-    run_id = STATE["run_id"] = _trigger(live, admin, {"logical_date": logical, "run_after": logical, "conf": CONF})
+    run_id = STATE["run_id"] = _trigger(
+        live, admin, {"logical_date": logical, "run_after": logical, "conf": CONF}
+    )
     for dag_id in (PROMOTE, NIGHTLY):
-        status, body = live.request("PATCH", f"/api/v2/dags/{dag_id}", token=admin, body={"is_paused": False}, retries=2)
+        status, body = live.request(
+            "PATCH", f"/api/v2/dags/{dag_id}", token=admin, body={"is_paused": False}, retries=2
+        )
         assert status == 200 and body["is_paused"] is False, body
-    _, waited = wait_for("the triggered run to start", lambda: _run_state(live, NIGHTLY, run_id) == "running", timeout=60)
+    _, waited = wait_for(
+        "the triggered run to start",
+        lambda: _run_state(live, NIGHTLY, run_id) == "running",
+        timeout=60,
+    )
     STATE["run_started"] = time.monotonic() - waited
 
     extra = []
@@ -287,17 +338,32 @@ def test_max_active_runs_holds_extra_runs_back(live: LiveAirflow) -> None:
         polls += 1
         assert states[run_id] == "running", states
         time.sleep(1)
-    others = [r for (r,) in live.query("SELECT run_id FROM dag_run WHERE dag_id=? AND run_id != ?", NIGHTLY, run_id)]
+    others = [
+        r
+        for (r,) in live.query(
+            "SELECT run_id FROM dag_run WHERE dag_id=? AND run_id != ?", NIGHTLY, run_id
+        )
+    ]
     assert set(extra) <= set(others)
     print(f"max_active_runs: {len(others)} extra runs ({len(others) - len(extra)} scheduled), "
           f"{polls} polls, at most {most_running} running")  # fmt: skip
     assert most_running == 1
     for other in others:
-        status, body = live.request("PATCH", f"/api/v2/dags/{NIGHTLY}/dagRuns/{other}", token=admin, body={"state": "failed"}, retries=2)
+        status, body = live.request(
+            "PATCH",
+            f"/api/v2/dags/{NIGHTLY}/dagRuns/{other}",
+            token=admin,
+            body={"state": "failed"},
+            retries=2,
+        )
         assert status == 200 and body["state"] == "failed", body
     assert not touched, f"held-back runs scheduled tasks: {sorted(touched)}"
     # Marked failed while queued: none of their tasks was ever tried.
-    tried = live.query("SELECT run_id, task_id FROM task_instance WHERE dag_id=? AND run_id != ? AND try_number > 0", NIGHTLY, run_id)
+    tried = live.query(
+        "SELECT run_id, task_id FROM task_instance WHERE dag_id=? AND run_id != ? AND try_number > 0",
+        NIGHTLY,
+        run_id,
+    )
     assert tried == [], f"held-back runs tried tasks: {tried}"
 
 
@@ -349,7 +415,9 @@ def test_kill_train_task_process_retry_resumes(live: LiveAirflow) -> None:
     assert "LocalExecutor" in process_title(parent_pid(pid))
 
     def backup() -> list[Path]:
-        assert _ti(live, NIGHTLY, run_id, "train")[0][0] == "running", "train finished before a backup was seen"
+        assert _ti(live, NIGHTLY, run_id, "train")[0][0] == "running", (
+            "train finished before a backup was seen"
+        )
         return sorted(settings.runs_dir.glob("*/train*/backup/chief/checkpoint"))
 
     wait_for("train to write its first backup", backup, timeout=240, interval=0.1)
@@ -365,7 +433,10 @@ def test_kill_train_task_process_retry_resumes(live: LiveAirflow) -> None:
     _, detected = wait_for("the kill to be noticed", left_running, timeout=60, interval=0.2)
     rows = _wait_task_success(live, NIGHTLY, run_id, "train", timeout=300)
     status, xcom = live.request(
-        "GET", f"/api/v2/dags/{NIGHTLY}/dagRuns/{run_id}/taskInstances/train/xcomEntries/return_value", token=_admin(live), retries=2
+        "GET",
+        f"/api/v2/dags/{NIGHTLY}/dagRuns/{run_id}/taskInstances/train/xcomEntries/return_value",
+        token=_admin(live),
+        retries=2,
     )
     assert status == 200, xcom
     result = xcom["value"]
@@ -378,7 +449,9 @@ def test_kill_train_task_process_retry_resumes(live: LiveAirflow) -> None:
         assert 1 <= result["resumed_from_epoch"] < CONF["epochs"]
     else:
         assert result["resumed_from_epoch"] == 0
-    assert not list(settings.runs_dir.glob("*/train*/backup")), "the backup outlived a finished training"
+    assert not list(settings.runs_dir.glob("*/train*/backup")), (
+        "the backup outlived a finished training"
+    )
     assert len(list(settings.runs_dir.glob("*/train*/_SUCCESS"))) == 1
 
 
@@ -387,7 +460,9 @@ def test_scheduler_killed_mid_run_restarts_and_run_completes(live: LiveAirflow) 
 
     def compressing() -> bool:
         rows = _ti(live, NIGHTLY, run_id, "compress")
-        assert not rows or not all(r[0] == "success" for r in rows), "compress finished before the scheduler was killed"
+        assert not rows or not all(r[0] == "success" for r in rows), (
+            "compress finished before the scheduler was killed"
+        )
         return any(r[0] == "running" for r in rows)
 
     wait_for("a compress task to run", compressing, timeout=300, interval=0.2)
@@ -404,7 +479,11 @@ def test_scheduler_killed_mid_run_restarts_and_run_completes(live: LiveAirflow) 
     elapsed = time.monotonic() - restarted
     print(f"scheduler: killed during compress, run {state} {elapsed:.1f} s after the restart; "
           f"whole run {time.monotonic() - STATE['run_started']:.1f} s")  # fmt: skip
-    failed = live.query("SELECT task_id, state FROM task_instance WHERE dag_id=? AND run_id=? AND state != 'success'", NIGHTLY, run_id)
+    failed = live.query(
+        "SELECT task_id, state FROM task_instance WHERE dag_id=? AND run_id=? AND state != 'success'",
+        NIGHTLY,
+        run_id,
+    )
     assert state == "success", (failed, live.log_tail("scheduler"))
     # One registered, gated version per model: no kill or retry wrote a second one.
     for model in MODELS:
@@ -416,13 +495,18 @@ def test_kill_promote_during_canary_retry_serves_registered_version(live: LiveAi
     settings = live.settings
     (promote_run,), _ = wait_for(
         "the recops_blessed asset to start recsys_promote",
-        lambda: [r for (r,) in live.query("SELECT run_id FROM dag_run WHERE dag_id=? ORDER BY id", PROMOTE)][:1],
+        lambda: [
+            r
+            for (r,) in live.query("SELECT run_id FROM dag_run WHERE dag_id=? ORDER BY id", PROMOTE)
+        ][:1],
         timeout=120,
     )
     pid, try_number = _running_pid(live, PROMOTE, promote_run, "promote", timeout=240)
 
     def canary() -> str | None:
-        assert _ti(live, PROMOTE, promote_run, "promote")[0][0] == "running", "promote finished before its canary was seen"
+        assert _ti(live, PROMOTE, promote_run, "promote")[0][0] == "running", (
+            "promote finished before its canary was seen"
+        )
         path = settings.models_config_path
         text = path.read_text() if path.is_file() else ""
         return text if '"canary"' in text else None
@@ -431,7 +515,11 @@ def test_kill_promote_during_canary_retry_serves_registered_version(live: LiveAi
     os.kill(pid, 9)
     killed = time.monotonic()
     # Parsed after the kill: reading the proto imports TensorFlow, too slow to do first.
-    in_canary = [e.name for e in parse_config(seen_config).model_config_list.config if "canary" in version_labels(e)]
+    in_canary = [
+        e.name
+        for e in parse_config(seen_config).model_config_list.config
+        if "canary" in version_labels(e)
+    ]
     assert len(in_canary) == 1, seen_config
     rows = _wait_task_success(live, PROMOTE, promote_run, "promote", timeout=300)
     state, _ = wait_for(
@@ -460,7 +548,8 @@ def test_kill_promote_during_canary_retry_serves_registered_version(live: LiveAi
 def test_tasks_outlive_the_execution_api_token(live: LiveAirflow) -> None:
     rows = live.query(
         "SELECT task_id, map_index, duration FROM task_instance WHERE dag_id IN (?, ?) AND state='success' AND duration IS NOT NULL",
-        NIGHTLY, PROMOTE,
+        NIGHTLY,
+        PROMOTE,
     )
     assert rows, "no successful task"
     longest = sorted(rows, key=lambda r: r[2], reverse=True)
@@ -469,12 +558,21 @@ def test_tasks_outlive_the_execution_api_token(live: LiveAirflow) -> None:
     assert live.env["AIRFLOW__EXECUTION_API__JWT_EXPIRATION_TIME"] == str(TOKEN_LIFETIME_S)
     # The tasks' Execution API calls (heartbeats, XComs, state) were never refused: their
     # short-lived token was reissued while they ran.
-    calls = [line for line in live.log_tail("api-server", chars=50_000_000).splitlines() if "path=/execution/" in line]
+    calls = [
+        line
+        for line in live.log_tail("api-server", chars=50_000_000).splitlines()
+        if "path=/execution/" in line
+    ]
     refused = [line for line in calls if re.search(r"status_code=40[13]\b", line)]
     print(f"Execution API: {len(calls)} calls, {len(refused)} refused for auth")
     assert calls and not refused, refused[:3]
     outlived = [t for t, _, d in rows if d > TOKEN_LIFETIME_S]
     assert outlived, longest[:5]
     # Every task of the nightly run succeeded in the end, however long it ran.
-    states = {s for (s,) in live.query("SELECT state FROM task_instance WHERE dag_id=? AND run_id=?", NIGHTLY, STATE["run_id"])}
+    states = {
+        s
+        for (s,) in live.query(
+            "SELECT state FROM task_instance WHERE dag_id=? AND run_id=?", NIGHTLY, STATE["run_id"]
+        )
+    }
     assert states == {"success"}, states

@@ -29,7 +29,9 @@ from tests.support.stack import BIN
 COMPONENTS = ("api-server", "dag-processor", "triggerer", "scheduler")
 
 
-def live_env(settings: Settings, base: dict[str, str], *, api_port: int, overrides: dict[str, str]) -> dict[str, str]:
+def live_env(
+    settings: Settings, base: dict[str, str], *, api_port: int, overrides: dict[str, str]
+) -> dict[str, str]:
     """Environment shared by every component: one JWT secret, one execution API URL.
 
     Args:
@@ -88,7 +90,11 @@ class LiveAirflow:
         log = (self.log_dir / f"{component}.log").open("ab")
         self._logs.append(log)
         proc = subprocess.Popen(
-            [str(BIN / "airflow"), component], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [str(BIN / "airflow"), component],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs[component] = proc
         self.started.append(proc)
@@ -143,7 +149,13 @@ class LiveAirflow:
         return dict(json.loads(path.read_text()))
 
     def request(
-        self, method: str, path: str, *, token: str | None = None, body: Any = None, retries: int = 0
+        self,
+        method: str,
+        path: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        retries: int = 0,
     ) -> tuple[int, Any]:
         """One HTTP call to the API server: (status, decoded JSON body or None).
 
@@ -166,7 +178,9 @@ class LiveAirflow:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
+        req = urllib.request.Request(
+            self.base_url + path, data=data, method=method, headers=headers
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as reply:
                 status, raw = reply.status, reply.read()
@@ -186,11 +200,15 @@ class LiveAirflow:
 
     def token(self, username: str, password: str) -> tuple[int, str | None]:
         """POST /auth/token: (status, access token or None)."""
-        status, body = self.request("POST", "/auth/token", body={"username": username, "password": password})
+        status, body = self.request(
+            "POST", "/auth/token", body={"username": username, "password": password}
+        )
         return status, body.get("access_token") if isinstance(body, dict) else None
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0) -> tuple[Any, float]:
+def wait_for(
+    what: str, check: Callable[[], Any], timeout: float, interval: float = 1.0
+) -> tuple[Any, float]:
     """Poll ``check`` until it returns something truthy: (that value, seconds waited).
 
     Raises:
@@ -209,7 +227,13 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: floa
 def process_title(pid: int) -> str:
     """The command line (process title) of a live process, or '' when it is gone."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        return (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")
+            .strip()
+        )
     except OSError:
         return ""
 

@@ -60,7 +60,9 @@ def check_report_tab(stack: Stack, tmp_path: Path, run_id: str) -> None:
     """
     from playwright.sync_api import expect, sync_playwright
 
-    assert Path(CHROMIUM).is_file(), "Debian chromium is missing: .ci/run installs it (apt-get install chromium)"
+    assert Path(CHROMIUM).is_file(), (
+        "Debian chromium is missing: .ci/run installs it (apt-get install chromium)"
+    )
     tmp_path.mkdir(parents=True, exist_ok=True)
     report = report_path(stack.settings, "recsys_nightly", run_id)
     assert report.is_file()
@@ -95,14 +97,25 @@ def check_report_tab(stack: Stack, tmp_path: Path, run_id: str) -> None:
                 page.wait_for_url(lambda url: "/auth/login" not in url, timeout=60_000)
 
                 page.goto(f"{base}/dags/recsys_nightly/runs/{quoted}", wait_until="networkidle")
-                tab = page.get_by_role("button", name="Run report").or_(page.get_by_role("tab", name="Run report")).or_(page.get_by_role("link", name="Run report"))
+                tab = (
+                    page.get_by_role("button", name="Run report")
+                    .or_(page.get_by_role("tab", name="Run report"))
+                    .or_(page.get_by_role("link", name="Run report"))
+                )
                 expect(tab.first).to_be_visible(timeout=60_000)
                 tab.first.click()
                 page.wait_for_url("**/plugin/recops-run-report", timeout=30_000)
                 frame = page.frame_locator("iframe[title='Run report']")
                 expect(frame.locator("h1")).to_have_text("Run report", timeout=60_000)
-                for heading in ("Data validation and drift", "Features used", "Training curves", "Metrics vs champion",
-                                "Compression search", "Gate decision", "Rollout"):
+                for heading in (
+                    "Data validation and drift",
+                    "Features used",
+                    "Training curves",
+                    "Metrics vs champion",
+                    "Compression search",
+                    "Gate decision",
+                    "Rollout",
+                ):
                     expect(frame.get_by_role("heading", name=heading, exact=True)).to_be_visible()
                 expect(frame.locator("#features")).to_contain_text("retrieval_v1")
                 expect(frame.locator("#features")).to_contain_text("user_profile:age")
@@ -110,7 +123,9 @@ def check_report_tab(stack: Stack, tmp_path: Path, run_id: str) -> None:
                 expect(frame.locator("#rollout")).to_contain_text("promoted")
                 expect(frame.locator("#rollout")).to_contain_text("canary p50 / p99 (ms)")
                 # Both plots decoded and drawn by the browser (a broken data URI has width 0).
-                widths = frame.locator("img").evaluate_all("imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)")
+                widths = frame.locator("img").evaluate_all(
+                    "imgs => imgs.map(i => i.complete ? i.naturalWidth : 0)"
+                )
                 assert len(widths) == 2 and min(widths) > 300, widths
                 shot = tmp_path / "run_report.png"
                 page.screenshot(path=str(shot))
@@ -119,9 +134,17 @@ def check_report_tab(stack: Stack, tmp_path: Path, run_id: str) -> None:
                 page.screenshot(path=str(report_shot), full_page=True)
 
                 # Authenticated but malformed or unknown ids.
-                assert page.request.get(f"{base}/recops/reports/recsys_nightly/..%2F..%2Fetc").status in (400, 404)
-                assert page.request.get(f"{base}/recops/reports/recsys_nightly/bad%3Cid%3E").status == 400
-                assert page.request.get(f"{base}/recops/reports/recsys_nightly/manual__nope").status == 404
+                assert page.request.get(
+                    f"{base}/recops/reports/recsys_nightly/..%2F..%2Fetc"
+                ).status in (400, 404)
+                assert (
+                    page.request.get(f"{base}/recops/reports/recsys_nightly/bad%3Cid%3E").status
+                    == 400
+                )
+                assert (
+                    page.request.get(f"{base}/recops/reports/recsys_nightly/manual__nope").status
+                    == 404
+                )
             finally:
                 browser.close()
         results = ROOT / "benchmarks" / "results"
@@ -147,7 +170,13 @@ def check_feast_ui(stack: Stack, tmp_path: Path) -> None:
     argv, env = feast_ui_command(stack.settings, port)
     log_path = tmp_path / "feast-ui.log"
     with log_path.open("wb") as log:
-        proc = subprocess.Popen(argv, env={**stack.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            env={**stack.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_http(f"{base}/health", 120, proc, log_path)
@@ -155,7 +184,9 @@ def check_feast_ui(stack: Stack, tmp_path: Path) -> None:
             assert "<title>Feast" in response.read().decode(), "the Feast UI page did not load"
         with urllib.request.urlopen(f"{base}/api/v1/feature_views/all", timeout=30) as response:
             views = {v["spec"]["name"] for v in json.loads(response.read())["featureViews"]}
-        with urllib.request.urlopen(f"{base}/api/v1/feature_services?project=recops", timeout=30) as response:
+        with urllib.request.urlopen(
+            f"{base}/api/v1/feature_services?project=recops", timeout=30
+        ) as response:
             services = {s["spec"]["name"] for s in json.loads(response.read())["featureServices"]}
     finally:
         stop_group(proc)

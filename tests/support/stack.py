@@ -39,7 +39,9 @@ class Stack:
     settings: Settings
     env: dict[str, str]
 
-    def _run(self, exe: str, args: tuple[str, ...], timeout: int) -> subprocess.CompletedProcess[str]:
+    def _run(
+        self, exe: str, args: tuple[str, ...], timeout: int
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(BIN / exe), *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )

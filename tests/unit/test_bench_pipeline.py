@@ -39,7 +39,9 @@ def _migrate(conn: str, home: Path) -> None:
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def airflow_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def airflow_db(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
     home = tmp_path_factory.mktemp("airflow")
     if request.param == "sqlite":
         conn = f"sqlite:///{home / 'airflow.db'}"
@@ -50,7 +52,9 @@ def airflow_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     # user may create databases; each run gets a fresh database, dropped afterwards.
     server = os.environ.get("RECOPS_TEST_POSTGRES_URL", "")
     if not server:
-        pytest.skip("set RECOPS_TEST_POSTGRES_URL (postgresql+psycopg2://user@host:port/db) to test Postgres")
+        pytest.skip(
+            "set RECOPS_TEST_POSTGRES_URL (postgresql+psycopg2://user@host:port/db) to test Postgres"
+        )
     from sqlalchemy.engine import make_url
 
     name = f"recops_bench_{uuid.uuid4().hex[:12]}"

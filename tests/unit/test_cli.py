@@ -143,9 +143,9 @@ def test_data_synth_json_prints_only_json_even_on_a_terminal(synth_home: Path) -
     assert code == 0, shown
     result = json.loads(stdout)
     assert result["n_interactions"] == 500
-    assert result["n_partitions"] == len(list(Path(result["interactions_dir"]).glob("date=*"))) + len(
-        result["staged_dates"]
-    )
+    assert result["n_partitions"] == len(
+        list(Path(result["interactions_dir"]).glob("date=*"))
+    ) + len(result["staged_dates"])
     assert not any(glyph in shown for glyph in BAR_GLYPHS), shown
 
 
@@ -201,12 +201,16 @@ def test_dag_structure_is_read_without_airflow() -> None:
     assert tasks[0] == "validate" and {"train", "compress", "register", "announce"} <= set(tasks)
     assert cli.dag_task_ids("no_such_dag") == []
     # The package never imports Airflow outside its plugin module, the CLI included.
-    probe = "import sys, recops.cli; print(sorted(m for m in sys.modules if m.startswith('airflow')))"
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    probe = (
+        "import sys, recops.cli; print(sorted(m for m in sys.modules if m.startswith('airflow')))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
     assert loaded.stdout.strip() == "[]"
 
 
-PROBE_DAG = '''
+PROBE_DAG = """
 from __future__ import annotations
 
 import pendulum
@@ -231,7 +235,7 @@ def cli_probe():
 
 
 cli_probe()
-'''
+"""
 
 
 @pytest.mark.slow

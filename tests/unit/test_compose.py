@@ -429,7 +429,9 @@ def test_published_ports_bind_to_loopback(services: dict[str, dict[str, Any]]) -
     assert "ports" not in services["postgres"] and "ports" not in services["redis"]
 
 
-def test_gpu_override_changes_tfserving_and_adds_a_gpu_worker(services: dict[str, dict[str, Any]]) -> None:
+def test_gpu_override_changes_tfserving_and_adds_a_gpu_worker(
+    services: dict[str, dict[str, Any]],
+) -> None:
     gpu = _load(GPU_COMPOSE)["services"]
     assert set(gpu) == {"tfserving", "airflow-worker", "airflow-worker-gpu"}
     override = gpu["tfserving"]
@@ -472,10 +474,14 @@ def test_compose_and_the_local_scale_profile_agree(services: dict[str, dict[str,
     for key in ("AIRFLOW__CORE__EXECUTOR", "RECOPS_PROFILE"):
         assert local[key] == container[key], key
     for key in ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "RECOPS_FEAST_REGISTRY_URL"):
-        assert local[key].startswith("postgresql+psycopg2://") and container[key].startswith("postgresql+psycopg2://"), key
+        assert local[key].startswith("postgresql+psycopg2://") and container[key].startswith(
+            "postgresql+psycopg2://"
+        ), key
     assert local["AIRFLOW__CELERY__RESULT_BACKEND"].startswith("db+postgresql://")
     assert local["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
-    assert local["MLFLOW_TRACKING_URI"].startswith("http://") and container["MLFLOW_TRACKING_URI"].startswith("http://")
+    assert local["MLFLOW_TRACKING_URI"].startswith("http://") and container[
+        "MLFLOW_TRACKING_URI"
+    ].startswith("http://")
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         assert key in local and key in container, key
     # Both select the Redis online store (compose through the scale default).
@@ -483,7 +489,9 @@ def test_compose_and_the_local_scale_profile_agree(services: dict[str, dict[str,
 
     assert local["RECOPS_ONLINE_STORE"] == "redis"
     assert "RECOPS_ONLINE_STORE" not in container or container["RECOPS_ONLINE_STORE"] == "redis"
-    assert Settings.__dataclass_fields__["online_store"].default == "sqlite"  # embedded stays SQLite
+    assert (
+        Settings.__dataclass_fields__["online_store"].default == "sqlite"
+    )  # embedded stays SQLite
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="gen-env.sh is a bash script")

@@ -106,7 +106,9 @@ def test_unknown_user_is_reported(settings: Settings) -> None:
         online_user_features([3], settings)
 
 
-def test_sets_built_in_slices_equal_the_one_piece_sets(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sets_built_in_slices_equal_the_one_piece_sets(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pyarrow.parquet as pq
     import recops.features as features
 
@@ -117,9 +119,18 @@ def test_sets_built_in_slices_equal_the_one_piece_sets(settings: Settings, monke
     frames = {uri: pd.read_parquet(uri) for uri in (whole.training_set_uri, whole.ranking_set_uri)}
     # 600 rows in slices of 70: nine slices, the last one short.
     monkeypatch.setattr(features, "TRAINING_SET_CHUNK_ROWS", 70)
-    sliced = build_features(replace(_cfg(settings, last_day), output_dir=str(settings.runs_dir / "sliced")), settings)
-    assert (sliced.n_rows, sliced.n_users, sliced.n_items) == (whole.n_rows, whole.n_users, whole.n_items)
-    for before, after in ((whole.training_set_uri, sliced.training_set_uri), (whole.ranking_set_uri, sliced.ranking_set_uri)):
+    sliced = build_features(
+        replace(_cfg(settings, last_day), output_dir=str(settings.runs_dir / "sliced")), settings
+    )
+    assert (sliced.n_rows, sliced.n_users, sliced.n_items) == (
+        whole.n_rows,
+        whole.n_users,
+        whole.n_items,
+    )
+    for before, after in (
+        (whole.training_set_uri, sliced.training_set_uri),
+        (whole.ranking_set_uri, sliced.ranking_set_uri),
+    ):
         assert pq.ParquetFile(after).metadata.num_row_groups == -(-whole.n_rows // 70)
         assert pq.read_schema(after).equals(pq.read_schema(before), check_metadata=False)
         pd.testing.assert_frame_equal(pd.read_parquet(after), frames[before])

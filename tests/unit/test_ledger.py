@@ -20,7 +20,12 @@ from recops.registry import (
 
 from tests.support.contract_model import export_contract_model
 
-GOOD = {"recall_at_10": 0.2, "ndcg_at_10": 0.3, "cold_users.ndcg_at_10": 0.2, "cold_users.recall_at_10": 0.15}
+GOOD = {
+    "recall_at_10": 0.2,
+    "ndcg_at_10": 0.3,
+    "cold_users.ndcg_at_10": 0.2,
+    "cold_users.recall_at_10": 0.15,
+}
 
 
 def test_gate_guards_segments_and_extra_thresholds() -> None:
@@ -34,7 +39,11 @@ def test_gate_guards_segments_and_extra_thresholds() -> None:
     ok, reasons = evaluate_gate({"recall_at_10": 0.2, "ndcg_at_10": 0.3}, GateConfig(), champ)
     assert ok and any("long_tail.ndcg_at_10: not measured, skipped" == r for r in reasons)
     # A lower-is-better metric with an absolute change threshold.
-    gate = GateConfig(extra=(Threshold(metric="p99_ms", upper=50.0, max_absolute_change=5.0, higher_is_better=False),))
+    gate = GateConfig(
+        extra=(
+            Threshold(metric="p99_ms", upper=50.0, max_absolute_change=5.0, higher_is_better=False),
+        )
+    )
     ok, reasons = evaluate_gate({**GOOD, "p99_ms": 20.0}, gate, {**champ, "p99_ms": 10.0})
     assert not ok and any("p99_ms" in r and "absolute drop +10.0000 > 5.0" in r for r in reasons)
     with pytest.raises(KeyError, match="p99_ms"):
@@ -55,8 +64,21 @@ def test_every_alias_move_is_in_the_ledger(tmp_path: Path, monkeypatch: pytest.M
     assert any("not re-scored" in r for r in v2.reasons)
 
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
-    assert set_alias(client, settings, model="recops_retrieval", alias=CHAMPION, version=2, reason="same") is None
-    entry = set_alias(client, settings, model="recops_retrieval", alias=CHAMPION, version=1, reason="manual rollback", source="cli")
+    assert (
+        set_alias(
+            client, settings, model="recops_retrieval", alias=CHAMPION, version=2, reason="same"
+        )
+        is None
+    )
+    entry = set_alias(
+        client,
+        settings,
+        model="recops_retrieval",
+        alias=CHAMPION,
+        version=1,
+        reason="manual rollback",
+        source="cli",
+    )
     assert entry is not None and (entry.from_version, entry.to_version) == (2, 1)
 
     rows = history(settings, "recops_retrieval")

@@ -68,7 +68,9 @@ def _argsort_top_k(scores: np.ndarray, k: int, exclude: list[np.ndarray] | None)
     return np.argsort(-masked, axis=1, kind="stable")[:, :k]
 
 
-def test_top_k_matches_a_full_stable_sort_with_ties_nan_and_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_top_k_matches_a_full_stable_sort_with_ties_nan_and_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import recops_models.metrics as metrics
 
     # Small blocks so that several blocks, and a short last one, are exercised.
@@ -88,4 +90,6 @@ def test_top_k_matches_a_full_stable_sort_with_ties_nan_and_blocks(monkeypatch: 
         for ex in (None, exclude):
             got = top_k_items(scores, k, ex)
             assert got.dtype == np.int64
-            np.testing.assert_array_equal(got, _argsort_top_k(scores, k, ex), err_msg=f"trial {trial}")
+            np.testing.assert_array_equal(
+                got, _argsort_top_k(scores, k, ex), err_msg=f"trial {trial}"
+            )

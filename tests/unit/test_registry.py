@@ -78,7 +78,9 @@ def test_register_refuses_a_folder_without_a_saved_model(
         register(RegisterConfig(model_dir=str(tmp_path), model_key="x", metrics={}))
 
 
-def test_registry_calls_do_not_leak_the_tracking_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_calls_do_not_leak_the_tracking_uri(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A second home in the same process must get its own MLflow DB (seen in the full suite)."""
     import os
 

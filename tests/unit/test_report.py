@@ -52,7 +52,9 @@ class RecordedRun:
 
 
 @pytest.fixture(scope="module")
-def recorded(tiny_data: TinyData, tiny_two_tower: TrainResult, tmp_path_factory: pytest.TempPathFactory) -> RecordedRun:
+def recorded(
+    tiny_data: TinyData, tiny_two_tower: TrainResult, tmp_path_factory: pytest.TempPathFactory
+) -> RecordedRun:
     root = tmp_path_factory.mktemp("report-run")
     home = root / "home"
     settings = Settings(home=home, mlflow_tracking_uri=f"sqlite:///{home / 'mlflow' / 'mlflow.db'}")
@@ -68,12 +70,16 @@ def recorded(tiny_data: TinyData, tiny_two_tower: TrainResult, tmp_path_factory:
         train_dir=train_dir, variant_dirs=(str(root / "variant-int8"),), output_dir=str(root / "select"),
         quality_budget=0.5, latency_calls=5, warmup_calls=1, measure_memory=False, **common,
     ))  # fmt: skip
-    candidate = _flat_metrics(evaluate(EvalConfig(model_dir=selection.model_dir, **common)).to_dict())
+    candidate = _flat_metrics(
+        evaluate(EvalConfig(model_dir=selection.model_dir, **common)).to_dict()
+    )
     champion = _flat_metrics(evaluate(EvalConfig(model_dir=trained.model_dir, **common)).to_dict())
 
     # A real GX validation of the last of four synthetic days, with the others as history.
     data_settings = Settings(home=root / "data-home")
-    ingested = publish(data_settings, *synthesize(rows=800, users=30, items=40, days=4, seed=3), source="test")
+    ingested = publish(
+        data_settings, *synthesize(rows=800, users=30, items=40, days=4, seed=3), source="test"
+    )
     start = datetime.fromisoformat(ingested.last_date).replace(tzinfo=UTC)
     validation = validate_partition(ValidateConfig(
         interactions_path=str(partition_path(data_settings, ingested.last_date)),
@@ -82,15 +88,26 @@ def recorded(tiny_data: TinyData, tiny_two_tower: TrainResult, tmp_path_factory:
         published_dir=str(data_settings.interactions_dir), data_docs=False,
     )).to_dict()  # fmt: skip
 
-    gate = GateConfig(min_recall_at_10=0.01, min_ndcg_at_10=0.01, max_relative_drop=0.5, segment_max_relative_drop=0.5)
-    first = register(RegisterConfig(model_dir=trained.model_dir, model_key="float", metrics=champion, gate=gate), settings)
+    gate = GateConfig(
+        min_recall_at_10=0.01,
+        min_ndcg_at_10=0.01,
+        max_relative_drop=0.5,
+        segment_max_relative_drop=0.5,
+    )
+    first = register(
+        RegisterConfig(model_dir=trained.model_dir, model_key="float", metrics=champion, gate=gate),
+        settings,
+    )
     assert first.blessed and first.version == 1  # the champion the candidate is gated against
     lineage = {
-        "dag_id": DAG_ID, "run_id": RUN_ID, "data_interval_start": "2026-11-21T00:00:00+00:00",
+        "dag_id": DAG_ID,
+        "run_id": RUN_ID,
+        "data_interval_start": "2026-11-21T00:00:00+00:00",
         # Lineage values also become version tags (recops.lineage.*): an untrusted string.
         "data_interval_end": f"2026-11-22T00:00:00+00:00 {INJECTED}",
         "feature_services": {"retrieval": "retrieval_v1", "ranking": ""},
-        "compression": selection.selected, "selection_reason": selection.selection_reason,
+        "compression": selection.selected,
+        "selection_reason": selection.selection_reason,
     }
     second = register(RegisterConfig(
         model_dir=selection.model_dir, model_key="int8", metrics=candidate, gate=gate, lineage=lineage,
@@ -99,18 +116,43 @@ def recorded(tiny_data: TinyData, tiny_two_tower: TrainResult, tmp_path_factory:
         baseline_metrics=champion, baseline_version=1, run_name=f"{DAG_ID}/{RUN_ID} {INJECTED}",
         auto_promote=False,
     ), settings)  # fmt: skip
-    evaluation = {"baseline_version": 1, "baseline_metrics": champion, "selected": selection.selected,
-                  "selection_reason": selection.selection_reason, "rerank_policy": "retrieval"}
-    features = {"feature_service": "retrieval_v1", "as_of": "2026-11-22T00:00:00+00:00", "n_rows": tiny_data.n_rows}
-    record_report_inputs(second.run_id, trained=trained.to_dict(), features=features, evaluation=evaluation,
-                         feature_refs=REFS, settings=settings)
-    return RecordedRun(settings=settings, run_id=second.run_id, candidate=candidate, champion=champion, trained=trained,
-                       variants_uri=selection.table_uri, validation=validation, reasons=second.reasons)
+    evaluation = {
+        "baseline_version": 1,
+        "baseline_metrics": champion,
+        "selected": selection.selected,
+        "selection_reason": selection.selection_reason,
+        "rerank_policy": "retrieval",
+    }
+    features = {
+        "feature_service": "retrieval_v1",
+        "as_of": "2026-11-22T00:00:00+00:00",
+        "n_rows": tiny_data.n_rows,
+    }
+    record_report_inputs(
+        second.run_id,
+        trained=trained.to_dict(),
+        features=features,
+        evaluation=evaluation,
+        feature_refs=REFS,
+        settings=settings,
+    )
+    return RecordedRun(
+        settings=settings,
+        run_id=second.run_id,
+        candidate=candidate,
+        champion=champion,
+        trained=trained,
+        variants_uri=selection.table_uri,
+        validation=validation,
+        reasons=second.reasons,
+    )
 
 
 @pytest.fixture(scope="module")
 def page(recorded: RecordedRun) -> tuple[Any, str]:
-    result = build_report(ReportConfig(dag_id=DAG_ID, run_id=RUN_ID, mlflow_run_id=recorded.run_id), recorded.settings)
+    result = build_report(
+        ReportConfig(dag_id=DAG_ID, run_id=RUN_ID, mlflow_run_id=recorded.run_id), recorded.settings
+    )
     return result, Path(result.path).read_text(encoding="utf-8")
 
 
@@ -120,14 +162,30 @@ def _section(html_text: str, key: str) -> str:
     return match.group(1)
 
 
-def test_report_is_written_under_recops_home_and_logged_to_mlflow(recorded: RecordedRun, page: tuple[Any, str]) -> None:
+def test_report_is_written_under_recops_home_and_logged_to_mlflow(
+    recorded: RecordedRun, page: tuple[Any, str]
+) -> None:
     result, text = page
-    assert Path(result.path) == recorded.settings.home.resolve() / "reports" / DAG_ID / RUN_ID / "index.html"
+    assert (
+        Path(result.path)
+        == recorded.settings.home.resolve() / "reports" / DAG_ID / RUN_ID / "index.html"
+    )
     assert result.artifact_uri.endswith("/report/index.html")
-    assert set(result.sections) == {"validation", "features", "training", "metrics", "compression", "gate"}
+    assert set(result.sections) == {
+        "validation",
+        "features",
+        "training",
+        "metrics",
+        "compression",
+        "gate",
+    }
     assert not result.rolled_out
     client = mlflow.MlflowClient(tracking_uri=recorded.settings.mlflow_tracking_uri)
-    logged = Path(client.download_artifacts(recorded.run_id, "report/index.html", str(recorded.settings.home / "downloaded")))
+    logged = Path(
+        client.download_artifacts(
+            recorded.run_id, "report/index.html", str(recorded.settings.home / "downloaded")
+        )
+    )
     assert logged.read_text(encoding="utf-8") == text
     # Self-contained: no external fetches and no script at all.
     assert not re.search(r'(src|href)="(?!data:image/png;base64,)', text)
@@ -146,13 +204,18 @@ def test_sections_show_the_runs_real_values(recorded: RecordedRun, page: tuple[A
     metrics = _section(text, "metrics")
     assert "champion v1" in metrics
     for name in ("recall_at_10", "ndcg_at_10"):
-        assert f"{recorded.candidate[name]:.4f}" in metrics and f"{recorded.champion[name]:.4f}" in metrics
+        assert (
+            f"{recorded.candidate[name]:.4f}" in metrics
+            and f"{recorded.champion[name]:.4f}" in metrics
+        )
     segment_keys = [k for k in recorded.candidate if "." in k]
     assert segment_keys, "evaluation produced no segment metrics"
     segment_table = metrics.split("<h3>Segments</h3>", 1)[1]
     for key in segment_keys:
         seg, name = key.split(".")
-        assert f"<td>{seg}</td><td>{name}</td><td>{recorded.candidate[key]:.4f}</td>" in segment_table
+        assert (
+            f"<td>{seg}</td><td>{name}</td><td>{recorded.candidate[key]:.4f}</td>" in segment_table
+        )
 
     compression = _section(text, "compression")
     rows = json.loads(Path(recorded.variants_uri).read_text())
@@ -167,7 +230,9 @@ def test_sections_show_the_runs_real_values(recorded: RecordedRun, page: tuple[A
     assert "Not rolled out yet" in _section(text, "rollout")
 
 
-def test_training_curve_and_pareto_pngs_decode(recorded: RecordedRun, page: tuple[Any, str]) -> None:
+def test_training_curve_and_pareto_pngs_decode(
+    recorded: RecordedRun, page: tuple[Any, str]
+) -> None:
     _, text = page
     training = _section(text, "training")
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', training)
@@ -178,9 +243,13 @@ def test_training_curve_and_pareto_pngs_decode(recorded: RecordedRun, page: tupl
     assert len(recorded.trained.valid_ndcg_at_10) == recorded.trained.epochs_run == 2
     client = mlflow.MlflowClient(tracking_uri=recorded.settings.mlflow_tracking_uri)
     steps = client.get_metric_history(recorded.run_id, "train.valid_ndcg_at_10")
-    assert [m.value for m in sorted(steps, key=lambda m: m.step)] == pytest.approx(recorded.trained.valid_ndcg_at_10)
+    assert [m.value for m in sorted(steps, key=lambda m: m.step)] == pytest.approx(
+        recorded.trained.valid_ndcg_at_10
+    )
 
-    (pareto,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', _section(text, "compression"))
+    (pareto,) = re.findall(
+        r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', _section(text, "compression")
+    )
     image = Image.open(io.BytesIO(base64.b64decode(pareto)))
     image.load()
     assert image.format == "PNG"
@@ -203,8 +272,14 @@ def test_untrusted_text_is_escaped(recorded: RecordedRun, page: tuple[Any, str])
 def test_rebuilding_does_not_duplicate_history(recorded: RecordedRun) -> None:
     client = mlflow.MlflowClient(tracking_uri=recorded.settings.mlflow_tracking_uri)
     before = len(client.get_metric_history(recorded.run_id, "train.valid_ndcg_at_10"))
-    record_report_inputs(recorded.run_id, trained=recorded.trained.to_dict(), features={"feature_service": "retrieval_v1"},
-                         evaluation={}, feature_refs=REFS, settings=recorded.settings)
+    record_report_inputs(
+        recorded.run_id,
+        trained=recorded.trained.to_dict(),
+        features={"feature_service": "retrieval_v1"},
+        evaluation={},
+        feature_refs=REFS,
+        settings=recorded.settings,
+    )
     assert len(client.get_metric_history(recorded.run_id, "train.valid_ndcg_at_10")) == before == 2
 
 
@@ -231,9 +306,15 @@ def test_bad_ids_are_refused(tmp_path: Path, dag_id: str, run_id: str) -> None:
 
 
 def test_good_ids_stay_under_the_reports_folder(tmp_path: Path) -> None:
-    for run_id in (RUN_ID, "scheduled__1998-04-23T00:00:00+00:00", "asset_triggered__2026-01-01T00:00:00.123+00:00"):
+    for run_id in (
+        RUN_ID,
+        "scheduled__1998-04-23T00:00:00+00:00",
+        "asset_triggered__2026-01-01T00:00:00.123+00:00",
+    ):
         path = report_path(Settings(home=tmp_path), DAG_ID, run_id)
-        assert path.parent.name == run_id and path.is_relative_to(tmp_path.resolve() / "reports" / DAG_ID)
+        assert path.parent.name == run_id and path.is_relative_to(
+            tmp_path.resolve() / "reports" / DAG_ID
+        )
     with pytest.raises(ValueError, match="MLflow run id"):
         ReportConfig(dag_id=DAG_ID, run_id=RUN_ID, mlflow_run_id="../x")
 
@@ -242,23 +323,45 @@ def test_a_promotion_outcome_rerenders_the_producing_runs_report(recorded: Recor
     from recops.report import rollout_report
 
     # What promote_step records when a canary fails (PromotionError.reasons), for v2.
-    failed = {"model_name": "recops_retrieval", "version": 2, "outcome": "failed",
-              "reasons": ["LATENCY: p99 912.0 ms exceeds the SLO of 500.0 ms at 20.0 QPS"]}
+    failed = {
+        "model_name": "recops_retrieval",
+        "version": 2,
+        "outcome": "failed",
+        "reasons": ["LATENCY: p99 912.0 ms exceeds the SLO of 500.0 ms at 20.0 QPS"],
+    }
     result = rollout_report(failed, recorded.settings)
-    assert result is not None and result.run_id == RUN_ID and result.mlflow_run_id == recorded.run_id
+    assert (
+        result is not None and result.run_id == RUN_ID and result.mlflow_run_id == recorded.run_id
+    )
     assert result.rolled_out and "rollout" in result.sections
     rollout = _section(Path(result.path).read_text(encoding="utf-8"), "rollout")
-    assert "recops_retrieval v2" in rollout and "failed" in rollout and "p99 912.0 ms exceeds the SLO" in rollout
+    assert (
+        "recops_retrieval v2" in rollout
+        and "failed" in rollout
+        and "p99 912.0 ms exceeds the SLO" in rollout
+    )
     client = mlflow.MlflowClient(tracking_uri=recorded.settings.mlflow_tracking_uri)
-    assert client.download_artifacts(recorded.run_id, "report/rollouts.json", str(recorded.settings.home / "rl"))
+    assert client.download_artifacts(
+        recorded.run_id, "report/rollouts.json", str(recorded.settings.home / "rl")
+    )
     # v1 was registered by hand, not by a DAG run: there is no nightly report to update.
-    assert rollout_report({"model_name": "recops_retrieval", "version": 1, "outcome": "promoted"}, recorded.settings) is None
+    assert (
+        rollout_report(
+            {"model_name": "recops_retrieval", "version": 1, "outcome": "promoted"},
+            recorded.settings,
+        )
+        is None
+    )
 
 
-def test_a_report_failure_never_fails_promotion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_report_failure_never_fails_promotion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     from recops.pipeline import _update_run_report
 
     monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "empty-home"))
     # An empty registry: the version is unknown, so the report cannot be found.
     _update_run_report({"model_name": "recops_retrieval", "version": 7, "outcome": "promoted"})
-    assert any("run report for recops_retrieval v7 not updated" in r.getMessage() for r in caplog.records)
+    assert any(
+        "run report for recops_retrieval v7 not updated" in r.getMessage() for r in caplog.records
+    )

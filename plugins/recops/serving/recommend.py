@@ -75,7 +75,10 @@ def fuse(candidates: list[int], ranker: dict[int, float]) -> list[int]:
     """Reciprocal-rank fusion of the retrieval order and the ranker's order."""
     by_click = sorted(candidates, key=lambda i: -ranker[i])
     click_rank = {item: r for r, item in enumerate(by_click, start=1)}
-    fused = {item: 1 / (RRF_K + r) + 1 / (RRF_K + click_rank[item]) for r, item in enumerate(candidates, start=1)}
+    fused = {
+        item: 1 / (RRF_K + r) + 1 / (RRF_K + click_rank[item])
+        for r, item in enumerate(candidates, start=1)
+    }
     return sorted(candidates, key=lambda i: -fused[i])
 
 
@@ -136,9 +139,14 @@ def recommend(
             "run `make demo`, or trigger recsys_promote in the Airflow UI (`make ui`) for a blessed version",
         )
     if settings.online_store == "sqlite" and not (settings.feast_dir / "online_store.db").exists():
-        raise RecommendError(f"no online features in {settings.feast_dir}", "run `make demo`: the nightly materializes them")
+        raise RecommendError(
+            f"no online features in {settings.feast_dir}",
+            "run `make demo`: the nightly materializes them",
+        )
     try:
-        profile = timed("online_profile", lambda: online_user_features([config.user_id], settings)[0])
+        profile = timed(
+            "online_profile", lambda: online_user_features([config.user_id], settings)[0]
+        )
     except KeyError as exc:
         ids = pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]
         raise RecommendError(
@@ -151,7 +159,11 @@ def recommend(
 
         def predict(model: str, instances: list[dict[str, Any]]) -> dict[str, Any]:
             if config.protocol == "rest":
-                return dict(client.predict_rest(model, instances=instances, label="stable")["predictions"][0])
+                return dict(
+                    client.predict_rest(model, instances=instances, label="stable")["predictions"][
+                        0
+                    ]
+                )
             out = client.predict_grpc(model, _grpc_inputs(instances), label="stable")
             return {name: value[0] for name, value in out.items()}
 
@@ -163,16 +175,23 @@ def recommend(
                 f"start serving with `recops serve --detach` (log: {settings.serving_dir / 'server.log'})",
             ) from exc
         candidates = [int(i) for i in row["item_ids"]]
-        retrieval = {item: float(score) for item, score in zip(candidates, row["scores"], strict=True)}
+        retrieval = {
+            item: float(score) for item, score in zip(candidates, row["scores"], strict=True)
+        }
         order = candidates
         ranker: dict[int, float] = {}
         ranker_version = served_stable(settings, RANKING_MODEL)
         if ranker_version is not None:
             policy = timed("rerank_policy", lambda: rerank_policy(settings, ranker_version))
             inputs = ("user_id", "age", "gender", "occupation", "item_ids", *RANKER_USER_FEATURES)
-            request = timed("ranker_inputs", lambda: ranking_instances(settings, [profile], [candidates], inputs))
+            request = timed(
+                "ranker_inputs",
+                lambda: ranking_instances(settings, [profile], [candidates], inputs),
+            )
             ranked = timed("ranker", lambda: predict(RANKING_MODEL, request))
-            ranker = {item: float(score) for item, score in zip(candidates, ranked["scores"], strict=True)}
+            ranker = {
+                item: float(score) for item, score in zip(candidates, ranked["scores"], strict=True)
+            }
             if policy == "fusion":
                 order = fuse(candidates, ranker)
     finally:
@@ -180,7 +199,9 @@ def recommend(
             client.close()
 
     def titled() -> list[dict[str, Any]]:
-        titles = pd.read_parquet(settings.items_path, columns=["item_id", "title"]).set_index("item_id")["title"]
+        titles = pd.read_parquet(settings.items_path, columns=["item_id", "title"]).set_index(
+            "item_id"
+        )["title"]
         return [
             {"rank": r, "item_id": item, "title": str(titles.get(item, "?")), "score": retrieval[item],
              **({"ranker_score": ranker[item]} if ranker else {})}

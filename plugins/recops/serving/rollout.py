@@ -596,8 +596,10 @@ def _smoke(
         if items is None and isinstance(row, dict) and "item_ids" in instance:
             # A scoring model: one finite score per candidate it was sent.
             scores = row.get(SCORES_OUTPUT)
-            if not isinstance(scores, list) or len(scores) != len(instance["item_ids"]) or not all(
-                isinstance(x, int | float) and math.isfinite(x) for x in scores
+            if (
+                not isinstance(scores, list)
+                or len(scores) != len(instance["item_ids"])
+                or not all(isinstance(x, int | float) and math.isfinite(x) for x in scores)
             ):
                 raise RolloutError(
                     f"smoke test: expected {len(instance['item_ids'])} finite "
@@ -849,7 +851,9 @@ def _check_saved_model(source: Path, config: RolloutConfig) -> tuple[list[bytes]
             f"(retrieval) nor an 'item_ids' input with a '{SCORES_OUTPUT}' output (ranking)"
         )
     else:
-        ranked_length = ranked.shape[1] if ranked.shape is not None and len(ranked.shape) == 2 else None
+        ranked_length = (
+            ranked.shape[1] if ranked.shape is not None and len(ranked.shape) == 2 else None
+        )
     try:
         arrays, _ = json_to_tensors({"instances": config.smoke_instances}, io.inputs)
     except ServingError as exc:
