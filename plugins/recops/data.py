@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recops.config import RECBOLE_DATA_PREFIX, RECBOLE_SPEC, Settings
+from recops.errors import DataError
 from recops.records import Record
 
 if TYPE_CHECKING:
@@ -67,10 +68,6 @@ ProgressCallback = Callable[[str, int, int | None], None]
 def _report(progress: ProgressCallback | None, step: str, done: int, total: int | None) -> None:
     if progress is not None:
         progress(step, done, total)
-
-
-class DataError(ValueError):
-    """Input data that cannot be ingested; the message names the file and field."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -24,11 +24,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from recops.errors import MultiWorkerError
 from recops.training import TrainConfig, TrainResult
-
-
-class MultiWorkerError(RuntimeError):
-    """A worker failed or the group timed out; the message names it and ends with its log."""
 
 
 def _free_ports(n: int) -> list[int]:

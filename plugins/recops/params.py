@@ -19,6 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from recops.errors import ParamError
+
 __all__ = [
     "NAME_PATTERN",
     "NIGHTLY_SCHEMAS",
@@ -87,10 +89,6 @@ REPLAY_SCHEMAS: dict[str, dict[str, Any]] = {
     "replay_model_version": {"type": "integer", "minimum": 1, "maximum": MAX_INT32},
     "tolerance": {"type": "number", "minimum": 0, "maximum": 1},
 }
-
-
-class ParamError(ValueError):
-    """A run-time Param the schema refuses; the message names the Param and the value."""
 
 
 def _shown(value: Any) -> str:

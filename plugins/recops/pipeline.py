@@ -106,7 +106,8 @@ def validate_step(
             moves.
     """
     merged_params(params)
-    from recops.data import DataError, partition_path, staged_path
+    from recops.data import partition_path, staged_path
+    from recops.errors import LateDataError
     from recops.validation import ValidateConfig, validate_and_publish
 
     settings = Settings.from_env()
@@ -115,7 +116,7 @@ def validate_step(
     staged, path = staged_path(settings, day), partition_path(settings, day)
     quarantined = settings.quarantine_dir / day / "validation.json"
     if not (staged.is_file() or path.is_file() or quarantined.is_file()):
-        raise DataError(
+        raise LateDataError(
             f"no interactions partition for {day}: expected {staged} (staged) or {path} "
             "(run `recops data fetch` or point RECOPS_HOME at your data)"
         )

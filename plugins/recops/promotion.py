@@ -24,19 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from recops.config import Settings
+from recops.errors import PromotionError
 from recops.records import Record
 
 RANKING_MODEL = "recops_ranking"
 #: How many users' requests the canary replays and compares with the offline outputs.
 SMOKE_USERS = 4
-
-
-class PromotionError(RuntimeError):
-    """The promotion was refused or failed; serving and aliases are as they were."""
-
-    def __init__(self, message: str, *, reasons: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.reasons = reasons or [message]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.config import REPO_ROOT, Settings
+from recops.errors import UnsafeArtifactError
 from recops.ledger import promotion_lock, set_alias
 from recops.records import Record
 
@@ -602,10 +603,6 @@ def _result(
 _PICKLE_SUFFIXES = frozenset({".pkl", ".pickle", ".joblib", ".dill", ".cloudpickle", ".pt", ".pth"})
 _BINARY_SUFFIXES = frozenset({".pb", ".tflite", ".parquet", ".png", ".index"})
 _PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05")
-
-
-class UnsafeArtifactError(ValueError):
-    """A registered artifact carries a pickle, a link or a path outside its folder."""
 
 
 def check_artifact_tree(root: Path, *, what: str) -> None:

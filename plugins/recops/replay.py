@@ -19,15 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from recops.config import Settings
+from recops.errors import ReplayError
 from recops.records import Record
 
 #: Metrics compared; training is seeded, so the default tolerance is the seed spread
 #: measured by benchmarks/quality.py (std ≈ 0.0044 on ml-100k), doubled.
 COMPARED = ("recall_at_10", "ndcg_at_10")
-
-
-class ReplayError(RuntimeError):
-    """The version cannot be replayed (data changed, lineage missing) or did not reproduce."""
 
 
 @dataclass(frozen=True, kw_only=True)

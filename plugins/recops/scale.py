@@ -38,8 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The same parsing of settings variables as recops.config (empty means unset).
 from recops.config import REPO_ROOT, _env, _env_int
+
+# The same parsing of settings variables as recops.config (empty means unset).
+from recops.errors import ScaleError
 from recops.records import Record
 
 #: Processes of the stack, in start order; the value is the command after the venv's bin.
@@ -56,10 +58,6 @@ AIRFLOW_USERS = "admin:admin,viewer:viewer"
 #: Queues the local Celery worker serves; training tasks go to ``gpu`` (RECOPS_GPU_QUEUE).
 WORKER_QUEUES = ("default", "gpu")
 _DB_SUFFIXES = ("airflow", "mlflow", "mlflow_auth", "feast")
-
-
-class ScaleError(RuntimeError):
-    """The scale stack could not be started, reached or used; the message says why."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from recops.config import RETRIEVAL_K, SPLIT_SEED
+from recops.errors import CheckpointCorruptError
 from recops.records import Record
 
 __all__ = [
@@ -85,10 +86,6 @@ EARLY_STOPPING_K = 10
 OPERATIONAL_FIELDS = ("discard_corrupt_backup",)
 BACKUP_CHECKPOINT_DIR = "chief"
 EARLY_STOPPING_DIR = "early_stopping"
-
-
-class CheckpointCorruptError(RuntimeError):
-    """A backup checkpoint in the output folder is truncated, incomplete or unreadable."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from recops.errors import DataValidationError, LateDataError
 from recops.records import Record
 
 if TYPE_CHECKING:
@@ -117,24 +118,6 @@ _MAX_LISTED = 10
 _SAMPLE_IN_MESSAGE = 5
 # Laplace-style pseudo-count per bin: keeps PSI finite when a bin is empty on one side.
 _PSI_PSEUDO_COUNT = 0.5
-
-
-class DataValidationError(ValueError):
-    """Raised when a partition (or a table it references) fails validation or cannot be read.
-
-    Attributes:
-        report_uri: Path of the JSON report, when one was written.
-        quarantine_uri: Folder the rejected files were copied to, when quarantine is on.
-    """
-
-    def __init__(
-        self, message: str, *, report_uri: str | None = None, quarantine_uri: str | None = None
-    ) -> None:
-        super().__init__(message)
-        # Keyword-only extras live in __dict__, which BaseException.__reduce__ carries, so the
-        # exception survives pickling (Airflow may serialise it) with args == (message,).
-        self.report_uri = report_uri
-        self.quarantine_uri = quarantine_uri
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -417,7 +400,7 @@ def validate_and_publish(config: ValidateConfig) -> ValidationResult:
                 report_uri=str(report_path),
                 quarantine_uri=str(report_path.parent),
             )
-    raise FileNotFoundError(
+    raise LateDataError(
         f"no interactions partition for {day}: nothing staged at {staged} and nothing "
         f"published at {published}"
     )

@@ -13,23 +13,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from recops.config import Settings
+from recops.errors import RecommendError
 
 T = TypeVar("T")
 #: Reciprocal-rank fusion constant (the usual 60): the best of both orders on ml-100k.
 RRF_K = 60
-
-
-class RecommendError(RuntimeError):
-    """The path cannot run; ``hint`` says what to do next.
-
-    Args:
-        message: What is missing or failed.
-        hint: The command or setting that fixes it.
-    """
-
-    def __init__(self, message: str, hint: str) -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recops.errors import RolloutError
 from recops.records import Record
 
 if TYPE_CHECKING:
@@ -85,23 +86,6 @@ SCORES_OUTPUT = "scores"
 #: Label the candidate version is validated behind before it becomes ``stable``.
 CANARY_LABEL = "canary"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-class RolloutError(RuntimeError):
-    """The roll-out (or rollback) failed; the previous serving config is back in place.
-
-    Attributes:
-        reasons: Every check or step that failed, one sentence each.
-        rolled_back: Whether the previous config was restored (False only when restoring
-            failed too; the message says so).
-    """
-
-    def __init__(
-        self, message: str, *, reasons: Sequence[str] = (), rolled_back: bool = True
-    ) -> None:
-        super().__init__(message)
-        self.reasons = list(reasons) or [message]
-        self.rolled_back = rolled_back
 
 
 class _Rejected(Exception):

@@ -54,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recops.errors import ServingError
+
 if TYPE_CHECKING:
     from tensorflow.core.protobuf.meta_graph_pb2 import SignatureDef
     from tensorflow_serving.apis.model_pb2 import ModelSpec
@@ -109,41 +111,6 @@ def import_tensorflow() -> Any:
     import tensorflow
 
     return tensorflow
-
-
-# --------------------------------------------------------------------------------------
-# Errors: one exception, carrying a canonical status code (as gRPC and TF Serving name it)
-# --------------------------------------------------------------------------------------
-
-_HTTP_STATUS = {
-    "OK": 200,
-    "CANCELLED": 499,
-    "INVALID_ARGUMENT": 400,
-    "FAILED_PRECONDITION": 400,
-    "OUT_OF_RANGE": 400,
-    "DEADLINE_EXCEEDED": 504,
-    "NOT_FOUND": 404,
-    "ALREADY_EXISTS": 409,
-    "ABORTED": 409,
-    "PERMISSION_DENIED": 403,
-    "UNAUTHENTICATED": 401,
-    "RESOURCE_EXHAUSTED": 429,
-    "UNIMPLEMENTED": 501,
-    "UNAVAILABLE": 503,
-}
-
-
-class ServingError(Exception):
-    """A request or reload failed; ``code`` is the canonical status name (``NOT_FOUND``...)."""
-
-    def __init__(self, code: str, message: str, *, http_status: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.http_status = http_status if http_status is not None else _HTTP_STATUS.get(code, 500)
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
 
 
 def _invalid(message: str) -> ServingError:
