@@ -35,33 +35,9 @@ result.
 
 from __future__ import annotations
 
-import os
-
 import pendulum
-from airflow.sdk import Asset, CronDataIntervalTimetable, Param, dag, task
-
-# Deployment setting: seconds before the first retry (backoff doubles it); tests shorten it.
-RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_SECONDS") or 30))
-# Deployment setting: the Celery queue of the tasks that train (GPU workers serve it); the
-# embedded profile's executor ignores queues.
-GPU_QUEUE = os.environ.get("RECOPS_GPU_QUEUE") or "gpu"
-
-BLESSED = Asset(name="recops_blessed", uri="recops://registry/blessed")
-VARIANTS = [
-    "prune_50",
-    "prune_80",
-    "prune_90",
-    "cluster_16",
-    "int8_tables",
-    "fp16_tables",
-    "folded_fp32",
-    "distill_d32",
-    "distill_d32_int8",
-    "ptq_dynamic",
-    "ptq_float16",
-    "ptq_int8",
-    "qat_int8",
-]
+from airflow.sdk import CronDataIntervalTimetable, dag, task
+from recops.wiring import BLESSED, default_args, gpu_queue, nightly_params
 
 
 @dag(
@@ -70,121 +46,75 @@ VARIANTS = [
     start_date=pendulum.datetime(1997, 9, 20, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={
-        "retries": 2,
-        "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": True,
-    },
-    params={
-        "epochs": Param(15, type="integer", minimum=1, maximum=200, description="Training epochs"),
-        "embedding_dim": Param(64, type="integer", minimum=4, maximum=512),
-        "batch_size": Param(1024, type="integer", minimum=16, maximum=65536),
-        "learning_rate": Param(0.005, type="number", exclusiveMinimum=0, maximum=10),
-        "temperature": Param(
-            0.25, type="number", exclusiveMinimum=0, maximum=10, description="Softmax temperature"
-        ),
-        "replicas": Param(
-            2, type="integer", minimum=1, maximum=16, description="Logical CPU devices when no GPU"
-        ),
-        "early_stopping_patience": Param(
-            0,
-            type="integer",
-            minimum=0,
-            maximum=50,
-            description="Stop after N epochs without a better valid NDCG@10 (0: off)",
-        ),
-        "protocol": Param(
-            "random", type="string", enum=["random", "temporal"], description="Evaluation split"
-        ),
-        "ranker_epochs": Param(30, type="integer", minimum=1, maximum=200),
-        "max_rmse": Param(
-            1.0,
-            type="number",
-            exclusiveMinimum=0,
-            maximum=5,
-            description="Ranker gate: test RMSE ceiling",
-        ),
-        "variants": Param(
-            ["prune_50", "int8_tables", "distill_d32_int8", "ptq_int8"],
-            type="array",
-            items={"type": "string", "enum": VARIANTS},
-            minItems=1,
-            maxItems=13,
-            uniqueItems=True,
-            description="Compression variants to search",
-        ),
-        "fine_tune_epochs": Param(1, type="integer", minimum=1, maximum=20),
-        "quality_budget": Param(
-            0.01,
-            type="number",
-            minimum=0,
-            maximum=1,
-            description="Max relative NDCG@10 loss of the pruned model",
-        ),
-        "min_recall_at_10": Param(0.05, type="number", minimum=0, maximum=1),
-        "min_ndcg_at_10": Param(0.05, type="number", minimum=0, maximum=1),
-        "max_relative_drop": Param(
-            0.02, type="number", minimum=0, maximum=1, description="Max relative drop vs champion"
-        ),
-        "seed": Param(42, type="integer", minimum=0, maximum=2**31 - 1),
-    },
+    default_args=default_args(),
+    params=nightly_params(),
     tags=["recops", "recsys"],
     doc_md=__doc__,
 )
 def recsys_nightly():
     @task
     def validate(data_interval_start=None, data_interval_end=None, params=None) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-        from recops.params import ParamError
+        from recops.errors import fail_fast
         from recops.pipeline import validate_step
-        from recops.validation import DataValidationError
 
-        try:  # bad data or Params stay bad on retry: fail at once; late data is retried
+        with fail_fast():  # bad data or Params fail at once; late data is retried
             return validate_step(data_interval_start, data_interval_end, dict(params))
-        except (DataValidationError, ParamError) as exc:
-            raise AirflowFailException(str(exc)) from exc
 
     @task
     def features(validation: dict, data_interval_start=None, data_interval_end=None) -> dict:
+        from recops.errors import fail_fast
         from recops.pipeline import features_step
 
-        return features_step(data_interval_start, data_interval_end)
+        with fail_fast():
+            return features_step(data_interval_start, data_interval_end)
 
-    @task(queue=GPU_QUEUE)
+    @task(queue=gpu_queue())
     def train(feats: dict, data_interval_start=None, params=None) -> dict:
+        from recops.errors import fail_fast
         from recops.pipeline import train_step
 
-        return train_step(data_interval_start, feats, dict(params))
+        with fail_fast():
+            return train_step(data_interval_start, feats, dict(params))
 
-    @task(queue=GPU_QUEUE)
+    @task(queue=gpu_queue())
     def rank(feats: dict, trained: dict, params=None) -> dict:
+        from recops.errors import fail_fast
         from recops.pipeline import rank_step
 
-        return rank_step(feats, trained, dict(params))
+        with fail_fast():
+            return rank_step(feats, trained, dict(params))
 
     @task
     def variants(params=None) -> list:
+        from recops.errors import fail_fast
         from recops.pipeline import variant_names
 
-        return variant_names(dict(params))
+        with fail_fast():
+            return variant_names(dict(params))
 
-    @task(queue=GPU_QUEUE)
+    @task(queue=gpu_queue())
     def compress(variant: str, feats: dict, trained: dict, params=None) -> dict:
+        from recops.errors import fail_fast
         from recops.pipeline import variant_step
 
-        return variant_step(feats, trained, variant, dict(params))
+        with fail_fast():
+            return variant_step(feats, trained, variant, dict(params))
 
     @task
     def select(trained: dict, feats: dict, built: list, params=None) -> dict:
+        from recops.errors import fail_fast
         from recops.pipeline import select_step
 
-        return select_step(trained, feats, list(built), dict(params))
+        with fail_fast():
+            return select_step(trained, feats, list(built), dict(params))
 
     @task
     def evaluate(feats: dict, trained: dict, selection: dict, ranked: dict) -> dict:
+        from recops.errors import fail_fast
         from recops.pipeline import evaluate_step
 
-        return evaluate_step(feats, trained, selection, ranked)
+        with fail_fast():
+            return evaluate_step(feats, trained, selection, ranked)
 
     @task
     def register(
@@ -197,32 +127,24 @@ def recsys_nightly():
         params=None,
         dag_run=None,
     ) -> dict:
-        from recops.pipeline import register_step
+        from recops.errors import fail_fast
+        from recops.pipeline import register_step, run_ref
 
-        run = {
-            "dag_id": dag_run.dag_id,
-            "run_id": dag_run.run_id,
-            "data_interval_start": str(dag_run.data_interval_start),
-            "data_interval_end": str(dag_run.data_interval_end),
-        }
-        return register_step(
-            run, validation, feats, trained, selection, evaluation, ranked, dict(params)
-        )
+        with fail_fast():
+            run = run_ref(dag_run)
+            return register_step(
+                run, validation, feats, trained, selection, evaluation, ranked, dict(params)
+            )
 
     @task
     def report(
         registered: dict, feats: dict, trained: dict, evaluation: dict, ranked: dict, dag_run=None
     ) -> dict:
-        from recops.pipeline import report_step
+        from recops.errors import fail_fast
+        from recops.pipeline import report_step, run_ref
 
-        return report_step(
-            {"dag_id": dag_run.dag_id, "run_id": dag_run.run_id},
-            registered,
-            feats,
-            trained,
-            evaluation,
-            ranked,
-        )
+        with fail_fast():
+            return report_step(run_ref(dag_run), registered, feats, trained, evaluation, ranked)
 
     @task(outlets=[BLESSED])
     def announce(registered: dict, outlet_events=None, dag_run=None) -> dict:
@@ -231,7 +153,7 @@ def recsys_nightly():
 
         if (extra := announcement(registered, dag_run.run_id)) is None:
             raise AirflowSkipException(
-                "the gate did not bless the candidate: nothing to promote (reasons are on the version)"
+                "not blessed by the gate: nothing to promote (see its reasons)"
             )
         outlet_events[BLESSED].extra = extra
         return extra

@@ -21,88 +21,44 @@ model.
 
 from __future__ import annotations
 
-import os
-
 import pendulum
-from airflow.sdk import Asset, AssetWatcher, Param, dag, task
-from recops.airflow_plugin import ChampionAliasTrigger
-
-# Deployment setting: seconds before the first retry (backoff doubles it); tests shorten it.
-RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_SECONDS") or 30))
-
-PROMOTION_POOL = "recops_promotion"
-BLESSED = Asset(name="recops_blessed", uri="recops://registry/blessed")
-CHAMPION_MOVED = Asset(
-    name="recops_champion_alias",
-    uri="recops://registry/recops_retrieval/champion",
-    watchers=[
-        AssetWatcher(
-            name="mlflow_champion_alias",
-            trigger=ChampionAliasTrigger(model_name="recops_retrieval"),
-        )
-    ],
-)
+from airflow.sdk import dag, task
+from recops.wiring import BLESSED, PROMOTION_POOL, champion_moved, default_args, promote_params
 
 
 @dag(
-    schedule=(BLESSED | CHAMPION_MOVED),
+    schedule=(BLESSED | champion_moved()),
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
     # A refused or failed canary fails at once (no retry: the same version would fail the
     # same way); retries cover infrastructure errors only.
-    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
-    params={
-        "model_name": Param(
-            "recops_retrieval", type="string", enum=["recops_retrieval", "recops_ranking"]
-        ),
-        "version": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=2**31 - 1,
-            description="Version to serve; empty resolves the alias",
-        ),
-        "alias": Param(
-            "champion", type="string", pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$(?!\n)", maxLength=64
-        ),
-        "action": Param("promote", type="string", enum=["promote", "rollback"]),
-        "force": Param(False, type="boolean", description="Serve a version the gate did not bless"),
-        # Free text, but no control characters; it only reaches the ledger and MLflow text.
-        "reason": Param(
-            "",
-            type="string",
-            maxLength=500,
-            pattern=r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)",
-            description="Why, for the audit ledger",
-        ),
-    },
+    default_args=default_args(),
+    params=promote_params(),
     tags=["recops", "recsys"],
     doc_md=__doc__,
 )
 def recsys_promote():
     @task
     def resolve(params=None, triggering_asset_events=None) -> list:
+        from recops.errors import fail_fast
         from recops.pipeline import promotion_requests
 
         events = {
-            str(asset): [e.extra for e in evs]
-            for asset, evs in (triggering_asset_events or {}).items()
+            str(a): [e.extra for e in evs] for a, evs in (triggering_asset_events or {}).items()
         }
-        return promotion_requests(dict(params), events)
+        with fail_fast():
+            return promotion_requests(dict(params), events)
 
     # One slot: promotions run one at a time across runs and DAGs; recops.ledger's lock
     # also covers the CLI. `recops ui` and the compose init create the pool.
     @task(pool=PROMOTION_POOL)
     def promote(requests: list) -> list:
-        from airflow.sdk.exceptions import AirflowFailException
+        from recops.errors import fail_fast
         from recops.pipeline import promote_step
-        from recops.promotion import PromotionError
 
-        try:
+        with fail_fast():
             return promote_step(requests)
-        except PromotionError as exc:
-            raise AirflowFailException(str(exc)) from exc
 
     promote(resolve())
 

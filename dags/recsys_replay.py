@@ -15,13 +15,9 @@ an MLflow run tagged `recops.replay_of` records the comparison.
 
 from __future__ import annotations
 
-import os
-
 import pendulum
-from airflow.sdk import Param, dag, task
-
-# Deployment setting: seconds before the first retry (backoff doubles it); tests shorten it.
-RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_SECONDS") or 30))
+from airflow.sdk import dag, task
+from recops.wiring import default_args, replay_params
 
 
 @dag(
@@ -29,32 +25,19 @@ RETRY_DELAY = pendulum.duration(seconds=int(os.environ.get("RECOPS_RETRY_DELAY_S
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": RETRY_DELAY, "retry_exponential_backoff": True},
-    params={
-        "replay_model_version": Param(
-            1,
-            type="integer",
-            minimum=1,
-            maximum=2**31 - 1,
-            description="Registered version to replay",
-        ),
-        "tolerance": Param(
-            0.01,
-            type="number",
-            minimum=0,
-            maximum=1,
-            description="Largest absolute metric difference",
-        ),
-    },
+    default_args=default_args(),
+    params=replay_params(),
     tags=["recops", "recsys"],
     doc_md=__doc__,
 )
 def recsys_replay():
     @task
     def replay(params=None) -> dict:
+        from recops.errors import fail_fast
         from recops.pipeline import replay_step
 
-        return replay_step(dict(params))
+        with fail_fast():  # a version that did not reproduce fails the same way again
+            return replay_step(dict(params))
 
     replay()
 

@@ -7,12 +7,15 @@ arrays and ``BPRModel.scores`` ranks the catalogue with a dot product.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from recops_models.tf_env import use_legacy_keras
+from recops_models.vocab import rows_for_ids
+
+# tf_keras must be selected before TensorFlow's first import (see ``tf_env``).
+use_legacy_keras()
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
@@ -20,10 +23,11 @@ import tf_keras as keras  # noqa: E402
 __all__ = ["BPRLoss", "BPRModel", "build_bpr_model", "fit_bpr", "sample_negatives"]
 
 
-class BPRLoss(keras.losses.Loss):
+class BPRLoss(keras.losses.Loss):  # type: ignore[misc]  # untyped base
     """``-log sigmoid(score(u, pos) - score(u, neg))``; ``y_true`` is ignored."""
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Per-example loss from the score margin ``y_pred`` ``[batch, 1]``."""
         return -tf.math.log_sigmoid(y_pred)
 
 
@@ -76,6 +80,15 @@ def sample_negatives(
     """One uniform negative item index (1..n_items) per row, avoiding the user's items.
 
     Collisions are redrawn a few times; the few that remain are kept (harmless noise).
+
+    Args:
+        user_idx: Dense user index of each positive row.
+        item_idx: Dense item index of each positive row.
+        n_items: Items in the vocabulary.
+        rng: Source of the draws.
+
+    Returns:
+        Int64 negative item indices, one per row.
     """
     seen = set((user_idx * (n_items + 1) + item_idx).tolist())
     negatives = rng.integers(1, n_items + 1, user_idx.size)
@@ -90,7 +103,14 @@ def sample_negatives(
 
 @dataclass(frozen=True)
 class BPRModel:
-    """Trained factors keyed by raw ids."""
+    """Trained factors keyed by raw ids.
+
+    Attributes:
+        user_ids: Sorted raw user ids, one per row of ``user_factors``.
+        item_ids: Sorted raw item ids, one per row of ``item_factors``.
+        user_factors: User embeddings ``[len(user_ids), dim]``.
+        item_factors: Item embeddings ``[len(item_ids), dim]``.
+    """
 
     user_ids: np.ndarray
     item_ids: np.ndarray
@@ -98,17 +118,18 @@ class BPRModel:
     item_factors: np.ndarray
 
     def scores(self, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
-        """Scores ``[len(user_ids), len(item_ids)]``; unknown ids score 0."""
-        users = _factors(self.user_ids, self.user_factors, user_ids)
-        items = _factors(self.item_ids, self.item_factors, item_ids)
+        """Dot-product scores of users against items.
+
+        Args:
+            user_ids: Raw user ids.
+            item_ids: Raw item ids, in score column order.
+
+        Returns:
+            Scores ``[len(user_ids), len(item_ids)]``; unknown ids score 0.
+        """
+        users = rows_for_ids(self.user_ids, self.user_factors, user_ids)
+        items = rows_for_ids(self.item_ids, self.item_factors, item_ids)
         return np.asarray(users @ items.T)
-
-
-def _factors(vocab: np.ndarray, factors: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    ids = np.asarray(ids, dtype=np.int64)
-    pos = np.minimum(np.searchsorted(vocab, ids), vocab.size - 1)
-    found = vocab[pos] == ids
-    return np.where(found[:, None], factors[pos], 0.0)
 
 
 def fit_bpr(

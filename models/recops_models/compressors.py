@@ -10,13 +10,15 @@ Importing this module imports TensorFlow and TF-MOT.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from recops_models.tf_env import use_legacy_keras
+
+# tf_keras must be selected before TensorFlow's first import (see ``tf_env``).
+use_legacy_keras()
 
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
@@ -49,7 +51,15 @@ def _custom_objects() -> dict[str, Any]:
 
 
 def copy_into_plain(source: keras.Model, spec: TwoTowerSpec) -> keras.Model:
-    """Copy weights by layer name into a fresh plain model (no wrappers, no mirroring)."""
+    """Copy weights by layer name into a fresh plain model (no wrappers, no mirroring).
+
+    Args:
+        source: A model holding the training model's layer names (e.g. a stripped clone).
+        spec: The spec to build the plain model from.
+
+    Returns:
+        The plain training model with ``source``'s weights.
+    """
     plain = build_training_model(spec)
     for layer in plain.layers:
         if layer.weights:
@@ -62,6 +72,13 @@ def pruning_schedule(total_steps: int, target: float) -> Any:
 
     The last pruning step lands on a multiple of the frequency, so the target is really
     hit, and the remaining steps let the survivors recover.
+
+    Args:
+        total_steps: Fine-tune steps in all.
+        target: Final sparsity (fraction of zero weights).
+
+    Returns:
+        The TF-MOT pruning schedule.
 
     Raises:
         ValueError: With fewer than two steps.
@@ -100,6 +117,14 @@ def cluster_model(
     Linear centroid initialisation: k-means++ fails on tensors with fewer values than
     clusters (the gender table has a dozen).
 
+    Args:
+        model: The trained plain training model.
+        spec: Its spec.
+        dataset: Batches of ``(TRAIN_INPUTS features, dummy labels)``.
+        clusters: Centroids per clustered weight.
+        epochs: Fine-tune epochs.
+        learning_rate: Adam learning rate.
+
     Returns:
         ``(plain clustered model, final loss)``.
     """
@@ -133,6 +158,13 @@ def qat_user_tower(
     graph no longer connects the input layers by name), so the user tower is quantized
     on its own and trained inside a fresh graph with the float item tower. Default QAT
     leaves Embedding layers float, as TF-MOT documents.
+
+    Args:
+        model: The trained plain training model.
+        spec: Its spec (the logits' temperature).
+        dataset: Batches of ``(TRAIN_INPUTS features, dummy labels)``.
+        epochs: Fine-tune epochs.
+        learning_rate: Adam learning rate.
 
     Returns:
         ``(fake-quant user tower, float item tower, final loss)``.
@@ -205,7 +237,7 @@ def distill_student(
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     t = float(temperature)
 
-    @tf.function
+    @tf.function  # type: ignore[untyped-decorator]
     def step(features: Mapping[str, tf.Tensor]) -> tf.Tensor:
         soft = tf.nn.softmax(teacher(features, training=False) / t, axis=-1)
         with tf.GradientTape() as tape:

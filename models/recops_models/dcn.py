@@ -18,7 +18,6 @@ pipeline tasks (``recops.ranking``), never at DAG parse time.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,30 +25,35 @@ from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from recops_models.tf_env import use_legacy_keras
+from recops_models.vocab import OOV_INDEX, lookup_index, sorted_vocab
+
+# tf_keras must be selected before TensorFlow's first import (see ``tf_env``).
+use_legacy_keras()
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from recops_models.two_tower import (  # noqa: E402
     N_GENRES,
-    OOV_INDEX,
     GenreMultiHot,
     ReleaseYear,
     Standardize,
-    _lookup,
-    _sorted_vocab,
     int_table,
     string_table,
 )
 
 __all__ = [
+    "INT_INPUTS",
+    "NUMERIC_INPUT",
     "RANK_BASE_INPUTS",
     "Cross",
+    "NumericStandardize",
     "RankerSpec",
     "build_ranking_model",
     "export_ranking_model",
     "ranking_inputs",
+    "save_spec",
 ]
 
 #: Integer inputs of the Keras model, one scalar per example.
@@ -135,12 +139,10 @@ class RankerSpec:
             std = float(values.std()) if values.size else 0.0
             stds.append(std if std > 0 else 1.0)
         return cls(
-            user_ids=tuple(int(v) for v in _sorted_vocab(columns["user_id"])),
-            item_ids=tuple(int(v) for v in _sorted_vocab(columns["item_id"])),
-            genders=tuple(str(v) for v in _sorted_vocab(np.asarray(columns["gender"], str))),
-            occupations=tuple(
-                str(v) for v in _sorted_vocab(np.asarray(columns["occupation"], str))
-            ),
+            user_ids=tuple(int(v) for v in sorted_vocab(columns["user_id"])),
+            item_ids=tuple(int(v) for v in sorted_vocab(columns["item_id"])),
+            genders=tuple(str(v) for v in sorted_vocab(np.asarray(columns["gender"], str))),
+            occupations=tuple(str(v) for v in sorted_vocab(np.asarray(columns["occupation"], str))),
             age_mean=float(ages.mean()),
             age_std=float(ages.std()) if ages.std() > 0 else 1.0,
             year_mean=float(known.mean()) if known.size else 0.0,
@@ -167,15 +169,24 @@ class RankerSpec:
         return cls(**fields)
 
     def index(self, name: str, values: np.ndarray) -> np.ndarray:
-        """Dense 1-based indices of raw ``user``, ``item``, ``gender`` or ``occupation``
-        values (0 = unknown)."""
+        """Dense 1-based indices of raw values of one vocabulary (0 = unknown).
+
+        Args:
+            name: ``user``, ``item``, ``gender`` or ``occupation``.
+            values: Raw values of that vocabulary.
+
+        Returns:
+            Int64 indices.
+        """
         vocab = {
             "user": (self.user_ids, np.int64),
             "item": (self.item_ids, np.int64),
             "gender": (self.genders, str),
             "occupation": (self.occupations, str),
         }[name]
-        return _lookup(np.asarray(vocab[0], dtype=vocab[1]), np.asarray(values, dtype=vocab[1]))
+        return lookup_index(
+            np.asarray(vocab[0], dtype=vocab[1]), np.asarray(values, dtype=vocab[1])
+        )
 
 
 def ranking_inputs(spec: RankerSpec, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -207,15 +218,17 @@ def ranking_inputs(spec: RankerSpec, columns: Mapping[str, np.ndarray]) -> dict[
     return out
 
 
-class Cross(keras.layers.Layer):
+class Cross(keras.layers.Layer):  # type: ignore[misc]  # untyped base
     """DCN-v2 cross layer: ``x0 * (W x + b) + x`` with a full-rank ``W``."""
 
     def __init__(self, l2: float = 0.0, **kwargs: Any) -> None:
+        """Create the layer; ``l2`` penalises ``W``, ``kwargs`` go to Keras."""
         super().__init__(**kwargs)
         self.l2 = float(l2)
         self.dense: keras.layers.Dense | None = None
 
     def build(self, input_shape: Any) -> None:
+        """Create ``W`` and ``b`` as a square Dense over the width of ``x0``."""
         width = int(input_shape[0][-1])
         self.dense = keras.layers.Dense(
             width,
@@ -226,15 +239,17 @@ class Cross(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        """Apply one cross to ``[x0, x]``."""
         x0, x = inputs
         assert self.dense is not None
         return x0 * self.dense(x) + x
 
     def get_config(self) -> dict[str, Any]:
+        """Keras config, for cloning and TF-MOT wrappers."""
         return {**super().get_config(), "l2": self.l2}
 
 
-class NumericStandardize(keras.layers.Layer):
+class NumericStandardize(keras.layers.Layer):  # type: ignore[misc]  # untyped base
     """``(x - mean) / std`` per column of a float matrix; stats are fixed config."""
 
     def __init__(self, means: Sequence[float], stds: Sequence[float], **kwargs: Any) -> None:
@@ -322,7 +337,7 @@ def save_spec(spec: RankerSpec, folder: Path) -> None:
     (folder / _SPEC_FILE).write_text(spec.to_json())
 
 
-class _RankModule(tf.Module):
+class _RankModule(tf.Module):  # type: ignore[misc]  # untyped base
     """Raw-id lookups, the catalogue table and the Keras ranker, as one module."""
 
     def __init__(

@@ -1,7 +1,8 @@
 """EASE (Steck, 2019): closed-form item-item ridge regression, a strong linear baseline.
 
-Pure numpy. ``B = I - P / diag(P)`` with ``P = (XᵀX + λI)⁻¹`` and a zero diagonal; a
-user's scores are their interaction row times ``B``.
+``B = I - P / diag(P)`` with ``P = (XᵀX + λI)⁻¹`` and a zero diagonal; a user's scores
+are their interaction row times ``B``. Pure numpy, cheap to import; a benchmark baseline,
+not served.
 """
 
 from __future__ import annotations
@@ -10,12 +11,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recops_models.vocab import rows_for_ids
+
 __all__ = ["EASEModel", "fit_ease"]
 
 
 @dataclass(frozen=True)
 class EASEModel:
-    """Item-item weights and the train interaction matrix, keyed by raw ids."""
+    """Item-item weights and the train interaction matrix, keyed by raw ids.
+
+    Attributes:
+        user_ids: Sorted raw ids of the train users, one per row of ``interactions``.
+        item_ids: The catalogue, in score column order.
+        interactions: Binary train matrix ``[len(user_ids), len(item_ids)]``.
+        weights: Item-item matrix ``[len(item_ids), len(item_ids)]``, zero diagonal.
+    """
 
     user_ids: np.ndarray
     item_ids: np.ndarray
@@ -23,11 +33,15 @@ class EASEModel:
     weights: np.ndarray
 
     def scores(self, user_ids: np.ndarray) -> np.ndarray:
-        """Scores ``[len(user_ids), len(item_ids)]``; unknown users score 0."""
-        user_ids = np.asarray(user_ids, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.user_ids, user_ids), self.user_ids.size - 1)
-        found = self.user_ids[pos] == user_ids
-        rows = np.where(found[:, None], self.interactions[pos], 0.0)
+        """Score every catalogue item for each user.
+
+        Args:
+            user_ids: Raw user ids.
+
+        Returns:
+            Scores ``[len(user_ids), len(item_ids)]``; unknown users score 0.
+        """
+        rows = rows_for_ids(self.user_ids, self.interactions, user_ids)
         return np.asarray(rows @ self.weights)
 
 

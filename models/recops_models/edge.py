@@ -15,13 +15,15 @@ Importing this module imports TensorFlow.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from recops_models.tf_env import use_legacy_keras
+
+# tf_keras must be selected before TensorFlow's first import (see ``tf_env``).
+use_legacy_keras()
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
@@ -36,7 +38,11 @@ __all__ = ["TFLITE_MODES", "TFLiteScorer", "convert_retrieval_tflite"]
 TFLITE_MODES = ("dynamic", "float16", "int8", "qat")
 
 
-class _EdgeModule(tf.Module):
+#: The converted function's inputs: already-indexed user features, one int64 per user.
+_INDEXED_USER_SIGNATURE = [tf.TensorSpec([None], tf.int64, name=n) for n in USER_INPUTS]
+
+
+class _EdgeModule(tf.Module):  # type: ignore[misc]  # untyped base
     def __init__(
         self, user_tower: keras.Model, candidate_ids: np.ndarray, candidates: np.ndarray, k: int
     ) -> None:
@@ -46,7 +52,7 @@ class _EdgeModule(tf.Module):
         self.candidates = tf.constant(np.asarray(candidates, np.float32))
         self.k = k
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name=n) for n in USER_INPUTS])
+    @tf.function(input_signature=_INDEXED_USER_SIGNATURE)  # type: ignore[untyped-decorator]
     def serve(
         self,
         user_idx: tf.Tensor,
@@ -138,6 +144,7 @@ class TFLiteScorer:
     """Run a converted retrieval flatbuffer with the TFLite interpreter."""
 
     def __init__(self, blob: bytes) -> None:
+        """Load the flatbuffer ``blob`` into an interpreter."""
         self._interpreter = tf.lite.Interpreter(model_content=blob)
         self._runner: Callable[..., dict[str, np.ndarray]] = self._interpreter.get_signature_runner(
             "serving_default"

@@ -1,5 +1,6 @@
-"""Retrieval SavedModel whose embedding tables are stored as int8 (or fp16) and
-de-quantized on lookup, with the same three signatures as ``two_tower.export_retrieval_model``.
+"""Retrieval SavedModel with int8 (or fp16) embedding tables, de-quantized on lookup.
+
+It has the same three signatures as ``two_tower.export_retrieval_model``.
 
 TF Serving runs SavedModels, not TFLite, so a size or memory cut for serving has to live in
 the SavedModel itself. This export:
@@ -20,13 +21,15 @@ Importing this module imports TensorFlow (model code, used only inside pipeline 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from recops_models.tf_env import use_legacy_keras
+
+# tf_keras must be selected before TensorFlow's first import (see ``tf_env``).
+use_legacy_keras()
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
@@ -69,7 +72,15 @@ def quantize_rows(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def dequantize_rows(values: np.ndarray, scales: np.ndarray) -> np.ndarray:
-    """Inverse of ``quantize_rows``."""
+    """Inverse of ``quantize_rows``.
+
+    Args:
+        values: Int8 values ``[rows, dim]``.
+        scales: One float scale per row.
+
+    Returns:
+        Float32 ``[rows, dim]``.
+    """
     return values.astype(np.float32) * np.asarray(scales, np.float32)[:, None]
 
 
@@ -85,6 +96,9 @@ def fold_user_tower(model: keras.Model) -> dict[str, np.ndarray]:
         ``occupation`` ``[n_occupations+1, dim]`` and ``age`` ``[dim]`` such that the
         tower's pre-normalisation output is ``user[u] + gender[g] + occupation[o] +
         age_std * age``.
+
+    Raises:
+        ValueError: If the projection's kernel does not match the tables' widths.
     """
     tables = [
         model.get_layer(name).get_weights()[0]
@@ -107,7 +121,7 @@ def fold_user_tower(model: keras.Model) -> dict[str, np.ndarray]:
     }
 
 
-class _StoredMatrix(tf.Module):
+class _StoredMatrix(tf.Module):  # type: ignore[misc]  # untyped base
     """A ``[rows, dim]`` matrix stored as int8 + per-row scale, float16, or float32."""
 
     def __init__(self, matrix: np.ndarray, dtype: str, name: str) -> None:
@@ -144,7 +158,7 @@ class _StoredMatrix(tf.Module):
         return scores
 
 
-class _QuantizedRetrievalModule(tf.Module):
+class _QuantizedRetrievalModule(tf.Module):  # type: ignore[misc]  # untyped base
     """Raw-id lookups, the folded user tower and stored candidates, as one module."""
 
     def __init__(
@@ -185,7 +199,7 @@ class _QuantizedRetrievalModule(tf.Module):
         )
         return tf.math.l2_normalize(hidden, axis=-1)
 
-    @tf.function(input_signature=USER_SIGNATURE)
+    @tf.function(input_signature=USER_SIGNATURE)  # type: ignore[untyped-decorator]
     def serve(
         self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
     ) -> dict[str, tf.Tensor]:
@@ -193,13 +207,13 @@ class _QuantizedRetrievalModule(tf.Module):
         top = tf.math.top_k(self.candidates.scores(user), k=self.k)
         return {"item_ids": tf.gather(self.candidate_ids, top.indices), "scores": top.values}
 
-    @tf.function(input_signature=USER_SIGNATURE)
+    @tf.function(input_signature=USER_SIGNATURE)  # type: ignore[untyped-decorator]
     def user_embedding(
         self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
     ) -> dict[str, tf.Tensor]:
         return {"embedding": self._embed(user_id, age, gender, occupation)}
 
-    @tf.function(input_signature=[])
+    @tf.function(input_signature=[])  # type: ignore[untyped-decorator]
     def item_embeddings(self) -> dict[str, tf.Tensor]:
         return {"item_ids": tf.identity(self.candidate_ids), "embeddings": self.candidates.full()}
 

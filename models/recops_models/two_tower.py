@@ -23,15 +23,18 @@ pipeline tasks (``recops.training``, ``recops.compression``), never at DAG parse
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+from recops_models.tf_env import use_legacy_keras
+from recops_models.vocab import OOV_INDEX, lookup_index, sorted_vocab
+
+# tf_keras must be selected before TensorFlow's first import (see ``tf_env``).
+use_legacy_keras()
 
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
@@ -44,6 +47,7 @@ __all__ = [
     "InBatchSoftmaxLoss",
     "TwoTowerSpec",
     "build_training_model",
+    "candidate_embeddings",
     "export_retrieval_model",
     "load_trained_model",
     "model_inputs",
@@ -52,8 +56,6 @@ __all__ = [
 ]
 
 N_GENRES = 19
-#: Index reserved for values missing from a vocabulary.
-OOV_INDEX = 0
 USER_INPUTS = ("user_idx", "gender_idx", "occupation_idx", "age")
 ITEM_INPUTS = ("item_idx", "genre_mask", "release_year")
 #: Log sampling probability of each example's item, for the logQ correction.
@@ -64,21 +66,6 @@ _OCCUPATION_DIM = 8
 _MASKED_LOGIT = -1e9
 _SPEC_FILE = "spec.json"
 _CKPT_PREFIX = "ckpt"
-
-
-def _sorted_vocab(values: Iterable[Any]) -> np.ndarray:
-    return np.unique(np.asarray(list(values)))
-
-
-def _lookup(vocab: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Map values to 1-based positions in the sorted ``vocab``; unknown values to 0."""
-    values = np.asarray(values)
-    if vocab.size == 0:
-        return np.zeros(values.shape, dtype=np.int64)
-    pos = np.searchsorted(vocab, values)
-    clipped = np.minimum(pos, vocab.size - 1)
-    found = vocab[clipped] == values
-    return np.where(found, clipped + 1, OOV_INDEX).astype(np.int64)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,10 +119,10 @@ class TwoTowerSpec:
         known = years[years > 0]
         ages = np.asarray(age, dtype=np.float64)
         return cls(
-            user_ids=tuple(int(v) for v in _sorted_vocab(user_id)),
-            item_ids=tuple(int(v) for v in _sorted_vocab(item_id)),
-            genders=tuple(str(v) for v in _sorted_vocab(np.asarray(gender, dtype=str))),
-            occupations=tuple(str(v) for v in _sorted_vocab(np.asarray(occupation, dtype=str))),
+            user_ids=tuple(int(v) for v in sorted_vocab(user_id)),
+            item_ids=tuple(int(v) for v in sorted_vocab(item_id)),
+            genders=tuple(str(v) for v in sorted_vocab(np.asarray(gender, dtype=str))),
+            occupations=tuple(str(v) for v in sorted_vocab(np.asarray(occupation, dtype=str))),
             age_mean=float(ages.mean()) if ages.size else 0.0,
             age_std=float(ages.std()) if ages.size and ages.std() > 0 else 1.0,
             year_mean=float(known.mean()) if known.size else 0.0,
@@ -158,19 +145,25 @@ class TwoTowerSpec:
 
     def user_index(self, user_id: np.ndarray) -> np.ndarray:
         """Dense indices of raw user ids (0 = unknown)."""
-        return _lookup(np.asarray(self.user_ids, dtype=np.int64), np.asarray(user_id, np.int64))
+        return lookup_index(
+            np.asarray(self.user_ids, dtype=np.int64), np.asarray(user_id, np.int64)
+        )
 
     def item_index(self, item_id: np.ndarray) -> np.ndarray:
         """Dense indices of raw item ids (0 = unknown)."""
-        return _lookup(np.asarray(self.item_ids, dtype=np.int64), np.asarray(item_id, np.int64))
+        return lookup_index(
+            np.asarray(self.item_ids, dtype=np.int64), np.asarray(item_id, np.int64)
+        )
 
     def gender_index(self, gender: np.ndarray) -> np.ndarray:
         """Dense indices of gender strings (0 = unknown)."""
-        return _lookup(np.asarray(self.genders, dtype=str), np.asarray(gender, dtype=str))
+        return lookup_index(np.asarray(self.genders, dtype=str), np.asarray(gender, dtype=str))
 
     def occupation_index(self, occupation: np.ndarray) -> np.ndarray:
         """Dense indices of occupation strings (0 = unknown)."""
-        return _lookup(np.asarray(self.occupations, dtype=str), np.asarray(occupation, dtype=str))
+        return lookup_index(
+            np.asarray(self.occupations, dtype=str), np.asarray(occupation, dtype=str)
+        )
 
 
 def model_inputs(
@@ -202,7 +195,7 @@ def model_inputs(
     }
 
 
-class Standardize(keras.layers.Layer):
+class Standardize(keras.layers.Layer):  # type: ignore[misc]  # untyped base
     """``(x - mean) / std`` as a float column ``[batch, 1]``; stats are fixed config."""
 
     def __init__(self, mean: float, std: float, **kwargs: Any) -> None:
@@ -217,7 +210,7 @@ class Standardize(keras.layers.Layer):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
-class ReleaseYear(keras.layers.Layer):
+class ReleaseYear(keras.layers.Layer):  # type: ignore[misc]  # untyped base
     """Standardised year plus an unknown flag, ``[batch, 2]``; year 0 means unknown."""
 
     def __init__(self, mean: float, std: float, **kwargs: Any) -> None:
@@ -236,7 +229,7 @@ class ReleaseYear(keras.layers.Layer):
         return {**super().get_config(), "mean": self.mean, "std": self.std}
 
 
-class GenreMultiHot(keras.layers.Layer):
+class GenreMultiHot(keras.layers.Layer):  # type: ignore[misc]  # untyped base
     """Decode an int64 genre bitmask into a float multi-hot ``[batch, n_genres]``."""
 
     def __init__(self, n_genres: int = N_GENRES, **kwargs: Any) -> None:
@@ -254,7 +247,7 @@ class GenreMultiHot(keras.layers.Layer):
         return {**super().get_config(), "n_genres": self.n_genres}
 
 
-class L2Normalize(keras.layers.Layer):
+class L2Normalize(keras.layers.Layer):  # type: ignore[misc]  # untyped base
     """Scale each row to unit length, so dot products are cosine similarities."""
 
     def call(self, inputs: tf.Tensor) -> tf.Tensor:
@@ -269,7 +262,7 @@ def _replica_offset(local_rows: tf.Tensor) -> tf.Tensor | int:
     return tf.cast(context.replica_id_in_sync_group, tf.int32) * local_rows
 
 
-class InBatchLogits(keras.layers.Layer):
+class InBatchLogits(keras.layers.Layer):  # type: ignore[misc]  # untyped base
     """Logits of every user in the replica's batch against every item of the global batch.
 
     ``logits[i, j] = u_i . v_j / temperature - logq_j``, where ``j`` runs over the items
@@ -326,7 +319,7 @@ class InBatchLogits(keras.layers.Layer):
         }
 
 
-class InBatchSoftmaxLoss(keras.losses.Loss):
+class InBatchSoftmaxLoss(keras.losses.Loss):  # type: ignore[misc]  # untyped base
     """Softmax cross-entropy where row ``i`` of replica ``r``'s positive is its own item.
 
     ``y_true`` is ignored. When the logits span the global batch (``y_pred`` has more
@@ -335,6 +328,7 @@ class InBatchSoftmaxLoss(keras.losses.Loss):
     """
 
     def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+        """Per-row loss of the logits ``y_pred`` ``[rows, columns]``."""
         rows = tf.shape(y_pred)[0]
         offset = _replica_offset(rows)
         # Local-slice logits are square; only gathered logits need the replica offset.
@@ -510,7 +504,7 @@ USER_SIGNATURE = (
 )
 
 
-class _RetrievalModule(tf.Module):
+class _RetrievalModule(tf.Module):  # type: ignore[misc]  # untyped base
     """Raw-id lookups, the user tower and fixed candidate embeddings, as one module."""
 
     def __init__(
@@ -544,7 +538,7 @@ class _RetrievalModule(tf.Module):
         }
         return self.user_tower(features, training=False)
 
-    @tf.function(input_signature=USER_SIGNATURE)
+    @tf.function(input_signature=USER_SIGNATURE)  # type: ignore[untyped-decorator]
     def serve(
         self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
     ) -> dict[str, tf.Tensor]:
@@ -553,13 +547,13 @@ class _RetrievalModule(tf.Module):
         top = tf.math.top_k(scores, k=self.k)
         return {"item_ids": tf.gather(self.candidate_ids, top.indices), "scores": top.values}
 
-    @tf.function(input_signature=USER_SIGNATURE)
+    @tf.function(input_signature=USER_SIGNATURE)  # type: ignore[untyped-decorator]
     def user_embedding(
         self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
     ) -> dict[str, tf.Tensor]:
         return {"embedding": self._embed(user_id, age, gender, occupation)}
 
-    @tf.function(input_signature=[])
+    @tf.function(input_signature=[])  # type: ignore[untyped-decorator]
     def item_embeddings(self) -> dict[str, tf.Tensor]:
         return {
             "item_ids": tf.identity(self.candidate_ids),
@@ -611,8 +605,9 @@ def export_retrieval_model(
     k: int,
     batch_size: int = 8192,
 ) -> int:
-    """Export the retrieval SavedModel (``serving_default``, ``user_embedding``,
-    ``item_embeddings``) with candidate embeddings precomputed by the item tower.
+    """Export the retrieval SavedModel, candidate embeddings precomputed by the item tower.
+
+    Signatures: ``serving_default``, ``user_embedding`` and ``item_embeddings``.
 
     Args:
         model: A trained training model (plain, not distributed, not pruning-wrapped).

@@ -31,7 +31,7 @@ class ChampionAliasTrigger(BaseEventTrigger):
     """
 
     def __init__(self, model_name: str, poll_interval: float = 10.0) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.model_name = model_name
         self.poll_interval = float(poll_interval)
 
@@ -57,7 +57,7 @@ class ChampionAliasTrigger(BaseEventTrigger):
                 version = None
             if version is not None and version != emitted:
                 emitted = version
-                yield TriggerEvent(
+                yield TriggerEvent(  # type: ignore[no-untyped-call]
                     {"model_name": self.model_name, "version": version, "source": "registry-watch"}
                 )
             elif version is None:
@@ -94,12 +94,19 @@ def _reports_app() -> Any:
             raise HTTPException(status_code=400, detail=str(exc)) from exc
         # The page is self-contained; forbid anything it might pull in or run.
         headers = {
-            "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'",
+            "Content-Security-Policy": (
+                "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+                "frame-ancestors 'self'"
+            ),
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-store",
         }
-        if not path.is_file():  # the tab shows on every DAG's runs; only the nightly writes reports
-            message = "<p>No run report for this run (yet). recsys_nightly's <code>report</code> task writes one.</p>"
+        # The tab shows on every DAG's runs; only the nightly writes reports.
+        if not path.is_file():
+            message = (
+                "<p>No run report for this run (yet). "
+                "recsys_nightly's <code>report</code> task writes one.</p>"
+            )
             return HTMLResponse(message, status_code=404, headers=headers)
         return FileResponse(path, media_type="text/html; charset=utf-8", headers=headers)
 

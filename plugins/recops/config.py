@@ -12,8 +12,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from recops_models.tf_env import TF_ENV
+
 #: Name of the served retrieval model, in the registry and in TF Serving.
 MODEL_NAME = "recops_retrieval"
+#: Name of the ranking model (DCN-v2) registered and served beside it.
+RANKING_MODEL = "recops_ranking"
+#: The 1-slot Airflow pool that serializes promotions across runs and DAGs.
+PROMOTION_POOL = "recops_promotion"
 #: How many candidates the retrieval SavedModel returns per user.
 RETRIEVAL_K = 100
 #: ml-100k lives inside this wheel; it is fetched with ``pip download --no-deps``.
@@ -21,6 +27,11 @@ RECBOLE_SPEC = "recbole==1.2.1"
 RECBOLE_DATA_PREFIX = "recbole/dataset_example/ml-100k/"
 #: The source checkout (holds ``feature_repo/``); the package is installed editable from it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+#: Ranker inputs from ranking_v1 that are defined for every row (the 30-day mean
+#: ratings are NaN for users without recent events, so they stay out).
+RANKER_USER_FEATURES = ("user_events_7d", "user_events_30d", "user_top_genre_share_30d")
+RANKER_ITEM_FEATURES = ("item_events_7d", "item_events_30d")
 
 #: Seed of RecBole's default split, kept so metrics compare with published numbers.
 SPLIT_SEED = 2020
@@ -52,7 +63,8 @@ class Settings:
         serving_host: Host the local TF Serving-compatible server binds and clients call.
         grpc_port: TF Serving gRPC port.
         rest_port: TF Serving REST port.
-        model_name: Name of the served model.
+        model_name: Name of the retrieval model (``RECOPS_MODEL_NAME``).
+        ranking_model_name: Name of the ranking model (``RECOPS_RANKING_MODEL_NAME``).
         feature_repo: The Feast feature repo folder (``RECOPS_FEATURE_REPO``).
         tfserving_grpc: ``host:port`` of a real TF Serving's gRPC API
             (``RECOPS_TFSERVING_GRPC``); empty means the embedded local server.
@@ -70,6 +82,7 @@ class Settings:
     grpc_port: int = 8500
     rest_port: int = 8501
     model_name: str = MODEL_NAME
+    ranking_model_name: str = RANKING_MODEL
     feature_repo: Path = REPO_ROOT / "feature_repo"
     tfserving_grpc: str = ""
     tfserving_rest: str = ""
@@ -95,12 +108,18 @@ class Settings:
             grpc_port=_env_int("RECOPS_GRPC_PORT", 8500),
             rest_port=_env_int("RECOPS_REST_PORT", 8501),
             model_name=_env("RECOPS_MODEL_NAME", MODEL_NAME),
+            ranking_model_name=_env("RECOPS_RANKING_MODEL_NAME", RANKING_MODEL),
             feature_repo=Path(_env("RECOPS_FEATURE_REPO", str(REPO_ROOT / "feature_repo"))),
             tfserving_grpc=_env("RECOPS_TFSERVING_GRPC", ""),
             tfserving_rest=_env("RECOPS_TFSERVING_REST", ""),
             online_store=online_store,
             redis_url=_env("RECOPS_REDIS_URL", _env("RECOPS_FEAST_REDIS", "127.0.0.1:6379")),
         )
+
+    @property
+    def promotable_models(self) -> tuple[str, str]:
+        """The registered models a promotion may move: retrieval first, then ranking."""
+        return (self.model_name, self.ranking_model_name)
 
     # Layout of the state folder. Every path is derived, so one variable moves it all.
     @property
@@ -195,7 +214,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-        "TF_USE_LEGACY_KERAS": "1",
+        **TF_ENV,
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     env = {k: os.environ.get(k) or v for k, v in defaults.items()}

@@ -1,5 +1,4 @@
-"""Offline evaluation: full-ranking metrics, segments, the temporal split, rating RMSE and
-re-ranking.
+"""Offline evaluation: full-ranking metrics, segments, and ranker re-ranking.
 
 Retrieval models are loaded with ``tf.saved_model.load`` and used only through their
 ``user_embedding`` and ``item_embeddings`` signatures, so one code path scores the float
@@ -15,33 +14,33 @@ Besides the user-averaged metrics, each result carries two segments:
 
 Baselines that are not SavedModels (popularity, EASE, BPR-MF) go through the same code
 with ``evaluate_scores``; ranker-based re-ranking goes through ``evaluate_rerank``.
+
+The splits (``temporal_split``, ``read_split``) live in the leaf ``recops.splits`` and
+the ranker's ``rank`` signature client (``rating_rmse``) in ``recops.rank_signature``;
+both are re-exported here, where callers have always found them.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from recops.errors import DataError, ParamError
+from recops.rank_signature import load_signatures, rank_inputs, rank_request, rating_rmse
 from recops.records import Record
-from recops.training import (
-    SPLITS,
-    USER_COLUMNS,
-    _split_counts,
-    latest_rows,
-    read_parquet_columns,
-)
+from recops.splits import read_split, temporal_split
+from recops.tables import USER_COLUMNS, latest_rows, read_parquet_columns
 
 __all__ = [
     "EvalConfig",
     "EvalResult",
     "RerankConfig",
+    "columns_for",
     "evaluate",
     "evaluate_rerank",
     "evaluate_scores",
@@ -53,8 +52,6 @@ __all__ = [
 
 #: Users embedded and ranked per block, to bound memory on large catalogues.
 _USER_BLOCK = 1024
-#: Inputs of the ranker's ``rank`` signature that are not numeric user features.
-_RANK_BASE_INPUTS = ("user_id", "age", "gender", "occupation", "item_ids")
 
 #: The usual damping constant of reciprocal-rank fusion (Cormack et al., 2009).
 _RRF_K = 60
@@ -149,90 +146,23 @@ class RerankConfig(Record):
     def __post_init__(self) -> None:
         _check_common(type(self).__name__, self.split, self.k, self.head_share)
         if self.candidates < self.k:
-            raise ValueError(f"RerankConfig.candidates={self.candidates} must be >= k={self.k}")
+            raise ParamError(f"RerankConfig.candidates={self.candidates} must be >= k={self.k}")
         if self.rerank_by not in ("click", "rating", "fusion"):
-            raise ValueError(
+            raise ParamError(
                 f"RerankConfig.rerank_by={self.rerank_by!r}: expected 'click', 'rating' or 'fusion'"
             )
 
 
 def _check_common(name: str, split: str, k: int, head_share: float) -> None:
     if split not in ("valid", "test"):
-        raise ValueError(f"{name}.split={split!r}: expected 'valid' or 'test'")
+        raise ParamError(f"{name}.split={split!r}: expected 'valid' or 'test'")
     if k < 1:
-        raise ValueError(f"{name}.k={k!r} must be >= 1")
+        raise ParamError(f"{name}.k={k!r} must be >= 1")
     if not 0.0 <= head_share < 1.0:
-        raise ValueError(f"{name}.head_share={head_share!r} must be in [0, 1)")
+        raise ParamError(f"{name}.head_share={head_share!r} must be in [0, 1)")
 
 
-# --------------------------------------------------------------------------- splits
-
-
-def temporal_split(
-    user_id: np.ndarray,
-    item_id: np.ndarray,
-    timestamp: np.ndarray,
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
-) -> pd.DataFrame:
-    """Split each user's interactions by time: oldest to train, newest to test.
-
-    RecBole's "TO" ordering: each user's rows are sorted by ``timestamp`` (ties keep the
-    input order) and cut with the same per-user counts as the random split
-    (``training._split_counts``), so only which rows land where differs.
-
-    Args:
-        user_id: User of each interaction.
-        item_id: Item of each interaction.
-        timestamp: Time of each interaction (numbers or datetimes; only order matters).
-        ratios: Shares of train, valid and test.
-
-    Returns:
-        A frame ``user_id, item_id, split`` in the input row order.
-
-    Raises:
-        ValueError: If the arrays differ in length or the ratios are not three
-            non-negative shares summing to 1.
-    """
-    user_id = np.asarray(user_id, dtype=np.int64)
-    item_id = np.asarray(item_id, dtype=np.int64)
-    times = pd.Series(np.asarray(timestamp))
-    if not user_id.size == item_id.size == times.size:
-        raise ValueError(
-            f"temporal_split: user_id ({user_id.size}), item_id ({item_id.size}) and "
-            f"timestamp ({times.size}) differ in length"
-        )
-    if len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0):
-        raise ValueError(f"temporal_split: ratios={ratios!r} must be 3 shares summing to 1")
-    if times.isna().any():
-        raise ValueError("temporal_split: timestamp has missing values")
-    # Dense ranks of the times give one integer order for any comparable dtype.
-    time_rank = times.rank(method="dense").to_numpy()
-    order = np.lexsort((np.arange(user_id.size), time_rank, user_id))
-    _, starts, counts = np.unique(user_id[order], return_index=True, return_counts=True)
-    labels = np.empty(user_id.size, dtype=object)
-    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
-        n_train, n_valid, _ = _split_counts(count, tuple(ratios))
-        rows = order[start : start + count]
-        labels[rows[:n_train]] = "train"
-        labels[rows[n_train : n_train + n_valid]] = "valid"
-        labels[rows[n_train + n_valid :]] = "test"
-    return pd.DataFrame(
-        {"user_id": user_id, "item_id": item_id, "split": pd.array(labels, dtype="string")}
-    )
-
-
-def read_split(uri: str) -> pd.DataFrame:
-    """Read a split parquet, checking its columns and split values.
-
-    Raises:
-        FileNotFoundError: If the file is missing.
-        ValueError: If columns are missing or a split value is unknown.
-    """
-    split = read_parquet_columns(uri, ("user_id", "item_id", "split"), "split")
-    unknown = set(split["split"].unique()) - set(SPLITS)
-    if unknown:
-        raise ValueError(f"split {uri} has unknown split values {sorted(unknown)}")
-    return split
+# --------------------------------------------------------------------------- segments
 
 
 def long_tail_items(
@@ -263,7 +193,7 @@ def long_tail_items(
 # --------------------------------------------------------------------------- ranking
 
 
-def _columns_for(
+def columns_for(
     frame: pd.DataFrame, users: np.ndarray, column_of: dict[int, int]
 ) -> list[np.ndarray]:
     """Per user in ``users``: candidate columns of the user's items in ``frame``.
@@ -285,6 +215,10 @@ def _columns_for(
     return out
 
 
+# The old private name: recops.compression still imports it.
+_columns_for = columns_for
+
+
 @dataclass(frozen=True)
 class _Task:
     """One evaluation problem: who is scored, what counts, what is masked."""
@@ -300,7 +234,7 @@ class _Task:
 def _task(split: pd.DataFrame, item_ids: np.ndarray, name: str, head_share: float) -> _Task:
     target = split[split["split"] == name]
     if target.empty:
-        raise ValueError(f"split has no {name!r} rows")
+        raise DataError(f"split has no {name!r} rows")
     seen = split[split["split"].isin(("train",) if name == "valid" else ("train", "valid"))]
     train = split[split["split"] == "train"]
     eval_users = np.sort(target["user_id"].unique()).astype(np.int64)
@@ -311,8 +245,8 @@ def _task(split: pd.DataFrame, item_ids: np.ndarray, name: str, head_share: floa
     return _Task(
         eval_users=eval_users,
         item_ids=item_ids,
-        ground_truth=_columns_for(target, eval_users, column_of),
-        exclude=[cols[cols >= 0] for cols in _columns_for(seen, eval_users, column_of)],
+        ground_truth=columns_for(target, eval_users, column_of),
+        exclude=[cols[cols >= 0] for cols in columns_for(seen, eval_users, column_of)],
         train_counts=counts,
         tail_columns=np.flatnonzero(np.isin(item_ids, tail)),
     )
@@ -358,14 +292,14 @@ def _rank_blocks(task: _Task, scorer: Scorer, k: int) -> np.ndarray:
     from recops_models.metrics import top_k_items
 
     if k > task.item_ids.size:
-        raise ValueError(f"k={k} exceeds the {task.item_ids.size} candidate items")
+        raise ParamError(f"k={k} exceeds the {task.item_ids.size} candidate items")
     ranked = []
     for start in range(0, task.eval_users.size, _USER_BLOCK):
         block = slice(start, start + _USER_BLOCK)
         scores = np.asarray(scorer(task.eval_users[block]))
         expected = (task.eval_users[block].size, task.item_ids.size)
         if scores.shape != expected:
-            raise ValueError(f"scorer returned shape {scores.shape}, expected {expected}")
+            raise DataError(f"scorer returned shape {scores.shape}, expected {expected}")
         ranked.append(top_k_items(scores, k, task.exclude[block]))
     return np.concatenate(ranked)
 
@@ -407,21 +341,8 @@ def _user_profiles(users_uri: str, eval_users: np.ndarray) -> pd.DataFrame:
     profiles = users.set_index("user_id").reindex(eval_users)
     if profiles["age"].isna().any():
         lacking = eval_users[profiles["age"].isna().to_numpy()][:10].tolist()
-        raise ValueError(f"users {users_uri} lacks rows for user_id {lacking}")
+        raise DataError(f"users {users_uri} lacks rows for user_id {lacking}")
     return profiles
-
-
-def _load_signatures(model_dir: str, names: Sequence[str]) -> Any:
-    if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"model_dir not found: {model_dir}")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(model_dir)
-    for name in names:
-        if name not in loaded.signatures:
-            raise ValueError(f"SavedModel {model_dir} lacks signature {name!r}")
-    return loaded
 
 
 def _retrieval_scorer(loaded: Any, profiles: pd.DataFrame) -> tuple[Scorer, np.ndarray]:
@@ -457,19 +378,19 @@ def evaluate(config: EvalConfig) -> EvalResult:
         and the cold-user and long-tail segments.
 
     Raises:
-        ValueError: If the split or users table is malformed, users lack features, or
-            ``k`` exceeds the catalogue.
-        FileNotFoundError: If an input is missing.
+        DataError: If the split or users table is malformed or users lack features.
+        ParamError: If ``k`` exceeds the catalogue.
+        InputMissingError: If an input is missing (a ``FileNotFoundError``).
     """
     split = read_split(config.split_uri)
     if split[split["split"] == config.split].empty:
-        raise ValueError(f"split {config.split_uri} has no {config.split!r} rows")
+        raise DataError(f"split {config.split_uri} has no {config.split!r} rows")
     eval_users = np.sort(split.loc[split["split"] == config.split, "user_id"].unique())
     profiles = _user_profiles(config.users_uri, eval_users.astype(np.int64))
-    loaded = _load_signatures(config.model_dir, ("user_embedding", "item_embeddings"))
+    loaded = load_signatures(config.model_dir, ("user_embedding", "item_embeddings"))
     scorer, item_ids = _retrieval_scorer(loaded, profiles)
     if config.k > item_ids.size:
-        raise ValueError(f"EvalConfig.k={config.k} exceeds the {item_ids.size} candidate items")
+        raise ParamError(f"EvalConfig.k={config.k} exceeds the {item_ids.size} candidate items")
     return evaluate_scores(
         scorer,
         split=split,
@@ -485,14 +406,6 @@ def evaluate(config: EvalConfig) -> EvalResult:
 # --------------------------------------------------------------------------- ranker
 
 
-def _rank_inputs(loaded: Any, model_dir: str) -> tuple[str, ...]:
-    """Names of the numeric user features the ranker's ``rank`` signature takes."""
-    if "rank" not in loaded.signatures:
-        raise ValueError(f"SavedModel {model_dir} lacks signature 'rank'")
-    _, inputs = loaded.signatures["rank"].structured_input_signature
-    return tuple(sorted(name for name in inputs if name not in _RANK_BASE_INPUTS))
-
-
 def _user_numeric(
     uri: str | None, names: Sequence[str], users: np.ndarray, model_dir: str
 ) -> pd.DataFrame:
@@ -500,7 +413,7 @@ def _user_numeric(
     if not names:
         return pd.DataFrame(index=pd.Index(users, name="user_id"))
     if uri is None:
-        raise ValueError(
+        raise ParamError(
             f"ranker {model_dir} takes numeric user features {list(names)}; set user_features_uri"
         )
     frame = read_parquet_columns(uri, ("user_id", "event_timestamp", *names), "user features")
@@ -508,66 +421,8 @@ def _user_numeric(
     values = latest.reindex(users)
     if values.isna().any().any():
         lacking = users[values.isna().any(axis=1).to_numpy()][:10].tolist()
-        raise ValueError(f"user features {uri} lacks values for user_id {lacking}")
+        raise DataError(f"user features {uri} lacks values for user_id {lacking}")
     return values
-
-
-def rating_rmse(
-    model_dir: str,
-    rows: pd.DataFrame,
-    *,
-    batch_size: int = 8192,
-) -> float:
-    """RMSE of the ranker's rating head on labelled rows, through its ``rank`` signature.
-
-    Args:
-        model_dir: Ranker SavedModel.
-        rows: One row per (user, item) with ``user_id, item_id, rating, age, gender,
-            occupation`` and the ranker's numeric user features (for example the test
-            rows of the ranking training set).
-        batch_size: Rows scored per call.
-
-    Returns:
-        The root mean squared error.
-
-    Raises:
-        ValueError: If ``rows`` is empty or lacks a column the ranker needs.
-    """
-    loaded = _load_signatures(model_dir, ("rank",))
-    numeric = _rank_inputs(loaded, model_dir)
-    needed = ("user_id", "item_id", "rating", "age", "gender", "occupation", *numeric)
-    missing = [c for c in needed if c not in rows.columns]
-    if missing:
-        raise ValueError(f"rating_rmse: rows lack columns {missing}")
-    if rows.empty:
-        raise ValueError("rating_rmse: no rows to score")
-    rank = loaded.signatures["rank"]
-    errors = []
-    for start in range(0, len(rows), batch_size):
-        part = rows.iloc[start : start + batch_size]
-        inputs = _rank_request(part, part["item_id"].to_numpy().reshape(-1, 1), numeric)
-        predicted = rank(**inputs)["ratings"].numpy()[:, 0]
-        errors.append(predicted - part["rating"].to_numpy(np.float64))
-    return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))
-
-
-def _rank_request(profiles: pd.DataFrame, item_ids: np.ndarray, numeric: Sequence[str]) -> Any:
-    """Keyword arguments of one ``rank`` call: user columns of ``profiles`` and items."""
-    import tensorflow as tf
-
-    inputs = {
-        "age": tf.constant(profiles["age"].to_numpy().astype(np.int64)),
-        "gender": tf.constant(profiles["gender"].to_numpy().astype(str)),
-        "occupation": tf.constant(profiles["occupation"].to_numpy().astype(str)),
-        "item_ids": tf.constant(np.asarray(item_ids, dtype=np.int64)),
-    }
-    if "user_id" in profiles.columns:
-        inputs["user_id"] = tf.constant(profiles["user_id"].to_numpy().astype(np.int64))
-    else:
-        inputs["user_id"] = tf.constant(profiles.index.to_numpy().astype(np.int64))
-    for name in numeric:
-        inputs[name] = tf.constant(profiles[name].to_numpy().astype(np.float32))
-    return inputs
 
 
 def _fuse(ranker_scores: np.ndarray) -> np.ndarray:
@@ -593,24 +448,26 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
         The metrics and segments of the re-ranked lists (``model_dir`` names the ranker).
 
     Raises:
-        ValueError: On malformed inputs or a missing signature.
-        FileNotFoundError: If an input is missing.
+        DataError: On malformed inputs or a missing signature.
+        ParamError: If ``candidates`` exceeds the catalogue or the ranker needs
+            ``user_features_uri``.
+        InputMissingError: If an input is missing (a ``FileNotFoundError``).
     """
     split = read_split(config.split_uri)
     if split[split["split"] == config.split].empty:
-        raise ValueError(f"split {config.split_uri} has no {config.split!r} rows")
+        raise DataError(f"split {config.split_uri} has no {config.split!r} rows")
     eval_users = np.sort(split.loc[split["split"] == config.split, "user_id"].unique())
     eval_users = eval_users.astype(np.int64)
     profiles = _user_profiles(config.users_uri, eval_users)
-    retrieval = _load_signatures(config.retrieval_model_dir, ("user_embedding", "item_embeddings"))
-    ranker = _load_signatures(config.ranker_model_dir, ("rank",))
-    numeric = _rank_inputs(ranker, config.ranker_model_dir)
+    retrieval = load_signatures(config.retrieval_model_dir, ("user_embedding", "item_embeddings"))
+    ranker = load_signatures(config.ranker_model_dir, ("rank",))
+    numeric = rank_inputs(ranker, config.ranker_model_dir)
     profiles = profiles.join(
         _user_numeric(config.user_features_uri, numeric, eval_users, config.ranker_model_dir)
     )
     scorer, item_ids = _retrieval_scorer(retrieval, profiles)
     if config.candidates > item_ids.size:
-        raise ValueError(
+        raise ParamError(
             f"RerankConfig.candidates={config.candidates} exceeds the {item_ids.size} "
             "candidate items"
         )
@@ -623,7 +480,7 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
         block = slice(start, start + _USER_BLOCK)
         columns = retrieved[block]
         rows = profiles.loc[eval_users[block]]
-        scores = rank(**_rank_request(rows, item_ids[columns], numeric))[output].numpy()
+        scores = rank(**rank_request(rows, item_ids[columns], numeric))[output].numpy()
         if config.rerank_by == "fusion":
             scores = _fuse(scores)
         # Stable sort: equal ranker scores keep the retrieval order.

@@ -113,6 +113,9 @@ def staging_dir(target: Path) -> Iterator[Path]:
     staging = Path(
         tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent)
     )
+    # mkdtemp makes 0700; a published folder is read by other processes and users (the
+    # model server, a container), as a plain mkdir under the usual umask would allow.
+    os.chmod(staging, 0o755)
     try:
         yield staging
     except BaseException:

@@ -24,8 +24,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from recops.errors import MultiWorkerError
-from recops.training import TrainConfig, TrainResult
+from recops.errors import MultiWorkerError, ParamError
+from recops.io import atomic_write_text
+from recops.training.config import TrainConfig, TrainResult
+
+__all__ = ["MultiWorkerError", "train_multiworker", "workers_from_env"]
 
 
 def _free_ports(n: int) -> list[int]:
@@ -45,9 +48,9 @@ def workers_from_env() -> int:
     try:
         n = int(raw)
     except ValueError as exc:
-        raise ValueError(f"RECOPS_TRAIN_WORKERS={raw!r} is not an integer") from exc
+        raise ParamError(f"RECOPS_TRAIN_WORKERS={raw!r} is not an integer") from exc
     if not 1 <= n <= 64:
-        raise ValueError(f"RECOPS_TRAIN_WORKERS={n}: expected 1..64")
+        raise ParamError(f"RECOPS_TRAIN_WORKERS={n}: expected 1..64")
     return n
 
 
@@ -67,7 +70,7 @@ def train_multiworker(config: TrainConfig, workers: int, *, timeout: float = 360
             workers are stopped first.
     """
     if workers < 2:
-        raise ValueError(f"workers={workers}: a multi-worker run needs at least 2")
+        raise ParamError(f"workers={workers}: a multi-worker run needs at least 2")
     log_dir = Path(config.output_dir).parent / (Path(config.output_dir).name + ".workers")
     log_dir.mkdir(parents=True, exist_ok=True)
     cluster = [f"127.0.0.1:{port}" for port in _free_ports(workers)]
@@ -103,13 +106,15 @@ def train_multiworker(config: TrainConfig, workers: int, *, timeout: float = 360
                 i = failed[0]
                 tail = logs[i].read_text(errors="replace")[-3000:]
                 raise MultiWorkerError(
-                    f"worker {i} of {workers} exited with {codes[i]}; its log ({logs[i]}) ends:\n{tail}"
+                    f"worker {i} of {workers} exited with {codes[i]}; "
+                    f"its log ({logs[i]}) ends:\n{tail}"
                 )
             if all(c == 0 for c in codes):
                 break
             if time.monotonic() > deadline:
                 raise MultiWorkerError(
-                    f"the {workers} workers did not finish within {timeout:.0f} s; logs in {log_dir}"
+                    f"the {workers} workers did not finish within {timeout:.0f} s; "
+                    f"logs in {log_dir}"
                 )
             time.sleep(1)
     finally:
@@ -123,18 +128,17 @@ def train_multiworker(config: TrainConfig, workers: int, *, timeout: float = 360
 def _main(argv: list[str]) -> int:
     import logging
 
-    # The launcher keeps each worker's output in its own file; make the training log land there.
+    # The launcher keeps each worker's output in its own file; make the training log land
+    # there.
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     config = TrainConfig(**json.loads(argv[0]))
-    from recops.training import train
+    from recops.training.fit import train
 
     result: Any = train(config)
-    out = Path(argv[1])
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result.to_dict()))
-    tmp.replace(out)
+    # The launcher reads the file once the process exits 0; never half of it.
+    atomic_write_text(Path(argv[1]), json.dumps(result.to_dict()))
     return 0
 
 

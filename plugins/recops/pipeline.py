@@ -16,30 +16,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from recops.config import MODEL_NAME, Settings
-from recops.promotion import RANKING_MODEL
-
-#: Run-time choices and their defaults; the DAG's Params carry the same keys with a schema.
-DEFAULT_PARAMS: dict[str, Any] = {
-    # Training defaults were picked on ml-100k's valid split (see recops.training).
-    "epochs": 15,
-    "embedding_dim": 64,
-    "batch_size": 1024,
-    "learning_rate": 0.005,
-    "temperature": 0.25,
-    "replicas": 2,
-    "early_stopping_patience": 0,
-    "protocol": "random",
-    "ranker_epochs": 30,
-    "max_rmse": 1.0,
-    "variants": ["prune_50", "int8_tables", "distill_d32_int8", "ptq_int8"],
-    "fine_tune_epochs": 1,
-    "quality_budget": 0.01,
-    "min_recall_at_10": 0.05,
-    "min_ndcg_at_10": 0.05,
-    "max_relative_drop": 0.02,
-    "seed": 42,
-}
+from recops.config import RANKER_ITEM_FEATURES, RANKER_USER_FEATURES, Settings
+from recops.params import merged_params, stage_fields
 
 
 def _utc(value: datetime | str) -> datetime:
@@ -61,16 +39,14 @@ def run_dir(settings: Settings, interval_start: datetime | str) -> Path:
     return settings.runs_dir / _utc(interval_start).strftime("%Y-%m-%d")
 
 
-def merged_params(params: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults overlaid with the run's Params, each checked against the DAG's schema.
-
-    Raises:
-        ValueError: An unknown key, or a value its Param schema refuses (named).
-    """
-    from recops.params import NIGHTLY_SCHEMAS, check_params
-
-    # Checked again here, not only by Airflow: the stages are called directly too.
-    return check_params({**DEFAULT_PARAMS, **dict(params or {})}, NIGHTLY_SCHEMAS)
+def run_ref(dag_run: Any) -> dict[str, str]:
+    """What the registry and the report record of an Airflow DAG run (ids and interval)."""
+    return {
+        "dag_id": str(dag_run.dag_id),
+        "run_id": str(dag_run.run_id),
+        "data_interval_start": str(dag_run.data_interval_start),
+        "data_interval_end": str(dag_run.data_interval_end),
+    }
 
 
 def config_key(*parts: Any) -> str:
@@ -175,15 +151,7 @@ def train_step(
         users_uri=features["users_uri"],
         items_uri=features["items_uri"],
         output_dir="",
-        epochs=int(p["epochs"]),
-        embedding_dim=int(p["embedding_dim"]),
-        batch_size=int(p["batch_size"]),
-        learning_rate=float(p["learning_rate"]),
-        temperature=float(p["temperature"]),
-        replicas=int(p["replicas"]),
-        seed=int(p["seed"]),
-        early_stopping_patience=int(p["early_stopping_patience"]),
-        protocol=str(p["protocol"]),
+        **stage_fields("train", p),
     )
     config, key = _keyed(
         config, run_dir(Settings.from_env(), interval_start), "train", features["fingerprint"]
@@ -211,20 +179,12 @@ def rank_step(
         output_dir="",
         numeric_features=RANKER_USER_FEATURES,
         item_numeric_features=RANKER_ITEM_FEATURES,
-        epochs=int(p["ranker_epochs"]),
-        replicas=int(p["replicas"]),
-        seed=int(p["seed"]),
+        **stage_fields("rank", p),
     )
     config, key = _keyed(
         config, train_dir.parent, "rank", trained["train_key"], features["ranking_set_sha256"]
     )
     return {**train_ranker(config).to_dict(), "rank_key": key}
-
-
-#: Ranker inputs from ranking_v1 that are defined for every row (the 30-day mean
-#: ratings are NaN for users without recent events, so they stay out).
-RANKER_USER_FEATURES = ("user_events_7d", "user_events_30d", "user_top_genre_share_30d")
-RANKER_ITEM_FEATURES = ("item_events_7d", "item_events_30d")
 
 
 def variant_names(params: dict[str, Any] | None) -> list[str]:
@@ -262,10 +222,7 @@ def variant_step(
         users_uri=features["users_uri"],
         items_uri=features["items_uri"],
         output_dir=str(_variant_dir(trained, variant, p)),
-        batch_size=int(p["batch_size"]),
-        replicas=int(p["replicas"]),
-        seed=int(p["seed"]),
-        fine_tune_epochs=int(p["fine_tune_epochs"]),
+        **stage_fields("compress", p),
     )
     return {**compress_variant(config).to_dict(), "output_dir": config.output_dir}
 
@@ -288,7 +245,7 @@ def select_step(
         users_uri=features["users_uri"],
         variant_dirs=dirs,
         output_dir=str(Path(trained["model_dir"]).parent.parent / f"select-{key}"),
-        quality_budget=float(p["quality_budget"]),
+        **stage_fields("select", p),
     )
     return select_variant(config).to_dict()
 
@@ -382,6 +339,7 @@ def register_step(
     """
     from recops.registry import GateConfig, RegisterConfig, Threshold, register
 
+    settings = Settings.from_env()
     p = merged_params(params)
     actor = f"{run.get('dag_id', 'recsys_nightly')}/{run.get('run_id', '')}"
     lineage = {
@@ -429,11 +387,7 @@ def register_step(
             params=p,
             lineage=lineage,
             artifacts=artifacts,
-            gate=GateConfig(
-                min_recall_at_10=float(p["min_recall_at_10"]),
-                min_ndcg_at_10=float(p["min_ndcg_at_10"]),
-                max_relative_drop=float(p["max_relative_drop"]),
-            ),
+            gate=GateConfig(**stage_fields("gate", p)),
             baseline_metrics=evaluation["baseline_metrics"],
             baseline_version=evaluation["baseline_version"],
             run_name=actor,
@@ -464,7 +418,7 @@ def register_step(
                     ),
                 ),
             ),
-            model_name=RANKING_MODEL,
+            model_name=settings.ranking_model_name,
             experiment_name="recsys_nightly_ranking",
             run_name=actor,
             auto_promote=False,
@@ -515,9 +469,6 @@ def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | No
 
 # --------------------------------------------------------------------------- promotion
 
-#: Models recsys_promote can serve.
-PROMOTABLE_MODELS = (MODEL_NAME, RANKING_MODEL)
-
 
 def promotion_requests(
     params: dict[str, Any], events: dict[str, list[dict[str, Any]]]
@@ -535,9 +486,11 @@ def promotion_requests(
         One ``{model_name, version, alias, action, force, reason, source}`` per model to
         promote; a nightly event lists retrieval before ranking.
     """
-    from recops.params import PROMOTE_SCHEMAS, check_param, check_params
+    from recops.params import check_param, check_params, promote_schemas
 
-    params = check_params(params, PROMOTE_SCHEMAS)
+    promotable = Settings.from_env().promotable_models
+    schemas = promote_schemas(promotable)
+    params = check_params(params, schemas)
     base = {
         "alias": str(params.get("alias") or "champion"),
         "action": str(params.get("action") or "promote"),
@@ -572,12 +525,10 @@ def promotion_requests(
                         }
                     )
     for req in out:  # event payloads name a model and version too: same rules
-        check_param("model_name", req["model_name"], PROMOTE_SCHEMAS["model_name"])
-        check_param("version", req["version"], PROMOTE_SCHEMAS["version"])
+        check_param("model_name", req["model_name"], schemas["model_name"])
+        check_param("version", req["version"], schemas["version"])
     if not out:
-        model = str(params.get("model_name") or PROMOTABLE_MODELS[0])
-        if model not in PROMOTABLE_MODELS:
-            raise ValueError(f"model_name {model!r}: expected one of {PROMOTABLE_MODELS}")
+        model = str(params.get("model_name") or promotable[0])
         version = params.get("version")
         out.append(
             {
@@ -596,7 +547,8 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     Models are handled one at a time under their promotion lock; a failed canary rolls
     that model back (serving and alias) and raises, so the run shows failed.
     """
-    from recops.promotion import PromoteConfig, PromotionError, promote, rollback_model
+    from recops.errors import PromotionError
+    from recops.promotion import PromoteConfig, promote, rollback_model
 
     settings = Settings.from_env()
     results = []
@@ -656,8 +608,9 @@ def _update_run_report(outcome: dict[str, Any]) -> None:
 
 def replay_step(params: dict[str, Any]) -> dict[str, Any]:
     """Replay a registered version (see recops.replay); fails when it did not reproduce."""
+    from recops.errors import ReplayError
     from recops.params import REPLAY_SCHEMAS, check_params
-    from recops.replay import ReplayConfig, ReplayError, replay
+    from recops.replay import ReplayConfig, replay
 
     params = check_params(params, REPLAY_SCHEMAS)
     result = replay(
@@ -670,6 +623,7 @@ def replay_step(params: dict[str, Any]) -> dict[str, Any]:
     )
     if not result.reproduced:
         raise ReplayError(
-            f"v{result.model_version} did not reproduce within {params['tolerance']}: differences {result.differences}"
+            f"v{result.model_version} did not reproduce within {params['tolerance']}: "
+            f"differences {result.differences}"
         )
     return result.to_dict()

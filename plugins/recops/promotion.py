@@ -19,15 +19,15 @@ MLflow). Under the model's promotion lock it:
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from recops_models.tf_env import use_legacy_keras
+
 from recops.config import Settings
-from recops.errors import PromotionError
+from recops.errors import ParamError, PromotionError
 from recops.records import Record
 
-RANKING_MODEL = "recops_ranking"
 #: How many users' requests the canary replays and compares with the offline outputs.
 SMOKE_USERS = 4
 
@@ -61,14 +61,15 @@ class PromoteConfig(Record):
     keep_versions: int = 2
 
     def __post_init__(self) -> None:
-        from recops.params import PROMOTE_SCHEMAS, check_model_name, check_param
+        from recops.params import check_model_name, check_param, promote_schemas
 
         # model_name names a lock file and the serving folder; alias and reason come from Params.
         check_model_name(self.model_name)
-        check_param("alias", self.alias, PROMOTE_SCHEMAS["alias"])
-        check_param("reason", self.reason, PROMOTE_SCHEMAS["reason"])
+        schemas = promote_schemas([self.model_name])
+        check_param("alias", self.alias, schemas["alias"])
+        check_param("reason", self.reason, schemas["reason"])
         if self.version is not None and (isinstance(self.version, bool) or int(self.version) < 1):
-            raise ValueError(f"PromoteConfig.version={self.version!r} must be a positive integer")
+            raise ParamError(f"PromoteConfig.version={self.version!r} must be a positive integer")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +107,7 @@ def smoke_requests(
     candidates of the catalogue. Outputs come from the SavedModel loaded in this process,
     the same artifact the canary serves.
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_legacy_keras()
     import numpy as np
     import pandas as pd
     import tensorflow as tf
@@ -202,7 +203,8 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
         mv = _model_version(client, name, int(version))
         if mv.tags.get(BLESSED_TAG) != "true" and not config.force:
             raise PromotionError(
-                f"{name} v{version} was not blessed by the gate ({mv.tags.get(REASONS_TAG, 'no reasons recorded')}); "
+                f"{name} v{version} was not blessed by the gate "
+                f"({mv.tags.get(REASONS_TAG, 'no reasons recorded')}); "
                 "set force=true to serve it anyway"
             )
         previous = served_stable(settings, name)
@@ -252,8 +254,8 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
                 )
             except RolloutError as exc:
                 raise PromotionError(
-                    f"roll-out of {name} v{version} failed and was rolled back (stable stays on v{previous}): "
-                    + "; ".join(exc.reasons),
+                    f"roll-out of {name} v{version} failed and was rolled back "
+                    f"(stable stays on v{previous}): " + "; ".join(exc.reasons),
                     reasons=exc.reasons,
                 ) from exc
         except PromotionError as exc:
@@ -289,7 +291,9 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
                 alias=CHAMPION,
                 from_version=previous,
                 to_version=int(version),
-                reason=f"champion moved in MLflow outside recops; v{version} served after its canary",
+                reason=(
+                    f"champion moved in MLflow outside recops; v{version} served after its canary"
+                ),
                 actor="mlflow-registry",
                 source=config.source,
             )

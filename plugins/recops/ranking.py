@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,8 +31,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from recops_models.tf_env import tensorflow, use_legacy_keras
 
+from recops.errors import DataError, ParamError
+from recops.params import stage_default
 from recops.records import Record
+from recops.splits import read_split
+from recops.tables import ITEM_COLUMNS, latest_rows, read_parquet_columns
 
 __all__ = [
     "RankerConfig",
@@ -105,7 +109,7 @@ class RankerConfig(Record):
     # the 5th epoch, in about 3 minutes on 2 CPU cores. click_weight 0.5 gave RMSE 0.908
     # but AUC 0.71, and its re-ranking lost to the retriever's own order; batch 1024 at
     # lr 0.001 was 2.5x slower per epoch.
-    epochs: int = 30
+    epochs: int = stage_default("rank", "epochs")
     patience: int = 3
     monitor: str = "rmse"
     embedding_dim: int = 32
@@ -117,35 +121,35 @@ class RankerConfig(Record):
     batch_size: int = 4096
     negatives: int = 4
     click_weight: float = 2.0
-    replicas: int = 2
-    seed: int = 42
+    replicas: int = stage_default("rank", "replicas")
+    seed: int = stage_default("rank", "seed")
 
     def __post_init__(self) -> None:
         for name in ("epochs", "patience", "embedding_dim", "batch_size", "replicas"):
             if getattr(self, name) < 1:
-                raise ValueError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 1")
+                raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 1")
         for name in ("cross_layers", "negatives"):
             if getattr(self, name) < 0:
-                raise ValueError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 0")
+                raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 0")
         if self.monitor not in _MONITORS:
-            raise ValueError(
+            raise ParamError(
                 f"RankerConfig.monitor={self.monitor!r}: expected one of {sorted(_MONITORS)}"
             )
         if not self.learning_rate > 0:
-            raise ValueError(f"RankerConfig.learning_rate={self.learning_rate!r} must be > 0")
+            raise ParamError(f"RankerConfig.learning_rate={self.learning_rate!r} must be > 0")
         for name in ("l2", "click_weight"):
             if getattr(self, name) < 0:
-                raise ValueError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 0")
+                raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 0")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"RankerConfig.dropout={self.dropout!r} must be in [0, 1)")
+            raise ParamError(f"RankerConfig.dropout={self.dropout!r} must be in [0, 1)")
         if any(units < 1 for units in self.deep_units):
-            raise ValueError(f"RankerConfig.deep_units={self.deep_units!r} must be >= 1 each")
+            raise ParamError(f"RankerConfig.deep_units={self.deep_units!r} must be >= 1 each")
         both = set(self.numeric_features) & set(self.item_numeric_features)
         if both:
-            raise ValueError(f"RankerConfig: {sorted(both)} listed as user and item features")
+            raise ParamError(f"RankerConfig: {sorted(both)} listed as user and item features")
         clash = set(self.numeric_features) & {*RANKING_COLUMNS, "item_ids"}
         if clash:
-            raise ValueError(f"RankerConfig.numeric_features reuses column names {sorted(clash)}")
+            raise ParamError(f"RankerConfig.numeric_features reuses column names {sorted(clash)}")
         # Tuples arrive as lists from JSON (Airflow params, result.json); keep them tuples
         # so configs compare equal.
         for name in ("numeric_features", "item_numeric_features", "deep_units"):
@@ -188,9 +192,6 @@ class RankerResult(Record):
 
 def _read_rows(config: RankerConfig) -> pd.DataFrame:
     """The training set joined with the split: one row per (user, item), with ``split``."""
-    from recops.evaluation import read_split
-    from recops.training import read_parquet_columns
-
     numeric = (*config.numeric_features, *config.item_numeric_features)
     frame = read_parquet_columns(
         config.training_set_uri, (*RANKING_COLUMNS, *numeric), "training set"
@@ -199,17 +200,17 @@ def _read_rows(config: RankerConfig) -> pd.DataFrame:
     frame = frame.drop_duplicates(["user_id", "item_id"], keep="last").reset_index(drop=True)
     split = read_split(config.split_uri)
     if split.duplicated(["user_id", "item_id"]).any():
-        raise ValueError(f"split {config.split_uri} has duplicate (user_id, item_id) pairs")
+        raise DataError(f"split {config.split_uri} has duplicate (user_id, item_id) pairs")
     joined = frame.merge(split, on=["user_id", "item_id"], how="left", validate="one_to_one")
     if joined["split"].isna().any():
         missing = int(joined["split"].isna().sum())
-        raise ValueError(
+        raise DataError(
             f"split {config.split_uri} lacks {missing} (user_id, item_id) pairs of the "
             f"training set {config.training_set_uri}"
         )
     for part in ("train", "valid", "test"):
         if not (joined["split"] == part).any():
-            raise ValueError(f"split {config.split_uri} leaves no {part!r} training-set rows")
+            raise DataError(f"split {config.split_uri} leaves no {part!r} training-set rows")
     return joined
 
 
@@ -281,8 +282,6 @@ def _with_negatives(
 
 def _catalogue(config: RankerConfig, train: pd.DataFrame) -> pd.DataFrame:
     """Items with their side features and the newest train value of item numerics."""
-    from recops.training import ITEM_COLUMNS, latest_rows, read_parquet_columns
-
     items = latest_rows(read_parquet_columns(config.items_uri, ITEM_COLUMNS, "items"), "item_id")
     catalogue = items[list(_ITEM_SIDE)]
     if config.item_numeric_features:
@@ -299,18 +298,18 @@ def click_metrics(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]
     """AUC (ties count half) and log loss of probabilities against 0/1 labels.
 
     Raises:
-        ValueError: If the labels are not all 0/1 or hold only one class.
+        DataError: If the labels are not all 0/1 or hold only one class (a ``ValueError``).
     """
     from scipy.stats import rankdata
 
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=np.float64)
     if not np.isin(labels, (0.0, 1.0)).all():
-        raise ValueError("click labels must be 0 or 1")
+        raise DataError("click labels must be 0 or 1")
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:
-        raise ValueError("click metrics need both positive and negative rows")
+        raise DataError("click metrics need both positive and negative rows")
     ranks = rankdata(scores)
     auc = (ranks[labels == 1].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
     p = np.clip(scores, 1e-7, 1 - 1e-7)
@@ -322,7 +321,7 @@ def _dataset(spec: Any, frame: pd.DataFrame, *, batch_size: int, seed: int, shuf
     """(features, labels, sample weights) batches; the rating loss skips negatives."""
     from recops_models.dcn import ranking_inputs
 
-    from recops.training import indexed_dataset
+    from recops.training.inputs import indexed_dataset
 
     features = ranking_inputs(spec, {c: frame[c].to_numpy() for c in frame.columns})
     rating = frame["rating"].to_numpy(np.float64)
@@ -354,17 +353,14 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         The result; the stored one when ``output_dir`` is already complete.
 
     Raises:
-        ValueError: On bad input data, a completed ``output_dir`` of another config, or
-            a diverged run.
-        FileNotFoundError: If an input is missing.
+        DataError: On bad input data (all of these are ``ValueError``s).
+        OutputConflictError: If ``output_dir`` holds a completed run of another config.
+        TrainingDivergedError: If the training loss is not finite.
+        InputMissingError: If an input is missing (a ``FileNotFoundError``).
     """
-    from recops.training import (
-        load_completed,
-        prepare_output_dir,
-        publish,
-        seed_everything,
-        select_strategy,
-    )
+    from recops.training.export import load_completed, prepare_output_dir, publish
+    from recops.training.fit import TrainingDivergedError
+    from recops.training.strategy import seed_everything, select_strategy
 
     started = time.perf_counter()
     output_dir = Path(config.output_dir)
@@ -381,7 +377,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     catalogue = _catalogue(config, train)
     unknown = np.setdiff1d(rows["item_id"].unique(), catalogue["item_id"].to_numpy())
     if unknown.size:
-        raise ValueError(
+        raise DataError(
             f"items {config.items_uri} lacks item_id {unknown[:10].tolist()} of the training set"
         )
     if config.item_numeric_features:
@@ -404,7 +400,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         for name in ("train", "valid", "test")
     }
 
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_legacy_keras()
     # The strategy comes first: logical devices can only be set before TF starts.
     strategy, strategy_name, replicas = select_strategy(config.replicas)
     seed_everything(config.seed)
@@ -456,7 +452,9 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     )
     valid_curve = history.history["val_rating_rmse"]
     if not all(math.isfinite(v) for v in history.history["loss"]):
-        raise ValueError("ranker training diverged (non-finite loss); lower learning_rate")
+        raise TrainingDivergedError(
+            "ranker training diverged (non-finite loss); lower learning_rate"
+        )
     best_epoch = int(np.argmin(history.history[_MONITORS[config.monitor]]))
 
     # A plain copy of the weights: the export must not depend on the strategy.
@@ -492,9 +490,9 @@ def _test_metrics(
     model_dir: Path, test: pd.DataFrame, numeric: Sequence[str]
 ) -> tuple[float, float, float]:
     """Test RMSE (positives) and click AUC / log loss (all rows) through the SavedModel."""
-    import tensorflow as tf
+    from recops.rank_signature import rank_request, rating_rmse
 
-    from recops.evaluation import _rank_request, rating_rmse
+    tf = tensorflow()
 
     positives = test[test["click"] == 1.0]
     rmse = rating_rmse(str(model_dir), positives)
@@ -502,7 +500,7 @@ def _test_metrics(
     scores = []
     for start in range(0, len(test), 8192):
         part = test.iloc[start : start + 8192]
-        request = _rank_request(part, part["item_id"].to_numpy().reshape(-1, 1), numeric)
+        request = rank_request(part, part["item_id"].to_numpy().reshape(-1, 1), numeric)
         scores.append(rank(**request)["scores"].numpy()[:, 0])
     auc, logloss = click_metrics(np.concatenate(scores), test["click"].to_numpy())
     return rmse, auc, logloss

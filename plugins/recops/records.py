@@ -16,7 +16,8 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the fields as a JSON-serialisable dict (for XCom and result.json)."""
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        fields: dict[str, Any] = dataclasses.asdict(self)  # type: ignore[call-overload]
+        return fields
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Self:

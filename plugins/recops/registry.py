@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recops_models.tf_env import use_legacy_keras
+
 from recops.config import REPO_ROOT, Settings
 from recops.errors import UnsafeArtifactError
 from recops.ledger import promotion_lock, set_alias
+from recops.params import stage_default
 from recops.records import Record
 
 if TYPE_CHECKING:
@@ -85,9 +88,9 @@ class GateConfig(Record):
             ``extra``: a ranker is judged on its own metrics, e.g. RMSE).
     """
 
-    min_recall_at_10: float = 0.05
-    min_ndcg_at_10: float = 0.05
-    max_relative_drop: float = 0.02
+    min_recall_at_10: float = stage_default("gate", "min_recall_at_10")
+    min_ndcg_at_10: float = stage_default("gate", "min_ndcg_at_10")
+    max_relative_drop: float = stage_default("gate", "max_relative_drop")
     segment_max_relative_drop: float = 0.05
     extra: tuple[Threshold, ...] = ()
     kind: str = "retrieval"
@@ -217,7 +220,7 @@ def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
 
 def saved_model_signature(model_dir: str) -> ModelSignature:
     """Read ``serving_default``'s inputs and outputs as an MLflow tensor signature."""
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_legacy_keras()
     import numpy as np
     import tensorflow as tf
     from mlflow.models import ModelSignature
@@ -250,7 +253,7 @@ def _stage_mlflow_model(model_dir: str, signature: ModelSignature, dest: Path) -
     shutil.copytree(model_dir, dest / "tf2model")
     model = Model(signature=signature)
     model.add_flavor("tensorflow", code=None, saved_model_dir="tf2model", model_type="tf2-module")
-    add_to_model(model, loader_module="mlflow.tensorflow")
+    add_to_model(model, loader_module="mlflow.tensorflow")  # type: ignore[no-untyped-call]
     model.save(str(dest / "MLmodel"))
     (dest / "requirements.txt").write_text(f"tensorflow=={tf.__version__}\n")
 
@@ -632,7 +635,8 @@ def check_artifact_tree(root: Path, *, what: str) -> None:
             continue
         if path.suffix.lower() in _PICKLE_SUFFIXES:
             raise UnsafeArtifactError(
-                f"{what}: {rel} is a pickle-type file; refused (only SavedModel, TFLite, JSON, parquet, PNG)"
+                f"{what}: {rel} is a pickle-type file; refused "
+                "(only SavedModel, TFLite, JSON, parquet, PNG)"
             )
         if "variables" in rel.parts or path.suffix.lower() in _BINARY_SUFFIXES:
             continue  # raw tensor bytes or typed binaries; their first bytes mean nothing

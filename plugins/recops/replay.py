@@ -116,7 +116,7 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
     from recops.compression import VariantConfig, compress_variant
     from recops.evaluation import EvalConfig, evaluate
     from recops.features import FeaturesConfig, build_features
-    from recops.pipeline import merged_params
+    from recops.params import NIGHTLY_DEFAULTS, merged_params, stage_fields
     from recops.registry import METRIC_TAG_PREFIX, _client, _experiment_id
     from recops.training import TrainConfig, train
 
@@ -139,28 +139,16 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
             f"rebuilt training set {features.training_set_sha256[:12]} != recorded "
             f"{lineage['training_set_sha256'][:12]} for {name} v{config.model_version}"
         )
-    p = merged_params(
-        {
-            k: v
-            for k, v in lineage["train_config"].get("params", {}).items()
-            if k in merged_params(None)
-        }
-    )
+    # Params a later release added take today's defaults; ones it removed are dropped.
+    recorded_params = lineage["train_config"].get("params", {})
+    p = merged_params({k: v for k, v in recorded_params.items() if k in NIGHTLY_DEFAULTS})
     trained = train(
         TrainConfig(
             training_set_uri=features.training_set_uri,
             users_uri=features.users_uri,
             items_uri=features.items_uri,
             output_dir=str(out / "train"),
-            epochs=int(p["epochs"]),
-            embedding_dim=int(p["embedding_dim"]),
-            batch_size=int(p["batch_size"]),
-            learning_rate=float(p["learning_rate"]),
-            temperature=float(p["temperature"]),
-            replicas=int(p["replicas"]),
-            seed=int(p["seed"]),
-            early_stopping_patience=int(p["early_stopping_patience"]),
-            protocol=str(p["protocol"]),
+            **stage_fields("train", p),
         )
     )
     model_dir = trained.model_dir
@@ -175,10 +163,7 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
                 users_uri=features.users_uri,
                 items_uri=features.items_uri,
                 output_dir=str(out / f"variant-{variant}"),
-                batch_size=int(p["batch_size"]),
-                replicas=int(p["replicas"]),
-                seed=int(p["seed"]),
-                fine_tune_epochs=int(p["fine_tune_epochs"]),
+                **stage_fields("compress", p),
             )
         )
         if built.status != "ok":
@@ -196,7 +181,8 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
     }
     if set(recorded) != set(COMPARED):
         raise ReplayError(
-            f"{name} v{config.model_version} has no recorded {sorted(set(COMPARED) - set(recorded))}"
+            f"{name} v{config.model_version} has no recorded "
+            f"{sorted(set(COMPARED) - set(recorded))}"
         )
     differences = {m: abs(replayed[m] - recorded[m]) for m in COMPARED}
     reproduced = all(d <= config.tolerance for d in differences.values())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -126,7 +127,8 @@ def test_parse_imports_nothing_heavy_and_writes_nothing(path: Path, tmp_path: Pa
 def test_package_import_is_light() -> None:
     code = (
         "import json, sys\n"
-        "import recops, recops.config, recops.pipeline, recops.data, recops.features, recops.registry\n"
+        "import recops, recops.config, recops.pipeline, recops.data, recops.features\n"
+        "import recops.registry, recops.params, recops.wiring, recops.io, recops.errors\n"
         "import recops.validation, recops.training, recops.compression, recops.evaluation\n"
         "import recops.serving, recops_models\n"
         f"print(json.dumps(sorted(m for m in {HEAVY_FOR_PACKAGE!r} if m in sys.modules)))\n"
@@ -138,9 +140,46 @@ def test_package_import_is_light() -> None:
 
 def test_nightly_params_match_package_defaults(dagbag) -> None:
     """The UI's Params and the package's defaults are one set of knobs, not two."""
-    from recops.pipeline import DEFAULT_PARAMS
+    from recops.params import NIGHTLY_DEFAULTS
 
     params = dagbag.dags["recsys_nightly"].params
-    assert set(params.keys()) == set(DEFAULT_PARAMS)
-    for name, default in DEFAULT_PARAMS.items():
+    assert set(params.keys()) == set(NIGHTLY_DEFAULTS)
+    for name, default in NIGHTLY_DEFAULTS.items():
         assert params[name] == default, f"Param {name}: DAG {params[name]!r} != package {default!r}"
+
+
+def test_every_param_has_a_title_and_a_description(dagbag) -> None:
+    """The trigger form labels and explains every field (its text comes from recops.params)."""
+    for dag in dagbag.dags.values():
+        for name, param in dag.params.items():
+            schema = dict(param.schema)
+            assert schema.get("title"), f"{dag.dag_id} param {name} has no title"
+            assert param.description, f"{dag.dag_id} param {name} has no description"
+
+
+def test_variants_render_as_a_multi_select(dagbag) -> None:
+    # Airflow's form renders an array with ``examples`` as a multi-select of those values.
+    schema = dagbag.dags["recsys_nightly"].params.get_param("variants").schema
+    assert schema["examples"] == schema["items"]["enum"]
+
+
+def test_promote_model_choice_follows_the_deployment(tmp_path: Path) -> None:
+    """RECOPS_MODEL_NAME / RECOPS_RANKING_MODEL_NAME reach the promote form's choices."""
+    code = (
+        "import json\n"
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={str(ROOT / 'dags' / 'recsys_promote.py')!r})\n"
+        "dag = bag.dags['recsys_promote']\n"
+        "print(json.dumps(dag.params.get_param('model_name').schema['enum']))\n"
+    )
+    env = {
+        **os.environ,
+        "RECOPS_MODEL_NAME": "shop_retrieval",
+        "RECOPS_RANKING_MODEL_NAME": "shop_ranking",
+        "RECOPS_HOME": str(tmp_path),
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["shop_retrieval", "shop_ranking"]

@@ -2,8 +2,9 @@
 
 ``recops.multiworker.train_multiworker`` (what the train task runs when
 ``RECOPS_TRAIN_WORKERS`` > 1) starts each worker as a subprocess running ``train`` with
-its own ``TF_CONFIG`` (two ``127.0.0.1`` workers on free ports). Both must exit 0 with the same result, the chief
-(worker 0) alone exports, and the exported SavedModel must answer a request.
+its own ``TF_CONFIG`` (two ``127.0.0.1`` workers on free ports). Both must exit 0 with
+the same result, the chief (worker 0) alone exports, and the exported SavedModel must
+answer a request.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +28,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
     data = write_tiny_data(tmp_path / "data")
     output_dir = tmp_path / "train"
-    config = {
+    config: dict[str, Any] = {
         "training_set_uri": data.training_set_uri,
         "users_uri": data.users_uri,
         "items_uri": data.items_uri,
@@ -76,8 +78,13 @@ def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
 
 def test_a_failed_worker_fails_the_group_and_names_it(tmp_path: Path) -> None:
     data = write_tiny_data(tmp_path / "data")
-    config = TrainConfig(training_set_uri=str(tmp_path / "missing.parquet"), users_uri=data.users_uri,
-                         items_uri=data.items_uri, output_dir=str(tmp_path / "train"), epochs=1)  # fmt: skip
+    config = TrainConfig(
+        training_set_uri=str(tmp_path / "missing.parquet"),
+        users_uri=data.users_uri,
+        items_uri=data.items_uri,
+        output_dir=str(tmp_path / "train"),
+        epochs=1,
+    )
     with pytest.raises(
         MultiWorkerError, match=r"(?s)worker \d of 2 exited with 1.*missing\.parquet"
     ):

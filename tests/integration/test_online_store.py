@@ -23,15 +23,15 @@ import pytest
 from recops.config import Settings
 from recops.data import publish, synthesize
 from recops.features import (
-    _EPOCH,
+    EPOCH,
     RollingConfig,
-    _recops_home_env,
     apply_repo,
     compute_rolling_features,
     dump_online_store,
     materialize,
     online_features,
     online_user_features,
+    recops_home_env,
     rolling_source_path,
 )
 
@@ -96,15 +96,15 @@ def test_same_interval_twice_leaves_the_store_identical(settings: Settings) -> N
     _prepare(settings, datetime(1998, 4, 23, tzinfo=UTC))
     _, end = _ends(settings)
     store = apply_repo(settings)
-    with _recops_home_env(settings):
+    with recops_home_env(settings):
         reached = materialize(store, end)
     first = dump_online_store(settings)
     assert len(first) > 100
     assert set(reached) == {"user_profile", "item_profile", "user_activity", "item_popularity"}
-    with _recops_home_env(settings):
+    with recops_home_env(settings):
         assert materialize(apply_repo(settings), end) == reached
         # Even a forced full re-run of the interval (no registry shortcut) writes the same.
-        store.materialize(start_date=_EPOCH, end_date=end)
+        store.materialize(start_date=EPOCH, end_date=end)
     assert dump_online_store(settings) == first
     # The store is readable for serving: profiles and the rolling views, by entity.
     assert online_user_features([1], settings)[0]["user_id"] == 1
@@ -119,14 +119,14 @@ def test_older_interval_never_overwrites_newer_values(settings: Settings) -> Non
     source = pd.read_parquet(rolling_source_path(settings, "item_popularity"))
     assert (source["event_timestamp"] > pd.Timestamp(old_end)).any()
     store = apply_repo(settings)
-    with _recops_home_env(settings):
+    with recops_home_env(settings):
         materialize(store, end)
         newest = dump_online_store(settings)
         # Our guard skips the whole interval ...
         assert materialize(store, old_end)["item_popularity"] == end.isoformat()
         assert dump_online_store(settings) == newest
         # ... and the store itself refuses older rows when the guard is bypassed.
-        store.materialize(start_date=_EPOCH, end_date=old_end)
+        store.materialize(start_date=EPOCH, end_date=old_end)
     assert dump_online_store(settings) == newest
 
 
@@ -134,7 +134,7 @@ _CHILD = """
 import os, sys, time
 from datetime import datetime
 from recops.config import Settings
-from recops.features import _recops_home_env, materialize, open_store
+from recops.features import recops_home_env, materialize, open_store
 settings = Settings.from_env()
 marker, mode, end = sys.argv[1], sys.argv[2], datetime.fromisoformat(sys.argv[3])
 def done(view):
@@ -142,7 +142,7 @@ def done(view):
         f.write(view + "\\n")
     if mode == "after_first_view":
         time.sleep(120)
-with _recops_home_env(settings):
+with recops_home_env(settings):
     store = open_store(settings)
     open(marker + ".started", "w").close()
     materialize(store, end, on_view_done=done)
@@ -169,7 +169,7 @@ def test_kill_9_mid_materialization_then_retry_equals_clean_run(
     _prepare(settings, datetime(1998, 4, 23, tzinfo=UTC))
     _, end = _ends(settings)
     store = apply_repo(settings)
-    with _recops_home_env(settings):
+    with recops_home_env(settings):
         started = time.monotonic()
         materialize(store, end)
         clean_seconds = time.monotonic() - started
@@ -203,6 +203,6 @@ def test_kill_9_mid_materialization_then_retry_equals_clean_run(
         assert marker.read_text().split() == ["item_popularity"]
         assert dump_online_store(settings) != clean
 
-    with _recops_home_env(settings):
+    with recops_home_env(settings):
         materialize(apply_repo(settings), end)
     assert dump_online_store(settings) == clean

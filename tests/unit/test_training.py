@@ -1,332 +1,53 @@
-"""Training on tiny synthetic data: split, strategy, export contract, idempotence, resume."""
+"""The ``recops.training`` façade: every name callers import from it is still there.
+
+The tests of each submodule live in ``tests/unit/training/``.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-from typing import Any
+import recops.training
+from recops import splits, tables
+from recops.io import atomic_write_text
 
-import numpy as np
-import pandas as pd
-import pytest
-from _tiny_data import TinyData, write_tiny_data
-from recops.config import RETRIEVAL_K
-from recops.training import TrainConfig, TrainResult, split_interactions, train
-
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-DIM = 16
-
-
-def _config(data: TinyData, output_dir: Path, **overrides: Any) -> TrainConfig:
-    settings: dict[str, Any] = {
-        "training_set_uri": data.training_set_uri,
-        "users_uri": data.users_uri,
-        "items_uri": data.items_uri,
-        "output_dir": str(output_dir),
-        "epochs": 2,
-        "embedding_dim": DIM,
-        "batch_size": 128,
-        "replicas": 2,
-        "logq_correction": True,
-    }
-    settings.update(overrides)
-    return TrainConfig(**settings)
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory: pytest.TempPathFactory) -> TinyData:
-    return write_tiny_data(tmp_path_factory.mktemp("data"))
+#: What plugins/, benchmarks/ and tests/ import from ``recops.training`` (compression
+#: included, until it imports from the submodules and leaves directly).
+IMPORTED = {
+    "CONFIG_FILE",
+    "ITEM_COLUMNS",
+    "RESULT_FILE",
+    "SPLITS",
+    "SUCCESS_MARKER",
+    "USER_COLUMNS",
+    "CheckpointCorruptError",
+    "TrainConfig",
+    "TrainResult",
+    "early_stopping_callback",
+    "indexed_dataset",
+    "item_log_probabilities",
+    "latest_rows",
+    "load_completed",
+    "make_dataset",
+    "prepare_output_dir",
+    "publish",
+    "read_parquet_columns",
+    "read_training_set",
+    "seed_everything",
+    "select_strategy",
+    "split_interactions",
+    "train",
+    "train_rows",
+    "verify_backup",
+    "write_atomic",
+}
 
 
-@pytest.fixture(scope="module")
-def trained(data: TinyData, tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
-    return train(_config(data, tmp_path_factory.mktemp("run") / "train"))
+def test_facade_exports_every_imported_name() -> None:
+    assert IMPORTED <= set(recops.training.__all__)
+    for name in recops.training.__all__:
+        assert hasattr(recops.training, name), name
 
 
-def test_split_is_recbole_80_10_10_per_user() -> None:
-    users = np.repeat([1, 2, 3], [30, 20, 5])
-    items = np.arange(users.size)
-    split = split_interactions(users, items, seed=2020)
-
-    counts = split.groupby(["user_id", "split"]).size().unstack(fill_value=0)
-    assert counts.loc[1, ["train", "valid", "test"]].tolist() == [24, 3, 3]
-    assert counts.loc[2, ["train", "valid", "test"]].tolist() == [16, 2, 2]
-    # RecBole gives a 0.5-row share one row while train keeps more than one.
-    assert counts.loc[3, ["train", "valid", "test"]].tolist() == [3, 1, 1]
-    assert split["item_id"].tolist() == items.tolist()
-    again = split_interactions(users, items, seed=2020)
-    assert again["split"].tolist() == split["split"].tolist()
-    other = split_interactions(users, items, seed=7)
-    assert other["split"].tolist() != split["split"].tolist()
-
-
-def test_result_and_split_file(trained: TrainResult, data: TinyData) -> None:
-    import tensorflow as tf
-
-    assert trained.strategy == "MirroredStrategy"
-    assert trained.replicas == min(2, len(tf.config.list_logical_devices("CPU")))
-    assert (trained.epochs_run, trained.resumed_from_epoch) == (2, 0)
-    assert trained.resumed_from_step == 0 and trained.protocol == "random"
-    # Early stopping (patience 3) scored every epoch and exported the best one.
-    assert len(trained.valid_ndcg_at_10) == 2 and not trained.stopped_early
-    assert trained.best_epoch == int(np.argmax(trained.valid_ndcg_at_10))
-    assert all(0.0 <= v <= 1.0 for v in trained.valid_ndcg_at_10)
-    assert not trained.mixed_precision or tf.config.list_logical_devices("GPU")
-    assert np.isfinite(trained.final_loss) and trained.examples_per_s > 0
-    assert trained.n_candidates == data.n_items and trained.k == RETRIEVAL_K
-    json.dumps(trained.to_dict())
-
-    split = pd.read_parquet(trained.split_uri)
-    assert len(split) == data.n_rows
-    assert split["split"].value_counts().to_dict() == {"train": 1440, "valid": 180, "test": 180}
-    assert trained.train_rows == 1440
-
-    run_dir = Path(trained.model_dir).parent
-    assert (run_dir / "_SUCCESS").is_file()
-    assert not (run_dir / "_staging").exists() and not (run_dir / "backup").exists()
-    assert (Path(trained.weights_uri) / "spec.json").is_file()
-
-
-def test_export_obeys_the_serving_contract(trained: TrainResult, data: TinyData) -> None:
-    import tensorflow as tf
-
-    model = tf.saved_model.load(trained.model_dir)
-    assert set(model.signatures) == {"serving_default", "user_embedding", "item_embeddings"}
-    serve = model.signatures["serving_default"]
-    _, inputs = serve.structured_input_signature
-    assert {name: (spec.dtype, spec.shape.as_list()) for name, spec in inputs.items()} == {
-        "user_id": (tf.int64, [None]),
-        "age": (tf.int64, [None]),
-        "gender": (tf.string, [None]),
-        "occupation": (tf.string, [None]),
-    }
-    assert serve.structured_outputs["item_ids"].shape.as_list() == [None, RETRIEVAL_K]
-    assert serve.structured_outputs["scores"].dtype == tf.float32
-
-    # User 999 and the occupation "pilot" are unknown: they fall into the OOV buckets.
-    request = {
-        "user_id": tf.constant([1, 2, 999], tf.int64),
-        "age": tf.constant([30, 40, 50], tf.int64),
-        "gender": tf.constant(["M", "F", "M"]),
-        "occupation": tf.constant(["engineer", "artist", "pilot"]),
-    }
-    out = serve(**request)
-    assert out["item_ids"].dtype == tf.int64 and out["item_ids"].shape == (3, RETRIEVAL_K)
-    scores = out["scores"].numpy()
-    assert np.all(np.diff(scores, axis=1) <= 1e-6)
-    assert set(out["item_ids"].numpy().ravel()) <= set(range(1, data.n_items + 1))
-
-    user = model.signatures["user_embedding"](**request)["embedding"].numpy()
-    assert user.shape == (3, DIM) and user.dtype == np.float32
-    np.testing.assert_allclose(np.linalg.norm(user, axis=1), 1.0, rtol=1e-5)
-
-    catalogue = model.signatures["item_embeddings"]()
-    assert catalogue["item_ids"].numpy().tolist() == list(range(1, data.n_items + 1))
-    assert catalogue["embeddings"].shape == (data.n_items, DIM)
-    # The served top-K is the brute-force top-K over the stored candidates.
-    best = np.argsort(-(user @ catalogue["embeddings"].numpy().T), axis=1)[:, :5]
-    np.testing.assert_array_equal(catalogue["item_ids"].numpy()[best], out["item_ids"][:, :5])
-
-
-def test_second_call_returns_stored_result(trained: TrainResult, data: TinyData) -> None:
-    run_dir = Path(trained.model_dir).parent
-    stamp = (run_dir / "model" / "saved_model.pb").stat().st_mtime_ns
-    again = train(_config(data, run_dir))
-    assert again == trained
-    assert (run_dir / "model" / "saved_model.pb").stat().st_mtime_ns == stamp
-    with pytest.raises(ValueError, match="different config"):
-        train(_config(data, run_dir, epochs=3))
-
-
-def test_retry_resumes_from_backup(data: TinyData, tmp_path: Path) -> None:
-    import tf_keras
-
-    class Crash(tf_keras.callbacks.Callback):  # type: ignore[misc]
-        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            if epoch == 1:
-                raise RuntimeError("simulated worker loss")
-
-    config = _config(data, tmp_path / "train")
-    with pytest.raises(RuntimeError, match="simulated"):
-        train(config, callbacks=[Crash()])
-    assert not (tmp_path / "train" / "_SUCCESS").exists()
-    assert (tmp_path / "train" / "backup").is_dir()
-
-    resumed = train(config)
-    assert (resumed.resumed_from_epoch, resumed.epochs_run) == (1, 1)
-    # Restored optimizer state: one epoch of steps (1440 train rows // 128) was done.
-    assert resumed.resumed_from_step == 1440 // 128
-    # The early-stopping history of the crashed call survived in the backup folder.
-    assert len(resumed.valid_ndcg_at_10) == 2
-    assert (tmp_path / "train" / "_SUCCESS").is_file()
-
-
-def test_same_seed_gives_same_weights(data: TinyData, tmp_path: Path) -> None:
-    import tensorflow as tf
-
-    runs = [train(_config(data, tmp_path / name, epochs=1)) for name in ("a", "b")]
-    ckpts = [str(Path(run.weights_uri) / "ckpt") for run in runs]
-    names = [name for name, _ in tf.train.list_variables(ckpts[0]) if "layer_with_weights" in name]
-    assert names
-    for name in names:
-        np.testing.assert_array_equal(
-            tf.train.load_variable(ckpts[0], name), tf.train.load_variable(ckpts[1], name)
-        )
-
-
-def test_missing_column_names_the_file(data: TinyData, tmp_path: Path) -> None:
-    broken = tmp_path / "broken.parquet"
-    pd.read_parquet(data.training_set_uri).drop(columns="genre_mask").to_parquet(broken)
-    config = _config(data, tmp_path / "train", training_set_uri=str(broken))
-    with pytest.raises(ValueError, match=r"broken\.parquet.*genre_mask"):
-        train(config)
-
-
-_LOSS_CURVE_SCRIPT = textwrap.dedent(
-    """
-    import json, sys
-    from recops.training import TrainConfig, train
-    import tf_keras
-
-    class Losses(tf_keras.callbacks.Callback):
-        values = []
-        def on_epoch_end(self, epoch, logs=None):
-            self.values.append(float(logs["loss"]))
-
-    settings = json.loads(sys.argv[1])
-    result = train(TrainConfig(**settings), callbacks=[Losses()])
-    print("RESULT", json.dumps({"losses": Losses.values, "replicas": result.replicas}))
-    """
-)
-
-
-def _losses_in_subprocess(config: TrainConfig) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    proc = subprocess.run(
-        [sys.executable, "-c", _LOSS_CURVE_SCRIPT, json.dumps(config.to_dict())],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
-    parsed: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
-    return parsed
-
-
-@pytest.mark.slow
-def test_two_replicas_give_the_one_replica_loss_curve(data: TinyData, tmp_path: Path) -> None:
-    # Logical CPU devices are fixed per process, so each replica count gets its own.
-    runs = {
-        n: _losses_in_subprocess(
-            _config(data, tmp_path / f"r{n}", replicas=n, epochs=3, early_stopping_patience=0)
-        )
-        for n in (1, 2)
-    }
-    assert [runs[n]["replicas"] for n in (1, 2)] == [1, 2]
-    one, two = (np.asarray(runs[n]["losses"]) for n in (1, 2))
-    assert one.shape == two.shape == (3,)
-    assert one[-1] < one[0]  # it learns
-    # Cross-replica negatives make the 2-replica loss the 1-replica loss up to float
-    # summation order; slice-local negatives would differ by ~log(127/63) = 0.7.
-    np.testing.assert_allclose(two, one, rtol=2e-3)
-
-
-def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
-    import tf_keras
-    from recops.training import early_stopping_callback
-
-    # A crafted score sequence: best at epoch 1, then two epochs without improvement.
-    scripted = iter([0.10, 0.30, 0.20, 0.25, 0.90, 0.95])
-    stopper = early_stopping_callback(
-        lambda model: next(scripted), patience=2, state_dir=tmp_path / "es"
-    )
-
-    class Snapshots(tf_keras.callbacks.Callback):  # type: ignore[misc]
-        weights: list[list[np.ndarray]] = []
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self.weights.append([w.copy() for w in self.model.get_weights()])
-
-    tf_keras.utils.set_random_seed(0)
-    model = tf_keras.Sequential([tf_keras.layers.Dense(1, input_shape=(3,))])
-    model.compile(optimizer=tf_keras.optimizers.SGD(0.1), loss="mse")
-    x = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
-    model.fit(
-        x, x.sum(axis=1), epochs=6, batch_size=16, callbacks=[stopper, Snapshots()], verbose=0
-    )
-
-    assert stopper.history == [0.10, 0.30, 0.20, 0.25]  # stopped after epoch 3
-    assert (stopper.best_epoch, stopper.stopped_early) == (1, True)
-    assert len(Snapshots.weights) == 4
-    assert not np.allclose(Snapshots.weights[1][0], Snapshots.weights[3][0])
-    for restored, best in zip(model.get_weights(), Snapshots.weights[1], strict=True):
-        np.testing.assert_array_equal(restored, best)
-    # The state a resumed run needs is on disk: one file per epoch, best weights once.
-    state = json.loads((tmp_path / "es" / "state-00003.json").read_text())
-    assert (state["best_epoch"], state["wait"], state["stopped"]) == (1, 2, True)
-    assert sorted(p.name for p in (tmp_path / "es").glob("*.npz")) == [
-        "best-00000.npz",
-        "best-00001.npz",
-    ]
-
-
-def test_mixed_precision_keeps_logits_and_towers_float32(data: TinyData) -> None:
-    import tf_keras
-    from recops_models.two_tower import (
-        TwoTowerSpec,
-        build_training_model,
-        model_inputs,
-        towers_from_training_model,
-    )
-
-    frame = pd.read_parquet(data.training_set_uri)
-    spec = TwoTowerSpec.from_columns(
-        **{c: frame[c].to_numpy() for c in ("user_id", "item_id", "gender", "occupation")},
-        age=frame["age"].to_numpy(),
-        release_year=frame["release_year"].to_numpy(),
-        embedding_dim=DIM,
-        temperature=0.25,
-    )
-    model = build_training_model(spec, mixed_precision=True)
-    assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored
-    assert model.get_layer("user_projection").compute_dtype == "float16"
-    batch = model_inputs(spec, {c: frame[c].to_numpy()[:8] for c in frame.columns})
-    assert model(batch).dtype == "float32"
-    user_tower, item_tower = towers_from_training_model(model)
-    assert user_tower.output.dtype == item_tower.output.dtype == "float32"
-    # Variables stay float32, so the weights load into a float32 model unchanged.
-    plain = build_training_model(spec)
-    plain.set_weights(model.get_weights())
-    assert all(w.dtype == "float32" for w in plain.trainable_weights)
-
-
-def test_temporal_protocol_splits_by_time(data: TinyData, tmp_path: Path) -> None:
-    import recops.evaluation
-
-    if not hasattr(recops.evaluation, "temporal_split"):
-        pytest.skip("recops.evaluation.temporal_split is not written yet (issue #4)")
-    result = train(_config(data, tmp_path / "temporal", epochs=1, protocol="temporal", replicas=1))
-    assert result.protocol == "temporal"
-    split = pd.read_parquet(result.split_uri)
-    frame = pd.read_parquet(data.training_set_uri)[["user_id", "item_id", "event_timestamp"]]
-    joined = split.merge(frame, on=["user_id", "item_id"])
-    assert len(joined) == data.n_rows
-    # Per user, every train event is no later than any test event.
-    per_user = joined.groupby(["user_id", "split"])["event_timestamp"]
-    last_train = per_user.max().xs("train", level="split")
-    first_test = per_user.min().xs("test", level="split")
-    common = last_train.index.intersection(first_test.index)
-    assert len(common) and (last_train[common] <= first_test[common]).all()
-
-
-def test_bad_protocol_is_rejected(data: TinyData, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="protocol='weekly'"):
-        _config(data, tmp_path, protocol="weekly")
+def test_facade_reexports_the_leaves_not_copies() -> None:
+    assert recops.training.split_interactions is splits.split_interactions
+    assert recops.training.read_parquet_columns is tables.read_parquet_columns
+    assert recops.training.write_atomic is atomic_write_text

@@ -1,0 +1,177 @@
+"""What serving a model costs: interleaved latency per batch size and load memory.
+
+``make_runners`` turns each ok row of the selection table into zero-argument callables
+(the SavedModel's ``serving_default`` or the TFLite interpreter), ``measure_latency``
+times them side by side, and ``load_memory`` measures a SavedModel's RSS growth in a
+fresh subprocess (one per model, so models do not share an allocator).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from recops_models.tf_env import TF_ENV, tensorflow
+
+from recops.training import USER_COLUMNS, latest_rows, read_parquet_columns
+
+__all__ = ["LATENCY_BATCHES", "load_memory", "make_runners", "measure_latency"]
+
+log = logging.getLogger(__name__)
+
+#: Batch sizes every model is timed at: one user (online) and a batch of 64.
+LATENCY_BATCHES = (1, 64)
+
+
+def _latency_inputs(users_uri: str, batch: int) -> dict[str, np.ndarray]:
+    users = latest_rows(read_parquet_columns(users_uri, USER_COLUMNS, "users"), "user_id")
+    rows = users.iloc[np.arange(batch) % len(users)]
+    return {
+        "user_id": rows["user_id"].to_numpy().astype(np.int64),
+        "age": rows["age"].to_numpy().astype(np.int64),
+        "gender": rows["gender"].to_numpy().astype(str),
+        "occupation": rows["occupation"].to_numpy().astype(str),
+    }
+
+
+def make_runners(
+    rows: Sequence[Mapping[str, Any]], train_dir: Path, users_uri: str
+) -> dict[str, dict[int, Callable[[], Any]]]:
+    """Zero-argument callables per ok row and batch size: SavedModel ``serving_default``
+    for SavedModel rows, the TFLite interpreter for TFLite rows."""
+    tf = tensorflow()
+
+    raw = {b: _latency_inputs(users_uri, b) for b in LATENCY_BATCHES}
+    tensors = {
+        b: {
+            "user_id": tf.constant(raw[b]["user_id"], tf.int64),
+            "age": tf.constant(raw[b]["age"], tf.int64),
+            "gender": tf.constant(raw[b]["gender"]),
+            "occupation": tf.constant(raw[b]["occupation"]),
+        }
+        for b in LATENCY_BATCHES
+    }
+    runners: dict[str, dict[int, Callable[[], Any]]] = {}
+    spec = None
+    for row in rows:
+        if row["status"] != "ok":
+            continue
+        if row["serves"] == "saved_model":
+            signature = tf.saved_model.load(row["model_dir"]).signatures["serving_default"]
+            runners[row["name"]] = {
+                b: functools.partial(_call_signature, signature, tensors[b])
+                for b in LATENCY_BATCHES
+            }
+        elif row.get("tflite_uri"):
+            from recops_models.edge import TFLiteScorer
+            from recops_models.two_tower import TwoTowerSpec
+
+            if spec is None:
+                spec = TwoTowerSpec.from_json((train_dir / "weights" / "spec.json").read_text())
+            scorer = TFLiteScorer(Path(row["tflite_uri"]).read_bytes())
+            indexed = {
+                b: {
+                    "user_idx": spec.user_index(raw[b]["user_id"]),
+                    "gender_idx": spec.gender_index(raw[b]["gender"]),
+                    "occupation_idx": spec.occupation_index(raw[b]["occupation"]),
+                    "age": raw[b]["age"],
+                }
+                for b in LATENCY_BATCHES
+            }
+            runners[row["name"]] = {
+                b: functools.partial(scorer, indexed[b]) for b in LATENCY_BATCHES
+            }
+    return runners
+
+
+def _call_signature(signature: Any, inputs: Mapping[str, Any]) -> Any:
+    # .numpy() so the timing covers the whole request, output copied out included.
+    return signature(**inputs)["scores"].numpy()
+
+
+def measure_latency(
+    runners: Mapping[str, Mapping[int, Callable[[], Any]]], calls: int, warmup: int
+) -> dict[str, dict[str, float]]:
+    """p50/p99 wall ms, rows/s and median CPU ms per runner and batch size, interleaved.
+
+    Each round calls every runner once, in a fresh random order, so drift in machine
+    load hits all models alike and no model always follows the same neighbour (a
+    runtime whose threads linger after a call slows whoever comes next).
+    """
+    names = list(runners)
+    out: dict[str, dict[str, float]] = {name: {} for name in names}
+    rng = np.random.default_rng(0)
+    for batch in LATENCY_BATCHES:
+        for name in names:
+            for _ in range(warmup):
+                runners[name][batch]()
+        timings: dict[str, list[float]] = {name: [] for name in names}
+        cpu: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(calls):
+            for index in rng.permutation(len(names)):
+                name = names[index]
+                start, start_cpu = time.perf_counter(), time.process_time()
+                runners[name][batch]()
+                timings[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+        for name in names:
+            seconds = np.asarray(timings[name])
+            out[name][f"p50_ms_b{batch}"] = float(np.percentile(seconds, 50) * 1e3)
+            out[name][f"p99_ms_b{batch}"] = float(np.percentile(seconds, 99) * 1e3)
+            out[name][f"rows_per_s_b{batch}"] = float(batch / seconds.mean())
+            # CPU time of the whole process per call: the model's cost without the
+            # wall-clock stalls other processes cause on a shared machine.
+            out[name][f"cpu_p50_ms_b{batch}"] = float(np.percentile(cpu[name], 50) * 1e3)
+    return out
+
+
+_MEMORY_PROBE = """
+import json, os, resource, sys
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import psutil
+import tensorflow as tf
+tf.constant(1.0) + 1.0
+proc = psutil.Process()
+before = proc.memory_info().rss
+model = tf.saved_model.load(sys.argv[1])
+model.signatures["serving_default"](
+    user_id=tf.constant([1], tf.int64), age=tf.constant([30], tf.int64),
+    gender=tf.constant(["M"]), occupation=tf.constant(["other"]))
+after = proc.memory_info().rss
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"before": before, "after": after, "peak": peak}))
+"""
+
+
+def load_memory(model_dir: str) -> int | None:
+    """RSS growth from loading a SavedModel and serving one request, in a fresh process.
+
+    ``max(after, peak) - before``, where ``before`` is the RSS with the TF runtime up. A
+    probe that fails yields None (logged), not a failed selection.
+    """
+    # TF_ENV wins over the parent's values: the probe imports TensorFlow and must select
+    # tf_keras as this process did.
+    env = {**os.environ, **TF_ENV}
+    proc = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, model_dir],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        log.warning("memory probe of %s failed: %s", model_dir, proc.stderr[-500:])
+        return None
+    probe = json.loads(lines[-1])
+    return int(max(probe["after"], probe["peak"]) - probe["before"])

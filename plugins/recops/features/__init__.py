@@ -1,0 +1,84 @@
+"""The features stage: rolling features, ``feast apply``, materialization, training sets.
+
+Submodules, one concern each:
+
+- ``feast_repo``: the repo on disk (which yaml, rolling source paths, the pinned
+  environment), ``open_store`` and the ``feast ui`` command line.
+- ``rolling``: the daily ``user_activity`` / ``item_popularity`` snapshots and their
+  manifest (incremental, byte-identical on reruns).
+- ``store``: ``feast apply``, ordered incremental materialization (an older interval
+  never overwrites newer values), online reads and the online store dump.
+- ``training_sets``: point-in-time joins with ``get_historical_features`` and the
+  retrieval and ranking sets written in slices.
+- ``build``: ``build_features``, the stage's entry point, with its config and result.
+"""
+
+from __future__ import annotations
+
+from recops.features.build import FeaturesConfig, FeaturesResult, build_features
+from recops.features.feast_repo import (
+    ROLLING_VIEWS,
+    FeatureRepoError,
+    feast_ui_command,
+    open_store,
+    recops_home_env,
+    rolling_source_path,
+    yaml_path,
+)
+from recops.features.rolling import (
+    LONG_WINDOW_DAYS,
+    ROLLING_VERSION,
+    SHORT_WINDOW_DAYS,
+    RollingConfig,
+    RollingResult,
+    compute_rolling_features,
+)
+from recops.features.store import (
+    EPOCH,
+    MissingOnlineProfileError,
+    OnlineFeaturesError,
+    apply_repo,
+    dump_online_store,
+    materialize,
+    online_features,
+    online_user_features,
+)
+from recops.features.training_sets import (
+    PointInTimeJoinError,
+    finish_ranking_set,
+    point_in_time_join,
+)
+
+#: The old private name, still imported by benchmarks/features.py.
+_recops_home_env = recops_home_env
+
+__all__ = [
+    "EPOCH",
+    "LONG_WINDOW_DAYS",
+    "ROLLING_VERSION",
+    "ROLLING_VIEWS",
+    "SHORT_WINDOW_DAYS",
+    "FeatureRepoError",
+    "FeaturesConfig",
+    "FeaturesResult",
+    "MissingOnlineProfileError",
+    "OnlineFeaturesError",
+    "PointInTimeJoinError",
+    "RollingConfig",
+    "RollingResult",
+    "_recops_home_env",
+    "apply_repo",
+    "build_features",
+    "compute_rolling_features",
+    "dump_online_store",
+    "feast_ui_command",
+    "finish_ranking_set",
+    "materialize",
+    "online_features",
+    "online_user_features",
+    "open_store",
+    "point_in_time_join",
+    "recops_home_env",
+    "rolling_source_path",
+    "yaml_path",
+]

@@ -1,0 +1,181 @@
+"""The features stage's entry point: ``build_features`` and its config and result.
+
+One call computes the rolling sources, applies the repo, materializes up to the interval
+end, and (unless the same inputs were already built) writes both point-in-time training
+sets and the as-of profile snapshots into the interval's output folder, which appears
+whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from recops.config import Settings
+from recops.data import list_partitions, read_interactions
+from recops.errors import DataError
+from recops.features.feast_repo import recops_home_env
+from recops.features.rolling import RollingConfig, compute_rolling_features
+from recops.features.store import apply_repo, materialize
+from recops.features.training_sets import (
+    as_of_snapshot,
+    features_fingerprint,
+    write_parquet,
+    write_training_sets,
+)
+from recops.io import SUCCESS_MARKER, publish_dir, sha256_file, staging_dir
+from recops.records import Record
+
+__all__ = ["FeaturesConfig", "FeaturesResult", "build_features"]
+
+_RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturesConfig(Record):
+    """Inputs of the features stage.
+
+    Attributes:
+        interval_start: Start of the data interval (inclusive).
+        interval_end: End of the data interval (exclusive); the training set's as-of time.
+        output_dir: Folder for this interval's outputs (one per data interval).
+        feature_service: The versioned Feast feature service the retrieval model pins.
+        ranking_service: The feature service of the ranking set; empty to skip it.
+        materialize: Whether to push features up to ``interval_end`` to the online store.
+    """
+
+    interval_start: datetime
+    interval_end: datetime
+    output_dir: str
+    feature_service: str = "retrieval_v1"
+    ranking_service: str = "ranking_v1"
+    materialize: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeaturesResult(Record):
+    """Where the point-in-time training sets and the as-of profile snapshots are."""
+
+    training_set_uri: str
+    users_uri: str
+    items_uri: str
+    feature_service: str
+    as_of: str
+    n_rows: int
+    n_users: int
+    n_items: int
+    fingerprint: str
+    training_set_sha256: str
+    partition_hashes: dict[str, str] = field(default_factory=dict)
+    materialized: dict[str, str] = field(default_factory=dict)
+    ranking_set_uri: str = ""
+    ranking_service: str = ""
+    ranking_set_sha256: str = ""
+    rolling: dict[str, str] = field(default_factory=dict)
+
+
+def build_features(config: FeaturesConfig, settings: Settings | None = None) -> FeaturesResult:
+    """Compute rolling features, apply the repo, materialize, and build both training sets.
+
+    Args:
+        config: The data interval and where to write.
+        settings: Deployment settings; read from the environment when omitted.
+
+    Returns:
+        URIs of the retrieval and ranking training sets and of the as-of user and item
+        snapshots, with hashes.
+
+    Raises:
+        DataError: No published partition precedes the interval end, or training rows
+            found no profile (unknown user or item ids).
+    """
+    import pandas as pd
+
+    settings = settings or Settings.from_env()
+    as_of = config.interval_end.astimezone(UTC)
+    last_day = (as_of - timedelta(microseconds=1)).date()
+    partitions = list_partitions(settings, until=(last_day + timedelta(days=1)).isoformat())
+    if not partitions:
+        raise DataError(
+            f"no published interactions partitions before {as_of.isoformat()} "
+            f"in {settings.interactions_dir}"
+        )
+    services = [config.feature_service] + (
+        [config.ranking_service] if config.ranking_service else []
+    )
+    fingerprint, partition_hashes = features_fingerprint(settings, partitions, services)
+
+    out = Path(config.output_dir)
+    done = out / SUCCESS_MARKER
+    result_path = out / _RESULT_FILE
+    rolling = compute_rolling_features(RollingConfig(interval_end=as_of), settings)
+    store = apply_repo(settings)
+    with recops_home_env(settings):
+        materialized = materialize(store, as_of) if config.materialize else {}
+    if done.exists() and result_path.exists():
+        previous = json.loads(result_path.read_text())
+        if previous.get("fingerprint") == fingerprint:
+            return FeaturesResult.from_dict({**previous, "materialized": materialized})
+
+    # Entity rows are small (four numbers each); the joined sets are not, so they are
+    # joined and written a slice of rows at a time (see TRAINING_SET_CHUNK_ROWS).
+    entity_df = read_interactions(partitions)
+    entity_df = entity_df[entity_df["event_timestamp"] < pd.Timestamp(as_of)]
+    order = ["event_timestamp", "user_id", "item_id"]
+    entity_df = entity_df.sort_values(order, kind="stable").reset_index(drop=True)
+
+    users = pd.read_parquet(settings.users_path, columns=["user_id"])
+    items = pd.read_parquet(settings.items_path, columns=["item_id"])
+    with recops_home_env(settings):
+        users_snap = as_of_snapshot(
+            store,
+            users,
+            ["user_profile:age", "user_profile:gender", "user_profile:occupation"],
+            as_of,
+        )
+        items_snap = as_of_snapshot(
+            store, items, ["item_profile:release_year", "item_profile:genre_mask"], as_of
+        )
+    # Snapshots keep only rows valid at the as-of time, with the published dtypes.
+    users_snap = users_snap.dropna().astype({"age": "int64"})
+    items_snap = items_snap.dropna().astype({"release_year": "int64", "genre_mask": "int64"})
+
+    # Nothing half-written survives a failed join (or a killed task's retry): the folder
+    # is built beside ``out`` and replaces it in one rename, marker included.
+    with staging_dir(out) as tmp:
+        write_training_sets(
+            store,
+            settings,
+            entity_df,
+            tmp,
+            feature_service=config.feature_service,
+            ranking_service=config.ranking_service,
+        )
+        write_parquet(users_snap, tmp / "users.parquet")
+        write_parquet(items_snap, tmp / "items.parquet")
+        ranking_written = bool(config.ranking_service)
+        result = FeaturesResult(
+            training_set_uri=str(out / "training_set.parquet"),
+            users_uri=str(out / "users.parquet"),
+            items_uri=str(out / "items.parquet"),
+            feature_service=config.feature_service,
+            as_of=as_of.isoformat(),
+            n_rows=len(entity_df),
+            n_users=int(entity_df["user_id"].nunique()),
+            n_items=int(entity_df["item_id"].nunique()),
+            fingerprint=fingerprint,
+            training_set_sha256=sha256_file(tmp / "training_set.parquet"),
+            partition_hashes=partition_hashes,
+            materialized=materialized,
+            ranking_set_uri=str(out / "ranking_set.parquet") if ranking_written else "",
+            ranking_service=config.ranking_service,
+            ranking_set_sha256=(
+                sha256_file(tmp / "ranking_set.parquet") if ranking_written else ""
+            ),
+            rolling=rolling.uris,
+        )
+        (tmp / _RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
+        publish_dir(tmp, out, marker=True)
+    return result

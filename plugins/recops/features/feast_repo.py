@@ -1,0 +1,136 @@
+"""The Feast repo on disk: which yaml, which paths, which environment, and opening it.
+
+``feature_repo/`` holds the definitions and one ``feature_store*.yaml`` per online store;
+this module picks the yaml the settings select, pins the variables the yaml and the
+definitions expand (``RECOPS_HOME``, ``RECOPS_REDIS_URL``), and opens a ``FeatureStore``
+on it. It is the leaf of the features package: the definitions themselves import
+``rolling_source_path`` from here (through the package), so it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from recops.config import Settings
+from recops.errors import PermanentError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+__all__ = [
+    "PROJECT",
+    "ROLLING_VIEWS",
+    "FeatureRepoError",
+    "feast_ui_command",
+    "open_store",
+    "recops_home_env",
+    "rolling_source_path",
+    "sqlite_path",
+    "yaml_path",
+]
+
+#: The Feast project every feature_store*.yaml names.
+PROJECT = "recops"
+#: The feature views whose offline sources ``compute_rolling_features`` writes.
+ROLLING_VIEWS: tuple[str, ...] = ("user_activity", "item_popularity")
+
+
+class FeatureRepoError(PermanentError, FileNotFoundError):
+    """A file the Feast repo needs is missing: its yaml, a rolling source or the registry.
+
+    A ``FileNotFoundError`` too, as before this class existed, so callers that caught that
+    (the ``ui`` command opens the other UIs without Feast's) keep working.
+    """
+
+
+def rolling_source_path(settings: Settings, view: str) -> Path:
+    """Offline source parquet of a rolling feature view (read by ``feature_repo``)."""
+    return settings.data_dir / "features" / f"{view}.parquet"
+
+
+def yaml_path(settings: Settings) -> Path:
+    """The ``feature_store*.yaml`` for the settings' online store and profile."""
+    if settings.online_store == "redis":
+        name = (
+            "feature_store.scale.yaml"
+            if settings.profile == "scale"
+            else "feature_store.redis.yaml"
+        )
+    else:
+        name = "feature_store.yaml"
+    return settings.feature_repo / name
+
+
+def sqlite_path(settings: Settings) -> Path:
+    """The SQLite online store file (what ``feature_store.yaml`` names)."""
+    return settings.feast_dir / "online_store.db"
+
+
+@contextlib.contextmanager
+def recops_home_env(settings: Settings) -> Iterator[None]:
+    """Pin ``RECOPS_HOME`` and ``RECOPS_REDIS_URL`` to ``settings`` for the block.
+
+    feature_store*.yaml and the definitions read these variables; whatever the process
+    environment held before is put back afterwards.
+    """
+    wanted = {"RECOPS_HOME": str(settings.home), "RECOPS_REDIS_URL": settings.redis_url}
+    old = {name: os.environ.get(name) for name in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for name, value in old.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def open_store(settings: Settings) -> FeatureStore:
+    """A ``FeatureStore`` on the repo, with the online store ``settings`` selects.
+
+    The yaml is expanded with the settings' ``RECOPS_HOME`` and ``RECOPS_REDIS_URL``,
+    whatever the process environment says.
+
+    Raises:
+        FeatureRepoError: The repo's yaml is missing.
+    """
+    from feast import FeatureStore
+
+    path = yaml_path(settings)
+    if not path.is_file():
+        raise FeatureRepoError(f"Feast repo config {path} is missing")
+    with recops_home_env(settings):
+        return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=path)
+
+
+def feast_ui_command(settings: Settings, port: int) -> tuple[list[str], dict[str, str]]:
+    """The ``feast ui`` command line and environment for the repo ``settings`` selects.
+
+    Args:
+        settings: Deployment settings (the repo, RECOPS_HOME, the online store).
+        port: Port for the UI on 127.0.0.1.
+
+    Returns:
+        ``(argv, env)``: the argv runs the ``feast`` next to this Python; ``env`` holds
+        the variables the repo yaml expands, to be merged into the process environment.
+
+    Raises:
+        FeatureRepoError: No features were built yet (the Feast registry is missing).
+    """
+    registry = settings.home / "feast" / "registry.db"
+    if settings.profile != "scale" and not registry.is_file():
+        raise FeatureRepoError(
+            f"no Feast registry at {registry}: run the nightly (`recops demo`) first"
+        )
+    feast = Path(sys.executable).parent / "feast"
+    argv = [
+        str(feast), "-c", str(settings.feature_repo), "-f", str(yaml_path(settings)),
+        "ui", "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    return argv, {"RECOPS_HOME": str(settings.home), "RECOPS_REDIS_URL": settings.redis_url}

@@ -1,0 +1,301 @@
+"""Rolling features: daily ``user_activity`` / ``item_popularity`` snapshots and their manifest.
+
+They are computed from the published partitions, one snapshot per entity per UTC day
+stamped at the end of that day: an interaction at time ``t`` can only join a snapshot
+stamped at or before ``t``, which holds events from before the start of ``t``'s day, so a
+label never sees itself. A manifest beside the sources records how far they reach and the
+hash of every partition they read, so a call recomputes only what is new or changed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recops.config import Settings
+from recops.data import GENRES, list_partitions, read_interactions
+from recops.features.feast_repo import ROLLING_VIEWS, rolling_source_path
+from recops.io import atomic_write_text, sha256_file, write_if_changed
+from recops.records import Record
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+__all__ = [
+    "LONG_WINDOW_DAYS",
+    "ROLLING_VERSION",
+    "SHORT_WINDOW_DAYS",
+    "RollingConfig",
+    "RollingResult",
+    "compute_rolling_features",
+]
+
+#: Bumped whenever the rolling computation changes, so cached outputs are rebuilt.
+ROLLING_VERSION = "1"
+#: The rolling windows, in days; a snapshot for day D covers days D-w+1 .. D.
+SHORT_WINDOW_DAYS = 7
+LONG_WINDOW_DAYS = 30
+_MANIFEST = "_manifest.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollingConfig(Record):
+    """Inputs of the rolling-feature computation.
+
+    Attributes:
+        interval_end: Snapshots are computed for every day ending at or before this time
+            (a UTC midnight; anything else is rounded down to one).
+    """
+
+    interval_end: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollingResult(Record):
+    """Where the rolling sources are and how far they reach.
+
+    Attributes:
+        uris: View name -> offline source parquet.
+        sha256: View name -> hex sha256 of that parquet.
+        through: The newest snapshot stamp the sources hold (ISO, UTC).
+        recomputed_from: First day whose snapshots this call (re)wrote; empty if none.
+        n_rows: View name -> rows in the source.
+    """
+
+    uris: dict[str, str]
+    sha256: dict[str, str]
+    through: str
+    recomputed_from: str
+    n_rows: dict[str, int]
+
+
+def _day(ts: datetime) -> datetime:
+    ts = ts.astimezone(UTC)
+    return datetime(ts.year, ts.month, ts.day, tzinfo=UTC)
+
+
+def _windows(counts: np.ndarray, width: int) -> np.ndarray:
+    """Trailing sums over ``width`` days along axis 1 (``counts[:, d]`` = day ``d``)."""
+    import numpy as np
+
+    pad = np.zeros((counts.shape[0], 1) + counts.shape[2:], dtype=counts.dtype)
+    cs = np.concatenate([pad, counts.cumsum(axis=1)], axis=1)
+    days = np.arange(counts.shape[1])
+    sums: np.ndarray = cs[:, days + 1] - cs[:, np.maximum(days + 1 - width, 0)]
+    return sums
+
+
+def _rolling_table(
+    events: pd.DataFrame,
+    key: str,
+    grid_start: datetime,
+    emit_from: datetime,
+    emit_to: datetime,
+    genres: bool,
+) -> pa.Table:
+    """Snapshots for the days ``[emit_from, emit_to)``, from events since ``grid_start``.
+
+    An entity gets a row for day D while it had events in the 30 days up to D, and once
+    more on the first day that window is empty, so a join inside the TTL reads zeros and
+    not the last non-zero value.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    n_days = (emit_to - grid_start).days
+    first = (emit_from - grid_start).days
+    day_idx = ((events["event_timestamp"] - grid_start).dt.days).to_numpy()
+    keys, inv = np.unique(events[key].to_numpy(), return_inverse=True)
+    counts = np.zeros((len(keys), n_days), dtype=np.int64)
+    ratings = np.zeros((len(keys), n_days), dtype=np.int64)
+    np.add.at(counts, (inv, day_idx), 1)
+    np.add.at(ratings, (inv, day_idx), events["rating"].to_numpy())
+    short = _windows(counts, SHORT_WINDOW_DAYS)
+    long = _windows(counts, LONG_WINDOW_DAYS)
+    rsum = _windows(ratings, LONG_WINDOW_DAYS)
+    prev = np.concatenate([np.zeros((len(keys), 1), dtype=np.int64), long[:, :-1]], axis=1)
+    emit = (long > 0) | (prev > 0)
+    emit[:, :first] = False
+    # Day-major order: rows sorted by (event_timestamp, key) without another sort.
+    d_idx, k_idx = np.nonzero(emit.T)
+    stamps = np.datetime64(grid_start.replace(tzinfo=None), "us") + (d_idx + 1).astype(
+        "timedelta64[D]"
+    )
+    n_long = long[k_idx, d_idx]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n_long > 0, rsum[k_idx, d_idx] / np.maximum(n_long, 1), np.nan)
+    prefix = "user" if key == "user_id" else "item"
+    columns: dict[str, pa.Array] = {
+        key: pa.array(keys[k_idx].astype(np.int64)),
+        "event_timestamp": pa.array(stamps, type=pa.timestamp("us", tz="UTC")),
+        f"{prefix}_events_7d": pa.array(short[k_idx, d_idx]),
+        f"{prefix}_events_30d": pa.array(n_long),
+        f"{prefix}_mean_rating_30d": pa.array(mean, from_pandas=True),
+    }
+    if genres:
+        masks = events["genre_mask"].to_numpy().astype(np.int64)
+        g_counts = np.zeros((len(keys), n_days, len(GENRES)), dtype=np.int64)
+        for g in range(len(GENRES)):
+            sel = (masks >> g) & 1 == 1
+            np.add.at(g_counts[:, :, g], (inv[sel], day_idx[sel]), 1)
+        g_long = _windows(g_counts, LONG_WINDOW_DAYS)[k_idx, d_idx]
+        # argmax takes the lowest genre index on ties, so the choice is deterministic.
+        top = np.where(n_long > 0, g_long.argmax(axis=1), -1)
+        top_share = np.where(n_long > 0, g_long.max(axis=1) / np.maximum(n_long, 1), 0.0)
+        columns["user_top_genre_30d"] = pa.array(top.astype(np.int64))
+        columns["user_top_genre_share_30d"] = pa.array(top_share.astype(np.float64))
+    return pa.table(columns)
+
+
+def _empty_rolling(view: str) -> pa.Table:
+    import pyarrow as pa
+
+    key, prefix = ("user_id", "user") if view == "user_activity" else ("item_id", "item")
+    fields = [
+        pa.field(key, pa.int64()),
+        pa.field("event_timestamp", pa.timestamp("us", tz="UTC")),
+        pa.field(f"{prefix}_events_7d", pa.int64()),
+        pa.field(f"{prefix}_events_30d", pa.int64()),
+        pa.field(f"{prefix}_mean_rating_30d", pa.float64()),
+    ]
+    if view == "user_activity":
+        fields.append(pa.field("user_top_genre_30d", pa.int64()))
+        fields.append(pa.field("user_top_genre_share_30d", pa.float64()))
+    return pa.schema(fields).empty_table()
+
+
+def _write_table(table: pa.Table, path: Path) -> bool:
+    """Write ``table`` as zstd parquet unless ``path`` already holds these exact bytes."""
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(table.replace_schema_metadata(None), sink, compression="zstd")
+    return write_if_changed(path, sink.getvalue())
+
+
+def _empty_events() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            c: pd.Series(dtype=t)
+            for c, t in (
+                ("user_id", "int64"),
+                ("item_id", "int64"),
+                ("rating", "int64"),
+                ("event_timestamp", "datetime64[us, UTC]"),
+            )
+        }
+    )
+
+
+def compute_rolling_features(
+    config: RollingConfig, settings: Settings | None = None
+) -> RollingResult:
+    """Write the daily rolling snapshots up to ``config.interval_end`` (incremental, idempotent).
+
+    Only days not yet computed, or whose 30-day window covers a partition whose bytes
+    changed since the last call, are recomputed; the rest of each source is kept. An
+    older interval than what the sources reach changes nothing (snapshots never go back),
+    and the same inputs always give byte-identical parquet.
+
+    Args:
+        config: The interval end.
+        settings: Deployment settings; read from the environment when omitted.
+
+    Returns:
+        The sources' URIs and hashes, and which days were recomputed.
+
+    Raises:
+        DataError: A partition or the items table cannot be read.
+    """
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    settings = settings or Settings.from_env()
+    out_dir = settings.data_dir / "features"
+    manifest_path = out_dir / _MANIFEST
+    paths = {view: rolling_source_path(settings, view) for view in ROLLING_VIEWS}
+    manifest: dict[str, Any] = {}
+    if manifest_path.is_file() and all(p.is_file() for p in paths.values()):
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("version") != ROLLING_VERSION:
+            manifest = {}
+    old_through = datetime.fromisoformat(manifest["through"]) if manifest.get("through") else None
+    target = _day(config.interval_end)
+    if old_through is not None:
+        target = max(target, old_through)
+
+    partitions = list_partitions(settings, until=target.date().isoformat())
+    hashes = {p.parent.name.removeprefix("date="): sha256_file(p) for p in partitions}
+    old_hashes: dict[str, str] = manifest.get("partitions", {})
+    changed = sorted(d for d in set(hashes) | set(old_hashes) if hashes.get(d) != old_hashes.get(d))
+    first_data = _day(datetime.fromisoformat(min(hashes)).replace(tzinfo=UTC)) if hashes else target
+    if old_through is None:
+        recompute = first_data
+    else:
+        recompute = old_through
+        if changed:
+            recompute = min(recompute, datetime.fromisoformat(changed[0]).replace(tzinfo=UTC))
+        recompute = max(recompute, first_data)
+
+    tables: dict[str, pa.Table] = {}
+    if recompute < target:
+        # One extra day of history: the "window just emptied" row needs yesterday's count.
+        grid_start = recompute - timedelta(days=LONG_WINDOW_DAYS + 1)
+        wanted = [
+            p
+            for p in partitions
+            if p.parent.name.removeprefix("date=") >= grid_start.date().isoformat()
+        ]
+        events = read_interactions(wanted) if wanted else _empty_events()
+        events = events[events["event_timestamp"] < pd.Timestamp(target)]
+        items = pd.read_parquet(
+            settings.items_path, columns=["item_id", "genre_mask", "event_timestamp"]
+        )
+        # The genres an item had at each event's time (profiles are time-stamped too).
+        events = pd.merge_asof(
+            events.sort_values("event_timestamp"),
+            items.sort_values("event_timestamp").astype({"event_timestamp": "datetime64[us, UTC]"}),
+            on="event_timestamp",
+            by="item_id",
+            direction="backward",
+        )
+        events["genre_mask"] = events["genre_mask"].fillna(0).astype("int64")
+        new = {
+            "user_activity": _rolling_table(
+                events, "user_id", grid_start, recompute, target, genres=True
+            ),
+            "item_popularity": _rolling_table(
+                events, "item_id", grid_start, recompute, target, genres=False
+            ),
+        }
+        for view, path in paths.items():
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            kept = pq.read_table(path) if manifest else _empty_rolling(view)
+            cutoff = pa.scalar(recompute, type=pa.timestamp("us", tz="UTC"))
+            kept = kept.filter(pc.less_equal(kept["event_timestamp"], cutoff))
+            tables[view] = pa.concat_tables([kept, new[view].cast(kept.schema)])
+            _write_table(tables[view], path)
+        manifest = {"version": ROLLING_VERSION, "through": target.isoformat(), "partitions": hashes}
+        # The exact bytes the manifest always had (no final newline): reruns compare hashes.
+        atomic_write_text(manifest_path, json.dumps(manifest, indent=1, sort_keys=True))
+    elif not manifest:
+        for view, path in paths.items():
+            tables[view] = _empty_rolling(view)
+            _write_table(tables[view], path)
+    return RollingResult(
+        uris={v: str(p) for v, p in paths.items()},
+        sha256={v: sha256_file(p) for v, p in paths.items()},
+        through=(old_through if recompute >= target and old_through else target).isoformat(),
+        recomputed_from=recompute.isoformat() if recompute < target else "",
+        n_rows={v: pq.ParquetFile(p).metadata.num_rows for v, p in paths.items()},
+    )

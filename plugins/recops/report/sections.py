@@ -1,0 +1,407 @@
+"""The seven sections of a run report, each rendered from the gathered run data.
+
+Each renderer takes ``gather``'s dict and returns ``(html, had_data)``; a section without
+data says what is missing instead of being left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from recops.report.markup import (
+    Raw,
+    badge,
+    bullets,
+    esc,
+    facts_table,
+    fmt_kb,
+    fmt_num,
+    html_table,
+    img,
+    kpi,
+    note,
+)
+from recops.report.plots import plot_history
+
+__all__ = [
+    "OVERALL_METRICS",
+    "SECTION_RENDERERS",
+    "change",
+    "compression_section",
+    "features_section",
+    "gate_section",
+    "metrics_section",
+    "rollout_section",
+    "training_section",
+    "validation_section",
+]
+
+#: Overall metrics in the order people read them.
+OVERALL_METRICS = ("recall_at_10", "ndcg_at_10", "hit_at_10", "mrr_at_10", "precision_at_10")
+
+
+def validation_section(data: dict[str, Any]) -> tuple[str, bool]:
+    """The GX validation result: KPIs, drift, warnings and failed checks."""
+    report = data["validation"]
+    if not report:
+        return note("No validation report was logged to this run."), False
+    tables = report.get("tables") or {}
+    failed_checks = [c for c in report.get("expectations") or [] if not c.get("success")]
+    out = [
+        '<div class="kpis">',
+        kpi("result", badge(bool(report.get("success")), "passed", "failed")),
+        kpi("partition", esc(report.get("partition_date"))),
+        kpi("rows", esc(fmt_num((tables.get("interactions") or {}).get("n_rows")))),
+        kpi("expectations", esc(fmt_num(report.get("n_expectations")))),
+        kpi("failed", esc(fmt_num(report.get("n_failed")))),
+        kpi("warnings", esc(fmt_num(report.get("n_warnings", len(report.get("warnings") or []))))),
+        "</div>",
+    ]
+    drift = report.get("drift") or {}
+    if drift:
+        out.append("<h3>Drift and volume</h3>")
+        out.append(
+            html_table(
+                ("metric", "value"), [(k, fmt_num(v)) for k, v in sorted(drift.items())], "narrow"
+            )
+        )
+    if report.get("warnings"):
+        out.append("<h3>Warnings</h3>" + bullets(report["warnings"], "warn"))
+    if failed_checks:
+        out.append("<h3>Checks that did not pass</h3>")
+        out.append(
+            html_table(
+                ("table", "check", "severity", "observed"),
+                [
+                    (
+                        c.get("table"),
+                        c.get("expectation_type"),
+                        c.get("severity"),
+                        json.dumps(c.get("observed_value"), default=str)[:200],
+                    )
+                    for c in failed_checks
+                ],
+            )
+        )
+    if report.get("notes"):
+        out.append("<h3>Notes</h3>" + bullets(report["notes"]))
+    return "".join(out), True
+
+
+def features_section(data: dict[str, Any]) -> tuple[str, bool]:
+    """The feature services each model used and their features; fingerprints."""
+    inputs, lineage = data["inputs"], data["lineage"]
+    services = inputs.get("feature_services") or lineage.get("feature_services") or {}
+    refs = inputs.get("feature_refs") or {}
+    if not services:
+        return note("No feature services were recorded for this run."), False
+    rows = []
+    for model, service in services.items():
+        if not service:
+            continue
+        names = refs.get(service)
+        rows.append((model, service, ", ".join(names) if names else "(feature names not recorded)"))
+    out = [html_table(("model", "feature service", "features (view:feature)"), rows)]
+    facts = [
+        ("features as of", inputs.get("features_as_of") or lineage.get("features_as_of")),
+        ("training rows", fmt_num(inputs.get("training_rows"))),
+        ("feature fingerprint", lineage.get("features_fingerprint")),
+        ("training set sha256", str(lineage.get("training_set_sha256") or "")[:16]),
+    ]
+    out.append(facts_table(facts))
+    return "".join(out), True
+
+
+def training_section(data: dict[str, Any]) -> tuple[str, bool]:
+    """The per-epoch history plot and the retrieval and ranker training facts."""
+    train = data["inputs"].get("train") or {}
+    lineage_train = data["lineage"].get("train_config") or {}
+    history = data["history"]
+    out = []
+    if history:
+        out.append(
+            img(plot_history(history, train.get("best_epoch")), "per-epoch training history")
+        )
+    else:
+        out.append(
+            note(
+                "No per-epoch history was logged (valid NDCG@10 per epoch is recorded when "
+                "early_stopping_patience > 0)."
+            )
+        )
+    facts = [
+        (
+            "strategy",
+            f"{train.get('strategy') or lineage_train.get('strategy') or '?'} × "
+            f"{fmt_num(train.get('replicas') or lineage_train.get('replicas'))}",
+        ),
+        ("epochs run", fmt_num(train.get("epochs_run"))),
+        ("best epoch", fmt_num(train.get("best_epoch", lineage_train.get("best_epoch")))),
+        ("final loss", fmt_num(train.get("final_loss"))),
+        ("seconds / epoch", fmt_num(train.get("seconds_per_epoch"), 2)),
+        ("examples / s", fmt_num(train.get("examples_per_s"), 0)),
+        (
+            "train rows · users · items",
+            f"{fmt_num(train.get('train_rows'))} · {fmt_num(train.get('n_users'))} · "
+            f"{fmt_num(train.get('n_items'))}",
+        ),
+        ("protocol", train.get("protocol") or lineage_train.get("protocol")),
+    ]
+    out.append(facts_table(facts, "retrieval training (two-tower)"))
+    ranker = data["inputs"].get("ranker") or {}
+    if any(v is not None for v in ranker.values()):
+        out.append(
+            facts_table(
+                [(k.replace("_", " "), fmt_num(v)) for k, v in ranker.items()], "ranker (DCN-v2)"
+            )
+        )
+    return "".join(out), bool(history or train)
+
+
+def change(value: Any, base: Any) -> str:
+    """Relative change of ``value`` over ``base`` as a signed percentage, or "–"."""
+    if value is None or base is None or not float(base):
+        return "–"
+    return f"{(float(value) - float(base)) / abs(float(base)):+.2%}"
+
+
+def metrics_section(data: dict[str, Any]) -> tuple[str, bool]:
+    """Candidate vs champion on the test split: overall, by segment, re-ranked."""
+    metrics: dict[str, float] = dict(data["run"].data.metrics)
+    scored = {k: v for k, v in metrics.items() if not k.startswith("train.")}
+    if not scored:
+        return note("No evaluation metrics were logged to this run."), False
+    champion = data["inputs"].get("champion") or {}
+    base: dict[str, float] = champion.get("metrics") or {}
+    who = f"champion v{champion['version']}" if champion.get("version") else "champion"
+    out = []
+    if not base:
+        out.append(note("No champion yet: this is the first model, nothing to compare with."))
+    else:
+        out.append(note(f"The {who} was re-scored on this run's test split in the same task."))
+    out.append("<h3>Overall (test split, k=10)</h3>")
+    out.append(
+        html_table(
+            ("metric", "candidate", who, "change"),
+            [
+                (
+                    m,
+                    fmt_num(scored.get(m)),
+                    fmt_num(base.get(m)),
+                    change(scored.get(m), base.get(m)),
+                )
+                for m in OVERALL_METRICS
+                if m in scored
+            ],
+        )
+    )
+    segments = sorted(
+        {k.split(".", 1)[0] for k in scored if "." in k and not k.startswith("reranked.")}
+    )
+    if segments:
+        out.append("<h3>Segments</h3>")
+        rows = []
+        for seg in segments:
+            for name in ("recall_at_10", "ndcg_at_10"):
+                key = f"{seg}.{name}"
+                if key in scored:
+                    rows.append(
+                        (
+                            seg,
+                            name,
+                            fmt_num(scored[key]),
+                            fmt_num(base.get(key)),
+                            change(scored[key], base.get(key)),
+                        )
+                    )
+        out.append(html_table(("segment", "metric", "candidate", who, "change"), rows, "segments"))
+    reranked = {
+        k.removeprefix("reranked."): v
+        for k, v in scored.items()
+        if k.startswith("reranked.") and "." not in k.removeprefix("reranked.")
+    }
+    if reranked:
+        policy = (data["inputs"].get("selection") or {}).get("rerank_policy")
+        out.append("<h3>Retrieval → DCN-v2 re-rank</h3>")
+        out.append(
+            html_table(
+                ("metric", "retrieval", "re-ranked"),
+                [
+                    (m, fmt_num(scored.get(m)), fmt_num(reranked.get(m)))
+                    for m in OVERALL_METRICS
+                    if m in reranked
+                ],
+            )
+        )
+        if policy:
+            out.append(note(f"Serving policy chosen on this holdout: {policy}."))
+    return "".join(out), True
+
+
+def compression_section(data: dict[str, Any]) -> tuple[str, bool]:
+    """The compression variants, their Pareto plot and the one served."""
+    rows = data["variants"]
+    pareto = data["pareto"]
+    if not rows and not pareto:
+        return note("No compression search was logged to this run."), False
+    selection = data["inputs"].get("selection") or {}
+    selected = selection.get("selected") or data["lineage"].get("compression")
+    reason = selection.get("selection_reason") or data["lineage"].get("selection_reason")
+    out = []
+    if selected:
+        out.append(f"<p>Served variant: <strong>{esc(selected)}</strong>. {esc(reason or '')}</p>")
+    if pareto:
+        out.append(img(pareto, "compression Pareto plot: NDCG@10 vs p99 latency and vs size"))
+    if rows:
+        table = []
+        for r in rows:
+            name = (
+                Raw(f"<strong>{esc(r.get('name'))} ★</strong>")
+                if r.get("name") == selected
+                else r.get("name")
+            )
+            table.append(
+                (
+                    name,
+                    r.get("status"),
+                    r.get("serves"),
+                    fmt_num(r.get("ndcg_at_10")),
+                    fmt_num(r.get("recall_at_10")),
+                    "–" if r.get("ndcg_rel_loss") is None else f"{float(r['ndcg_rel_loss']):+.2%}",
+                    fmt_kb(r.get("saved_model_bytes")),
+                    fmt_kb(r.get("gzip_bytes")),
+                    fmt_kb(r.get("tflite_bytes")),
+                    fmt_num(r.get("p50_ms_b1"), 2),
+                    fmt_num(r.get("p99_ms_b1"), 2),
+                    fmt_num(r.get("p99_ms_b64"), 2),
+                    fmt_num(r.get("sparsity"), 2),
+                    r.get("reason") or "",
+                )
+            )
+        out.append(
+            html_table(
+                (
+                    "variant",
+                    "status",
+                    "serves",
+                    "NDCG@10",
+                    "Recall@10",
+                    "NDCG loss",
+                    "SavedModel kB",
+                    "gzip kB",
+                    "TFLite kB",
+                    "p50 b1 ms",
+                    "p99 b1 ms",
+                    "p99 b64 ms",
+                    "sparsity",
+                    "note",
+                ),
+                table,
+                "variants",
+            )
+        )
+    return "".join(out), True
+
+
+def gate_section(data: dict[str, Any]) -> tuple[str, bool]:
+    """The gate decision (blessed or not, with reasons) of each model."""
+    gate = data["gate"]
+    if gate is None:
+        return note("No gate decision was logged to this run."), False
+    version = data["version"]
+    label = f"{version['name']} v{version['version']}" if version else "retrieval model"
+    out = [
+        f"<h3>{esc(label)} {badge(bool(gate.get('blessed')), 'blessed', 'not blessed')}</h3>",
+        bullets(gate.get("reasons") or [], "reasons"),
+    ]
+    ranking = data["ranking"]
+    if ranking and ranking.get("gate") is not None:
+        rv = ranking["version"]
+        rlabel = f"{rv['name']} v{rv['version']}" if rv else "ranker"
+        out.append(
+            f"<h3>{esc(rlabel)} "
+            f"{badge(bool(ranking['gate'].get('blessed')), 'blessed', 'not blessed')}</h3>"
+        )
+        out.append(bullets(ranking["gate"].get("reasons") or [], "reasons"))
+    return "".join(out), True
+
+
+def rollout_section(data: dict[str, Any]) -> tuple[str, bool]:
+    """Each promotion outcome recorded for the run's models."""
+    rollouts = data["rollouts"]
+    if not rollouts:
+        return note(
+            "Not rolled out yet: recsys_promote has not served a version from this run."
+        ), False
+    out = []
+    for r in rollouts:
+        outcome = str(r.get("outcome") or "?")
+        ok = outcome in ("promoted", "already-serving")
+        out.append(
+            f"<h3>{esc(r.get('model_name'))} v{esc(r.get('version'))} "
+            f"{badge(ok, outcome, outcome)}</h3>"
+        )
+        infra = r.get("infra_validation") or {}
+        load = infra.get("load") if isinstance(infra.get("load"), dict) else {}
+        facts = [
+            (
+                "previous stable",
+                r.get("previous_version")
+                if r.get("previous_version") is not None
+                else "none (first roll-out)",
+            ),
+            (
+                "labels now",
+                ", ".join(f"{k}→v{v}" for k, v in sorted((r.get("labels") or {}).items())) or "–",
+            ),
+            ("served versions", ", ".join(f"v{v}" for v in r.get("served_versions") or []) or "–"),
+            ("load and query", infra.get("load_and_query", "–")),
+            ("parity with offline scores", infra.get("parity", "–")),
+            ("recorded", r.get("recorded_at", "–")),
+        ]
+        if load:
+            facts[3:3] = [
+                (
+                    "canary p50 / p99 (ms)",
+                    f"{fmt_num(load.get('p50_ms'), 1)} / {fmt_num(load.get('p99_ms'), 1)}",
+                ),
+                (
+                    "canary requests · errors",
+                    f"{fmt_num(load.get('sent'))} · {fmt_num(load.get('errors'))}",
+                ),
+                (
+                    "canary QPS (target / achieved)",
+                    f"{fmt_num(load.get('target_qps'), 1)} / "
+                    f"{fmt_num(load.get('achieved_qps'), 1)}",
+                ),
+            ]
+        elif isinstance(infra.get("load"), str):
+            facts.insert(3, ("canary load test", infra["load"]))
+        vs = infra.get("canary_vs_stable")
+        if isinstance(vs, dict):
+            facts.append(
+                (
+                    "top-10 overlap with stable",
+                    f"{fmt_num(vs.get('top10_overlap'), 3)} (v{vs.get('stable_version')})",
+                )
+            )
+        elif vs:
+            facts.append(("canary vs stable", vs))
+        out.append(facts_table(facts, cls="rollout"))
+        if r.get("reasons"):
+            out.append(bullets(r["reasons"], "reasons"))
+    return "".join(out), True
+
+
+#: ``(key, title, renderer)`` of every section, in page order.
+SECTION_RENDERERS: tuple[tuple[str, str, Callable[[dict[str, Any]], tuple[str, bool]]], ...] = (
+    ("validation", "Data validation and drift", validation_section),
+    ("features", "Features used", features_section),
+    ("training", "Training curves", training_section),
+    ("metrics", "Metrics vs champion", metrics_section),
+    ("compression", "Compression search", compression_section),
+    ("gate", "Gate decision", gate_section),
+    ("rollout", "Rollout", rollout_section),
+)

@@ -1,0 +1,168 @@
+"""Train/valid/test splits of the interactions, shared by training, ranking and evaluation.
+
+Two protocols cut each user's interactions with RecBole's per-user counts
+(``split_counts``): ``split_interactions`` at random (seed ``SPLIT_SEED``, the RecBole
+protocol) and ``temporal_split`` by time (oldest to train, newest to test). Training
+writes the result as ``split.parquet``; ``read_split`` reads it back for the ranker and
+for evaluation, and ``train_rows`` joins a table with it.
+
+This module is a leaf: it imports no other recops stage, so training and evaluation both
+use it without an import cycle.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from recops.config import SPLIT_SEED
+from recops.errors import DataError, ParamError
+from recops.tables import read_parquet_columns
+
+__all__ = [
+    "SPLITS",
+    "read_split",
+    "split_counts",
+    "split_interactions",
+    "temporal_split",
+    "train_rows",
+]
+
+SPLITS = ("train", "valid", "test")
+
+
+def split_counts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> list[int]:
+    """RecBole's ``_calcu_split_ids`` counts for one user."""
+    counts = [int(r * total) for r in ratios]
+    counts[0] = total - sum(counts[1:])
+    for i in range(1, len(ratios)):
+        if counts[0] <= 1:
+            break
+        if 0 < ratios[-i] * total < 1:
+            counts[-i] += 1
+            counts[0] -= 1
+    return counts
+
+
+def split_interactions(
+    user_id: np.ndarray, item_id: np.ndarray, seed: int = SPLIT_SEED
+) -> pd.DataFrame:
+    """Split each user's interactions at random into train/valid/test, as RecBole does.
+
+    The rows are shuffled with ``seed``; then each user's rows, in shuffled order, are cut
+    into ``n - 2·int(0.1n)`` train, ``int(0.1n)`` valid and ``int(0.1n)`` test, with
+    RecBole's rule for small users (a part whose share is in (0, 1) gets one row while
+    train keeps more than one).
+
+    Args:
+        user_id: User of each interaction.
+        item_id: Item of each interaction.
+        seed: Shuffle seed (``SPLIT_SEED`` for the RecBole protocol).
+
+    Returns:
+        A frame ``user_id, item_id, split`` in the input row order.
+    """
+    user_id = np.asarray(user_id, dtype=np.int64)
+    n = user_id.size
+    order = np.random.default_rng(seed).permutation(n)
+    order = order[np.argsort(user_id[order], kind="stable")]
+    _, starts, counts = np.unique(user_id[order], return_index=True, return_counts=True)
+    labels = np.empty(n, dtype=object)
+    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
+        n_train, n_valid, _ = split_counts(count)
+        rows = order[start : start + count]
+        labels[rows[:n_train]] = "train"
+        labels[rows[n_train : n_train + n_valid]] = "valid"
+        labels[rows[n_train + n_valid :]] = "test"
+    return pd.DataFrame(
+        {
+            "user_id": user_id,
+            "item_id": np.asarray(item_id, dtype=np.int64),
+            "split": pd.array(labels, dtype="string"),
+        }
+    )
+
+
+def temporal_split(
+    user_id: np.ndarray,
+    item_id: np.ndarray,
+    timestamp: np.ndarray,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+) -> pd.DataFrame:
+    """Split each user's interactions by time: oldest to train, newest to test.
+
+    RecBole's "TO" ordering: each user's rows are sorted by ``timestamp`` (ties keep the
+    input order) and cut with the same per-user counts as the random split
+    (``split_counts``), so only which rows land where differs.
+
+    Args:
+        user_id: User of each interaction.
+        item_id: Item of each interaction.
+        timestamp: Time of each interaction (numbers or datetimes; only order matters).
+        ratios: Shares of train, valid and test.
+
+    Returns:
+        A frame ``user_id, item_id, split`` in the input row order.
+
+    Raises:
+        DataError: If the arrays differ in length or a timestamp is missing.
+        ParamError: If the ratios are not three non-negative shares summing to 1.
+    """
+    user_id = np.asarray(user_id, dtype=np.int64)
+    item_id = np.asarray(item_id, dtype=np.int64)
+    times = pd.Series(np.asarray(timestamp))
+    if not user_id.size == item_id.size == times.size:
+        raise DataError(
+            f"temporal_split: user_id ({user_id.size}), item_id ({item_id.size}) and "
+            f"timestamp ({times.size}) differ in length"
+        )
+    if len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0):
+        raise ParamError(f"temporal_split: ratios={ratios!r} must be 3 shares summing to 1")
+    if times.isna().any():
+        raise DataError("temporal_split: timestamp has missing values")
+    # Dense ranks of the times give one integer order for any comparable dtype.
+    time_rank = times.rank(method="dense").to_numpy()
+    order = np.lexsort((np.arange(user_id.size), time_rank, user_id))
+    _, starts, counts = np.unique(user_id[order], return_index=True, return_counts=True)
+    labels = np.empty(user_id.size, dtype=object)
+    for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
+        n_train, n_valid, _ = split_counts(count, tuple(ratios))
+        rows = order[start : start + count]
+        labels[rows[:n_train]] = "train"
+        labels[rows[n_train : n_train + n_valid]] = "valid"
+        labels[rows[n_train + n_valid :]] = "test"
+    return pd.DataFrame(
+        {"user_id": user_id, "item_id": item_id, "split": pd.array(labels, dtype="string")}
+    )
+
+
+def read_split(uri: str) -> pd.DataFrame:
+    """Read a split parquet, checking its columns and split values.
+
+    Raises:
+        InputMissingError: If the file is missing (a ``FileNotFoundError``).
+        DataError: If columns are missing or a split value is unknown.
+    """
+    split = read_parquet_columns(uri, ("user_id", "item_id", "split"), "split")
+    unknown = set(split["split"].unique()) - set(SPLITS)
+    if unknown:
+        raise DataError(f"split {uri} has unknown split values {sorted(unknown)}")
+    return split
+
+
+def train_rows(frame: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    """Rows of ``frame`` that ``split`` puts in train, joined on (user_id, item_id).
+
+    Raises:
+        DataError: If the split is missing pairs of the training set or has duplicates.
+    """
+    keys = split[["user_id", "item_id", "split"]]
+    if keys.duplicated(["user_id", "item_id"]).any():
+        raise DataError("split has duplicate (user_id, item_id) pairs")
+    joined = frame.merge(keys, on=["user_id", "item_id"], how="left", validate="one_to_one")
+    if joined["split"].isna().any():
+        missing = int(joined["split"].isna().sum())
+        raise DataError(f"split lacks {missing} (user_id, item_id) pairs of the training set")
+    return joined[joined["split"] == "train"].drop(columns="split").reset_index(drop=True)

@@ -1,0 +1,312 @@
+"""The ``train()`` entry point: split, fit under a strategy with backups, export, publish.
+
+``train(TrainConfig(...))`` reads the point-in-time training set, splits it per user
+(RecBole's random 80/10/10, seed ``SPLIT_SEED``, or by time), trains on the train part
+only under a ``tf.distribute`` strategy, and writes into ``output_dir``::
+
+    split.parquet     user_id, item_id, split in {train, valid, test}
+    weights/          spec.json + TF checkpoint, rebuilt by compression
+    model/            float retrieval SavedModel (the serving contract)
+    config.json       the config this folder belongs to
+    result.json       TrainResult
+    _SUCCESS          written last; its presence means the folder is complete
+    backup/           while training: BackupAndRestore's checkpoint (``chief/``) and the
+                      early-stopping state (``early_stopping/``); gone once done
+
+A task is a transaction: outputs are written under ``_staging/`` and renamed into place,
+and ``_SUCCESS`` comes last, so a killed task never leaves a folder that looks complete.
+A retry resumes from the last backup (every epoch, or every ``backup_every_steps``); a
+call on a completed folder returns the stored result without training. A backup that is
+truncated or corrupt stops the retry with ``CheckpointCorruptError`` naming the file,
+rather than silently starting from epoch 0 (``discard_corrupt_backup`` opts in to that).
+
+Early stopping scores full-ranking NDCG@10 on the valid split after every epoch (train
+items masked), keeps the best weights and stops after ``early_stopping_patience`` epochs
+without improvement; the exported model holds the best epoch's weights.
+
+TensorFlow is imported inside ``train``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from recops_models.tf_env import tensorflow, use_legacy_keras
+
+from recops.config import RETRIEVAL_K
+from recops.errors import ParamError, PermanentError
+from recops.splits import split_interactions, temporal_split, train_rows
+from recops.tables import (
+    ITEM_COLUMNS,
+    USER_COLUMNS,
+    latest_rows,
+    read_parquet_columns,
+    read_training_set,
+)
+from recops.training.backup import BACKUP_DIR, EARLY_STOPPING_DIR, prepare_backup
+from recops.training.config import TrainConfig, TrainResult
+from recops.training.early_stopping import (
+    early_stopping_callback,
+    finished_state,
+    load_weights,
+    valid_ndcg_scorer,
+)
+from recops.training.export import (
+    STAGING_DIR,
+    export_model,
+    load_completed,
+    prepare_output_dir,
+    publish,
+)
+from recops.training.inputs import item_log_probabilities, make_dataset
+from recops.training.strategy import is_chief, seed_everything, select_strategy, worker_name
+
+__all__ = ["TrainingDivergedError", "split_frame", "train"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(PermanentError, ValueError):
+    """The training loss is not finite; a lower learning rate is the usual fix."""
+
+
+def split_frame(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """The ``user_id, item_id, split`` frame of ``frame`` under ``protocol``."""
+    if protocol == "random":
+        return split_interactions(frame["user_id"].to_numpy(), frame["item_id"].to_numpy())
+    split = temporal_split(
+        frame["user_id"].to_numpy(),
+        frame["item_id"].to_numpy(),
+        frame["event_timestamp"].to_numpy(),
+        ratios=(0.8, 0.1, 0.1),
+    )
+    return split[["user_id", "item_id", "split"]]
+
+
+def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
+    """Train the two-tower model and export the float retrieval SavedModel.
+
+    Args:
+        config: What to train and where to write.
+        callbacks: Extra Keras callbacks (logging, or fault injection in tests); they
+            run after the backup callback.
+
+    Returns:
+        The result; the stored one when ``output_dir`` is already complete.
+
+    Raises:
+        DataError: On bad input data (a ``ValueError``; ``InputMissingError``, also a
+            ``FileNotFoundError``, when an input file is missing).
+        ParamError: If ``batch_size`` does not suit the replicas or the train rows.
+        OutputConflictError: If ``output_dir`` holds a completed run of another config.
+        TrainingDivergedError: If the final loss is not finite.
+        CheckpointCorruptError: If the backup left by an interrupted call is truncated
+            or corrupt (unless ``discard_corrupt_backup``).
+    """
+    output_dir = Path(config.output_dir)
+    config_dict = config.identity()
+    done = load_completed(output_dir, config_dict)
+    if done is not None:
+        log.info("%s is complete; returning its result without training", output_dir)
+        return TrainResult.from_dict(done)
+    backup_dir = output_dir / BACKUP_DIR
+    chief = is_chief()
+    staging = prepare_output_dir(
+        output_dir,
+        config_dict,
+        backup_dir,
+        staging_name=STAGING_DIR if chief else f"{STAGING_DIR}_{worker_name()}",
+    )
+
+    frame = read_training_set(config.training_set_uri)
+    split = split_frame(frame, config.protocol)
+    if chief:
+        split.to_parquet(staging / "split.parquet", index=False)
+    rows = train_rows(frame, split)
+    if config.max_rows is not None and len(rows) > config.max_rows:
+        keep = np.random.default_rng(config.seed).choice(len(rows), config.max_rows, replace=False)
+        rows = rows.iloc[np.sort(keep)].reset_index(drop=True)
+    items = latest_rows(read_parquet_columns(config.items_uri, ITEM_COLUMNS, "items"), "item_id")
+
+    use_legacy_keras()
+    # The strategy comes first: logical devices can only be set before TF starts.
+    strategy, strategy_name, replicas = select_strategy(config.replicas)
+    if config.batch_size % replicas:
+        raise ParamError(
+            f"TrainConfig.batch_size={config.batch_size} is not divisible by {replicas} replicas"
+        )
+    # After the strategy: reading the checkpoint must not be the process's first TF call.
+    saved_epoch = prepare_backup(backup_dir, config.discard_corrupt_backup)
+    seed_everything(config.seed)
+    tf = tensorflow()
+    import tf_keras
+    from recops_models.two_tower import (
+        InBatchSoftmaxLoss,
+        TwoTowerSpec,
+        build_training_model,
+        model_inputs,
+    )
+
+    spec = TwoTowerSpec.from_columns(
+        user_id=rows["user_id"].to_numpy(),
+        item_id=rows["item_id"].to_numpy(),
+        gender=rows["gender"].to_numpy(),
+        occupation=rows["occupation"].to_numpy(),
+        age=rows["age"].to_numpy(),
+        release_year=rows["release_year"].to_numpy(),
+        embedding_dim=config.embedding_dim,
+        temperature=config.temperature,
+    )
+    logq = item_log_probabilities(rows["item_id"].to_numpy()) if config.logq_correction else None
+    features = model_inputs(spec, {c: rows[c].to_numpy() for c in rows.columns}, logq)
+    dataset = make_dataset(features, batch_size=config.batch_size, seed=config.seed)
+    # float16 only pays off on GPUs; on CPU it is slower and less accurate.
+    mixed = config.mixed_precision and bool(tf.config.list_logical_devices("GPU"))
+
+    with strategy.scope():
+        model = build_training_model(
+            spec, mixed_precision=mixed, cross_replica=config.cross_replica_negatives
+        )
+        model.compile(
+            optimizer=tf_keras.optimizers.Adam(learning_rate=config.learning_rate),
+            loss=InBatchSoftmaxLoss(),
+        )
+
+    stopper = None
+    fit_callbacks: list[Any] = []
+    state_dir = backup_dir / EARLY_STOPPING_DIR
+    if config.early_stopping_patience:
+        scorer = valid_ndcg_scorer(
+            spec,
+            split=split,
+            profiles=latest_rows(frame[list(USER_COLUMNS)], "user_id"),
+            items=items,
+        )
+        stopper = early_stopping_callback(
+            scorer,
+            patience=config.early_stopping_patience,
+            state_dir=state_dir,
+            write_state=chief,
+        )
+        # Before the backup callback: an epoch's state is on disk before its backup.
+        fit_callbacks.append(stopper)
+    timer = _epoch_timer()
+    fit_callbacks += [
+        # The checkpoint outlives fit (removed after publishing), so a process lost
+        # during the export resumes after the last epoch instead of from epoch 0.
+        tf_keras.callbacks.BackupAndRestore(
+            backup_dir=str(backup_dir),
+            save_freq=config.backup_every_steps or "epoch",
+            delete_checkpoint=False,
+        ),
+        timer,
+        *callbacks,
+    ]
+    resume_stopped = finished_state(state_dir, config, saved_epoch)
+    started = time.perf_counter()
+    if resume_stopped is not None:
+        # Training had finished before the interruption: export the best weights.
+        log.info("training had finished before the interruption; exporting its best epoch")
+        model.set_weights(load_weights(state_dir / resume_stopped["weights_file"]))
+        losses = [resume_stopped["loss"]]
+    else:
+        history = model.fit(dataset, epochs=config.epochs, callbacks=fit_callbacks, verbose=0)
+        losses = history.history.get("loss", [])
+    fit_seconds = time.perf_counter() - started
+    # A backup taken after the last epoch leaves nothing to run; measure the loss then.
+    final_loss = float(losses[-1]) if losses else float(model.evaluate(dataset, verbose=0))
+    if not math.isfinite(final_loss):
+        raise TrainingDivergedError(
+            f"training diverged: final loss {final_loss}; lower learning_rate"
+        )
+    epochs_run = len(timer.durations)
+    steps = len(rows) // config.batch_size
+
+    if chief:
+        k = export_model(model.get_weights(), spec, items, staging)
+    else:
+        k = min(RETRIEVAL_K, len(items))
+    first_epoch = timer.first_epoch if timer.first_epoch is not None else config.epochs
+    restored_step = timer.restored_step
+    if resume_stopped is not None:
+        best_epoch, scores, stopped = (
+            resume_stopped["best_epoch"], resume_stopped["history"], resume_stopped["stopped"]
+        )  # fmt: skip
+        first_epoch = int(resume_stopped["epoch"]) + 1
+        restored_step = int(resume_stopped["step"])
+    elif stopper is not None:
+        best_epoch, scores, stopped = stopper.best_epoch, stopper.history, stopper.stopped_early
+    else:
+        best_epoch, scores, stopped = None, [], False
+    result = TrainResult(
+        model_dir=str(output_dir / "model"),
+        weights_uri=str(output_dir / "weights"),
+        split_uri=str(output_dir / "split.parquet"),
+        strategy=strategy_name,
+        replicas=replicas,
+        epochs_run=epochs_run,
+        final_loss=final_loss,
+        resumed_from_epoch=first_epoch,
+        train_rows=len(rows),
+        n_users=len(spec.user_ids),
+        n_items=len(spec.item_ids),
+        n_candidates=len(items),
+        examples_per_s=(steps * config.batch_size * epochs_run / fit_seconds)
+        if epochs_run
+        else 0.0,
+        seconds_per_epoch=(float(np.mean(timer.durations)) if timer.durations else 0.0),
+        k=k,
+        resumed_from_step=restored_step,
+        best_epoch=best_epoch,
+        valid_ndcg_at_10=[float(v) for v in scores],
+        stopped_early=bool(stopped),
+        protocol=config.protocol,
+        mixed_precision=mixed,
+    )
+    if chief:
+        publish(staging, output_dir, ("split.parquet", "weights", "model"), result.to_dict())
+        # A completed run needs no backup (and the next retry must not resume it).
+        shutil.rmtree(backup_dir, ignore_errors=True)
+    else:
+        shutil.rmtree(staging, ignore_errors=True)
+    log.info("trained %s", result.to_dict())
+    return result
+
+
+def _epoch_timer() -> Any:
+    """A Keras callback recording the restored step, the first epoch run and epoch times."""
+    use_legacy_keras()
+    import tf_keras
+
+    class EpochTimer(tf_keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.first_epoch: int | None = None
+            self.restored_step = 0
+            self.durations: list[float] = []
+            self._start = 0.0
+
+        def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+            # Runs after BackupAndRestore.on_train_begin has restored the optimizer.
+            self.restored_step = int(self.model.optimizer.iterations.numpy())
+
+        def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if self.first_epoch is None:
+                self.first_epoch = epoch
+            self._start = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            duration = time.perf_counter() - self._start
+            self.durations.append(duration)
+            loss = (logs or {}).get("loss", math.nan)
+            log.info("epoch %d: %.1fs, loss %.4f", epoch, duration, loss)
+
+    return EpochTimer()

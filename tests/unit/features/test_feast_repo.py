@@ -1,0 +1,52 @@
+"""Which Feast repo yaml the settings select, and that Feast accepts it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from recops.config import Settings
+from recops.errors import PermanentError
+from recops.features import FeatureRepoError, feast_ui_command, open_store
+
+
+@pytest.mark.parametrize(
+    ("store", "profile", "yaml_name", "online_type"),
+    [
+        ("sqlite", "embedded", "feature_store.yaml", "sqlite"),
+        ("redis", "embedded", "feature_store.redis.yaml", "redis"),
+        ("redis", "scale", "feature_store.scale.yaml", "redis"),
+    ],
+)
+def test_online_store_setting_picks_a_valid_feast_config(
+    monkeypatch: pytest.MonkeyPatch, store: str, profile: str, yaml_name: str, online_type: str
+) -> None:
+    from feast.repo_config import load_repo_config
+    from recops.features import recops_home_env, yaml_path
+
+    monkeypatch.setenv("RECOPS_PROFILE", profile)
+    monkeypatch.setenv("RECOPS_ONLINE_STORE", store)
+    monkeypatch.setenv("RECOPS_REDIS_URL", "127.0.0.1:6379,db=7")
+    monkeypatch.setenv("RECOPS_FEAST_REGISTRY_URL", "postgresql+psycopg2://u:p@db:5432/feast")
+    settings = Settings.from_env()
+    path = yaml_path(settings)
+    assert path.name == yaml_name
+    with recops_home_env(settings):
+        config = load_repo_config(settings.feature_repo, path)
+    assert config.online_store.type == online_type
+    if online_type == "redis":
+        assert config.online_store.connection_string == "127.0.0.1:6379,db=7"
+    monkeypatch.setenv("RECOPS_ONLINE_STORE", "memcached")
+    with pytest.raises(ValueError, match="RECOPS_ONLINE_STORE"):
+        Settings.from_env()
+
+
+def test_missing_repo_files_are_permanent_file_not_found_errors(tmp_path: Path) -> None:
+    # Still FileNotFoundError (the ui command falls back on it), and permanent: no retry.
+    settings = Settings(home=tmp_path / "home", feature_repo=tmp_path / "no-repo")
+    with pytest.raises(FeatureRepoError, match="Feast repo config") as caught:
+        open_store(settings)
+    assert isinstance(caught.value, FileNotFoundError)
+    assert isinstance(caught.value, PermanentError)
+    with pytest.raises(FileNotFoundError, match="no Feast registry"):
+        feast_ui_command(settings, 8888)

@@ -1,0 +1,124 @@
+"""Point-in-time joins (``recops.features.training_sets``), against a pandas reference.
+
+The dataset is crafted so that a leak would show: profiles change after some labels,
+events sit exactly on midnight and share a second, and one user comes back after the
+rolling snapshot's TTL has expired. Every joined value must equal
+``merge_asof(direction="backward", by=key, tolerance=ttl)`` on the offline sources, and
+every rolling count must equal a brute-force count of events before the label's day.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from _pit_data import crafted, ts
+from recops.config import Settings
+from recops.data import GENRES, publish
+from recops.features import (
+    RollingConfig,
+    apply_repo,
+    compute_rolling_features,
+    finish_ranking_set,
+    point_in_time_join,
+    recops_home_env,
+    rolling_source_path,
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECOPS_ONLINE_STORE", "sqlite")
+    return Settings.from_env()
+
+
+def _asof(
+    entity: pd.DataFrame, source: pd.DataFrame, key: str, ttl: timedelta | None
+) -> pd.DataFrame:
+    left = entity.reset_index().sort_values("event_timestamp")
+    right = source.sort_values("event_timestamp").astype({"event_timestamp": "datetime64[ns, UTC]"})
+    merged = pd.merge_asof(
+        left,
+        right,
+        on="event_timestamp",
+        by=key,
+        direction="backward",
+        tolerance=pd.Timedelta(ttl) if ttl else None,
+        allow_exact_matches=True,
+    )
+    return merged.set_index("index").sort_index()
+
+
+def test_ranking_join_equals_merge_asof_and_never_sees_the_future(settings: Settings) -> None:
+    inter, users, items = crafted()
+    publish(settings, inter, users, items, source="test")
+    end = datetime(2024, 4, 21, tzinfo=UTC)
+    compute_rolling_features(RollingConfig(interval_end=end), settings)
+    store = apply_repo(settings)
+    entity = inter.assign(event_timestamp=inter["event_timestamp"].astype("datetime64[ns, UTC]"))
+    with recops_home_env(settings):
+        joined = point_in_time_join(store, entity, "ranking_v1")
+        ttls = {v.name: v.ttl for v in store.list_feature_views()}
+    assert len(joined) == len(entity)
+
+    checked = 0
+    sources = {
+        "user_profile": (pd.read_parquet(settings.users_path), "user_id"),
+        "item_profile": (pd.read_parquet(settings.items_path), "item_id"),
+        "user_activity": (
+            pd.read_parquet(rolling_source_path(settings, "user_activity")),
+            "user_id",
+        ),
+        "item_popularity": (
+            pd.read_parquet(rolling_source_path(settings, "item_popularity")),
+            "item_id",
+        ),
+    }
+    for view, (source, key) in sources.items():
+        view_ttl = ttls[view]
+        ttl = view_ttl if view_ttl and view_ttl.total_seconds() else None
+        reference = _asof(entity[[key, "event_timestamp"]], source, key, ttl)
+        features = [
+            c for c in source.columns if c not in (key, "event_timestamp", "title") and c in joined
+        ]
+        assert features, view
+        for col in features:
+            got, want = joined[col], reference[col]
+            same = (got == want) | (got.isna() & want.isna())
+            assert same.all(), (
+                f"{view}.{col} differs from merge_asof at rows {list(joined.index[~same][:5])}"
+            )
+            checked += len(got)
+    assert checked > 10 * len(entity)
+    # The crafted cases really happened: an expired TTL (user 3 on day 45) reads missing,
+    # and a profile changed after a label of the same user.
+    u3 = joined[(joined.user_id == 3) & (joined.event_timestamp == ts(45, 12))]
+    assert len(u3) == 1 and u3["user_events_30d"].isna().all()
+    u4 = joined[(joined.user_id == 4) & (joined.event_timestamp == ts(33, 5))]
+    assert len(u4) == 1 and (u4["user_events_30d"] == 0).all()
+    assert set(joined.loc[joined.user_id == 1, "age"]) == {30, 31}
+
+    # Independent of the sources: each filled count equals the events before the label's day.
+    ranking = finish_ranking_set(joined)
+    events = inter.assign(day=inter["event_timestamp"].dt.floor("D"))
+    for row in ranking.itertuples():
+        day = pd.Timestamp(row.event_timestamp).floor("D")
+        for key, prefix in (("user_id", "user"), ("item_id", "item")):
+            mine = events[events[key] == getattr(row, key)]
+            for width in (7, 30):
+                want = int(((mine.day < day) & (mine.day >= day - pd.Timedelta(days=width))).sum())
+                assert getattr(row, f"{prefix}_events_{width}d") == want, (row, key, width)
+        mine = events[
+            (events.user_id == row.user_id)
+            & (events.day < day)
+            & (events.day >= day - pd.Timedelta(days=30))
+        ]
+        if len(mine):
+            assert row.user_mean_rating_30d == pytest.approx(mine.rating.mean())
+            assert 0 <= row.user_top_genre_30d < len(GENRES)
+        else:
+            assert np.isnan(row.user_mean_rating_30d) and row.user_top_genre_30d == -1

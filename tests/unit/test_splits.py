@@ -1,0 +1,109 @@
+"""Splits: RecBole's per-user random 80/10/10, the temporal split, and reading them back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from recops.errors import DataError
+from recops.splits import (
+    read_split,
+    split_counts,
+    split_interactions,
+    temporal_split,
+    train_rows,
+)
+
+
+def test_split_is_recbole_80_10_10_per_user() -> None:
+    users = np.repeat([1, 2, 3], [30, 20, 5])
+    items = np.arange(users.size)
+    split = split_interactions(users, items, seed=2020)
+
+    counts = split.groupby(["user_id", "split"]).size().unstack(fill_value=0)
+    assert counts.loc[1, ["train", "valid", "test"]].tolist() == [24, 3, 3]
+    assert counts.loc[2, ["train", "valid", "test"]].tolist() == [16, 2, 2]
+    # RecBole gives a 0.5-row share one row while train keeps more than one.
+    assert counts.loc[3, ["train", "valid", "test"]].tolist() == [3, 1, 1]
+    assert split["item_id"].tolist() == items.tolist()
+    again = split_interactions(users, items, seed=2020)
+    assert again["split"].tolist() == split["split"].tolist()
+    other = split_interactions(users, items, seed=7)
+    assert other["split"].tolist() != split["split"].tolist()
+
+
+def test_split_counts_follow_recbole() -> None:
+    assert split_counts(30) == [24, 3, 3]
+    assert split_counts(5) == [3, 1, 1]
+    # Two rows: train keeps one, so only the last part gets the other.
+    assert split_counts(2) == [1, 0, 1]
+    assert split_counts(1) == [1, 0, 0]
+
+
+def test_temporal_split_orders_each_user_by_time() -> None:
+    rng = np.random.default_rng(0)
+    times = rng.permutation(10)
+    users = np.array([1] * 10 + [2] * 5 + [3] * 2)
+    stamps = np.concatenate([times, [50, 10, 40, 20, 30], [7, 7]])
+    items = np.arange(users.size) + 100
+    split = temporal_split(users, items, stamps)
+
+    assert list(split.columns) == ["user_id", "item_id", "split"]
+    reference = split_interactions(users, items)
+    assert split.dtypes.to_dict() == reference.dtypes.to_dict()
+    assert split["item_id"].tolist() == items.tolist()
+    labels = dict(zip(items.tolist(), split["split"].tolist(), strict=True))
+    # User 1: times 0..7 train, 8 valid, 9 test.
+    for item, t in zip(items[:10].tolist(), times.tolist(), strict=True):
+        assert labels[item] == ("train" if t < 8 else "valid" if t == 8 else "test")
+    # User 2 (5 rows): RecBole gives valid and test one row each, train the oldest 3.
+    assert [labels[i] for i in items[10:15].tolist()] == [
+        "test",
+        "train",
+        "valid",
+        "train",
+        "train",
+    ]
+    # User 3 (2 rows, same time): 1 train, 0 valid, 1 test; ties keep the input order.
+    assert [labels[i] for i in items[15:].tolist()] == ["train", "test"]
+    # Same per-user counts as the random protocol.
+    assert (
+        split.groupby(["user_id", "split"]).size().to_dict()
+        == reference.groupby(["user_id", "split"]).size().to_dict()
+    )
+
+
+def test_temporal_split_accepts_datetimes_and_rejects_bad_input() -> None:
+    stamps = pd.to_datetime([3, 1, 2], unit="D", utc=True).to_numpy()
+    split = temporal_split(np.array([1, 1, 1]), np.array([1, 2, 3]), stamps)
+    assert split["split"].tolist() == ["test", "train", "valid"]
+    with pytest.raises(ValueError, match="differ in length"):
+        temporal_split(np.array([1, 1]), np.array([1]), np.array([1, 2]))
+    with pytest.raises(ValueError, match="ratios"):
+        temporal_split(np.array([1]), np.array([1]), np.array([1]), ratios=(0.5, 0.1, 0.1))
+
+
+def test_read_split_checks_values(tmp_path: Path) -> None:
+    good = pd.DataFrame({"user_id": [1, 1], "item_id": [2, 3], "split": ["train", "test"]})
+    good.to_parquet(tmp_path / "good.parquet")
+    assert read_split(str(tmp_path / "good.parquet")).equals(good)
+    good.assign(split=["train", "holdout"]).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(DataError, match=r"bad\.parquet.*'holdout'"):
+        read_split(str(tmp_path / "bad.parquet"))
+    with pytest.raises(FileNotFoundError, match="missing"):
+        read_split(str(tmp_path / "missing.parquet"))
+
+
+def test_train_rows_joins_and_checks_the_split() -> None:
+    frame = pd.DataFrame({"user_id": [1, 1, 2], "item_id": [10, 11, 10], "age": [30, 30, 40]})
+    split = pd.DataFrame(
+        {"user_id": [1, 1, 2], "item_id": [10, 11, 10], "split": ["train", "test", "train"]}
+    )
+    rows = train_rows(frame, split)
+    assert rows.to_dict("list") == {"user_id": [1, 2], "item_id": [10, 10], "age": [30, 40]}
+    with pytest.raises(DataError, match="lacks 1"):
+        train_rows(frame, split.iloc[:2])
+    with pytest.raises(DataError, match="duplicate"):
+        train_rows(frame, pd.concat([split, split.iloc[:1]]))

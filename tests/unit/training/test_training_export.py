@@ -1,0 +1,107 @@
+"""The output folder (staging, publish, ``_SUCCESS``) and the exported SavedModel."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from _tiny_data import TinyData
+from recops.config import RETRIEVAL_K
+from recops.io import SUCCESS_MARKER
+from recops.training import TrainResult
+from recops.training.export import (
+    OutputConflictError,
+    load_completed,
+    prepare_output_dir,
+    publish,
+)
+from recops_models.tf_env import use_legacy_keras
+
+use_legacy_keras()
+
+#: ``TINY_DIM`` of the session fixture ``tiny_two_tower`` (tests/unit/conftest.py).
+DIM = 16
+
+
+def test_publish_then_load_completed(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    backup = out / "backup"
+    backup.mkdir(parents=True)
+    staging = prepare_output_dir(out, {"a": 1}, backup)
+    assert staging == out / "_staging" and not any(staging.iterdir())
+    assert json.loads((out / "config.json").read_text()) == {"a": 1}
+    assert backup.is_dir()  # same config: the backup is kept
+    assert load_completed(out, {"a": 1}) is None  # no _SUCCESS yet
+
+    (staging / "model").mkdir()
+    (staging / "model" / "saved_model.pb").write_text("new")
+    (staging / "split.parquet").write_text("rows")
+    (out / "model").mkdir()
+    (out / "model" / "stale.txt").write_text("old")
+    publish(staging, out, ("model", "split.parquet"), {"k": 10})
+    assert sorted(p.name for p in (out / "model").iterdir()) == ["saved_model.pb"]
+    assert (out / "split.parquet").read_text() == "rows"
+    assert (out / SUCCESS_MARKER).is_file() and not staging.exists()
+    assert load_completed(out, {"a": 1}) == {"k": 10}
+    with pytest.raises(OutputConflictError, match="different config"):
+        load_completed(out, {"a": 2})
+    assert issubclass(OutputConflictError, ValueError)
+
+
+def test_another_config_drops_the_backup(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    prepare_output_dir(out, {"a": 1}, None)
+    (out / "backup").mkdir()
+    (out / "_staging" / "leftover").write_text("x")
+    staging = prepare_output_dir(out, {"a": 2}, out / "backup")
+    assert not (out / "backup").exists() and not any(staging.iterdir())
+    assert json.loads((out / "config.json").read_text()) == {"a": 2}
+    worker = prepare_output_dir(out, {"a": 2}, None, staging_name="_staging_worker1")
+    assert worker == out / "_staging_worker1" and staging.is_dir()
+
+
+def test_export_obeys_the_serving_contract(
+    tiny_two_tower: TrainResult, tiny_data: TinyData
+) -> None:
+    import tensorflow as tf
+
+    trained, data = tiny_two_tower, tiny_data
+
+    model = tf.saved_model.load(trained.model_dir)
+    assert set(model.signatures) == {"serving_default", "user_embedding", "item_embeddings"}
+    serve = model.signatures["serving_default"]
+    _, inputs = serve.structured_input_signature
+    assert {name: (spec.dtype, spec.shape.as_list()) for name, spec in inputs.items()} == {
+        "user_id": (tf.int64, [None]),
+        "age": (tf.int64, [None]),
+        "gender": (tf.string, [None]),
+        "occupation": (tf.string, [None]),
+    }
+    assert serve.structured_outputs["item_ids"].shape.as_list() == [None, RETRIEVAL_K]
+    assert serve.structured_outputs["scores"].dtype == tf.float32
+
+    # User 999 and the occupation "pilot" are unknown: they fall into the OOV buckets.
+    request = {
+        "user_id": tf.constant([1, 2, 999], tf.int64),
+        "age": tf.constant([30, 40, 50], tf.int64),
+        "gender": tf.constant(["M", "F", "M"]),
+        "occupation": tf.constant(["engineer", "artist", "pilot"]),
+    }
+    out = serve(**request)
+    assert out["item_ids"].dtype == tf.int64 and out["item_ids"].shape == (3, RETRIEVAL_K)
+    scores = out["scores"].numpy()
+    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    assert set(out["item_ids"].numpy().ravel()) <= set(range(1, data.n_items + 1))
+
+    user = model.signatures["user_embedding"](**request)["embedding"].numpy()
+    assert user.shape == (3, DIM) and user.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(user, axis=1), 1.0, rtol=1e-5)
+
+    catalogue = model.signatures["item_embeddings"]()
+    assert catalogue["item_ids"].numpy().tolist() == list(range(1, data.n_items + 1))
+    assert catalogue["embeddings"].shape == (data.n_items, DIM)
+    # The served top-K is the brute-force top-K over the stored candidates.
+    best = np.argsort(-(user @ catalogue["embeddings"].numpy().T), axis=1)[:, :5]
+    np.testing.assert_array_equal(catalogue["item_ids"].numpy()[best], out["item_ids"][:, :5])
