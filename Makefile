@@ -34,12 +34,16 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers, one test file each at a time (module fixtures are set up once): most
+# integration time is spent waiting on schedulers and subprocesses, which overlaps.
+PYTEST_WORKERS ?= 2
+
 test: lint
-	$(BIN)/pytest -q -m "not extended"
+	$(BIN)/pytest -q -m "not extended" -n $(PYTEST_WORKERS) --dist loadfile
 
 # Everything, including the tests marked `extended` (about two minutes more).
 test-all: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from recops_models.tf_env import use_legacy_keras
+
 from benchmarks._ml100k import prepare_data
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -51,7 +53,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_legacy_keras()
     from recops.compression import (
         VARIANTS,
         SelectConfig,
@@ -65,7 +67,7 @@ def main() -> None:
     workdir = Settings.from_env().home / "benchmarks" / "compression"
     uris = prepare_data(workdir)
     started = time.perf_counter()
-    # Trained as the pipeline trains (its DEFAULT_PARAMS: early stopping off).
+    # Trained as the pipeline trains (recops.params.NIGHTLY defaults: early stopping off).
     trained = train(
         TrainConfig(**uris, output_dir=str(workdir / "train"), early_stopping_patience=0)
     )

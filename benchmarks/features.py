@@ -86,7 +86,7 @@ def _flush(url: str, db: int) -> None:
 
 def _bench_store(settings: Any, end: datetime, users: int, reads: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
-    from recops.features import _recops_home_env, apply_repo, materialize, rolling_source_path
+    from recops.features import apply_repo, materialize, recops_home_env, rolling_source_path
 
     store = apply_repo(settings)
     scanned = sum(
@@ -96,7 +96,7 @@ def _bench_store(settings: Any, end: datetime, users: int, reads: int) -> dict[s
         pq.ParquetFile(rolling_source_path(settings, v)).metadata.num_rows
         for v in ("user_activity", "item_popularity")
     )
-    with _recops_home_env(settings):
+    with recops_home_env(settings):
         start = time.perf_counter()
         materialize(store, end)
         seconds = time.perf_counter() - start
@@ -189,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "rolling_features_seconds": round(rolling_seconds, 3),
         },
         "stores": results,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
     }  # fmt: skip
     print(f"{'':24}{'sqlite':>14}{'redis':>14}")
@@ -235,7 +236,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     rates = [res[k]["online_rows_per_s"] for k in stores]
     bars = left.bar(range(len(stores)), rates, 0.6, color=[_STORES[k][2] for k in stores],
                     edgecolor="black", linewidth=0.4)  # fmt: skip
-    left.bar_label(bars, labels=[f"{res[k]['online_rows_per_s']:,.0f}\n({res[k]['materialize_seconds']:.1f} s)"
+    left.bar_label(bars, labels=[f"{res[k]['online_rows_per_s']:,.0f}\n"
+                                 f"({res[k]['materialize_seconds']:.1f} s)"
                                  for k in stores], fontsize=8, padding=2)  # fmt: skip
     left.set_xticks(range(len(stores)))
     left.set_xticklabels([_STORES[k][0] for k in stores])
@@ -273,7 +275,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
         for x, b in zip(xs, batches, strict=True):
             a, c = (res[k]["get_online_features"][b] for k in stores)
             right.text(x, top * (1.6 if wide else 1.12),
-                       f"SQLite / Redis: p50 {ratio_text(a['p50_ms'], c['p50_ms'])}, p99 {ratio_text(a['p99_ms'], c['p99_ms'])}",
+                       f"SQLite / Redis: p50 {ratio_text(a['p50_ms'], c['p50_ms'])}, "
+                       f"p99 {ratio_text(a['p99_ms'], c['p99_ms'])}",
                        ha="center", va="bottom", fontsize=8, fontweight="bold")  # fmt: skip
     right.set_ylim(top=top * (5 if wide else 1.4))
     right.set_xticks(xs)

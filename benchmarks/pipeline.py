@@ -87,8 +87,8 @@ def run_timings(sql_alchemy_conn: str, dag_id: str, run_id: str | None = None) -
     try:
         with engine.connect() as conn:
             query = (
-                "SELECT run_id, state, start_date, end_date, created_at, logical_date, run_type, conf "
-                "FROM dag_run WHERE dag_id = :dag_id"
+                "SELECT run_id, state, start_date, end_date, created_at, logical_date, "
+                "run_type, conf FROM dag_run WHERE dag_id = :dag_id"
             )
             params: dict[str, Any] = {"dag_id": dag_id}
             if run_id is not None:
@@ -105,9 +105,10 @@ def run_timings(sql_alchemy_conn: str, dag_id: str, run_id: str | None = None) -
             rows = (
                 conn.execute(
                     text(
-                        "SELECT task_id, map_index, rendered_map_index, state, start_date, end_date, "
-                        "duration, try_number FROM task_instance "
-                        "WHERE dag_id = :dag_id AND run_id = :run_id ORDER BY start_date, task_id, map_index"
+                        "SELECT task_id, map_index, rendered_map_index, state, start_date, "
+                        "end_date, duration, try_number FROM task_instance "
+                        "WHERE dag_id = :dag_id AND run_id = :run_id "
+                        "ORDER BY start_date, task_id, map_index"
                     ),
                     {"dag_id": dag_id, "run_id": run["run_id"]},
                 )
@@ -261,7 +262,8 @@ def plot(timings: dict[str, Any], path: Path, variants: Sequence[str] = ()) -> N
             label += f" {variant}"
         labels.append(label)
         ax.barh(i, task["end_s"] - task["start_s"], left=task["start_s"], height=0.6,
-                color=colors.get(task["state"] or "", "tab:orange"), edgecolor="black", linewidth=0.4)  # fmt: skip
+                color=colors.get(task["state"] or "", "tab:orange"), edgecolor="black",
+                linewidth=0.4)  # fmt: skip
         ax.text(
             task["end_s"] + timings["wall_s"] * 0.005,
             i,
@@ -282,7 +284,8 @@ def plot(timings: dict[str, Any], path: Path, variants: Sequence[str] = ()) -> N
     ax.set_xlim(0, timings["wall_s"] * 1.08)
     ax.set_xlabel("seconds since the run started")
     ax.set_title(
-        f"{timings['dag_id']}: wall {timings['wall_s']:.0f} s, tasks {timings['task_seconds_sum']:.0f} s, "
+        f"{timings['dag_id']}: wall {timings['wall_s']:.0f} s, "
+        f"tasks {timings['task_seconds_sum']:.0f} s, "
         f"Airflow overhead {100 * (timings['overhead_share'] or 0):.1f} % (grey: no task running)",
         fontsize=10,
     )
@@ -305,9 +308,9 @@ def _default_conn() -> str:
 
 def _variants_of(conf: dict[str, Any]) -> list[str]:
     # The mapped compress tasks fan out over the run's `variants` Param (default when unset).
-    from recops.pipeline import DEFAULT_PARAMS
+    from recops.params import NIGHTLY_DEFAULTS
 
-    return [str(v) for v in conf.get("variants") or DEFAULT_PARAMS["variants"]]
+    return [str(v) for v in conf.get("variants") or NIGHTLY_DEFAULTS["variants"]]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

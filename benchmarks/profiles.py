@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recops_models.tf_env import use_legacy_keras
+
 from benchmarks._common import RESULTS_DIR, free_port, machine, pyplot, write_atomic, write_json
 from benchmarks.pipeline import run_timings
 
@@ -99,7 +101,8 @@ def run_embedded(dataset: str, root: Path) -> dict[str, Any]:
     subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True)
     started = time.monotonic()
     done = subprocess.run(
-        [airflow, "dags", "test", "recsys_nightly", logical_date_for(last_day), "--conf", json.dumps(DATASETS[dataset]["conf"])],
+        [airflow, "dags", "test", "recsys_nightly", logical_date_for(last_day),
+         "--conf", json.dumps(DATASETS[dataset]["conf"])],
         env=env, capture_output=True, text=True,
     )  # fmt: skip
     command_s = time.monotonic() - started
@@ -152,7 +155,8 @@ def run_scale(dataset: str, root: Path) -> dict[str, Any]:
             api.close()
         if result["run"]["state"] != "success":
             raise RuntimeError(
-                f"scale {dataset} run ended {result['run']['state']}; logs in {config.state_dir / 'logs'}"
+                f"scale {dataset} run ended {result['run']['state']}; "
+                f"logs in {config.state_dir / 'logs'}"
             )
         timings = run_timings(config.pg_url("airflow"), "recsys_nightly", run_id)
     finally:
@@ -169,14 +173,16 @@ def run_scale(dataset: str, root: Path) -> dict[str, Any]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """The side-by-side table."""
     lines = [
-        "| dataset | profile | run wall (s) | task time covered (s) | overhead | sum of task times (s) | slowest task |",
+        "| dataset | profile | run wall (s) | task time covered (s) | overhead "
+        "| sum of task times (s) | slowest task |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         slowest = max(r["tasks"], key=lambda t: t["seconds"])
         lines.append(
             f"| {r['dataset']} | {r['profile']} | {r['wall_s']:.0f} | {r['covered_s']:.0f} | "
-            f"{100 * (r['overhead_share'] or 0):.1f} % | {r['task_seconds_sum']:.0f} | {slowest['task']} {slowest['seconds']:.0f} s |"
+            f"{100 * (r['overhead_share'] or 0):.1f} % | {r['task_seconds_sum']:.0f} | "
+            f"{slowest['task']} {slowest['seconds']:.0f} s |"
         )
     return "\n".join(lines) + "\n"
 
@@ -223,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profiles", default="embedded,scale")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_legacy_keras()
     rows = []
     with tempfile.TemporaryDirectory(prefix="recops-profiles-") as tmp:
         for dataset in [d for d in args.datasets.split(",") if d]:
@@ -234,7 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 row = (run_embedded if profile == "embedded" else run_scale)(dataset, Path(tmp))
                 row["conf_used"] = DATASETS[dataset]["conf"]
                 print(
-                    f"[profiles] {dataset} {profile}: wall {row['wall_s']:.0f} s, overhead {100 * (row['overhead_share'] or 0):.1f} %",
+                    f"[profiles] {dataset} {profile}: wall {row['wall_s']:.0f} s, "
+                    f"overhead {100 * (row['overhead_share'] or 0):.1f} %",
                     flush=True,
                 )
                 rows.append(row)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from recops_models.tf_env import use_legacy_keras
 
 from benchmarks._ml100k import prepare_data
 
@@ -95,10 +96,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         evaluate,
         evaluate_rerank,
         evaluate_scores,
-        temporal_split,
     )
     from recops.ranking import RankerConfig, train_ranker
-    from recops.training import TrainConfig, select_strategy, split_interactions, train
+    from recops.splits import split_interactions, temporal_split
+    from recops.training import TrainConfig, select_strategy, train
 
     # The strategy first: logical CPU devices can only be set before TF starts, and BPR
     # would start it.
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     has_protocol = "protocol" in {f.name for f in fields(TrainConfig)}
-    # The pipeline's defaults (recops.pipeline.DEFAULT_PARAMS): early stopping off, since on
+    # The pipeline's defaults (recops.params.NIGHTLY): early stopping off, since on
     # ml-100k valid NDCG@10 peaks near epoch 6 while test keeps improving to epoch 15.
     overrides: dict[str, Any] = {"early_stopping_patience": 0}
     if args.epochs is not None:
@@ -367,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from recops.config import Settings
 
         args.workdir = str(Settings.from_env().home / "benchmarks" / "quality")
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_legacy_keras()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     started = time.perf_counter()
     report = run(args)

@@ -44,6 +44,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from recops_models.tf_env import use_legacy_keras
+
 from benchmarks._common import (
     RESULTS_DIR,
     closed_loop,
@@ -82,7 +84,7 @@ def find_models(settings: Any) -> dict[str, Any]:
         DemoStateMissing: Nothing served, or the registry or run folders lack the models.
     """
     from recops.promotion import served_stable
-    from recops.registry import _client
+    from recops.registry import mlflow_client
 
     version = served_stable(settings, settings.model_name)
     if version is None:
@@ -92,14 +94,15 @@ def find_models(settings: Any) -> dict[str, Any]:
     served_dir = settings.model_base_path / settings.model_name / str(version)
     if not (served_dir / "saved_model.pb").is_file():
         raise DemoStateMissing(f"served version {version} has no SavedModel at {served_dir}")
-    client = _client(settings)
+    client = mlflow_client(settings)
     scratch = tempfile.mkdtemp(prefix="recops-bench-")
     try:
         mv = client.get_model_version(settings.model_name, str(version))
         table_dir = Path(client.download_artifacts(mv.run_id, "compression/table", scratch))
         rows = json.loads((table_dir / "variants.json").read_text())
     except Exception as exc:
-        raise DemoStateMissing(f"registry {settings.mlflow_tracking_uri} has no {settings.model_name} v{version} "
+        raise DemoStateMissing(f"registry {settings.mlflow_tracking_uri} has no "
+                               f"{settings.model_name} v{version} "
                                f"with its compression table: {exc}") from exc  # fmt: skip
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -158,8 +161,9 @@ def compare_compressed(
 
     def config(label: str, protocol: str, batch: int, qps: float, seconds: float) -> Any:
         return LoadConfig(
-            model=name, instances=instances[:batch], rest_port=private.rest_port, grpc_port=private.grpc_port,
-            label=label, qps=qps, duration_s=seconds, concurrency=args.concurrency, protocol=protocol, timeout_s=30.0,
+            model=name, instances=instances[:batch], rest_port=private.rest_port,
+            grpc_port=private.grpc_port, label=label, qps=qps, duration_s=seconds,
+            concurrency=args.concurrency, protocol=protocol, timeout_s=30.0,
         )  # fmt: skip
 
     rows: list[dict[str, Any]] = []
@@ -178,9 +182,10 @@ def compare_compressed(
                     sender = _RestSender(cfg) if protocol == "rest" else _GrpcSender(cfg)
                     capacity = closed_loop(sender, args.max_seconds, args.concurrency)
                     row[label] = {
-                        "offered_qps": RATES[batch], "p50_ms": at_rate["p50_ms"], "p99_ms": at_rate["p99_ms"],
-                        "errors": at_rate["errors"], "capacity_qps": capacity["qps"],
-                        "capacity_p50_ms": capacity["p50_ms"], "capacity_p99_ms": capacity["p99_ms"],
+                        "offered_qps": RATES[batch], "p50_ms": at_rate["p50_ms"],
+                        "p99_ms": at_rate["p99_ms"], "errors": at_rate["errors"],
+                        "capacity_qps": capacity["qps"], "capacity_p50_ms": capacity["p50_ms"],
+                        "capacity_p99_ms": capacity["p99_ms"],
                     }  # fmt: skip
                 f, c = row["float"], row["compressed"]
                 row["ratio_float_over_compressed"] = {
@@ -188,8 +193,9 @@ def compare_compressed(
                     "p99": _ratio(f["p99_ms"], c["p99_ms"]),
                     "capacity_qps": _ratio(f["capacity_qps"], c["capacity_qps"]),
                 }
-                print(f"  {protocol:<4} batch {batch:>2}: p99 float {f['p99_ms']:.1f} ms / compressed "
-                      f"{c['p99_ms']:.1f} ms; capacity {f['capacity_qps']:.0f} / {c['capacity_qps']:.0f} QPS",
+                print(f"  {protocol:<4} batch {batch:>2}: p99 float {f['p99_ms']:.1f} ms / "
+                      f"compressed {c['p99_ms']:.1f} ms; capacity {f['capacity_qps']:.0f} / "
+                      f"{c['capacity_qps']:.0f} QPS",
                       flush=True)  # fmt: skip
                 rows.append(row)
     finally:
@@ -292,8 +298,8 @@ def recommend_path(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
                 "end_to_end": _stats(total[protocol]),
             }
             e2e = out["protocols"][protocol]["end_to_end"]
-            print(f"  recommend over {protocol}: p50 {e2e['p50_ms']:.1f} ms, p99 {e2e['p99_ms']:.1f} ms "
-                  f"({args.users} users)", flush=True)  # fmt: skip
+            print(f"  recommend over {protocol}: p50 {e2e['p50_ms']:.1f} ms, "
+                  f"p99 {e2e['p99_ms']:.1f} ms ({args.users} users)", flush=True)  # fmt: skip
     out["cli_process"] = _cli_runs(settings, sample[: args.cli_runs], args.k)
     return out
 
@@ -316,7 +322,8 @@ def _cli_runs(settings: Any, users: list[int], k: int) -> dict[str, Any]:
     for uid in users:
         begin = time.perf_counter()
         proc = subprocess.run([exe, "recommend", "--user-id", str(uid), "--k", str(k), "--json"],
-                              capture_output=True, text=True, env={**os.environ, "RECOPS_HOME": str(settings.home)})  # fmt: skip
+                              capture_output=True, text=True,
+                              env={**os.environ, "RECOPS_HOME": str(settings.home)})  # fmt: skip
         walls.append((time.perf_counter() - begin) * 1000.0)
         if proc.returncode != 0:
             raise RuntimeError(f"recops recommend failed: {proc.stderr[-1000:]}")
@@ -385,7 +392,8 @@ def plot_compressed(part: dict[str, Any], path: Path) -> None:
     axes[2].margins(y=0.15)
     axes[2].grid(True, axis="y", alpha=0.3)
     fig.suptitle(
-        f"recops_retrieval v{part['version']}: float vs served compressed variant, same load, same server",
+        f"recops_retrieval v{part['version']}: float vs served compressed variant, "
+        "same load, same server",
         fontsize=11,
     )
     fig.tight_layout()
@@ -458,24 +466,28 @@ def markdown(report: dict[str, Any]) -> str:
         f"## recops_retrieval v{c['version']}: float vs served `{c['variant']}`",
         "",
         f"Size: SavedModel {c['sizes']['float']['saved_model_bytes']:,} B → "
-        f"{c['sizes']['compressed']['saved_model_bytes']:,} B (**{c['size_ratio']['saved_model']}×**), "
-        f"gzip {c['sizes']['float']['gzip_bytes']:,} B → {c['sizes']['compressed']['gzip_bytes']:,} B "
+        f"{c['sizes']['compressed']['saved_model_bytes']:,} B "
+        f"(**{c['size_ratio']['saved_model']}×**), "
+        f"gzip {c['sizes']['float']['gzip_bytes']:,} B → "
+        f"{c['sizes']['compressed']['gzip_bytes']:,} B "
         f"(**{c['size_ratio']['gzip']}×**).",
         "",
-        "| protocol | batch | offered QPS | p50 ms float / comp. | p99 ms float / comp. | p99 ratio | "
-        "capacity QPS float / comp. | capacity ratio |",
+        "| protocol | batch | offered QPS | p50 ms float / comp. | p99 ms float / comp. "
+        "| p99 ratio | capacity QPS float / comp. | capacity ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in c["load"]:
         f, p, q = r["float"], r["compressed"], r["ratio_float_over_compressed"]
         lines.append(
-            f"| {r['protocol']} | {r['batch']} | {f['offered_qps']:.0f} | {f['p50_ms']:.1f} / {p['p50_ms']:.1f} | "
+            f"| {r['protocol']} | {r['batch']} | {f['offered_qps']:.0f} | "
+            f"{f['p50_ms']:.1f} / {p['p50_ms']:.1f} | "
             f"{f['p99_ms']:.1f} / {p['p99_ms']:.1f} | {q['p99']} | {f['capacity_qps']:.0f} / "
             f"{p['capacity_qps']:.0f} | {q['capacity_qps']} |"
         )
     path = report["recommend_path"]
     lines += ["", f"## recommend path ({path['users']} users, top-{path['k']}, warm)", "",
-              "| stage | " + " | ".join(f"{p} p50 ms | {p} p99 ms" for p in path["protocols"]) + " |",
+              "| stage | " + " | ".join(f"{p} p50 ms | {p} p99 ms" for p in path["protocols"])
+              + " |",
               "| --- |" + " --- | --- |" * len(path["protocols"])]  # fmt: skip
     for stage in (*PATH_STAGES, "end_to_end"):
         cells = []
@@ -517,23 +529,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         plot_compressed(report["compressed_vs_float"], args.out / "recommend_compressed.png")
         plot_path(report["recommend_path"], args.out / "recommend_path.png")
         return 0
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_legacy_keras()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
     from recops.config import Settings
-    from recops.serving.server import _rest_answers, start_background, stop_background
+    from recops.serving.daemon import rest_answers, start_background, stop_background
 
     settings = Settings.from_env()
     try:
         models = find_models(settings)
     except DemoStateMissing as exc:
-        print(f"error: {exc}.\nRun `make demo` first: it leaves a trained, registered and served model "
-              f"under RECOPS_HOME ({settings.home}).", file=sys.stderr)  # fmt: skip
+        print(f"error: {exc}.\nRun `make demo` first: it leaves a trained, registered and "
+              f"served model under RECOPS_HOME ({settings.home}).", file=sys.stderr)  # fmt: skip
         return 2
     started = time.time()
     print(f"float vs served {models['variant']} (v{models['version']}), same load:", flush=True)
     compressed = compare_compressed(settings, models, args)
-    ours = not _rest_answers(settings.serving_host, settings.rest_port, 1.0)
+    ours = not rest_answers(settings.serving_host, settings.rest_port, 1.0)
     if ours:  # the demo's server is down: bring it up for the path, and stop it after
         start_background(settings)
     try:

@@ -53,6 +53,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from recops_models.tf_env import TF_ENV
+
 from benchmarks._common import RESULTS_DIR, machine, pyplot, redraw, write_atomic, write_json
 
 STAGES = ("generate", "validate", "publish", "features", "train", "evaluate")
@@ -116,11 +118,11 @@ def _stage_generate(home: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_validate(home: Path, state: dict[str, Any]) -> dict[str, Any]:
-    from recops.data import ITEM_COLUMNS, USER_COLUMNS, _normalise
+    from recops.data import ITEM_COLUMNS, USER_COLUMNS, normalise
     from recops.validation import validate_history
 
     interactions, users, items = _read_raw(home)
-    users, items, interactions = _normalise(users, items, interactions)
+    users, items, interactions = normalise(users, items, interactions)
     result = validate_history(
         interactions,
         users[list(USER_COLUMNS)],
@@ -132,10 +134,10 @@ def _stage_validate(home: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_publish(home: Path, state: dict[str, Any]) -> dict[str, Any]:
-    from recops.data import _normalise, publish
+    from recops.data import normalise, publish
 
     interactions, users, items = _read_raw(home)
-    users, items, interactions = _normalise(users, items, interactions)
+    users, items, interactions = normalise(users, items, interactions)
     settings = _settings(home)
     settings.ensure_dirs()
     result = publish(settings, interactions, users, items, source="synthetic")
@@ -237,7 +239,7 @@ def run_size(rows: int, *, dim: int, replicas: int, workdir: Path) -> dict[str, 
     env = {
         **os.environ,
         "RECOPS_HOME": str(home),
-        "TF_USE_LEGACY_KERAS": "1",
+        **TF_ENV,
         "TF_CPP_MIN_LOG_LEVEL": "2",
     }
     try:
@@ -254,8 +256,10 @@ def run_size(rows: int, *, dim: int, replicas: int, workdir: Path) -> dict[str, 
             out = json.loads((home / f"stage-{stage}.json").read_text())
             state[stage] = out["result"]
             stages[stage] = {"seconds": round(seconds, 2), "cpu_seconds": out.get("cpu_seconds"),
-                             "peak_rss_mib": out["peak_rss_mib"], "result": out["result"]}  # fmt: skip
-            print(f"  {rows:>11,} {stage:<9} {seconds:8.1f} s  CPU {out.get('cpu_seconds', 0):8.1f} s  "
+                             "peak_rss_mib": out["peak_rss_mib"],
+                             "result": out["result"]}  # fmt: skip
+            print(f"  {rows:>11,} {stage:<9} {seconds:8.1f} s  "
+                  f"CPU {out.get('cpu_seconds', 0):8.1f} s  "
                   f"peak RSS {out['peak_rss_mib']:8.0f} MiB", flush=True)  # fmt: skip
         disk = sum(p.stat().st_size for p in home.rglob("*") if p.is_file())
     finally:
@@ -305,8 +309,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for i, stage in enumerate(STAGES):
         values = [r["stages"][stage]["seconds"] for r in runs]
         label = f"{stage} (slope {_fmt_slope(slopes[f'{stage}_seconds'])})"
-        left.bar(lefts, values, width=widths, bottom=bottom, align="edge", color=colors[i], alpha=0.85,
-                 label=label, edgecolor="white", linewidth=0.5)  # fmt: skip
+        left.bar(lefts, values, width=widths, bottom=bottom, align="edge", color=colors[i],
+                 alpha=0.85, label=label, edgecolor="white", linewidth=0.5)  # fmt: skip
         bottom = [b + v for b, v in zip(bottom, values, strict=True)]
     left.plot(xs, bottom, "k-o", label=f"total (slope {_fmt_slope(slopes['total_seconds'])})")
     for x, y in zip(xs, bottom, strict=True):
@@ -318,7 +322,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
             ha="center",
             fontsize=8,
         )
-    left.set(xscale="log", yscale="log", xlabel="interactions (rows, log)", ylabel="wall time, stacked by stage (s, log)",
+    left.set(xscale="log", yscale="log", xlabel="interactions (rows, log)",
+             ylabel="wall time, stacked by stage (s, log)",
              title="Pipeline cost vs data size (stacked)")  # fmt: skip
     left.set_ylim(
         bottom=max(0.5, min(r["stages"][STAGES[0]]["seconds"] for r in runs) / 2),
@@ -344,13 +349,15 @@ def plot(report: dict[str, Any], path: Path) -> None:
             fontsize=8,
         )
     right.set_ylim(min(min(v) for v in peaks.values()) / 1.5, max(overall) * 2)
-    right.set(xscale="log", yscale="log", xlabel="interactions (rows, log)", ylabel="peak RSS of the stage process (MiB, log)",
+    right.set(xscale="log", yscale="log", xlabel="interactions (rows, log)",
+              ylabel="peak RSS of the stage process (MiB, log)",
               title="Peak memory per stage vs data size")  # fmt: skip
     right.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     _log_axes(left, xs)
     _log_axes(right, xs)
     fig.suptitle(
-        f"recops stages on synthetic data, {report['machine']['cpus']} CPUs; slope = d log(cost) / d log(rows)",
+        f"recops stages on synthetic data, {report['machine']['cpus']} CPUs; "
+        "slope = d log(cost) / d log(rows)",
         fontsize=10,
     )
     fig.tight_layout()
@@ -417,8 +424,10 @@ def _available_mib() -> float | None:
 
 def _conditions(args: argparse.Namespace) -> dict[str, str]:
     return {
-        "data": f"recops.data.synthesize, {DAYS} days, 100 events per user, 2·sqrt(rows) items, seed 7",
-        "train": f"1 epoch, embedding {args.dim}, batch 1024, {args.replicas} replicas, no early stopping",
+        "data": f"recops.data.synthesize, {DAYS} days, 100 events per user, "
+        "2·sqrt(rows) items, seed 7",
+        "train": f"1 epoch, embedding {args.dim}, batch 1024, {args.replicas} replicas, "
+        "no early stopping",
         "stage_process": "each stage in its own Python process; seconds include its imports",
         "online_store": "sqlite",
     }
@@ -471,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--replot", action="store_true", help="redraw scale.png/.md from scale.json"
     )
     parser.add_argument("--add", action="store_true",
-                        help="keep the sizes already in scale.json (same conditions) and add these")  # fmt: skip
+                        help="keep the sizes already in scale.json (same conditions) "
+                        "and add these")  # fmt: skip
     parser.add_argument("--stage", choices=STAGES, help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -494,7 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         train = _conditions(args)["train"]
         if earlier["conditions"]["train"] != train:
             parser.error(
-                f"--add: scale.json was measured with {earlier['conditions']['train']!r}, not {train!r}"
+                f"--add: scale.json was measured with {earlier['conditions']['train']!r}, "
+                f"not {train!r}"
             )
         runs = sorted(
             (r for r in earlier["runs"] if r["rows"] not in sizes), key=lambda r: r["rows"]
@@ -513,13 +524,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 slope(done, [r["peak_rss_mib"] for r in runs]) or 1.0
             )
             print(
-                f"{rows:,} rows: expect about {guess / 60:.0f} min and a peak of {peak / 1024:.1f} GiB",
+                f"{rows:,} rows: expect about {guess / 60:.0f} min and a peak of "
+                f"{peak / 1024:.1f} GiB",
                 flush=True,
             )
             free = _available_mib()
             if free is not None and peak > 0.9 * free and not args.force:
                 print(f"stopping before {rows:,} rows: the expected peak is above 90 % of the "
-                      f"{free / 1024:.1f} GiB available (--force runs it anyway)", flush=True)  # fmt: skip
+                      f"{free / 1024:.1f} GiB available (--force runs it anyway)",
+                      flush=True)  # fmt: skip
                 break
         runs.append(run_size(rows, dim=args.dim, replicas=args.replicas, workdir=workdir))
         # Written after every size, so a long run stopped midway keeps what it measured.

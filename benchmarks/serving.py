@@ -274,8 +274,9 @@ def _sustained_line(report: dict[str, Any]) -> str:
     if not s:
         return ""
     return (
-        f"sustained {_NAMES.get(s['protocol'], s['protocol'])} batch {s['batch']} at {s['target_qps']:.0f} QPS "
-        f"for {s['seconds']:.0f} s: {s['achieved_qps']:.1f} QPS achieved, p50 {s['p50_ms']:.1f} ms, "
+        f"sustained {_NAMES.get(s['protocol'], s['protocol'])} batch {s['batch']} "
+        f"at {s['target_qps']:.0f} QPS for {s['seconds']:.0f} s: "
+        f"{s['achieved_qps']:.1f} QPS achieved, p50 {s['p50_ms']:.1f} ms, "
         f"p99 {s['p99_ms']:.1f} ms, {s['errors']} errors"
     )
 
@@ -302,10 +303,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ]
         latencies += values
         shade = _COLORS.get(protocol, ("#cccccc", "#555555"))[key == "p99_ms"]
-        bars = left.bar([x + (k - (len(series) - 1) / 2) * width for x in xs], values, width, color=shade,
-                        edgecolor="black", linewidth=0.3, label=f"{_NAMES.get(protocol, protocol)} {key[:3]}")  # fmt: skip
-        left.bar_label(bars, labels=[f"{v:.1f}" if v < 100 else f"{v:.0f}" for v in values], fontsize=6.5,
-                       padding=1)  # fmt: skip
+        bars = left.bar([x + (k - (len(series) - 1) / 2) * width for x in xs], values, width,
+                        color=shade, edgecolor="black", linewidth=0.3,
+                        label=f"{_NAMES.get(protocol, protocol)} {key[:3]}")  # fmt: skip
+        left.bar_label(bars, labels=[f"{v:.1f}" if v < 100 else f"{v:.0f}" for v in values],
+                       fontsize=6.5, padding=1)  # fmt: skip
     wide = log_if_wide(left, latencies)
     left.set_ylabel("latency (ms" + (", log)" if wide else ")"))
     left.set_title("Latency at a fixed offered rate (lower is better)", fontsize=10)
@@ -330,8 +332,8 @@ def plot(report: dict[str, Any], path: Path) -> None:
                 cell.get(("grpc", b), {}).get("capacity_qps"),
                 cell.get(("rest", b), {}).get("capacity_qps"),
             )
-            right.text(x, top * (1.5 if wide_q else 1.12), f"gRPC/REST\n{ratio}", ha="center", va="bottom",
-                       fontsize=8, fontweight="bold")  # fmt: skip
+            right.text(x, top * (1.5 if wide_q else 1.12), f"gRPC/REST\n{ratio}", ha="center",
+                       va="bottom", fontsize=8, fontweight="bold")  # fmt: skip
     right.set_ylim(top=top * (4 if wide_q else 1.45))
     right.set_ylabel("requests/s" + (" (log)" if wide_q else ""))
     right.set_title(f"Closed-loop capacity, {report['concurrency']} client threads", fontsize=10)
@@ -356,7 +358,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    """Per protocol and batch: the fixed-rate run, the closed loop; gRPC vs REST; the sustained run."""
+    """Per protocol and batch: the fixed-rate run, the closed loop; gRPC vs REST; sustained run."""
     protocols, batches, cell = _grid(report)
     lines = [
         f"{_conditions(report)}; closed loop: {report['concurrency']} client threads.",
@@ -372,8 +374,9 @@ def markdown(report: dict[str, Any]) -> str:
                 continue
             a, c = r["at_rate"], r.get("capacity", {})
             lines.append(
-                f"| {_NAMES.get(protocol, protocol)} | {b} | {a['target_qps']:.0f} | {a['achieved_qps']:.1f} | "
-                f"{a['p50_ms']:.2f} | {a['p99_ms']:.2f} | {a['errors']} | {r['capacity_qps']:,.1f} | "
+                f"| {_NAMES.get(protocol, protocol)} | {b} | {a['target_qps']:.0f} | "
+                f"{a['achieved_qps']:.1f} | {a['p50_ms']:.2f} | {a['p99_ms']:.2f} | "
+                f"{a['errors']} | {r['capacity_qps']:,.1f} | "
                 f"{r['capacity_rows_per_s']:,.0f} | {c.get('p50_ms', float('nan')):.2f} | "
                 f"{c.get('p99_ms', float('nan')):.2f} |"
             )

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from recops_models.tf_env import use_legacy_keras
 
 from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, redraw, save_figure, write_atomic
 from benchmarks._ml100k import prepare_data
@@ -92,6 +93,7 @@ def _child_fit(args: dict[str, Any]) -> dict[str, Any]:
 
 def _build(config_args: dict[str, Any]) -> dict[str, Any]:
     """What ``train`` builds before ``fit``: rows, spec, inputs, dataset, compiled model."""
+    from recops.splits import split_interactions, train_rows
     from recops.training import (
         TrainConfig,
         item_log_probabilities,
@@ -99,8 +101,6 @@ def _build(config_args: dict[str, Any]) -> dict[str, Any]:
         read_training_set,
         seed_everything,
         select_strategy,
-        split_interactions,
-        train_rows,
     )
 
     config = TrainConfig(**config_args)
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.replot:
         redraw(out_dir / "training.json", markdown, plot)
         return 0
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    use_legacy_keras()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if args.child:
         kind, payload = args.child
@@ -415,7 +415,8 @@ def _conditions(results: dict[str, Any]) -> str:
     rows = results["fit"]["cpu_1_replicas"].get("train_rows")
     gpus = results.get("gpus", 0)
     return (
-        f"{results.get('dataset', 'ml-100k')}, {rows:,} training rows, batch {results['batch_size']}, "
+        f"{results.get('dataset', 'ml-100k')}, {rows:,} training rows, "
+        f"batch {results['batch_size']}, "
         f"{results['epochs']} epochs (first = warm-up, not counted); {host.get('cpus', '?')} CPUs"
         + (f", {gpus} GPUs" if gpus else ", no GPU")
     )
@@ -437,8 +438,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for i, pair in enumerate(pairs):
         base = i * 3.0
         for j, (label, value) in enumerate(pair["bars"]):
-            bar = left.bar(base + j, value, 0.8, color=shades[i % len(shades)][j], edgecolor="black",
-                           linewidth=0.4, label=pair["name"] if j == 1 else None)  # fmt: skip
+            bar = left.bar(base + j, value, 0.8, color=shades[i % len(shades)][j],
+                           edgecolor="black", linewidth=0.4,
+                           label=pair["name"] if j == 1 else None)  # fmt: skip
             left.bar_label(bar, labels=[f"{value:,.0f}"], fontsize=8, padding=2)
             xs.append(base + j)
             labels.append(label.replace(" generator", "\ngenerator"))
@@ -510,9 +512,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"| input wait ({wait['replicas']} replica(s), {wait['steps_per_epoch']} steps/epoch) "
         "| share of epoch | goal |",
         "| --- | --- | --- |",
-        f"| in-graph `next()` vs batches materialised in memory | **{wait['input_wait_share']:.1%}** "
-        f"| < {INPUT_WAIT_GOAL:.0%} |",
-        f"| eager `next()` between compiled steps (upper bound) | {wait['eager_next_share']:.1%} | |",
+        "| in-graph `next()` vs batches materialised in memory "
+        f"| **{wait['input_wait_share']:.1%}** | < {INPUT_WAIT_GOAL:.0%} |",
+        "| eager `next()` between compiled steps (upper bound) "
+        f"| {wait['eager_next_share']:.1%} | |",
     ]
     return "\n".join(lines) + "\n"
 

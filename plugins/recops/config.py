@@ -37,12 +37,18 @@ RANKER_ITEM_FEATURES = ("item_events_7d", "item_events_30d")
 SPLIT_SEED = 2020
 
 
-def _env(name: str, default: str) -> str:
+def env_str(name: str, default: str) -> str:
+    """A deployment setting from the environment; blank or unset gives ``default``."""
     value = os.environ.get(name, "").strip()
     return value or default
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """An integer deployment setting; blank or unset gives ``default``.
+
+    Raises:
+        ValueError: The variable is set but is not an integer (named in the message).
+    """
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -92,28 +98,28 @@ class Settings:
     @classmethod
     def from_env(cls) -> Settings:
         """Read deployment settings from the environment, with embedded defaults."""
-        home = Path(_env("RECOPS_HOME", str(Path.cwd() / ".recops"))).expanduser().resolve()
-        profile = _env("RECOPS_PROFILE", "embedded")
+        home = Path(env_str("RECOPS_HOME", str(Path.cwd() / ".recops"))).expanduser().resolve()
+        profile = env_str("RECOPS_PROFILE", "embedded")
         if profile not in {"embedded", "scale"}:
             raise ValueError(f"RECOPS_PROFILE={profile!r}: expected 'embedded' or 'scale'")
         default_mlflow = f"sqlite:///{home / 'mlflow' / 'mlflow.db'}"
-        online_store = _env("RECOPS_ONLINE_STORE", "redis" if profile == "scale" else "sqlite")
+        online_store = env_str("RECOPS_ONLINE_STORE", "redis" if profile == "scale" else "sqlite")
         if online_store not in {"sqlite", "redis"}:
             raise ValueError(f"RECOPS_ONLINE_STORE={online_store!r}: expected 'sqlite' or 'redis'")
         return cls(
             home=home,
             profile=profile,
-            mlflow_tracking_uri=_env("MLFLOW_TRACKING_URI", default_mlflow),
-            serving_host=_env("RECOPS_SERVING_HOST", "127.0.0.1"),
-            grpc_port=_env_int("RECOPS_GRPC_PORT", 8500),
-            rest_port=_env_int("RECOPS_REST_PORT", 8501),
-            model_name=_env("RECOPS_MODEL_NAME", MODEL_NAME),
-            ranking_model_name=_env("RECOPS_RANKING_MODEL_NAME", RANKING_MODEL),
-            feature_repo=Path(_env("RECOPS_FEATURE_REPO", str(REPO_ROOT / "feature_repo"))),
-            tfserving_grpc=_env("RECOPS_TFSERVING_GRPC", ""),
-            tfserving_rest=_env("RECOPS_TFSERVING_REST", ""),
+            mlflow_tracking_uri=env_str("MLFLOW_TRACKING_URI", default_mlflow),
+            serving_host=env_str("RECOPS_SERVING_HOST", "127.0.0.1"),
+            grpc_port=env_int("RECOPS_GRPC_PORT", 8500),
+            rest_port=env_int("RECOPS_REST_PORT", 8501),
+            model_name=env_str("RECOPS_MODEL_NAME", MODEL_NAME),
+            ranking_model_name=env_str("RECOPS_RANKING_MODEL_NAME", RANKING_MODEL),
+            feature_repo=Path(env_str("RECOPS_FEATURE_REPO", str(REPO_ROOT / "feature_repo"))),
+            tfserving_grpc=env_str("RECOPS_TFSERVING_GRPC", ""),
+            tfserving_rest=env_str("RECOPS_TFSERVING_REST", ""),
             online_store=online_store,
-            redis_url=_env("RECOPS_REDIS_URL", _env("RECOPS_FEAST_REDIS", "127.0.0.1:6379")),
+            redis_url=env_str("RECOPS_REDIS_URL", env_str("RECOPS_FEAST_REDIS", "127.0.0.1:6379")),
         )
 
     @property

@@ -215,10 +215,6 @@ def columns_for(
     return out
 
 
-# The old private name: recops.compression still imports it.
-_columns_for = columns_for
-
-
 @dataclass(frozen=True)
 class _Task:
     """One evaluation problem: who is scored, what counts, what is masked."""

@@ -279,7 +279,7 @@ def evaluate_step(
     """
     from recops.evaluation import EvalConfig, RerankConfig, evaluate, evaluate_rerank
     from recops.ledger import current_alias
-    from recops.registry import CHAMPION, _client, resolve_saved_model
+    from recops.registry import CHAMPION, mlflow_client, resolve_saved_model
 
     settings = Settings.from_env()
     common = {"split_uri": trained["split_uri"], "users_uri": features["users_uri"]}
@@ -301,7 +301,7 @@ def evaluate_step(
             "float_recall_at_10": float(selection["baseline_metrics"].get("recall_at_10", 0.0)),
         }
     )
-    client = _client(settings)
+    client = mlflow_client(settings)
     baseline: dict[str, float] | None = None
     champion = current_alias(client, settings.model_name, CHAMPION)
     if champion is not None:

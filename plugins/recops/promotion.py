@@ -182,7 +182,7 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
         BLESSED_TAG,
         CHAMPION,
         REASONS_TAG,
-        _client,
+        mlflow_client,
         resolve_saved_model,
     )
     from recops.serving.rollout import RolloutConfig, RolloutError, rollout
@@ -190,7 +190,7 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
     settings = settings or Settings.from_env()
     name = config.model_name
     with promotion_lock(settings, name):
-        client = _client(settings)
+        client = mlflow_client(settings)
         version = (
             config.version
             if config.version is not None
@@ -336,7 +336,7 @@ def rollback_model(
     """
     from recops.ledger import promotion_lock, set_alias
     from recops.params import check_model_name
-    from recops.registry import CHAMPION, _client
+    from recops.registry import CHAMPION, mlflow_client
     from recops.serving.rollout import RollbackConfig, RolloutError, rollback
 
     check_model_name(model_name)  # it names the lock file and the serving folder
@@ -351,7 +351,7 @@ def rollback_model(
             raise PromotionError(
                 f"rollback of {model_name} failed, nothing changed: {exc}"
             ) from exc
-        client = _client(settings)
+        client = mlflow_client(settings)
         entry = set_alias(
             client,
             settings,
@@ -391,9 +391,9 @@ def pending_alias_change(
     serving has not followed yet.
     """
     from recops.ledger import current_alias
-    from recops.registry import _client
+    from recops.registry import mlflow_client
 
-    target = current_alias(_client(settings), model_name, alias)
+    target = current_alias(mlflow_client(settings), model_name, alias)
     if target is None:
         return None
     return target if served_stable(settings, model_name) != target else None

@@ -183,7 +183,8 @@ class RegisterResult(Record):
     saved_model_dir: str
 
 
-def _client(settings: Settings) -> MlflowClient:
+def mlflow_client(settings: Settings) -> MlflowClient:
+    """An MLflow client on the deployment's tracking server (SQLite under RECOPS_HOME)."""
     import mlflow
 
     if settings.mlflow_tracking_uri.startswith("sqlite:///"):
@@ -207,7 +208,8 @@ def _client(settings: Settings) -> MlflowClient:
     return client
 
 
-def _experiment_id(client: MlflowClient, settings: Settings, name: str) -> str:
+def experiment_id_for(client: MlflowClient, settings: Settings, name: str) -> str:
+    """The id of experiment ``name``, created (with artifacts under RECOPS_HOME) if new."""
     existing = client.get_experiment_by_name(name)
     if existing is not None:
         return str(existing.experiment_id)
@@ -390,7 +392,7 @@ def register(config: RegisterConfig, settings: Settings | None = None) -> Regist
     if not (Path(config.model_dir) / "saved_model.pb").is_file():
         raise FileNotFoundError(f"{config.model_dir} holds no saved_model.pb")
     check_artifact_tree(Path(config.model_dir), what=config.model_dir)
-    client = _client(settings)
+    client = mlflow_client(settings)
     name = config.model_name or settings.model_name
     # One registration or promotion of a model at a time: version numbers stay unique and
     # contiguous, and the gate compares against the champion that is current when it runs.
@@ -454,7 +456,7 @@ def _log_and_register(
     import mlflow
 
     signature = saved_model_signature(config.model_dir)
-    experiment_id = _experiment_id(client, settings, config.experiment_name)
+    experiment_id = experiment_id_for(client, settings, config.experiment_name)
     lineage = {**config.lineage, **code_lineage()}
     with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name) as run:
         mlflow.log_params({k: str(v)[:500] for k, v in config.params.items()})
@@ -687,7 +689,7 @@ def registry_status(
     from mlflow.exceptions import MlflowException
 
     settings = settings or Settings.from_env()
-    client = _client(settings)
+    client = mlflow_client(settings)
     name = model_name or settings.model_name
     versions: list[ModelVersion] = []
     alias_map: dict[str, int] = {}

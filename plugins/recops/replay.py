@@ -117,12 +117,12 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
     from recops.evaluation import EvalConfig, evaluate
     from recops.features import FeaturesConfig, build_features
     from recops.params import NIGHTLY_DEFAULTS, merged_params, stage_fields
-    from recops.registry import METRIC_TAG_PREFIX, _client, _experiment_id
+    from recops.registry import METRIC_TAG_PREFIX, experiment_id_for, mlflow_client
     from recops.training import TrainConfig, train
 
     settings = settings or Settings.from_env()
     name = config.model_name or settings.model_name
-    client = _client(settings)
+    client = mlflow_client(settings)
     mv, lineage = _lineage(client, name, config.model_version)
     _check_partitions(settings, lineage["partition_hashes"])
     start = datetime.fromisoformat(lineage["data_interval_start"])
@@ -187,7 +187,7 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
     differences = {m: abs(replayed[m] - recorded[m]) for m in COMPARED}
     reproduced = all(d <= config.tolerance for d in differences.values())
 
-    experiment_id = _experiment_id(client, settings, "recsys_replay")
+    experiment_id = experiment_id_for(client, settings, "recsys_replay")
     with mlflow.start_run(
         experiment_id=experiment_id, run_name=f"replay {name} v{config.model_version}"
     ) as run:

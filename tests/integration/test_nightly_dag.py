@@ -7,8 +7,9 @@ import urllib.request
 from typing import Any
 
 import pytest
-from recops.data import list_partitions, publish, sha256_file, synthesize
+from recops.data import list_partitions, publish, synthesize
 from recops.features import dump_online_store, rolling_source_path
+from recops.io import sha256_file
 from recops.pipeline import logical_date_for, run_dir
 from recops.registry import registry_status
 from recops.report import report_path
@@ -23,7 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(180
 # epochs) records valid NDCG@10 per epoch, which the run report plots.
 CONF = json.dumps({"epochs": 2, "embedding_dim": 16, "batch_size": 256, "fine_tune_epochs": 1,
                    "ranker_epochs": 2, "variants": ["int8_tables", "prune_50"], "max_rmse": 5.0,
-                   "min_recall_at_10": 0.01, "min_ndcg_at_10": 0.01, "early_stopping_patience": 2})  # fmt: skip
+                   "min_recall_at_10": 0.01, "min_ndcg_at_10": 0.01,
+                   "early_stopping_patience": 2})  # fmt: skip
 
 
 def _asset_events(stack, name: str) -> list[dict]:  # noqa: ANN001
@@ -32,7 +34,8 @@ def _asset_events(stack, name: str) -> list[dict]:  # noqa: ANN001
     db = sqlite3.connect(stack.settings.airflow_home / "airflow.db")
     try:
         rows = db.execute(
-            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id WHERE a.name = ? ORDER BY e.id",
+            "SELECT e.extra FROM asset_event e JOIN asset a ON a.id = e.asset_id "
+            "WHERE a.name = ? ORDER BY e.id",
             (name,),
         ).fetchall()
     finally:

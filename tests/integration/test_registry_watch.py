@@ -115,7 +115,8 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
                 and bool(
                     _query(
                         db,
-                        "SELECT 1 FROM trigger WHERE classpath LIKE '%ChampionAliasTrigger%' AND triggerer_id IS NOT NULL",
+                        "SELECT 1 FROM trigger WHERE classpath LIKE '%ChampionAliasTrigger%' "
+                        "AND triggerer_id IS NOT NULL",
                     )
                 )
             ),
@@ -128,7 +129,8 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
         def run_started() -> bool:
             rows = _query(
                 db,
-                "SELECT start_date FROM dag_run WHERE dag_id='recsys_promote' AND start_date IS NOT NULL",
+                "SELECT start_date FROM dag_run "
+                "WHERE dag_id='recsys_promote' AND start_date IS NOT NULL",
             )
             return bool(rows)
 
@@ -139,7 +141,8 @@ def test_alias_move_in_mlflow_rolls_out_within_a_minute(stack, tmp_path: Path) -
             timeout=240,
         )
         print(
-            f"promotion run started {started_after:.1f} s and stable followed {followed_after:.1f} s after the alias move"
+            f"promotion run started {started_after:.1f} s and stable followed "
+            f"{followed_after:.1f} s after the alias move"
         )
         assert started_after <= 60, (
             f"the roll-out started {started_after:.0f} s after the alias move"

@@ -36,8 +36,9 @@ from tests.support.stack import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 # Every stage does its real work, on little data: one epoch, one compression variant.
-CONF = {"epochs": 1, "embedding_dim": 16, "batch_size": 256, "fine_tune_epochs": 1, "ranker_epochs": 1,
-        "variants": ["int8_tables"], "max_rmse": 5.0, "min_recall_at_10": 0.01, "min_ndcg_at_10": 0.01}  # fmt: skip
+CONF = {"epochs": 1, "embedding_dim": 16, "batch_size": 256, "fine_tune_epochs": 1,
+        "ranker_epochs": 1, "variants": ["int8_tables"], "max_rmse": 5.0,
+        "min_recall_at_10": 0.01, "min_ndcg_at_10": 0.01}  # fmt: skip
 TRAINING_TASKS = {"train", "rank", "compress"}
 
 

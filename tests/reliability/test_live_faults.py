@@ -158,7 +158,8 @@ def _admin(live: LiveAirflow) -> str:
 def _ti(live: LiveAirflow, dag_id: str, run_id: str, task_id: str) -> list[tuple[Any, ...]]:
     """(state, try_number, pid, duration) of each map index of a task, current try."""
     return live.query(
-        "SELECT state, try_number, pid, duration, map_index FROM task_instance WHERE dag_id=? AND run_id=? AND task_id=? ORDER BY map_index",
+        "SELECT state, try_number, pid, duration, map_index FROM task_instance "
+        "WHERE dag_id=? AND run_id=? AND task_id=? ORDER BY map_index",
         dag_id,
         run_id,
         task_id,
@@ -333,7 +334,8 @@ def test_max_active_runs_holds_extra_runs_back(live: LiveAirflow) -> None:
         states = dict(live.query("SELECT run_id, state FROM dag_run WHERE dag_id=?", NIGHTLY))
         most_running = max(most_running, sum(s == "running" for s in states.values()))
         touched |= set(live.query(
-            "SELECT run_id, task_id, state FROM task_instance WHERE dag_id=? AND run_id != ? AND state IS NOT NULL", NIGHTLY, run_id
+            "SELECT run_id, task_id, state FROM task_instance "
+            "WHERE dag_id=? AND run_id != ? AND state IS NOT NULL", NIGHTLY, run_id
         ))  # fmt: skip
         polls += 1
         assert states[run_id] == "running", states
@@ -360,7 +362,8 @@ def test_max_active_runs_holds_extra_runs_back(live: LiveAirflow) -> None:
     assert not touched, f"held-back runs scheduled tasks: {sorted(touched)}"
     # Marked failed while queued: none of their tasks was ever tried.
     tried = live.query(
-        "SELECT run_id, task_id FROM task_instance WHERE dag_id=? AND run_id != ? AND try_number > 0",
+        "SELECT run_id, task_id FROM task_instance "
+        "WHERE dag_id=? AND run_id != ? AND try_number > 0",
         NIGHTLY,
         run_id,
     )
@@ -399,8 +402,9 @@ def test_kill_features_supervisor_is_caught_by_heartbeat_timeout(live: LiveAirfl
     assert retry_running(), "the features retry stopped running while it waited on the lock"
     STATE.pop("features_lock").close()
     rows = _wait_task_success(live, NIGHTLY, run_id, "features", timeout=300)
-    print(f"features: supervisor killed; lock free of the orphan after {taken:.1f} s; retry running "
-          f"{retried_after:.1f} s after the kill (heartbeat timeout {HEARTBEAT_TIMEOUT_S} s); it waited "
+    print(f"features: supervisor killed; lock free of the orphan after {taken:.1f} s; "
+          f"retry running {retried_after:.1f} s after the kill "
+          f"(heartbeat timeout {HEARTBEAT_TIMEOUT_S} s); it waited "
           f"{hold} s on the lock and succeeded (try {rows[0][1]}, {rows[0][3]:.1f} s)")  # fmt: skip
     assert rows[0][1] > try_number
     # Retried only once the heartbeat timeout had passed (the scheduler noticed the loss).
@@ -440,9 +444,11 @@ def test_kill_train_task_process_retry_resumes(live: LiveAirflow) -> None:
     )
     assert status == 200, xcom
     result = xcom["value"]
-    print(f"train: task process killed (backup on disk: {had_backup}), detected after {detected:.1f} s, "
+    print(f"train: task process killed (backup on disk: {had_backup}), "
+          f"detected after {detected:.1f} s, "
           f"retry try {rows[0][1]} succeeded {time.monotonic() - killed:.1f} s after the kill "
-          f"(its duration {rows[0][3]:.1f} s), resumed from epoch {result['resumed_from_epoch']}")  # fmt: skip
+          f"(its duration {rows[0][3]:.1f} s), "
+          f"resumed from epoch {result['resumed_from_epoch']}")  # fmt: skip
     assert rows[0][1] > try_number
     assert detected < HEARTBEAT_TIMEOUT_S, "the supervisor should report a killed task at once"
     if had_backup:
@@ -480,7 +486,8 @@ def test_scheduler_killed_mid_run_restarts_and_run_completes(live: LiveAirflow) 
     print(f"scheduler: killed during compress, run {state} {elapsed:.1f} s after the restart; "
           f"whole run {time.monotonic() - STATE['run_started']:.1f} s")  # fmt: skip
     failed = live.query(
-        "SELECT task_id, state FROM task_instance WHERE dag_id=? AND run_id=? AND state != 'success'",
+        "SELECT task_id, state FROM task_instance "
+        "WHERE dag_id=? AND run_id=? AND state != 'success'",
         NIGHTLY,
         run_id,
     )
@@ -528,7 +535,8 @@ def test_kill_promote_during_canary_retry_serves_registered_version(live: LiveAi
         timeout=60,
     )
     print(f"promote: killed during {in_canary[0]}'s canary, retry try {rows[0][1]} succeeded "
-          f"{time.monotonic() - killed:.1f} s after the kill (its duration {rows[0][3]:.1f} s)")  # fmt: skip
+          f"{time.monotonic() - killed:.1f} s after the kill "
+          f"(its duration {rows[0][3]:.1f} s)")  # fmt: skip
     assert state == "success" and rows[0][1] > try_number
     text = settings.models_config_path.read_text()
     config = read_config(settings.models_config_path)
@@ -547,7 +555,8 @@ def test_kill_promote_during_canary_retry_serves_registered_version(live: LiveAi
 
 def test_tasks_outlive_the_execution_api_token(live: LiveAirflow) -> None:
     rows = live.query(
-        "SELECT task_id, map_index, duration FROM task_instance WHERE dag_id IN (?, ?) AND state='success' AND duration IS NOT NULL",
+        "SELECT task_id, map_index, duration FROM task_instance "
+        "WHERE dag_id IN (?, ?) AND state='success' AND duration IS NOT NULL",
         NIGHTLY,
         PROMOTE,
     )

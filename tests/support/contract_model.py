@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from recops_models.tf_env import tensorflow
 
 
 def export_contract_model(
@@ -14,9 +15,7 @@ def export_contract_model(
     ``n_users`` rows of user embeddings (ids wrap around) and ``n_items`` item embeddings
     of size ``dim``, scored by brute force; ml-100k sizes are 943 and 1682.
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tensorflow as tf
-
+    tf = tensorflow()
     gen = tf.random.Generator.from_seed(seed)
 
     class Contract(tf.Module):
@@ -38,8 +37,10 @@ def export_contract_model(
             return base + bias
 
         @tf.function(input_signature=[
-            tf.TensorSpec([None], tf.int64, name="user_id"), tf.TensorSpec([None], tf.int64, name="age"),
-            tf.TensorSpec([None], tf.string, name="gender"), tf.TensorSpec([None], tf.string, name="occupation"),
+            tf.TensorSpec([None], tf.int64, name="user_id"),
+            tf.TensorSpec([None], tf.int64, name="age"),
+            tf.TensorSpec([None], tf.string, name="gender"),
+            tf.TensorSpec([None], tf.string, name="occupation"),
         ])  # fmt: skip
         def serve(self, user_id, age, gender, occupation):  # noqa: ANN001, ANN201
             scores = tf.matmul(
@@ -53,8 +54,10 @@ def export_contract_model(
             return {"item_ids": ids, "scores": values}
 
         @tf.function(input_signature=[
-            tf.TensorSpec([None], tf.int64, name="user_id"), tf.TensorSpec([None], tf.int64, name="age"),
-            tf.TensorSpec([None], tf.string, name="gender"), tf.TensorSpec([None], tf.string, name="occupation"),
+            tf.TensorSpec([None], tf.int64, name="user_id"),
+            tf.TensorSpec([None], tf.int64, name="age"),
+            tf.TensorSpec([None], tf.string, name="gender"),
+            tf.TensorSpec([None], tf.string, name="occupation"),
         ])  # fmt: skip
         def user_embedding(self, user_id, age, gender, occupation):  # noqa: ANN001, ANN201
             return {"embedding": self._user(user_id, age, gender, occupation)}
@@ -97,9 +100,7 @@ def offline_outputs(path: Path, instances: list[dict[str, object]]) -> dict[str,
 
     What a pipeline hands the roll-out as ``expected_outputs``: one value per instance.
     """
-    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-    import tensorflow as tf
-
+    tf = tensorflow()
     loaded = tf.saved_model.load(str(path))
     columns = {}
     for key in instances[0]:

@@ -101,7 +101,7 @@ class LiveAirflow:
         return proc
 
     def kill9(self, component: str) -> int:
-        """SIGKILL one component's main process only; its children are left running, as in a crash."""
+        """SIGKILL one component's main process only; its children live on, as in a crash."""
         proc = self.procs[component]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)

@@ -27,8 +27,10 @@ from tests.support.stack import BIN, Stack, free_port, stop_group
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 # Never let the browser reach out: no QUIC, no background or component fetches.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
 
 
 def _status(url: str, cookie: str | None = None) -> int:
@@ -71,8 +73,13 @@ def check_report_tab(stack: Stack, tmp_path: Path, run_id: str) -> None:
     base = f"http://127.0.0.1:{api_port}"
     log_path = tmp_path / "api-server.log"
     log = log_path.open("w")
-    proc = subprocess.Popen([str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"],
-                            env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    argv = [
+        str(BIN / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(api_port),
+        "--workers", "1",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        argv, env=stack.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     try:
         _wait_http(f"{base}/api/v2/monitor/health", 240, proc, log_path)
         print(f"API server up after {time.monotonic() - started:.0f} s")

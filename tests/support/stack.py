@@ -18,7 +18,10 @@ BIN = Path(sys.executable).parent
 
 
 def stop_group(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """SIGTERM a process started with ``start_new_session=True`` and its group; SIGKILL after ``timeout``."""
+    """SIGTERM a process and its group; SIGKILL after ``timeout``.
+
+    ``proc`` must have been started with ``start_new_session=True``.
+    """
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(timeout=timeout)

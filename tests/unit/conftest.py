@@ -29,5 +29,7 @@ def tiny_two_tower(tiny_data: TinyData, tmp_path_factory: pytest.TempPathFactory
             epochs=2,
             embedding_dim=TINY_DIM,
             batch_size=128,
+            # Records the valid-NDCG curve the report and export tests read.
+            early_stopping_patience=3,
         )
     )

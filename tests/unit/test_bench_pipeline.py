@@ -53,7 +53,8 @@ def airflow_db(
     server = os.environ.get("RECOPS_TEST_POSTGRES_URL", "")
     if not server:
         pytest.skip(
-            "set RECOPS_TEST_POSTGRES_URL (postgresql+psycopg2://user@host:port/db) to test Postgres"
+            "set RECOPS_TEST_POSTGRES_URL (postgresql+psycopg2://user@host:port/db) "
+            "to test Postgres"
         )
     from sqlalchemy.engine import make_url
 
@@ -100,19 +101,22 @@ def _insert_run(
                 "'manual', :state, :logical, :start, :end, :created, :created, 0, 'not_started')"
             ),
             {"dag": DAG, "run": run_id, "state": state, "logical": _stamp(conn, start),
-             "start": _stamp(conn, start), "end": _stamp(conn, end), "created": _stamp(conn, created)},
+             "start": _stamp(conn, start), "end": _stamp(conn, end),
+             "created": _stamp(conn, created)},
         )  # fmt: skip
         for task_id, map_index, a, b in tasks:
             t_start = created + timedelta(seconds=a) if a is not None else None
             t_end = created + timedelta(seconds=b) if b is not None else None
             db.execute(
                 text(
-                    "INSERT INTO task_instance (id, task_id, dag_id, run_id, map_index, start_date, "
-                    "end_date, duration, state, try_number, max_tries, pool, pool_slots, span_status) "
+                    "INSERT INTO task_instance (id, task_id, dag_id, run_id, map_index, "
+                    "start_date, end_date, duration, state, try_number, max_tries, pool, "
+                    "pool_slots, span_status) "
                     "VALUES (:id, :task, :dag, :run, :mi, :start, :end, :dur, :state, 1, 2, "
                     "'default_pool', 1, 'not_started')"
                 ),
-                {"id": uuid.uuid4().hex, "task": task_id, "dag": DAG, "run": run_id, "mi": map_index,
+                {"id": uuid.uuid4().hex, "task": task_id, "dag": DAG, "run": run_id,
+                 "mi": map_index,
                  "start": _stamp(conn, t_start), "end": _stamp(conn, t_end),
                  "dur": (b - a) if a is not None and b is not None else None,
                  "state": "success" if a is not None else None},

@@ -240,13 +240,11 @@ def test_columns_for_marks_items_outside_the_catalogue() -> None:
 
 
 def test_old_private_names_stay_importable() -> None:
-    # recops.compression imports the private name until the lead rewires it.
-    from recops.evaluation import _columns_for, rating_rmse, read_split, temporal_split
+    from recops.evaluation import rating_rmse, read_split, temporal_split
     from recops.rank_signature import rating_rmse as leaf_rating_rmse
     from recops.splits import read_split as leaf_read_split
     from recops.splits import temporal_split as leaf_temporal_split
 
-    assert _columns_for is columns_for
     assert (rating_rmse, read_split, temporal_split) == (
         leaf_rating_rmse,
         leaf_read_split,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import recops.training
 from recops import splits, tables
-from recops.io import atomic_write_text
 
 #: What plugins/, benchmarks/ and tests/ import from ``recops.training`` (compression
 #: included, until it imports from the submodules and leaves directly).
@@ -37,7 +36,6 @@ IMPORTED = {
     "train",
     "train_rows",
     "verify_backup",
-    "write_atomic",
 }
 
 
@@ -50,4 +48,3 @@ def test_facade_exports_every_imported_name() -> None:
 def test_facade_reexports_the_leaves_not_copies() -> None:
     assert recops.training.split_interactions is splits.split_interactions
     assert recops.training.read_parquet_columns is tables.read_parquet_columns
-    assert recops.training.write_atomic is atomic_write_text

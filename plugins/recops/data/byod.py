@@ -252,7 +252,11 @@ class _Columns:
             parsed = pd.to_datetime(
                 series.where(numeric.isna()), utc=True, errors="coerce", format="ISO8601"
             )
-            seconds = pd.to_datetime(numeric, unit="s", utc=True, errors="coerce")
+            # Only the numeric rows: an all-NaN float column made pandas' unit conversion
+            # raise FloatingPointError under some numpy error states.
+            seconds = pd.to_datetime(
+                numeric.dropna(), unit="s", utc=True, errors="coerce"
+            ).reindex(series.index)
             parsed = parsed.where(numeric.isna(), seconds)
         bad = parsed.isna()
         if bad.any():

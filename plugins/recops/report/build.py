@@ -43,11 +43,11 @@ def build_report(config: ReportConfig, settings: Settings | None = None) -> Repo
         ValueError: A bad dag, run or MLflow run id.
         mlflow.exceptions.MlflowException: The MLflow run does not exist.
     """
-    from recops.registry import _client
+    from recops.registry import mlflow_client
 
     settings = settings or Settings.from_env()
     path = report_path(settings, config.dag_id, config.run_id)
-    client = _client(settings)
+    client = mlflow_client(settings)
     run = client.get_run(config.mlflow_run_id)
     with tempfile.TemporaryDirectory(prefix="recops-report-") as tmp:
         data = gather(client, config.mlflow_run_id, Path(tmp))
@@ -87,10 +87,10 @@ def rollout_report(
         The report, or None when the version was not registered by a DAG run (a version
         registered by hand has no nightly report).
     """
-    from recops.registry import _client
+    from recops.registry import mlflow_client
 
     settings = settings or Settings.from_env()
-    client = _client(settings)
+    client = mlflow_client(settings)
     version = client.get_model_version(str(outcome["model_name"]), str(int(outcome["version"])))
     dag_id = version.tags.get("recops.lineage.dag_id")
     run_id = version.tags.get("recops.lineage.run_id")

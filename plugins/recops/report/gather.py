@@ -73,10 +73,10 @@ def record_report_inputs(
     """
     from mlflow.entities import Metric
 
-    from recops.registry import _client
+    from recops.registry import mlflow_client
 
     settings = settings or Settings.from_env()
-    client = _client(settings)
+    client = mlflow_client(settings)
     series = {
         "train.valid_ndcg_at_10": trained.get("valid_ndcg_at_10") or [],
         "train.loss": trained.get("loss_history") or [],

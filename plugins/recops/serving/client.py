@@ -19,7 +19,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from recops.serving.server import ServingError, import_tensorflow
+from recops_models.tf_env import tensorflow
+
+from recops.errors import ParamError, ServingError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -50,7 +52,7 @@ def split_host_port(value: str, *, name: str) -> tuple[str, int]:
     host, sep, port = value.strip().rpartition(":")
     host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{name}={value!r}: expected host:port, e.g. tfserving:8500")
+        raise ParamError(f"{name}={value!r}: expected host:port, e.g. tfserving:8500")
     return host, int(port)
 
 
@@ -126,7 +128,7 @@ class ServingClient:
     def model_url(self, model: str, *, version: int | None = None, label: str | None = None) -> str:
         """``http://host:port/v1/models/<model>[/versions/<v>|/labels/<l>]``."""
         if version is not None and label is not None:
-            raise ValueError("give a version or a label, not both")
+            raise ParamError("give a version or a label, not both")
         url = f"{self.rest_base}/v1/models/{urllib.parse.quote(model, safe='')}"
         if version is not None:
             url += f"/versions/{int(version)}"
@@ -189,7 +191,7 @@ class ServingClient:
         Returns the server's JSON: ``{"predictions": ...}`` or ``{"outputs": ...}``.
         """
         if (instances is None) == (inputs is None):
-            raise ValueError("pass exactly one of instances (row format) or inputs (columnar)")
+            raise ParamError("pass exactly one of instances (row format) or inputs (columnar)")
         payload: dict[str, Any] = {}
         if signature_name:
             payload["signature_name"] = signature_name
@@ -207,7 +209,7 @@ class ServingClient:
         return self._rest("GET", self.model_url(model, version=version, label=label) + "/metadata")
 
     def version_status(self, model: str) -> dict[int, dict[str, str]]:
-        """Version -> ``{"state", "error_code", "error_message"}`` from GET ``/v1/models/<model>``."""
+        """Version -> ``{"state", "error_code", "error_message"}``, GET ``/v1/models/<model>``."""
         reply = self._rest("GET", self.model_url(model))
         result: dict[int, dict[str, str]] = {}
         for item in reply.get("model_version_status", []):
@@ -295,7 +297,7 @@ class ServingClient:
         """``PredictionService.Predict``: named numpy inputs in, named numpy outputs out."""
         import numpy as np
 
-        tf = import_tensorflow()
+        tf = tensorflow()
         from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
         request = predict_pb2.PredictRequest()
@@ -314,7 +316,7 @@ class ServingClient:
         An OK reply means the config was accepted, not that added versions have loaded;
         follow with ``wait_available``.
         """
-        import_tensorflow()
+        tensorflow()  # the protos below import TensorFlow: select tf_keras first
         from tensorflow_serving.apis import model_management_pb2, model_service_pb2_grpc
 
         request = model_management_pb2.ReloadConfigRequest()
@@ -326,7 +328,7 @@ class ServingClient:
 
     def model_status_grpc(self, model: str) -> dict[int, str]:
         """``ModelService.GetModelStatus``: version -> state, over gRPC."""
-        import_tensorflow()
+        tensorflow()  # the protos below import TensorFlow: select tf_keras first
         from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
 
         request = get_model_status_pb2.GetModelStatusRequest()
@@ -339,7 +341,7 @@ class ServingClient:
 
 def _fill_spec(spec: Any, model: str, version: int | None, label: str | None) -> None:
     if version is not None and label is not None:
-        raise ValueError("give a version or a label, not both")
+        raise ParamError("give a version or a label, not both")
     spec.name = model
     if version is not None:
         spec.version.value = int(version)

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from recops.errors import ParamError
 from recops.records import Record
 
 __all__ = ["LoadConfig", "LoadResult", "percentile", "run_load"]
@@ -69,25 +70,25 @@ class LoadConfig(Record):
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.model):
-            raise ValueError(f"model {self.model!r}: use letters, digits, '_', '.', '-'")
+            raise ParamError(f"model {self.model!r}: use letters, digits, '_', '.', '-'")
         if not self.instances or not all(isinstance(i, dict) for i in self.instances):
-            raise ValueError("instances must be a non-empty list of objects (row format)")
+            raise ParamError("instances must be a non-empty list of objects (row format)")
         if self.label is not None and self.version is not None:
-            raise ValueError("give a label or a version, not both")
+            raise ParamError("give a label or a version, not both")
         if self.label is not None and not _NAME.fullmatch(self.label):
-            raise ValueError(f"label {self.label!r}: use letters, digits, '_', '.', '-'")
+            raise ParamError(f"label {self.label!r}: use letters, digits, '_', '.', '-'")
         if self.version is not None and (isinstance(self.version, bool) or self.version < 1):
-            raise ValueError(f"version must be a positive integer, got {self.version!r}")
+            raise ParamError(f"version must be a positive integer, got {self.version!r}")
         if not (math.isfinite(self.qps) and self.qps > 0):
-            raise ValueError(f"qps must be positive, got {self.qps}")
+            raise ParamError(f"qps must be positive, got {self.qps}")
         if not (math.isfinite(self.duration_s) and self.duration_s > 0):
-            raise ValueError(f"duration_s must be positive, got {self.duration_s}")
+            raise ParamError(f"duration_s must be positive, got {self.duration_s}")
         if self.concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
+            raise ParamError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.protocol not in ("rest", "grpc"):
-            raise ValueError(f"protocol {self.protocol!r}: expected 'rest' or 'grpc'")
+            raise ParamError(f"protocol {self.protocol!r}: expected 'rest' or 'grpc'")
         if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+            raise ParamError(f"timeout_s must be positive, got {self.timeout_s}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -194,10 +195,9 @@ class _GrpcSender:
     def __init__(self, config: LoadConfig) -> None:
         import grpc
         import numpy as np
+        from recops_models.tf_env import tensorflow
 
-        from recops.serving.server import import_tensorflow
-
-        tf = import_tensorflow()
+        tf = tensorflow()
         from tensorflow_serving.apis import predict_pb2
 
         request = predict_pb2.PredictRequest()
@@ -244,7 +244,7 @@ def _column_array(np: Any, column: list[Any]) -> Any:
         return np.asarray(column, dtype=np.float32)
     if isinstance(sample, str):
         return np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(np.asarray(column))
-    raise ValueError(f"cannot send {type(sample).__name__} values over gRPC")
+    raise ParamError(f"cannot send {type(sample).__name__} values over gRPC")
 
 
 def run_load(config: LoadConfig) -> LoadResult:

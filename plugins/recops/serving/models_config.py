@@ -21,10 +21,12 @@ inside the functions.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from recops.errors import DataError
+from recops.io import atomic_write_text
 
 if TYPE_CHECKING:
     from tensorflow_serving.config.model_server_config_pb2 import (
@@ -63,7 +65,7 @@ def empty_config() -> ModelServerConfig:
 
 
 def parse_config(text: str, *, source: str = "<models.config>") -> ModelServerConfig:
-    """Parse ModelServerConfig text; raises ``ValueError`` naming ``source`` on bad text."""
+    """Parse ModelServerConfig text; raises ``DataError`` (a ``ValueError``) naming ``source``."""
     from google.protobuf import text_format
     from tensorflow_serving.config import model_server_config_pb2
 
@@ -71,9 +73,9 @@ def parse_config(text: str, *, source: str = "<models.config>") -> ModelServerCo
     try:
         text_format.Parse(text, config)
     except text_format.ParseError as exc:
-        raise ValueError(f"{source}: not a valid ModelServerConfig text proto: {exc}") from exc
+        raise DataError(f"{source}: not a valid ModelServerConfig text proto: {exc}") from exc
     if config.WhichOneof("config") == "custom_model_config":
-        raise ValueError(f"{source}: only model_config_list configs are supported")
+        raise DataError(f"{source}: only model_config_list configs are supported")
     config.model_config_list.SetInParent()  # an empty file means "serve nothing"
     return config
 
@@ -101,19 +103,7 @@ def write_config(path: str | os.PathLike[str], config: ModelServerConfig) -> Non
     A reader (the server starting up, another stage) sees the old file or the new one,
     never a half-written one.
     """
-    file = Path(path)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    text = format_config(config)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".tmp", dir=file.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, file)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    atomic_write_text(Path(path), format_config(config), fsync=True)
 
 
 def make_model_config(

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from recops.config import Settings
-from recops.errors import RecommendError
+from recops.config import RANKER_USER_FEATURES, RANKING_MODEL, Settings
+from recops.errors import ParamError, RecommendError
 
 T = TypeVar("T")
 #: Reciprocal-rank fusion constant (the usual 60): the best of both orders on ml-100k.
@@ -41,11 +41,10 @@ def rerank_policy(settings: Settings, version: int) -> str:
     The evaluate task compares both orders on the same holdout and records the winner on
     the ranker's registered version (tag ``recops.lineage.rerank_policy``).
     """
-    from recops.pipeline import RANKING_MODEL
-    from recops.registry import _client
+    from recops.registry import mlflow_client
 
     try:
-        tags = _client(settings).get_model_version(RANKING_MODEL, str(version)).tags
+        tags = mlflow_client(settings).get_model_version(RANKING_MODEL, str(version)).tags
     except Exception:  # no registry at hand: keep the retrieval order, the safe default
         return "retrieval"
     return str(tags.get("recops.lineage.rerank_policy", "retrieval"))
@@ -100,13 +99,12 @@ def recommend(
     import pandas as pd
 
     from recops.features import online_user_features
-    from recops.pipeline import RANKER_USER_FEATURES, RANKING_MODEL
     from recops.promotion import ranking_instances, served_stable
     from recops.serving.client import ServingClient
 
     settings = settings or Settings.from_env()
     if config.protocol not in ("rest", "grpc"):
-        raise ValueError(f"protocol={config.protocol!r}: expected 'rest' or 'grpc'")
+        raise ParamError(f"protocol={config.protocol!r}: expected 'rest' or 'grpc'")
 
     def timed(stage: str, fn: Callable[[], T]) -> T:
         begin = time.perf_counter()
@@ -123,8 +121,10 @@ def recommend(
     real_serving = bool(settings.tfserving_rest or settings.tfserving_grpc)
     if not real_serving and served_stable(settings, settings.model_name) is None:
         raise RecommendError(
-            f"no {settings.model_name} version is served (no `stable` label in {settings.models_config_path})",
-            "run `make demo`, or trigger recsys_promote in the Airflow UI (`make ui`) for a blessed version",
+            f"no {settings.model_name} version is served "
+            f"(no `stable` label in {settings.models_config_path})",
+            "run `make demo`, or trigger recsys_promote in the Airflow UI (`make ui`) "
+            "for a blessed version",
         )
     if settings.online_store == "sqlite" and not (settings.feast_dir / "online_store.db").exists():
         raise RecommendError(
@@ -139,7 +139,8 @@ def recommend(
         ids = pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]
         raise RecommendError(
             str(exc).strip("'\""),
-            f"the data has {len(ids)} users with ids {ids.min()}..{ids.max()}; `--user-id` must be one of them",
+            f"the data has {len(ids)} users with ids {ids.min()}..{ids.max()}; "
+            "`--user-id` must be one of them",
         ) from exc
     own_client = client is None
     client = client or ServingClient.from_settings(settings)
@@ -160,7 +161,8 @@ def recommend(
         except Exception as exc:
             raise RecommendError(
                 f"the served model did not answer: {exc}",
-                f"start serving with `recops serve --detach` (log: {settings.serving_dir / 'server.log'})",
+                "start serving with `recops serve --detach` "
+                f"(log: {settings.serving_dir / 'server.log'})",
             ) from exc
         candidates = [int(i) for i in row["item_ids"]]
         retrieval = {
@@ -191,9 +193,14 @@ def recommend(
             "item_id"
         )["title"]
         return [
-            {"rank": r, "item_id": item, "title": str(titles.get(item, "?")), "score": retrieval[item],
-             **({"ranker_score": ranker[item]} if ranker else {})}
+            {
+                "rank": r,
+                "item_id": item,
+                "title": str(titles.get(item, "?")),
+                "score": retrieval[item],
+                **({"ranker_score": ranker[item]} if ranker else {}),
+            }
             for r, item in enumerate(order[: config.k], start=1)
-        ]  # fmt: skip
+        ]
 
     return timed("fuse_titles", titled)

@@ -39,25 +39,36 @@ With a real TF Serving, config changes go over gRPC (``HandleReloadConfigRequest
 version folders are written under ``<RECOPS_HOME>/serving/models``, so that folder must be
 visible to TF Serving at the same path (a shared volume); ``models.config`` there stays
 the single source of truth, so start TF Serving with it as ``--model_config_file``.
+
+The concerns live in sibling modules; this one is the label state machine and the public
+entry point (it re-exports the names callers import from here):
+
+- ``recops.serving.rollout_config``: ``RolloutConfig``, ``RollbackConfig``,
+  ``RolloutResult`` and the contract's output names;
+- ``recops.serving.rollout_staging``: checking the SavedModel, installing and pruning
+  version folders;
+- ``recops.serving.rollout_checks``: infra validation (smoke, load, parity, overlap).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import math
-import os
-import re
 import shutil
-import time
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recops.errors import RolloutError
-from recops.records import Record
+from recops.errors import RolloutError, ServingError
+from recops.serving.rollout_checks import CanaryRejected, infra_validate, smoke_test, smoke_warmup
+from recops.serving.rollout_config import (
+    CANARY_LABEL,
+    SCORES_OUTPUT,
+    TOP_ITEMS_OUTPUT,
+    RollbackConfig,
+    RolloutConfig,
+    RolloutResult,
+)
+from recops.serving.rollout_staging import check_saved_model, install_version, prune_disk
 
 if TYPE_CHECKING:
     from tensorflow_serving.config.model_server_config_pb2 import ModelServerConfig
@@ -67,6 +78,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CANARY_LABEL",
+    "SCORES_OUTPUT",
     "TOP_ITEMS_OUTPUT",
     "RollbackConfig",
     "RolloutConfig",
@@ -79,182 +91,6 @@ __all__ = [
 
 log = logging.getLogger("recops.serving.rollout")
 
-#: The ``serving_default`` output holding the ranked item ids (``int64 [batch, K]``).
-TOP_ITEMS_OUTPUT = "item_ids"
-#: The score output of a scoring (ranking) model: one score per candidate sent.
-SCORES_OUTPUT = "scores"
-#: Label the candidate version is validated behind before it becomes ``stable``.
-CANARY_LABEL = "canary"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-
-
-class _Rejected(Exception):
-    """Infra validation failed: carries every reason and what was measured."""
-
-    def __init__(self, reasons: list[str], report: dict[str, Any] | None = None) -> None:
-        super().__init__("; ".join(reasons))
-        self.reasons = reasons
-        self.report = report or {}
-
-
-def _check_name(field_name: str, value: str) -> None:
-    if not _NAME.fullmatch(value):
-        raise ValueError(f"{field_name} {value!r}: use letters, digits, '_', '.', '-'")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutConfig(Record):
-    """What to roll out, and how the canary is validated.
-
-    Attributes:
-        model_name: Served model name (``/v1/models/<model_name>``).
-        version: Serving version number (the folder name under the model's base path).
-        saved_model_dir: The SavedModel to serve (the retrieval contract).
-        label: Version label moved to the new version once it passed validation.
-        keep_versions: Versions kept served and on disk after the roll-out, the new one
-            included; the older ones allow an instant ``rollback``.
-        smoke_instances: Row-format instances (one object per request row) sent to the
-            canary; also written as the version's warmup requests.
-        load_timeout_s: How long to wait for the new version to become AVAILABLE.
-        canary_label: Label the new version is validated behind.
-        canary_qps: Target rate of the canary load test (open loop).
-        canary_seconds: Length of the canary load test; 0 skips it.
-        canary_concurrency: Client threads of the canary load test.
-        slo_p99_ms: The canary's p99 latency under load must not exceed this.
-        expected_outputs: Offline outputs for the smoke instances, ``{output name: one
-            value per instance}`` (e.g. ``{"scores": [[...], ...]}``); the canary must
-            match them within ``parity_atol`` + ``parity_rtol`` * |expected|. None skips
-            the parity check.
-        parity_atol: Absolute tolerance of the parity check.
-        parity_rtol: Relative tolerance of the parity check.
-    """
-
-    model_name: str
-    version: int
-    saved_model_dir: str
-    label: str = "stable"
-    keep_versions: int = 2
-    smoke_instances: list[dict[str, Any]]
-    load_timeout_s: float = 120.0
-    canary_label: str = CANARY_LABEL
-    canary_qps: float = 20.0
-    canary_seconds: float = 2.0
-    canary_concurrency: int = 4
-    # Generous by default: the embedded profile shares a few cores with Airflow and
-    # training; a production deployment sets its own SLO.
-    slo_p99_ms: float = 500.0
-    expected_outputs: dict[str, list[Any]] | None = None
-    parity_atol: float = 1e-4
-    parity_rtol: float = 1e-4
-
-    def __post_init__(self) -> None:
-        _check_name("model_name", self.model_name)
-        _check_name("label", self.label)
-        _check_name("canary_label", self.canary_label)
-        if self.canary_label == self.label:
-            raise ValueError(f"canary_label and label are both {self.label!r}")
-        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
-            raise ValueError(f"version must be a positive integer, got {self.version!r}")
-        if self.keep_versions < 1:
-            raise ValueError(f"keep_versions must be at least 1, got {self.keep_versions}")
-        if not self.smoke_instances or not all(isinstance(i, dict) for i in self.smoke_instances):
-            raise ValueError("smoke_instances must be a non-empty list of objects (row format)")
-        if self.load_timeout_s <= 0:
-            raise ValueError(f"load_timeout_s must be positive, got {self.load_timeout_s}")
-        for name in ("canary_qps", "slo_p99_ms"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be positive, got {value}")
-        if not (math.isfinite(self.canary_seconds) and self.canary_seconds >= 0):
-            raise ValueError(f"canary_seconds must be >= 0, got {self.canary_seconds}")
-        if self.canary_concurrency < 1:
-            raise ValueError(
-                f"canary_concurrency must be at least 1, got {self.canary_concurrency}"
-            )
-        if self.parity_atol < 0 or self.parity_rtol < 0:
-            raise ValueError("parity_atol and parity_rtol must be >= 0")
-        if self.expected_outputs is not None:
-            if not isinstance(self.expected_outputs, dict) or not self.expected_outputs:
-                raise ValueError("expected_outputs must be a non-empty {output: values} dict")
-            for name, values in self.expected_outputs.items():
-                if not isinstance(values, list) or len(values) != len(self.smoke_instances):
-                    raise ValueError(
-                        f"expected_outputs[{name!r}] must be a list with one value per smoke "
-                        f"instance ({len(self.smoke_instances)})"
-                    )
-
-
-@dataclass(frozen=True, kw_only=True)
-class RollbackConfig(Record):
-    """Move a label back to an earlier version.
-
-    Attributes:
-        model_name: Served model name.
-        to_version: Version to go back to; None means the newest version older than the
-            one the label points at now that is still on disk.
-        label: The label to move.
-        smoke_instances: Row-format instances sent to the label after the move; None
-            replays the target version's first warmup request instead.
-        load_timeout_s: How long to wait if the target must be loaded again.
-    """
-
-    model_name: str
-    to_version: int | None = None
-    label: str = "stable"
-    smoke_instances: list[dict[str, Any]] | None = None
-    load_timeout_s: float = 120.0
-
-    def __post_init__(self) -> None:
-        _check_name("model_name", self.model_name)
-        _check_name("label", self.label)
-        if self.to_version is not None and (
-            isinstance(self.to_version, bool)
-            or not isinstance(self.to_version, int)
-            or self.to_version < 1
-        ):
-            raise ValueError(f"to_version must be a positive integer, got {self.to_version!r}")
-        if self.smoke_instances is not None and (
-            not self.smoke_instances or not all(isinstance(i, dict) for i in self.smoke_instances)
-        ):
-            raise ValueError("smoke_instances must be a non-empty list of objects (row format)")
-        if self.load_timeout_s <= 0:
-            raise ValueError(f"load_timeout_s must be positive, got {self.load_timeout_s}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RolloutResult(Record):
-    """What is served after the roll-out (or rollback), and how validation went.
-
-    Attributes:
-        model_name: Served model name.
-        version: The version the label points at now.
-        served_versions: Versions in the served config.
-        labels: Version labels in the served config.
-        rest_url: REST URL of the model.
-        grpc_target: gRPC ``host:port``.
-        smoke_latency_ms: Latency of the smoke request.
-        smoke_top_item_ids: Ranked ids of the first smoke instance.
-        previous_version: What the label pointed at before (None on a first roll-out).
-        infra_validation: What each check measured (``load_and_query``, ``load`` as a
-            LoadResult dict, ``parity``, ``canary_vs_stable``), or why it was skipped.
-        server: ``external`` (a real TF Serving), ``running`` (found answering) or
-            ``started`` (the local server, started by this call).
-        rolled_back: True for the result of ``rollback``.
-    """
-
-    model_name: str
-    version: int
-    served_versions: list[int]
-    labels: dict[str, int]
-    rest_url: str
-    grpc_target: str
-    smoke_latency_ms: float
-    smoke_top_item_ids: list[int]
-    previous_version: int | None = None
-    infra_validation: dict[str, Any] = field(default_factory=dict)
-    server: str = ""
-    rolled_back: bool = False
-
 
 def ensure_server(settings: Settings) -> str:
     """Make sure a server answers; returns how: ``external``, ``running`` or ``started``.
@@ -265,7 +101,7 @@ def ensure_server(settings: Settings) -> str:
     only when nothing answers is the local server started in the background.
     """
     from recops.serving.client import external_server
-    from recops.serving.server import answers, start_background
+    from recops.serving.daemon import answers, start_background
 
     if external_server(settings):
         return "external"
@@ -315,8 +151,8 @@ def rollout(config: RolloutConfig, settings: Settings | None = None) -> RolloutR
     """
     from recops.config import Settings
     from recops.serving.client import ServingClient
+    from recops.serving.daemon import locked
     from recops.serving.models_config import find_model, read_config
-    from recops.serving.server import locked
 
     settings = settings or Settings.from_env()
     source = Path(config.saved_model_dir)
@@ -327,7 +163,7 @@ def rollout(config: RolloutConfig, settings: Settings | None = None) -> RolloutR
     # One roll-out at a time per state folder: models.config has a single writer.
     with locked(settings.serving_dir / "rollout.lock"):
         # What can be checked before the server is touched is checked first.
-        warmup, ranked_length = _check_saved_model(source, config)
+        warmup, ranked_length = check_saved_model(source, config)
         previous = read_config(settings.models_config_path)
         entry = find_model(previous, config.model_name)
         if entry is not None and entry.base_path != str(model_dir):
@@ -335,14 +171,14 @@ def rollout(config: RolloutConfig, settings: Settings | None = None) -> RolloutR
                 f"{settings.models_config_path} serves {config.model_name} from "
                 f"{entry.base_path}, not {model_dir}; refusing to take it over"
             )
-        created = _install_version(source, version_dir, warmup)
+        created = install_version(source, version_dir, warmup)
 
         client = ServingClient.from_settings(settings, timeout_s=max(30.0, config.load_timeout_s))
         try:
             server = ensure_server(settings)
             result = _canary(config, settings, client, previous, ranked_length, server)
         except Exception as exc:
-            reasons = exc.reasons if isinstance(exc, _Rejected) else [f"{exc}"]
+            reasons = exc.reasons if isinstance(exc, CanaryRejected) else [f"{exc}"]
             restored, ok = _restore(settings, client, previous)
             if created:
                 shutil.rmtree(version_dir, ignore_errors=True)
@@ -381,7 +217,10 @@ def _canary(
     before = labels.get(config.label)
 
     def done(
-        versions: list[int], now: dict[str, int], smoke: tuple[float, list[int]], report: dict
+        versions: list[int],
+        now: dict[str, int],
+        smoke: tuple[float, list[int]],
+        report: dict[str, Any],
     ) -> RolloutResult:
         return RolloutResult(
             model_name=config.model_name,
@@ -399,7 +238,7 @@ def _canary(
 
     if before == new and new in old_versions:
         # Already out: nothing to move, but prove it still answers.
-        latency_ms, top_items, _ = _smoke(
+        latency_ms, top_items, _ = smoke_test(
             client, config.model_name, config.label, config.smoke_instances, ranked_length
         )
         report = {"load_and_query": "passed (already out)"}
@@ -417,10 +256,10 @@ def _canary(
     try:
         client.wait_available(config.model_name, new, config.load_timeout_s)
     except Exception as exc:
-        raise _Rejected([f"LOAD: {exc}"]) from exc
+        raise CanaryRejected([f"LOAD: {exc}"]) from exc
     with_canary = {**labels, config.canary_label: new}
     apply(loading, with_canary)
-    report, smoke = _infra_validate(config, client, ranked_length, before)
+    report, smoke = infra_validate(config, client, ranked_length, before)
 
     promoted = {k: v for k, v in labels.items() if k != config.canary_label}
     promoted[config.label] = new
@@ -430,189 +269,8 @@ def _canary(
     final = sorted({new, *pinned, *older[: config.keep_versions - 1]})
     if final != loading:
         apply(final, promoted)
-    _prune_disk(settings.model_base_path / config.model_name, keep=set(final))
+    prune_disk(settings.model_base_path / config.model_name, keep=set(final))
     return done(final, promoted, smoke, report)
-
-
-def _infra_validate(
-    config: RolloutConfig,
-    client: ServingClient,
-    ranked_length: int | None,
-    stable_version: int | None,
-) -> tuple[dict[str, Any], tuple[float, list[int]]]:
-    """LOAD_AND_QUERY, load, parity and the stable comparison on the canary label.
-
-    Returns the report and the smoke (latency, top ids); raises ``_Rejected`` with every
-    failed check.
-    """
-    from recops.serving.loadtest import LoadConfig, run_load
-
-    model, canary = config.model_name, config.canary_label
-    report: dict[str, Any] = {}
-    try:
-        latency_ms, top_items, rows = _smoke(
-            client, model, canary, config.smoke_instances, ranked_length
-        )
-    except Exception as exc:  # nothing else is worth measuring on a canary that fails this
-        raise _Rejected([f"LOAD_AND_QUERY: {exc}"], {"load_and_query": f"failed: {exc}"}) from exc
-    report["load_and_query"] = "passed"
-    reasons: list[str] = []
-
-    if config.canary_seconds > 0:
-        load = run_load(
-            LoadConfig(
-                model=model,
-                instances=config.smoke_instances,
-                host=client.rest_host,
-                rest_port=client.rest_port,
-                label=canary,
-                qps=config.canary_qps,
-                duration_s=config.canary_seconds,
-                concurrency=config.canary_concurrency,
-                timeout_s=max(5.0, config.slo_p99_ms / 1000.0 * 4),
-            )
-        )
-        report["load"] = load.to_dict()
-        if load.errors:
-            reasons.append(
-                f"LOAD: {load.errors} of {load.sent} requests failed at {config.canary_qps} QPS "
-                f"(e.g. {load.error_samples[0] if load.error_samples else '?'})"
-            )
-        if load.p99_ms > config.slo_p99_ms:
-            reasons.append(
-                f"LATENCY: p99 {load.p99_ms:.1f} ms exceeds the SLO of {config.slo_p99_ms:.1f} ms "
-                f"at {config.canary_qps} QPS"
-            )
-    else:
-        report["load"] = "skipped: canary_seconds is 0"
-
-    if config.expected_outputs is not None:
-        problems = _parity(rows, config.expected_outputs, config.parity_atol, config.parity_rtol)
-        report["parity"] = "passed" if not problems else f"failed: {problems[0]}"
-        reasons.extend(f"PARITY: {p}" for p in problems)
-    else:
-        report["parity"] = "skipped: no expected_outputs given"
-
-    if stable_version is None:
-        report["canary_vs_stable"] = "skipped: first roll-out, no previous version"
-    else:
-        # Informational: how much the ranking moved, not a gate (a better model moves it).
-        try:
-            _, _, stable_rows = _smoke(client, model, config.label, config.smoke_instances, None)
-            report["canary_vs_stable"] = {
-                "stable_version": stable_version,
-                "top10_overlap": _overlap(rows, stable_rows, 10),
-            }
-        except Exception as exc:  # the stable answer is only for the report
-            report["canary_vs_stable"] = f"unavailable: {exc}"
-
-    if reasons:
-        raise _Rejected(reasons, report)
-    return report, (latency_ms, top_items)
-
-
-def _overlap(a: list[Any], b: list[Any], k: int) -> float:
-    """Mean top-``k`` overlap of the ranked ids of two prediction lists."""
-    shares = []
-    for left, right in zip(a, b, strict=False):
-        ids_a = set(left.get(TOP_ITEMS_OUTPUT, [])[:k]) if isinstance(left, dict) else set()
-        ids_b = set(right.get(TOP_ITEMS_OUTPUT, [])[:k]) if isinstance(right, dict) else set()
-        shares.append(len(ids_a & ids_b) / max(1, min(k, len(ids_a) or k)))
-    return round(sum(shares) / max(1, len(shares)), 4)
-
-
-def _parity(
-    rows: list[Any], expected: Mapping[str, list[Any]], atol: float, rtol: float
-) -> list[str]:
-    """Differences between served rows and offline outputs, one sentence per output."""
-    import numpy as np
-
-    problems = []
-    for name, values in expected.items():
-        served = [row.get(name) if isinstance(row, dict) else None for row in rows]
-        if any(value is None for value in served):
-            problems.append(f"the canary's predictions have no output {name!r}")
-            continue
-        try:
-            got = np.asarray(served, dtype=np.float64)
-            want = np.asarray(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            if served != values:
-                problems.append(f"output {name!r} differs from the offline values")
-            continue
-        if got.shape != want.shape:
-            problems.append(
-                f"output {name!r} has shape {list(got.shape)}, offline {list(want.shape)}"
-            )
-            continue
-        close = np.isclose(got, want, atol=atol, rtol=rtol)
-        if not close.all():
-            worst = float(np.max(np.abs(got - want)))
-            problems.append(
-                f"output {name!r}: {int((~close).sum())} of {close.size} values differ from the "
-                f"offline ones (max |diff| {worst:.6g}, atol {atol}, rtol {rtol})"
-            )
-    return problems
-
-
-def _smoke(
-    client: ServingClient,
-    model: str,
-    label: str,
-    instances: list[dict[str, Any]],
-    ranked_length: int | None,
-) -> tuple[float, list[int], list[Any]]:
-    """Predict ``instances`` on ``label``; expect one ranked id list per instance.
-
-    Returns the latency, the first row's ranked ids and all prediction rows.
-    """
-    started = time.perf_counter()
-    reply = client.predict_rest(model, instances=instances, label=label)
-    latency_ms = (time.perf_counter() - started) * 1000.0
-    predictions = reply.get("predictions")
-    if not isinstance(predictions, list) or len(predictions) != len(instances):
-        raise RolloutError(
-            f"smoke test: expected {len(instances)} predictions, got {_brief(predictions)}"
-        )
-    rows = []
-    for row, instance in zip(predictions, instances, strict=True):
-        items = row.get(TOP_ITEMS_OUTPUT) if isinstance(row, dict) else None
-        if items is None and isinstance(row, dict) and "item_ids" in instance:
-            # A scoring model: one finite score per candidate it was sent.
-            scores = row.get(SCORES_OUTPUT)
-            if (
-                not isinstance(scores, list)
-                or len(scores) != len(instance["item_ids"])
-                or not all(isinstance(x, int | float) and math.isfinite(x) for x in scores)
-            ):
-                raise RolloutError(
-                    f"smoke test: expected {len(instance['item_ids'])} finite "
-                    f"'{SCORES_OUTPUT}', got {_brief(row)}"
-                )
-            rows.append(list(instance["item_ids"]))
-            continue
-        if not isinstance(items, list) or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in items
-        ):
-            raise RolloutError(
-                f"smoke test: each prediction must hold a list of integer "
-                f"'{TOP_ITEMS_OUTPUT}', got {_brief(row)}"
-            )
-        if ranked_length is not None and len(items) != ranked_length:
-            raise RolloutError(
-                f"smoke test: '{TOP_ITEMS_OUTPUT}' holds {len(items)} ids, the signature "
-                f"promises {ranked_length}"
-            )
-        rows.append(items)
-    if not rows[0] or len({len(items) for items in rows}) != 1:
-        raise RolloutError("smoke test: ranked lists are empty or of different lengths")
-    log.info("smoke test of %s@%s: %d rows in %.1f ms", model, label, len(rows), latency_ms)
-    return latency_ms, [int(i) for i in rows[0]], predictions
-
-
-def _brief(value: Any, limit: int = 200) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _restore(
@@ -620,7 +278,6 @@ def _restore(
 ) -> tuple[str, bool]:
     """Write back and reload the previous config; returns a sentence and whether it worked."""
     from recops.serving.models_config import write_config
-    from recops.serving.server import ServingError
 
     try:
         write_config(settings.models_config_path, previous)
@@ -634,14 +291,6 @@ def _restore(
         log.exception("restoring the previous serving config failed")
         return f"Restoring the previous serving config ALSO failed: {exc}.", False
     return "The previous serving config was restored and reloaded.", True
-
-
-def _prune_disk(model_dir: Path, keep: set[int]) -> None:
-    """Remove version folders no longer served (the config was already reloaded without them)."""
-    for path in model_dir.iterdir() if model_dir.is_dir() else []:
-        if path.is_dir() and path.name.isdigit() and int(path.name) not in keep:
-            log.info("removing %s: no longer among the served versions", path)
-            shutil.rmtree(path, ignore_errors=True)
 
 
 # -- rollback -----------------------------------------------------------------------------
@@ -667,13 +316,13 @@ def rollback(config: RollbackConfig, settings: Settings | None = None) -> Rollou
     """
     from recops.config import Settings
     from recops.serving.client import ServingClient
+    from recops.serving.daemon import locked
     from recops.serving.models_config import (
         find_model,
         read_config,
         specific_versions,
         version_labels,
     )
-    from recops.serving.server import locked
 
     settings = settings or Settings.from_env()
     model_dir = settings.model_base_path / config.model_name
@@ -729,11 +378,11 @@ def rollback(config: RollbackConfig, settings: Settings | None = None) -> Rollou
             if moved != labels:
                 apply(moved)
             if config.smoke_instances is not None:
-                latency_ms, top_items, _ = _smoke(
+                latency_ms, top_items, _ = smoke_test(
                     client, config.model_name, config.label, config.smoke_instances, None
                 )
             else:
-                latency_ms, top_items = _smoke_warmup(
+                latency_ms, top_items = smoke_warmup(
                     client, config.model_name, config.label, model_dir / str(target)
                 )
         except Exception as exc:
@@ -760,144 +409,3 @@ def rollback(config: RollbackConfig, settings: Settings | None = None) -> Rollou
     )
     log.info("rolled back %s", result.to_dict())
     return result
-
-
-def _smoke_warmup(
-    client: ServingClient, model: str, label: str, version_dir: Path
-) -> tuple[float, list[int]]:
-    """Replay the version's first warmup request on ``label`` over gRPC."""
-    from recops.serving.server import WARMUP_FILE, ServingError, import_tensorflow
-
-    tf = import_tensorflow()
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    path = version_dir / WARMUP_FILE
-    if not path.is_file():
-        raise ServingError(
-            "FAILED_PRECONDITION", f"{path} is missing: pass smoke_instances to smoke-test"
-        )
-    first = next(iter(tf.data.TFRecordDataset(str(path)).take(1)), None)
-    if first is None:
-        raise ServingError("FAILED_PRECONDITION", f"{path} holds no warmup request")
-    request = prediction_log_pb2.PredictionLog.FromString(first.numpy()).predict_log.request
-    inputs = {name: tf.make_ndarray(proto) for name, proto in request.inputs.items()}
-    started = time.perf_counter()
-    outputs = client.predict_grpc(
-        model,
-        inputs,
-        label=label,
-        signature_name=request.model_spec.signature_name or "serving_default",
-    )
-    latency_ms = (time.perf_counter() - started) * 1000.0
-    ranked = outputs.get(TOP_ITEMS_OUTPUT)
-    if ranked is None or ranked.ndim != 2 or ranked.shape[1] == 0:
-        raise RolloutError(f"smoke test: no ranked '{TOP_ITEMS_OUTPUT}' in the reply")
-    return latency_ms, [int(i) for i in ranked[0]]
-
-
-# -- the version folder -------------------------------------------------------------------
-
-
-def _check_saved_model(source: Path, config: RolloutConfig) -> tuple[list[bytes], int | None]:
-    """Check the SavedModel against the smoke instances.
-
-    Returns the warmup records (serialized PredictionLogs) and the ranked-list length the
-    signature promises (the static K of ``item_ids``, None if unknown).
-    """
-    from recops.serving.server import (
-        DEFAULT_SIGNATURE,
-        ServingError,
-        SignatureIO,
-        import_tensorflow,
-        json_to_tensors,
-        read_signature_defs,
-    )
-
-    tf = import_tensorflow()
-    from tensorflow_serving.apis import prediction_log_pb2
-
-    if not source.is_dir():
-        raise RolloutError(f"saved_model_dir {source} is not a folder")
-    try:
-        signature = read_signature_defs(source).get(DEFAULT_SIGNATURE)
-    except Exception as exc:
-        raise RolloutError(f"{source} is not a readable SavedModel: {exc}") from exc
-    if signature is None:
-        raise RolloutError(f"{source} has no '{DEFAULT_SIGNATURE}' signature")
-    io = SignatureIO.from_signature_def(signature)
-    ranked = io.outputs.get(TOP_ITEMS_OUTPUT)
-    scored = io.outputs.get(SCORES_OUTPUT)
-    if ranked is None and scored is not None and "item_ids" in io.inputs:
-        ranked_length = None  # a scoring model (the ranker): candidates in, scores out
-    elif ranked is None or ranked.dtype != "int64":
-        raise RolloutError(
-            f"{source}: '{DEFAULT_SIGNATURE}' has no int64 '{TOP_ITEMS_OUTPUT}' output "
-            f"(retrieval) nor an 'item_ids' input with a '{SCORES_OUTPUT}' output (ranking)"
-        )
-    else:
-        ranked_length = (
-            ranked.shape[1] if ranked.shape is not None and len(ranked.shape) == 2 else None
-        )
-    try:
-        arrays, _ = json_to_tensors({"instances": config.smoke_instances}, io.inputs)
-    except ServingError as exc:
-        raise RolloutError(f"smoke_instances do not fit {source}: {exc.message}") from exc
-    for name, array in arrays.items():
-        if not io.inputs[name].compatible(array.shape):
-            raise RolloutError(
-                f"smoke_instances: input {name} has shape {list(array.shape)}, "
-                f"{source} expects {io.inputs[name].describe_shape()}"
-            )
-    record = prediction_log_pb2.PredictionLog()
-    request = record.predict_log.request
-    request.model_spec.name = config.model_name
-    request.model_spec.signature_name = DEFAULT_SIGNATURE
-    for name, array in arrays.items():
-        request.inputs[name].CopyFrom(tf.make_tensor_proto(array))
-    return [record.SerializeToString()], ranked_length
-
-
-def _tree_digest(folder: Path) -> str:
-    """Hash of every file under ``folder`` (paths and bytes), the warmup file excepted."""
-    from recops.serving.server import WARMUP_FILE
-
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = path.relative_to(folder).as_posix()
-        if relative == WARMUP_FILE:
-            continue
-        digest.update(relative.encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _install_version(source: Path, version_dir: Path, warmup: list[bytes]) -> bool:
-    """Copy ``source`` to ``version_dir`` atomically; returns whether this call created it."""
-    from recops.serving.server import WARMUP_FILE, import_tensorflow
-
-    if version_dir.exists():
-        if _tree_digest(source) != _tree_digest(version_dir):
-            raise RolloutError(
-                f"{version_dir} already exists with different content; versions are "
-                "immutable, roll out under a new version number"
-            )
-        log.info("%s already holds this SavedModel; keeping it", version_dir)
-        return False
-    tf = import_tensorflow()
-    version_dir.parent.mkdir(parents=True, exist_ok=True)
-    # Not all digits, so the server never takes it for a version.
-    staging = version_dir.parent / f".tmp-{version_dir.name}-{uuid.uuid4().hex[:8]}"
-    try:
-        shutil.copytree(source, staging)
-        (staging / WARMUP_FILE).parent.mkdir(parents=True, exist_ok=True)
-        with tf.io.TFRecordWriter(str(staging / WARMUP_FILE)) as writer:
-            for record in warmup:
-                writer.write(record)
-        os.rename(staging, version_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return True

@@ -23,9 +23,6 @@ functions, so importing this package is cheap.
 from __future__ import annotations
 
 from recops.errors import CheckpointCorruptError
-
-# ``write_atomic`` was training's own atomic text write; recops.io's is the same thing.
-from recops.io import atomic_write_text as write_atomic
 from recops.splits import SPLITS, split_interactions, train_rows
 from recops.tables import (
     ITEM_COLUMNS,
@@ -81,5 +78,4 @@ __all__ = [
     "train",
     "train_rows",
     "verify_backup",
-    "write_atomic",
 ]

@@ -94,8 +94,9 @@ def test_state_before_and_finished_state(tmp_path: Path) -> None:
     assert state_before(states, 2) == states[1]
 
     config = TrainConfig(
-        training_set_uri="t", users_uri="u", items_uri="i", output_dir="o", epochs=2
-    )
+        training_set_uri="t", users_uri="u", items_uri="i", output_dir="o", epochs=2,
+        early_stopping_patience=3,
+    )  # fmt: skip
     # Saved in epoch 1 of 2: both epochs ran, so there is nothing left to fit.
     assert finished_state(state_dir, config, 1) == states[1]
     assert finished_state(state_dir, config, 0) is None  # epoch 1 is still to run

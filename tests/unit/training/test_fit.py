@@ -34,6 +34,8 @@ def _config(data: TinyData, output_dir: Path, **overrides: Any) -> TrainConfig:
         "batch_size": 128,
         "replicas": 2,
         "logq_correction": True,
+        # These tests read the valid-NDCG curve, which early stopping records.
+        "early_stopping_patience": 3,
     }
     settings.update(overrides)
     return TrainConfig(**settings)

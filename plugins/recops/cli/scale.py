@@ -1,7 +1,7 @@
-"""``recops scale``: start, stop and use the scale-out profile on this machine.
+"""``recops scale up|down|status|env|trigger``: the scale-out profile on this machine.
 
-Kept apart from ``recops.cli`` so that module stays about the embedded profile; it is
-mounted there as the ``scale`` command group.
+Mounted by ``recops.cli.app`` as the ``scale`` command group; the work itself is in
+``recops.scale``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from typing import Annotated
 
 import typer
 
+from recops.cli.common import fail
+from recops.errors import ScaleError
 from recops.scale import (
     AirflowApi,
     ScaleConfig,
-    ScaleError,
     airflow_password,
     client_env,
     down,
@@ -22,17 +23,13 @@ from recops.scale import (
     up,
 )
 
+__all__ = ["scale_app"]
+
 scale_app = typer.Typer(
     help="The scale-out profile: Airflow on Postgres + CeleryExecutor + Redis, an MLflow "
     "server with basic auth, Feast's SQL registry and Redis online store.",
     no_args_is_help=True,
 )
-
-
-def _fail(exc: Exception, hint: str) -> None:
-    typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
-    typer.echo(f"hint: {hint}", err=True)
-    raise typer.Exit(code=1)
 
 
 @scale_app.command("up")
@@ -47,8 +44,8 @@ def scale_up(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
     try:
         result = up(config)
     except ScaleError as exc:
-        _fail(
-            exc,
+        fail(
+            str(exc),
             "`recops scale down` stops what did start; logs are under "
             + str(config.state_dir / "logs"),
         )
@@ -57,7 +54,8 @@ def scale_up(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
         return
     typer.echo(f"Airflow  {result.airflow_url}   login admin / {airflow_password(config)}")
     typer.echo(
-        f"MLflow   {result.mlflow_url}   login admin / (MLFLOW_TRACKING_PASSWORD in {config.secrets_path})"
+        f"MLflow   {result.mlflow_url}   login admin / "
+        f"(MLFLOW_TRACKING_PASSWORD in {config.secrets_path})"
     )
     typer.echo(f"logs     {result.logs}")
     typer.echo("`eval $(recops scale env)` points recops commands in this shell at the stack.")
@@ -74,7 +72,7 @@ def scale_down(
     try:
         stopped = down(config, purge=purge)
     except ScaleError as exc:
-        _fail(exc, "the processes are stopped; only the purge failed")
+        fail(str(exc), "the processes are stopped; only the purge failed")
     typer.echo(
         f"stopped: {', '.join(stopped) or 'nothing was running'}" + ("; purged" if purge else "")
     )
@@ -103,7 +101,7 @@ def scale_env() -> None:
     try:
         values = client_env(ScaleConfig.from_env())
     except ScaleError as exc:
-        _fail(exc, "run `recops scale up` first")
+        fail(str(exc), "run `recops scale up` first")
     for name, value in values.items():
         typer.echo(f"export {name}={shlex.quote(value)}")
 
@@ -122,8 +120,8 @@ def scale_trigger(
     try:
         params = json.loads(conf)
     except json.JSONDecodeError as exc:
-        _fail(
-            ValueError(f"--conf is not JSON: {exc}"),
+        fail(
+            f"--conf is not JSON: {exc}",
             "pass an object, e.g. --conf '{\"epochs\": 2}'",
         )
     config = ScaleConfig.from_env()
@@ -140,8 +138,8 @@ def scale_trigger(
         )
         api.close()
     except ScaleError as exc:
-        _fail(
-            exc,
+        fail(
+            str(exc),
             "`recops scale status` shows what runs; logs are under "
             + str(config.state_dir / "logs"),
         )

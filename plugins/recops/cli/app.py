@@ -1,0 +1,41 @@
+"""The ``recops`` Typer app: every command and command group, mounted in help order.
+
+Heavy libraries are imported inside each command, so ``recops --help`` answers at once.
+With ``--json`` a command prints JSON only on stdout; bars and messages go to stderr.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from recops.cli.bench import bench
+from recops.cli.data import data_app
+from recops.cli.demo import demo
+from recops.cli.scale import scale_app
+from recops.cli.serving import history, recommend, rollback, serve, status, stop
+from recops.cli.ui import UI_HELP, ui
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="recops: MLOps for search and recommendation models.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")
+app.add_typer(scale_app, name="scale")
+# Registration order is the order `recops --help` lists the commands in.
+app.command()(demo)
+app.command()(recommend)
+app.command()(status)
+app.command()(history)
+app.command()(rollback)
+app.command()(serve)
+app.command()(stop)
+app.command(help=UI_HELP)(ui)
+app.command()(bench)
+
+
+def main() -> None:
+    """Entry point of the ``recops`` console script."""
+    app()

@@ -1,0 +1,161 @@
+"""``recops demo``: ingest, run recsys_nightly with ``airflow dags test``, promote, recommend.
+
+The whole embedded loop in one command, for a newcomer: every argument (``--conf``
+against recsys_nightly's Param schemas included) is checked before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+
+from recops.cli.common import fail, load_settings, progress_enabled, step_bars
+from recops.cli.dag_runs import DAG_ID, ensure_airflow_db, run_dag_test
+from recops.cli.serving import collect_status, print_recommendations
+from recops.config import Settings
+from recops.errors import DataError, DataValidationError
+
+__all__ = ["demo"]
+
+
+def demo(
+    source: Annotated[str, typer.Option(help="movielens or synthetic.")] = "movielens",
+    date: Annotated[
+        str | None, typer.Option(help="Day to run (YYYY-MM-DD); default: the last day of data.")
+    ] = None,
+    conf: Annotated[str, typer.Option(help="JSON DAG Params, e.g. '{\"epochs\": 2}'.")] = "{}",
+    user_id: Annotated[int, typer.Option(help="User to recommend for at the end.")] = 1,
+) -> None:
+    """Ingest data, run recsys_nightly end to end with `airflow dags test`, then recommend.
+
+    Progress bars show on a terminal; the whole Airflow log is kept in RECOPS_HOME/logs.
+    """
+    from recops.data import IngestConfig, ingest
+
+    # Check every argument before anything is written, so a typo costs nothing.
+    _check_conf(conf)
+    if source not in {"movielens", "synthetic"}:
+        fail(f"--source {source!r} is not a source", "use --source movielens or --source synthetic")
+    if date is not None:
+        from datetime import date as date_type
+
+        try:
+            date_type.fromisoformat(date)
+        except ValueError:
+            fail(
+                f"--date {date!r} is not a YYYY-MM-DD day",
+                "e.g. --date 1998-04-22, or leave it out",
+            )
+    settings = load_settings()
+    settings.ensure_dirs()
+    show = progress_enabled(False)
+    started = time.monotonic()
+    typer.echo(f"[1/5] Ingesting {source} into {settings.data_dir} ...")
+    try:
+        with step_bars(show) as report:
+            ingested = ingest(IngestConfig(source=source), settings, progress=report)
+    except DataValidationError as exc:
+        fail(
+            str(exc),
+            f"the report is under {settings.data_dir / 'reports'}; see docs/data_contracts.md",
+        )
+    except DataError as exc:
+        fail(
+            str(exc),
+            "check the network for the one-time wheel download, "
+            "or try `recops demo --source synthetic`",
+        )
+    typer.echo(
+        f"      {ingested.n_interactions} interactions in {ingested.n_partitions} daily partitions"
+    )
+    from recops.pipeline import logical_date_for
+
+    day = date or ingested.last_date
+    typer.echo("[2/5] Preparing Airflow (SQLite) ...")
+    ensure_airflow_db(settings)
+    logical = logical_date_for(day)
+    typer.echo(f"[3/5] Running `airflow dags test {DAG_ID} {logical}` (data interval {day}) ...")
+    log_path = run_dag_test(settings, logical, conf, show_progress=show)
+    typer.echo(f"      log: {log_path}")
+    typer.echo("[4/5] Promoting what the gate blessed with `airflow dags test recsys_promote` ...")
+    promoted = _promote_challengers(settings, show_progress=show)
+    typer.echo(
+        f"      promoted: {', '.join(promoted) or 'nothing new (the champion keeps serving)'}"
+    )
+    typer.echo(f"[5/5] Top-10 for user {user_id}: retrieval top-100, then the ranker:")
+    print_recommendations(settings, user_id, 10, as_json=False)
+    status_data = collect_status(settings)
+    typer.echo("")
+    typer.echo(f"champion: version {status_data['registry']['champion_version']}  "
+               f"served: {status_data['serving']['versions']}  "
+               f"metrics: {json.dumps(status_data['last_run_metrics'])}")  # fmt: skip
+    typer.echo(
+        f"REST:  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}"
+    )
+    typer.echo(f"gRPC:  {settings.serving_host}:{settings.grpc_port}")
+    typer.echo(
+        f"demo finished in {time.monotonic() - started:.0f} s; "
+        "`make ui` opens Airflow, MLflow and the Feast UI."
+    )
+
+
+def _check_conf(conf: str) -> dict[str, Any]:
+    """Parse ``--conf`` and check it against recsys_nightly's Param schemas before any work."""
+    from recops.params import NIGHTLY_SCHEMAS, check_params
+
+    try:
+        params = json.loads(conf)
+    except json.JSONDecodeError as exc:
+        fail(
+            f"--conf is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno} (char {exc.pos})",
+            "quote keys and strings with double quotes inside single shell quotes: "
+            "--conf '{\"epochs\": 2}'",
+        )
+    if not isinstance(params, dict):
+        fail(
+            f"--conf must be a JSON object, got {type(params).__name__}",
+            "e.g. --conf '{\"epochs\": 2}'",
+        )
+    try:
+        return check_params(params, NIGHTLY_SCHEMAS)
+    except ValueError as exc:
+        fail(
+            f"--conf: {exc}",
+            f"{DAG_ID}'s Params and their ranges are in its Trigger form in `make ui`",
+        )
+
+
+def _promote_challengers(settings: Settings, *, show_progress: bool = False) -> list[str]:
+    """Run recsys_promote for each model whose newest version the gate blessed.
+
+    A scheduler would do this on the ``recops_blessed`` asset; ``airflow dags test`` runs
+    one DAG, so the demo triggers the promotion itself with the same Params a UI user
+    would set.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from recops.promotion import served_stable
+    from recops.registry import registry_status
+
+    done = []
+    when = datetime.now(UTC).replace(microsecond=0)
+    for i, model in enumerate(settings.promotable_models):
+        status = registry_status(settings, model)
+        newest = status.versions[0] if status.versions else None
+        if (
+            newest is None
+            or not newest["blessed"]
+            or served_stable(settings, model) == newest["version"]
+        ):
+            continue
+        conf = json.dumps(
+            {"model_name": model, "version": newest["version"], "reason": "recops demo"}
+        )
+        when_i = (when + timedelta(seconds=i)).isoformat()
+        run_dag_test(settings, when_i, conf, dag_id="recsys_promote", show_progress=show_progress)
+        done.append(f"{model} v{newest['version']}")
+    return done

@@ -1,0 +1,157 @@
+"""gRPC front end: TF Serving's ``PredictionService`` and ``ModelService`` over a manager.
+
+``GrpcServices`` implements ``Predict``, ``GetModelMetadata``, ``GetModelStatus`` and
+``HandleReloadConfigRequest`` (the others answer UNIMPLEMENTED) for grpc's generic
+registration. ``status_response`` and ``metadata_response`` build the response protos and
+are shared with the REST front end, which answers the same messages as JSON.
+
+grpc, TensorFlow and the ``tensorflow_serving`` protos are imported inside the methods.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from recops_models.tf_env import tensorflow
+
+from recops.errors import ServingError
+from recops.serving.codec import tensor_proto_to_array
+from recops.serving.manager import ModelManager, VersionStatus
+from recops.serving.servable import DEFAULT_SIGNATURE, Servable
+from recops.serving.status import error_from_exception, grpc_code, invalid
+
+if TYPE_CHECKING:
+    from tensorflow_serving.apis.model_pb2 import ModelSpec
+
+__all__ = [
+    "GrpcServices",
+    "metadata_response",
+    "spec_version_and_label",
+    "status_response",
+]
+
+log = logging.getLogger("recops.serving")
+
+
+def spec_version_and_label(spec: ModelSpec) -> tuple[int | None, str | None]:
+    """The version or the label a ``ModelSpec`` addresses (neither: the latest)."""
+    choice = spec.WhichOneof("version_choice")
+    if choice == "version":
+        return int(spec.version.value), None
+    if choice == "version_label":
+        return None, str(spec.version_label)
+    return None, None
+
+
+def status_response(statuses: list[VersionStatus]) -> Any:
+    """A ``GetModelStatusResponse`` listing ``statuses``."""
+    tensorflow()  # the tensorflow_serving protos import TensorFlow: select tf_keras first
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for status in statuses:
+        item = response.model_version_status.add()
+        item.version = status.version
+        item.state = get_model_status_pb2.ModelVersionStatus.State.Value(status.state)
+        item.status.error_code = grpc_code(status.error_code).value[0]
+        item.status.error_message = status.error_message
+    return response
+
+
+def metadata_response(servable: Servable, fields: Sequence[str]) -> Any:
+    """A ``GetModelMetadataResponse`` with the servable's SignatureDefs (the one field)."""
+    tensorflow()  # the tensorflow_serving protos import TensorFlow: select tf_keras first
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    if not fields:
+        raise invalid("GetModelMetadataRequest must specify at least one metadata_field")
+    for name in fields:
+        if name != "signature_def":
+            raise invalid(f"Metadata field {name} is not supported")
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    signature_map = get_model_metadata_pb2.SignatureDefMap()
+    for key, value in servable.signature_defs.items():
+        signature_map.signature_def[key].CopyFrom(value)
+    response.metadata["signature_def"].Pack(signature_map)
+    return response
+
+
+class GrpcServices:
+    """``PredictionService`` and ``ModelService`` methods for grpc's generic registration."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    @staticmethod
+    def _guard(context: Any, call: Callable[[], Any]) -> Any:
+        try:
+            return call()
+        except ServingError as exc:
+            error = exc
+        except Exception as exc:  # a server must answer, not die
+            log.exception("gRPC handler failed")
+            error = error_from_exception(exc)
+        context.abort(grpc_code(error.code), error.message)
+
+    def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
+        def call() -> Any:
+            tf = tensorflow()
+            from tensorflow_serving.apis import predict_pb2
+
+            version, label = spec_version_and_label(request.model_spec)
+            servable = self.manager.resolve(request.model_spec.name, version, label)
+            signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+            arrays = {k: tensor_proto_to_array(v) for k, v in request.inputs.items()}
+            outputs = servable.run(signature_name, arrays, list(request.output_filter))
+            response = predict_pb2.PredictResponse()
+            response.model_spec.name = servable.name
+            response.model_spec.version.value = servable.version
+            response.model_spec.signature_name = signature_name
+            for key, value in outputs.items():
+                response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+            return response
+
+        return self._guard(context, call)
+
+    def GetModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
+        def call() -> Any:
+            version, label = spec_version_and_label(request.model_spec)
+            servable = self.manager.resolve(request.model_spec.name, version, label)
+            return metadata_response(servable, list(request.metadata_field))
+
+        return self._guard(context, call)
+
+    def GetModelStatus(self, request: Any, context: Any) -> Any:  # noqa: N802
+        def call() -> Any:
+            if not request.HasField("model_spec"):
+                raise invalid("Missing ModelSpec")
+            version, label = spec_version_and_label(request.model_spec)
+            return status_response(self.manager.status(request.model_spec.name, version, label))
+
+        return self._guard(context, call)
+
+    def HandleReloadConfigRequest(self, request: Any, context: Any) -> Any:  # noqa: N802
+        def call() -> Any:
+            tensorflow()
+            from tensorflow_serving.apis import model_management_pb2
+
+            log.info(
+                "reload config: %s",
+                ", ".join(c.name for c in request.config.model_config_list.config) or "<no models>",
+            )
+            self.manager.reload(request.config)
+            return model_management_pb2.ReloadConfigResponse()
+
+        return self._guard(context, call)
+
+    # The other PredictionService methods answer UNIMPLEMENTED, as a server without them would.
+    def _unimplemented(self, request: Any, context: Any) -> Any:
+        import grpc
+
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "not implemented by the recops model server")
+
+    Classify = Regress = MultiInference = _unimplemented

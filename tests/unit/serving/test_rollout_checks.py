@@ -1,0 +1,46 @@
+"""Unit tests for ``recops.serving.rollout_checks``: parity, overlap and the rejection.
+
+The smoke and load checks need a server and are covered by the roll-out integration tests.
+"""
+
+from __future__ import annotations
+
+import pytest
+from recops.errors import RolloutError
+from recops.serving.rollout_checks import CanaryRejected, brief, overlap, parity
+
+
+def test_parity_passes_within_tolerance_and_names_each_problem() -> None:
+    rows = [{"scores": [0.5, 0.25]}, {"scores": [1.0, 0.0]}]
+    assert parity(rows, {"scores": [[0.5, 0.25], [1.0, 0.00001]]}, 1e-4, 1e-4) == []
+    problems = parity(rows, {"scores": [[0.5, 0.3], [1.0, 0.0]]}, 1e-4, 1e-4)
+    assert len(problems) == 1 and "1 of 4 values differ" in problems[0]
+    assert parity(rows, {"missing": [1, 2]}, 0.0, 0.0) == [
+        "the canary's predictions have no output 'missing'"
+    ]
+    shape = parity(rows, {"scores": [[0.5], [1.0]]}, 0.0, 0.0)
+    assert shape == ["output 'scores' has shape [2, 2], offline [2, 1]"]
+    # Values numpy cannot compare as floats are compared as they are.
+    text = [{"title": "a"}, {"title": "b"}]
+    assert parity(text, {"title": ["a", "b"]}, 0.0, 0.0) == []
+    assert parity(text, {"title": ["a", "c"]}, 0.0, 0.0) == [
+        "output 'title' differs from the offline values"
+    ]
+
+
+def test_overlap_is_the_mean_top_k_share() -> None:
+    a = [{"item_ids": [1, 2, 3, 4]}, {"item_ids": [5, 6]}]
+    b = [{"item_ids": [4, 3, 9, 8]}, {"item_ids": [5, 6]}]
+    assert overlap(a, b, 2) == pytest.approx(0.5)  # (0/2 + 2/2) / 2
+    assert overlap(a, b, 4) == pytest.approx(0.75)  # (2/4 + 2/2) / 2
+    assert overlap([], [], 10) == 0.0
+
+
+def test_rejection_is_a_rollout_error_with_every_reason() -> None:
+    rejected = CanaryRejected(["LOAD: 1 of 2 failed", "PARITY: off"], {"load": "x"})
+    assert isinstance(rejected, RolloutError)
+    assert rejected.reasons == ["LOAD: 1 of 2 failed", "PARITY: off"]
+    assert rejected.report == {"load": "x"}
+    assert str(rejected) == "LOAD: 1 of 2 failed; PARITY: off"
+    assert CanaryRejected(["x"]).report == {}
+    assert brief("y" * 300).endswith("...") and len(brief("y" * 300)) == 200

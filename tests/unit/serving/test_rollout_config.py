@@ -1,0 +1,57 @@
+"""Unit tests for ``recops.serving.rollout_config``: roll-out and rollback configs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+_SMOKE = [{"user_id": 1, "age": 30, "gender": "F", "occupation": "writer"}]
+
+
+def test_rollout_config_keeps_the_old_fields_and_checks_the_new_ones() -> None:
+    from recops.serving.rollout import RolloutConfig
+
+    old_style = RolloutConfig(
+        model_name="m", version=3, saved_model_dir="/x", smoke_instances=_SMOKE
+    )
+    assert (old_style.label, old_style.canary_label, old_style.keep_versions) == (
+        "stable",
+        "canary",
+        2,
+    )
+    assert RolloutConfig.from_dict(json.loads(json.dumps(old_style.to_dict()))) == old_style
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"canary_label": "stable"}, "canary_label and label"),
+        ({"canary_qps": 0.0}, "canary_qps"),
+        ({"canary_seconds": -1.0}, "canary_seconds"),
+        ({"slo_p99_ms": float("nan")}, "slo_p99_ms"),
+        ({"canary_concurrency": 0}, "canary_concurrency"),
+        ({"expected_outputs": {"scores": [[1.0], [2.0]]}}, "one value per smoke instance"),
+        ({"expected_outputs": {}}, "expected_outputs"),
+        ({"parity_atol": -1.0}, "parity_atol"),
+        ({"version": 0}, "version"),
+    ]
+    for change, message in bad:
+        fields = {
+            "model_name": "m",
+            "version": 3,
+            "saved_model_dir": "/x",
+            "smoke_instances": _SMOKE,
+            **change,
+        }
+        with pytest.raises(ValueError, match=message):
+            RolloutConfig(**fields)
+
+
+def test_rollback_config_checks_its_fields() -> None:
+    from recops.serving.rollout import RollbackConfig
+
+    assert RollbackConfig(model_name="m").to_version is None
+    with pytest.raises(ValueError, match="to_version"):
+        RollbackConfig(model_name="m", to_version=0)
+    with pytest.raises(ValueError, match="smoke_instances"):
+        RollbackConfig(model_name="m", smoke_instances=[])
+    with pytest.raises(ValueError, match="model_name"):
+        RollbackConfig(model_name="../etc")
