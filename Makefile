@@ -34,16 +34,17 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-# Two workers, one test file each at a time (module fixtures are set up once): most
-# integration time is spent waiting on schedulers and subprocesses, which overlaps.
+# Two workers, one test file each at a time (module fixtures are set up once), the
+# longest files first (tests/conftest.py; xdist's own reorder, by test count, is off).
+# Most integration time is spent waiting on schedulers and subprocesses, which overlaps.
 PYTEST_WORKERS ?= 2
 
 test: lint
-	$(BIN)/pytest -q -m "not extended" -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -q -m "not extended" -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Everything, including the tests marked `extended` (about two minutes more).
 test-all: lint
-	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: install
 	$(BIN)/pytest -q -m "not slow"

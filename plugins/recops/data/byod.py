@@ -254,9 +254,9 @@ class _Columns:
             )
             # Only the numeric rows: an all-NaN float column made pandas' unit conversion
             # raise FloatingPointError under some numpy error states.
-            seconds = pd.to_datetime(
-                numeric.dropna(), unit="s", utc=True, errors="coerce"
-            ).reindex(series.index)
+            known = numeric.dropna()
+            seconds = pd.to_datetime(known, unit="s", utc=True, errors="coerce")
+            seconds = seconds.reindex(series.index)
             parsed = parsed.where(numeric.isna(), seconds)
         bad = parsed.isna()
         if bad.any():

@@ -1,4 +1,4 @@
-"""Pruning a tiny trained model: sparsity, contract, size, idempotence."""
+"""Pruning (``prune_model``) through the ``prune_80`` variant: sparsity, contract, size."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _tiny_data import TinyData
-from recops.compression import CompressConfig, CompressResult, compress
+from recops.compression import VariantResult, gzip_bytes
 from recops.config import RETRIEVAL_K
 from recops.training import TrainResult
 from recops_models.tf_env import use_legacy_keras
@@ -17,36 +17,22 @@ use_legacy_keras()
 DIM = 16
 
 
-def _config(data: TinyData, trained: TrainResult, output_dir: Path) -> CompressConfig:
-    return CompressConfig(
-        train_dir=str(Path(trained.model_dir).parent),
-        training_set_uri=data.training_set_uri,
-        split_uri=trained.split_uri,
-        users_uri=data.users_uri,
-        items_uri=data.items_uri,
-        output_dir=str(output_dir),
-        target_sparsity=0.5,
-        fine_tune_epochs=2,
-        batch_size=128,
-    )
-
-
 @pytest.fixture(scope="module")
-def compressed(
-    data: TinyData, trained: TrainResult, tmp_path_factory: pytest.TempPathFactory
-) -> CompressResult:
-    return compress(_config(data, trained, tmp_path_factory.mktemp("run") / "compress"))
+def pruned(variants: dict[str, VariantResult]) -> VariantResult:
+    result = variants["prune_80"]
+    assert result.status == "ok", result.reason
+    return result
 
 
-def test_sparsity_reaches_target(compressed: CompressResult) -> None:
-    assert compressed.sparsity == pytest.approx(0.5, abs=0.03)
-    assert 0 < compressed.nonzero_params < compressed.params
+def test_sparsity_reaches_target(pruned: VariantResult) -> None:
+    assert pruned.sparsity == pytest.approx(0.8, abs=0.03)
+    assert 0 < pruned.nonzero_params < pruned.params
 
 
-def test_pruned_export_obeys_the_contract(compressed: CompressResult, data: TinyData) -> None:
+def test_pruned_export_obeys_the_contract(pruned: VariantResult, data: TinyData) -> None:
     import tensorflow as tf
 
-    model = tf.saved_model.load(compressed.model_dir)
+    model = tf.saved_model.load(pruned.model_dir)
     assert set(model.signatures) == {"serving_default", "user_embedding", "item_embeddings"}
     out = model.signatures["serving_default"](
         user_id=tf.constant([1, 5], tf.int64),
@@ -61,22 +47,6 @@ def test_pruned_export_obeys_the_contract(compressed: CompressResult, data: Tiny
     assert np.isfinite(catalogue["embeddings"].numpy()).all()
 
 
-def test_pruned_artifact_compresses_better(compressed: CompressResult) -> None:
-    assert 0 < compressed.gzip_bytes < compressed.float_gzip_bytes
-    assert compressed.gzip_bytes < compressed.saved_model_bytes
-
-
-def test_second_call_returns_stored_result(
-    compressed: CompressResult, data: TinyData, trained: TrainResult
-) -> None:
-    again = compress(_config(data, trained, Path(compressed.model_dir).parent))
-    assert again == compressed
-
-
-def test_incomplete_train_dir_is_rejected(
-    data: TinyData, trained: TrainResult, tmp_path: Path
-) -> None:
-    config = _config(data, trained, tmp_path / "compress")
-    bad = CompressConfig(**{**config.to_dict(), "train_dir": str(tmp_path / "nowhere")})
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        compress(bad)
+def test_pruned_artifact_compresses_better(pruned: VariantResult, trained: TrainResult) -> None:
+    assert 0 < pruned.gzip_bytes < gzip_bytes(Path(trained.model_dir))
+    assert pruned.gzip_bytes < pruned.saved_model_bytes
