@@ -166,6 +166,23 @@ def _ti(live: LiveAirflow, dag_id: str, run_id: str, task_id: str) -> list[tuple
     )
 
 
+def _ti_times(live: LiveAirflow, run_id: str, task_id: str) -> list[tuple[Any, ...]]:
+    """(last_heartbeat_at, start_date) of a nightly task's current try."""
+    return live.query(
+        "SELECT last_heartbeat_at, start_date FROM task_instance "
+        "WHERE dag_id=? AND run_id=? AND task_id=? ORDER BY map_index",
+        NIGHTLY,
+        run_id,
+        task_id,
+    )
+
+
+def _when(stamp: str) -> datetime:
+    """A timestamp of Airflow's SQLite DB (UTC, naive or with an offset) as aware UTC."""
+    parsed = datetime.fromisoformat(stamp)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def _run_state(live: LiveAirflow, dag_id: str, run_id: str) -> str | None:
     rows = live.query("SELECT state FROM dag_run WHERE dag_id=? AND run_id=?", dag_id, run_id)
     return rows[0][0] if rows else None
@@ -384,6 +401,8 @@ def test_kill_features_supervisor_is_caught_by_heartbeat_timeout(live: LiveAirfl
     time.sleep(2)  # into feast apply / materialization
     os.kill(supervisor, 9)
     killed = time.monotonic()
+    # The scheduler times a task out from its last heartbeat, which came before the kill.
+    last_heartbeat = _when(_ti_times(live, run_id, "features")[0][0])
     # Take the lock back once the orphaned task process (its supervisor is gone, it is
     # not) lets go of it: the retry, when it comes, then runs (waiting on the lock) for
     # longer than its Execution API token lives, which test_tasks_outlive_... checks.
@@ -397,6 +416,7 @@ def test_kill_features_supervisor_is_caught_by_heartbeat_timeout(live: LiveAirfl
 
     wait_for("the features retry to run", retry_running, timeout=300, interval=0.25)
     retried_after = time.monotonic() - killed
+    retry_started = _when(_ti_times(live, run_id, "features")[0][1])
     hold = TOKEN_LIFETIME_S + 10
     time.sleep(hold)
     assert retry_running(), "the features retry stopped running while it waited on the lock"
@@ -407,8 +427,9 @@ def test_kill_features_supervisor_is_caught_by_heartbeat_timeout(live: LiveAirfl
           f"(heartbeat timeout {HEARTBEAT_TIMEOUT_S} s); it waited "
           f"{hold} s on the lock and succeeded (try {rows[0][1]}, {rows[0][3]:.1f} s)")  # fmt: skip
     assert rows[0][1] > try_number
-    # Retried only once the heartbeat timeout had passed (the scheduler noticed the loss).
-    assert retried_after >= HEARTBEAT_TIMEOUT_S
+    # Retried only once the heartbeat timeout had passed since the last heartbeat (the
+    # scheduler noticed the loss), as the metadata DB records both.
+    assert (retry_started - last_heartbeat).total_seconds() >= HEARTBEAT_TIMEOUT_S
     assert rows[0][3] > TOKEN_LIFETIME_S
     assert not alive(pid), "the orphaned features process outlived its retry"
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from recops.config import RANKER_USER_FEATURES, RANKING_MODEL, Settings
+from recops.config import RANKER_USER_FEATURES, Settings
 from recops.errors import ParamError, RecommendError
 
 T = TypeVar("T")
@@ -44,7 +44,8 @@ def rerank_policy(settings: Settings, version: int) -> str:
     from recops.registry import mlflow_client
 
     try:
-        tags = mlflow_client(settings).get_model_version(RANKING_MODEL, str(version)).tags
+        client = mlflow_client(settings)
+        tags = client.get_model_version(settings.ranking_model_name, str(version)).tags
     except Exception:  # no registry at hand: keep the retrieval order, the safe default
         return "retrieval"
     return str(tags.get("recops.lineage.rerank_policy", "retrieval"))
@@ -170,7 +171,7 @@ def recommend(
         }
         order = candidates
         ranker: dict[int, float] = {}
-        ranker_version = served_stable(settings, RANKING_MODEL)
+        ranker_version = served_stable(settings, settings.ranking_model_name)
         if ranker_version is not None:
             policy = timed("rerank_policy", lambda: rerank_policy(settings, ranker_version))
             inputs = ("user_id", "age", "gender", "occupation", "item_ids", *RANKER_USER_FEATURES)
@@ -178,7 +179,7 @@ def recommend(
                 "ranker_inputs",
                 lambda: ranking_instances(settings, [profile], [candidates], inputs),
             )
-            ranked = timed("ranker", lambda: predict(RANKING_MODEL, request))
+            ranked = timed("ranker", lambda: predict(settings.ranking_model_name, request))
             ranker = {
                 item: float(score) for item, score in zip(candidates, ranked["scores"], strict=True)
             }
