@@ -1,6 +1,8 @@
 """recops inside Airflow: the registry watcher trigger and the Airflow plugin.
 
-This is the only module of the package that imports Airflow. Airflow loads the plugin
+With ``recops.wiring`` (what the DAG files share), the only module of the package that
+imports Airflow at module level; ``recops.errors.fail_fast`` imports it lazily. Airflow
+loads the plugin
 through the ``airflow.plugins`` entry point (``plugins/.airflowignore`` keeps Airflow
 from executing the package's other files as plugins), and the triggerer imports
 :class:`ChampionAliasTrigger` by its class path.

@@ -34,6 +34,7 @@ __all__ = [
     "REASON_PATTERN",
     "REPLAY",
     "REPLAY_SCHEMAS",
+    "VARIANTS",
     "VARIANT_NAMES",
     "Knob",
     "check_model_name",
@@ -59,12 +60,25 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$(?!\n)"
 REASON_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)"
 MAX_INT32 = 2**31 - 1
 
-#: Compression variants, in the order the UI lists them. ``recops.compression.VARIANTS``
-#: maps each to its builder (a test checks the two agree); this module stays free of TF.
-VARIANT_NAMES = (
-    "prune_50", "prune_80", "prune_90", "cluster_16", "int8_tables", "fp16_tables", "folded_fp32",
-    "distill_d32", "distill_d32_int8", "ptq_dynamic", "ptq_float16", "ptq_int8", "qat_int8",
-)  # fmt: skip
+#: Every compression variant, with what it does, in the order the UI lists them (the
+#: form shows the text beside each name). ``recops.compression`` dispatches each name to
+#: its builder; this module stays free of TensorFlow.
+VARIANTS: dict[str, str] = {
+    "prune_50": "magnitude pruning of Dense+Embedding to 50%, stripped SavedModel",
+    "prune_80": "magnitude pruning of Dense+Embedding to 80%, stripped SavedModel",
+    "prune_90": "magnitude pruning of Dense+Embedding to 90%, stripped SavedModel",
+    "cluster_16": "weight clustering of Dense+Embedding (16 centroids), stripped SavedModel",
+    "int8_tables": "folded user tower, int8 tables + per-row scales, SavedModel",
+    "fp16_tables": "folded user tower, float16 tables, SavedModel",
+    "folded_fp32": "folded user tower, float32 tables (ablation of the fold), SavedModel",
+    "distill_d32": "student with 32-d embeddings trained on teacher scores, SavedModel",
+    "distill_d32_int8": "32-d student with int8 tables, SavedModel",
+    "ptq_dynamic": "TFLite dynamic-range PTQ (float SavedModel served)",
+    "ptq_float16": "TFLite float16 PTQ (float SavedModel served)",
+    "ptq_int8": "TFLite full-int8 PTQ, calibrated on training users (float SavedModel served)",
+    "qat_int8": "TFLite int8 after QAT of the user tower (float SavedModel served)",
+}
+VARIANT_NAMES = tuple(VARIANTS)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,7 +352,8 @@ def dag_params(knobs: Sequence[Knob]) -> dict[str, Any]:
     """Airflow ``Param`` objects for a DAG's ``params=``, one per knob.
 
     Each carries the knob's schema, title and description. An enum array (the variants)
-    also gets ``examples``, which the trigger form renders as a multi-select.
+    also gets ``examples``, which the trigger form renders as a multi-select, and the
+    variants get ``values_display``, the text the form shows beside each name.
     """
     from airflow.sdk import Param
 
@@ -348,6 +363,8 @@ def dag_params(knobs: Sequence[Knob]) -> dict[str, Any]:
         items = knob.schema.get("items")
         if knob.schema.get("type") == "array" and isinstance(items, Mapping) and "enum" in items:
             extra["examples"] = list(items["enum"])
+            if knob.name == "variants":
+                extra["values_display"] = {n: f"{n}: {text}" for n, text in VARIANTS.items()}
         out[knob.name] = Param(
             defaults([knob])[knob.name],
             title=knob.title,

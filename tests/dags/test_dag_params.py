@@ -170,7 +170,7 @@ def test_package_schemas_are_the_dag_params(dags: dict[str, Any]) -> None:
                 k: v
                 for k, v in dag.params.get_param(name).schema.items()
                 # Annotations only (form text, multi-select choices): they refuse nothing.
-                if k not in {"description", "title", "examples"}
+                if k not in {"description", "title", "examples", "values_display"}
             }
             for name in dag.params
         }

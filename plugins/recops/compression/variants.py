@@ -16,9 +16,9 @@ A variant that fails (unsupported layer, conversion error, unknown name) is *rec
 ``_SUCCESS``, so a retry tries again. It never raises, except on a completed folder of
 another config or a training folder that is not complete.
 
-``VARIANTS`` names every variant (``recops.params.VARIANT_NAMES`` holds the same names by
-value for the DAG's Params; a test checks they agree); ``_builder`` maps each to its
-builder in ``recops.compression.builders`` or ``recops.compression.tflite``:
+``VARIANTS`` (declared once, in ``recops.params``, with what each does) names every
+variant; ``_builder`` maps each to its builder in ``recops.compression.builders`` or
+``recops.compression.tflite``:
 
 ====================  ===========  =====================================================
 name                  serves       what
@@ -69,6 +69,7 @@ from recops.compression.records import (
 from recops.compression.tflite import build_tflite
 from recops.errors import ParamError
 from recops.io import SUCCESS_MARKER, atomic_write_text
+from recops.params import VARIANTS
 from recops.training import (
     CONFIG_FILE,
     ITEM_COLUMNS,
@@ -87,22 +88,6 @@ __all__ = ["TFLITE_VARIANTS", "VARIANTS", "compress_variant"]
 
 log = logging.getLogger(__name__)
 
-#: Every variant ``compress_variant`` knows, with what it does.
-VARIANTS: dict[str, str] = {
-    "prune_50": "magnitude pruning of Dense+Embedding to 50%, stripped SavedModel",
-    "prune_80": "magnitude pruning of Dense+Embedding to 80%, stripped SavedModel",
-    "prune_90": "magnitude pruning of Dense+Embedding to 90%, stripped SavedModel",
-    "cluster_16": "weight clustering of Dense+Embedding (16 centroids), stripped SavedModel",
-    "int8_tables": "folded user tower, int8 tables + per-row scales, SavedModel",
-    "fp16_tables": "folded user tower, float16 tables, SavedModel",
-    "folded_fp32": "folded user tower, float32 tables (ablation of the fold), SavedModel",
-    "distill_d32": "student with 32-d embeddings trained on teacher scores, SavedModel",
-    "distill_d32_int8": "32-d student with int8 tables, SavedModel",
-    "ptq_dynamic": "TFLite dynamic-range PTQ (float SavedModel served)",
-    "ptq_float16": "TFLite float16 PTQ (float SavedModel served)",
-    "ptq_int8": "TFLite full-int8 PTQ, calibrated on training users (float SavedModel served)",
-    "qat_int8": "TFLite int8 after QAT of the user tower (float SavedModel served)",
-}
 #: Variants whose artifact is TFLite; TF Serving would keep running the float SavedModel.
 TFLITE_VARIANTS = frozenset({"ptq_dynamic", "ptq_float16", "ptq_int8", "qat_int8"})
 _PRUNE = {"prune_50": 0.5, "prune_80": 0.8, "prune_90": 0.9}
