@@ -44,7 +44,7 @@ def _kernel_sparsity(model: Any) -> float:
 
 def test_sparsity_reaches_target(data: TinyData, trained: TrainResult) -> None:
     split = read_parquet_columns(trained.split_uri, ("user_id", "item_id", "split"), "split")
-    plain, _, loss, _, replicas = prune_model(
+    plain, _, loss, _, _ = prune_model(
         weights_dir=Path(trained.model_dir).parent / "weights",
         rows=train_rows(read_training_set(data.training_set_uri), split),
         logq=None,
@@ -56,7 +56,7 @@ def test_sparsity_reaches_target(data: TinyData, trained: TrainResult) -> None:
         seed=42,
     )
     assert _kernel_sparsity(plain) == pytest.approx(0.5, abs=0.03)
-    assert np.isfinite(loss) and replicas == 2
+    assert np.isfinite(loss)
 
 
 def test_variant_records_its_stored_sparsity(pruned: VariantResult) -> None:
