@@ -9,13 +9,15 @@ broken conversion (wrong inputs, unscaled outputs) shares ~10 % at random.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from _compression_setup import VariantConfigFactory
 from _tiny_data import TinyData
-from recops.compression import VariantConfig, VariantResult, compress_variant
+from recops.compression import VariantResult, compress_variant
 from recops.config import RETRIEVAL_K
 from recops.training import TrainResult
 from recops_models.tf_env import use_legacy_keras
@@ -25,21 +27,9 @@ use_legacy_keras()
 MIN_MEAN_OVERLAP = 0.7
 
 
-def _variant(data: TinyData, trained: TrainResult, variant: str, output_dir: Path) -> VariantResult:
-    return compress_variant(
-        VariantConfig(
-            variant=variant,
-            train_dir=str(Path(trained.model_dir).parent),
-            training_set_uri=data.training_set_uri,
-            split_uri=trained.split_uri,
-            users_uri=data.users_uri,
-            items_uri=data.items_uri,
-            output_dir=str(output_dir),
-            batch_size=128,
-            fine_tune_epochs=2,
-            calibration_rows=256,
-        )
-    )
+def _variant(make: VariantConfigFactory, variant: str, output_dir: Path) -> VariantResult:
+    # The shared fast config, calibrated on more rows: the overlap bound needs them.
+    return compress_variant(replace(make(variant, output_dir), calibration_rows=256))
 
 
 def _top10_tflite(tflite_uri: str, users: pd.DataFrame) -> np.ndarray:
@@ -78,9 +68,9 @@ def _mean_overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def test_int8_tflite_top10_overlaps_the_saved_model(
-    data: TinyData, trained: TrainResult, tmp_path: Path
+    data: TinyData, trained: TrainResult, variant_config: VariantConfigFactory, tmp_path: Path
 ) -> None:
-    result = _variant(data, trained, "ptq_int8", tmp_path / "ptq_int8")
+    result = _variant(variant_config, "ptq_int8", tmp_path / "ptq_int8")
     assert result.status == "ok", result.reason
     assert result.tflite_uri is not None and result.tflite_bytes
     # The edge artifact is much smaller than the float SavedModel it came from.
@@ -95,9 +85,9 @@ def test_int8_tflite_top10_overlaps_the_saved_model(
 
 @pytest.mark.slow
 def test_qat_int8_artifact_runs_and_is_scored(
-    data: TinyData, trained: TrainResult, tmp_path: Path
+    data: TinyData, trained: TrainResult, variant_config: VariantConfigFactory, tmp_path: Path
 ) -> None:
-    result = _variant(data, trained, "qat_int8", tmp_path / "qat_int8")
+    result = _variant(variant_config, "qat_int8", tmp_path / "qat_int8")
     assert result.status == "ok", result.reason
     assert result.tflite_uri is not None and result.fine_tune_loss is not None
     users = pd.read_parquet(data.users_uri).set_index("user_id").sort_index()
