@@ -12,7 +12,6 @@ import recops.features as features
 IMPORTED_ELSEWHERE = {
     "FeaturesConfig",
     "RollingConfig",
-    "_recops_home_env",
     "apply_repo",
     "build_features",
     "compute_rolling_features",

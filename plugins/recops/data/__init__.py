@@ -43,9 +43,6 @@ from recops.validation.schema import (
     genre_mask,
 )
 
-# benchmarks/scale.py still imports the old private name.
-_normalise = normalise
-
 __all__ = [
     "GENRES",
     "INTERACTION_COLUMNS",
@@ -58,7 +55,6 @@ __all__ = [
     "IngestConfig",
     "IngestResult",
     "ProgressCallback",
-    "_normalise",
     "fetch_movielens",
     "genre_mask",
     "import_tables",

@@ -49,9 +49,6 @@ from recops.features.training_sets import (
     point_in_time_join,
 )
 
-#: The old private name, still imported by benchmarks/features.py.
-_recops_home_env = recops_home_env
-
 __all__ = [
     "EPOCH",
     "LONG_WINDOW_DAYS",
@@ -66,7 +63,6 @@ __all__ = [
     "PointInTimeJoinError",
     "RollingConfig",
     "RollingResult",
-    "_recops_home_env",
     "apply_repo",
     "build_features",
     "compute_rolling_features",
