@@ -65,6 +65,7 @@ status: install
 # benchmarks/results/. Every figure is a ratio taken side by side in one run.
 bench: install
 	$(BIN)/python -m benchmarks.quality --seeds 3
+	$(BIN)/python -m benchmarks.datasets
 	$(BIN)/python -m benchmarks.training
 	$(BIN)/python -m benchmarks.compression
 	$(BIN)/python -m benchmarks.serving

@@ -14,6 +14,18 @@ from typing import Any
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
+def fields_of(config_type: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The entries of ``values`` that ``config_type`` (a dataclass) declares as fields.
+
+    The benchmarks splat one dict of URIs (``prepare_data``'s, with ``spec_uri``) into
+    several stage configs; a config that takes no spec yet must not get one.
+    """
+    from dataclasses import fields
+
+    names = {f.name for f in fields(config_type)}
+    return {k: v for k, v in values.items() if k in names}
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename.
 

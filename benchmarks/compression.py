@@ -1,6 +1,7 @@
 """Compression search benchmark on MovieLens-100K (a script, not a test).
 
     RECOPS_HOME=/tmp/h6home python -m benchmarks.compression [--latency-calls 2000]
+        [--epochs N] [--variants int8_tables,prune_50] [--out DIR]
 
 Trains the two-tower once (default ``TrainConfig``), builds every variant in
 ``recops.compression.VARIANTS`` with ``compress_variant``, runs ``select_variant`` (all
@@ -13,7 +14,9 @@ served variant against the uncompressed model:
 
 Work goes under ``$RECOPS_HOME/benchmarks/compression`` (reused when complete: every step
 is idempotent). Results: ``benchmarks/results/compression.json``,
-``compression_variants.md`` and ``compression_pareto.png``.
+``compression_variants.md`` and ``compression_pareto.png`` (``--out`` picks another
+folder). ``--epochs`` and ``--variants`` make a quick check (``--epochs 1 --variants
+int8_tables``); the figures that count come from the defaults.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 
 from recops_models.tf_env import use_legacy_keras
 
+from benchmarks._common import fields_of
 from benchmarks._ml100k import prepare_data
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -48,6 +52,11 @@ def main() -> None:
     parser.add_argument("--warmup-calls", type=int, default=50)
     parser.add_argument("--quality-budget", type=float, default=0.01)
     parser.add_argument("--no-memory", action="store_true", help="skip load-memory probes")
+    parser.add_argument("--epochs", type=int, default=None, help="two-tower epochs")
+    parser.add_argument(
+        "--variants", default=None, help="comma-separated variants (default: every one)"
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the results")
     args = parser.parse_args()
 
     import logging
@@ -64,25 +73,32 @@ def main() -> None:
     from recops.config import Settings
     from recops.training import TrainConfig, train
 
+    names = tuple(args.variants.split(",")) if args.variants else tuple(VARIANTS)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        parser.error(f"unknown variants {unknown}; known: {', '.join(VARIANTS)}")
     workdir = Settings.from_env().home / "benchmarks" / "compression"
     uris = prepare_data(workdir)
     started = time.perf_counter()
     # Trained as the pipeline trains (recops.params.NIGHTLY defaults: early stopping off).
+    epochs = {} if args.epochs is None else {"epochs": args.epochs}
+    # A quick check keeps its runs apart, so it never meets the real runs' folders.
+    runs = workdir / f"epochs_{args.epochs}" if epochs else workdir
     trained = train(
-        TrainConfig(**uris, output_dir=str(workdir / "train"), early_stopping_patience=0)
+        TrainConfig(**uris, output_dir=str(runs / "train"), early_stopping_patience=0, **epochs)
     )
     train_seconds = time.perf_counter() - started
     train_dir = str(Path(trained.model_dir).parent)
 
     variants = {}
-    for name in VARIANTS:
+    for name in names:
         result = compress_variant(
             VariantConfig(
                 variant=name,
                 train_dir=train_dir,
                 split_uri=trained.split_uri,
-                output_dir=str(workdir / "variants" / name),
-                **uris,
+                output_dir=str(runs / "variants" / name),
+                **fields_of(VariantConfig, uris),
             )
         )
         variants[name] = result.to_dict()
@@ -90,11 +106,13 @@ def main() -> None:
 
     selection = select_variant(
         SelectConfig(
+            **fields_of(
+                SelectConfig, {"users_uri": uris["users_uri"], "spec_uri": uris["spec_uri"]}
+            ),
             train_dir=train_dir,
             split_uri=trained.split_uri,
-            users_uri=uris["users_uri"],
-            variant_dirs=tuple(str(workdir / "variants" / name) for name in VARIANTS),
-            output_dir=str(workdir / "select"),
+            variant_dirs=tuple(str(runs / "variants" / name) for name in names),
+            output_dir=str(runs / "select"),
             quality_budget=args.quality_budget,
             latency_calls=args.latency_calls,
             warmup_calls=args.warmup_calls,
@@ -155,12 +173,13 @@ def main() -> None:
         "variants": variants,
         "table": rows,
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS_DIR / "compression.json.tmp"
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "compression.json.tmp"
     tmp.write_text(json.dumps(report, indent=2, default=str))
-    os.replace(tmp, RESULTS_DIR / "compression.json")
-    shutil.copyfile(selection.table_md_uri, RESULTS_DIR / "compression_variants.md")
-    shutil.copyfile(selection.pareto_png_uri, RESULTS_DIR / "compression_pareto.png")
+    os.replace(tmp, out / "compression.json")
+    shutil.copyfile(selection.table_md_uri, out / "compression_variants.md")
+    shutil.copyfile(selection.pareto_png_uri, out / "compression_pareto.png")
 
     print()
     print(Path(selection.table_md_uri).read_text())

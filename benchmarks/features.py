@@ -49,12 +49,19 @@ from benchmarks._common import (
     write_atomic,
 )
 
-USER_REFS = [
-    "user_profile:age", "user_profile:gender", "user_profile:occupation",
-    "user_activity:user_events_7d", "user_activity:user_events_30d",
-    "user_activity:user_mean_rating_30d", "user_activity:user_top_genre_30d",
-    "user_activity:user_top_genre_share_30d",
-]  # fmt: skip
+
+def user_refs(settings: Any) -> list[str]:
+    """The ``ranking_v1`` user-side feature refs of the settings' dataset.
+
+    One ``user_profile`` field per user attribute of its spec, then the rolling
+    ``user_activity`` fields: the views ``recops.features.definitions`` generates.
+    """
+    from recops.features import PROFILE_VIEWS, ROLLING_FEATURES
+    from recops.layout import active_layout
+
+    profile = PROFILE_VIEWS["user_id"]
+    refs = [f"{profile}:{f.name}" for f in active_layout(settings).user_features]
+    return refs + [f"user_activity:{name}" for name in ROLLING_FEATURES["user_activity"]]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -86,15 +93,23 @@ def _flush(url: str, db: int) -> None:
 
 def _bench_store(settings: Any, end: datetime, users: int, reads: int) -> dict[str, Any]:
     import pyarrow.parquet as pq
-    from recops.features import apply_repo, materialize, recops_home_env, rolling_source_path
+    from recops.features import (
+        ROLLING_VIEWS,
+        apply_repo,
+        materialize,
+        recops_home_env,
+        rolling_source_path,
+    )
 
+    refs = user_refs(settings)
+    # A feature every answer must carry: the first ref's field name.
+    first = refs[0].split(":", 1)[1]
     store = apply_repo(settings)
     scanned = sum(
         pq.ParquetFile(p).metadata.num_rows for p in (settings.users_path, settings.items_path)
     )
     scanned += sum(
-        pq.ParquetFile(rolling_source_path(settings, v)).metadata.num_rows
-        for v in ("user_activity", "item_popularity")
+        pq.ParquetFile(rolling_source_path(settings, v)).metadata.num_rows for v in ROLLING_VIEWS
     )
     with recops_home_env(settings):
         start = time.perf_counter()
@@ -111,10 +126,10 @@ def _bench_store(settings: Any, end: datetime, users: int, reads: int) -> dict[s
             for i in range(reads + 20):
                 rows = [{"user_id": rng.randint(1, users)} for _ in range(batch)]
                 t0 = time.perf_counter()
-                out = store.get_online_features(features=USER_REFS, entity_rows=rows).to_dict()
+                out = store.get_online_features(features=refs, entity_rows=rows).to_dict()
                 if i >= 20:  # warm-up calls fill caches and connections
                     samples.append((time.perf_counter() - t0) * 1000)
-                assert len(out["age"]) == batch
+                assert len(out[first]) == batch
             latency[f"batch_{batch}"] = {
                 "p50_ms": round(statistics.median(samples), 3),
                 "p99_ms": round(_percentile(samples, 0.99), 3),

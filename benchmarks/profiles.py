@@ -15,7 +15,8 @@ Both read their task timings from the Airflow metadata DB through
 ``benchmarks.pipeline.run_timings``. **Overhead** is the share of the run's wall time
 when no task was running: scheduling, queueing, process start. The datasets are
 ml-100k (the RecBole files) and a 5M-interaction synthetic log, each with a conf
-chosen so that every stage does real work in bounded time (written into the JSON).
+chosen so that every stage does real work in bounded time (written into the JSON);
+``--datasets synth20k --profiles embedded`` is a quick check that it all runs.
 Results go to ``benchmarks/results/profiles.{json,md,png}``.
 """
 
@@ -54,6 +55,26 @@ DATASETS: dict[str, dict[str, Any]] = {
             "epochs": 1,
             "ranker_epochs": 1,
             "batch_size": 8192,
+            "variants": ["int8_tables"],
+            "min_recall_at_10": 0.0,
+            "min_ndcg_at_10": 0.0,
+            "max_rmse": 5.0,
+        },  # fmt: skip
+    },
+    # A quick check that the benchmark runs (minutes, not a figure to quote): 20k
+    # synthetic interactions, one epoch, one variant.
+    "synth20k": {
+        "ingest": {
+            "source": "synthetic",
+            "synthetic_rows": 20_000,
+            "synthetic_users": 300,
+            "synthetic_items": 400,
+            "synthetic_days": 30,
+        },  # fmt: skip
+        "conf": {
+            "epochs": 1,
+            "ranker_epochs": 1,
+            "batch_size": 1024,
             "variants": ["int8_tables"],
             "min_recall_at_10": 0.0,
             "min_ndcg_at_10": 0.0,

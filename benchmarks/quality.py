@@ -7,14 +7,15 @@ the two-tower retriever (``recops.training.train`` with its defaults) and two-to
 DCN re-rank (top-100 retrieved, re-ranked by the ranker's click score) and two-tower +
 DCN fusion (the same 100, ordered by reciprocal-rank fusion of both orders). Columns:
 Recall/NDCG/Hit/MRR/Precision @10 on test with train and valid masked, the cold-user and
-long-tail segments, and the ranker's rating RMSE. Learned models run once per seed
-(the split stays RecBole's, seed 2020); each cell is the mean over seeds, with the std
-in the table and min–max in the JSON. A temporal-protocol row (per-user 80/10/10 by time)
-is added for popularity and the two-tower model.
+long-tail segments, and the ranker's weight RMSE (on ml-100k the weight is the rating).
+Learned models run once per seed (the split stays RecBole's, seed 2020); each cell is the
+mean over seeds, with the std in the table and min–max in the JSON. A temporal-protocol
+row (per-user 80/10/10 by time) is added for popularity and the two-tower model.
 
-The training set is built straight from the ml-100k files (profiles joined onto the
-interactions), without Feast. Trained runs are kept under ``--workdir``; a re-run with the
-same settings reuses them (the stages are idempotent). Results go to
+The training set is built straight from the ml-100k files in the layout of
+``datasets/movielens-100k.yaml`` (user and item attributes joined onto the interactions,
+the rating as ``weight``), without Feast. Trained runs are kept under ``--workdir``; a
+re-run with the same settings reuses them (the stages are idempotent). Results go to
 ``benchmarks/results/quality.json`` and ``quality.md``.
 """
 
@@ -184,7 +185,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 **overrides,
             )
         )
-        common = {"split_uri": trained.split_uri, "users_uri": uris["users_uri"]}
+        common = {
+            "split_uri": trained.split_uri,
+            "users_uri": uris["users_uri"],
+            "spec_uri": uris["spec_uri"],
+        }
         record(
             "two-tower|random",
             _flat(evaluate(EvalConfig(model_dir=trained.model_dir, **common))),
@@ -248,6 +253,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             model_dir=trained_t.model_dir,
                             split_uri=trained_t.split_uri,
                             users_uri=uris["users_uri"],
+                            spec_uri=uris["spec_uri"],
                         )
                     )
                 ),
@@ -332,7 +338,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"{anchors['recbole_bpr_recall_at_10'][0]}–{anchors['recbole_bpr_recall_at_10'][1]}, "
         f"NDCG@10 {anchors['recbole_bpr_ndcg_at_10'][0]}–{anchors['recbole_bpr_ndcg_at_10'][1]}; "
         f"EASE measured {anchors['ease_measured_recall_at_10']} / "
-        f"{anchors['ease_measured_ndcg_at_10']}; rating RMSE: Surprise SVD "
+        f"{anchors['ease_measured_ndcg_at_10']}; weight (rating) RMSE: Surprise SVD "
         f"{anchors['rmse_surprise_svd']}, SVD++ {anchors['rmse_surprise_svdpp']}, TFRS DCN "
         f"≈{anchors['rmse_tfrs_dcn']}.",
         "",

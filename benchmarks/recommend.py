@@ -2,8 +2,10 @@
 
     python -m benchmarks.recommend [--users 200] [--rate-seconds 6] [--max-seconds 4]
 
-Needs the state ``make demo`` leaves under ``RECOPS_HOME`` (default ``./.recops``): a
-trained, registered and served ``recops_retrieval`` and ``recops_ranking``.
+Needs the state ``make demo`` (or ``recops run --dataset NAME``) leaves under
+``RECOPS_HOME`` (default ``./.recops``): a trained, registered and served retrieval and
+ranking model of the dataset ``RECOPS_DATASET`` names (for MovieLens-100K
+``recops_retrieval`` and ``recops_ranking``).
 
 **Compressed vs uncompressed.** The served retrieval version (``stable`` in the serving
 config) is the compressed variant the nightly selected; its float SavedModel is the
@@ -11,14 +13,18 @@ baseline row of the selection table logged with that registry version
 (``compression/table/variants.json``). Both are copied into a private server (fresh
 folder, free ports, so the demo's server is untouched) as two versions of one model and
 get the same load, interleaved per protocol and batch size (REST and gRPC; batch 1, 16,
-64): an open-loop run at a fixed offered rate (p50/p99 from the scheduled send time) and a
+64), each request holding real users' rows for exactly the inputs the SavedModel's
+``serving_default`` takes (``user_id`` and one per user attribute of the dataset's spec):
+an open-loop run at a fixed offered rate (p50/p99 from the scheduled send time) and a
 closed loop of ``--concurrency`` threads (the throughput ceiling). Sizes on disk and
 gzipped sit beside them; ratios are float / compressed.
 
 **The recommend path.** What ``recops recommend`` does (``recops.serving.recommend``),
 split into stages and timed per request for ``--users`` users against the demo's server:
-Feast online profile → retrieval top-100 → the re-rank policy tag (MLflow) → ranker
-inputs (Feast online activity features) → ranker → fusion and titles. Over REST (what
+the user's key to its id → Feast online profile → the served signature → retrieval
+top-100 → the re-rank policy tag (MLflow) → ranker inputs (Feast online activity
+features) → ranker → the seen items → fusion and item attributes. Users are picked from
+the users table and asked for by their own key (string or integer). Over REST (what
 the CLI uses) and with both model calls over gRPC, alternating user by user; the first
 user's lists over both must be equal. Warm, in one process: a fresh
 ``recops recommend`` process adds its start-up, measured separately (``--cli-runs``).
@@ -60,12 +66,16 @@ from benchmarks._common import (
 BATCHES = (1, 16, 64)
 #: Offered rate per batch size for the "at rate" runs (requests per second); as benchmarks.serving.
 RATES = {1: 100.0, 16: 40.0, 64: 15.0}
+#: The timed stages of ``recops.serving.recommend.recommend``, in the order they run.
 PATH_STAGES = (
+    "user_key",
     "online_profile",
+    "signature",
     "retrieval",
     "rerank_policy",
     "ranker_inputs",
     "ranker",
+    "seen",
     "fuse_titles",
 )
 
@@ -127,6 +137,20 @@ def find_models(settings: Any) -> dict[str, Any]:
 # --------------------------------------------------------------------------- part A
 
 
+def signature_instances(model_dir: Path, users: Any) -> list[dict[str, Any]]:
+    """Row-format instances of ``users`` holding exactly the inputs ``serving_default`` takes.
+
+    The retrieval signature takes ``user_id`` plus one input per user attribute the model
+    was trained with; the names and dtypes are read from the SavedModel, so the request
+    fits whatever dataset it was trained on.
+    """
+    import tensorflow as tf
+    from recops.serving.requests import loaded_inputs, row_instances
+
+    signature = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
+    return row_instances(users.reset_index(drop=True), loaded_inputs(signature))
+
+
 def compare_compressed(
     settings: Any, models: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, Any]:
@@ -146,18 +170,12 @@ def compare_compressed(
     shutil.copytree(models["served_dir"], base / "2")
     entry = mc.make_model_config(name=name, base_path=base, versions=[1, 2], labels=versions)
     mc.write_config(private.models_config_path, mc.with_model(mc.empty_config(), entry))
-    users = pd.read_parquet(settings.users_path, columns=["user_id", "age", "gender", "occupation"])
+    users = pd.read_parquet(settings.users_path)
+    users = users.sort_values("event_timestamp").drop_duplicates("user_id", keep="last")
     rng = random.Random(0)
-    picked = users.iloc[rng.sample(range(len(users)), max(BATCHES))]
-    instances = [
-        {
-            "user_id": int(r.user_id),
-            "age": int(r.age),
-            "gender": str(r.gender),
-            "occupation": str(r.occupation),
-        }
-        for r in picked.itertuples()
-    ]
+    picked = users.iloc[rng.sample(range(len(users)), min(len(users), max(BATCHES)))]
+    picked = picked.iloc[[i % len(picked) for i in range(max(BATCHES))]]
+    instances = signature_instances(models["float_dir"], picked)
 
     def config(label: str, protocol: str, batch: int, qps: float, seconds: float) -> Any:
         return LoadConfig(
@@ -206,6 +224,7 @@ def compare_compressed(
         for label, d in (("float", models["float_dir"]), ("compressed", models["served_dir"]))
     }
     return {
+        "model": name,
         "version": models["version"],
         "variant": models["variant"],
         "float_dir": str(models["float_dir"]),
@@ -231,13 +250,19 @@ def _ratio(a: Any, b: Any) -> float | None:
 
 
 def recommend_staged(
-    settings: Any, client: Any, user_id: int, k: int, protocol: str, times: dict[str, list[float]]
+    settings: Any,
+    client: Any,
+    user_id: int | str,
+    k: int,
+    protocol: str,
+    times: dict[str, list[float]],
 ) -> list[dict[str, Any]]:
     """``recops.serving.recommend.recommend`` (what ``recops recommend`` runs), each stage
     timed into ``times`` (ms)."""
     from collections import defaultdict
 
-    from recops.serving.recommend import RecommendConfig, RecommendError, recommend
+    from recops.errors import RecommendError
+    from recops.serving.recommend import RecommendConfig, recommend
 
     staged: defaultdict[str, list[float]] = defaultdict(list)
     try:
@@ -257,11 +282,13 @@ def recommend_staged(
 def recommend_path(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
     """Per-stage and end-to-end latency of the recommend path for ``--users`` users."""
     import pandas as pd
+    from recops.data import lookup_keys
     from recops.serving.client import ServingClient
 
-    user_ids = [
-        int(u) for u in pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]
-    ]
+    ids = pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"].drop_duplicates()
+    # Asked for by the user's own key, as `recops recommend --user-id` is.
+    keys = lookup_keys(settings, "users", ids.reset_index(drop=True)).dropna()
+    user_ids: list[int | str] = [k if isinstance(k, str) else int(k) for k in keys]
     rng = random.Random(1)
     sample = [rng.choice(user_ids) for _ in range(args.users)]
     out: dict[str, Any] = {"users": args.users, "k": args.k, "protocols": {}}
@@ -313,7 +340,7 @@ def _stats(values: list[float]) -> dict[str, float]:
     }
 
 
-def _cli_runs(settings: Any, users: list[int], k: int) -> dict[str, Any]:
+def _cli_runs(settings: Any, users: list[int | str], k: int) -> dict[str, Any]:
     # A fresh `recops recommend` process per call: imports and connections are paid each time.
     exe = shutil.which("recops", path=str(Path(sys.executable).parent))
     if exe is None or not users:
@@ -321,7 +348,8 @@ def _cli_runs(settings: Any, users: list[int], k: int) -> dict[str, Any]:
     walls = []
     for uid in users:
         begin = time.perf_counter()
-        proc = subprocess.run([exe, "recommend", "--user-id", str(uid), "--k", str(k), "--json"],
+        proc = subprocess.run([exe, "recommend", "--dataset", settings.dataset,
+                               "--user-id", str(uid), "--k", str(k), "--json"],
                               capture_output=True, text=True,
                               env={**os.environ, "RECOPS_HOME": str(settings.home)})  # fmt: skip
         walls.append((time.perf_counter() - begin) * 1000.0)
@@ -392,7 +420,8 @@ def plot_compressed(part: dict[str, Any], path: Path) -> None:
     axes[2].margins(y=0.15)
     axes[2].grid(True, axis="y", alpha=0.3)
     fig.suptitle(
-        f"recops_retrieval v{part['version']}: float vs served compressed variant, "
+        f"{part.get('model', 'recops_retrieval')} v{part['version']}: float vs served "
+        "compressed variant, "
         "same load, same server",
         fontsize=11,
     )
@@ -463,7 +492,8 @@ def markdown(report: dict[str, Any]) -> str:
     """Both tables: float vs compressed, and the recommend path per stage."""
     c = report["compressed_vs_float"]
     lines = [
-        f"## recops_retrieval v{c['version']}: float vs served `{c['variant']}`",
+        f"## {c.get('model', 'recops_retrieval')} v{c['version']}: "
+        f"float vs served `{c['variant']}`",
         "",
         f"Size: SavedModel {c['sizes']['float']['saved_model_bytes']:,} B → "
         f"{c['sizes']['compressed']['saved_model_bytes']:,} B "

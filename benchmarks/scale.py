@@ -118,17 +118,22 @@ def _stage_generate(home: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_validate(home: Path, state: dict[str, Any]) -> dict[str, Any]:
-    from recops.data import ITEM_COLUMNS, USER_COLUMNS, normalise
+    from recops.data import normalise
+    from recops.layout import active_layout, spec_path
     from recops.validation import validate_history
 
+    settings = _settings(home)
+    # The generator writes the published layout of the settings' dataset (its spec).
+    layout = active_layout(settings)
     interactions, users, items = _read_raw(home)
     users, items, interactions = normalise(users, items, interactions)
     result = validate_history(
         interactions,
-        users[list(USER_COLUMNS)],
-        items[list(ITEM_COLUMNS)],
+        users[list(layout.user_columns)],
+        items[list(layout.item_columns)],
         report_dir=home / "reports" / "history",
         label=f"synthetic history ({len(interactions)} rows)",
+        spec=spec_path(settings),
     )
     return {"success": bool(result.success), "warnings": len(result.warnings)}
 
@@ -161,6 +166,7 @@ def _stage_features(home: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_train(home: Path, state: dict[str, Any]) -> dict[str, Any]:
+    from recops.layout import spec_path
     from recops.training import TrainConfig, train
 
     feats = state["features"]
@@ -169,6 +175,7 @@ def _stage_train(home: Path, state: dict[str, Any]) -> dict[str, Any]:
             training_set_uri=feats["training_set_uri"],
             users_uri=feats["users_uri"],
             items_uri=feats["items_uri"],
+            spec_uri=str(spec_path(_settings(home))),
             output_dir=str(home / "runs" / "train"),
             epochs=1,
             embedding_dim=int(state["dim"]),
@@ -189,12 +196,14 @@ def _stage_train(home: Path, state: dict[str, Any]) -> dict[str, Any]:
 
 def _stage_evaluate(home: Path, state: dict[str, Any]) -> dict[str, Any]:
     from recops.evaluation import EvalConfig, evaluate
+    from recops.layout import spec_path
 
     result = evaluate(
         EvalConfig(
             model_dir=state["train"]["model_dir"],
             split_uri=state["train"]["split_uri"],
             users_uri=state["features"]["users_uri"],
+            spec_uri=str(spec_path(_settings(home))),
         )
     ).to_dict()
     return {k: result[k] for k in ("recall_at_k", "ndcg_at_k", "n_users")}

@@ -5,7 +5,11 @@
 The model is the retrieval contract at ml-100k size: 943 user and 1682 item embeddings of
 dimension 64, brute-force scored, top-100 ids and scores out
 (``tests.support.contract_model``; the same three signatures the trained two-tower exports,
-with random weights, since serving cost does not depend on what the weights learned).
+with random weights, since serving cost does not depend on what the weights learned). Its
+inputs are those of a model trained on ``datasets/movielens-100k.yaml``: ``user_id`` and
+one input per user attribute of the spec. The requests carry synthetic users of that
+spec (``recops.data.synthesize``), one value for exactly each input the SavedModel's
+signature takes (``recops.serving.requests.row_instances``).
 
 For REST and gRPC at batch 1, 16 and 64 it measures, with ``recops.serving.loadtest``:
 
@@ -57,17 +61,33 @@ N_USERS, N_ITEMS, DIM = 943, 1682, 64
 RATES = {1: 100.0, 16: 40.0, 64: 15.0}
 
 
-def _instances(batch: int) -> list[dict[str, Any]]:
-    genders, jobs = ("F", "M"), ("writer", "engineer", "student", "artist")
-    return [
-        {
-            "user_id": 1 + (i * 37) % N_USERS,
-            "age": 18 + i % 50,
-            "gender": genders[i % 2],
-            "occupation": jobs[i % 4],
-        }
-        for i in range(batch)
-    ]
+def _spec_layout() -> Any:
+    """The published layout of the shipped MovieLens-100K spec (the model's features)."""
+    from recops.dataset_spec import load_spec
+    from recops.layout import SHIPPED_SPECS, layout_from_spec
+
+    return layout_from_spec(load_spec(SHIPPED_SPECS / "movielens-100k.yaml"))
+
+
+def _request_rows(export: Path) -> Any:
+    """A builder of ``batch`` row-format instances for the SavedModel at ``export``.
+
+    Users are synthetic users of the MovieLens spec; the input names and dtypes come from
+    the signature itself, so a request holds exactly what the model takes.
+    """
+    from recops.data import synthesize
+    from recops.serving.requests import loaded_inputs, row_instances
+    from recops_models.tf_env import tensorflow
+
+    _, users, _ = synthesize(rows=2 * N_USERS, users=N_USERS, items=N_ITEMS, days=30, seed=0)
+    signature = tensorflow().saved_model.load(str(export)).signatures["serving_default"]
+    inputs = loaded_inputs(signature)
+
+    def instances(batch: int) -> list[dict[str, Any]]:
+        rows = users.iloc[[(i * 37) % len(users) for i in range(batch)]]
+        return row_instances(rows.reset_index(drop=True), inputs)
+
+    return instances
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -109,8 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     settings = Settings.from_env()
     export = export_contract_model(
-        home / "export", n_items=N_ITEMS, dim=DIM, k=100, seed=0, n_users=N_USERS
+        home / "export",
+        n_items=N_ITEMS,
+        dim=DIM,
+        k=100,
+        seed=0,
+        n_users=N_USERS,
+        user_features=_spec_layout().user_features,
     )
+    _instances = _request_rows(export)
     shutil.copytree(export, settings.model_base_path / MODEL / "1")
     entry = mc.make_model_config(
         name=MODEL, base_path=settings.model_base_path / MODEL, versions=[1], labels={"stable": 1}
@@ -195,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "users": N_USERS,
             "items": N_ITEMS,
             "embedding_dim": DIM,
+            "inputs": sorted(_instances(1)[0]),
         },
         "server": "recops local TF Serving-compatible server (Python, 1 process)",
         "load_generator": "recops.serving.loadtest, open loop, same machine",

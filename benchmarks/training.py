@@ -16,7 +16,8 @@ visible GPUs) are fixed once TensorFlow starts in a process:
 - With GPUs visible: ``fit`` on 1 GPU and on all GPUs, and the scaling efficiency
   ``throughput(all) / (n_gpus * throughput(1))``.
 
-The training set is built from the ml-100k files (profiles joined onto interactions),
+The training set is built from the ml-100k files in the layout of their spec
+(``datasets/movielens-100k.yaml``: user and item attributes joined onto interactions),
 under ``$RECOPS_HOME/benchmarks/training`` (set ``RECOPS_HOME`` to a scratch folder; the
 ml-100k download is a one-time step). Results go to ``benchmarks/results/training.json``,
 ``training.md`` (the table) and ``training.png`` (examples/s per configuration with the
@@ -92,40 +93,44 @@ def _child_fit(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def _build(config_args: dict[str, Any]) -> dict[str, Any]:
-    """What ``train`` builds before ``fit``: rows, spec, inputs, dataset, compiled model."""
+    """What ``train`` builds before ``fit``: rows, spec, inputs, dataset, compiled model.
+
+    Built through the training stage's own doors (``recops.training.inputs``), so the
+    features are the spec's, as ``train`` sees them.
+    """
     from recops.splits import split_interactions, train_rows
     from recops.training import (
         TrainConfig,
         item_log_probabilities,
         make_dataset,
+        read_items,
         read_training_set,
+        read_users,
         seed_everything,
         select_strategy,
     )
+    from recops.training.inputs import fit_model_spec, training_inputs
 
     config = TrainConfig(**config_args)
-    frame = read_training_set(config.training_set_uri)
+    layout = config.layout()
+    frame = read_training_set(config.training_set_uri, layout)
     split = split_interactions(frame["user_id"].to_numpy(), frame["item_id"].to_numpy())
     rows = train_rows(frame, split)
     strategy, _, replicas = select_strategy(config.replicas)
     seed_everything(config.seed)
     import tf_keras
-    from recops_models.two_tower import (
-        InBatchSoftmaxLoss,
-        TwoTowerSpec,
-        build_training_model,
-        model_inputs,
-    )
+    from recops_models.two_tower import InBatchSoftmaxLoss, build_training_model
 
-    spec = TwoTowerSpec.from_columns(
-        **{c: rows[c].to_numpy() for c in ("user_id", "item_id", "gender", "occupation")},
-        age=rows["age"].to_numpy(),
-        release_year=rows["release_year"].to_numpy(),
+    spec = fit_model_spec(
+        layout,
+        rows=rows,
+        users=read_users(config.users_uri, layout),
+        items=read_items(config.items_uri, layout),
         embedding_dim=config.embedding_dim,
         temperature=config.temperature,
     )
     logq = item_log_probabilities(rows["item_id"].to_numpy())
-    features = model_inputs(spec, {c: rows[c].to_numpy() for c in rows.columns}, logq)
+    features = training_inputs(spec, rows, logq)
     dataset = make_dataset(features, batch_size=config.batch_size, seed=config.seed)
     with strategy.scope():
         model = build_training_model(spec)
@@ -143,7 +148,7 @@ def _build(config_args: dict[str, Any]) -> dict[str, Any]:
         "strategy": strategy,
         "replicas": replicas,
         "steps": len(rows) // config.batch_size,
-        "model_inputs": model_inputs,
+        "training_inputs": training_inputs,
     }
 
 
@@ -151,7 +156,7 @@ def _child_pandas(args: dict[str, Any]) -> dict[str, Any]:
     """tf.data pipeline vs a Python generator slicing a DataFrame every step."""
     built = _build(args["config"])
     config, rows, spec, logq = built["config"], built["rows"], built["spec"], built["logq"]
-    model, steps, model_inputs = built["model"], built["steps"], built["model_inputs"]
+    model, steps, training_inputs = built["model"], built["steps"], built["training_inputs"]
     batch = config.batch_size
 
     def pandas_batches() -> Any:
@@ -160,9 +165,9 @@ def _child_pandas(args: dict[str, Any]) -> dict[str, Any]:
             order = rng.permutation(len(rows))
             for start in range(0, steps * batch, batch):
                 take = order[start : start + batch]
+                # The frame is sliced and the inputs built in Python every step.
                 chunk = rows.iloc[take]
-                columns = {c: chunk[c].to_numpy() for c in chunk.columns}
-                yield model_inputs(spec, columns, logq[take]), np.zeros(batch, np.int32)
+                yield training_inputs(spec, chunk, logq[take]), np.zeros(batch, np.int32)
 
     out: dict[str, Any] = {}
     for name, source, extra in (

@@ -1,7 +1,8 @@
 """
 ### recsys_nightly
 
-Nightly retrain of the two-stage recommender, one run per day of data:
+Nightly retrain of the two-stage recommender, one run per day of data of one dataset
+(the `dataset` Param: a spec in `datasets/` or one imported with `recops data import`):
 
 `validate` → `features` → `train` → (`rank`, `compress` × variants → `select`) →
 `evaluate` → `register` → `announce`
@@ -61,12 +62,14 @@ def recsys_nightly():
             return validate_step(data_interval_start, data_interval_end, dict(params))
 
     @task
-    def features(validation: dict, data_interval_start=None, data_interval_end=None) -> dict:
+    def features(
+        validation: dict, data_interval_start=None, data_interval_end=None, params=None
+    ) -> dict:
         from recops.errors import fail_fast
         from recops.pipeline import features_step
 
         with fail_fast():
-            return features_step(data_interval_start, data_interval_end)
+            return features_step(data_interval_start, data_interval_end, dict(params))
 
     @task(queue=gpu_queue())
     def train(feats: dict, data_interval_start=None, params=None) -> dict:

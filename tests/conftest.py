@@ -35,6 +35,7 @@ pytest_plugins = ["tests.support.stack"]
 #: alone for five minutes.
 _LONGEST_FIRST = (
     "test_nightly_dag.py",
+    "test_nightly_shop.py",
     "test_live_faults.py",
     "test_scale_profile.py",
     "test_registry_watch.py",

@@ -2,7 +2,12 @@
 
 Each function takes a trained (plain) training model and returns a plain model with the
 original layer names, ready for ``export_retrieval_model`` or the quantized export; QAT
-returns a fake-quant user tower for TFLite conversion instead.
+returns a fake-quant user tower (fed indexed inputs, as ``recops_models.edge`` converts)
+for TFLite conversion instead.
+
+Pruning and clustering wrap every ``Dense`` and ``Embedding`` layer: the id tables, the
+feature tables and the projections. The feature index layers carry no weights and are
+left as they are.
 
 Importing this module imports TensorFlow and TF-MOT.
 """
@@ -24,14 +29,15 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from recops_models import two_tower  # noqa: E402
+from recops_models.edge import edge_user_tower  # noqa: E402
+from recops_models.encoders import feature_inputs, index_layer  # noqa: E402
 from recops_models.two_tower import (  # noqa: E402
-    ITEM_INPUTS,
-    USER_INPUTS,
     InBatchLogits,
     InBatchSoftmaxLoss,
     TwoTowerSpec,
     build_training_model,
+    custom_objects,
+    feature_prefix,
     towers_from_training_model,
 )
 
@@ -42,12 +48,6 @@ __all__ = [
     "pruning_schedule",
     "qat_user_tower",
 ]
-
-_CUSTOM_LAYERS = ("Standardize", "ReleaseYear", "GenreMultiHot", "L2Normalize", "InBatchLogits")
-
-
-def _custom_objects() -> dict[str, Any]:
-    return {name: getattr(two_tower, name) for name in _CUSTOM_LAYERS}
 
 
 def copy_into_plain(source: keras.Model, spec: TwoTowerSpec) -> keras.Model:
@@ -115,12 +115,12 @@ def cluster_model(
     """Weight-cluster Dense and Embedding layers, fine-tune, strip.
 
     Linear centroid initialisation: k-means++ fails on tensors with fewer values than
-    clusters (the gender table has a dozen).
+    clusters (a two-valued categorical's table has a dozen).
 
     Args:
         model: The trained plain training model.
         spec: Its spec.
-        dataset: Batches of ``(TRAIN_INPUTS features, dummy labels)``.
+        dataset: Batches of ``(model_inputs features, dummy labels)``.
         clusters: Centroids per clustered weight.
         epochs: Fine-tune epochs.
         learning_rate: Adam learning rate.
@@ -139,7 +139,11 @@ def cluster_model(
             )
         return layer
 
-    wrapped = keras.models.clone_model(model, clone_function=wrap)
+    # TF-MOT wraps the layer instances it is given and rewires their weights: wrap a
+    # copy, so the caller's model stays usable.
+    source = copy_into_plain(model, spec)
+    with keras.utils.custom_object_scope(custom_objects()):
+        wrapped = keras.models.clone_model(source, clone_function=wrap)
     loss = _fine_tune(wrapped, dataset, epochs, learning_rate, [])
     return copy_into_plain(cluster.strip_clustering(wrapped), spec), loss
 
@@ -156,42 +160,55 @@ def qat_user_tower(
 
     ``quantize_apply`` on the whole training model breaks the tower cut (its rebuilt
     graph no longer connects the input layers by name), so the user tower is quantized
-    on its own and trained inside a fresh graph with the float item tower. Default QAT
-    leaves Embedding layers float, as TF-MOT documents.
+    on its own, in the indexed form TFLite converts (``edge.edge_user_tower``), and
+    trained inside a fresh graph: raw inputs, the (weightless) index layers, the
+    quantized user tower, and the float item tower. Default QAT leaves Embedding layers
+    float, as TF-MOT documents.
 
     Args:
         model: The trained plain training model.
-        spec: Its spec (the logits' temperature).
-        dataset: Batches of ``(TRAIN_INPUTS features, dummy labels)``.
+        spec: Its spec (the features, the logits' temperature).
+        dataset: Batches of ``(model_inputs features, dummy labels)``.
         epochs: Fine-tune epochs.
         learning_rate: Adam learning rate.
 
     Returns:
-        ``(fake-quant user tower, float item tower, final loss)``.
+        ``(fake-quant user tower fed indexed inputs (``edge.edge_inputs``), float item
+        tower fed raw inputs (``two_tower.tower_candidates``), final loss)``.
     """
-    user_tower, item_tower = towers_from_training_model(model)
+    _, item_tower = towers_from_training_model(model)
 
     def annotate(layer: Any) -> Any:
         if isinstance(layer, keras.layers.Dense):
             return tfmot.quantization.keras.quantize_annotate_layer(layer)
         return layer
 
-    annotated = keras.models.clone_model(user_tower, clone_function=annotate)
-    with tfmot.quantization.keras.quantize_scope(_custom_objects()):
+    annotated = keras.models.clone_model(edge_user_tower(model, spec), clone_function=annotate)
+    with tfmot.quantization.keras.quantize_scope(custom_objects()):
         quantized = tfmot.quantization.keras.quantize_apply(annotated)
-    inputs = {
-        n: keras.Input(shape=(), dtype=tf.int64, name=n) for n in (*USER_INPUTS, *ITEM_INPUTS)
-    }
+    user_idx = keras.Input(shape=(), dtype=tf.int64, name="user_idx")
+    item_idx = keras.Input(shape=(), dtype=tf.int64, name="item_idx")
+    user_raw = feature_inputs(spec.user_features)
+    item_raw = feature_inputs(spec.item_features)
     item_logq = keras.Input(shape=(), dtype=tf.float32, name="item_logq")
+    prefix = feature_prefix("user")
+    user_indexed = {
+        f.name: index_layer(f, f"{prefix}{f.name}_index")(user_raw[f.name])
+        for f in spec.user_features
+    }
     logits = InBatchLogits(spec.temperature, name="in_batch_logits")(
         [
-            quantized({n: inputs[n] for n in USER_INPUTS}),
-            item_tower({n: inputs[n] for n in ITEM_INPUTS}),
-            inputs["item_idx"],
+            quantized({"user_idx": user_idx, **user_indexed}),
+            item_tower({"item_idx": item_idx, **item_raw}),
+            item_idx,
             item_logq,
         ]
     )
-    trainer = keras.Model(inputs={**inputs, "item_logq": item_logq}, outputs=logits)
+    trainer = keras.Model(
+        inputs={"user_idx": user_idx, **user_raw, "item_idx": item_idx, **item_raw,
+                "item_logq": item_logq},
+        outputs=logits,
+    )  # fmt: skip
     loss = _fine_tune(trainer, dataset, epochs, learning_rate, [])
     return quantized, item_tower, loss
 
@@ -219,7 +236,7 @@ def distill_student(
     Args:
         teacher: The trained plain training model.
         spec: Its spec; the student keeps the vocabularies and features.
-        dataset: Batches of ``(TRAIN_INPUTS features, dummy labels)``.
+        dataset: Batches of ``(model_inputs features, dummy labels)``.
         embedding_dim: Student tower output size (the id tables shrink with it).
         epochs: Passes over the dataset.
         learning_rate: Adam learning rate.

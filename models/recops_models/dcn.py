@@ -3,16 +3,23 @@
 Importing this module imports TensorFlow. It is model code, referenced only from inside
 pipeline tasks (``recops.ranking``), never at DAG parse time.
 
-- Inputs: user-id and item-id embeddings, gender and occupation embeddings, standardised
-  age, release year (standardised, plus an "unknown" flag), the genre multi-hot and any
-  extra numeric features (standardised with fixed train statistics).
+Nothing here knows a dataset: the features come from the spec (``RankerSpec``).
+
+- Inputs: user-id and item-id embeddings, the user's and the item's attributes encoded by
+  ``recops_models.encoders`` (embeddings of categoricals, pooled embeddings of multi-valued
+  categoricals and hashed text, standardised numerics with a "missing" flag), and the
+  numeric context features (recent activity, popularity; standardised the same way).
 - Body: ``cross_layers`` DCN-v2 cross layers (``x_{l+1} = x_0 * (W x_l + b) + x_l``,
   full-rank ``W``) stacked under a ReLU MLP.
-- Heads: ``rating`` (regression; global mean plus user and item biases plus the MLP's
-  output) and ``click`` (a logit: observed interaction vs sampled negative).
+- Heads: ``weight`` (regression on the interaction's weight: global mean plus user and
+  item biases plus the MLP's output) and ``click`` (a logit: observed interaction vs
+  sampled negative).
 - Export: a ``rank`` signature scoring each user against a list of candidate item ids.
-  Item-side features (genres, year, numeric item features) live in a catalogue table
-  inside the SavedModel, so callers send only ids.
+  Item attributes and item context features live in a catalogue inside the SavedModel
+  (one row per item, row 0 for unknown items), so callers send only ids.
+
+Unknown ids, unknown categories and missing numbers are never an error: ids and
+categories take their out-of-vocabulary rows, missing numbers their "missing" flag.
 """
 
 from __future__ import annotations
@@ -25,8 +32,15 @@ from typing import Any
 
 import numpy as np
 
+from recops_models.feature_defs import (
+    EncodedFeature,
+    FeatureDef,
+    encoded_from_json,
+    encoded_to_json,
+    fit_features,
+    raw_inputs,
+)
 from recops_models.tf_env import use_legacy_keras
-from recops_models.vocab import OOV_INDEX, lookup_index, sorted_vocab
 
 # tf_keras must be selected before TensorFlow's first import (see ``tf_env``).
 use_legacy_keras()
@@ -34,21 +48,18 @@ use_legacy_keras()
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from recops_models.two_tower import (  # noqa: E402
-    N_GENRES,
-    GenreMultiHot,
-    ReleaseYear,
-    Standardize,
-    int_table,
-    string_table,
+from recops_models.encoders import (  # noqa: E402
+    encode_indexed,
+    feature_inputs,
+    index_layer,
+    index_layer_name,
+    input_signature,
 )
 
 __all__ = [
-    "INT_INPUTS",
-    "NUMERIC_INPUT",
-    "RANK_BASE_INPUTS",
+    "CONTEXT_FEATURES_ATTRIBUTE",
+    "RESERVED_NAMES",
     "Cross",
-    "NumericStandardize",
     "RankerSpec",
     "build_ranking_model",
     "export_ranking_model",
@@ -56,166 +67,192 @@ __all__ = [
     "save_spec",
 ]
 
-#: Integer inputs of the Keras model, one scalar per example.
-INT_INPUTS = (
-    "user_idx",
-    "item_idx",
-    "gender_idx",
-    "occupation_idx",
-    "age",
-    "release_year",
-    "genre_mask",
-)
-#: Float input ``[batch, n_numeric]`` holding user then item numeric features.
-NUMERIC_INPUT = "numeric"
-#: Inputs of the ``rank`` signature besides the numeric user features.
-RANK_BASE_INPUTS = ("user_id", "age", "gender", "occupation", "item_ids")
-_GENDER_DIM = 4
-_OCCUPATION_DIM = 8
+#: Names the ranker uses for itself; no feature may take them.
+RESERVED_NAMES = ("user_id", "item_id", "item_ids", "weight", "click")
+#: Attribute of the exported module (a string variable) listing the context features the
+#: caller of ``rank`` sends, so a client can tell them from the user's profile features
+#: (``recops.rank_signature.rank_inputs`` reads it).
+CONTEXT_FEATURES_ATTRIBUTE = "context_features"
 _SPEC_FILE = "spec.json"
+#: Layer-name prefixes of the three feature groups, so their layers never collide.
+_PREFIXES = {"user": "user_", "item": "item_", "context": "context_"}
+#: Spec fields holding ``EncodedFeature`` tuples (serialised with ``encoded_to_json``).
+_FEATURE_FIELDS = ("user_features", "item_features", "user_context", "item_context")
+
+
+def _numeric_defs(names: Sequence[str]) -> tuple[FeatureDef, ...]:
+    return tuple(FeatureDef(name, "numeric") for name in names)
+
+
+def _ids(values: Any) -> tuple[int, ...]:
+    return tuple(int(v) for v in np.unique(np.asarray(values, dtype=np.int64)))
+
+
+def _entity_columns(table: Mapping[str, Any], key: str, keep: np.ndarray) -> dict[str, Any]:
+    """The rows of ``table`` whose ``key`` is in ``keep`` (the train split's entities)."""
+    rows = np.isin(np.asarray(table[key], dtype=np.int64), keep)
+    return {name: np.asarray(values)[rows] for name, values in table.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
 class RankerSpec:
-    """Everything needed to rebuild the ranker graph: vocabularies, stats, sizes."""
+    """Everything needed to rebuild the ranker graph: vocabularies, feature stats, sizes.
+
+    Attributes:
+        user_ids: Users with an id embedding (the train split's), sorted.
+        item_ids: Items with an id embedding, sorted.
+        user_features: User attributes, as the caller sends them with each request.
+        item_features: Item attributes, looked up in the exported catalogue.
+        user_context: Numeric context features sent with each request (user activity).
+        item_context: Numeric context features per item, kept in the catalogue.
+        weight_mean: Mean train weight (the weight head's starting bias).
+        weight_min: Smallest train weight (predictions are clipped to the range).
+        weight_max: Largest train weight.
+        embedding_dim: Size of the user and item id embeddings.
+        cross_layers: DCN-v2 cross layers.
+        deep_units: Widths of the MLP above the cross layers.
+        l2: L2 penalty on embeddings and kernels.
+        dropout: Dropout after each MLP layer.
+    """
 
     user_ids: tuple[int, ...]
     item_ids: tuple[int, ...]
-    genders: tuple[str, ...]
-    occupations: tuple[str, ...]
-    age_mean: float
-    age_std: float
-    year_mean: float
-    year_std: float
-    rating_mean: float
-    rating_min: float
-    rating_max: float
-    user_numeric: tuple[str, ...] = ()
-    item_numeric: tuple[str, ...] = ()
-    numeric_means: tuple[float, ...] = ()
-    numeric_stds: tuple[float, ...] = ()
+    user_features: tuple[EncodedFeature, ...] = ()
+    item_features: tuple[EncodedFeature, ...] = ()
+    user_context: tuple[EncodedFeature, ...] = ()
+    item_context: tuple[EncodedFeature, ...] = ()
+    weight_mean: float = 0.0
+    weight_min: float = 0.0
+    weight_max: float = 1.0
     embedding_dim: int = 32
     cross_layers: int = 2
     deep_units: tuple[int, ...] = (128, 64)
     l2: float = 0.0
     dropout: float = 0.0
 
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        clash = sorted({n for n in names if names.count(n) > 1} | set(names) & set(RESERVED_NAMES))
+        if clash:
+            raise ValueError(
+                f"ranker features {clash} are named twice or take a reserved name "
+                f"({', '.join(RESERVED_NAMES)}); rename the attribute or context feature"
+            )
+        for name in ("user_context", "item_context"):
+            kinds = {f.kind for f in getattr(self, name)}
+            if not kinds <= {"numeric", "timestamp"}:
+                raise ValueError(f"RankerSpec.{name} must be numeric, got kinds {sorted(kinds)}")
+
     @property
-    def numeric(self) -> tuple[str, ...]:
-        """All numeric features in model order: user side, then item side."""
-        return (*self.user_numeric, *self.item_numeric)
+    def features(self) -> tuple[EncodedFeature, ...]:
+        """Every encoded feature in model order: user, item, user context, item context."""
+        return (*self.user_features, *self.item_features, *self.user_context, *self.item_context)
+
+    @property
+    def request_features(self) -> tuple[EncodedFeature, ...]:
+        """The per-user features a ``rank`` request carries: attributes, then context."""
+        return (*self.user_features, *self.user_context)
+
+    @property
+    def catalogue_features(self) -> tuple[EncodedFeature, ...]:
+        """The per-item features the exported catalogue holds: attributes, then context."""
+        return (*self.item_features, *self.item_context)
 
     @classmethod
-    def from_columns(
+    def fit(
         cls,
         *,
-        columns: Mapping[str, np.ndarray],
-        user_numeric: Sequence[str] = (),
-        item_numeric: Sequence[str] = (),
+        train: Mapping[str, Any],
+        users: Mapping[str, Any],
+        items: Mapping[str, Any],
+        user_defs: Sequence[FeatureDef] = (),
+        item_defs: Sequence[FeatureDef] = (),
+        user_context: Sequence[str] = (),
+        item_context: Sequence[str] = (),
         **sizes: Any,
     ) -> RankerSpec:
-        """Fit vocabularies and standardisation stats on training columns.
+        """Fit id vocabularies, attribute vocabularies and stats, and context stats.
+
+        Attribute vocabularies and statistics are learned from the users and items
+        tables (one row per entity) restricted to the entities of ``train``, so a
+        frequent user does not weigh more than a rare one, and nothing outside the train
+        split leaks in. Context statistics come from the train rows, where they vary.
 
         Args:
-            columns: Train rows: ``user_id, item_id, gender, occupation, age,
-                release_year, rating`` and the numeric features.
-            user_numeric: Numeric features sent by the caller with each user.
-            item_numeric: Numeric features looked up per item inside the model.
+            train: Train rows: ``user_id, item_id, weight`` and the context features.
+            users: ``user_id`` and each of ``user_defs``, one row per user.
+            items: ``item_id`` and each of ``item_defs``, one row per item.
+            user_defs: User attributes, in model order.
+            item_defs: Item attributes, in model order.
+            user_context: Numeric context features sent with each request.
+            item_context: Numeric context features kept per item in the catalogue.
             **sizes: ``embedding_dim``, ``cross_layers``, ``deep_units``, ``l2``,
                 ``dropout``.
 
         Returns:
             The spec.
+
+        Raises:
+            KeyError: If a column is missing.
+            ValueError: If ``train`` is empty or a name is reserved or used twice.
         """
-        years = np.asarray(columns["release_year"], dtype=np.float64)
-        known = years[years > 0]
-        ages = np.asarray(columns["age"], dtype=np.float64)
-        ratings = np.asarray(columns["rating"], dtype=np.float64)
-        means, stds = [], []
-        for name in (*user_numeric, *item_numeric):
-            values = np.asarray(columns[name], dtype=np.float64)
-            values = values[np.isfinite(values)]
-            means.append(float(values.mean()) if values.size else 0.0)
-            std = float(values.std()) if values.size else 0.0
-            stds.append(std if std > 0 else 1.0)
+        user_ids, item_ids = _ids(train["user_id"]), _ids(train["item_id"])
+        weights = np.asarray(train["weight"], dtype=np.float64)
+        weights = weights[np.isfinite(weights)]
+        if weights.size == 0:
+            raise ValueError("no train rows with a finite weight to fit the ranker on")
+        user_rows = _entity_columns(users, "user_id", np.asarray(user_ids, np.int64))
+        item_rows = _entity_columns(items, "item_id", np.asarray(item_ids, np.int64))
         return cls(
-            user_ids=tuple(int(v) for v in sorted_vocab(columns["user_id"])),
-            item_ids=tuple(int(v) for v in sorted_vocab(columns["item_id"])),
-            genders=tuple(str(v) for v in sorted_vocab(np.asarray(columns["gender"], str))),
-            occupations=tuple(str(v) for v in sorted_vocab(np.asarray(columns["occupation"], str))),
-            age_mean=float(ages.mean()),
-            age_std=float(ages.std()) if ages.std() > 0 else 1.0,
-            year_mean=float(known.mean()) if known.size else 0.0,
-            year_std=float(known.std()) if known.size and known.std() > 0 else 1.0,
-            rating_mean=float(ratings.mean()),
-            rating_min=float(ratings.min()),
-            rating_max=float(ratings.max()),
-            user_numeric=tuple(user_numeric),
-            item_numeric=tuple(item_numeric),
-            numeric_means=tuple(means),
-            numeric_stds=tuple(stds),
+            user_ids=user_ids,
+            item_ids=item_ids,
+            user_features=fit_features(user_defs, user_rows),
+            item_features=fit_features(item_defs, item_rows),
+            user_context=fit_features(_numeric_defs(user_context), train),
+            item_context=fit_features(_numeric_defs(item_context), train),
+            weight_mean=float(weights.mean()),
+            weight_min=float(weights.min()),
+            weight_max=float(weights.max()),
             **sizes,
         )
 
     def to_json(self) -> str:
         """Serialise the spec."""
-        return json.dumps(asdict(self))
+        raw = asdict(self)
+        for name in _FEATURE_FIELDS:
+            raw[name] = encoded_to_json(getattr(self, name))
+        return json.dumps(raw)
 
     @classmethod
     def from_json(cls, text: str) -> RankerSpec:
         """Rebuild a spec written by ``to_json``."""
         raw: dict[str, Any] = json.loads(text)
-        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+        fields: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in _FEATURE_FIELDS:
+                fields[key] = encoded_from_json(value)
+            else:
+                fields[key] = tuple(value) if isinstance(value, list) else value
         return cls(**fields)
 
-    def index(self, name: str, values: np.ndarray) -> np.ndarray:
-        """Dense 1-based indices of raw values of one vocabulary (0 = unknown).
 
-        Args:
-            name: ``user``, ``item``, ``gender`` or ``occupation``.
-            values: Raw values of that vocabulary.
-
-        Returns:
-            Int64 indices.
-        """
-        vocab = {
-            "user": (self.user_ids, np.int64),
-            "item": (self.item_ids, np.int64),
-            "gender": (self.genders, str),
-            "occupation": (self.occupations, str),
-        }[name]
-        return lookup_index(
-            np.asarray(vocab[0], dtype=vocab[1]), np.asarray(values, dtype=vocab[1])
-        )
-
-
-def ranking_inputs(spec: RankerSpec, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+def ranking_inputs(spec: RankerSpec, columns: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Turn raw columns into the Keras model's named inputs.
 
     Args:
         spec: The model spec.
-        columns: ``user_id, item_id, gender, occupation, age, release_year, genre_mask``
-            and every numeric feature of ``spec`` (raw values; NaN becomes the mean).
+        columns: ``user_id``, ``item_id`` and every feature of ``spec`` (raw values:
+            missing strings as None or ``""``, missing numbers as NaN).
 
     Returns:
-        Arrays keyed by the model's inputs.
+        Arrays keyed by the model's inputs: ids as int64, features as the encoders take
+        them (strings, or float32 with NaN for missing).
     """
-    out = {
-        "user_idx": spec.index("user", columns["user_id"]),
-        "item_idx": spec.index("item", columns["item_id"]),
-        "gender_idx": spec.index("gender", columns["gender"]),
-        "occupation_idx": spec.index("occupation", columns["occupation"]),
-        "age": np.asarray(columns["age"], dtype=np.int64),
-        "release_year": np.asarray(columns["release_year"], dtype=np.int64),
-        "genre_mask": np.asarray(columns["genre_mask"], dtype=np.int64),
+    return {
+        "user_id": np.asarray(columns["user_id"], dtype=np.int64),
+        "item_id": np.asarray(columns["item_id"], dtype=np.int64),
+        **raw_inputs(spec.features, columns),
     }
-    if spec.numeric:
-        values = np.stack(
-            [np.asarray(columns[name], dtype=np.float32) for name in spec.numeric], axis=1
-        )
-        means = np.asarray(spec.numeric_means, dtype=np.float32)
-        out[NUMERIC_INPUT] = np.where(np.isfinite(values), values, means).astype(np.float32)
-    return out
 
 
 class Cross(keras.layers.Layer):  # type: ignore[misc]  # untyped base
@@ -249,19 +286,11 @@ class Cross(keras.layers.Layer):  # type: ignore[misc]  # untyped base
         return {**super().get_config(), "l2": self.l2}
 
 
-class NumericStandardize(keras.layers.Layer):  # type: ignore[misc]  # untyped base
-    """``(x - mean) / std`` per column of a float matrix; stats are fixed config."""
-
-    def __init__(self, means: Sequence[float], stds: Sequence[float], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.means = [float(v) for v in means]
-        self.stds = [float(v) for v in stds]
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return (tf.cast(inputs, tf.float32) - tf.constant(self.means)) / tf.constant(self.stds)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "means": self.means, "stds": self.stds}
+def _encoded(features: Sequence[EncodedFeature], raw: Mapping[str, Any], group: str) -> list[Any]:
+    """One dense tensor per feature of ``group``, through the shared encoders."""
+    prefix = _PREFIXES[group]
+    indexed = {f.name: index_layer(f, index_layer_name(prefix, f))(raw[f.name]) for f in features}
+    return encode_indexed(features, indexed, prefix)
 
 
 def build_ranking_model(spec: RankerSpec) -> keras.Model:
@@ -273,62 +302,58 @@ def build_ranking_model(spec: RankerSpec) -> keras.Model:
         spec: Vocabularies, feature stats and sizes.
 
     Returns:
-        A model taking a dict of ``INT_INPUTS`` (and ``numeric`` when the spec has
-        numeric features) and returning ``{"rating": [b, 1], "click": [b, 1] logits}``.
+        A model taking ``ranking_inputs`` (raw ids and raw features, lookups inside) and
+        returning ``{"weight": [b, 1], "click": [b, 1] logits}``.
     """
     dim = spec.embedding_dim
     reg = keras.regularizers.l2(spec.l2) if spec.l2 else None
-    ints = {name: keras.Input(shape=(), dtype=tf.int64, name=name) for name in INT_INPUTS}
-    inputs: dict[str, Any] = dict(ints)
+    user_id = keras.Input(shape=(), dtype=tf.int64, name="user_id")
+    item_id = keras.Input(shape=(), dtype=tf.int64, name="item_id")
+    raw = feature_inputs(spec.features)
+    # Position in the sorted id vocabulary, 0 for an id training never saw.
+    user_idx = keras.layers.IntegerLookup(
+        vocabulary=list(spec.user_ids), num_oov_indices=1, mask_token=None, name="dcn_user_idx"
+    )(user_id)
+    item_idx = keras.layers.IntegerLookup(
+        vocabulary=list(spec.item_ids), num_oov_indices=1, mask_token=None, name="dcn_item_idx"
+    )(item_id)
 
     def embed(name: str, size: int, width: int, idx: Any) -> Any:
         return keras.layers.Embedding(size, width, embeddings_regularizer=reg, name=name)(idx)
 
     parts = [
-        embed("user_id_embedding", len(spec.user_ids) + 1, dim, ints["user_idx"]),
-        embed("item_id_embedding", len(spec.item_ids) + 1, dim, ints["item_idx"]),
-        embed("gender_embedding", len(spec.genders) + 1, _GENDER_DIM, ints["gender_idx"]),
-        embed(
-            "occupation_embedding",
-            len(spec.occupations) + 1,
-            _OCCUPATION_DIM,
-            ints["occupation_idx"],
-        ),
-        Standardize(spec.age_mean, spec.age_std, name="age_standardized")(ints["age"]),
-        ReleaseYear(spec.year_mean, spec.year_std, name="year")(ints["release_year"]),
-        GenreMultiHot(N_GENRES, name="genres")(ints["genre_mask"]),
+        embed("dcn_user_id_embedding", len(spec.user_ids) + 1, dim, user_idx),
+        embed("dcn_item_id_embedding", len(spec.item_ids) + 1, dim, item_idx),
+        *_encoded(spec.user_features, raw, "user"),
+        *_encoded(spec.item_features, raw, "item"),
+        *_encoded((*spec.user_context, *spec.item_context), raw, "context"),
     ]
-    if spec.numeric:
-        numeric = keras.Input(shape=(len(spec.numeric),), dtype=tf.float32, name=NUMERIC_INPUT)
-        inputs[NUMERIC_INPUT] = numeric
-        parts.append(
-            NumericStandardize(spec.numeric_means, spec.numeric_stds, name="numeric_std")(numeric)
-        )
-    x0 = keras.layers.Concatenate(name="features")(parts)
+    x0 = keras.layers.Concatenate(name="dcn_features")(parts)
     x = x0
     for layer in range(spec.cross_layers):
-        x = Cross(spec.l2, name=f"cross_{layer}")([x0, x])
+        x = Cross(spec.l2, name=f"dcn_cross_{layer}")([x0, x])
     for layer, units in enumerate(spec.deep_units):
         x = keras.layers.Dense(
-            units, activation="relu", kernel_regularizer=reg, name=f"deep_{layer}"
+            units, activation="relu", kernel_regularizer=reg, name=f"dcn_deep_{layer}"
         )(x)
         if spec.dropout:
-            x = keras.layers.Dropout(spec.dropout, name=f"dropout_{layer}")(x)
+            x = keras.layers.Dropout(spec.dropout, name=f"dcn_dropout_{layer}")(x)
 
-    user_bias = keras.layers.Flatten(name="user_bias_flat")(
-        embed("user_bias", len(spec.user_ids) + 1, 1, ints["user_idx"])
+    user_bias = keras.layers.Flatten(name="dcn_user_bias_flat")(
+        embed("dcn_user_bias", len(spec.user_ids) + 1, 1, user_idx)
     )
-    item_bias = keras.layers.Flatten(name="item_bias_flat")(
-        embed("item_bias", len(spec.item_ids) + 1, 1, ints["item_idx"])
+    item_bias = keras.layers.Flatten(name="dcn_item_bias_flat")(
+        embed("dcn_item_bias", len(spec.item_ids) + 1, 1, item_idx)
     )
-    rating = keras.layers.Dense(
+    weight = keras.layers.Dense(
         1,
-        bias_initializer=keras.initializers.Constant(spec.rating_mean),
-        name="rating_dense",
+        bias_initializer=keras.initializers.Constant(spec.weight_mean),
+        name="dcn_weight_dense",
     )(x)
-    rating = keras.layers.Add(name="rating")([rating, user_bias, item_bias])
+    weight = keras.layers.Add(name="weight")([weight, user_bias, item_bias])
     click = keras.layers.Dense(1, name="click")(x)
-    return keras.Model(inputs=inputs, outputs={"rating": rating, "click": click}, name="dcn")
+    inputs = {"user_id": user_id, "item_id": item_id, **raw}
+    return keras.Model(inputs=inputs, outputs={"weight": weight, "click": click}, name="dcn")
 
 
 def save_spec(spec: RankerSpec, folder: Path) -> None:
@@ -337,8 +362,17 @@ def save_spec(spec: RankerSpec, folder: Path) -> None:
     (folder / _SPEC_FILE).write_text(spec.to_json())
 
 
+def _catalogue_column(feature: EncodedFeature, values: np.ndarray) -> tf.Variable:
+    """One catalogue feature as a variable; row 0 (unknown items) holds "missing"."""
+    if feature.is_string:
+        column = np.concatenate([[""], np.asarray(values, dtype=str)]).astype(object)
+        return tf.Variable(tf.constant(column, tf.string), trainable=False)
+    column = np.concatenate([[np.nan], np.asarray(values, dtype=np.float32)]).astype(np.float32)
+    return tf.Variable(column, trainable=False)
+
+
 class _RankModule(tf.Module):  # type: ignore[misc]  # untyped base
-    """Raw-id lookups, the catalogue table and the Keras ranker, as one module."""
+    """The item catalogue and the Keras ranker, as one module with a ``rank`` function."""
 
     def __init__(
         self, spec: RankerSpec, model: keras.Model, catalogue: Mapping[str, np.ndarray]
@@ -346,77 +380,55 @@ class _RankModule(tf.Module):  # type: ignore[misc]  # untyped base
         super().__init__(name="recops_ranker")
         self.spec = spec
         self.model = model
-        self.user_table = int_table(spec.user_ids)
-        self.gender_table = string_table(spec.genders)
-        self.occupation_table = string_table(spec.occupations)
         item_ids = np.asarray(catalogue["item_id"], dtype=np.int64)
-        # Row 0 of each catalogue variable answers unknown items: no id embedding, no
-        # genres, unknown year, mean numeric features.
-        self.catalogue_table = int_table(tuple(int(v) for v in item_ids))
-        self.item_idx = tf.Variable(
-            np.concatenate([[OOV_INDEX], spec.index("item", item_ids)]), trainable=False
+        # Item id -> catalogue row; unknown items read row 0 (an unknown id with every
+        # feature missing), so they are scored, never an error.
+        self.catalogue_rows = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(
+                tf.constant(item_ids, tf.int64),
+                tf.range(1, item_ids.size + 1, dtype=tf.int64),
+            ),
+            default_value=0,
         )
-        self.genre_mask = tf.Variable(
-            np.concatenate([[0], np.asarray(catalogue["genre_mask"], np.int64)]),
-            trainable=False,
-        )
-        self.release_year = tf.Variable(
-            np.concatenate([[0], np.asarray(catalogue["release_year"], np.int64)]),
-            trainable=False,
-        )
-        n_user = len(spec.user_numeric)
-        item_means = np.asarray(spec.numeric_means[n_user:], np.float32)
-        if spec.item_numeric:
-            values = np.stack(
-                [np.asarray(catalogue[n], np.float32) for n in spec.item_numeric], axis=1
-            )
-            values = np.where(np.isfinite(values), values, item_means)
-        else:
-            values = np.zeros((item_ids.size, 0), np.float32)
-        self.item_numeric = tf.Variable(
-            np.concatenate([item_means.reshape(1, -1), values]).astype(np.float32),
-            trainable=False,
-        )
-        signature = {
-            "user_id": tf.TensorSpec([None], tf.int64, name="user_id"),
-            "age": tf.TensorSpec([None], tf.int64, name="age"),
-            "gender": tf.TensorSpec([None], tf.string, name="gender"),
-            "occupation": tf.TensorSpec([None], tf.string, name="occupation"),
-            **{name: tf.TensorSpec([None], tf.float32, name=name) for name in spec.user_numeric},
-            "item_ids": tf.TensorSpec([None, None], tf.int64, name="item_ids"),
+        self.catalogue = {
+            f.name: _catalogue_column(f, raw_inputs((f,), catalogue)[f.name])
+            for f in spec.catalogue_features
         }
-        self.rank = tf.function(self._rank, input_signature=[signature])
+        setattr(
+            self,
+            CONTEXT_FEATURES_ATTRIBUTE,
+            tf.Variable(
+                tf.constant(
+                    [f.name for f in spec.user_context], tf.string, shape=[len(spec.user_context)]
+                ),
+                trainable=False,
+            ),
+        )
+        # Named specs and a positional body: feature names are data, not Python names.
+        self.request_names = ("user_id", *(f.name for f in spec.request_features), "item_ids")
+        signature = [
+            tf.TensorSpec([None], tf.int64, name="user_id"),
+            *input_signature(spec.request_features),
+            tf.TensorSpec([None, None], tf.int64, name="item_ids"),
+        ]
+        self.rank = tf.function(self._rank, input_signature=signature)
 
-    def _rank(self, request: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        item_ids = request["item_ids"]
+    def _rank(self, *args: tf.Tensor) -> dict[str, tf.Tensor]:
+        request = dict(zip(self.request_names, args, strict=True))
+        item_ids = request.pop("item_ids")
         batch, n = tf.shape(item_ids)[0], tf.shape(item_ids)[1]
-        rows = self.catalogue_table.lookup(tf.reshape(item_ids, [-1]))
-
-        def per_pair(t: tf.Tensor) -> tf.Tensor:
-            # Row-major flattening: user b's candidates are rows b*n .. b*n+n-1.
-            return tf.repeat(t, n, axis=0)
-
-        features = {
-            "user_idx": per_pair(self.user_table.lookup(request["user_id"])),
-            "gender_idx": per_pair(self.gender_table.lookup(request["gender"])),
-            "occupation_idx": per_pair(self.occupation_table.lookup(request["occupation"])),
-            "age": per_pair(request["age"]),
-            "item_idx": tf.gather(self.item_idx, rows),
-            "genre_mask": tf.gather(self.genre_mask, rows),
-            "release_year": tf.gather(self.release_year, rows),
-        }
-        if self.spec.numeric:
-            user_part = [
-                tf.reshape(per_pair(request[name]), [-1, 1]) for name in self.spec.user_numeric
-            ]
-            features[NUMERIC_INPUT] = tf.concat(
-                [*user_part, tf.gather(self.item_numeric, rows)], axis=1
-            )
+        flat_items = tf.reshape(item_ids, [-1])
+        rows = self.catalogue_rows.lookup(flat_items)
+        # Row-major flattening: user b's candidates are rows b*n .. b*n+n-1.
+        features = {name: tf.repeat(value, n, axis=0) for name, value in request.items()}
+        features["item_id"] = flat_items
+        for name, column in self.catalogue.items():
+            features[name] = tf.gather(column, rows)
         out = self.model(features, training=False)
-        ratings = tf.clip_by_value(out["rating"][:, 0], self.spec.rating_min, self.spec.rating_max)
+        weights = tf.clip_by_value(out["weight"][:, 0], self.spec.weight_min, self.spec.weight_max)
         return {
             "scores": tf.reshape(tf.sigmoid(out["click"][:, 0]), [batch, n]),
-            "ratings": tf.reshape(ratings, [batch, n]),
+            "ratings": tf.reshape(weights, [batch, n]),
         }
 
 
@@ -429,15 +441,16 @@ def export_ranking_model(
 ) -> None:
     """Export the ranker SavedModel with its ``rank`` signature (also ``serving_default``).
 
-    ``rank(user_id, age, gender, occupation, <numeric user features>, item_ids[b, n])``
-    returns ``scores[b, n]`` (interaction probability) and ``ratings[b, n]`` (clipped to
-    the train rating range).
+    ``rank(user_id, <user features>, <user context features>, item_ids[b, n])`` returns
+    ``scores[b, n]`` (interaction probability) and ``ratings[b, n]`` (the predicted
+    weight, clipped to the train range). The module's ``context_features`` variable
+    lists the context features.
 
     Args:
         model: A trained model from ``build_ranking_model`` (plain, not distributed).
         spec: Its spec.
-        catalogue: ``item_id, genre_mask, release_year`` and the item numeric features,
-            one row per item.
+        catalogue: ``item_id``, each item feature and each item context feature, one row
+            per item (missing values as None / NaN).
         export_dir: Folder to write; must not exist yet.
 
     Raises:
@@ -448,7 +461,7 @@ def export_ranking_model(
         raise ValueError("items catalogue is empty; nothing to rank")
     if np.unique(item_ids).size != item_ids.size:
         raise ValueError("items catalogue has duplicate item_id values")
-    missing = [c for c in ("genre_mask", "release_year", *spec.item_numeric) if c not in catalogue]
+    missing = [f.name for f in spec.catalogue_features if f.name not in catalogue]
     if missing:
         raise ValueError(f"items catalogue lacks columns {missing}")
     module = _RankModule(spec, model, catalogue)

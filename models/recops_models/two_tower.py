@@ -3,10 +3,14 @@
 Importing this module imports TensorFlow. It is model code, referenced only from inside
 pipeline tasks (``recops.training``, ``recops.compression``), never at DAG parse time.
 
-- User tower: user-id embedding, gender and occupation embeddings and standardised age,
-  projected to ``embedding_dim`` and L2-normalised.
-- Item tower: item-id embedding, genre multi-hot (decoded from ``genre_mask``) and the
-  standardised release year with an "unknown year" flag, projected and L2-normalised.
+The towers are built from the dataset's features (``TwoTowerSpec.user_features`` /
+``item_features``), never from fixed column names:
+
+- User tower: user-id embedding plus each user feature's encoding (``recops_models.
+  encoders``: embeddings for categoricals, pooled embeddings for multi-valued and text
+  features, standardised numerics with a missing flag), concatenated, projected to
+  ``embedding_dim`` and L2-normalised.
+- Item tower: the same over the item id and the item features.
 - Training model: one Functional graph holding both towers; its output is the in-batch
   logit matrix ``user @ item.T / temperature``. Under a distribution strategy each
   replica all-gathers the item side of the global batch, so its users are scored against
@@ -16,20 +20,36 @@ pipeline tasks (``recops.training``, ``recops.compression``), never at DAG parse
   ``r * local_batch + i``.
 - Mixed precision (``mixed_float16``, GPU only) keeps the L2-normalised tower outputs,
   the logits and the loss in float32.
-- Ids reach the Keras graph as dense indices (0 = out of vocabulary). The exported
-  SavedModel carries the raw-id vocabularies as hash tables, so serving takes raw ids.
+- Ids reach the Keras graph as dense indices (0 = out of vocabulary); features arrive
+  raw (strings, float32 with NaN for missing) and are looked up inside the graph. The
+  exported SavedModel also carries the raw-id vocabularies as hash tables, so serving
+  takes raw ids and raw features, named by feature.
+
+Layer names (pruning, clustering, folding and the tower cut rely on them): ``user_idx`` /
+``item_idx`` (inputs), ``user_id_embedding`` / ``item_id_embedding``,
+``<side>_attr_<feature>_index`` / ``_embedding`` / ``_pool``, ``user_features`` /
+``item_features`` (concatenation), ``user_projection`` / ``item_projection``,
+``user_embedding`` / ``item_embedding`` (outputs) and ``in_batch_logits``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from recops_models.feature_defs import (
+    EncodedFeature,
+    FeatureDef,
+    encoded_from_json,
+    encoded_to_json,
+    fit_features,
+    raw_inputs,
+)
 from recops_models.tf_env import use_legacy_keras
 from recops_models.vocab import OOV_INDEX, lookup_index, sorted_vocab
 
@@ -39,212 +59,229 @@ use_legacy_keras()
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from recops_models.encoders import (  # noqa: E402
+    CUSTOM_LAYERS,
+    encode_indexed,
+    feature_inputs,
+    index_layer,
+    input_signature,
+)
+
 __all__ = [
-    "ITEM_INPUTS",
-    "N_GENRES",
-    "TRAIN_INPUTS",
-    "USER_INPUTS",
+    "RESERVED_NAMES",
+    "InBatchLogits",
     "InBatchSoftmaxLoss",
+    "L2Normalize",
+    "RetrievalModule",
     "TwoTowerSpec",
     "build_training_model",
+    "build_tower",
     "candidate_embeddings",
+    "custom_objects",
+    "embed_in_batches",
     "export_retrieval_model",
+    "feature_prefix",
+    "int_table",
+    "item_features_of",
+    "item_inputs",
     "load_trained_model",
     "model_inputs",
     "save_trained_model",
+    "serving_signature",
+    "tower_candidates",
     "towers_from_training_model",
+    "train_inputs",
+    "user_inputs",
 ]
 
-N_GENRES = 19
-USER_INPUTS = ("user_idx", "gender_idx", "occupation_idx", "age")
-ITEM_INPUTS = ("item_idx", "genre_mask", "release_year")
-#: Log sampling probability of each example's item, for the logQ correction.
-TRAIN_INPUTS = (*USER_INPUTS, *ITEM_INPUTS, "item_logq")
-_GENDER_DIM = 4
-_OCCUPATION_DIM = 8
+#: Names the models use themselves; no feature may take one.
+RESERVED_NAMES = frozenset({"user_id", "item_id", "user_idx", "item_idx", "item_logq"})
 #: Logit given to in-batch "negatives" that are really the row's own positive item.
 _MASKED_LOGIT = -1e9
 _SPEC_FILE = "spec.json"
 _CKPT_PREFIX = "ckpt"
 
 
+def _table_frame(table: Any, key: str, what: str) -> Any:
+    """``table`` (frame or mapping of arrays) as a frame with one row per ``key``, newest."""
+    import pandas as pd
+
+    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(dict(table))
+    if key not in frame.columns:
+        raise ValueError(f"the {what} table has no {key!r} column")
+    if "event_timestamp" in frame.columns:
+        # Several versions of an entity: the newest holds its current attributes.
+        frame = frame.sort_values("event_timestamp", kind="stable")
+    return frame.drop_duplicates(key, keep="last")
+
+
+def _fit_side(
+    defs: Sequence[FeatureDef], table: Any, key: str, ids: tuple[int, ...], what: str
+) -> tuple[EncodedFeature, ...]:
+    frame = _table_frame(table, key, what)
+    missing = [d.name for d in defs if d.name not in frame.columns]
+    if missing:
+        raise ValueError(f"the {what} table lacks the feature column(s) {missing}")
+    clash = sorted({d.name for d in defs} & RESERVED_NAMES)
+    if clash:
+        raise ValueError(f"{what} feature name(s) {clash} are reserved by the model")
+    # Fitted on the entities the model trains on: one row each, not one per event.
+    keep = frame[frame[key].isin(np.asarray(ids, np.int64))]
+    return fit_features(defs, {d.name: keep[d.name].to_numpy() for d in defs})
+
+
 @dataclass(frozen=True, kw_only=True)
 class TwoTowerSpec:
-    """Everything needed to rebuild the model graph: vocabularies, feature stats, sizes.
+    """Everything needed to rebuild the model graph: vocabularies, features, sizes.
 
-    Vocabularies are sorted and hold only values seen in training; index 0 is the
-    out-of-vocabulary bucket.
+    Id vocabularies are sorted and hold only ids seen in training; index 0 is the
+    out-of-vocabulary bucket. Features carry their own vocabularies and statistics.
     """
 
     user_ids: tuple[int, ...]
     item_ids: tuple[int, ...]
-    genders: tuple[str, ...]
-    occupations: tuple[str, ...]
-    age_mean: float
-    age_std: float
-    year_mean: float
-    year_std: float
+    user_features: tuple[EncodedFeature, ...] = ()
+    item_features: tuple[EncodedFeature, ...] = ()
     embedding_dim: int = 32
     temperature: float = 0.05
 
     @classmethod
-    def from_columns(
+    def from_tables(
         cls,
         *,
-        user_id: np.ndarray,
-        item_id: np.ndarray,
-        gender: np.ndarray,
-        occupation: np.ndarray,
-        age: np.ndarray,
-        release_year: np.ndarray,
-        embedding_dim: int,
-        temperature: float,
+        train: Mapping[str, Any],
+        users: Any,
+        items: Any,
+        user_features: Sequence[FeatureDef],
+        item_features: Sequence[FeatureDef],
+        embedding_dim: int = 32,
+        temperature: float = 0.05,
     ) -> TwoTowerSpec:
-        """Fit vocabularies and standardisation stats on training columns.
+        """Fit id vocabularies on the train rows, features on the entities' table rows.
 
         Args:
-            user_id: Raw user ids of the training examples.
-            item_id: Raw item ids of the training examples.
-            gender: Gender strings of the training examples.
-            occupation: Occupation strings of the training examples.
-            age: Ages of the training examples.
-            release_year: Release years of the training examples (0 = unknown).
+            train: Arrays ``user_id`` and ``item_id`` of the train rows.
+            users: Frame or mapping of arrays: ``user_id`` plus a column per user
+                feature (newest row per user kept when ``event_timestamp`` is there).
+            items: The same for items (``item_id`` plus item feature columns).
+            user_features: The user features, in model input order.
+            item_features: The item features.
             embedding_dim: Output size of both towers.
             temperature: Softmax temperature of the in-batch logits.
 
         Returns:
             The spec.
+
+        Raises:
+            ValueError: If a table lacks its key or a feature column, or a feature takes a
+                reserved name.
         """
-        years = np.asarray(release_year, dtype=np.float64)
-        known = years[years > 0]
-        ages = np.asarray(age, dtype=np.float64)
+        user_ids = tuple(int(v) for v in sorted_vocab(np.asarray(train["user_id"], np.int64)))
+        item_ids = tuple(int(v) for v in sorted_vocab(np.asarray(train["item_id"], np.int64)))
         return cls(
-            user_ids=tuple(int(v) for v in sorted_vocab(user_id)),
-            item_ids=tuple(int(v) for v in sorted_vocab(item_id)),
-            genders=tuple(str(v) for v in sorted_vocab(np.asarray(gender, dtype=str))),
-            occupations=tuple(str(v) for v in sorted_vocab(np.asarray(occupation, dtype=str))),
-            age_mean=float(ages.mean()) if ages.size else 0.0,
-            age_std=float(ages.std()) if ages.size and ages.std() > 0 else 1.0,
-            year_mean=float(known.mean()) if known.size else 0.0,
-            year_std=float(known.std()) if known.size and known.std() > 0 else 1.0,
+            user_ids=user_ids,
+            item_ids=item_ids,
+            user_features=_fit_side(user_features, users, "user_id", user_ids, "users"),
+            item_features=_fit_side(item_features, items, "item_id", item_ids, "items"),
             embedding_dim=embedding_dim,
             temperature=temperature,
         )
 
     def to_json(self) -> str:
         """Serialise the spec."""
-        return json.dumps(asdict(self))
+        return json.dumps(
+            {
+                "user_ids": list(self.user_ids),
+                "item_ids": list(self.item_ids),
+                "user_features": encoded_to_json(self.user_features),
+                "item_features": encoded_to_json(self.item_features),
+                "embedding_dim": self.embedding_dim,
+                "temperature": self.temperature,
+            }
+        )
 
     @classmethod
     def from_json(cls, text: str) -> TwoTowerSpec:
         """Rebuild a spec written by ``to_json``."""
         raw = json.loads(text)
-        for key in ("user_ids", "item_ids", "genders", "occupations"):
-            raw[key] = tuple(raw[key])
-        return cls(**raw)
+        return cls(
+            user_ids=tuple(int(v) for v in raw["user_ids"]),
+            item_ids=tuple(int(v) for v in raw["item_ids"]),
+            user_features=encoded_from_json(raw.get("user_features", ())),
+            item_features=encoded_from_json(raw.get("item_features", ())),
+            embedding_dim=int(raw["embedding_dim"]),
+            temperature=float(raw["temperature"]),
+        )
 
-    def user_index(self, user_id: np.ndarray) -> np.ndarray:
+    def user_index(self, user_id: Any) -> np.ndarray:
         """Dense indices of raw user ids (0 = unknown)."""
         return lookup_index(
             np.asarray(self.user_ids, dtype=np.int64), np.asarray(user_id, np.int64)
         )
 
-    def item_index(self, item_id: np.ndarray) -> np.ndarray:
+    def item_index(self, item_id: Any) -> np.ndarray:
         """Dense indices of raw item ids (0 = unknown)."""
         return lookup_index(
             np.asarray(self.item_ids, dtype=np.int64), np.asarray(item_id, np.int64)
         )
 
-    def gender_index(self, gender: np.ndarray) -> np.ndarray:
-        """Dense indices of gender strings (0 = unknown)."""
-        return lookup_index(np.asarray(self.genders, dtype=str), np.asarray(gender, dtype=str))
 
-    def occupation_index(self, occupation: np.ndarray) -> np.ndarray:
-        """Dense indices of occupation strings (0 = unknown)."""
-        return lookup_index(
-            np.asarray(self.occupations, dtype=str), np.asarray(occupation, dtype=str)
-        )
+def user_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:
+    """The user tower's input names: ``user_idx`` then each user feature."""
+    return ("user_idx", *(f.name for f in spec.user_features))
+
+
+def item_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:
+    """The item tower's input names: ``item_idx`` then each item feature."""
+    return ("item_idx", *(f.name for f in spec.item_features))
+
+
+def train_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:
+    """The training model's input names (both towers plus ``item_logq``)."""
+    return (*user_inputs(spec), *item_inputs(spec), "item_logq")
 
 
 def model_inputs(
-    spec: TwoTowerSpec, columns: Mapping[str, np.ndarray], item_logq: np.ndarray | None = None
+    spec: TwoTowerSpec, columns: Mapping[str, Any], item_logq: np.ndarray | None = None
 ) -> dict[str, np.ndarray]:
     """Turn raw training columns into the training model's named inputs.
 
     Args:
-        spec: The model spec (vocabularies).
-        columns: Arrays ``user_id, item_id, age, gender, occupation, release_year,
-            genre_mask`` of equal length.
+        spec: The model spec (vocabularies, features).
+        columns: Arrays ``user_id``, ``item_id`` and one per user and item feature, of
+            equal length (extra columns are ignored).
         item_logq: Log sampling probability of each row's item; zeros (no logQ
             correction) when None.
 
     Returns:
-        Arrays keyed by ``TRAIN_INPUTS``.
+        Arrays keyed by ``train_inputs(spec)``: dense id indices, raw feature arrays
+        (strings with ``""`` for missing, float32 with NaN) and ``item_logq``.
+
+    Raises:
+        ValueError: If a feature column is missing.
     """
+    missing = [
+        name
+        for name in ("user_id", "item_id", *(f.name for f in spec.user_features),
+                     *(f.name for f in spec.item_features))
+        if name not in columns
+    ]  # fmt: skip
+    if missing:
+        raise ValueError(f"the training columns lack {missing}")
     n = len(columns["user_id"])
     logq = np.zeros(n, np.float32) if item_logq is None else np.asarray(item_logq, np.float32)
     return {
         "user_idx": spec.user_index(columns["user_id"]),
-        "gender_idx": spec.gender_index(columns["gender"]),
-        "occupation_idx": spec.occupation_index(columns["occupation"]),
-        "age": np.asarray(columns["age"], dtype=np.int64),
+        **raw_inputs(spec.user_features, columns),
         "item_idx": spec.item_index(columns["item_id"]),
-        "genre_mask": np.asarray(columns["genre_mask"], dtype=np.int64),
-        "release_year": np.asarray(columns["release_year"], dtype=np.int64),
+        **raw_inputs(spec.item_features, columns),
         "item_logq": logq,
     }
 
 
-class Standardize(keras.layers.Layer):  # type: ignore[misc]  # untyped base
-    """``(x - mean) / std`` as a float column ``[batch, 1]``; stats are fixed config."""
-
-    def __init__(self, mean: float, std: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mean = float(mean)
-        self.std = float(std)
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        return tf.expand_dims((tf.cast(inputs, tf.float32) - self.mean) / self.std, -1)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
-
-
-class ReleaseYear(keras.layers.Layer):  # type: ignore[misc]  # untyped base
-    """Standardised year plus an unknown flag, ``[batch, 2]``; year 0 means unknown."""
-
-    def __init__(self, mean: float, std: float, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.mean = float(mean)
-        self.std = float(std)
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        year = tf.cast(inputs, tf.float32)
-        known = tf.cast(inputs > 0, tf.float32)
-        # Unknown years sit at the mean so they do not pull the projection.
-        scaled = known * (year - self.mean) / self.std
-        return tf.stack([scaled, 1.0 - known], axis=-1)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "mean": self.mean, "std": self.std}
-
-
-class GenreMultiHot(keras.layers.Layer):  # type: ignore[misc]  # untyped base
-    """Decode an int64 genre bitmask into a float multi-hot ``[batch, n_genres]``."""
-
-    def __init__(self, n_genres: int = N_GENRES, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.n_genres = int(n_genres)
-
-    def call(self, inputs: tf.Tensor) -> tf.Tensor:
-        bits = tf.bitwise.left_shift(
-            tf.ones([self.n_genres], tf.int64), tf.range(self.n_genres, dtype=tf.int64)
-        )
-        mask = tf.bitwise.bitwise_and(tf.expand_dims(tf.cast(inputs, tf.int64), -1), bits)
-        return tf.cast(tf.not_equal(mask, 0), tf.float32)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "n_genres": self.n_genres}
+def feature_prefix(side: str) -> str:
+    """Layer-name prefix of a tower's feature layers (``user_attr_`` / ``item_attr_``)."""
+    return f"{side}_attr_"
 
 
 class L2Normalize(keras.layers.Layer):  # type: ignore[misc]  # untyped base
@@ -339,6 +376,50 @@ class InBatchSoftmaxLoss(keras.losses.Loss):  # type: ignore[misc]  # untyped ba
         )
 
 
+def custom_objects() -> dict[str, Any]:
+    """The custom layers of the two-tower by class name (``clone_model``, ``quantize_scope``)."""
+    return {**CUSTOM_LAYERS, "L2Normalize": L2Normalize, "InBatchLogits": InBatchLogits}
+
+
+def build_tower(spec: TwoTowerSpec, side: str, id_index: Any, indexed: Mapping[str, Any]) -> Any:
+    """One tower from its id indices and its features' index tensors.
+
+    Args:
+        spec: Vocabularies, features and sizes.
+        side: ``user`` or ``item``.
+        id_index: Dense id indices ``int64 [b]`` (0 = unknown).
+        indexed: Each feature's index tensor (``encoders.index_layer`` outputs, or
+            ``encoders.indexed_inputs`` for a model fed pre-indexed features).
+
+    Returns:
+        The L2-normalised float32 tower output ``[b, embedding_dim]``, from a layer named
+        ``<side>_embedding``.
+    """
+    dim = spec.embedding_dim
+    ids, features = (
+        (spec.user_ids, spec.user_features)
+        if side == "user"
+        else (spec.item_ids, spec.item_features)
+    )
+    parts = [keras.layers.Embedding(len(ids) + 1, dim, name=f"{side}_id_embedding")(id_index)]
+    parts += encode_indexed(features, indexed, feature_prefix(side))
+    hidden = (
+        keras.layers.Concatenate(name=f"{side}_features")(parts) if len(parts) > 1 else parts[0]
+    )
+    hidden = keras.layers.Dense(dim, name=f"{side}_projection")(hidden)
+    return L2Normalize(name=f"{side}_embedding", dtype="float32")(hidden)
+
+
+def _raw_tower(spec: TwoTowerSpec, side: str) -> tuple[dict[str, Any], Any]:
+    """The raw inputs of one tower and its output (index layers inside the graph)."""
+    features = spec.user_features if side == "user" else spec.item_features
+    id_input = keras.Input(shape=(), dtype=tf.int64, name=f"{side}_idx")
+    raw = feature_inputs(features)
+    prefix = feature_prefix(side)
+    indexed = {f.name: index_layer(f, f"{prefix}{f.name}_index")(raw[f.name]) for f in features}
+    return {f"{side}_idx": id_input, **raw}, build_tower(spec, side, id_input, indexed)
+
+
 def build_training_model(
     spec: TwoTowerSpec, *, mixed_precision: bool = False, cross_replica: bool = True
 ) -> keras.Model:
@@ -347,7 +428,7 @@ def build_training_model(
     Call it inside ``strategy.scope()`` when training under a distribution strategy.
 
     Args:
-        spec: Vocabularies, feature stats and sizes.
+        spec: Vocabularies, features and sizes.
         mixed_precision: Build under the ``mixed_float16`` policy (float16 compute,
             float32 variables, tower outputs and logits in float32); ``compile`` then
             wraps the optimizer in a loss-scale optimizer. The weights are the same
@@ -356,61 +437,35 @@ def build_training_model(
             batch (see the module docstring); False keeps the replica's own slice.
 
     Returns:
-        A model taking a dict keyed by ``TRAIN_INPUTS`` and returning float32 logits
-        ``[batch, global batch]``. Layer names ``user_embedding`` and ``item_embedding``
-        mark the tower outputs (see ``towers_from_training_model``).
+        A model taking a dict keyed by ``train_inputs(spec)`` (``model_inputs``' output)
+        and returning float32 logits ``[batch, global batch]``. Layer names
+        ``user_embedding`` and ``item_embedding`` mark the tower outputs (see
+        ``towers_from_training_model``).
     """
     previous = keras.mixed_precision.global_policy()
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        return _build_training_model(spec, cross_replica=cross_replica)
+        user_in, user = _raw_tower(spec, "user")
+        item_in, item = _raw_tower(spec, "item")
+        item_logq = keras.Input(shape=(), dtype=tf.float32, name="item_logq")
+        logits = InBatchLogits(
+            spec.temperature, cross_replica=cross_replica, name="in_batch_logits", dtype="float32"
+        )([user, item, item_in["item_idx"], item_logq])
+        return keras.Model(
+            inputs={**user_in, **item_in, "item_logq": item_logq}, outputs=logits, name="two_tower"
+        )
     finally:
         # The policy is process-global; export and compression build float32 models.
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _build_training_model(spec: TwoTowerSpec, *, cross_replica: bool) -> keras.Model:
-    dim = spec.embedding_dim
-    ints = {
-        name: keras.Input(shape=(), dtype=tf.int64, name=name)
-        for name in (*USER_INPUTS, *ITEM_INPUTS)
-    }
-    item_logq = keras.Input(shape=(), dtype=tf.float32, name="item_logq")
-
-    user = keras.layers.Concatenate(name="user_features")(
-        [
-            keras.layers.Embedding(len(spec.user_ids) + 1, dim, name="user_id_embedding")(
-                ints["user_idx"]
-            ),
-            keras.layers.Embedding(len(spec.genders) + 1, _GENDER_DIM, name="gender_embedding")(
-                ints["gender_idx"]
-            ),
-            keras.layers.Embedding(
-                len(spec.occupations) + 1, _OCCUPATION_DIM, name="occupation_embedding"
-            )(ints["occupation_idx"]),
-            Standardize(spec.age_mean, spec.age_std, name="age_standardized")(ints["age"]),
-        ]
-    )
-    user = keras.layers.Dense(dim, name="user_projection")(user)
-    user = L2Normalize(name="user_embedding", dtype="float32")(user)
-
-    item = keras.layers.Concatenate(name="item_features")(
-        [
-            keras.layers.Embedding(len(spec.item_ids) + 1, dim, name="item_id_embedding")(
-                ints["item_idx"]
-            ),
-            GenreMultiHot(N_GENRES, name="genres")(ints["genre_mask"]),
-            ReleaseYear(spec.year_mean, spec.year_std, name="year")(ints["release_year"]),
-        ]
-    )
-    item = keras.layers.Dense(dim, name="item_projection")(item)
-    item = L2Normalize(name="item_embedding", dtype="float32")(item)
-
-    logits = InBatchLogits(
-        spec.temperature, cross_replica=cross_replica, name="in_batch_logits", dtype="float32"
-    )([user, item, ints["item_idx"], item_logq])
-    return keras.Model(inputs={**ints, "item_logq": item_logq}, outputs=logits, name="two_tower")
+def _side_inputs(model: keras.Model, side: str) -> dict[str, Any]:
+    """The input tensors of one tower: its id input and the inputs of its feature layers."""
+    layers = {layer.name for layer in model.layers}
+    prefix = feature_prefix(side)
+    names = [f"{side}_idx"] + [n for n in model.input_names if f"{prefix}{n}_index" in layers]
+    return {name: model.get_layer(name).output for name in names}
 
 
 def towers_from_training_model(model: keras.Model) -> tuple[keras.Model, keras.Model]:
@@ -421,15 +476,16 @@ def towers_from_training_model(model: keras.Model) -> tuple[keras.Model, keras.M
             layer names (for example after ``strip_pruning``).
 
     Returns:
-        ``(user_tower, item_tower)``, sharing the training model's layers and weights.
+        ``(user_tower, item_tower)``, sharing the training model's layers and weights;
+        they take dicts keyed by ``user_inputs(spec)`` / ``item_inputs(spec)``.
     """
     user_tower = keras.Model(
-        inputs={name: model.get_layer(name).output for name in USER_INPUTS},
+        inputs=_side_inputs(model, "user"),
         outputs=model.get_layer("user_embedding").output,
         name="user_tower",
     )
     item_tower = keras.Model(
-        inputs={name: model.get_layer(name).output for name in ITEM_INPUTS},
+        inputs=_side_inputs(model, "item"),
         outputs=model.get_layer("item_embedding").output,
         name="item_tower",
     )
@@ -474,17 +530,6 @@ def load_trained_model(weights_dir: Path) -> tuple[keras.Model, TwoTowerSpec]:
     return model, spec
 
 
-def string_table(keys: tuple[str, ...]) -> tf.lookup.StaticHashTable:
-    """Raw string -> 1-based index (0 = out of vocabulary), as exported lookups use."""
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(list(keys) or [""], tf.string),
-            tf.range(1, max(len(keys), 1) + 1, dtype=tf.int64),
-        ),
-        default_value=OOV_INDEX,
-    )
-
-
 def int_table(keys: tuple[int, ...]) -> tf.lookup.StaticHashTable:
     """Raw int id -> 1-based index (0 = out of vocabulary), as exported lookups use."""
     return tf.lookup.StaticHashTable(
@@ -496,123 +541,202 @@ def int_table(keys: tuple[int, ...]) -> tf.lookup.StaticHashTable:
     )
 
 
-USER_SIGNATURE = (
-    tf.TensorSpec([None], tf.int64, name="user_id"),
-    tf.TensorSpec([None], tf.int64, name="age"),
-    tf.TensorSpec([None], tf.string, name="gender"),
-    tf.TensorSpec([None], tf.string, name="occupation"),
-)
+def serving_signature(spec: TwoTowerSpec) -> list[tf.TensorSpec]:
+    """Inputs of ``serving_default`` and ``user_embedding``: ``user_id`` then each user
+    feature, named by the feature (``[None]``, int64 / tf.string / float32)."""
+    return [tf.TensorSpec([None], tf.int64, name="user_id"), *input_signature(spec.user_features)]
 
 
-class _RetrievalModule(tf.Module):  # type: ignore[misc]  # untyped base
-    """Raw-id lookups, the user tower and fixed candidate embeddings, as one module."""
+class RetrievalModule(tf.Module):  # type: ignore[misc]  # untyped base
+    """The three retrieval signatures over a user embedding and stored candidates.
+
+    Subclasses say how a user is embedded (``embed``) and how candidates are stored
+    (``scores``, ``candidate_matrix``); the signatures, their input names (the spec's user
+    features) and their outputs are the same for every retrieval export.
+    """
+
+    def __init__(self, spec: TwoTowerSpec, candidate_ids: np.ndarray, k: int) -> None:
+        super().__init__(name="recops_retrieval")
+        self.user_table = int_table(spec.user_ids)
+        # Variables, not constants: constants would be copied into every function graph.
+        self.candidate_ids = tf.Variable(
+            np.asarray(candidate_ids, np.int64), trainable=False, name="candidate_ids"
+        )
+        self.k = int(k)
+        signature = serving_signature(spec)
+        names = tuple(str(s.name) for s in signature)
+
+        # Inputs differ per dataset, so the functions take positional tensors and name
+        # them from the signature: the saved signatures keep the TensorSpec names.
+        def serve(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+            user = self.embed(dict(zip(names, args, strict=True)))
+            top = tf.math.top_k(self.scores(user), k=self.k)
+            return {"item_ids": tf.gather(self.candidate_ids, top.indices), "scores": top.values}
+
+        def user_embedding(*args: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"embedding": self.embed(dict(zip(names, args, strict=True)))}
+
+        def item_embeddings() -> dict[str, tf.Tensor]:
+            return {
+                "item_ids": tf.identity(self.candidate_ids),
+                "embeddings": self.candidate_matrix(),
+            }
+
+        self.serve = tf.function(serve, input_signature=signature)
+        self.user_embedding = tf.function(user_embedding, input_signature=signature)
+        self.item_embeddings = tf.function(item_embeddings, input_signature=[])
+
+    def embed(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """User embeddings ``[b, dim]`` of the raw signature inputs."""
+        raise NotImplementedError
+
+    def scores(self, user: tf.Tensor) -> tf.Tensor:
+        """``user @ candidates.T``."""
+        raise NotImplementedError
+
+    def candidate_matrix(self) -> tf.Tensor:
+        """Every candidate's embedding as float32 ``[n, dim]``."""
+        raise NotImplementedError
+
+    def save(self, export_dir: Path) -> None:
+        """Write the SavedModel with its three signatures."""
+        tf.saved_model.save(
+            self,
+            str(export_dir),
+            signatures={
+                "serving_default": self.serve,
+                "user_embedding": self.user_embedding,
+                "item_embeddings": self.item_embeddings,
+            },
+        )
+
+
+class _FloatRetrievalModule(RetrievalModule):
+    """The user tower (lookups inside) and float candidate embeddings."""
 
     def __init__(
         self,
         spec: TwoTowerSpec,
         user_tower: keras.Model,
         candidate_ids: np.ndarray,
-        candidate_embeddings: np.ndarray,
+        candidates: np.ndarray,
         k: int,
     ) -> None:
-        super().__init__(name="recops_retrieval")
+        super().__init__(spec, candidate_ids, k)
         self.user_tower = user_tower
-        self.user_table = int_table(spec.user_ids)
-        self.gender_table = string_table(spec.genders)
-        self.occupation_table = string_table(spec.occupations)
-        # Variables, not constants: constants would be copied into every function graph.
-        self.candidate_ids = tf.Variable(candidate_ids, trainable=False, name="candidate_ids")
-        self.candidate_embeddings = tf.Variable(
-            candidate_embeddings, trainable=False, name="candidate_embeddings"
+        self.feature_names = tuple(f.name for f in spec.user_features)
+        self.candidates = tf.Variable(
+            np.asarray(candidates, np.float32), trainable=False, name="candidate_embeddings"
         )
-        self.k = k
 
-    def _embed(
-        self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
-    ) -> tf.Tensor:
-        features = {
-            "user_idx": self.user_table.lookup(user_id),
-            "gender_idx": self.gender_table.lookup(gender),
-            "occupation_idx": self.occupation_table.lookup(occupation),
-            "age": age,
-        }
+    def embed(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        features = {"user_idx": self.user_table.lookup(inputs["user_id"])}
+        features.update({name: inputs[name] for name in self.feature_names})
         return self.user_tower(features, training=False)
 
-    @tf.function(input_signature=USER_SIGNATURE)  # type: ignore[untyped-decorator]
-    def serve(
-        self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
-    ) -> dict[str, tf.Tensor]:
-        user = self._embed(user_id, age, gender, occupation)
-        scores = tf.matmul(user, self.candidate_embeddings, transpose_b=True)
-        top = tf.math.top_k(scores, k=self.k)
-        return {"item_ids": tf.gather(self.candidate_ids, top.indices), "scores": top.values}
+    def scores(self, user: tf.Tensor) -> tf.Tensor:
+        return tf.matmul(user, self.candidates, transpose_b=True)
 
-    @tf.function(input_signature=USER_SIGNATURE)  # type: ignore[untyped-decorator]
-    def user_embedding(
-        self, user_id: tf.Tensor, age: tf.Tensor, gender: tf.Tensor, occupation: tf.Tensor
-    ) -> dict[str, tf.Tensor]:
-        return {"embedding": self._embed(user_id, age, gender, occupation)}
-
-    @tf.function(input_signature=[])  # type: ignore[untyped-decorator]
-    def item_embeddings(self) -> dict[str, tf.Tensor]:
-        return {
-            "item_ids": tf.identity(self.candidate_ids),
-            "embeddings": tf.identity(self.candidate_embeddings),
-        }
+    def candidate_matrix(self) -> tf.Tensor:
+        return tf.identity(self.candidates)
 
 
-def candidate_embeddings(
-    model: keras.Model, spec: TwoTowerSpec, items: Mapping[str, np.ndarray], batch_size: int = 8192
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embed the catalogue with the model's item tower.
-
-    Args:
-        model: A training model (plain) built from ``spec``.
-        spec: Its spec.
-        items: Catalogue arrays ``item_id, genre_mask, release_year``.
-        batch_size: Items per call.
-
-    Returns:
-        ``(item_ids int64 [n], embeddings float32 [n, dim])``.
+def item_features_of(spec: TwoTowerSpec, items: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The item tower's inputs for a catalogue: ``item_idx`` plus raw item features.
 
     Raises:
-        ValueError: If the catalogue is empty or has duplicate ids.
+        ValueError: If the catalogue is empty, has duplicate ids or lacks a feature.
     """
     item_ids = np.asarray(items["item_id"], dtype=np.int64)
     if item_ids.size == 0:
         raise ValueError("items catalogue is empty; nothing to retrieve")
     if np.unique(item_ids).size != item_ids.size:
         raise ValueError("items catalogue has duplicate item_id values")
-    _, item_tower = towers_from_training_model(model)
-    features = {
-        "item_idx": spec.item_index(item_ids),
-        "genre_mask": np.asarray(items["genre_mask"], dtype=np.int64),
-        "release_year": np.asarray(items["release_year"], dtype=np.int64),
-    }
+    missing = [f.name for f in spec.item_features if f.name not in items]
+    if missing:
+        raise ValueError(f"items catalogue lacks the item feature column(s) {missing}")
+    return {"item_idx": spec.item_index(item_ids), **raw_inputs(spec.item_features, items)}
+
+
+def embed_in_batches(
+    tower: Callable[..., Any], features: Mapping[str, np.ndarray], batch_size: int = 8192
+) -> np.ndarray:
+    """Run a tower over equal-length feature arrays a batch at a time; float32 rows."""
+    n = len(next(iter(features.values())))
     chunks = [
-        item_tower({k: v[s : s + batch_size] for k, v in features.items()}, training=False).numpy()
-        for s in range(0, item_ids.size, batch_size)
+        np.asarray(tower({k: v[s : s + batch_size] for k, v in features.items()}, training=False))
+        for s in range(0, n, batch_size)
     ]
-    return item_ids, np.concatenate(chunks).astype(np.float32)
+    return np.concatenate(chunks).astype(np.float32)
+
+
+def candidate_embeddings(
+    model: keras.Model, spec: TwoTowerSpec, items: Mapping[str, Any], batch_size: int = 8192
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the catalogue with the model's item tower.
+
+    Args:
+        model: A training model (plain) built from ``spec``.
+        spec: Its spec.
+        items: Catalogue arrays ``item_id`` plus one per item feature (one row per item).
+        batch_size: Items per call.
+
+    Returns:
+        ``(item_ids int64 [n], embeddings float32 [n, dim])``.
+
+    Raises:
+        ValueError: If the catalogue is empty, has duplicate ids or lacks a feature.
+    """
+    _, item_tower = towers_from_training_model(model)
+    return tower_candidates(item_tower, spec, items, batch_size)
+
+
+def tower_candidates(
+    item_tower: Callable[..., Any],
+    spec: TwoTowerSpec,
+    items: Mapping[str, Any],
+    batch_size: int = 8192,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embed the catalogue with an item tower (``towers_from_training_model``'s, or QAT's).
+
+    Args:
+        item_tower: A model taking ``item_inputs(spec)`` (raw item features).
+        spec: The spec the tower was built from.
+        items: Catalogue arrays ``item_id`` plus one per item feature (one row per item).
+        batch_size: Items per call.
+
+    Returns:
+        ``(item_ids int64 [n], embeddings float32 [n, dim])``.
+
+    Raises:
+        ValueError: If the catalogue is empty, has duplicate ids or lacks a feature.
+    """
+    features = item_features_of(spec, items)
+    item_ids = np.asarray(items["item_id"], np.int64)
+    return item_ids, embed_in_batches(item_tower, features, batch_size)
 
 
 def export_retrieval_model(
     *,
     model: keras.Model,
     spec: TwoTowerSpec,
-    items: Mapping[str, np.ndarray],
+    items: Mapping[str, Any],
     export_dir: Path,
     k: int,
     batch_size: int = 8192,
 ) -> int:
     """Export the retrieval SavedModel, candidate embeddings precomputed by the item tower.
 
-    Signatures: ``serving_default``, ``user_embedding`` and ``item_embeddings``.
+    Signatures (``serving_signature(spec)`` names the inputs):
+    ``serving_default(user_id, <user features>) -> item_ids int64 [b, k], scores``,
+    ``user_embedding(same) -> embedding`` and ``item_embeddings() -> item_ids,
+    embeddings``. Unknown user ids, unknown categories and missing numerics are valid
+    inputs (out-of-vocabulary rows, the missing flag).
 
     Args:
         model: A trained training model (plain, not distributed, not pruning-wrapped).
         spec: Its spec.
-        items: Catalogue arrays ``item_id, genre_mask, release_year`` (one row per item).
+        items: Catalogue arrays ``item_id`` plus one per item feature (one row per item).
         export_dir: Folder to write; must not exist yet.
         k: Candidates returned by ``serving_default``; capped at the catalogue size.
         batch_size: Items embedded per call.
@@ -621,19 +745,10 @@ def export_retrieval_model(
         The ``k`` actually used.
 
     Raises:
-        ValueError: If the catalogue is empty or has duplicate ids.
+        ValueError: If the catalogue is empty, has duplicate ids or lacks a feature.
     """
     item_ids, embeddings = candidate_embeddings(model, spec, items, batch_size)
     user_tower, _ = towers_from_training_model(model)
     k = min(k, int(item_ids.size))
-    module = _RetrievalModule(spec, user_tower, item_ids, embeddings, k)
-    tf.saved_model.save(
-        module,
-        str(export_dir),
-        signatures={
-            "serving_default": module.serve,
-            "user_embedding": module.user_embedding,
-            "item_embeddings": module.item_embeddings,
-        },
-    )
+    _FloatRetrievalModule(spec, user_tower, item_ids, embeddings, k).save(export_dir)
     return k

@@ -9,10 +9,14 @@ time; ``Settings.ensure_dirs`` creates folders when a stage asks for them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from recops_models.tf_env import TF_ENV
+
+#: The dataset a deployment runs unless ``RECOPS_DATASET`` or a DAG's ``dataset`` Param
+#: names another (its spec ships in ``datasets/``); declared with the knob.
+from recops.params import DEFAULT_DATASET
 
 #: Name of the served retrieval model, in the registry and in TF Serving.
 MODEL_NAME = "recops_retrieval"
@@ -29,8 +33,8 @@ RECBOLE_DATA_PREFIX = "recbole/dataset_example/ml-100k/"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 #: Ranker inputs from ranking_v1 that are defined for every row (the 30-day mean
-#: ratings are NaN for users without recent events, so they stay out).
-RANKER_USER_FEATURES = ("user_events_7d", "user_events_30d", "user_top_genre_share_30d")
+#: weights are NaN for users without recent events, so they stay out).
+RANKER_USER_FEATURES = ("user_events_7d", "user_events_30d")
 RANKER_ITEM_FEATURES = ("item_events_7d", "item_events_30d")
 
 #: Seed of RecBole's default split, kept so metrics compare with published numbers.
@@ -79,6 +83,8 @@ class Settings:
         online_store: Feast online store, ``sqlite`` or ``redis`` (``RECOPS_ONLINE_STORE``;
             ``redis`` by default in the scale profile).
         redis_url: Redis for the online store, ``host:port[,db=N]`` (``RECOPS_REDIS_URL``).
+        dataset: The dataset the stages work on (``RECOPS_DATASET``); its data folder,
+            Feast project, runs and model names are its own.
     """
 
     home: Path
@@ -94,6 +100,7 @@ class Settings:
     tfserving_rest: str = ""
     online_store: str = "sqlite"
     redis_url: str = "127.0.0.1:6379"
+    dataset: str = DEFAULT_DATASET
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -106,15 +113,18 @@ class Settings:
         online_store = env_str("RECOPS_ONLINE_STORE", "redis" if profile == "scale" else "sqlite")
         if online_store not in {"sqlite", "redis"}:
             raise ValueError(f"RECOPS_ONLINE_STORE={online_store!r}: expected 'sqlite' or 'redis'")
+        dataset = env_str("RECOPS_DATASET", DEFAULT_DATASET)
+        retrieval, ranking = model_names_for(dataset)
         return cls(
             home=home,
+            dataset=dataset,
             profile=profile,
             mlflow_tracking_uri=env_str("MLFLOW_TRACKING_URI", default_mlflow),
             serving_host=env_str("RECOPS_SERVING_HOST", "127.0.0.1"),
             grpc_port=env_int("RECOPS_GRPC_PORT", 8500),
             rest_port=env_int("RECOPS_REST_PORT", 8501),
-            model_name=env_str("RECOPS_MODEL_NAME", MODEL_NAME),
-            ranking_model_name=env_str("RECOPS_RANKING_MODEL_NAME", RANKING_MODEL),
+            model_name=env_str("RECOPS_MODEL_NAME", retrieval),
+            ranking_model_name=env_str("RECOPS_RANKING_MODEL_NAME", ranking),
             feature_repo=Path(env_str("RECOPS_FEATURE_REPO", str(REPO_ROOT / "feature_repo"))),
             tfserving_grpc=env_str("RECOPS_TFSERVING_GRPC", ""),
             tfserving_rest=env_str("RECOPS_TFSERVING_REST", ""),
@@ -127,14 +137,31 @@ class Settings:
         """The registered models a promotion may move: retrieval first, then ranking."""
         return (self.model_name, self.ranking_model_name)
 
+    def for_dataset(self, dataset: str) -> Settings:
+        """These settings for another dataset: its folders and its model names.
+
+        Model names set in the environment (``RECOPS_MODEL_NAME``,
+        ``RECOPS_RANKING_MODEL_NAME``) name one deployment's models and are kept only for
+        the settings' own dataset.
+        """
+        if dataset == self.dataset:
+            return self
+        retrieval, ranking = model_names_for(dataset)
+        return replace(self, dataset=dataset, model_name=retrieval, ranking_model_name=ranking)
+
     # Layout of the state folder. Every path is derived, so one variable moves it all.
     @property
     def cache_dir(self) -> Path:
         return self.home / "cache"
 
+    def dataset_data_dir(self, dataset: str) -> Path:
+        """The data folder of ``dataset``."""
+        return self.home / "data" / dataset
+
     @property
     def data_dir(self) -> Path:
-        return self.home / "data"
+        """This dataset's data: interactions, staging, quarantine, profiles, keys, spec."""
+        return self.dataset_data_dir(self.dataset)
 
     @property
     def interactions_dir(self) -> Path:
@@ -158,12 +185,22 @@ class Settings:
         return self.data_dir / "items.parquet"
 
     @property
+    def keys_dir(self) -> Path:
+        """Interned string keys: ``users.parquet`` / ``items.parquet`` (key -> id)."""
+        return self.data_dir / "keys"
+
+    @property
     def feast_dir(self) -> Path:
-        return self.home / "feast"
+        return self.home / "feast" / self.dataset
+
+    @property
+    def feast_project(self) -> str:
+        """This dataset's Feast project (letters, digits and ``_`` only)."""
+        return "recops_" + self.dataset.replace("-", "_")
 
     @property
     def runs_dir(self) -> Path:
-        return self.home / "runs"
+        return self.home / "runs" / self.dataset
 
     @property
     def mlflow_dir(self) -> Path:
@@ -203,6 +240,18 @@ class Settings:
             self.model_base_path,
         ):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def model_names_for(dataset: str) -> tuple[str, str]:
+    """Registered (retrieval, ranking) model names of ``dataset``.
+
+    The default dataset keeps the historical names, so registries made before datasets
+    existed stay valid; any other dataset prefixes its own name.
+    """
+    if dataset == DEFAULT_DATASET:
+        return MODEL_NAME, RANKING_MODEL
+    slug = dataset.replace("-", "_")
+    return f"{slug}_retrieval", f"{slug}_ranking"
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:

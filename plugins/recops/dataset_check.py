@@ -118,12 +118,16 @@ class _Checker:
         stamp = self.column("events", "events.timestamp.column", spec.timestamp.column)
         if stamp is not None:
             problem = _problem(stamp, spec.timestamp.format)
+            if problem is None and stamp.isna().any():
+                problem = f"{int(stamp.isna().sum())} empty values"
             what = f"{spec.timestamp.format} times"
             self.holds("events", "events.timestamp.format", spec.timestamp.column, what, problem)
         if spec.value is not None:
             values = self.column("events", "events.value.column", spec.value.column)
             if values is not None:
                 problem = _problem(values, "numeric")
+                if problem is None and values.isna().any():
+                    problem = f"{int(values.isna().sum())} empty values"
                 field = "events.value.column"
                 self.holds("events", field, spec.value.column, "numbers", problem)
         if spec.event_type is not None:
@@ -145,7 +149,8 @@ def check_columns(
 
     Only the tables given are checked (``events``, ``users``, ``items``). Integer keys must
     be whole numbers, numeric attributes and values numbers, timestamps parseable in the
-    declared format; keys may not be empty and must be unique in users and items.
+    declared format; keys, event times and values may not be empty; keys must be unique in
+    users and items.
 
     Args:
         spec: The dataset spec.

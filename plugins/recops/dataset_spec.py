@@ -29,8 +29,8 @@ from recops.errors import DataError
 __all__ = [
     "ATTRIBUTE_KINDS", "AllowedConstraint", "Attribute", "DatasetSpec", "EvaluationSpec",
     "EventTypeSpec", "EventsSpec", "FilesSpec", "NotNullConstraint", "RandomSplit",
-    "HINT", "KeyType", "RangeConstraint", "TableSpec", "TimestampFormat", "TimestampSpec",
-    "ValueSpec", "load_spec", "spec_to_yaml",
+    "HINT", "KeyType", "RESERVED_NAMES", "RangeConstraint", "TableSpec", "TimestampFormat",
+    "TimestampSpec", "ValueSpec", "load_spec", "spec_to_yaml",
 ]  # fmt: skip
 
 KeyType: TypeAlias = Literal["string", "integer"]
@@ -52,6 +52,8 @@ _NAME_CHARS = frozenset(_ALNUM + "-")
 #: An attribute name becomes a feature and a model-input name: no '-' there.
 _ATTRIBUTE_CHARS = frozenset(_ALNUM)
 _MAX_NAME = 64
+#: Columns every published table already has (``recops.layout``): no attribute may be one.
+RESERVED_NAMES = frozenset({"user_id", "item_id", "event_timestamp", "event_type", "weight"})
 #: The last line of every spec error: where the fields are documented.
 HINT = "hint: docs/datasets.md describes every field of a dataset spec"
 
@@ -155,6 +157,9 @@ class Attribute(_Spec):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
+        if value in RESERVED_NAMES:
+            reserved = ", ".join(sorted(RESERVED_NAMES))
+            raise ValueError(f"attribute name {value!r} is reserved ({reserved}); rename it")
         return _check_name(value, "attribute name", _ATTRIBUTE_CHARS)
 
     @model_validator(mode="after")

@@ -6,6 +6,15 @@ model, the compressed one and whatever is served. Every user with ground truth i
 chosen split is scored against every candidate item; the user's train items are masked,
 and valid items too when scoring test (RecBole accumulates seen items across phases).
 
+The model's user inputs are read from its signature: ``user_id`` plus whatever attribute
+columns the model was trained with, taken from the users table by name
+(``recops.rank_signature.signature_request``), so nothing here knows a dataset's columns.
+
+When the split carries an ``event_type`` column and the config names the dataset's spec,
+only events of the spec's ``positive_types`` count as hits, and only events of its
+``seen_types`` are masked as seen. Without them (MovieLens: every rating is an
+``interaction``) every row is both, which is RecBole's random protocol.
+
 Besides the user-averaged metrics, each result carries two segments:
 
 - ``cold_users``: users with fewer than ``cold_user_threshold`` train interactions;
@@ -16,7 +25,7 @@ Baselines that are not SavedModels (popularity, EASE, BPR-MF) go through the sam
 with ``evaluate_scores``; ranker-based re-ranking goes through ``evaluate_rerank``.
 
 The splits (``temporal_split``, ``read_split``) live in the leaf ``recops.splits`` and
-the ranker's ``rank`` signature client (``rating_rmse``) in ``recops.rank_signature``;
+the signature client (``weight_rmse``, ``signature_request``) in ``recops.rank_signature``;
 both are re-exported here, where callers have always found them.
 """
 
@@ -31,10 +40,16 @@ import numpy as np
 import pandas as pd
 
 from recops.errors import DataError, ParamError
-from recops.rank_signature import load_signatures, rank_inputs, rank_request, rating_rmse
+from recops.rank_signature import (
+    load_signatures,
+    rank_inputs,
+    signature_inputs,
+    signature_request,
+    weight_rmse,
+)
 from recops.records import Record
 from recops.splits import read_split, temporal_split
-from recops.tables import USER_COLUMNS, latest_rows, read_parquet_columns
+from recops.tables import latest_rows, read_parquet_columns
 
 __all__ = [
     "EvalConfig",
@@ -44,10 +59,11 @@ __all__ = [
     "evaluate",
     "evaluate_rerank",
     "evaluate_scores",
+    "event_types_of",
     "long_tail_items",
-    "rating_rmse",
     "read_split",
     "temporal_split",
+    "weight_rmse",
 ]
 
 #: Users embedded and ranked per block, to bound memory on large catalogues.
@@ -66,8 +82,12 @@ class EvalConfig(Record):
 
     Attributes:
         model_dir: Retrieval SavedModel (the serving contract).
-        split_uri: Split parquet ``user_id, item_id, split`` written by training.
-        users_uri: users.parquet, for the user features the model takes.
+        split_uri: Split parquet ``user_id, item_id, split`` written by training
+            (optionally ``event_type`` too).
+        users_uri: users.parquet, for the user features the model's signature takes
+            (read only when it takes any besides ``user_id``).
+        spec_uri: The dataset's spec: its positive and seen event types apply when the
+            split has ``event_type``. Empty: every row is a positive and seen.
         k: Cut-off.
         split: ``test`` (train and valid masked) or ``valid`` (train masked).
         cold_user_threshold: Users with fewer train interactions are "cold".
@@ -78,6 +98,7 @@ class EvalConfig(Record):
     model_dir: str
     split_uri: str
     users_uri: str
+    spec_uri: str = ""
     k: int = 10
     split: str = "test"
     cold_user_threshold: int = 20
@@ -116,15 +137,17 @@ class RerankConfig(Record):
     Attributes:
         retrieval_model_dir: Retrieval SavedModel (``user_embedding``, ``item_embeddings``).
         ranker_model_dir: Ranker SavedModel with the ``rank`` signature.
-        split_uri: Split parquet ``user_id, item_id, split``.
-        users_uri: users.parquet (age, gender, occupation).
+        split_uri: Split parquet ``user_id, item_id, split`` (optionally ``event_type``).
+        users_uri: users.parquet: the user attributes either model takes.
+        spec_uri: As in ``EvalConfig``.
         user_features_uri: Parquet with ``user_id, event_timestamp`` and the ranker's
-            numeric user features (the newest row per user is used); needed only when
-            the ranker takes numeric user features.
+            numeric context features (the newest row per user is used); needed only when
+            the ranker takes context features.
         k: Cut-off of the final list.
         candidates: Items retrieved per user and handed to the ranker.
-        rerank_by: ``click`` (the ranker's interaction probability), ``rating``, or
-            ``fusion``: reciprocal-rank fusion of the retrieval order and the click
+        rerank_by: ``click`` (the ranker's interaction probability), ``weight`` (its
+            predicted interaction weight, the ``ratings`` output; ``rating`` is the same),
+            or ``fusion``: reciprocal-rank fusion of the retrieval order and the click
             order, ``1 / (60 + r_retrieval) + 1 / (60 + r_click)`` with 1-based ranks.
         split: ``test`` or ``valid``.
         cold_user_threshold: As in ``EvalConfig``.
@@ -135,6 +158,7 @@ class RerankConfig(Record):
     ranker_model_dir: str
     split_uri: str
     users_uri: str
+    spec_uri: str = ""
     user_features_uri: str | None = None
     k: int = 10
     candidates: int = 100
@@ -147,10 +171,15 @@ class RerankConfig(Record):
         _check_common(type(self).__name__, self.split, self.k, self.head_share)
         if self.candidates < self.k:
             raise ParamError(f"RerankConfig.candidates={self.candidates} must be >= k={self.k}")
-        if self.rerank_by not in ("click", "rating", "fusion"):
+        if self.rerank_by not in _RERANK_OUTPUTS:
             raise ParamError(
-                f"RerankConfig.rerank_by={self.rerank_by!r}: expected 'click', 'rating' or 'fusion'"
+                f"RerankConfig.rerank_by={self.rerank_by!r}: expected one of "
+                f"{sorted(_RERANK_OUTPUTS)}"
             )
+
+
+#: The ``rank`` output each ``rerank_by`` orders by (fusion fuses the click order).
+_RERANK_OUTPUTS = {"click": "scores", "fusion": "scores", "weight": "ratings", "rating": "ratings"}
 
 
 def _check_common(name: str, split: str, k: int, head_share: float) -> None:
@@ -160,6 +189,42 @@ def _check_common(name: str, split: str, k: int, head_share: float) -> None:
         raise ParamError(f"{name}.k={k!r} must be >= 1")
     if not 0.0 <= head_share < 1.0:
         raise ParamError(f"{name}.head_share={head_share!r} must be in [0, 1)")
+
+
+# --------------------------------------------------------------------------- event types
+
+
+def event_types_of(spec_uri: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(positive_types, seen_types)`` of the dataset a spec declares; ``((), ())`` if none.
+
+    Args:
+        spec_uri: The spec YAML, or "" for "every event is a positive and seen".
+    """
+    if not spec_uri:
+        return (), ()
+    from recops.dataset_spec import load_spec
+    from recops.layout import layout_from_spec
+
+    layout = layout_from_spec(load_spec(spec_uri))
+    return layout.positive_types, layout.seen_types
+
+
+def _read_split(uri: str) -> pd.DataFrame:
+    """The split, with its ``event_type`` column when training wrote one."""
+    import pyarrow.parquet as pq
+
+    split = read_split(uri)
+    if "event_type" in pq.read_schema(uri).names:
+        types = pd.read_parquet(uri, columns=["event_type"])["event_type"]
+        split = split.assign(event_type=types.to_numpy())
+    return split
+
+
+def _of_types(frame: pd.DataFrame, types: Sequence[str]) -> pd.DataFrame:
+    """Rows of ``frame`` whose event type is in ``types`` (all rows when either is absent)."""
+    if not types or "event_type" not in frame.columns:
+        return frame
+    return frame[frame["event_type"].isin(list(types))]
 
 
 # --------------------------------------------------------------------------- segments
@@ -227,11 +292,31 @@ class _Task:
     tail_columns: np.ndarray
 
 
-def _task(split: pd.DataFrame, item_ids: np.ndarray, name: str, head_share: float) -> _Task:
-    target = split[split["split"] == name]
+def _target(split: pd.DataFrame, name: str, positive_types: Sequence[str]) -> pd.DataFrame:
+    """The positives of split ``name``: its rows of a positive event type."""
+    target = _of_types(split[split["split"] == name], positive_types)
     if target.empty:
-        raise DataError(f"split has no {name!r} rows")
-    seen = split[split["split"].isin(("train",) if name == "valid" else ("train", "valid"))]
+        raise DataError(f"split has no {name!r} rows of a positive event type")
+    return target
+
+
+def _eval_users(split: pd.DataFrame, name: str, positive_types: Sequence[str]) -> np.ndarray:
+    """Users with ground truth in split ``name``, sorted."""
+    target = _target(split, name, positive_types)
+    return np.sort(target["user_id"].unique()).astype(np.int64)
+
+
+def _task(
+    split: pd.DataFrame,
+    item_ids: np.ndarray,
+    name: str,
+    head_share: float,
+    positive_types: Sequence[str] = (),
+    seen_types: Sequence[str] = (),
+) -> _Task:
+    target = _target(split, name, positive_types)
+    earlier = ("train",) if name == "valid" else ("train", "valid")
+    seen = _of_types(split[split["split"].isin(earlier)], seen_types)
     train = split[split["split"] == "train"]
     eval_users = np.sort(target["user_id"].unique()).astype(np.int64)
     item_ids = np.asarray(item_ids, dtype=np.int64)
@@ -310,41 +395,72 @@ def evaluate_scores(
     name: str = "",
     cold_user_threshold: int = 20,
     head_share: float = 0.2,
+    positive_types: Sequence[str] = (),
+    seen_types: Sequence[str] = (),
 ) -> EvalResult:
     """Full-ranking evaluation of any scorer (popularity, EASE, BPR-MF, ...).
 
     Args:
         scorer: Maps a block of raw user ids to scores ``[users, len(item_ids)]``.
-        split: Frame ``user_id, item_id, split``.
+        split: Frame ``user_id, item_id, split`` (and optionally ``event_type``).
         item_ids: The catalogue, in the scorer's column order.
         k: Cut-off.
         split_name: ``test`` (train and valid masked) or ``valid`` (train masked).
         name: Recorded as ``model_dir`` in the result.
         cold_user_threshold: Users with fewer train interactions are "cold".
         head_share: Head share of the catalogue for the long-tail segment.
+        positive_types: Event types that count as hits (all when empty or when the split
+            has no ``event_type``).
+        seen_types: Event types masked as seen (all when empty or without ``event_type``).
 
     Returns:
         The metrics and segments.
     """
     _check_common("evaluate_scores", split_name, k, head_share)
-    task = _task(split, item_ids, split_name, head_share)
+    task = _task(split, item_ids, split_name, head_share, positive_types, seen_types)
     ranked = _rank_blocks(task, scorer, k)
     return _result(task, ranked, k, split_name, name, cold_user_threshold)
 
 
-def _user_profiles(users_uri: str, eval_users: np.ndarray) -> pd.DataFrame:
-    users = latest_rows(read_parquet_columns(users_uri, USER_COLUMNS, "users"), "user_id")
-    profiles = users.set_index("user_id").reindex(eval_users)
-    if profiles["age"].isna().any():
-        lacking = eval_users[profiles["age"].isna().to_numpy()][:10].tolist()
-        raise DataError(f"users {users_uri} lacks rows for user_id {lacking}")
-    return profiles
+# --------------------------------------------------------------------------- model inputs
+
+
+def _user_rows(
+    users_uri: str, names: Sequence[str], eval_users: np.ndarray, model_dir: str
+) -> pd.DataFrame:
+    """The newest users-table row of each user, with the attribute columns ``names``.
+
+    The frame is indexed by ``user_id`` in ``eval_users`` order. Without ``names`` (a model
+    that takes only ``user_id``) the users table is not read.
+
+    Raises:
+        DataError: If the table lacks a column the model takes, or a user's row.
+    """
+    index = pd.Index(eval_users, name="user_id")
+    if not names:
+        return pd.DataFrame(index=index)
+    try:
+        frame = read_parquet_columns(users_uri, ("user_id", "event_timestamp", *names), "users")
+    except DataError as exc:
+        raise DataError(f"{exc} (model {model_dir} takes user inputs {list(names)})") from exc
+    latest = latest_rows(frame, "user_id").set_index("user_id")[list(names)]
+    lacking = eval_users[~np.isin(eval_users, latest.index.to_numpy())]
+    if lacking.size:
+        raise DataError(f"users {users_uri} lacks rows for user_id {lacking[:10].tolist()}")
+    return latest.reindex(index)
+
+
+def _user_inputs(signature: Any, *, besides: Sequence[str] = ()) -> tuple[str, ...]:
+    """A signature's inputs other than ``user_id``, ``item_ids`` and ``besides``."""
+    skip = {"user_id", "item_ids", *besides}
+    return tuple(name for name in signature_inputs(signature) if name not in skip)
 
 
 def _retrieval_scorer(loaded: Any, profiles: pd.DataFrame) -> tuple[Scorer, np.ndarray]:
-    """A scorer over the retrieval model's catalogue, and the catalogue's item ids."""
-    import tensorflow as tf
+    """A scorer over the retrieval model's catalogue, and the catalogue's item ids.
 
+    ``profiles`` is indexed by ``user_id`` and holds every user input the model takes.
+    """
     catalogue = loaded.signatures["item_embeddings"]()
     item_ids = catalogue["item_ids"].numpy().astype(np.int64)
     item_vectors = catalogue["embeddings"].numpy()
@@ -352,12 +468,8 @@ def _retrieval_scorer(loaded: Any, profiles: pd.DataFrame) -> tuple[Scorer, np.n
 
     def scorer(block_users: np.ndarray) -> np.ndarray:
         rows = profiles.loc[block_users]
-        vectors = embed(
-            user_id=tf.constant(block_users, tf.int64),
-            age=tf.constant(rows["age"].to_numpy().astype(np.int64)),
-            gender=tf.constant(rows["gender"].to_numpy().astype(str)),
-            occupation=tf.constant(rows["occupation"].to_numpy().astype(str)),
-        )["embedding"].numpy()
+        request = signature_request(embed, rows, user_id=np.asarray(block_users, np.int64))
+        vectors = embed(**request)["embedding"].numpy()
         return np.asarray(vectors @ item_vectors.T)
 
     return scorer, item_ids
@@ -378,12 +490,12 @@ def evaluate(config: EvalConfig) -> EvalResult:
         ParamError: If ``k`` exceeds the catalogue.
         InputMissingError: If an input is missing (a ``FileNotFoundError``).
     """
-    split = read_split(config.split_uri)
-    if split[split["split"] == config.split].empty:
-        raise DataError(f"split {config.split_uri} has no {config.split!r} rows")
-    eval_users = np.sort(split.loc[split["split"] == config.split, "user_id"].unique())
-    profiles = _user_profiles(config.users_uri, eval_users.astype(np.int64))
+    positives, seen = event_types_of(config.spec_uri)
+    split = _read_split(config.split_uri)
+    eval_users = _eval_users(split, config.split, positives)
     loaded = load_signatures(config.model_dir, ("user_embedding", "item_embeddings"))
+    names = _user_inputs(loaded.signatures["user_embedding"])
+    profiles = _user_rows(config.users_uri, names, eval_users, config.model_dir)
     scorer, item_ids = _retrieval_scorer(loaded, profiles)
     if config.k > item_ids.size:
         raise ParamError(f"EvalConfig.k={config.k} exceeds the {item_ids.size} candidate items")
@@ -396,25 +508,28 @@ def evaluate(config: EvalConfig) -> EvalResult:
         name=config.model_dir,
         cold_user_threshold=config.cold_user_threshold,
         head_share=config.head_share,
+        positive_types=positives,
+        seen_types=seen,
     )
 
 
 # --------------------------------------------------------------------------- ranker
 
 
-def _user_numeric(
+def _context(
     uri: str | None, names: Sequence[str], users: np.ndarray, model_dir: str
 ) -> pd.DataFrame:
-    """The newest value of each numeric user feature per user (empty frame if none)."""
+    """The newest value of each numeric context feature per user (empty frame if none)."""
+    index = pd.Index(users, name="user_id")
     if not names:
-        return pd.DataFrame(index=pd.Index(users, name="user_id"))
+        return pd.DataFrame(index=index)
     if uri is None:
         raise ParamError(
-            f"ranker {model_dir} takes numeric user features {list(names)}; set user_features_uri"
+            f"ranker {model_dir} takes context features {list(names)}; set user_features_uri"
         )
     frame = read_parquet_columns(uri, ("user_id", "event_timestamp", *names), "user features")
     latest = latest_rows(frame, "user_id").set_index("user_id")[list(names)]
-    values = latest.reindex(users)
+    values = latest.reindex(index)
     if values.isna().any().any():
         lacking = users[values.isna().any(axis=1).to_numpy()][:10].tolist()
         raise DataError(f"user features {uri} lacks values for user_id {lacking}")
@@ -435,7 +550,9 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
     """Retrieve ``candidates`` per user, re-rank them with the ranker, score the top ``k``.
 
     Retrieval masks seen items exactly as ``evaluate`` does, so the ranker only reorders
-    unseen candidates; relevant items outside the retrieved set count as misses.
+    unseen candidates; relevant items outside the retrieved set count as misses. Each
+    model's user attributes come from the users table (by its signature's input names),
+    the ranker's context features from ``user_features_uri``.
 
     Args:
         config: The two models, the split and the cut-offs.
@@ -449,17 +566,22 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
             ``user_features_uri``.
         InputMissingError: If an input is missing (a ``FileNotFoundError``).
     """
-    split = read_split(config.split_uri)
-    if split[split["split"] == config.split].empty:
-        raise DataError(f"split {config.split_uri} has no {config.split!r} rows")
-    eval_users = np.sort(split.loc[split["split"] == config.split, "user_id"].unique())
-    eval_users = eval_users.astype(np.int64)
-    profiles = _user_profiles(config.users_uri, eval_users)
+    positives, seen = event_types_of(config.spec_uri)
+    split = _read_split(config.split_uri)
+    eval_users = _eval_users(split, config.split, positives)
     retrieval = load_signatures(config.retrieval_model_dir, ("user_embedding", "item_embeddings"))
     ranker = load_signatures(config.ranker_model_dir, ("rank",))
-    numeric = rank_inputs(ranker, config.ranker_model_dir)
+    rank = ranker.signatures["rank"]
+    context = rank_inputs(ranker, config.ranker_model_dir)
+    names = dict.fromkeys(
+        (
+            *_user_inputs(retrieval.signatures["user_embedding"]),
+            *_user_inputs(rank, besides=context),
+        )
+    )
+    profiles = _user_rows(config.users_uri, tuple(names), eval_users, config.ranker_model_dir)
     profiles = profiles.join(
-        _user_numeric(config.user_features_uri, numeric, eval_users, config.ranker_model_dir)
+        _context(config.user_features_uri, context, eval_users, config.ranker_model_dir)
     )
     scorer, item_ids = _retrieval_scorer(retrieval, profiles)
     if config.candidates > item_ids.size:
@@ -467,16 +589,18 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
             f"RerankConfig.candidates={config.candidates} exceeds the {item_ids.size} "
             "candidate items"
         )
-    task = _task(split, item_ids, config.split, config.head_share)
+    task = _task(split, item_ids, config.split, config.head_share, positives, seen)
     retrieved = _rank_blocks(task, scorer, config.candidates)
-    rank = ranker.signatures["rank"]
-    output = "ratings" if config.rerank_by == "rating" else "scores"
+    output = _RERANK_OUTPUTS[config.rerank_by]
     reranked = []
     for start in range(0, eval_users.size, _USER_BLOCK):
         block = slice(start, start + _USER_BLOCK)
         columns = retrieved[block]
         rows = profiles.loc[eval_users[block]]
-        scores = rank(**rank_request(rows, item_ids[columns], numeric))[output].numpy()
+        request = signature_request(
+            rank, rows, user_id=eval_users[block], item_ids=item_ids[columns]
+        )
+        scores = rank(**request)[output].numpy()
         if config.rerank_by == "fusion":
             scores = _fuse(scores)
         # Stable sort: equal ranker scores keep the retrieval order.

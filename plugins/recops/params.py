@@ -112,8 +112,22 @@ def _share() -> dict[str, Any]:
     return {"type": "number", "minimum": 0, "maximum": 1}
 
 
+#: The dataset a run works on unless its conf names another (kept equal to
+#: ``recops.config.DEFAULT_DATASET``; this module does not import the config).
+DEFAULT_DATASET = "movielens-100k"
+
 # Training defaults were picked on ml-100k's valid split (see benchmarks/quality.py).
 NIGHTLY: tuple[Knob, ...] = (
+    Knob(
+        name="dataset",
+        default=DEFAULT_DATASET,
+        schema={"type": "string", "pattern": NAME_PATTERN, "maxLength": 64},
+        title="Dataset",
+        description=(
+            "The dataset this run validates, trains on and registers models for: a spec in "
+            "datasets/ or one imported with `recops data import --spec`."
+        ),
+    ),
     Knob(
         name="epochs",
         default=15,
@@ -348,25 +362,43 @@ def promote_schemas(model_names: Sequence[str]) -> dict[str, dict[str, Any]]:
     return schemas(promote_knobs(model_names))
 
 
-def dag_params(knobs: Sequence[Knob]) -> dict[str, Any]:
+def dag_params(
+    knobs: Sequence[Knob],
+    *,
+    choices: Mapping[str, Sequence[str]] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Airflow ``Param`` objects for a DAG's ``params=``, one per knob.
 
     Each carries the knob's schema, title and description. An enum array (the variants)
     also gets ``examples``, which the trigger form renders as a multi-select, and the
     variants get ``values_display``, the text the form shows beside each name.
+
+    Args:
+        knobs: The DAG's knobs.
+        choices: Values a string knob offers in the form (an ``enum``), known only to the
+            deployment (the datasets present); the package still checks the knob's own
+            schema.
+        overrides: Deployment defaults that replace a knob's own (the deployment's
+            dataset).
     """
     from airflow.sdk import Param
 
     out: dict[str, Any] = {}
     for knob in knobs:
         extra: dict[str, Any] = {}
+        if choices and knob.name in choices:
+            extra["enum"] = list(choices[knob.name])
         items = knob.schema.get("items")
         if knob.schema.get("type") == "array" and isinstance(items, Mapping) and "enum" in items:
             extra["examples"] = list(items["enum"])
             if knob.name == "variants":
                 extra["values_display"] = {n: f"{n}: {text}" for n, text in VARIANTS.items()}
+        default = defaults([knob])[knob.name]
+        if overrides and knob.name in overrides:
+            default = overrides[knob.name]
         out[knob.name] = Param(
-            defaults([knob])[knob.name],
+            default,
             title=knob.title,
             description=knob.description,
             **dict(knob.schema),

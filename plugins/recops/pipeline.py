@@ -34,6 +34,76 @@ def logical_date_for(day: str) -> str:
     return (datetime.fromisoformat(day) + timedelta(days=1)).strftime("%Y-%m-%d")
 
 
+def dataset_settings(dataset: str | None = None) -> Settings:
+    """The deployment's settings for ``dataset`` (None: the deployment's own dataset).
+
+    A run's dataset comes from its ``dataset`` Param and travels downstream in the
+    validate and features results, so every task of a run works on the same dataset.
+    """
+    settings = Settings.from_env()
+    return settings.for_dataset(dataset) if dataset else settings
+
+
+def settings_for_model(model_name: str) -> Settings:
+    """The settings of the dataset whose registered models include ``model_name``."""
+    from recops.layout import known_datasets
+
+    settings = Settings.from_env()
+    if model_name in settings.promotable_models:
+        return settings
+    for dataset in known_datasets(settings):
+        candidate = settings.for_dataset(dataset)
+        if model_name in candidate.promotable_models:
+            return candidate
+    return settings
+
+
+def promotable_models() -> tuple[str, ...]:
+    """Every dataset's registered models (the deployment's own first)."""
+    from recops.layout import all_promotable_models
+
+    return all_promotable_models(Settings.from_env())
+
+
+def dataset_runs(
+    interval_start: datetime | str, interval_end: datetime | str
+) -> list[dict[str, Any]]:
+    """One ``recsys_nightly`` trigger per other dataset with data for the interval.
+
+    ``recsys_nightly``'s own schedule runs the deployment's dataset; every other imported
+    dataset with the interval's day staged (or published) gets its own run of the same
+    DAG. Airflow keeps one run per DAG and logical date, so run ``i`` is stamped ``i``
+    seconds after the interval's end: the nightly's timetable infers the same daily data
+    interval from it. The run ids name the dataset, so a re-run of the fan-out triggers
+    nothing twice.
+
+    Returns:
+        ``TriggerDagRunOperator`` keyword arguments: ``trigger_run_id``, ``logical_date``
+        and ``conf`` (``{"dataset": name}``), one per dataset.
+    """
+    from recops.data import partition_path, staged_path
+    from recops.layout import known_datasets
+
+    settings = Settings.from_env()
+    start, end = _utc(interval_start), _utc(interval_end)
+    day = start.strftime("%Y-%m-%d")
+    out: list[dict[str, Any]] = []
+    others = [d for d in known_datasets(settings) if d != settings.dataset]
+    for dataset in others:
+        theirs = settings.for_dataset(dataset)
+        if not (staged_path(theirs, day).is_file() or partition_path(theirs, day).is_file()):
+            continue
+        stamp = end + timedelta(seconds=len(out) + 1)
+        out.append(
+            {
+                "trigger_run_id": f"dataset__{dataset}__{day}",
+                "logical_date": stamp.isoformat(),
+                "conf": {"dataset": dataset},
+            }
+        )
+    return out
+
+
 def run_dir(settings: Settings, interval_start: datetime | str) -> Path:
     """Folder of one data interval's outputs."""
     return settings.runs_dir / _utc(interval_start).strftime("%Y-%m-%d")
@@ -81,12 +151,12 @@ def validate_step(
             unknown keys through) or a value its schema refuses; checked before any data
             moves.
     """
-    merged_params(params)
+    p = merged_params(params)
     from recops.data import partition_path, staged_path
     from recops.errors import LateDataError
     from recops.validation import ValidateConfig, validate_and_publish
 
-    settings = Settings.from_env()
+    settings = dataset_settings(p["dataset"])
     start, end = _utc(interval_start), _utc(interval_end)
     day = start.strftime("%Y-%m-%d")
     staged, path = staged_path(settings, day), partition_path(settings, day)
@@ -96,7 +166,10 @@ def validate_step(
             f"no interactions partition for {day}: expected {staged} (staged) or {path} "
             "(run `recops data fetch` or point RECOPS_HOME at your data)"
         )
+    from recops.layout import spec_path
+
     config = ValidateConfig(
+        spec_uri=str(spec_path(settings)),
         interactions_path=str(staged),
         users_path=str(settings.users_path),
         items_path=str(settings.items_path),
@@ -111,14 +184,23 @@ def validate_step(
     print(f"GX Data Docs: {result.data_docs_uri or '(not built)'}")
     for warning in result.warnings:
         print(f"data contract warning: {warning}")
-    return result.to_dict()
+    return {**result.to_dict(), "dataset": settings.dataset}
 
 
-def features_step(interval_start: datetime | str, interval_end: datetime | str) -> dict[str, Any]:
-    """Apply the Feast repo, materialize online, and build the point-in-time training set."""
+def features_step(
+    interval_start: datetime | str,
+    interval_end: datetime | str,
+    params: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Apply the Feast repo, materialize online, and build the point-in-time training set.
+
+    The result names the dataset and its spec, which the training stages read their
+    features from.
+    """
     from recops.features import FeaturesConfig, build_features
+    from recops.layout import spec_path
 
-    settings = Settings.from_env()
+    settings = dataset_settings(merged_params(params)["dataset"])
     config = FeaturesConfig(
         interval_start=_utc(interval_start),
         interval_end=_utc(interval_end),
@@ -131,7 +213,8 @@ def features_step(interval_start: datetime | str, interval_end: datetime | str) 
     # (the file registry is unsafe with concurrent writers). flock is released when its
     # holder dies, so the retry waits exactly as long as the orphan lives.
     with promotion_lock(settings, "_features"):
-        return build_features(config, settings).to_dict()
+        built = build_features(config, settings).to_dict()
+    return {**built, "dataset": settings.dataset, "spec_uri": str(spec_path(settings))}
 
 
 def train_step(
@@ -150,11 +233,13 @@ def train_step(
         training_set_uri=features["training_set_uri"],
         users_uri=features["users_uri"],
         items_uri=features["items_uri"],
+        spec_uri=features["spec_uri"],
         output_dir="",
         **stage_fields("train", p),
     )
+    settings = dataset_settings(features.get("dataset"))
     config, key = _keyed(
-        config, run_dir(Settings.from_env(), interval_start), "train", features["fingerprint"]
+        config, run_dir(settings, interval_start), "train", features["fingerprint"]
     )
     workers = workers_from_env()
     if workers > 1 and not (Path(config.output_dir) / "_SUCCESS").exists():
@@ -176,6 +261,7 @@ def rank_step(
         split_uri=trained["split_uri"],
         users_uri=features["users_uri"],
         items_uri=features["items_uri"],
+        spec_uri=features["spec_uri"],
         output_dir="",
         numeric_features=RANKER_USER_FEATURES,
         item_numeric_features=RANKER_ITEM_FEATURES,
@@ -281,8 +367,12 @@ def evaluate_step(
     from recops.ledger import current_alias
     from recops.registry import CHAMPION, mlflow_client, resolve_saved_model
 
-    settings = Settings.from_env()
-    common = {"split_uri": trained["split_uri"], "users_uri": features["users_uri"]}
+    settings = dataset_settings(features.get("dataset"))
+    common = {
+        "split_uri": trained["split_uri"],
+        "users_uri": features["users_uri"],
+        "spec_uri": features.get("spec_uri", ""),
+    }
     served = evaluate(EvalConfig(model_dir=selection["model_dir"], **common)).to_dict()
     metrics = _flat_metrics(served)
     rerank = evaluate_rerank(
@@ -339,11 +429,13 @@ def register_step(
     """
     from recops.registry import GateConfig, RegisterConfig, Threshold, register
 
-    settings = Settings.from_env()
+    settings = dataset_settings(features.get("dataset"))
     p = merged_params(params)
     actor = f"{run.get('dag_id', 'recsys_nightly')}/{run.get('run_id', '')}"
     lineage = {
         **run,
+        "dataset": settings.dataset,
+        "dataset_spec": features.get("spec_uri", ""),
         "feature_services": {
             "retrieval": features["feature_service"],
             "ranking": features.get("ranking_service", ""),
@@ -377,6 +469,13 @@ def register_step(
             artifacts[f"edge/{row['name']}"] = row["tflite_uri"]
     if validation.get("data_docs_uri"):
         artifacts["data_docs"] = str(Path(validation["data_docs_uri"]).parent)
+    # The key vocabularies (the user's string keys -> the ids the model knows) as of this
+    # version, so a registered version can always be queried with the user's own keys.
+    for side in ("users", "items"):
+        if (settings.keys_dir / f"{side}.parquet").is_file():
+            artifacts[f"vocabularies/{side}"] = str(settings.keys_dir / f"{side}.parquet")
+    artifacts["dataset_spec"] = str(features.get("spec_uri") or "")
+    artifacts = {k: v for k, v in artifacts.items() if v}
     retrieval = register(
         RegisterConfig(
             model_dir=evaluation["model_dir"],
@@ -390,6 +489,7 @@ def register_step(
             gate=GateConfig(**stage_fields("gate", p)),
             baseline_metrics=evaluation["baseline_metrics"],
             baseline_version=evaluation["baseline_version"],
+            model_name=settings.model_name,
             run_name=actor,
             auto_promote=False,
             actor=actor,
@@ -425,7 +525,11 @@ def register_step(
             actor=actor,
         )
     )
-    return {"retrieval": retrieval.to_dict(), "ranking": ranking.to_dict()}
+    return {
+        "retrieval": retrieval.to_dict(),
+        "ranking": ranking.to_dict(),
+        "dataset": settings.dataset,
+    }
 
 
 def report_step(
@@ -439,6 +543,7 @@ def report_step(
     """Record what the run report needs in MLflow, then render it (see recops.report)."""
     from recops.report import ReportConfig, build_report, record_report_inputs
 
+    settings = dataset_settings(features.get("dataset"))
     run_id = registered["retrieval"]["run_id"]
     record_report_inputs(
         run_id,
@@ -447,9 +552,10 @@ def report_step(
         evaluation=evaluation,
         ranked=ranked,
         ranking_run_id=(registered.get("ranking") or {}).get("run_id"),
+        settings=settings,
     )
     return build_report(
-        ReportConfig(dag_id=run["dag_id"], run_id=run["run_id"], mlflow_run_id=run_id)
+        ReportConfig(dag_id=run["dag_id"], run_id=run["run_id"], mlflow_run_id=run_id), settings
     ).to_dict()
 
 
@@ -464,7 +570,7 @@ def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | No
     ranking = registered.get("ranking") or {}
     if ranking.get("blessed"):
         versions[ranking["model_name"]] = int(ranking["version"])
-    return {"versions": versions, "run_id": run_id}
+    return {"versions": versions, "run_id": run_id, "dataset": registered.get("dataset")}
 
 
 # --------------------------------------------------------------------------- promotion
@@ -488,7 +594,7 @@ def promotion_requests(
     """
     from recops.params import check_param, check_params, promote_schemas
 
-    promotable = Settings.from_env().promotable_models
+    promotable = promotable_models()
     schemas = promote_schemas(promotable)
     params = check_params(params, schemas)
     base = {
@@ -550,9 +656,9 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     from recops.errors import PromotionError
     from recops.promotion import PromoteConfig, promote, rollback_model
 
-    settings = Settings.from_env()
     results = []
     for req in requests:
+        settings = settings_for_model(req["model_name"])
         if req["action"] == "rollback":
             result = rollback_model(
                 req["model_name"],

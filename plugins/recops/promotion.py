@@ -7,8 +7,9 @@ MLflow). Under the model's promotion lock it:
 1. resolves the version (given, or the one an alias points at) and refuses versions the
    gate did not bless unless ``force`` is set;
 2. checks the registered artifact (no pickles, no path tricks) and resolves its SavedModel;
-3. computes the offline outputs of a few real requests (users' online features from Feast)
-   so the canary can be checked for prediction parity;
+3. computes the offline outputs of a few real requests (real users' rows of the users
+   table, built from the signature's inputs) so the canary can be checked for prediction
+   parity;
 4. canary-rolls the version out to TF Serving (``recops.serving.rollout``): load, label
    ``canary``, infra validation under load, then ``stable``;
 5. moves ``champion`` to the version, or, if the roll-out failed, moves it back to the
@@ -20,13 +21,16 @@ MLflow). Under the model's promotion lock it:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recops_models.tf_env import use_legacy_keras
 
 from recops.config import Settings
 from recops.errors import ParamError, PromotionError
 from recops.records import Record
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: How many users' requests the canary replays and compares with the offline outputs.
 SMOKE_USERS = 4
@@ -98,12 +102,42 @@ def served_stable(settings: Settings, model_name: str) -> int | None:
     return version_labels(entry).get("stable") if entry is not None else None
 
 
+def smoke_users(settings: Settings, n: int = SMOKE_USERS) -> pd.DataFrame:
+    """The newest users-table rows of the ``n`` lowest user ids, every column kept.
+
+    Real users, whatever attributes the dataset declares: the canary is asked what
+    users will ask.
+
+    Raises:
+        DataError: If the users table is missing or empty.
+    """
+    import pandas as pd
+
+    from recops.errors import DataError
+
+    path = settings.users_path
+    if not path.is_file():
+        raise DataError(
+            f"no users table at {path} to build smoke requests from; "
+            "hint: import the dataset with `recops data import --spec spec.yaml`"
+        )
+    users = pd.read_parquet(path)
+    if users.empty:
+        raise DataError(f"users table {path} has no rows to build smoke requests from")
+    if "event_timestamp" in users.columns:
+        users = users.sort_values(["user_id", "event_timestamp"], kind="stable")
+    users = users.drop_duplicates("user_id", keep="last").sort_values("user_id")
+    return users.head(n).reset_index(drop=True)
+
+
 def smoke_requests(
     settings: Settings, model_name: str, saved_model_dir: str
 ) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
     """A few real requests for the canary and their offline outputs (the parity baseline).
 
-    Retrieval requests are users' online features; ranking requests add the first
+    Each request holds exactly the inputs of the SavedModel's ``serving_default``: a real
+    user's row of the users table (``smoke_users``) for ``user_id`` and the attributes;
+    for a ranker, also its context features from the online store and the first
     candidates of the catalogue. Outputs come from the SavedModel loaded in this process,
     the same artifact the canary serves.
     """
@@ -112,54 +146,27 @@ def smoke_requests(
     import pandas as pd
     import tensorflow as tf
 
-    from recops.features import online_user_features
+    from recops.serving.requests import context_frame, loaded_inputs, row_instances
 
-    users = pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]
-    ids = sorted(int(u) for u in users.drop_duplicates().head(SMOKE_USERS))
-    instances = online_user_features(ids, settings)
     loaded = tf.saved_model.load(saved_model_dir)
     fn = loaded.signatures["serving_default"]
-    inputs = fn.structured_input_signature[1]
+    inputs = loaded_inputs(fn)
+    users = smoke_users(settings)
+    fixed: dict[str, list[Any]] = {}
     if "item_ids" in inputs:
         items = pd.read_parquet(settings.items_path, columns=["item_id"])["item_id"]
         candidates = sorted(int(i) for i in items.drop_duplicates().head(20))
-        instances = ranking_instances(settings, instances, [candidates] * len(instances), inputs)
-    feed = {}
-    for name, spec in inputs.items():
-        values = [row[name] for row in instances]
-        feed[name] = tf.constant(np.asarray(values), dtype=spec.dtype)
+        fixed["item_ids"] = [candidates] * len(users)
+        users = context_frame(settings, users, list(inputs))
+    instances = row_instances(users, inputs, **fixed)
+    specs = fn.structured_input_signature[1]
+    feed = {
+        name: tf.constant(np.asarray([row[name] for row in instances]), dtype=spec.dtype)
+        for name, spec in specs.items()
+    }
     outputs = fn(**feed)
     expected = {name: value.numpy().tolist() for name, value in outputs.items()}
     return instances, expected
-
-
-def ranking_instances(
-    settings: Settings, profiles: list[dict[str, Any]], candidates: list[list[int]], inputs: Any
-) -> list[dict[str, Any]]:
-    """Ranker requests: each user's profile, online activity features and candidates.
-
-    Activity features the online store no longer holds (a TTL passed: no recent events)
-    are 0, which is what the training set says for "no events in the window".
-    """
-    from recops.features import online_features
-
-    numeric = [
-        name
-        for name in inputs
-        if name not in {"user_id", "age", "gender", "occupation", "item_ids"}
-    ]
-    activity: list[dict[str, Any]] = [{} for _ in profiles]
-    if numeric:
-        refs = [f"user_activity:{name}" for name in numeric]
-        activity = online_features("user_id", [int(p["user_id"]) for p in profiles], refs, settings)
-    return [
-        {
-            **profile,
-            **{name: float(act.get(name) or 0.0) for name in numeric},
-            "item_ids": list(items),
-        }
-        for profile, act, items in zip(profiles, activity, candidates, strict=True)
-    ]
 
 
 def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteResult:

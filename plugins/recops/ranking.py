@@ -2,15 +2,20 @@
 
 ``train_ranker(RankerConfig(...))`` reads the training set, joins the retrieval model's
 split (so ranker and retriever train, tune and test on the same rows), trains on the
-train rows plus popularity-sampled negatives, stops early on the valid split's rating
-RMSE, and writes into ``output_dir``::
+train rows plus popularity-sampled negatives, stops early on the valid split's weight
+RMSE (or click log loss), and writes into ``output_dir``::
 
-    model/        ranker SavedModel: rank(user_id, age, gender, occupation,
-                  <numeric user features>, item_ids[b, n]) -> scores, ratings
+    model/        ranker SavedModel: rank(user_id, <user attributes>,
+                  <numeric context features>, item_ids[b, n]) -> scores, ratings
     spec.json     vocabularies and stats of the graph
     config.json   the config this folder belongs to
     result.json   RankerResult
     _SUCCESS      written last; its presence means the folder is complete
+
+The features are the dataset's: the user and item attributes its spec declares
+(``spec_uri``, through ``recops.layout``) plus the numeric context features the config
+names. The label of the regression head is the interaction's ``weight`` (the explicit
+value when the dataset has one, else the event type's weight).
 
 Like training, a task is a transaction: outputs are staged and renamed into place, and a
 call on a completed folder returns the stored result without training.
@@ -24,20 +29,22 @@ import json
 import logging
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from recops_models.tf_env import tensorflow, use_legacy_keras
+from recops_models.tf_env import use_legacy_keras
 
 from recops.errors import DataError, ParamError
 from recops.params import stage_default
 from recops.records import Record
 from recops.splits import read_split
-from recops.tables import ITEM_COLUMNS, latest_rows, read_parquet_columns
+from recops.tables import latest_rows, read_items, read_parquet_columns, read_users
+
+if TYPE_CHECKING:
+    from recops.layout import Layout
 
 __all__ = [
     "RankerConfig",
@@ -49,20 +56,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-RANKING_COLUMNS = (
-    "user_id",
-    "item_id",
-    "rating",
-    "event_timestamp",
-    "age",
-    "gender",
-    "occupation",
-    "release_year",
-    "genre_mask",
-)
+#: Columns of the training set the ranker always reads; the user attributes and the
+#: context features come on top. Item attributes come from the items table (the
+#: catalogue the SavedModel embeds), so training sees what serving will.
+_ROW_COLUMNS = ("user_id", "item_id", "event_timestamp", "weight")
+#: Names a context feature may not take: the ranker's own inputs and outputs.
+_RESERVED = ("user_id", "item_id", "item_ids", "event_timestamp", "event_type", "weight", "click")
 #: Early-stopping choices and the Keras history key each one watches.
-_MONITORS = {"rmse": "val_rating_rmse", "logloss": "val_click_loss"}
-_ITEM_SIDE = ("item_id", "release_year", "genre_mask")
+_MONITORS = {"rmse": "val_weight_rmse", "logloss": "val_click_loss"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,11 +71,16 @@ class RankerConfig(Record):
     """What to train on, where to write, and the knobs.
 
     Attributes:
-        training_set_uri: Parquet training set with ``RANKING_COLUMNS`` and the numeric
-            features.
+        training_set_uri: Parquet training set (the ranking feature service's) with
+            ``user_id, item_id, event_timestamp, weight``, the user attributes and the
+            numeric features.
         split_uri: The retrieval model's split parquet ``user_id, item_id, split``.
-        users_uri: users.parquet (kept so the run is self-described).
-        items_uri: items.parquet, the catalogue embedded in the SavedModel.
+        users_uri: users.parquet; the user attributes' vocabularies and statistics are
+            fitted on its rows of the train split's users.
+        items_uri: items.parquet, the catalogue embedded in the SavedModel; the item
+            attributes are fitted on its rows of the train split's items.
+        spec_uri: The dataset spec YAML: which attributes the model takes, and of what
+            kind (``recops.layout.layout_from_spec``).
         output_dir: Folder owned by this run.
         numeric_features: Numeric user/context features; the caller sends them with
             each ``rank`` request (the training set's event-time values train them).
@@ -83,7 +89,7 @@ class RankerConfig(Record):
             negatives alike, so the model cannot tell them apart by feature freshness.
         epochs: Most passes over the data (early stopping may end sooner).
         patience: Epochs without a better valid metric before stopping.
-        monitor: Early-stopping metric on the valid split: ``rmse`` (rating head) or
+        monitor: Early-stopping metric on the valid split: ``rmse`` (weight head) or
             ``logloss`` (click head, positives vs sampled negatives).
         embedding_dim: Size of the user and item id embeddings.
         cross_layers: DCN-v2 cross layers.
@@ -93,7 +99,7 @@ class RankerConfig(Record):
         dropout: Dropout after each MLP layer.
         batch_size: Global batch (split over replicas).
         negatives: Popularity-sampled negatives per positive for the click head.
-        click_weight: Weight of the click loss relative to the rating loss.
+        click_weight: Weight of the click loss relative to the weight-head loss.
         replicas: Logical CPU devices to mirror over when there is no GPU.
         seed: Seed for weights, shuffling and negatives.
     """
@@ -102,6 +108,7 @@ class RankerConfig(Record):
     split_uri: str
     users_uri: str
     items_uri: str
+    spec_uri: str
     output_dir: str
     numeric_features: tuple[str, ...] = ()
     item_numeric_features: tuple[str, ...] = ()
@@ -125,6 +132,8 @@ class RankerConfig(Record):
     seed: int = stage_default("rank", "seed")
 
     def __post_init__(self) -> None:
+        if not self.spec_uri:
+            raise ParamError("RankerConfig.spec_uri is empty: give the dataset spec YAML")
         for name in ("epochs", "patience", "embedding_dim", "batch_size", "replicas"):
             if getattr(self, name) < 1:
                 raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 1")
@@ -147,13 +156,24 @@ class RankerConfig(Record):
         both = set(self.numeric_features) & set(self.item_numeric_features)
         if both:
             raise ParamError(f"RankerConfig: {sorted(both)} listed as user and item features")
-        clash = set(self.numeric_features) & {*RANKING_COLUMNS, "item_ids"}
+        clash = set(self.numeric_features) & set(_RESERVED)
         if clash:
             raise ParamError(f"RankerConfig.numeric_features reuses column names {sorted(clash)}")
         # Tuples arrive as lists from JSON (Airflow params, result.json); keep them tuples
         # so configs compare equal.
         for name in ("numeric_features", "item_numeric_features", "deep_units"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def layout(self) -> Layout:
+        """The published layout of the dataset ``spec_uri`` declares.
+
+        Raises:
+            DataError: If the spec file is missing or invalid (the message names it).
+        """
+        from recops.dataset_spec import load_spec
+        from recops.layout import layout_from_spec
+
+        return layout_from_spec(load_spec(self.spec_uri))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,8 +182,8 @@ class RankerResult(Record):
 
     Attributes:
         model_dir: Ranker SavedModel (``rank`` signature).
-        rmse: Rating RMSE on the test split (through the SavedModel).
-        valid_rmse: Rating RMSE on the valid split at the kept epoch.
+        rmse: Weight RMSE on the test split (through the SavedModel).
+        valid_rmse: Weight RMSE on the valid split at the kept epoch.
         click_auc: AUC of the click score, test positives vs popularity negatives.
         click_logloss: Log loss of the click score on the same rows.
         n_train: Positive train rows.
@@ -190,13 +210,24 @@ class RankerResult(Record):
 # --------------------------------------------------------------------------- data
 
 
-def _read_rows(config: RankerConfig) -> pd.DataFrame:
-    """The training set joined with the split: one row per (user, item), with ``split``."""
-    numeric = (*config.numeric_features, *config.item_numeric_features)
-    frame = read_parquet_columns(
-        config.training_set_uri, (*RANKING_COLUMNS, *numeric), "training set"
+def _read_rows(config: RankerConfig, layout: Layout) -> pd.DataFrame:
+    """The training set joined with the split: one row per (user, item), with ``split``.
+
+    A pair seen several times keeps one row by ``recops.tables.read_training_set``'s
+    rule (the newest with an explicit value, else the strongest event), so the ranker's
+    rows are the retrieval model's rows.
+    """
+    columns = (
+        *_ROW_COLUMNS,
+        *(f.name for f in layout.user_features),
+        *config.numeric_features,
+        *config.item_numeric_features,
     )
-    frame = frame.sort_values(["user_id", "item_id", "event_timestamp"], kind="stable")
+    frame = read_parquet_columns(config.training_set_uri, columns, "training set")
+    order = ["user_id", "item_id", "event_timestamp"]
+    if layout.value_range is None:
+        order = ["user_id", "item_id", "weight", "event_timestamp"]
+    frame = frame.sort_values(order, kind="stable")
     frame = frame.drop_duplicates(["user_id", "item_id"], keep="last").reset_index(drop=True)
     split = read_split(config.split_uri)
     if split.duplicated(["user_id", "item_id"]).any():
@@ -255,35 +286,41 @@ def popularity_negatives(
 
 def _with_negatives(
     rows: pd.DataFrame,
-    catalogue: pd.DataFrame,
     positives: pd.DataFrame,
     popularity: pd.Series,
     per_row: int,
     rng: np.random.Generator,
 ) -> pd.DataFrame:
-    """Positive rows (``click`` 1) plus sampled negatives (``click`` 0, rating NaN).
+    """Positive rows (``click`` 1) plus sampled negatives (``click`` 0, weight NaN).
 
-    Negatives copy their source row's user and context features and take the sampled
-    item's features from the catalogue.
+    Negatives copy their source row's user and context features; item features are
+    joined from the catalogue afterwards, for positives and negatives alike.
     """
-    rows = rows.assign(click=1.0, rating=rows["rating"].astype(np.float64))
+    rows = rows.assign(click=1.0, weight=rows["weight"].astype(np.float64))
     if per_row == 0:
         return rows
     source, items = popularity_negatives(
         rows["user_id"].to_numpy(), positives, popularity, per_row, rng
     )
-    item_columns = [c for c in catalogue.columns if c != "item_id"]
-    negatives = rows.iloc[source].drop(columns=item_columns).reset_index(drop=True)
-    negatives["item_id"] = items
-    negatives = negatives.merge(catalogue, on="item_id", how="left", validate="many_to_one")
-    negatives = negatives.assign(click=0.0, rating=np.nan)
-    return pd.concat([rows, negatives[rows.columns]], ignore_index=True)
+    negatives = rows.iloc[source].reset_index(drop=True)
+    negatives = negatives.assign(item_id=items, click=0.0, weight=np.nan)
+    return pd.concat([rows, negatives], ignore_index=True)
 
 
-def _catalogue(config: RankerConfig, train: pd.DataFrame) -> pd.DataFrame:
-    """Items with their side features and the newest train value of item numerics."""
-    items = latest_rows(read_parquet_columns(config.items_uri, ITEM_COLUMNS, "items"), "item_id")
-    catalogue = items[list(_ITEM_SIDE)]
+def _catalogue(
+    config: RankerConfig, layout: Layout, rows: pd.DataFrame, train: pd.DataFrame
+) -> pd.DataFrame:
+    """Items with their attributes and the newest train value of the item context features.
+
+    Raises:
+        DataError: If the items table lacks an item of ``rows``.
+    """
+    catalogue = read_items(config.items_uri, layout).drop(columns="event_timestamp")
+    unknown = np.setdiff1d(rows["item_id"].unique(), catalogue["item_id"].to_numpy())
+    if unknown.size:
+        raise DataError(
+            f"items {config.items_uri} lacks item_id {unknown[:10].tolist()} of the training set"
+        )
     if config.item_numeric_features:
         newest = latest_rows(
             train[["item_id", "event_timestamp", *config.item_numeric_features]], "item_id"
@@ -318,20 +355,20 @@ def click_metrics(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]
 
 
 def _dataset(spec: Any, frame: pd.DataFrame, *, batch_size: int, seed: int, shuffle: bool) -> Any:
-    """(features, labels, sample weights) batches; the rating loss skips negatives."""
+    """(features, labels, sample weights) batches; the weight loss skips negatives."""
     from recops_models.dcn import ranking_inputs
 
     from recops.training.inputs import indexed_dataset
 
     features = ranking_inputs(spec, {c: frame[c].to_numpy() for c in frame.columns})
-    rating = frame["rating"].to_numpy(np.float64)
-    positive = np.isfinite(rating)
+    weight = frame["weight"].to_numpy(np.float64)
+    positive = np.isfinite(weight)
     labels = {
-        "rating": np.where(positive, rating, 0.0).astype(np.float32).reshape(-1, 1),
+        "weight": np.where(positive, weight, 0.0).astype(np.float32).reshape(-1, 1),
         "click": frame["click"].to_numpy(np.float32).reshape(-1, 1),
     }
     weights = {
-        "rating": positive.astype(np.float32),
+        "weight": positive.astype(np.float32),
         "click": np.ones(len(frame), np.float32),
     }
     return indexed_dataset(
@@ -353,7 +390,8 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         The result; the stored one when ``output_dir`` is already complete.
 
     Raises:
-        DataError: On bad input data (all of these are ``ValueError``s).
+        DataError: On bad input data or spec (all of these are ``ValueError``s).
+        ParamError: If a numeric feature is also an attribute of the dataset.
         OutputConflictError: If ``output_dir`` holds a completed run of another config.
         TrainingDivergedError: If the training loss is not finite.
         InputMissingError: If an input is missing (a ``FileNotFoundError``).
@@ -370,33 +408,34 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     if done is not None:
         log.info("%s is complete; returning its result without training", output_dir)
         return RankerResult.from_dict(done)
+    # Checked before staging: a config the dataset refuses writes nothing.
+    layout = config.layout()
+    taken = {f.name for f in (*layout.user_features, *layout.item_features)}
+    clash = sorted(taken & {*config.numeric_features, *config.item_numeric_features})
+    if clash:
+        raise ParamError(
+            f"RankerConfig: numeric features {clash} are attributes of the dataset "
+            f"{layout.name!r} already; rename them or leave them out"
+        )
     staging = prepare_output_dir(output_dir, config_dict, None)
 
-    rows = _read_rows(config)
+    rows = _read_rows(config, layout)
     train = rows[rows["split"] == "train"].reset_index(drop=True)
-    catalogue = _catalogue(config, train)
-    unknown = np.setdiff1d(rows["item_id"].unique(), catalogue["item_id"].to_numpy())
-    if unknown.size:
-        raise DataError(
-            f"items {config.items_uri} lacks item_id {unknown[:10].tolist()} of the training set"
-        )
-    if config.item_numeric_features:
-        # Every example takes item numerics from the catalogue, as serving will.
-        rows = rows.drop(columns=list(config.item_numeric_features)).merge(
-            catalogue[["item_id", *config.item_numeric_features]], on="item_id", how="left"
-        )
+    catalogue = _catalogue(config, layout, rows, train)
+    # Every example takes its item's features from the catalogue, as serving will: the
+    # model cannot tell positives from negatives by the freshness of item features.
+    rows = rows.drop(columns=list(config.item_numeric_features))
     popularity = train["item_id"].value_counts().sort_index()
     pairs = rows[["user_id", "item_id"]]
     rng = np.random.default_rng(config.seed)
     parts = {
         name: _with_negatives(
             rows[rows["split"] == name].reset_index(drop=True),
-            catalogue,
             pairs,
             popularity,
             config.negatives,
             rng,
-        )
+        ).merge(catalogue, on="item_id", how="left", validate="many_to_one")
         for name in ("train", "valid", "test")
     }
 
@@ -407,10 +446,15 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     import tf_keras
     from recops_models.dcn import RankerSpec, build_ranking_model, export_ranking_model, save_spec
 
-    spec = RankerSpec.from_columns(
-        columns={c: train[c].to_numpy() for c in train.columns},
-        user_numeric=config.numeric_features,
-        item_numeric=config.item_numeric_features,
+    users = read_users(config.users_uri, layout)
+    spec = RankerSpec.fit(
+        train=parts["train"][parts["train"]["click"] == 1.0],
+        users={c: users[c].to_numpy() for c in users.columns},
+        items={c: catalogue[c].to_numpy() for c in catalogue.columns},
+        user_defs=layout.user_features,
+        item_defs=layout.item_features,
+        user_context=config.numeric_features,
+        item_context=config.item_numeric_features,
         embedding_dim=config.embedding_dim,
         cross_layers=config.cross_layers,
         deep_units=config.deep_units,
@@ -424,18 +468,18 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         spec, parts["valid"], batch_size=config.batch_size, seed=config.seed, shuffle=False
     )
     # Keras averages each head's loss over the whole batch, negatives included; scaling
-    # by (1 + negatives) makes the rating loss a mean over positives again.
-    rating_weight = 1.0 + config.negatives
+    # by (1 + negatives) makes the weight loss a mean over positives again.
+    weight_loss_weight = 1.0 + config.negatives
     with strategy.scope():
         model = build_ranking_model(spec)
         model.compile(
             optimizer=tf_keras.optimizers.Adam(learning_rate=config.learning_rate),
             loss={
-                "rating": tf_keras.losses.MeanSquaredError(),
+                "weight": tf_keras.losses.MeanSquaredError(),
                 "click": tf_keras.losses.BinaryCrossentropy(from_logits=True),
             },
-            loss_weights={"rating": rating_weight, "click": config.click_weight},
-            weighted_metrics={"rating": [tf_keras.metrics.RootMeanSquaredError(name="rmse")]},
+            loss_weights={"weight": weight_loss_weight, "click": config.click_weight},
+            weighted_metrics={"weight": [tf_keras.metrics.RootMeanSquaredError(name="rmse")]},
         )
     stopper = tf_keras.callbacks.EarlyStopping(
         monitor=_MONITORS[config.monitor],
@@ -450,7 +494,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         callbacks=[stopper],
         verbose=0,
     )
-    valid_curve = history.history["val_rating_rmse"]
+    valid_curve = history.history["val_weight_rmse"]
     if not all(math.isfinite(v) for v in history.history["loss"]):
         raise TrainingDivergedError(
             "ranker training diverged (non-finite loss); lower learning_rate"
@@ -467,7 +511,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         catalogue={c: catalogue[c].to_numpy() for c in catalogue.columns},
         export_dir=staging / "model",
     )
-    rmse, auc, logloss = _test_metrics(staging / "model", parts["test"], config.numeric_features)
+    rmse, auc, logloss = _test_metrics(staging / "model", parts["test"])
     result = RankerResult(
         model_dir=str(output_dir / "model"),
         rmse=rmse,
@@ -486,21 +530,17 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     return result
 
 
-def _test_metrics(
-    model_dir: Path, test: pd.DataFrame, numeric: Sequence[str]
-) -> tuple[float, float, float]:
+def _test_metrics(model_dir: Path, test: pd.DataFrame) -> tuple[float, float, float]:
     """Test RMSE (positives) and click AUC / log loss (all rows) through the SavedModel."""
-    from recops.rank_signature import rank_request, rating_rmse
-
-    tf = tensorflow()
+    from recops.rank_signature import load_signatures, signature_request, weight_rmse
 
     positives = test[test["click"] == 1.0]
-    rmse = rating_rmse(str(model_dir), positives)
-    rank = tf.saved_model.load(str(model_dir)).signatures["rank"]
+    rmse = weight_rmse(str(model_dir), positives)
+    rank = load_signatures(str(model_dir), ("rank",)).signatures["rank"]
     scores = []
     for start in range(0, len(test), 8192):
         part = test.iloc[start : start + 8192]
-        request = rank_request(part, part["item_id"].to_numpy().reshape(-1, 1), numeric)
-        scores.append(rank(**request)["scores"].numpy()[:, 0])
-    auc, logloss = click_metrics(np.concatenate(scores), test["click"].to_numpy())
+        items = part["item_id"].to_numpy(np.int64).reshape(-1, 1)
+        scores.append(rank(**signature_request(rank, part, item_ids=items))["scores"].numpy())
+    auc, logloss = click_metrics(np.concatenate(scores)[:, 0], test["click"].to_numpy())
     return rmse, auc, logloss

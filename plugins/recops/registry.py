@@ -507,6 +507,9 @@ ALLOWED_ARTIFACT_SUFFIXES = frozenset(
         ".tflite",
         ".txt",
         ".csv",
+        # The dataset spec a version was trained on (read with yaml.safe_load only).
+        ".yaml",
+        ".yml",
         # GX Data Docs' static site: viewed in a browser, never loaded by Python.
         ".css",
         ".js",

@@ -116,6 +116,7 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
     from recops.compression import VariantConfig, compress_variant
     from recops.evaluation import EvalConfig, evaluate
     from recops.features import FeaturesConfig, build_features
+    from recops.layout import spec_path
     from recops.params import NIGHTLY_DEFAULTS, merged_params, stage_fields
     from recops.registry import METRIC_TAG_PREFIX, experiment_id_for, mlflow_client
     from recops.training import TrainConfig, train
@@ -124,9 +125,12 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
     name = config.model_name or settings.model_name
     client = mlflow_client(settings)
     mv, lineage = _lineage(client, name, config.model_version)
+    # The version's own dataset (versions from before datasets existed: the deployment's).
+    settings = settings.for_dataset(str(lineage.get("dataset") or settings.dataset))
     _check_partitions(settings, lineage["partition_hashes"])
     start = datetime.fromisoformat(lineage["data_interval_start"])
     end = datetime.fromisoformat(lineage["data_interval_end"])
+    settings.runs_dir.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix=f"replay-v{config.model_version}-", dir=settings.runs_dir))
     notes: list[str] = []
 
@@ -147,6 +151,7 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
             training_set_uri=features.training_set_uri,
             users_uri=features.users_uri,
             items_uri=features.items_uri,
+            spec_uri=str(lineage.get("dataset_spec") or spec_path(settings)),
             output_dir=str(out / "train"),
             **stage_fields("train", p),
         )
@@ -171,7 +176,12 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
         model_dir = built.model_dir
         notes.append(f"compression variant {variant} rebuilt")
     scored = evaluate(
-        EvalConfig(model_dir=model_dir, split_uri=trained.split_uri, users_uri=features.users_uri)
+        EvalConfig(
+            model_dir=model_dir,
+            split_uri=trained.split_uri,
+            users_uri=features.users_uri,
+            spec_uri=str(lineage.get("dataset_spec") or spec_path(settings)),
+        )
     )
     replayed = {"recall_at_10": scored.recall_at_k, "ndcg_at_10": scored.ndcg_at_k}
     recorded = {

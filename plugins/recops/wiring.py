@@ -56,13 +56,25 @@ def gpu_queue() -> str:
 
 
 def nightly_params() -> dict[str, Any]:
-    """``recsys_nightly``'s Params, from ``recops.params.NIGHTLY``."""
-    return dag_params(NIGHTLY)
+    """``recsys_nightly``'s Params, from ``recops.params.NIGHTLY``.
+
+    The ``dataset`` field offers the datasets present (shipped specs and imported ones)
+    and defaults to the deployment's (``RECOPS_DATASET``).
+    """
+    from recops.layout import known_datasets
+
+    settings = Settings.from_env()
+    datasets = sorted({*known_datasets(settings), settings.dataset})
+    return dag_params(
+        NIGHTLY, choices={"dataset": datasets}, overrides={"dataset": settings.dataset}
+    )
 
 
 def promote_params() -> dict[str, Any]:
     """``recsys_promote``'s Params; the model choice is the deployment's model names."""
-    return dag_params(promote_knobs(Settings.from_env().promotable_models))
+    from recops.layout import all_promotable_models
+
+    return dag_params(promote_knobs(all_promotable_models(Settings.from_env())))
 
 
 def replay_params() -> dict[str, Any]:

@@ -30,6 +30,7 @@ SCHEMAS = {
     "recsys_nightly": NIGHTLY_SCHEMAS,
     "recsys_promote": promote_schemas(Settings.from_env().promotable_models),
     "recsys_replay": REPLAY_SCHEMAS,
+    "recsys_nightly_datasets": {},
 }
 HUGE = "a" * 10_000_000  # 10 MB
 INJECTIONS = ("../..", "a;rm -rf /", "$(touch /tmp/x)")
@@ -145,6 +146,7 @@ def test_defaults_and_realistic_confs_validate(dags: dict[str, Any]) -> None:
                            "action": "rollback", "force": True,
                            "reason": "rollback after INC-42: p99 > 500 ms; see ../runbook (é, ü)"},
         "recsys_replay": {"replay_model_version": 2**31 - 1, "tolerance": 0.0},
+        "recsys_nightly_datasets": {},
     }  # fmt: skip
     for dag_id, conf in good.items():
         values = _trigger_validation(dags[dag_id], conf)
@@ -163,7 +165,15 @@ def test_reason_stays_free_text(dags: dict[str, Any], reason: str) -> None:
 
 
 def test_package_schemas_are_the_dag_params(dags: dict[str, Any]) -> None:
-    """recops.params mirrors the DAG files key for key, so both layers refuse the same."""
+    """recops.params mirrors the DAG files key for key, so both layers refuse the same.
+
+    One exception: the form offers the datasets present when the DAG was parsed (an
+    ``enum``); the package accepts any safe name there and refuses one without a spec
+    when it looks for it, since a dataset may be imported after the DAG was parsed.
+    """
+    from recops.config import Settings
+    from recops.layout import known_datasets
+
     for dag_id, dag in dags.items():
         declared = {
             name: {
@@ -171,10 +181,14 @@ def test_package_schemas_are_the_dag_params(dags: dict[str, Any]) -> None:
                 for k, v in dag.params.get_param(name).schema.items()
                 # Annotations only (form text, multi-select choices): they refuse nothing.
                 if k not in {"description", "title", "examples", "values_display"}
+                and not (name == "dataset" and k == "enum")
             }
             for name in dag.params
         }
         assert declared == SCHEMAS[dag_id], dag_id
+        if "dataset" in dag.params:
+            offered = dag.params.get_param("dataset").schema["enum"]
+            assert offered == list(known_datasets(Settings.from_env())), offered
 
 
 # --------------------------------------------------------------------------- package

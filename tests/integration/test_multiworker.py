@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from recops.config import RETRIEVAL_K
 from recops.multiworker import MultiWorkerError, train_multiworker
@@ -32,6 +33,7 @@ def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
         "training_set_uri": data.training_set_uri,
         "users_uri": data.users_uri,
         "items_uri": data.items_uri,
+        "spec_uri": data.spec_uri,
         "output_dir": str(output_dir),
         "epochs": 2,
         "embedding_dim": 16,
@@ -65,11 +67,16 @@ def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
     import tensorflow as tf
 
     serve = tf.saved_model.load(chief["model_dir"]).signatures["serving_default"]
+    # One input per signature argument, from the users table (strings or float32).
+    users = pd.read_parquet(data.users_uri).set_index("user_id").loc[[1, 2]].reset_index()
+    _, inputs = serve.structured_input_signature
     out = serve(
-        user_id=tf.constant([1, 2], tf.int64),
-        age=tf.constant([30, 40], tf.int64),
-        gender=tf.constant(["M", "F"]),
-        occupation=tf.constant(["engineer", "artist"]),
+        **{
+            name: tf.constant(users[name].astype(str).to_numpy())
+            if spec.dtype == tf.string
+            else tf.constant(users[name].to_numpy(), spec.dtype)
+            for name, spec in inputs.items()
+        }
     )
     assert out["item_ids"].shape == (2, RETRIEVAL_K)
     assert set(out["item_ids"].numpy().ravel()) <= set(range(1, data.n_items + 1))
@@ -82,6 +89,7 @@ def test_a_failed_worker_fails_the_group_and_names_it(tmp_path: Path) -> None:
         training_set_uri=str(tmp_path / "missing.parquet"),
         users_uri=data.users_uri,
         items_uri=data.items_uri,
+        spec_uri=data.spec_uri,
         output_dir=str(tmp_path / "train"),
         epochs=1,
     )

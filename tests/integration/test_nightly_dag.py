@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(180
 # Small and quick, but every stage does its real work; patience 2 (never reached in 2
 # epochs) records valid NDCG@10 per epoch, which the run report plots.
 CONF = json.dumps({"epochs": 2, "embedding_dim": 16, "batch_size": 256, "fine_tune_epochs": 1,
-                   "ranker_epochs": 2, "variants": ["int8_tables", "prune_50"], "max_rmse": 5.0,
+                   "ranker_epochs": 2, "variants": ["int8_tables"], "max_rmse": 5.0,
                    "min_recall_at_10": 0.01, "min_ndcg_at_10": 0.01,
                    "early_stopping_patience": 2})  # fmt: skip
 
@@ -166,9 +166,13 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
     assert data["last_run_metrics"]["recall_at_10"] > 0
 
     # The served model answers on TF Serving's REST route, through the `stable` label.
-    body = json.dumps(
-        {"instances": [{"user_id": 3, "age": 30, "gender": "F", "occupation": "other"}]}
-    ).encode()
+    # The instance is user 3's row of the users table: the signature takes `user_id` and
+    # one input per user attribute of the dataset's spec.
+    import pandas as pd
+
+    users = pd.read_parquet(stack.settings.users_path)
+    row = users[users["user_id"] == 3].drop(columns="event_timestamp").iloc[0].to_dict()
+    body = json.dumps({"instances": [row]}, default=lambda v: v.item()).encode()
     url = f"http://127.0.0.1:{stack.settings.rest_port}/v1/models/{stack.settings.model_name}/labels/stable:predict"
     with urllib.request.urlopen(
         urllib.request.Request(url, data=body, method="POST"), timeout=30
@@ -207,7 +211,8 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
     before = _state(stack, day)
     features_dir = str(run_dir(stack.settings, day).relative_to(stack.settings.home) / "features")
     assert any(f.startswith(features_dir) for f in before["files"]), before["files"]
-    assert any(f.startswith("data/features/") for f in before["files"]), before["files"]
+    rolling_dir = str(stack.settings.data_dir.relative_to(stack.settings.home) / "features")
+    assert any(f.startswith(rolling_dir) for f in before["files"]), before["files"]
     assert before["online_store"] and before["registered_versions"] == {
         "recops_retrieval": 1,
         "recops_ranking": 1,

@@ -1,6 +1,8 @@
 """Online store materialization: idempotent, ordered, and safe to kill, on SQLite and Redis.
 
-Each case runs on both stores. Redis tests take a private database number (locked in db 0
+The data is a small canonical shop-like dataset (``datasets/shop-synthetic.yaml``: string
+and float attributes, event types), written as the import publishes it. Each case runs
+on both stores. Redis tests take a private database number (locked in db 0
 so concurrent sessions never share one) and are skipped, saying why, when no Redis server
 answers at ``RECOPS_REDIS_URL`` (default 127.0.0.1:6379).
 """
@@ -18,10 +20,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
-from recops.config import Settings
-from recops.data import publish, synthesize
+from recops.config import REPO_ROOT, Settings
 from recops.features import (
     EPOCH,
     RollingConfig,
@@ -36,6 +38,7 @@ from recops.features import (
 )
 
 pytestmark = pytest.mark.integration
+DATASET = "shop-synthetic"
 REDIS_HOST = os.environ.get("RECOPS_TEST_REDIS", "127.0.0.1:6379")
 
 
@@ -71,6 +74,7 @@ def settings(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Settings]:
     monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("RECOPS_DATASET", DATASET)
     monkeypatch.setenv("RECOPS_ONLINE_STORE", request.param)
     if request.param == "redis":
         gen = _redis_db()
@@ -81,8 +85,53 @@ def settings(
         yield Settings.from_env()
 
 
+def _publish_shop(settings: Settings, *, rows: int, users: int, items: int, days: int) -> None:
+    """A small canonical shop dataset (int ids, as the import interns them), published."""
+    rng = np.random.default_rng(3)
+    start = pd.Timestamp("1998-04-15", tz="UTC")
+    weights = {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+    kinds = rng.choice(list(weights), rows)
+    events = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, users + 1, rows).astype("int64"),
+            "item_id": rng.integers(1, items + 1, rows).astype("int64"),
+            "event_timestamp": (
+                start + pd.to_timedelta(rng.integers(0, days * 86_400, rows), unit="s")
+            ).astype("datetime64[us, UTC]"),
+            "event_type": kinds,
+            "weight": pd.Series(kinds).map(weights).astype("float64"),
+        }
+    ).sort_values(["event_timestamp", "user_id", "item_id"], ignore_index=True)
+    valid = (start - pd.Timedelta(days=1)).as_unit("us")
+    customers = pd.DataFrame(
+        {
+            "user_id": np.arange(1, users + 1, dtype="int64"),
+            "country": rng.choice(["DE", "FR", "IT"], users),
+            "event_timestamp": valid,
+        }
+    )
+    products = pd.DataFrame(
+        {
+            "item_id": np.arange(1, items + 1, dtype="int64"),
+            "name": [f"Product {i}" for i in range(1, items + 1)],
+            "category": rng.choice(["tools", "toys"], items),
+            "brand": [None if i % 4 == 0 else f"brand{i % 3}" for i in range(1, items + 1)],
+            "price": rng.uniform(1, 100, items).round(2),
+            "event_timestamp": valid,
+        }
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(REPO_ROOT / "datasets" / f"{DATASET}.yaml", settings.data_dir / "spec.yaml")
+    for day, part in events.groupby(events["event_timestamp"].dt.strftime("%Y-%m-%d")):
+        path = settings.interactions_dir / f"date={day}" / "part-0.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part.reset_index(drop=True).to_parquet(path, index=False)
+    customers.to_parquet(settings.users_path, index=False)
+    products.to_parquet(settings.items_path, index=False)
+
+
 def _prepare(settings: Settings, end: datetime) -> None:
-    publish(settings, *synthesize(rows=900, users=25, items=30, days=8, seed=3), source="test")
+    _publish_shop(settings, rows=900, users=25, items=30, days=8)
     compute_rolling_features(RollingConfig(interval_end=end), settings)
 
 
@@ -106,10 +155,14 @@ def test_same_interval_twice_leaves_the_store_identical(settings: Settings) -> N
         # Even a forced full re-run of the interval (no registry shortcut) writes the same.
         store.materialize(start_date=EPOCH, end_date=end)
     assert dump_online_store(settings) == first
-    # The store is readable for serving: profiles and the rolling views, by entity.
-    assert online_user_features([1], settings)[0]["user_id"] == 1
-    popular = online_features("item_id", [1, 2], "ranking_v1", settings)
-    assert {"item_events_7d", "item_events_30d", "release_year"} <= set(popular[0])
+    # The store is readable for serving: profiles and the rolling views, by entity, with
+    # the spec's attributes; strings come back as strings, a null as None.
+    profile = online_user_features([1], settings)[0]
+    assert set(profile) == {"user_id", "country"} and isinstance(profile["country"], str)
+    popular = online_features("item_id", [3, 4], "ranking_v1", settings)
+    assert {"item_events_7d", "item_events_30d", "item_weight_mean_30d", "price"} <= set(popular[0])
+    assert isinstance(popular[0]["brand"], str) and popular[1]["brand"] is None
+    assert isinstance(popular[0]["category"], str) and isinstance(popular[0]["price"], float)
 
 
 def test_older_interval_never_overwrites_newer_values(settings: Settings) -> None:

@@ -48,8 +48,8 @@ pytestmark = pytest.mark.integration
 
 RETRIEVAL = "recops_retrieval"
 RANKING = "recops_ranking"
-ALICE = {"user_id": 1, "age": 30, "gender": "F", "occupation": "writer"}
-BOB = {"user_id": 7, "age": 45, "gender": "M", "occupation": "engineer"}
+ALICE = {"user_id": 1, "age": 30.0, "gender": "F", "occupation": "writer"}
+BOB = {"user_id": 7, "age": 45.0, "gender": "M", "occupation": "engineer"}
 SMOKE = [ALICE, BOB]
 
 

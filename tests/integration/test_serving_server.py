@@ -41,8 +41,8 @@ pytestmark = pytest.mark.integration
 
 MODEL = "tiny"
 SERVED = "recops_retrieval"
-ALICE = {"user_id": 1, "age": 30, "gender": "F", "occupation": "writer"}
-BOB = {"user_id": 7, "age": 45, "gender": "M", "occupation": "engineer"}
+ALICE = {"user_id": 1, "age": 30.0, "gender": "F", "occupation": "writer"}
+BOB = {"user_id": 7, "age": 45.0, "gender": "M", "occupation": "engineer"}
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ def test_status_and_metadata(env: Env) -> None:
     serving = signatures["serving_default"]
     assert {k: v["dtype"] for k, v in serving["inputs"].items()} == {
         "user_id": "DT_INT64",
-        "age": "DT_INT64",
+        "age": "DT_FLOAT",
         "gender": "DT_STRING",
         "occupation": "DT_STRING",
     }
@@ -212,7 +212,7 @@ def test_rest_predict_columnar_format(env: Env) -> None:
 def test_grpc_predict(env: Env) -> None:
     inputs = {
         "user_id": np.array([1, 7], dtype=np.int64),
-        "age": np.array([30, 45], dtype=np.int64),
+        "age": np.array([30, 45], dtype=np.float32),
         "gender": np.array([b"F", b"M"], dtype=object),
         "occupation": np.array([b"writer", b"engineer"], dtype=object),
     }
@@ -228,7 +228,7 @@ def test_grpc_predict(env: Env) -> None:
     assert items["embeddings"].shape == (20, 4)
 
     with pytest.raises(ServingError, match=r"to be int64 but int32") as info:
-        env.client.predict_grpc(MODEL, {**inputs, "age": inputs["age"].astype(np.int32)})
+        env.client.predict_grpc(MODEL, {**inputs, "user_id": inputs["user_id"].astype(np.int32)})
     assert info.value.code == "INVALID_ARGUMENT"
     with pytest.raises(ServingError, match="Missing but required: {occupation}"):
         env.client.predict_grpc(MODEL, {k: v for k, v in inputs.items() if k != "occupation"})
@@ -267,7 +267,8 @@ def _instances(**change: Any) -> bytes:
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        (_instances(age=30.5), "is not of expected type: int64"),
+        (_instances(user_id=1.5), "is not of expected type: int64"),
+        (_instances(age="thirty"), "is not of expected type: float"),
         (_instances(user_id="seven"), "is not of expected type: int64"),
         (_instances(gender=1), "is not of expected type: string"),
         (json.dumps({"instances": [{"user_id": 1}]}).encode(), "keys must be equal to"),
@@ -498,7 +499,7 @@ def _warmup_record(signature_name: str, instances: list[dict[str, Any]]) -> byte
     request.model_spec.signature_name = signature_name
     for key in instances[0]:
         values = [i[key] for i in instances]
-        dtype = tf.string if isinstance(values[0], str) else tf.int64
+        dtype = {str: tf.string, float: tf.float32}.get(type(values[0]), tf.int64)
         request.inputs[key].CopyFrom(tf.make_tensor_proto(values, dtype=dtype))
     return record.SerializeToString()
 

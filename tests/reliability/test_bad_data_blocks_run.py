@@ -19,13 +19,13 @@ def test_out_of_range_ratings_block_the_run(stack) -> None:  # noqa: ANN001
     day = ingested.last_date
     path = partition_path(stack.settings, day)
     bad = pd.read_parquet(path)
-    bad.loc[bad.index[:3], "rating"] = [0, 7, 9]
+    bad.loc[bad.index[:3], "weight"] = [0.0, 7.0, 9.0]
     bad.to_parquet(path, index=False)
 
     run = stack.airflow("dags", "test", "recsys_nightly", logical_date_for(day))
     log = run.stdout + run.stderr
     assert "DagRun failed" in log or run.returncode != 0, log[-4000:]
-    assert "expect_column_values_to_be_between(column=rating" in log, log[-4000:]
+    assert "expect_column_values_to_be_between(column=weight" in log, log[-4000:]
     # Downstream never ran: no online store, no training output, no model, nothing served.
     assert not (stack.settings.feast_dir / "online_store.db").exists()
     assert not list(stack.settings.runs_dir.glob("*/train-*"))

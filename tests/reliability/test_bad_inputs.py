@@ -134,7 +134,7 @@ def test_clean_staged_day_is_published_with_docs_and_drift(env: tuple[Settings, 
     assert partition_path(settings, day).read_bytes() == staged
     assert not staged_path(settings, day).exists()
     assert Path(result["data_docs_uri"]).is_file()
-    assert 0 <= result["drift"]["rating_psi"] < 0.2
+    assert 0 <= result["drift"]["weight_psi"] < 0.2
     assert result["drift"]["reference_days"] == 14
     # Idempotent: the re-run re-validates the published copy and returns the same result.
     assert _step(settings, day) == result
@@ -157,15 +157,15 @@ def test_truncated_parquet_is_blocked(env: tuple[Settings, str]) -> None:
 
 def test_wrong_dtype_is_blocked(env: tuple[Settings, str]) -> None:
     settings, day = env
-    staged = _restage(settings, day, lambda f: f.assign(rating=f["rating"].astype("float64")))
+    staged = _restage(settings, day, lambda f: f.assign(weight=f["weight"].astype("int64")))
 
     _assert_blocked(
         settings,
         day,
         staged,
         lambda: _step(settings, day),
-        "expect_column_values_to_be_of_type(column=rating, type=int64)",
-        "observed float64",
+        "expect_column_values_to_be_of_type(column=weight, type=float64)",
+        "observed int64",
     )
 
 
@@ -193,7 +193,7 @@ def test_out_of_range_ratings_are_blocked(env: tuple[Settings, str]) -> None:
     settings, day = env
 
     def bad(frame: pd.DataFrame) -> pd.DataFrame:
-        frame.loc[frame.index[:3], "rating"] = [0, 7, 9]
+        frame.loc[frame.index[:3], "weight"] = [0.0, 7.0, 9.0]
         return frame
 
     staged = _restage(settings, day, bad)
@@ -203,8 +203,8 @@ def test_out_of_range_ratings_are_blocked(env: tuple[Settings, str]) -> None:
         day,
         staged,
         lambda: _step(settings, day),
-        "expect_column_values_to_be_between(column=rating, min=1, max=5): 3 unexpected values",
-        "[0, 7, 9]",
+        "expect_column_values_to_be_between(column=weight, min=1, max=5): 3 unexpected values",
+        "e.g. [0, 7, 9]",
     )
 
 
@@ -217,7 +217,8 @@ def test_duplicate_events_are_blocked(env: tuple[Settings, str]) -> None:
         day,
         staged,
         lambda: _step(settings, day),
-        "expect_compound_columns_to_be_unique(columns=[user_id, item_id, event_timestamp])",
+        "expect_compound_columns_to_be_unique("
+        "columns=[user_id, item_id, event_timestamp, event_type])",
         "8 unexpected values",
     )
 
@@ -309,9 +310,9 @@ def test_row_count_spike_blocks_when_configured(env: tuple[Settings, str]) -> No
 
 def _skew(frame: pd.DataFrame) -> pd.DataFrame:
     # A moderate shift: a third of the ratings become 1 star.
-    rating = frame["rating"].copy()
-    rating.iloc[::3] = 1
-    return frame.assign(rating=rating)
+    weight = frame["weight"].copy()
+    weight.iloc[::3] = 1.0
+    return frame.assign(weight=weight)
 
 
 def test_drifted_ratings_warn_by_default(env: tuple[Settings, str]) -> None:
@@ -320,8 +321,8 @@ def test_drifted_ratings_warn_by_default(env: tuple[Settings, str]) -> None:
 
     result = _step(settings, day)
 
-    _assert_warned(settings, result, "recops_rating_psi(column=rating, max=0.2)")
-    assert 0.2 < result["drift"]["rating_psi"] < 1.0
+    _assert_warned(settings, result, "recops_weight_psi(column=weight, max=0.2)")
+    assert 0.2 < result["drift"]["weight_psi"] < 1.0
 
 
 def test_drifted_ratings_block_when_configured(env: tuple[Settings, str]) -> None:
@@ -332,27 +333,27 @@ def test_drifted_ratings_block_when_configured(env: tuple[Settings, str]) -> Non
         settings,
         day,
         staged,
-        lambda: _with_contract(settings, day, ContractConfig(rating_psi_severity="fail")),
-        "recops_rating_psi(column=rating, max=0.2): observed 0.",
+        lambda: _with_contract(settings, day, ContractConfig(weight_psi_severity="fail")),
+        "recops_weight_psi(column=weight, max=0.2): observed 0.",
     )
 
 
 def test_extreme_rating_drift_always_blocks(env: tuple[Settings, str]) -> None:
     settings, day = env
-    staged = _restage(settings, day, lambda f: f.assign(rating=1))
+    staged = _restage(settings, day, lambda f: f.assign(weight=1.0))
 
     _assert_blocked(
         settings,
         day,
         staged,
         lambda: _step(settings, day),
-        "recops_rating_psi_extreme(column=rating, max=1)",
+        "recops_weight_psi_extreme(column=weight, max=1)",
     )
 
 
 def test_quarantined_day_fails_again_with_the_same_message(env: tuple[Settings, str]) -> None:
     settings, day = env
-    _restage(settings, day, lambda f: f.assign(rating=f["rating"] + 5))
+    _restage(settings, day, lambda f: f.assign(weight=f["weight"] + 5))
     with pytest.raises(DataValidationError) as first:
         _step(settings, day)
 

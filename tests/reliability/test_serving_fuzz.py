@@ -31,7 +31,7 @@ from tests.support.contract_model import export_contract_model, offline_outputs
 from tests.support.stack import free_port
 
 MODEL = "fuzzed"
-ALICE = {"user_id": 1, "age": 30, "gender": "F", "occupation": "writer"}
+ALICE = {"user_id": 1, "age": 30.0, "gender": "F", "occupation": "writer"}
 #: Memory a burst of bad requests may leave behind (allocator slack, thread stacks).
 RSS_SLACK = 192 * 2**20
 

@@ -53,6 +53,7 @@ def _config(data: TinyData, output_dir: Path, **overrides: Any) -> TrainConfig:
         "training_set_uri": data.training_set_uri,
         "users_uri": data.users_uri,
         "items_uri": data.items_uri,
+        "spec_uri": data.spec_uri,
         "output_dir": str(output_dir),
         "epochs": 8,
         "embedding_dim": 16,

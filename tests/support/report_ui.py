@@ -192,7 +192,8 @@ def check_feast_ui(stack: Stack, tmp_path: Path) -> None:
         with urllib.request.urlopen(f"{base}/api/v1/feature_views/all", timeout=30) as response:
             views = {v["spec"]["name"] for v in json.loads(response.read())["featureViews"]}
         with urllib.request.urlopen(
-            f"{base}/api/v1/feature_services?project=recops", timeout=30
+            f"{base}/api/v1/feature_services?project={stack.settings.feast_project}",
+            timeout=30,
         ) as response:
             services = {s["spec"]["name"] for s in json.loads(response.read())["featureServices"]}
     finally:

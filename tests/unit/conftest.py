@@ -25,6 +25,7 @@ def tiny_two_tower(tiny_data: TinyData, tmp_path_factory: pytest.TempPathFactory
             training_set_uri=tiny_data.training_set_uri,
             users_uri=tiny_data.users_uri,
             items_uri=tiny_data.items_uri,
+            spec_uri=tiny_data.spec_uri,
             output_dir=str(tmp_path_factory.mktemp("tiny-run") / "train"),
             epochs=2,
             embedding_dim=TINY_DIM,

@@ -162,3 +162,11 @@ def test_parsed_timestamps_fit_either_format(shop: DatasetSpec, movielens: Datas
     ml_events = _movielens_frames()["events"].assign(timestamp=stamps)
     check_columns(shop, {"events": shop_events})  # raises on any problem
     check_columns(movielens, {"events": ml_events})  # raises on any problem
+
+
+def test_empty_event_times_and_values_are_refused(movielens: DatasetSpec) -> None:
+    frames = _movielens_frames()
+    frames["events"] = frames["events"].assign(timestamp=[8e8, None], rating=[None, 4])
+    problems = _problems(movielens, frames)
+    assert any("'events.timestamp.format'" in p and "1 empty values" in p for p in problems)
+    assert any("'events.value.column'" in p and "'rating'" in p for p in problems)

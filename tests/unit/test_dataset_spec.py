@@ -132,7 +132,12 @@ def _edit_severity(raw: dict[str, Any]) -> None:
     raw["users"]["attributes"][0]["allowed"] = {"values": ["DE"], "severity": "info"}
 
 
+def _edit_reserved(raw: dict[str, Any]) -> None:
+    raw["items"]["attributes"].append({"name": "weight", "column": "grams", "kind": "numeric"})
+
+
 BAD_SPECS = [
+    (_edit_reserved, "items.attributes[4].name", "'weight' is reserved"),
     (_edit_kind, "items.attributes[1].kind", "'categorical', 'multi_categorical'"),
     (_edit_unknown_key, "events.colour", "unknown key"),
     (_edit_positive, "events.event_type.positives[1]", "'click' is not a declared"),

@@ -1,4 +1,4 @@
-"""Evaluation: hand-checked masking and segments, and a trained model.
+"""Evaluation: hand-checked masking and segments, event types, and a trained model.
 
 The temporal split's tests live in ``test_splits.py``, beside the module that holds it.
 """
@@ -11,33 +11,53 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from _tiny_data import write_tiny_data
+from _tiny_data import TinyData
+from recops.errors import DataError
 from recops.evaluation import (
     EvalConfig,
     columns_for,
     evaluate,
     evaluate_scores,
+    event_types_of,
     long_tail_items,
 )
-from recops.training import TrainConfig, train
+from recops.training import TrainResult
 from recops_models.tf_env import use_legacy_keras
 
 use_legacy_keras()
 
+#: A spec with event types: purchases and carts are positives, every type is seen.
+EVENTS_SPEC = """\
+name: events
+users: {key: u, key_type: integer}
+items: {key: i, key_type: integer}
+events:
+  user_key: u
+  item_key: i
+  timestamp: {column: t, format: unix_seconds}
+  event_type:
+    column: e
+    weights: {view: 1, cart: 3, purchase: 5}
+    positives: [purchase, cart]
+"""
 
-def _write_fixed_model(path: Path) -> None:
+
+def _write_fixed_model(path: Path, *, features: bool = True) -> None:
     """A SavedModel with the contract's signatures and known 1-D embeddings.
 
-    Item scores for user 1 fall with the item id (10 best); user 2 sees the reverse.
+    Item scores for user 1 fall with the item id (10 best); user 2 sees the reverse. With
+    ``features`` the user signature also takes a string and a float attribute (named as
+    no dataset's column is, to show evaluation reads names from the signature); the
+    model checks their values so a wrong feed fails the test.
     """
     import tensorflow as tf
 
-    user_spec = (
-        tf.TensorSpec([None], tf.int64, name="user_id"),
-        tf.TensorSpec([None], tf.int64, name="age"),
-        tf.TensorSpec([None], tf.string, name="gender"),
-        tf.TensorSpec([None], tf.string, name="occupation"),
-    )
+    user_spec = [tf.TensorSpec([None], tf.int64, name="user_id")]
+    if features:
+        user_spec += [
+            tf.TensorSpec([None], tf.string, name="segment"),
+            tf.TensorSpec([None], tf.float32, name="spend"),
+        ]
 
     class Fixed(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
@@ -46,8 +66,11 @@ def _write_fixed_model(path: Path) -> None:
             self.item_ids = tf.Variable(np.array([10, 20, 30, 40, 50], np.int64))
             self.items = tf.Variable([[5.0], [4.0], [3.0], [2.0], [1.0]])
 
-        @tf.function(input_signature=user_spec)  # type: ignore[untyped-decorator]
-        def user_embedding(self, user_id: Any, age: Any, gender: Any, occupation: Any) -> Any:
+        def embed(self, user_id: Any, segment: Any = None, spend: Any = None) -> Any:
+            if segment is not None:
+                # User 2's attributes are missing: "" and NaN reach the model as such.
+                tf.debugging.assert_equal(segment, tf.where(user_id == 1, "a", ""))
+                tf.debugging.assert_equal(tf.math.is_nan(spend), user_id == 2)
             return {"embedding": tf.gather(self.users, user_id - 1)}
 
         @tf.function(input_signature=[])  # type: ignore[untyped-decorator]
@@ -59,7 +82,7 @@ def _write_fixed_model(path: Path) -> None:
         module,
         str(path),
         signatures={
-            "user_embedding": module.user_embedding,
+            "user_embedding": tf.function(module.embed, input_signature=user_spec),
             "item_embeddings": module.item_embeddings,
         },
     )
@@ -80,9 +103,8 @@ def fixed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     users = pd.DataFrame(
         {
             "user_id": [1, 2],
-            "age": [30, 40],
-            "gender": ["M", "F"],
-            "occupation": ["x", "y"],
+            "segment": ["a", None],
+            "spend": [12.5, np.nan],
             "event_timestamp": pd.Timestamp("2020-01-01", tz="UTC"),
         }
     )
@@ -123,28 +145,83 @@ def test_user_without_features_is_named(fixed: dict[str, Any], tmp_path: Path) -
         EvalConfig(**fixed, split="train")
 
 
-def test_trained_model_beats_random(tmp_path: Path) -> None:
-    data = write_tiny_data(tmp_path / "data")
-    trained = train(
-        TrainConfig(
-            training_set_uri=data.training_set_uri,
-            users_uri=data.users_uri,
-            items_uri=data.items_uri,
-            output_dir=str(tmp_path / "train"),
-            epochs=2,
-            embedding_dim=16,
-            batch_size=128,
-            logq_correction=True,
-        )
+def test_a_column_the_model_takes_is_named(fixed: dict[str, Any], tmp_path: Path) -> None:
+    users = pd.read_parquet(fixed["users_uri"]).drop(columns="spend")
+    users.to_parquet(tmp_path / "users.parquet")
+    with pytest.raises(DataError, match=r"lacks columns \['spend'\].*segment"):
+        evaluate(EvalConfig(**{**fixed, "users_uri": str(tmp_path / "users.parquet")}))
+
+
+def test_a_model_of_ids_alone_reads_no_users_table(fixed: dict[str, Any], tmp_path: Path) -> None:
+    _write_fixed_model(tmp_path / "ids", features=False)
+    config = {**fixed, "model_dir": str(tmp_path / "ids"), "users_uri": str(tmp_path / "none")}
+    at1 = evaluate(EvalConfig(**config, k=1))
+    assert (at1.recall_at_k, at1.n_users) == (0.5, 2)
+
+
+def _typed_split(root: Path) -> tuple[str, str]:
+    """A split whose test rows mix positive and non-positive event types, and its spec."""
+    split = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 2, 2, 2, 2],
+            "item_id": [10, 20, 30, 50, 40, 10, 30],
+            "split": ["train", "valid", "test", "train", "valid", "test", "test"],
+            # User 1's only test event is a view: not a positive, so user 1 is not scored.
+            # User 2 bought 30 and viewed 10.
+            "event_type": ["view", "view", "view", "purchase", "cart", "view", "purchase"],
+        }
     )
+    split.to_parquet(root / "typed.parquet")
+    (root / "spec.yaml").write_text(EVENTS_SPEC)
+    return str(root / "typed.parquet"), str(root / "spec.yaml")
+
+
+def test_only_positive_event_types_are_hits(fixed: dict[str, Any], tmp_path: Path) -> None:
+    split_uri, spec_uri = _typed_split(tmp_path)
+    assert event_types_of(spec_uri) == (("purchase", "cart"), ("view", "cart", "purchase"))
+    assert event_types_of("") == ((), ())
+    # User 2 ranks 30, 20, 10 once 50 and 40 are masked: 30 (bought) is the hit at 1.
+    typed = evaluate(EvalConfig(**{**fixed, "split_uri": split_uri}, spec_uri=spec_uri, k=1))
+    assert (typed.n_users, typed.recall_at_k, typed.ndcg_at_k) == (1, 1.0, 1.0)
+    # Without the spec every row counts: user 1 is scored too, user 2 has two targets.
+    every = evaluate(EvalConfig(**{**fixed, "split_uri": split_uri}, k=1))
+    assert every.n_users == 2
+    assert every.recall_at_k == pytest.approx((1.0 + 0.5) / 2)
+
+
+def test_seen_types_decide_what_is_masked() -> None:
+    split = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1],
+            "item_id": [1, 2, 3],
+            "split": ["train", "train", "test"],
+            "event_type": ["view", "purchase", "purchase"],
+        }
+    )
+
+    def scorer(users: np.ndarray) -> np.ndarray:
+        return np.tile(np.array([3.0, 2.0, 1.0]), (users.size, 1))
+
+    items = np.array([1, 2, 3])
+    # Only purchases are seen: the viewed item 1 stays rankable and takes the top slot.
+    narrow = evaluate_scores(scorer, split=split, item_ids=items, k=1, seen_types=("purchase",))
+    assert narrow.recall_at_k == 0.0
+    everything = evaluate_scores(scorer, split=split, item_ids=items, k=1)
+    assert everything.recall_at_k == 1.0
+
+
+def test_trained_model_beats_random(tiny_data: TinyData, tiny_two_tower: TrainResult) -> None:
     got = evaluate(
         EvalConfig(
-            model_dir=trained.model_dir, split_uri=trained.split_uri, users_uri=data.users_uri
+            model_dir=tiny_two_tower.model_dir,
+            split_uri=tiny_two_tower.split_uri,
+            users_uri=tiny_data.users_uri,
+            spec_uri=tiny_data.spec_uri,
         )
     )
     # Random ranking hits 10 of the ~123 unseen items: Recall@10 about 0.08.
     assert got.recall_at_k > 0.2
-    assert got.n_users == data.n_users
+    assert got.n_users == tiny_data.n_users
     assert all(0.0 <= v <= 1.0 for v in (got.ndcg_at_k, got.hit_at_k, got.mrr_at_k))
     assert np.isfinite(got.precision_at_k)
 
@@ -159,6 +236,66 @@ def test_fixed_model_reports_segments(fixed: dict[str, Any]) -> None:
     nobody_cold = evaluate(EvalConfig(**fixed, k=1, cold_user_threshold=1))
     assert nobody_cold.segments["cold_users"]["n_users"] == 0.0
     assert np.isnan(nobody_cold.segments["cold_users"]["recall_at_k"])
+
+
+def _write_fixed_ranker(path: Path) -> None:
+    """A ``rank`` signature over the fixed model's users: clicks favour low item ids,
+    the weight head high ones. It records one context feature, ``activity``, and checks
+    the values it is fed (user 1: 7.0, user 2: 3.0; user 2's attributes missing)."""
+    import tensorflow as tf
+
+    spec = [
+        tf.TensorSpec([None], tf.int64, name="user_id"),
+        tf.TensorSpec([None], tf.string, name="segment"),
+        tf.TensorSpec([None], tf.float32, name="activity"),
+        tf.TensorSpec([None, None], tf.int64, name="item_ids"),
+    ]
+
+    class Ranker(tf.Module):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__()
+            self.context_features = tf.Variable(["activity"])
+
+        @tf.function(input_signature=spec)  # type: ignore[untyped-decorator]
+        def rank(self, user_id: Any, segment: Any, activity: Any, item_ids: Any) -> Any:
+            tf.debugging.assert_equal(segment, tf.where(user_id == 1, "a", ""))
+            tf.debugging.assert_equal(activity, tf.where(user_id == 1, 7.0, 3.0))
+            ids = tf.cast(item_ids, tf.float32)
+            return {"scores": -ids, "ratings": ids}
+
+    module = Ranker()
+    tf.saved_model.save(module, str(path), signatures={"rank": module.rank})
+
+
+def test_rerank_reads_attributes_and_context_by_signature(
+    fixed: dict[str, Any], tmp_path: Path
+) -> None:
+    from recops.evaluation import RerankConfig, evaluate_rerank
+
+    _write_fixed_ranker(tmp_path / "ranker")
+    pd.DataFrame(
+        {
+            "user_id": [1, 2, 2],
+            "event_timestamp": pd.to_datetime(["2020-01-01", "2020-01-01", "2020-01-02"]),
+            "activity": [7.0, 1.0, 3.0],  # user 2's newest value is 3.0
+        }
+    ).to_parquet(tmp_path / "context.parquet")
+    common = {
+        "retrieval_model_dir": fixed["model_dir"],
+        "ranker_model_dir": str(tmp_path / "ranker"),
+        "split_uri": fixed["split_uri"],
+        "users_uri": fixed["users_uri"],
+        "user_features_uri": str(tmp_path / "context.parquet"),
+        "k": 1,
+        "candidates": 3,
+    }
+    # Retrieval alone hits user 1 only at k=1 (see above); the click order (low ids
+    # first) puts 30 first for user 1 and 10 for user 2: both hits.
+    assert evaluate_rerank(RerankConfig(**common)).recall_at_k == 1.0
+    # The weight head favours high ids: 50 for user 1, 30 for user 2, both misses.
+    assert evaluate_rerank(RerankConfig(**common, rerank_by="weight")).recall_at_k == 0.0
+    with pytest.raises(ValueError, match="user_features_uri"):
+        evaluate_rerank(RerankConfig(**{**common, "user_features_uri": None}))
 
 
 def _scores_split() -> pd.DataFrame:
@@ -240,13 +377,13 @@ def test_columns_for_marks_items_outside_the_catalogue() -> None:
 
 
 def test_old_private_names_stay_importable() -> None:
-    from recops.evaluation import rating_rmse, read_split, temporal_split
-    from recops.rank_signature import rating_rmse as leaf_rating_rmse
+    from recops.evaluation import read_split, temporal_split, weight_rmse
+    from recops.rank_signature import weight_rmse as leaf_weight_rmse
     from recops.splits import read_split as leaf_read_split
     from recops.splits import temporal_split as leaf_temporal_split
 
-    assert (rating_rmse, read_split, temporal_split) == (
-        leaf_rating_rmse,
+    assert (weight_rmse, read_split, temporal_split) == (
+        leaf_weight_rmse,
         leaf_read_split,
         leaf_temporal_split,
     )

@@ -16,6 +16,7 @@ IMPORTED_ELSEWHERE = {
     "build_features",
     "compute_rolling_features",
     "dump_online_store",
+    "feast_definitions",
     "feast_ui_command",
     "finish_ranking_set",
     "materialize",
@@ -23,8 +24,30 @@ IMPORTED_ELSEWHERE = {
     "online_user_features",
     "open_store",
     "point_in_time_join",
+    "ranking_set_columns",
+    "recops_home_env",
     "rolling_source_path",
 }
+
+
+def test_feature_repo_writes_no_column_by_hand() -> None:
+    # The definitions come from the dataset's spec; one dataset's attribute names in the
+    # repo or in the stage modules would tie them to that dataset.
+    import re
+    from pathlib import Path
+
+    from recops.config import REPO_ROOT
+
+    forbidden = re.compile(r"occupation|genre|release_year|gender|\bage\b", re.IGNORECASE)
+    files = [
+        *sorted((REPO_ROOT / "feature_repo").glob("*.py")),
+        *sorted((REPO_ROOT / "feature_repo").glob("*.yaml")),
+        *sorted(Path(features.__file__).parent.glob("*.py")),
+    ]
+    assert len(files) > 8
+    for path in files:
+        found = forbidden.findall(path.read_text())
+        assert not found, (path.name, found)
 
 
 def test_every_exported_name_resolves_and_covers_what_others_import() -> None:

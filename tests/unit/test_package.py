@@ -20,7 +20,7 @@ PACKAGES = {
 MAX_LINES = 800
 #: The orchestration glue: only the DAG-facing layer may import it.
 GLUE = "recops.pipeline"
-GLUE_CALLERS = {"recops.cli.demo"}
+GLUE_CALLERS = {"recops.cli.demo", "recops.cli.run"}
 #: Unit-test files that test something other than one module, and what they test.
 NOT_A_MODULE = {
     "test_package.py": "the package's shape (this file)",

@@ -11,6 +11,7 @@ import typer
 from recops.cli.bench import bench
 from recops.cli.data import data_app
 from recops.cli.demo import demo
+from recops.cli.run import run
 from recops.cli.scale import scale_app
 from recops.cli.serving import history, recommend, rollback, serve, status, stop
 from recops.cli.ui import UI_HELP, ui
@@ -26,6 +27,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(scale_app, name="scale")
 # Registration order is the order `recops --help` lists the commands in.
 app.command()(demo)
+app.command()(run)
 app.command()(recommend)
 app.command()(status)
 app.command()(history)

@@ -25,6 +25,7 @@ __all__ = [
     "PORT_HINT",
     "JsonOption",
     "StepReporter",
+    "dataset_settings_or_exit",
     "fail",
     "load_settings",
     "local_sqlite_missing",
@@ -120,3 +121,16 @@ def require_free_port(host: str, port: int, variable: str) -> None:
                 f"port {port} on {host} is already in use",
                 f"stop what holds it, or set {variable} to a free port",
             )
+
+
+def dataset_settings_or_exit(settings: Settings, dataset: str) -> Settings:
+    """``settings`` for ``dataset``, or a clear exit naming the datasets present."""
+    from recops.layout import known_datasets
+
+    known = known_datasets(settings)
+    if dataset not in known:
+        fail(
+            f"--dataset {dataset!r} is not a dataset here (known: {', '.join(known) or 'none'})",
+            "import it first: `recops data import --spec spec.yaml`",
+        )
+    return settings.for_dataset(dataset)

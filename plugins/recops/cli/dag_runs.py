@@ -9,6 +9,7 @@ Airflow (so ``recops --help`` and the DAG-structure check stay fast).
 from __future__ import annotations
 
 import ast
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -27,8 +29,10 @@ from recops.config import PROMOTION_POOL, REPO_ROOT, Settings, airflow_env
 __all__ = [
     "DAG_ID",
     "DagTestTracker",
+    "check_conf",
     "dag_task_ids",
     "ensure_airflow_db",
+    "promote_challengers",
     "run_dag_test",
 ]
 
@@ -234,3 +238,62 @@ def ensure_airflow_db(settings: Settings) -> None:
         typer.echo("Setting up the Airflow metadata DB (SQLite) ...")
         _airflow(["db", "migrate"], settings)
         _airflow(["pools", "set", PROMOTION_POOL, "1", "one promotion at a time"], settings)
+
+
+def check_conf(conf: str) -> dict[str, Any]:
+    """Parse ``--conf`` and check it against recsys_nightly's Param schemas before any work."""
+    from recops.params import NIGHTLY_SCHEMAS, check_params
+
+    try:
+        params = json.loads(conf)
+    except json.JSONDecodeError as exc:
+        fail(
+            f"--conf is not valid JSON: {exc.msg} at line {exc.lineno} "
+            f"column {exc.colno} (char {exc.pos})",
+            "quote keys and strings with double quotes inside single shell quotes: "
+            "--conf '{\"epochs\": 2}'",
+        )
+    if not isinstance(params, dict):
+        fail(
+            f"--conf must be a JSON object, got {type(params).__name__}",
+            "e.g. --conf '{\"epochs\": 2}'",
+        )
+    try:
+        return check_params(params, NIGHTLY_SCHEMAS)
+    except ValueError as exc:
+        fail(
+            f"--conf: {exc}",
+            f"{DAG_ID}'s Params and their ranges are in its Trigger form in `make ui`",
+        )
+
+
+def promote_challengers(settings: Settings, *, show_progress: bool = False) -> list[str]:
+    """Run recsys_promote for each model whose newest version the gate blessed.
+
+    A scheduler would do this on the ``recops_blessed`` asset; ``airflow dags test`` runs
+    one DAG, so the demo triggers the promotion itself with the same Params a UI user
+    would set.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from recops.promotion import served_stable
+    from recops.registry import registry_status
+
+    done = []
+    when = datetime.now(UTC).replace(microsecond=0)
+    for i, model in enumerate(settings.promotable_models):
+        status = registry_status(settings, model)
+        newest = status.versions[0] if status.versions else None
+        if (
+            newest is None
+            or not newest["blessed"]
+            or served_stable(settings, model) == newest["version"]
+        ):
+            continue
+        conf = json.dumps(
+            {"model_name": model, "version": newest["version"], "reason": "recops demo"}
+        )
+        when_i = (when + timedelta(seconds=i)).isoformat()
+        run_dag_test(settings, when_i, conf, dag_id="recsys_promote", show_progress=show_progress)
+        done.append(f"{model} v{newest['version']}")
+    return done

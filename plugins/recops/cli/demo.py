@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from recops.cli.common import fail, load_settings, progress_enabled, step_bars
-from recops.cli.dag_runs import DAG_ID, ensure_airflow_db, run_dag_test
+from recops.cli.dag_runs import (
+    DAG_ID,
+    check_conf,
+    ensure_airflow_db,
+    promote_challengers,
+    run_dag_test,
+)
 from recops.cli.serving import collect_status, print_recommendations
-from recops.config import Settings
 from recops.errors import DataError, DataValidationError
 
 __all__ = ["demo"]
@@ -36,7 +41,7 @@ def demo(
     from recops.data import IngestConfig, ingest
 
     # Check every argument before anything is written, so a typo costs nothing.
-    _check_conf(conf)
+    check_conf(conf)
     if source not in {"movielens", "synthetic"}:
         fail(f"--source {source!r} is not a source", "use --source movielens or --source synthetic")
     if date is not None:
@@ -81,7 +86,7 @@ def demo(
     log_path = run_dag_test(settings, logical, conf, show_progress=show)
     typer.echo(f"      log: {log_path}")
     typer.echo("[4/5] Promoting what the gate blessed with `airflow dags test recsys_promote` ...")
-    promoted = _promote_challengers(settings, show_progress=show)
+    promoted = promote_challengers(settings, show_progress=show)
     typer.echo(
         f"      promoted: {', '.join(promoted) or 'nothing new (the champion keeps serving)'}"
     )
@@ -100,62 +105,3 @@ def demo(
         f"demo finished in {time.monotonic() - started:.0f} s; "
         "`make ui` opens Airflow, MLflow and the Feast UI."
     )
-
-
-def _check_conf(conf: str) -> dict[str, Any]:
-    """Parse ``--conf`` and check it against recsys_nightly's Param schemas before any work."""
-    from recops.params import NIGHTLY_SCHEMAS, check_params
-
-    try:
-        params = json.loads(conf)
-    except json.JSONDecodeError as exc:
-        fail(
-            f"--conf is not valid JSON: {exc.msg} at line {exc.lineno} "
-            f"column {exc.colno} (char {exc.pos})",
-            "quote keys and strings with double quotes inside single shell quotes: "
-            "--conf '{\"epochs\": 2}'",
-        )
-    if not isinstance(params, dict):
-        fail(
-            f"--conf must be a JSON object, got {type(params).__name__}",
-            "e.g. --conf '{\"epochs\": 2}'",
-        )
-    try:
-        return check_params(params, NIGHTLY_SCHEMAS)
-    except ValueError as exc:
-        fail(
-            f"--conf: {exc}",
-            f"{DAG_ID}'s Params and their ranges are in its Trigger form in `make ui`",
-        )
-
-
-def _promote_challengers(settings: Settings, *, show_progress: bool = False) -> list[str]:
-    """Run recsys_promote for each model whose newest version the gate blessed.
-
-    A scheduler would do this on the ``recops_blessed`` asset; ``airflow dags test`` runs
-    one DAG, so the demo triggers the promotion itself with the same Params a UI user
-    would set.
-    """
-    from datetime import UTC, datetime, timedelta
-
-    from recops.promotion import served_stable
-    from recops.registry import registry_status
-
-    done = []
-    when = datetime.now(UTC).replace(microsecond=0)
-    for i, model in enumerate(settings.promotable_models):
-        status = registry_status(settings, model)
-        newest = status.versions[0] if status.versions else None
-        if (
-            newest is None
-            or not newest["blessed"]
-            or served_stable(settings, model) == newest["version"]
-        ):
-            continue
-        conf = json.dumps(
-            {"model_name": model, "version": newest["version"], "reason": "recops demo"}
-        )
-        when_i = (when + timedelta(seconds=i)).isoformat()
-        run_dag_test(settings, when_i, conf, dag_id="recsys_promote", show_progress=show_progress)
-        done.append(f"{model} v{newest['version']}")
-    return done

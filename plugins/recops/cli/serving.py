@@ -16,6 +16,7 @@ from recops.cli.common import (
     FIRST_RUN_HINT,
     NO_MODEL_HINT,
     PORT_HINT,
+    dataset_settings_or_exit,
     fail,
     load_settings,
     local_sqlite_missing,
@@ -36,7 +37,7 @@ __all__ = [
 ]
 
 
-def _recommend(settings: Settings, user_id: int, k: int) -> list[dict[str, Any]]:
+def _recommend(settings: Settings, user_id: str | int, k: int) -> list[dict[str, Any]]:
     """Online features → retrieval top-100 → ranker → top ``k`` (``recops.serving.recommend``)."""
     from recops.serving.recommend import RecommendConfig, recommend
 
@@ -46,25 +47,52 @@ def _recommend(settings: Settings, user_id: int, k: int) -> list[dict[str, Any]]
         fail(str(exc), exc.hint)
 
 
-def print_recommendations(settings: Settings, user_id: int, k: int, *, as_json: bool) -> None:
+#: Keys of a recommendation that are not the item's attributes.
+_REC_FIELDS = frozenset({"rank", "item_id", "score", "source", "ranker_score"})
+
+
+def _describe_item(rec: dict[str, Any], width: int = 60) -> str:
+    """The item's attributes in one short line (whatever the dataset declares)."""
+    shown = [str(v) for k, v in rec.items() if k not in _REC_FIELDS and v not in (None, "")]
+    return " · ".join(shown)[:width]
+
+
+def print_recommendations(settings: Settings, user_id: str | int, k: int, *, as_json: bool) -> None:
     """Print the top ``k`` for ``user_id`` as a table, or as JSON with ``as_json``."""
     recs = _recommend(settings, user_id, k)
     if as_json:
-        typer.echo(json.dumps({"user_id": user_id, "recommendations": recs}, indent=2))
+        typer.echo(
+            json.dumps(
+                {"dataset": settings.dataset, "user_id": user_id, "recommendations": recs},
+                indent=2,
+                default=str,
+            )
+        )
         return
     for rec in recs:
         typer.echo(
-            f"  {rec['rank']:>2}. [{rec['item_id']:>5}] {rec['title'][:60]:<60} {rec['score']:.4f}"
+            f"  {rec['rank']:>2}. {rec['score']:.4f}  [{rec['item_id']}] {_describe_item(rec)}"
         )
 
 
 def recommend(
-    user_id: Annotated[int, typer.Option("--user-id", help="User to recommend for.")],
+    user_id: Annotated[str, typer.Option("--user-id", help="The user's key, as your data has it.")],
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Dataset name; default: RECOPS_DATASET's."),
+    ] = None,
     k: Annotated[int, typer.Option("--k", help="How many items.", min=1, max=100)] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Top-K items for a user: online features from Feast, then the served model."""
-    print_recommendations(load_settings(), user_id, k, as_json=as_json)
+    """Top-K items for a user: online features from Feast, then the served models.
+
+    The key is taken as the dataset's users have it (a string such as ``c-000196``, or an
+    integer); an unknown user gets the cold-start list, never an error.
+    """
+    settings = load_settings()
+    if dataset:
+        settings = dataset_settings_or_exit(settings, dataset)
+    print_recommendations(settings, user_id, k, as_json=as_json)
 
 
 def collect_status(settings: Settings) -> dict[str, Any]:

@@ -1,24 +1,32 @@
 """Builders of the SavedModel variants: pruning, clustering, folded tables, distillation.
 
 Each builder takes the shared ``BuildContext`` (the trained model's folder, training rows,
-catalogue, staging folder) and exports ``model/`` under staging with the serving contract,
-returning a ``Built``. The TFLite builders (``recops.compression.tflite``) share the
-context and the training-feature helpers defined here.
+catalogue, the dataset's layout, staging folder) and exports ``model/`` under staging with
+the serving contract, returning a ``Built``. The TFLite builders
+(``recops.compression.tflite``) share the context and the training-feature helpers
+defined here. The features are the trained model's: the layout comes from the spec the
+training run was configured with (``training_layout``), and the model inputs are built
+by ``recops.training.inputs`` from the model's own spec.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from recops.compression.pruning import prune_model
-from recops.compression.records import VariantConfig
+from recops.compression.records import MissingInputError, VariantConfig
 from recops.config import RETRIEVAL_K
 from recops.training import make_dataset, seed_everything
+from recops.training.inputs import training_inputs
+
+if TYPE_CHECKING:
+    from recops.layout import Layout
 
 __all__ = [
     "BuildContext",
@@ -29,6 +37,7 @@ __all__ = [
     "build_tables",
     "training_dataset",
     "training_features",
+    "training_layout",
 ]
 
 log = logging.getLogger(__name__)
@@ -44,6 +53,7 @@ class BuildContext:
     items: dict[str, np.ndarray]
     logq: np.ndarray | None
     staging: Path
+    layout: Layout
 
 
 @dataclass
@@ -56,12 +66,28 @@ class Built:
     loss: float | None = None
 
 
-def training_features(ctx: BuildContext, spec: Any) -> dict[str, np.ndarray]:
-    """The model inputs of the training rows (indexed ids, features, logQ)."""
-    from recops_models.two_tower import model_inputs
+def training_layout(train_dir: Path, train_config: Mapping[str, Any]) -> Layout:
+    """The layout of the dataset a training run was configured with (its ``spec_uri``).
 
-    rows = ctx.rows
-    return dict(model_inputs(spec, {c: rows[c].to_numpy() for c in rows.columns}, ctx.logq))
+    Raises:
+        MissingInputError: If the run's stored config names no spec (a run from before
+            dataset specs; retrain it).
+        DataError: If the spec file is missing or invalid.
+    """
+    from recops.dataset_spec import load_spec
+    from recops.layout import layout_from_spec
+
+    spec_uri = train_config.get("spec_uri")
+    if not spec_uri:
+        raise MissingInputError(
+            f"training run {train_dir} has no spec_uri in its config.json; retrain it"
+        )
+    return layout_from_spec(load_spec(str(spec_uri)))
+
+
+def training_features(ctx: BuildContext, spec: Any) -> dict[str, np.ndarray]:
+    """The model inputs of the training rows (ids, features, logQ)."""
+    return training_inputs(spec, ctx.rows, ctx.logq)
 
 
 def training_dataset(ctx: BuildContext, spec: Any) -> Any:

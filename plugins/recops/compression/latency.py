@@ -20,11 +20,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from recops_models.tf_env import TF_ENV, tensorflow
 
-from recops.training import USER_COLUMNS, latest_rows, read_parquet_columns
+from recops.rank_signature import signature_request
+from recops.tables import read_entities
 
-__all__ = ["LATENCY_BATCHES", "load_memory", "make_runners", "measure_latency"]
+__all__ = [
+    "LATENCY_BATCHES",
+    "load_memory",
+    "make_runners",
+    "measure_latency",
+]
 
 log = logging.getLogger(__name__)
 
@@ -32,63 +39,49 @@ log = logging.getLogger(__name__)
 LATENCY_BATCHES = (1, 64)
 
 
-def _latency_inputs(users_uri: str, batch: int) -> dict[str, np.ndarray]:
-    users = latest_rows(read_parquet_columns(users_uri, USER_COLUMNS, "users"), "user_id")
-    rows = users.iloc[np.arange(batch) % len(users)]
-    return {
-        "user_id": rows["user_id"].to_numpy().astype(np.int64),
-        "age": rows["age"].to_numpy().astype(np.int64),
-        "gender": rows["gender"].to_numpy().astype(str),
-        "occupation": rows["occupation"].to_numpy().astype(str),
-    }
+def _latency_users(users_uri: str, spec: Any, batch: int) -> pd.DataFrame:
+    """``batch`` rows of the users table (cycled), with the model's user features."""
+    names = [f.name for f in spec.user_features]
+    users = read_entities(users_uri, "user_id", names, "users")
+    return users.iloc[np.arange(batch) % len(users)].reset_index(drop=True)
 
 
 def make_runners(
     rows: Sequence[Mapping[str, Any]], train_dir: Path, users_uri: str
 ) -> dict[str, dict[int, Callable[[], Any]]]:
     """Zero-argument callables per ok row and batch size: SavedModel ``serving_default``
-    for SavedModel rows, the TFLite interpreter for TFLite rows."""
-    tf = tensorflow()
+    for SavedModel rows, the TFLite interpreter for TFLite rows.
 
-    raw = {b: _latency_inputs(users_uri, b) for b in LATENCY_BATCHES}
-    tensors = {
-        b: {
-            "user_id": tf.constant(raw[b]["user_id"], tf.int64),
-            "age": tf.constant(raw[b]["age"], tf.int64),
-            "gender": tf.constant(raw[b]["gender"]),
-            "occupation": tf.constant(raw[b]["occupation"]),
-        }
-        for b in LATENCY_BATCHES
-    }
+    Requests are built from the users table's columns named by each signature's inputs
+    (the model's user features), so no feature is named here.
+    """
+    tf = tensorflow()
+    from recops_models.two_tower import TwoTowerSpec
+
+    spec = TwoTowerSpec.from_json((train_dir / "weights" / "spec.json").read_text())
+    users = {b: _latency_users(users_uri, spec, b) for b in LATENCY_BATCHES}
     runners: dict[str, dict[int, Callable[[], Any]]] = {}
-    spec = None
     for row in rows:
         if row["status"] != "ok":
             continue
         if row["serves"] == "saved_model":
             signature = tf.saved_model.load(row["model_dir"]).signatures["serving_default"]
             runners[row["name"]] = {
-                b: functools.partial(_call_signature, signature, tensors[b])
+                b: functools.partial(
+                    _call_signature, signature, signature_request(signature, users[b])
+                )
                 for b in LATENCY_BATCHES
             }
         elif row.get("tflite_uri"):
-            from recops_models.edge import TFLiteScorer
-            from recops_models.two_tower import TwoTowerSpec
+            from recops_models.edge import TFLiteScorer, edge_inputs
 
-            if spec is None:
-                spec = TwoTowerSpec.from_json((train_dir / "weights" / "spec.json").read_text())
             scorer = TFLiteScorer(Path(row["tflite_uri"]).read_bytes())
-            indexed = {
-                b: {
-                    "user_idx": spec.user_index(raw[b]["user_id"]),
-                    "gender_idx": spec.gender_index(raw[b]["gender"]),
-                    "occupation_idx": spec.occupation_index(raw[b]["occupation"]),
-                    "age": raw[b]["age"],
-                }
+            prepared = {
+                b: edge_inputs(spec, {c: users[b][c].to_numpy() for c in users[b].columns})
                 for b in LATENCY_BATCHES
             }
             runners[row["name"]] = {
-                b: functools.partial(scorer, indexed[b]) for b in LATENCY_BATCHES
+                b: functools.partial(scorer, prepared[b]) for b in LATENCY_BATCHES
             }
     return runners
 
@@ -143,9 +136,14 @@ tf.constant(1.0) + 1.0
 proc = psutil.Process()
 before = proc.memory_info().rss
 model = tf.saved_model.load(sys.argv[1])
-model.signatures["serving_default"](
-    user_id=tf.constant([1], tf.int64), age=tf.constant([30], tf.int64),
-    gender=tf.constant(["M"]), occupation=tf.constant(["other"]))
+serve = model.signatures["serving_default"]
+# One neutral value per input: an empty string, a missing number, user id 1.
+_, inputs = serve.structured_input_signature
+serve(**{
+    name: tf.constant([""]) if spec.dtype == tf.string
+    else tf.constant([1 if spec.dtype.is_integer else float("nan")], spec.dtype)
+    for name, spec in inputs.items()
+})
 after = proc.memory_info().rss
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"before": before, "after": after, "peak": peak}))

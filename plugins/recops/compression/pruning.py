@@ -19,6 +19,7 @@ from recops.training import (
     seed_everything,
     select_strategy,
 )
+from recops.training.inputs import training_inputs
 
 __all__ = ["prune_model"]
 
@@ -57,7 +58,7 @@ def prune_model(
     import tensorflow_model_optimization as tfmot
     import tf_keras
     from recops_models.compressors import copy_into_plain, pruning_schedule
-    from recops_models.two_tower import InBatchSoftmaxLoss, load_trained_model, model_inputs
+    from recops_models.two_tower import InBatchSoftmaxLoss, load_trained_model
 
     steps = len(rows) // batch_size
     schedule = pruning_schedule(steps * epochs, target_sparsity)
@@ -74,7 +75,7 @@ def prune_model(
             optimizer=tf_keras.optimizers.Adam(learning_rate=learning_rate),
             loss=InBatchSoftmaxLoss(),
         )
-    features = model_inputs(spec, {c: rows[c].to_numpy() for c in rows.columns}, logq)
+    features = training_inputs(spec, rows, logq)
     dataset = make_dataset(features, batch_size=batch_size, seed=seed)
     history = pruned.fit(
         dataset,

@@ -27,7 +27,13 @@ from recops.compression.records import (
     VariantResult,
     canonical,
 )
-from recops.training import RESULT_FILE, load_completed, prepare_output_dir, publish
+from recops.training import (
+    CONFIG_FILE,
+    RESULT_FILE,
+    load_completed,
+    prepare_output_dir,
+    publish,
+)
 
 __all__ = ["select_variant"]
 
@@ -74,9 +80,12 @@ def select_variant(config: SelectConfig) -> SelectResult:
 
     from recops.evaluation import EvalConfig, evaluate
 
+    # The dataset's positive and seen event types, as the variants were scored.
+    train_config = json.loads((train_dir / CONFIG_FILE).read_text())
     base_eval = evaluate(
         EvalConfig(model_dir=str(baseline_dir), split_uri=config.split_uri,
-                   users_uri=config.users_uri, k=QUALITY_K, split="test")
+                   users_uri=config.users_uri, spec_uri=str(train_config.get("spec_uri", "")),
+                   k=QUALITY_K, split="test")
     )  # fmt: skip
     base_params, base_nonzero = saved_model_params(baseline_dir)
     rows: list[dict[str, Any]] = [

@@ -3,8 +3,9 @@
 TFLite variants keep ``model_dir`` pointing at the float SavedModel (what TF Serving would
 run) and put the edge artifact in ``model.tflite``; their quality is measured through the
 TFLite interpreter with the same metrics code and protocol as
-``recops.evaluation.evaluate``. The TFLite function takes indexed ids (see
-``recops_models.edge``): hash tables do not convert.
+``recops.evaluation.evaluate``. The TFLite function takes indexed features (see
+``recops_models.edge``): string lookups do not convert, so the users' raw columns are
+indexed in Python first (``edge_features``), with the model's own vocabularies.
 """
 
 from __future__ import annotations
@@ -13,44 +14,55 @@ import shutil
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
-from recops.compression.builders import BuildContext, Built, training_dataset, training_features
-from recops.compression.records import QUALITY_K, TFLITE_FILE, VariantConfig
+from recops.compression.builders import BuildContext, Built, training_dataset
+from recops.compression.records import QUALITY_K, TFLITE_FILE
 from recops.config import RETRIEVAL_K
 from recops.errors import DataError
-from recops.training import (
-    SPLITS,
-    USER_COLUMNS,
-    latest_rows,
-    read_parquet_columns,
-    seed_everything,
-)
+from recops.splits import read_split
+from recops.tables import read_entities
+from recops.training import seed_everything
+from recops.training.inputs import item_tower_inputs
 
-__all__ = ["build_tflite"]
+__all__ = ["build_tflite", "edge_features"]
+
+
+def edge_features(spec: Any, users: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The TFLite function's inputs for ``users`` (``user_id`` and the user features).
+
+    Args:
+        spec: The model's ``TwoTowerSpec`` (vocabularies and statistics).
+        users: One row per request: ``user_id`` and the spec's user feature columns.
+
+    Returns:
+        Indexed arrays keyed by the TFLite signature's input names.
+    """
+    from recops_models.edge import edge_inputs
+
+    return dict(edge_inputs(spec, {str(c): users[c].to_numpy() for c in users.columns}))
 
 
 def _calibration_features(ctx: BuildContext, spec: Any) -> dict[str, np.ndarray]:
     """Indexed user features of training rows sampled for int8 calibration."""
-    features = training_features(ctx, spec)
-    n = len(features["user_idx"])
+    n = len(ctx.rows)
     rng = np.random.default_rng(ctx.config.seed)
     pick = np.sort(rng.choice(n, min(n, ctx.config.calibration_rows), replace=False))
-    return {
-        name: features[name][pick] for name in ("user_idx", "gender_idx", "occupation_idx", "age")
-    }
+    return edge_features(spec, ctx.rows.iloc[pick].reset_index(drop=True))
 
 
 def build_tflite(ctx: BuildContext, mode: str) -> Built:
     """Convert the user tower and catalogue to TFLite (``mode``: a PTQ mode or ``qat``).
 
-    ``qat`` fine-tunes the user tower's dense layers with quantization-aware training
-    first, then converts to int8.
+    The converted tower takes indexed inputs (``recops_models.edge.edge_user_tower``):
+    string lookups do not convert. ``qat`` fine-tunes the user tower's dense layers with
+    quantization-aware training first, then converts to int8.
     """
-    from recops_models.edge import convert_retrieval_tflite
+    from recops_models.edge import convert_retrieval_tflite, edge_user_tower
     from recops_models.two_tower import (
         candidate_embeddings,
+        embed_in_batches,
         load_trained_model,
-        towers_from_training_model,
     )
 
     seed_everything(ctx.config.seed)
@@ -68,16 +80,9 @@ def build_tflite(ctx: BuildContext, mode: str) -> Built:
         )
         # The fine-tune moved the (float) item tower too: re-embed the catalogue with it.
         item_ids = np.asarray(ctx.items["item_id"], np.int64)
-        vectors = item_tower(
-            {
-                "item_idx": spec.item_index(item_ids),
-                "genre_mask": np.asarray(ctx.items["genre_mask"], np.int64),
-                "release_year": np.asarray(ctx.items["release_year"], np.int64),
-            },
-            training=False,
-        ).numpy()
+        vectors = embed_in_batches(item_tower, item_tower_inputs(spec, ctx.items))
     else:
-        user_tower, _ = towers_from_training_model(model)
+        user_tower = edge_user_tower(model, spec)
         item_ids, vectors = candidate_embeddings(model, spec, ctx.items)
     calibration = _calibration_features(ctx, spec)
 
@@ -97,68 +102,68 @@ def build_tflite(ctx: BuildContext, mode: str) -> Built:
     shutil.copyfile(ctx.train_dir / "weights" / "spec.json", ctx.staging / "spec.json")
     # Full ranking needs every candidate's score: the same conversion with k = catalogue
     # (same weights, same calibration data, so the same quantization) is scored instead.
-    quality = _tflite_quality(convert(len(item_ids)), spec, item_ids, ctx.config)
+    quality = _tflite_quality(convert(len(item_ids)), spec, item_ids, ctx)
     return Built(tflite=blob, quality=quality, loss=loss)
 
 
-def _eval_ground_truth(
-    split_uri: str, users_uri: str, item_ids: np.ndarray
-) -> tuple[np.ndarray, Any, list[np.ndarray], list[np.ndarray]]:
-    """Test users, their profiles, ground-truth and seen candidate columns.
+def _test_split(split_uri: str) -> pd.DataFrame:
+    """The split, with the ``event_type`` column training writes (when present)."""
+    import pyarrow.parquet as pq
 
-    The same protocol as ``recops.evaluation.evaluate`` (test split; train and valid
-    items masked; relevant items missing from the catalogue count but are unreachable).
-
-    Raises:
-        DataError: On unknown split values or test users without a profile.
-    """
-    split = read_parquet_columns(split_uri, ("user_id", "item_id", "split"), "split")
-    unknown = set(split["split"].unique()) - set(SPLITS)
-    if unknown:
-        raise DataError(f"split {split_uri} has unknown split values {sorted(unknown)}")
-    target = split[split["split"] == "test"]
-    seen = split[split["split"].isin(("train", "valid"))]
-    users = latest_rows(read_parquet_columns(users_uri, USER_COLUMNS, "users"), "user_id")
-    eval_users = np.sort(target["user_id"].unique()).astype(np.int64)
-    profiles = users.set_index("user_id").reindex(eval_users)
-    if profiles["age"].isna().any():
-        raise DataError(f"users {users_uri} lacks rows for some test users")
-    column_of = {int(item): col for col, item in enumerate(item_ids.tolist())}
-
-    from recops.evaluation import columns_for
-
-    exclude = [cols[cols >= 0] for cols in columns_for(seen, eval_users, column_of)]
-    return eval_users, profiles, columns_for(target, eval_users, column_of), exclude
+    split = read_split(split_uri)
+    if "event_type" in pq.read_schema(split_uri).names:
+        types = pd.read_parquet(split_uri, columns=["event_type"])["event_type"]
+        split = split.assign(event_type=types.to_numpy())
+    return split
 
 
 def _tflite_quality(
-    blob: bytes, spec: Any, item_ids: np.ndarray, config: VariantConfig
+    blob: bytes, spec: Any, item_ids: np.ndarray, ctx: BuildContext
 ) -> tuple[float, float]:
-    """Recall@10 and NDCG@10 of a TFLite retrieval model that returns every candidate."""
-    from recops_models.edge import TFLiteScorer
-    from recops_models.metrics import ROW_BLOCK, ranking_metrics, top_k_items
+    """Recall@10 and NDCG@10 of a TFLite retrieval model that returns every candidate.
 
-    eval_users, profiles, truth, exclude = _eval_ground_truth(
-        config.split_uri, config.users_uri, item_ids
-    )
+    Scored by ``recops.evaluation.evaluate_scores``: the protocol of ``evaluate`` (test
+    split, train and valid items of the seen types masked, hits of the positive types).
+
+    Raises:
+        DataError: If test users lack a row in the users table.
+    """
+    from recops_models.edge import TFLiteScorer
+
+    from recops.evaluation import evaluate_scores
+
+    config = ctx.config
+    names = [f.name for f in spec.user_features]
+    users = read_entities(config.users_uri, "user_id", names, "users").set_index("user_id")
     scorer = TFLiteScorer(blob)
-    inputs = {
-        "user_idx": spec.user_index(eval_users),
-        "gender_idx": spec.gender_index(profiles["gender"].to_numpy().astype(str)),
-        "occupation_idx": spec.occupation_index(profiles["occupation"].to_numpy().astype(str)),
-        "age": profiles["age"].to_numpy().astype(np.int64),
-    }
-    column_of = {int(item): col for col, item in enumerate(item_ids.tolist())}
-    to_column = np.vectorize(column_of.__getitem__, otypes=[np.int64])
-    ranked = []
-    # A block of users at a time: the flatbuffer returns every candidate per user.
-    for start in range(0, eval_users.size, ROW_BLOCK):
-        rows = slice(start, start + ROW_BLOCK)
-        out = scorer({name: values[rows] for name, values in inputs.items()})
-        scores = np.full((len(out["item_ids"]), item_ids.size), -np.inf)
+    column_of = pd.Series(np.arange(item_ids.size), index=item_ids)
+
+    def score(block: np.ndarray) -> np.ndarray:
+        absent = np.setdiff1d(block, users.index.to_numpy(np.int64))
+        if absent.size:
+            raise DataError(
+                f"users {config.users_uri} lacks rows for test users {absent[:10].tolist()}"
+            )
+        profiles = users.reindex(block).rename_axis("user_id").reset_index()
+        out = scorer(edge_features(spec, profiles))
+        columns = column_of.reindex(np.asarray(out["item_ids"]).ravel()).to_numpy(np.int64)
+        scores = np.full((len(block), item_ids.size), -np.inf)
         np.put_along_axis(
-            scores, to_column(out["item_ids"]), out["scores"].astype(np.float64), axis=1
+            scores,
+            columns.reshape(np.shape(out["item_ids"])),
+            np.asarray(out["scores"], np.float64),
+            axis=1,
         )
-        ranked.append(top_k_items(scores, QUALITY_K, exclude[rows]))
-    metrics = ranking_metrics(np.concatenate(ranked), truth, QUALITY_K)
-    return metrics.recall, metrics.ndcg
+        return scores
+
+    result = evaluate_scores(
+        score,
+        split=_test_split(config.split_uri),
+        item_ids=item_ids,
+        k=QUALITY_K,
+        split_name="test",
+        name="tflite",
+        positive_types=ctx.layout.positive_types,
+        seen_types=ctx.layout.seen_types,
+    )
+    return result.recall_at_k, result.ndcg_at_k

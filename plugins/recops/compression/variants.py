@@ -56,6 +56,7 @@ from recops.compression.builders import (
     build_distill,
     build_prune,
     build_tables,
+    training_layout,
 )
 from recops.compression.footprint import directory_bytes, gzip_bytes, saved_model_params
 from recops.compression.records import (
@@ -72,13 +73,12 @@ from recops.io import SUCCESS_MARKER, atomic_write_text
 from recops.params import VARIANTS
 from recops.training import (
     CONFIG_FILE,
-    ITEM_COLUMNS,
     RESULT_FILE,
     item_log_probabilities,
-    latest_rows,
     load_completed,
     prepare_output_dir,
     publish,
+    read_items,
     read_parquet_columns,
     read_training_set,
     train_rows,
@@ -147,12 +147,11 @@ def compress_variant(config: VariantConfig) -> VariantResult:
     try:
         build = _builder(config.variant)
         train_config = json.loads((train_dir / CONFIG_FILE).read_text())
-        frame = read_training_set(config.training_set_uri)
+        layout = training_layout(train_dir, train_config)
+        frame = read_training_set(config.training_set_uri, layout)
         split = read_parquet_columns(config.split_uri, ("user_id", "item_id", "split"), "split")
         rows = train_rows(frame, split)
-        items = latest_rows(
-            read_parquet_columns(config.items_uri, ITEM_COLUMNS, "items"), "item_id"
-        )
+        items = read_items(config.items_uri, layout)
         logq = (
             item_log_probabilities(rows["item_id"].to_numpy())
             if train_config.get("logq_correction")
@@ -163,12 +162,18 @@ def compress_variant(config: VariantConfig) -> VariantResult:
             config=config,
             train_dir=train_dir,
             rows=rows,
-            items={c: items[c].to_numpy() for c in ("item_id", "genre_mask", "release_year")},
+            items={
+                name: items[name].to_numpy()
+                for name in ("item_id", *(f.name for f in layout.item_features))
+            },
             logq=logq,
+            layout=layout,
             staging=staging,
         )
         built = build(ctx)
-        result = _measure_built(config, built, staging, train_dir, serves, started)
+        result = _measure_built(
+            config, built, staging, train_dir, serves, started, str(train_config["spec_uri"])
+        )
     except Exception as exc:  # noqa: BLE001 - a failed variant is a result, not a crash
         log.warning("variant %s failed: %s", config.variant, exc, exc_info=True)
         shutil.rmtree(staging, ignore_errors=True)
@@ -195,6 +200,7 @@ def _measure_built(
     train_dir: Path,
     serves: str,
     started: float,
+    spec_uri: str,
 ) -> VariantResult:
     """Sizes, parameters and quality of a built variant (paths as they will be published)."""
     from recops.evaluation import EvalConfig, evaluate
@@ -210,6 +216,7 @@ def _measure_built(
                 model_dir=str(model_path),
                 split_uri=config.split_uri,
                 users_uri=config.users_uri,
+                spec_uri=spec_uri,
                 k=QUALITY_K,
                 split="test",
             )

@@ -1,23 +1,35 @@
-"""Getting data into the published layout: MovieLens-100K, a synthetic generator, or yours.
+"""Getting any dataset into the published layout: its spec, its files, then landing.
 
-The layout (daily interactions partitions, ``users.parquet``, ``items.parquet``) and its
-schema are described in ``recops.data.partitions`` and ``recops.validation.schema``; new
-days are staged for the nightly validate stage. Nothing heavy is imported here.
+A dataset spec (``recops.dataset_spec``) declares the files; the import checks them,
+converts them to the canonical layout (``recops.layout``), interns string keys and lands
+them: history bulk-validated and published, the last days staged for the nightly
+validate stage. Nothing heavy is imported here.
 
 - ``progress``: ``ProgressCallback``, the step reporter every ingestion step calls.
-- ``movielens``: the recbole wheel download and parsing ml-100k's RecBole files.
-- ``synthetic``: the deterministic synthetic generator with planted structure.
+- ``keys``: string keys to stable int64 ids (``intern``, ``lookup_ids``, ``lookup_keys``).
+- ``convert``: ``read_table`` and ``to_layout`` (the user's tables -> published tables).
+- ``spec_import``: ``import_dataset`` (a spec and its files, landed).
+- ``infer``: ``infer_spec``, a usable draft spec from the files.
+- ``movielens``: the recbole wheel download and ml-100k as the files its spec declares.
+- ``synthetic`` / ``shop``: deterministic generators with planted structure.
 - ``partitions``: partition and staging paths, idempotent parquet writes, ``publish``
   and ``land`` (bulk-validate the history, stage the last days).
-- ``ingest``: ``IngestConfig`` and ``ingest`` (fetch or generate, then land).
-- ``byod``: ``ImportConfig`` and ``import_tables`` (your tables through a column mapping).
+- ``ingest``: ``IngestConfig`` and ``ingest`` (MovieLens or a generator, then import).
 """
 
 from __future__ import annotations
 
-from recops.data.byod import ImportConfig, import_tables
+from recops.data.convert import read_table, to_layout
+from recops.data.infer import infer_spec
 from recops.data.ingest import IngestConfig, ingest
-from recops.data.movielens import ML100K_FILES, fetch_movielens, load_movielens
+from recops.data.keys import intern, lookup_ids, lookup_keys
+from recops.data.movielens import (
+    ML100K_FILES,
+    fetch_movielens,
+    load_movielens,
+    movielens_tables,
+    write_movielens_files,
+)
 from recops.data.partitions import (
     IngestResult,
     land,
@@ -31,44 +43,43 @@ from recops.data.partitions import (
     write_parquet_atomic,
 )
 from recops.data.progress import ProgressCallback
-from recops.data.synthetic import synthesize
+from recops.data.spec_import import import_dataset, import_frames
+from recops.data.synthetic import synthesize, synthetic_tables, write_synthetic
 from recops.errors import DataError
 from recops.io import sha256_file
-from recops.validation.schema import (
-    GENRES,
-    INTERACTION_COLUMNS,
-    ITEM_COLUMNS,
-    OCCUPATIONS,
-    USER_COLUMNS,
-    genre_mask,
-)
+from recops.layout import INTERACTION_COLUMNS
 
 __all__ = [
-    "GENRES",
     "INTERACTION_COLUMNS",
-    "ITEM_COLUMNS",
     "ML100K_FILES",
-    "OCCUPATIONS",
-    "USER_COLUMNS",
     "DataError",
-    "ImportConfig",
     "IngestConfig",
     "IngestResult",
     "ProgressCallback",
     "fetch_movielens",
-    "genre_mask",
-    "import_tables",
+    "import_dataset",
+    "import_frames",
+    "infer_spec",
     "ingest",
+    "intern",
     "land",
     "list_partitions",
     "list_staged",
     "load_movielens",
+    "lookup_ids",
+    "lookup_keys",
+    "movielens_tables",
     "normalise",
     "partition_path",
     "publish",
     "read_interactions",
+    "read_table",
     "sha256_file",
     "staged_path",
     "synthesize",
+    "synthetic_tables",
+    "to_layout",
+    "write_movielens_files",
     "write_parquet_atomic",
+    "write_synthetic",
 ]

@@ -1,8 +1,10 @@
-"""The ingest stage: fetch MovieLens-100K or generate synthetic data, then land it.
+"""The ingest stage: MovieLens-100K or a synthetic dataset, through its spec, landed.
 
-``ingest`` gets the three tables from the chosen source and hands them to
-``recops.data.partitions.land``, which bulk-validates and publishes the history and
-stages the last days for the nightly validate stage.
+``ingest`` writes the chosen source's files as its shipped spec declares them (ml-100k:
+``datasets/movielens-100k.yaml``; the generators: their mode's spec) under the cache and
+hands them to the generic importer (``recops.data.spec_import.import_dataset``), which
+checks them, converts them, bulk-validates and publishes the history and stages the last
+days for the nightly validate stage. The dataset lands in its spec's data folder.
 """
 
 from __future__ import annotations
@@ -10,14 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recops.config import Settings
-from recops.data.movielens import fetch_movielens, load_movielens
-from recops.data.partitions import IngestResult, land
+from recops.data.movielens import MOVIELENS_SPEC, fetch_movielens, write_movielens_files
+from recops.data.partitions import IngestResult
 from recops.data.progress import ProgressCallback, report_progress
-from recops.data.synthetic import synthesize
+from recops.data.spec_import import import_dataset
+from recops.data.synthetic import write_synthetic
 from recops.errors import DataError
 from recops.records import Record
 
-__all__ = ["IngestConfig", "ingest"]
+__all__ = ["SOURCES", "IngestConfig", "ingest"]
+
+#: Source -> synthetic mode (None: ml-100k itself).
+SOURCES: dict[str, str | None] = {"movielens": None, "synthetic": "movielens", "shop": "shop"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,8 +31,10 @@ class IngestConfig(Record):
     """What to ingest.
 
     Attributes:
-        source: ``movielens`` (ml-100k from the recbole wheel) or ``synthetic``.
-        synthetic_rows: Interactions to generate when ``source`` is ``synthetic``.
+        source: ``movielens`` (ml-100k from the recbole wheel), ``synthetic`` (generated,
+            shaped like MovieLens, landed as ``movielens-100k``) or ``shop`` (the
+            generator's e-commerce log, landed as ``shop-synthetic``).
+        synthetic_rows: Interactions to generate (``shop``: views).
         synthetic_users: Users to generate.
         synthetic_items: Items to generate.
         synthetic_days: Days the synthetic events span.
@@ -50,7 +58,7 @@ def ingest(
     *,
     progress: ProgressCallback | None = None,
 ) -> IngestResult:
-    """Fetch or generate data; publish the validated history and stage the last days.
+    """Fetch or generate a dataset's files; import them (history published, last days staged).
 
     Args:
         config: Which source to ingest.
@@ -66,27 +74,38 @@ def ingest(
         recops.errors.DataValidationError: The history fails the contract.
     """
     settings = settings or Settings.from_env()
-    if config.source == "movielens":
+    if config.source not in SOURCES:
+        known = "', '".join(SOURCES)
+        raise DataError(f"unknown source {config.source!r}; expected '{known}'")
+    mode = SOURCES[config.source]
+    if mode is None:
         raw_dir = fetch_movielens(settings, progress=progress)
         report_progress(progress, "parsing ml-100k", 0, 1)
-        tables = load_movielens(raw_dir)
+        files = write_movielens_files(raw_dir, settings.cache_dir / "ml-100k" / "files")
         report_progress(progress, "parsing ml-100k", 1, 1)
-    elif config.source == "synthetic":
-        step = f"generating {config.synthetic_rows:,} synthetic interactions"
-        report_progress(progress, step, 0, 1)
-        tables = synthesize(
-            rows=config.synthetic_rows,
-            users=config.synthetic_users,
-            items=config.synthetic_items,
-            days=config.synthetic_days,
-            seed=config.seed,
+        return import_dataset(
+            MOVIELENS_SPEC,
+            settings,
+            files=files,
+            source=config.source,
+            stage_last_days=config.stage_last_days,
+            progress=progress,
         )
-        report_progress(progress, step, 1, 1)
-    else:
-        raise DataError(f"unknown source {config.source!r}; expected 'movielens' or 'synthetic'")
-    return land(
+    step = f"generating {config.synthetic_rows:,} synthetic interactions"
+    report_progress(progress, step, 0, 1)
+    spec_path = write_synthetic(
+        settings.cache_dir / "synthetic" / mode,
+        mode=mode,
+        rows=config.synthetic_rows,
+        users=config.synthetic_users,
+        items=config.synthetic_items,
+        days=config.synthetic_days,
+        seed=config.seed,
+    )
+    report_progress(progress, step, 1, 1)
+    return import_dataset(
+        spec_path,
         settings,
-        *tables,
         source=config.source,
         stage_last_days=config.stage_last_days,
         progress=progress,

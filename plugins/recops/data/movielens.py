@@ -1,8 +1,13 @@
 """MovieLens-100K: the recbole wheel's copy of ml-100k, downloaded once and parsed.
 
 ``fetch_movielens`` downloads the recbole wheel (no dependencies) into the cache and
-extracts ml-100k's three RecBole files; ``load_movielens`` parses them into the published
-schema (``recops.validation.schema``).
+extracts ml-100k's three RecBole files. ``movielens_tables`` reads them as the files
+``datasets/movielens-100k.yaml`` declares (genres as ``"Action|Comedy"``), and
+``write_movielens_files`` writes those for the generic importer
+(``recops.data.spec_import``); ``load_movielens`` converts them to the published layout
+in memory, for benchmarks that need no landing.
+
+This is the one module that knows MovieLens' own columns.
 """
 
 from __future__ import annotations
@@ -17,14 +22,23 @@ from recops.config import RECBOLE_DATA_PREFIX, RECBOLE_SPEC, Settings
 from recops.data.progress import ProgressCallback, report_progress
 from recops.errors import DataError
 from recops.io import atomic_write_bytes
-from recops.validation.schema import genre_mask
+from recops.layout import SHIPPED_SPECS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ML100K_FILES", "fetch_movielens", "load_movielens"]
+__all__ = [
+    "ML100K_FILES",
+    "MOVIELENS_SPEC",
+    "fetch_movielens",
+    "load_movielens",
+    "movielens_tables",
+    "write_movielens_files",
+]
 
 ML100K_FILES: tuple[str, ...] = ("ml-100k.inter", "ml-100k.user", "ml-100k.item")
+#: The shipped spec the MovieLens files are written for.
+MOVIELENS_SPEC = SHIPPED_SPECS / "movielens-100k.yaml"
 
 
 def fetch_movielens(settings: Settings, *, progress: ProgressCallback | None = None) -> Path:
@@ -84,66 +98,82 @@ def _read_recbole(path: Path) -> pd.DataFrame:
     return frame
 
 
-def _to_int(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    import pandas as pd
-
-    values = pd.to_numeric(frame[column], errors="coerce")
-    bad = values.isna() | (values != values.round())
-    if bad.any():
-        sample = frame.loc[bad, column].head(3).tolist()
-        raise DataError(f"{path}: column {column!r} has non-integer values, e.g. {sample}")
-    return values.astype("int64")
+def _column(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    if column not in frame.columns:
+        raise DataError(f"{path}: missing column {column!r} (columns: {list(frame.columns)})")
+    return frame[column]
 
 
-def load_movielens(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Parse ml-100k's RecBole files into the published schema.
+def movielens_tables(raw_dir: Path) -> dict[str, pd.DataFrame]:
+    """ml-100k's RecBole files as the tables ``datasets/movielens-100k.yaml`` declares.
+
+    Values stay text, as in the files; the importer parses them as the spec declares.
+    Genres become ``"A|B"`` (RecBole separates them by spaces) and an unknown or
+    unreadable release year becomes 0, which the spec's range allows.
 
     Returns:
-        ``(interactions, users, items)`` frames.
+        ``events``, ``users`` and ``items`` frames.
 
     Raises:
-        DataError: A file is missing or a column holds non-integer values (the message
-            names the file and the column).
+        DataError: A file or a column is missing (named).
     """
     import pandas as pd
 
     inter_path, user_path, item_path = (raw_dir / n for n in ML100K_FILES)
     inter = _read_recbole(inter_path)
-    interactions = pd.DataFrame(
-        {
-            "user_id": _to_int(inter, "user_id", inter_path),
-            "item_id": _to_int(inter, "item_id", inter_path),
-            "rating": _to_int(inter, "rating", inter_path),
-            "event_timestamp": pd.to_datetime(
-                _to_int(inter, "timestamp", inter_path), unit="s", utc=True
-            ).astype("datetime64[us, UTC]"),
-        }
+    events = pd.DataFrame(
+        {c: _column(inter, c, inter_path) for c in ("user_id", "item_id", "rating", "timestamp")}
     )
-    # Profiles carry no time in ml-100k; they are valid from the day before the first
-    # event, so a point-in-time join finds them for every interaction and no earlier.
-    valid_from = interactions["event_timestamp"].min().normalize() - pd.Timedelta(days=1)
-
     usr = _read_recbole(user_path)
     users = pd.DataFrame(
-        {
-            "user_id": _to_int(usr, "user_id", user_path),
-            "age": _to_int(usr, "age", user_path),
-            "gender": usr["gender"].astype(str),
-            "occupation": usr["occupation"].astype(str),
-            "zip_code": usr["zip_code"].astype(str),
-            "event_timestamp": valid_from,
-        }
-    )
+        {c: _column(usr, c, user_path)
+         for c in ("user_id", "age", "gender", "occupation", "zip_code")}
+    )  # fmt: skip
     itm = _read_recbole(item_path)
-    year = pd.to_numeric(itm["release_year"], errors="coerce").fillna(0).astype("int64")
+    year = _column(itm, "release_year", item_path)
     items = pd.DataFrame(
         {
-            "item_id": _to_int(itm, "item_id", item_path),
-            "title": itm["movie_title"].astype(str),
-            "release_year": year,
-            "genre_mask": [genre_mask(c.split(" ")) for c in itm["class"]],
-            "event_timestamp": valid_from,
+            "item_id": _column(itm, "item_id", item_path),
+            "title": _column(itm, "movie_title", item_path),
+            # RecBole's file writes an unknown year as "", "unkonwn" or "V": all become 0.
+            "release_year": year.where(pd.to_numeric(year, errors="coerce").notna(), "0"),
+            "genres": ["|".join(c.split()) for c in _column(itm, "class", item_path)],
         }
     )
-    items["genre_mask"] = items["genre_mask"].astype("int64")
-    return interactions, users, items
+    return {"events": events, "users": users, "items": items}
+
+
+def write_movielens_files(raw_dir: Path, out_dir: Path) -> dict[str, Path]:
+    """Write ml-100k as the parquet files ``MOVIELENS_SPEC`` declares, for the importer.
+
+    Returns:
+        The files by table (``events``, ``users``, ``items``).
+    """
+    from recops.data.partitions import write_parquet_atomic
+
+    paths = {name: out_dir / f"{name}.parquet" for name in ("events", "users", "items")}
+    for name, frame in movielens_tables(raw_dir).items():
+        write_parquet_atomic(frame, paths[name])
+    return paths
+
+
+def load_movielens(raw_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """ml-100k in the published layout, in memory (checked against its spec, not landed).
+
+    Returns:
+        ``(interactions, users, items)`` frames.
+
+    Raises:
+        DataError: A file is missing, or a column does not fit the spec (the message
+            names the spec field, the file and the column).
+    """
+    from recops.data.convert import to_layout
+    from recops.dataset_check import check_columns
+    from recops.dataset_spec import load_spec
+
+    spec = load_spec(MOVIELENS_SPEC)
+    frames = movielens_tables(raw_dir)
+    names = dict(zip(("events", "users", "items"), ML100K_FILES, strict=True))
+    check_columns(spec, frames, sources=names)
+    converted = to_layout(spec, frames)
+    return converted.interactions, converted.users, converted.items

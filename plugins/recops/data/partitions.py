@@ -2,12 +2,14 @@
 
 The published layout under ``RECOPS_HOME/data`` is what every later stage reads:
 
-- ``interactions/date=YYYY-MM-DD/part-0.parquet``: ``user_id`` int64, ``item_id`` int64,
-  ``rating`` int64 (1..5), ``event_timestamp`` timestamp[us, UTC]; one folder per UTC day.
-- ``users.parquet``: ``user_id``, ``age``, ``gender`` ("M"/"F"), ``occupation``,
-  ``zip_code``, ``event_timestamp`` (when the profile became valid).
-- ``items.parquet``: ``item_id``, ``title``, ``release_year`` (0 = unknown),
-  ``genre_mask`` (bit g = genre ``GENRES[g]``), ``event_timestamp``.
+- ``interactions/date=YYYY-MM-DD/part-0.parquet``: ``recops.layout.INTERACTION_COLUMNS``
+  (``user_id``, ``item_id``, ``event_timestamp`` UTC, ``event_type``, ``weight``); one
+  folder per UTC day.
+- ``users.parquet``: ``user_id``, one column per user attribute of the dataset's spec,
+  ``event_timestamp`` (when the profile became valid).
+- ``items.parquet``: ``item_id``, the item attributes, ``event_timestamp``.
+
+``recops.layout`` describes the columns and their dtypes.
 
 New days land in ``staging/date=YYYY-MM-DD/part-0.parquet``; the nightly validate stage
 checks each against the data contract and publishes or quarantines it
@@ -30,21 +32,19 @@ from recops.config import Settings
 from recops.data.progress import ProgressCallback, report_progress
 from recops.errors import DataError
 from recops.io import write_if_changed
+from recops.layout import INTERACTION_COLUMNS
 from recops.records import Record
 from recops.validation.contract import ContractConfig
 from recops.validation.quarantine import remove_empty_dir
-from recops.validation.schema import (
-    INTERACTION_COLUMNS,
-    ITEM_COLUMNS,
-    PARTITION_FILE,
-    USER_COLUMNS,
-)
 from recops.validation.validate import validate_history
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from recops.dataset_spec import DatasetSpec
+
 __all__ = [
+    "PARTITION_FILE",
     "IngestResult",
     "land",
     "list_partitions",
@@ -57,6 +57,10 @@ __all__ = [
     "staged_path",
     "write_parquet_atomic",
 ]
+
+
+#: The one file of a daily partition.
+PARTITION_FILE = "part-0.parquet"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,8 +179,8 @@ def publish(
         if stale not in wanted:
             stale.unlink()
             stale.parent.rmdir()
-    write_parquet_atomic(users[list(USER_COLUMNS)].reset_index(drop=True), settings.users_path)
-    write_parquet_atomic(items[list(ITEM_COLUMNS)].reset_index(drop=True), settings.items_path)
+    write_parquet_atomic(users.reset_index(drop=True), settings.users_path)
+    write_parquet_atomic(items.reset_index(drop=True), settings.items_path)
     report_progress(progress, "publishing daily partitions", n_days, n_days)
     ordered = sorted(p for p in wanted if p.is_file())
     return IngestResult(
@@ -221,6 +225,7 @@ def land(
     source: str,
     stage_last_days: int = 1,
     progress: ProgressCallback | None = None,
+    spec: DatasetSpec | Path | None = None,
 ) -> IngestResult:
     """Bulk-validate and publish the history; put the last ``stage_last_days`` days in staging.
 
@@ -231,13 +236,19 @@ def land(
     quarantines them. A staged day whose published copy already holds the same bytes (it
     was validated and published before) is not staged again, so landing twice is a no-op.
 
+    The tables are in the published layout of ``spec`` (default: the settings' dataset's
+    spec, ``recops.layout.spec_path``), whose contract validates the history.
+
     Raises:
         DataError: ``stage_last_days`` is negative.
         recops.validation.DataValidationError: The history fails the contract; nothing is
             published or staged.
     """
+    from recops.layout import spec_path
+
     if stage_last_days < 0:
         raise DataError(f"stage_last_days={stage_last_days} must be >= 0")
+    contract_spec = spec if spec is not None else spec_path(settings)
     settings.ensure_dirs()
     users, items, interactions = normalise(users, items, interactions)
     day_of = interactions["event_timestamp"].dt.strftime("%Y-%m-%d")
@@ -252,11 +263,12 @@ def land(
         report_progress(progress, "validating the history (Great Expectations)", 0, 1)
         checked = validate_history(
             history,
-            users[list(USER_COLUMNS)],
-            items[list(ITEM_COLUMNS)],
+            users,
+            items,
             report_dir=settings.data_dir / "reports" / f"history-{source}",
             contract=ContractConfig(),
             label=f"{source} history ({len(days) - n_stage} days)",
+            spec=contract_spec,
         )
         report_uri = checked.report_uri
         report_progress(progress, "validating the history (Great Expectations)", 1, 1)

@@ -3,9 +3,12 @@
 Submodules, one concern each:
 
 - ``feast_repo``: the repo on disk (which yaml, rolling source paths, the pinned
-  environment), ``open_store`` and the ``feast ui`` command line.
+  environment: one Feast project per dataset), ``open_store`` and the ``feast ui``
+  command line.
 - ``rolling``: the daily ``user_activity`` / ``item_popularity`` snapshots and their
-  manifest (incremental, byte-identical on reruns).
+  manifest (incremental, byte-identical on reruns), the same for every dataset.
+- ``definitions``: the Feast objects generated from the dataset's layout (one profile
+  field per spec attribute), which ``feature_repo/recops_features.py`` binds.
 - ``store``: ``feast apply``, ordered incremental materialization (an older interval
   never overwrites newer values), online reads and the online store dump.
 - ``training_sets``: point-in-time joins with ``get_historical_features`` and the
@@ -16,9 +19,17 @@ Submodules, one concern each:
 from __future__ import annotations
 
 from recops.features.build import FeaturesConfig, FeaturesResult, build_features
+from recops.features.definitions import (
+    PROFILE_VIEWS,
+    FeastDefinitions,
+    feast_definitions,
+)
 from recops.features.feast_repo import (
+    RANKING_SERVICE,
+    RETRIEVAL_SERVICE,
     ROLLING_VIEWS,
     FeatureRepoError,
+    feast_env,
     feast_ui_command,
     open_store,
     recops_home_env,
@@ -27,6 +38,8 @@ from recops.features.feast_repo import (
 )
 from recops.features.rolling import (
     LONG_WINDOW_DAYS,
+    ROLLING_COUNTS,
+    ROLLING_FEATURES,
     ROLLING_VERSION,
     SHORT_WINDOW_DAYS,
     RollingConfig,
@@ -46,15 +59,23 @@ from recops.features.store import (
 from recops.features.training_sets import (
     PointInTimeJoinError,
     finish_ranking_set,
+    finish_training_set,
     point_in_time_join,
+    ranking_set_columns,
 )
 
 __all__ = [
     "EPOCH",
     "LONG_WINDOW_DAYS",
+    "PROFILE_VIEWS",
+    "RANKING_SERVICE",
+    "RETRIEVAL_SERVICE",
+    "ROLLING_COUNTS",
+    "ROLLING_FEATURES",
     "ROLLING_VERSION",
     "ROLLING_VIEWS",
     "SHORT_WINDOW_DAYS",
+    "FeastDefinitions",
     "FeatureRepoError",
     "FeaturesConfig",
     "FeaturesResult",
@@ -67,13 +88,17 @@ __all__ = [
     "build_features",
     "compute_rolling_features",
     "dump_online_store",
+    "feast_definitions",
+    "feast_env",
     "feast_ui_command",
     "finish_ranking_set",
+    "finish_training_set",
     "materialize",
     "online_features",
     "online_user_features",
     "open_store",
     "point_in_time_join",
+    "ranking_set_columns",
     "recops_home_env",
     "rolling_source_path",
     "yaml_path",

@@ -12,14 +12,16 @@ import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recops.config import Settings
-from recops.data import list_partitions, read_interactions
 from recops.errors import DataError
-from recops.features.feast_repo import recops_home_env
+from recops.features.definitions import PROFILE_VIEWS
+from recops.features.feast_repo import RANKING_SERVICE, RETRIEVAL_SERVICE, recops_home_env
 from recops.features.rolling import RollingConfig, compute_rolling_features
 from recops.features.store import apply_repo, materialize
 from recops.features.training_sets import (
+    arrow_schema,
     as_of_snapshot,
     features_fingerprint,
     write_parquet,
@@ -27,6 +29,12 @@ from recops.features.training_sets import (
 )
 from recops.io import SUCCESS_MARKER, publish_dir, sha256_file, staging_dir
 from recops.records import Record
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureStore
+
+    from recops.layout import Layout
 
 __all__ = ["FeaturesConfig", "FeaturesResult", "build_features"]
 
@@ -49,8 +57,8 @@ class FeaturesConfig(Record):
     interval_start: datetime
     interval_end: datetime
     output_dir: str
-    feature_service: str = "retrieval_v1"
-    ranking_service: str = "ranking_v1"
+    feature_service: str = RETRIEVAL_SERVICE
+    ranking_service: str = RANKING_SERVICE
     materialize: bool = True
 
 
@@ -76,6 +84,34 @@ class FeaturesResult(Record):
     rolling: dict[str, str] = field(default_factory=dict)
 
 
+def _profile_snapshot(
+    store: FeatureStore, path: Path, layout: Layout, key: str, as_of: datetime
+) -> pd.DataFrame:
+    """Every entity's profile as of ``as_of``, in the published table's columns.
+
+    One row per entity whose profile is valid at ``as_of`` (valid-from at or before it),
+    read through the profile view so it equals what the point-in-time join gives; the
+    attributes keep their published dtypes, nulls included.
+    """
+    import pandas as pd
+
+    from recops.features.training_sets import finish_training_set
+
+    features = layout.user_features if key == "user_id" else layout.item_features
+    table = pd.read_parquet(path, columns=[key, "event_timestamp"])
+    valid = table.groupby(key)["event_timestamp"].min()
+    keys = valid[valid <= pd.Timestamp(as_of)].index.to_frame(index=False).astype({key: "int64"})
+    refs = [f"{PROFILE_VIEWS[key]}:{f.name}" for f in features]
+    if refs:
+        snap = as_of_snapshot(store, keys, refs, as_of)
+    else:
+        snap = keys.sort_values(key).reset_index(drop=True)
+        snap["event_timestamp"] = as_of
+    snap = finish_training_set(snap, layout)
+    columns = layout.user_columns if key == "user_id" else layout.item_columns
+    return snap[list(columns)]
+
+
 def build_features(config: FeaturesConfig, settings: Settings | None = None) -> FeaturesResult:
     """Compute rolling features, apply the repo, materialize, and build both training sets.
 
@@ -93,7 +129,12 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
     """
     import pandas as pd
 
+    # recops.data pulls in the layout (numpy); the features package stays light to import.
+    from recops.data import list_partitions, read_interactions
+    from recops.layout import INTERACTION_COLUMNS, active_layout
+
     settings = settings or Settings.from_env()
+    layout = active_layout(settings)
     as_of = config.interval_end.astimezone(UTC)
     last_day = (as_of - timedelta(microseconds=1)).date()
     partitions = list_partitions(settings, until=(last_day + timedelta(days=1)).isoformat())
@@ -119,28 +160,26 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
         if previous.get("fingerprint") == fingerprint:
             return FeaturesResult.from_dict({**previous, "materialized": materialized})
 
-    # Entity rows are small (four numbers each); the joined sets are not, so they are
+    # Entity rows are small (the five interaction columns); the joined sets are not, so they are
     # joined and written a slice of rows at a time (see TRAINING_SET_CHUNK_ROWS).
     entity_df = read_interactions(partitions)
-    entity_df = entity_df[entity_df["event_timestamp"] < pd.Timestamp(as_of)]
+    lacking = [c for c in INTERACTION_COLUMNS if c not in entity_df.columns]
+    if lacking:
+        raise DataError(
+            f"interactions partitions in {settings.interactions_dir} lack the columns "
+            f"{lacking} of the published layout (they hold {list(entity_df.columns)})\n"
+            "hint: re-import the dataset with `recops data import --spec FILE`"
+        )
+    # Exactly the layout's columns, so the sets' columns are the layout's too.
+    entity_df = entity_df.loc[
+        entity_df["event_timestamp"] < pd.Timestamp(as_of), list(INTERACTION_COLUMNS)
+    ]
     order = ["event_timestamp", "user_id", "item_id"]
     entity_df = entity_df.sort_values(order, kind="stable").reset_index(drop=True)
 
-    users = pd.read_parquet(settings.users_path, columns=["user_id"])
-    items = pd.read_parquet(settings.items_path, columns=["item_id"])
     with recops_home_env(settings):
-        users_snap = as_of_snapshot(
-            store,
-            users,
-            ["user_profile:age", "user_profile:gender", "user_profile:occupation"],
-            as_of,
-        )
-        items_snap = as_of_snapshot(
-            store, items, ["item_profile:release_year", "item_profile:genre_mask"], as_of
-        )
-    # Snapshots keep only rows valid at the as-of time, with the published dtypes.
-    users_snap = users_snap.dropna().astype({"age": "int64"})
-    items_snap = items_snap.dropna().astype({"release_year": "int64", "genre_mask": "int64"})
+        users_snap = _profile_snapshot(store, settings.users_path, layout, "user_id", as_of)
+        items_snap = _profile_snapshot(store, settings.items_path, layout, "item_id", as_of)
 
     # Nothing half-written survives a failed join (or a killed task's retry): the folder
     # is built beside ``out`` and replaces it in one rename, marker included.
@@ -150,11 +189,12 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
             settings,
             entity_df,
             tmp,
+            layout=layout,
             feature_service=config.feature_service,
             ranking_service=config.ranking_service,
         )
-        write_parquet(users_snap, tmp / "users.parquet")
-        write_parquet(items_snap, tmp / "items.parquet")
+        for name, snap in (("users.parquet", users_snap), ("items.parquet", items_snap)):
+            write_parquet(snap, tmp / name, schema=arrow_schema(list(snap.columns), layout))
         ranking_written = bool(config.ranking_service)
         result = FeaturesResult(
             training_set_uri=str(out / "training_set.parquet"),

@@ -2,9 +2,10 @@
 
 ``feature_repo/`` holds the definitions and one ``feature_store*.yaml`` per online store;
 this module picks the yaml the settings select, pins the variables the yaml and the
-definitions expand (``RECOPS_HOME``, ``RECOPS_REDIS_URL``), and opens a ``FeatureStore``
-on it. It is the leaf of the features package: the definitions themselves import
-``rolling_source_path`` from here (through the package), so it imports nothing heavy.
+definitions expand (``feast_env``), and opens a ``FeatureStore`` on it. Every dataset is
+its own Feast project (``Settings.feast_project``) with its registry and SQLite online
+store under ``Settings.feast_dir``, so datasets side by side never share a view. It is
+the leaf of the features package, so it imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -23,10 +24,13 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 __all__ = [
-    "PROJECT",
+    "RANKING_SERVICE",
+    "RETRIEVAL_SERVICE",
     "ROLLING_VIEWS",
     "FeatureRepoError",
+    "feast_env",
     "feast_ui_command",
+    "registry_path",
     "open_store",
     "recops_home_env",
     "rolling_source_path",
@@ -34,8 +38,10 @@ __all__ = [
     "yaml_path",
 ]
 
-#: The Feast project every feature_store*.yaml names.
-PROJECT = "recops"
+#: The feature service the retrieval model pins (every dataset's project defines it).
+RETRIEVAL_SERVICE = "retrieval_v1"
+#: The feature service of the ranking set: the profiles plus the rolling views.
+RANKING_SERVICE = "ranking_v1"
 #: The feature views whose offline sources ``compute_rolling_features`` writes.
 ROLLING_VIEWS: tuple[str, ...] = ("user_activity", "item_popularity")
 
@@ -71,14 +77,35 @@ def sqlite_path(settings: Settings) -> Path:
     return settings.feast_dir / "online_store.db"
 
 
+def registry_path(settings: Settings) -> Path:
+    """The file registry of the embedded profile (what ``feature_store.yaml`` names)."""
+    return settings.feast_dir / "registry.db"
+
+
+def feast_env(settings: Settings) -> dict[str, str]:
+    """The variables the repo's yaml and definitions expand, for ``settings``.
+
+    ``RECOPS_HOME`` and ``RECOPS_DATASET`` let the definitions find the dataset's spec
+    and tables; ``RECOPS_FEAST_PROJECT`` and ``RECOPS_FEAST_DIR`` name its project and
+    folder in the yaml (derived here, so the yaml needs no string manipulation).
+    """
+    return {
+        "RECOPS_HOME": str(settings.home),
+        "RECOPS_DATASET": settings.dataset,
+        "RECOPS_FEAST_PROJECT": settings.feast_project,
+        "RECOPS_FEAST_DIR": str(settings.feast_dir),
+        "RECOPS_REDIS_URL": settings.redis_url,
+    }
+
+
 @contextlib.contextmanager
 def recops_home_env(settings: Settings) -> Iterator[None]:
-    """Pin ``RECOPS_HOME`` and ``RECOPS_REDIS_URL`` to ``settings`` for the block.
+    """Pin the variables of ``feast_env(settings)`` for the block.
 
     feature_store*.yaml and the definitions read these variables; whatever the process
     environment held before is put back afterwards.
     """
-    wanted = {"RECOPS_HOME": str(settings.home), "RECOPS_REDIS_URL": settings.redis_url}
+    wanted = feast_env(settings)
     old = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     try:
@@ -94,8 +121,8 @@ def recops_home_env(settings: Settings) -> Iterator[None]:
 def open_store(settings: Settings) -> FeatureStore:
     """A ``FeatureStore`` on the repo, with the online store ``settings`` selects.
 
-    The yaml is expanded with the settings' ``RECOPS_HOME`` and ``RECOPS_REDIS_URL``,
-    whatever the process environment says.
+    The yaml is expanded with ``feast_env(settings)``, whatever the process environment
+    says.
 
     Raises:
         FeatureRepoError: The repo's yaml is missing.
@@ -113,7 +140,7 @@ def feast_ui_command(settings: Settings, port: int) -> tuple[list[str], dict[str
     """The ``feast ui`` command line and environment for the repo ``settings`` selects.
 
     Args:
-        settings: Deployment settings (the repo, RECOPS_HOME, the online store).
+        settings: Deployment settings (the repo, the dataset, the online store).
         port: Port for the UI on 127.0.0.1.
 
     Returns:
@@ -123,14 +150,15 @@ def feast_ui_command(settings: Settings, port: int) -> tuple[list[str], dict[str
     Raises:
         FeatureRepoError: No features were built yet (the Feast registry is missing).
     """
-    registry = settings.home / "feast" / "registry.db"
+    registry = registry_path(settings)
     if settings.profile != "scale" and not registry.is_file():
         raise FeatureRepoError(
-            f"no Feast registry at {registry}: run the nightly (`recops demo`) first"
+            f"no Feast registry for dataset {settings.dataset!r} at {registry}: run its "
+            f"nightly first (`recops run --dataset {settings.dataset}`, or `recops demo`)"
         )
     feast = Path(sys.executable).parent / "feast"
     argv = [
         str(feast), "-c", str(settings.feature_repo), "-f", str(yaml_path(settings)),
         "ui", "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
-    return argv, {"RECOPS_HOME": str(settings.home), "RECOPS_REDIS_URL": settings.redis_url}
+    return argv, feast_env(settings)

@@ -5,6 +5,11 @@ stamped at the end of that day: an interaction at time ``t`` can only join a sna
 stamped at or before ``t``, which holds events from before the start of ``t``'s day, so a
 label never sees itself. A manifest beside the sources records how far they reach and the
 hash of every partition they read, so a call recomputes only what is new or changed.
+
+The features are the same for every dataset, since they read only the canonical
+interaction columns: how many events an entity had in the last 7 and 30 days, and the
+mean ``weight`` of its last 30 days' events (the explicit value, such as a rating, when
+the spec has one; else the event type's weight, so purchases count more than views).
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.config import Settings
-from recops.data import GENRES, list_partitions, read_interactions
 from recops.features.feast_repo import ROLLING_VIEWS, rolling_source_path
 from recops.io import atomic_write_text, sha256_file, write_if_changed
 from recops.records import Record
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "LONG_WINDOW_DAYS",
+    "ROLLING_COUNTS",
+    "ROLLING_FEATURES",
     "ROLLING_VERSION",
     "SHORT_WINDOW_DAYS",
     "RollingConfig",
@@ -37,10 +43,22 @@ __all__ = [
 ]
 
 #: Bumped whenever the rolling computation changes, so cached outputs are rebuilt.
-ROLLING_VERSION = "1"
+#: 2: the same features for every dataset, from the canonical ``weight``.
+ROLLING_VERSION = "2"
 #: The rolling windows, in days; a snapshot for day D covers days D-w+1 .. D.
 SHORT_WINDOW_DAYS = 7
 LONG_WINDOW_DAYS = 30
+#: Each rolling view's features, in source column order (after the key and the stamp).
+ROLLING_FEATURES: dict[str, tuple[str, ...]] = {
+    "user_activity": ("user_events_7d", "user_events_30d", "user_weight_mean_30d"),
+    "item_popularity": ("item_events_7d", "item_events_30d", "item_weight_mean_30d"),
+}
+#: The event counts (int64; 0 means no events in the window); the means are float64 and
+#: NaN without events, since a mean of nothing is undefined.
+ROLLING_COUNTS: frozenset[str] = frozenset(
+    name for names in ROLLING_FEATURES.values() for name in names if "_events_" in name
+)
+_KEYS = {"user_activity": "user_id", "item_popularity": "item_id"}
 _MANIFEST = "_manifest.json"
 
 
@@ -80,26 +98,29 @@ def _day(ts: datetime) -> datetime:
     return datetime(ts.year, ts.month, ts.day, tzinfo=UTC)
 
 
-def _windows(counts: np.ndarray, width: int) -> np.ndarray:
-    """Trailing sums over ``width`` days along axis 1 (``counts[:, d]`` = day ``d``)."""
+def _windows(daily: np.ndarray, width: int) -> np.ndarray:
+    """Trailing sums over ``width`` days along axis 1 (``daily[:, d]`` = day ``d``).
+
+    Summed day by day in a fixed order (newest first) rather than as differences of a
+    cumulative sum: float weights then round the same whatever day the grid starts on,
+    so sources built in one step or incrementally are byte-identical.
+    """
     import numpy as np
 
-    pad = np.zeros((counts.shape[0], 1) + counts.shape[2:], dtype=counts.dtype)
-    cs = np.concatenate([pad, counts.cumsum(axis=1)], axis=1)
-    days = np.arange(counts.shape[1])
-    sums: np.ndarray = cs[:, days + 1] - cs[:, np.maximum(days + 1 - width, 0)]
+    sums = np.zeros_like(daily)
+    for offset in range(min(width, daily.shape[1])):
+        sums[:, offset:] += daily[:, : daily.shape[1] - offset]
     return sums
 
 
 def _rolling_table(
     events: pd.DataFrame,
-    key: str,
+    view: str,
     grid_start: datetime,
     emit_from: datetime,
     emit_to: datetime,
-    genres: bool,
 ) -> pa.Table:
-    """Snapshots for the days ``[emit_from, emit_to)``, from events since ``grid_start``.
+    """Snapshots of ``view`` for the days ``[emit_from, emit_to)`` from events since ``grid_start``.
 
     An entity gets a row for day D while it had events in the 30 days up to D, and once
     more on the first day that window is empty, so a join inside the TTL reads zeros and
@@ -108,17 +129,19 @@ def _rolling_table(
     import numpy as np
     import pyarrow as pa
 
+    key = _KEYS[view]
+    short_name, long_name, mean_name = ROLLING_FEATURES[view]
     n_days = (emit_to - grid_start).days
     first = (emit_from - grid_start).days
     day_idx = ((events["event_timestamp"] - grid_start).dt.days).to_numpy()
     keys, inv = np.unique(events[key].to_numpy(), return_inverse=True)
     counts = np.zeros((len(keys), n_days), dtype=np.int64)
-    ratings = np.zeros((len(keys), n_days), dtype=np.int64)
+    weights = np.zeros((len(keys), n_days), dtype=np.float64)
     np.add.at(counts, (inv, day_idx), 1)
-    np.add.at(ratings, (inv, day_idx), events["rating"].to_numpy())
+    np.add.at(weights, (inv, day_idx), events["weight"].to_numpy(dtype=np.float64))
     short = _windows(counts, SHORT_WINDOW_DAYS)
     long = _windows(counts, LONG_WINDOW_DAYS)
-    rsum = _windows(ratings, LONG_WINDOW_DAYS)
+    wsum = _windows(weights, LONG_WINDOW_DAYS)
     prev = np.concatenate([np.zeros((len(keys), 1), dtype=np.int64), long[:, :-1]], axis=1)
     emit = (long > 0) | (prev > 0)
     emit[:, :first] = False
@@ -129,44 +152,29 @@ def _rolling_table(
     )
     n_long = long[k_idx, d_idx]
     with np.errstate(invalid="ignore", divide="ignore"):
-        mean = np.where(n_long > 0, rsum[k_idx, d_idx] / np.maximum(n_long, 1), np.nan)
-    prefix = "user" if key == "user_id" else "item"
-    columns: dict[str, pa.Array] = {
-        key: pa.array(keys[k_idx].astype(np.int64)),
-        "event_timestamp": pa.array(stamps, type=pa.timestamp("us", tz="UTC")),
-        f"{prefix}_events_7d": pa.array(short[k_idx, d_idx]),
-        f"{prefix}_events_30d": pa.array(n_long),
-        f"{prefix}_mean_rating_30d": pa.array(mean, from_pandas=True),
-    }
-    if genres:
-        masks = events["genre_mask"].to_numpy().astype(np.int64)
-        g_counts = np.zeros((len(keys), n_days, len(GENRES)), dtype=np.int64)
-        for g in range(len(GENRES)):
-            sel = (masks >> g) & 1 == 1
-            np.add.at(g_counts[:, :, g], (inv[sel], day_idx[sel]), 1)
-        g_long = _windows(g_counts, LONG_WINDOW_DAYS)[k_idx, d_idx]
-        # argmax takes the lowest genre index on ties, so the choice is deterministic.
-        top = np.where(n_long > 0, g_long.argmax(axis=1), -1)
-        top_share = np.where(n_long > 0, g_long.max(axis=1) / np.maximum(n_long, 1), 0.0)
-        columns["user_top_genre_30d"] = pa.array(top.astype(np.int64))
-        columns["user_top_genre_share_30d"] = pa.array(top_share.astype(np.float64))
-    return pa.table(columns)
+        mean = np.where(n_long > 0, wsum[k_idx, d_idx] / np.maximum(n_long, 1), np.nan)
+    return pa.table(
+        {
+            key: pa.array(keys[k_idx].astype(np.int64)),
+            "event_timestamp": pa.array(stamps, type=pa.timestamp("us", tz="UTC")),
+            short_name: pa.array(short[k_idx, d_idx]),
+            long_name: pa.array(n_long),
+            mean_name: pa.array(mean, from_pandas=True),
+        }
+    )
 
 
 def _empty_rolling(view: str) -> pa.Table:
     import pyarrow as pa
 
-    key, prefix = ("user_id", "user") if view == "user_activity" else ("item_id", "item")
     fields = [
-        pa.field(key, pa.int64()),
+        pa.field(_KEYS[view], pa.int64()),
         pa.field("event_timestamp", pa.timestamp("us", tz="UTC")),
-        pa.field(f"{prefix}_events_7d", pa.int64()),
-        pa.field(f"{prefix}_events_30d", pa.int64()),
-        pa.field(f"{prefix}_mean_rating_30d", pa.float64()),
+        *(
+            pa.field(name, pa.int64() if name in ROLLING_COUNTS else pa.float64())
+            for name in ROLLING_FEATURES[view]
+        ),
     ]
-    if view == "user_activity":
-        fields.append(pa.field("user_top_genre_30d", pa.int64()))
-        fields.append(pa.field("user_top_genre_share_30d", pa.float64()))
     return pa.schema(fields).empty_table()
 
 
@@ -188,8 +196,8 @@ def _empty_events() -> pd.DataFrame:
             for c, t in (
                 ("user_id", "int64"),
                 ("item_id", "int64"),
-                ("rating", "int64"),
                 ("event_timestamp", "datetime64[us, UTC]"),
+                ("weight", "float64"),
             )
         }
     )
@@ -213,10 +221,13 @@ def compute_rolling_features(
         The sources' URIs and hashes, and which days were recomputed.
 
     Raises:
-        DataError: A partition or the items table cannot be read.
+        DataError: A partition cannot be read.
     """
     import pandas as pd
     import pyarrow.parquet as pq
+
+    # recops.data pulls in the layout (numpy); the features package stays light to import.
+    from recops.data import list_partitions, read_interactions
 
     settings = settings or Settings.from_env()
     out_dir = settings.data_dir / "features"
@@ -256,25 +267,9 @@ def compute_rolling_features(
         ]
         events = read_interactions(wanted) if wanted else _empty_events()
         events = events[events["event_timestamp"] < pd.Timestamp(target)]
-        items = pd.read_parquet(
-            settings.items_path, columns=["item_id", "genre_mask", "event_timestamp"]
-        )
-        # The genres an item had at each event's time (profiles are time-stamped too).
-        events = pd.merge_asof(
-            events.sort_values("event_timestamp"),
-            items.sort_values("event_timestamp").astype({"event_timestamp": "datetime64[us, UTC]"}),
-            on="event_timestamp",
-            by="item_id",
-            direction="backward",
-        )
-        events["genre_mask"] = events["genre_mask"].fillna(0).astype("int64")
         new = {
-            "user_activity": _rolling_table(
-                events, "user_id", grid_start, recompute, target, genres=True
-            ),
-            "item_popularity": _rolling_table(
-                events, "item_id", grid_start, recompute, target, genres=False
-            ),
+            view: _rolling_table(events, view, grid_start, recompute, target)
+            for view in ROLLING_VIEWS
         }
         for view, path in paths.items():
             import pyarrow as pa

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from recops.config import Settings
 from recops.errors import PermanentError
+from recops.features.definitions import PROFILE_VIEWS
 from recops.features.feast_repo import (
-    PROJECT,
     ROLLING_VIEWS,
     FeatureRepoError,
     open_store,
@@ -183,8 +183,9 @@ def redis_client(settings: Settings) -> Any:
 def dump_online_store(settings: Settings | None = None) -> dict[str, str]:
     """Every row the online store holds, as a sorted, comparable dict.
 
-    Reads the store's own tables (SQLite) or hashes (Redis, this project's keys only), so
-    two dumps are equal exactly when the stores hold the same bytes and event times.
+    Reads the store's own tables (SQLite) or hashes (Redis, the keys of the settings'
+    dataset's project only), so two dumps are equal exactly when the stores hold the same
+    bytes and event times.
 
     Args:
         settings: Deployment settings; read from the environment when omitted.
@@ -197,8 +198,9 @@ def dump_online_store(settings: Settings | None = None) -> dict[str, str]:
     if settings.online_store == "redis":
         client = redis_client(settings)
         try:
-            # Feast keys a Redis hash by the serialized entity key followed by the project.
-            suffix = PROJECT.encode()
+            # Feast keys a Redis hash by the serialized entity key followed by the project,
+            # so each dataset's project dumps only its own rows.
+            suffix = settings.feast_project.encode()
             for key in sorted(k for k in client.scan_iter(count=1000) if k.endswith(suffix)):
                 for name, value in sorted(client.hgetall(key).items()):
                     rows[f"{key.hex()}/{name.hex()}"] = value.hex()
@@ -214,7 +216,7 @@ def dump_online_store(settings: Settings | None = None) -> dict[str, str]:
             r[0]
             for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type='table' AND name LIKE ? ORDER BY name",
-                (f"{PROJECT}_%",),
+                (f"{settings.feast_project}_%",),
             )
         ]
         for table in tables:
@@ -227,6 +229,36 @@ def dump_online_store(settings: Settings | None = None) -> dict[str, str]:
     finally:
         conn.close()
     return rows
+
+
+def _online_read(
+    entity: str, ids: list[int], refs: list[str], settings: Settings
+) -> tuple[list[dict[str, Any]], list[bool]]:
+    """Rows for ``ids`` (join key + each feature of ``refs``) and whether each was found.
+
+    An id counts as found when the store holds any of the features for it: attributes
+    may be null, so a null value alone never means a missing entity; Feast's per-value
+    status says whether the store had a row at all.
+    """
+    from feast.protos.feast.serving.ServingService_pb2 import FieldStatus
+
+    with recops_home_env(settings):
+        store = open_store(settings)
+        response = store.get_online_features(
+            features=refs, entity_rows=[{entity: int(i)} for i in ids]
+        )
+    values = response.to_dict()
+    names = [r.split(":", 1)[1] for r in refs]
+    found = [False] * len(ids)
+    returned = list(response.proto.metadata.feature_names.val)
+    for name in names:
+        statuses = response.proto.results[returned.index(name)].statuses
+        for i, status in enumerate(statuses):
+            found[i] = found[i] or status != FieldStatus.NOT_FOUND
+    rows = [
+        {entity: int(uid), **{name: values[name][i] for name in names}} for i, uid in enumerate(ids)
+    ]
+    return rows, found
 
 
 def online_features(
@@ -243,57 +275,83 @@ def online_features(
 
     Returns:
         One dict per id with the join key and each feature (``None`` where the store holds
-        nothing for that id).
+        nothing for that id). String attributes come back as ``str``, numeric ones as
+        ``float``.
 
     Raises:
         OnlineFeaturesError: The feature service has no view keyed on ``entity``.
     """
     settings = settings or Settings.from_env()
-    with recops_home_env(settings):
-        store = open_store(settings)
-        if isinstance(features, str):
+    if isinstance(features, str):
+        with recops_home_env(settings):
+            store = open_store(settings)
             service = store.get_feature_service(features)
             refs = []
             for projection in service.feature_view_projections:
                 view = store.get_feature_view(projection.name)
                 if [store.get_entity(e).join_key for e in view.entities] == [entity]:
                     refs += [f"{projection.name}:{f.name}" for f in projection.features]
-            if not refs:
-                raise OnlineFeaturesError(
-                    f"feature service {features!r} has no view keyed on {entity!r}"
-                )
-        else:
-            refs = list(features)
-        rows = store.get_online_features(
-            features=refs, entity_rows=[{entity: int(i)} for i in ids]
-        ).to_dict()
-    names = [r.split(":", 1)[1] for r in refs]
-    return [
-        {entity: int(uid), **{name: rows[name][i] for name in names}} for i, uid in enumerate(ids)
-    ]
+        if not refs:
+            raise OnlineFeaturesError(
+                f"feature service {features!r} has no view keyed on {entity!r}"
+            )
+    else:
+        refs = list(features)
+    return _online_read(entity, ids, refs, settings)[0]
+
+
+#: (spec path, its mtime) -> the user attribute names: serving reads them per request,
+#: and parsing and checking the spec each time would cost more than the online read.
+_USER_ATTRIBUTES: dict[tuple[str, int], tuple[str, ...]] = {}
+
+
+def _user_attributes(settings: Settings) -> tuple[str, ...]:
+    """The user attribute names of the settings' dataset, in spec order."""
+    from recops.layout import layout_from_spec, spec_path
+
+    path = spec_path(settings)
+    key = (str(path), path.stat().st_mtime_ns)
+    if key not in _USER_ATTRIBUTES:
+        from recops.dataset_spec import load_spec
+
+        layout = layout_from_spec(load_spec(path))
+        _USER_ATTRIBUTES[key] = tuple(f.name for f in layout.user_features)
+    return _USER_ATTRIBUTES[key]
 
 
 def online_user_features(
     user_ids: list[int], settings: Settings | None = None
 ) -> list[dict[str, Any]]:
-    """Read user profile features from the online store (what serving needs per request).
+    """Read every user attribute of the dataset's spec from the online store.
+
+    What serving needs per request: the user tower's inputs. A null attribute is ``None``
+    (strings) or NaN / ``None`` (numbers); the model treats both as missing.
 
     Args:
-        user_ids: The users to look up.
+        user_ids: The users to look up (int64 ids, as the import interned them).
         settings: Deployment settings; read from the environment when omitted.
 
     Returns:
-        One dict per user with ``user_id``, ``age``, ``gender`` and ``occupation``.
+        One dict per user with ``user_id`` and each user attribute, in spec order.
 
     Raises:
         MissingOnlineProfileError: A user has no online profile (never materialized or
             unknown); a ``KeyError``.
     """
     settings = settings or Settings.from_env()
-    names = ("age", "gender", "occupation")
-    out = online_features("user_id", user_ids, [f"user_profile:{n}" for n in names], settings)
-    for record in out:
-        if any(record[k] is None for k in names):
+    names = _user_attributes(settings)
+    if names:
+        refs = [f"{PROFILE_VIEWS['user_id']}:{n}" for n in names]
+        out, found = _online_read("user_id", user_ids, refs, settings)
+    else:
+        # No attributes, so no profile view: a known user is one the users table holds.
+        import pandas as pd
+
+        known = set(pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"])
+        out = [{"user_id": int(u)} for u in user_ids]
+        found = [int(u) in known for u in user_ids]
+    for record, present in zip(out, found, strict=True):
+        if not present:
             raise MissingOnlineProfileError(
                 f"user_id {record['user_id']} has no online profile in {settings.feast_dir}"
             )

@@ -3,6 +3,11 @@
 Training rows come only from ``get_historical_features`` on a versioned feature service,
 with the interactions as the entity dataframe, so each row carries the feature values that
 were valid at its own event time and never a later one.
+
+Columns and dtypes follow the dataset's layout (``recops.layout``): the interaction
+columns, then the user and item attributes (strings for categorical, multi-valued and text
+attributes, float64 for numeric and timestamp ones), then, in the ranking set, the
+rolling features.
 """
 
 from __future__ import annotations
@@ -15,20 +20,27 @@ from typing import TYPE_CHECKING, Any
 from recops.config import Settings
 from recops.errors import DataError, PermanentError
 from recops.features.feast_repo import ROLLING_VIEWS, recops_home_env, yaml_path
-from recops.features.rolling import ROLLING_VERSION
+from recops.features.rolling import ROLLING_COUNTS, ROLLING_FEATURES, ROLLING_VERSION
 from recops.io import sha256_file
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
     from feast import FeatureStore
+
+    from recops.layout import Layout
 
 __all__ = [
     "TRAINING_SET_CHUNK_ROWS",
     "PointInTimeJoinError",
+    "arrow_schema",
     "as_of_snapshot",
     "features_fingerprint",
     "finish_ranking_set",
+    "finish_training_set",
+    "missing_profiles",
     "point_in_time_join",
+    "ranking_set_columns",
     "write_parquet",
     "write_training_sets",
 ]
@@ -38,16 +50,11 @@ __all__ = [
 #: 8 GiB in one piece; a slice bounds that whatever the history's length.
 TRAINING_SET_CHUNK_ROWS = 1_000_000
 
-#: Ranking-set fills where no snapshot is valid: no events in the window means counts of
-#: 0, no top genre (-1) with a share of 0; the mean rating stays NaN (undefined).
-_NO_EVENTS_FILL: dict[str, float] = {
-    "user_events_7d": 0, "user_events_30d": 0, "item_events_7d": 0, "item_events_30d": 0,
-    "user_top_genre_30d": -1, "user_top_genre_share_30d": 0.0,
-}  # fmt: skip
-_INT_COLUMNS: tuple[str, ...] = (
-    "user_id", "item_id", "rating", "age", "release_year", "genre_mask", "user_events_7d",
-    "user_events_30d", "item_events_7d", "item_events_30d", "user_top_genre_30d",
-)  # fmt: skip
+#: Rolling features in the order the ranking set holds them (user side first).
+_ROLLING_COLUMNS: tuple[str, ...] = (
+    *ROLLING_FEATURES["user_activity"],
+    *ROLLING_FEATURES["item_popularity"],
+)
 
 
 class PointInTimeJoinError(PermanentError, RuntimeError):
@@ -59,14 +66,17 @@ def features_fingerprint(
 ) -> tuple[str, dict[str, str]]:
     """Hash of everything a training set depends on, and each partition's own hash.
 
-    Covers the partitions, the profile tables, the repo's definitions and yaml, the
-    rolling computation's version and the feature services asked for.
+    Covers the partitions, the profile tables, the dataset's spec (the definitions are
+    generated from it), the repo's definitions and yaml, the rolling computation's
+    version and the feature services asked for.
     """
+    from recops.layout import spec_path
+
     hashes = {p.parent.name: sha256_file(p) for p in partitions}
     digest = hashlib.sha256()
     for name, value in sorted(hashes.items()):
         digest.update(f"{name}={value}\n".encode())
-    for extra in (settings.users_path, settings.items_path):
+    for extra in (settings.users_path, settings.items_path, spec_path(settings)):
         digest.update(f"{extra.name}={sha256_file(extra)}\n".encode())
     for definition in sorted(settings.feature_repo.glob("*.py")) + [yaml_path(settings)]:
         digest.update(f"{definition.name}={sha256_file(definition)}\n".encode())
@@ -91,7 +101,7 @@ def point_in_time_join(
     """Join a feature service onto ``entity_df`` as of each row's ``event_timestamp``.
 
     Feast's file (dask) offline store drops entity rows that share the first view's join
-    key and timestamp (one user rating two items in the same second keeps one row), so
+    key and timestamp (one user acting on two items in the same second keeps one row), so
     each view is joined on its unique (key, timestamp) pairs and merged back.
 
     Args:
@@ -144,32 +154,148 @@ def point_in_time_join(
     return out
 
 
-def finish_ranking_set(joined: pd.DataFrame) -> pd.DataFrame:
-    """Give a ``ranking_v1`` join its published dtypes and fill what "no events" means.
+def ranking_set_columns(layout: Layout) -> tuple[str, ...]:
+    """Columns of the ranking set: the training set's, then the rolling features."""
+    return (*layout.training_set_columns, *_ROLLING_COLUMNS)
 
-    A missing snapshot means no events in the 30-day window (exact: a snapshot is written
-    for every day an entity had events in the window, and one more day with zeros), so
-    counts become 0, the top genre -1 and its share 0; the mean rating stays NaN, since a
-    mean of nothing is undefined.
+
+def _arrow_type(name: str, layout: Layout) -> pa.DataType:
+    import pyarrow as pa
+    from recops_models.feature_defs import STRING_KINDS
+
+    fixed = {
+        "user_id": pa.int64(),
+        "item_id": pa.int64(),
+        "event_timestamp": pa.timestamp("us", tz="UTC"),
+        "event_type": pa.string(),
+        "weight": pa.float64(),
+    }
+    if name in fixed:
+        return fixed[name]
+    if name in ROLLING_COUNTS:
+        return pa.int64()
+    if name in _ROLLING_COLUMNS:
+        return pa.float64()
+    try:
+        kind = layout.feature(name).kind
+    except KeyError:
+        raise DataError(
+            f"column {name!r} is neither an interaction column, a rolling feature nor an "
+            f"attribute of dataset {layout.name!r}"
+        ) from None
+    return pa.string() if kind in STRING_KINDS else pa.float64()
+
+
+def arrow_schema(columns: list[str], layout: Layout) -> pa.Schema:
+    """The published Arrow schema of a training or ranking set with ``columns``.
+
+    Written explicitly rather than inferred, so a slice whose string attribute happens to
+    be all null still writes a string column, and every slice has the first one's schema.
     """
-    out = joined.fillna({k: v for k, v in _NO_EVENTS_FILL.items() if k in joined})
-    for col in _INT_COLUMNS:
+    import pyarrow as pa
+
+    return pa.schema([pa.field(c, _arrow_type(c, layout)) for c in columns])
+
+
+def _ordered(frame: pd.DataFrame, canonical: tuple[str, ...]) -> pd.DataFrame:
+    """``frame``'s columns in the canonical order, any others after them."""
+    known = [c for c in canonical if c in frame.columns]
+    return frame[known + [c for c in frame.columns if c not in canonical]]
+
+
+def finish_training_set(joined: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    """Give a joined set its published column order and dtypes, from the layout.
+
+    Strings stay strings (``None`` where missing, whatever Feast's file store returned
+    for a null); numeric and timestamp attributes are float64 (NaN where missing).
+    """
+    import pandas as pd
+    from recops_models.feature_defs import STRING_KINDS
+
+    out = _ordered(joined, ranking_set_columns(layout)).copy()
+    for col in ("user_id", "item_id"):
         if col in out:
             out[col] = out[col].astype("int64")
-    for col in ("user_mean_rating_30d", "item_mean_rating_30d", "user_top_genre_share_30d"):
-        if col in out:
-            out[col] = out[col].astype("float64")
+    if "weight" in out:
+        out["weight"] = out["weight"].astype("float64")
+    for feature in (*layout.user_features, *layout.item_features):
+        if feature.name not in out:
+            continue
+        values = out[feature.name]
+        if feature.kind in STRING_KINDS:
+            # The published tables hold strings, so Feast returns str; only its nulls vary
+            # (None or NaN), and the sets keep None.
+            out[feature.name] = values.astype(object).where(values.notna(), None)
+        else:
+            out[feature.name] = pd.to_numeric(values, errors="coerce").astype("float64")
     out["event_timestamp"] = out["event_timestamp"].astype("datetime64[us, UTC]")
     return out
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` as zstd parquet without pandas metadata (stable bytes)."""
+def finish_ranking_set(joined: pd.DataFrame, layout: Layout) -> pd.DataFrame:
+    """Give a ``ranking_v1`` join its published dtypes and fill what "no events" means.
+
+    A missing snapshot means no events in the 30-day window (exact: a snapshot is written
+    for every day an entity had events in the window, and one more day with zeros), so
+    counts become 0; the mean weights stay NaN, since a mean of nothing is undefined.
+    """
+    out = finish_training_set(joined, layout)
+    for col in _ROLLING_COLUMNS:
+        if col not in out:
+            continue
+        if col in ROLLING_COUNTS:
+            out[col] = out[col].fillna(0).astype("int64")
+        else:
+            out[col] = out[col].astype("float64")
+    return out
+
+
+def missing_profiles(entity_df: pd.DataFrame, valid_from: dict[str, pd.Series]) -> pd.Series:
+    """Which entity rows find no profile valid at their ``event_timestamp``.
+
+    Profiles never expire (their views' ttl is 0), so a row finds one exactly when its
+    key has a profile row valid from at or before the row's time. Checked on the tables
+    rather than on the joined values, since an attribute may legitimately be null.
+
+    Args:
+        entity_df: Rows with the join keys and ``event_timestamp``.
+        valid_from: Join key -> the earliest valid-from time of each key's profile
+            (indexed by the key); a side without a profile table is left out.
+
+    Returns:
+        A boolean Series aligned with ``entity_df``.
+    """
+    import pandas as pd
+
+    missing = pd.Series(False, index=entity_df.index)
+    when = entity_df["event_timestamp"].astype("datetime64[ns, UTC]")
+    for key, first in valid_from.items():
+        since = entity_df[key].map(first.astype("datetime64[ns, UTC]"))
+        missing |= since.isna() | (since > when)
+    return missing
+
+
+def _valid_from(path: Path, key: str) -> pd.Series:
+    """The earliest valid-from time of each key in a profile table."""
+    import pandas as pd
+
+    table = pd.read_parquet(path, columns=[key, "event_timestamp"])
+    return table.groupby(key)["event_timestamp"].min()
+
+
+def write_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = None) -> None:
+    """Write ``frame`` as zstd parquet without pandas metadata (stable bytes).
+
+    Args:
+        frame: The rows.
+        path: The file to write.
+        schema: The Arrow schema to write (``arrow_schema``); inferred when omitted.
+    """
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
-    pq.write_table(table, path, compression="zstd")
+    table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata(None), path, compression="zstd")
 
 
 def write_training_sets(
@@ -178,6 +304,7 @@ def write_training_sets(
     entity_df: pd.DataFrame,
     folder: Path,
     *,
+    layout: Layout,
     feature_service: str,
     ranking_service: str,
 ) -> None:
@@ -192,12 +319,14 @@ def write_training_sets(
         settings: Deployment settings (the environment the repo yaml expands).
         entity_df: The interactions, sorted by time, user and item.
         folder: Where the two files go.
+        layout: The dataset's layout: the sets' columns and dtypes.
         feature_service: The retrieval set's feature service.
         ranking_service: The ranking set's feature service; empty to skip that set.
 
     Raises:
-        DataError: Training rows found no profile (unknown user or item ids); all slices
-            are checked, so the count is the whole set's.
+        DataError: Training rows found no profile (unknown user or item ids, or events
+            before the profile is valid); all slices are checked, so the count is the
+            whole set's.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -205,46 +334,46 @@ def write_training_sets(
     writers: dict[str, pq.ParquetWriter] = {}
     missing_rows = 0
     samples: list[dict[str, Any]] = []
+    valid_from = {
+        "user_id": _valid_from(settings.users_path, "user_id"),
+        "item_id": _valid_from(settings.items_path, "item_id"),
+    }
 
     def write(name: str, frame: pd.DataFrame) -> None:
         writer = writers.get(name)
-        schema = writer.schema if writer is not None else None
-        table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
         if writer is None:
-            table = table.replace_schema_metadata(None)
-            writer = writers[name] = pq.ParquetWriter(
-                folder / name, table.schema, compression="zstd"
-            )
+            schema = arrow_schema(list(frame.columns), layout)
+            writer = writers[name] = pq.ParquetWriter(folder / name, schema, compression="zstd")
+        table = pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False)
         writer.write_table(table, row_group_size=TRAINING_SET_CHUNK_ROWS)
 
     try:
         # At least one pass, so an empty history still gives files with the full schema.
         for start in range(0, max(len(entity_df), 1), TRAINING_SET_CHUNK_ROWS):
             chunk = entity_df.iloc[start : start + TRAINING_SET_CHUNK_ROWS]
+            missing = missing_profiles(chunk, valid_from)
+            if missing.any():
+                missing_rows += int(missing.sum())
+                samples += chunk.loc[missing, ["user_id", "item_id"]].head(3).to_dict("records")
+                continue
+            if missing_rows:
+                continue  # the set fails anyway; keep counting, stop writing
             with recops_home_env(settings):
                 training = point_in_time_join(store, chunk, feature_service)
                 ranking = (
                     point_in_time_join(store, chunk, ranking_service) if ranking_service else None
                 )
-            feature_cols = [c for c in training.columns if c not in chunk.columns]
-            missing = training[feature_cols].isna().any(axis=1)
-            if missing.any():
-                missing_rows += int(missing.sum())
-                samples += training.loc[missing, ["user_id", "item_id"]].head(3).to_dict("records")
-                continue
-            if missing_rows:
-                continue  # the set fails anyway; keep counting, stop writing
-            for col in ("age", "release_year", "genre_mask", "rating"):
-                if col in training:
-                    training[col] = training[col].astype("int64")
-            write("training_set.parquet", training)
+            write("training_set.parquet", finish_training_set(training, layout))
             if ranking is not None:
-                write("ranking_set.parquet", finish_ranking_set(ranking))
+                write("ranking_set.parquet", finish_ranking_set(ranking, layout))
     finally:
         for writer in writers.values():
             writer.close()
     if missing_rows:
         raise DataError(
             f"{missing_rows} training rows found no profile in {feature_service} "
-            f"(unknown user or item ids), e.g. {samples[:3]}"
+            f"(unknown user or item ids, or events before the profile is valid), "
+            f"e.g. {samples[:3]}\n"
+            f"hint: every user_id and item_id of the interactions needs a row in "
+            f"{settings.users_path.name} / {settings.items_path.name} valid from before it"
         )

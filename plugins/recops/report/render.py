@@ -9,7 +9,13 @@ from recops.report.markup import CSS, esc, section
 from recops.report.sections import SECTION_RENDERERS
 from recops.report.spec import ReportConfig
 
-__all__ = ["page_document", "render"]
+__all__ = ["dataset_of", "page_document", "render"]
+
+
+def dataset_of(data: dict[str, Any]) -> str:
+    """The dataset the run trained on: its lineage, else its model version's tag, else "?"."""
+    tags = (data.get("version") or {}).get("tags") or {}
+    return str(data["lineage"].get("dataset") or tags.get("recops.lineage.dataset") or "?")
 
 
 def render(config: ReportConfig, data: dict[str, Any]) -> tuple[str, list[str]]:
@@ -28,6 +34,7 @@ def page_document(config: ReportConfig, data: dict[str, Any], body: str) -> str:
     """The HTML document: a header of run facts around the rendered sections."""
     lineage, version, run = data["lineage"], data["version"], data["run"]
     facts = [
+        ("Dataset", dataset_of(data)),
         ("DAG", config.dag_id),
         ("Run", config.run_id),
         (
@@ -49,7 +56,7 @@ def page_document(config: ReportConfig, data: dict[str, Any], body: str) -> str:
         ("Generated", datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")),
     ]
     header = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in facts)
-    title = f"Run report · {config.dag_id} · {config.run_id}"
+    title = f"Run report · {dataset_of(data)} · {config.dag_id} · {config.run_id}"
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

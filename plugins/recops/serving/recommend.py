@@ -1,23 +1,56 @@
-"""The online recommend path: Feast online features -> retrieval -> ranker -> top k.
+"""The online recommend path: the user's key -> Feast profile -> retrieval -> ranker -> top k.
 
 ``recops recommend`` and the recommend-path benchmark both call :func:`recommend`, so
 what is measured is what users run. Each stage can be timed into a dict.
+
+Nothing here knows a dataset's columns. The user's key is taken as the user's data has it
+(a string key is translated with ``recops.data.keys``); the profile is every user
+attribute the online store holds; each served model's request holds exactly the inputs
+its signature declares (read from the model server's metadata); the items come back
+with the dataset's own item keys and attributes.
+
+A user the data does not know (or whose profile was never materialized) takes the
+cold-start path: the most popular items (positive events in the published
+interactions). Items the user has already interacted with (the spec's ``seen_types``)
+are never recommended again; when the model's candidates run short of ``k`` after that,
+popular unseen items fill the list.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from recops.config import RANKER_USER_FEATURES, Settings
-from recops.errors import ParamError, RecommendError
+from recops.config import Settings
+from recops.errors import DataError, ParamError, RecommendError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from recops.layout import Layout
+
+__all__ = [
+    "RRF_K",
+    "RecommendConfig",
+    "fuse",
+    "popular_items",
+    "recommend",
+    "rerank_policy",
+    "seen_items",
+]
 
 T = TypeVar("T")
 #: Reciprocal-rank fusion constant (the usual 60): the best of both orders on ml-100k.
 RRF_K = 60
+
+#: Where a recommended item came from.
+SOURCE_RETRIEVAL = "retrieval"
+SOURCE_RERANKED = "reranked"
+SOURCE_POPULARITY = "popularity"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,14 +58,21 @@ class RecommendConfig:
     """One request of the recommend path.
 
     Attributes:
-        user_id: The user.
+        user_id: The user's key as the dataset has it (a string such as ``c-000196``, or
+            an integer; an integer key may come as its text, as a command line gives it).
         k: How many items to return.
         protocol: ``rest`` or ``grpc`` to the model server.
     """
 
-    user_id: int
+    user_id: int | str
     k: int = 10
     protocol: str = "rest"
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("rest", "grpc"):
+            raise ParamError(f"protocol={self.protocol!r}: expected 'rest' or 'grpc'")
+        if isinstance(self.k, bool) or self.k < 1:
+            raise ParamError(f"k={self.k!r} must be a positive integer")
 
 
 def rerank_policy(settings: Settings, version: int) -> str:
@@ -51,14 +91,6 @@ def rerank_policy(settings: Settings, version: int) -> str:
     return str(tags.get("recops.lineage.rerank_policy", "retrieval"))
 
 
-def _grpc_inputs(instances: list[dict[str, Any]]) -> dict[str, Any]:
-    import numpy as np
-
-    from recops.serving.loadtest import _column_array
-
-    return {name: _column_array(np, [row[name] for row in instances]) for name in instances[0]}
-
-
 def fuse(candidates: list[int], ranker: dict[int, float]) -> list[int]:
     """Reciprocal-rank fusion of the retrieval order and the ranker's order."""
     by_click = sorted(candidates, key=lambda i: -ranker[i])
@@ -70,6 +102,207 @@ def fuse(candidates: list[int], ranker: dict[int, float]) -> list[int]:
     return sorted(candidates, key=lambda i: -fused[i])
 
 
+# --------------------------------------------------------------------------- published data
+
+
+@dataclass(frozen=True)
+class _Events:
+    """The published interactions' keys and types, read once per set of partition files."""
+
+    stamp: tuple[tuple[str, int, int], ...]
+    frame: pd.DataFrame
+
+
+_CACHE_LOCK = threading.Lock()
+#: interactions folder -> its events; items file -> its attribute table.
+_EVENTS: dict[str, _Events] = {}
+_ITEMS: dict[str, tuple[tuple[int, int], pd.DataFrame]] = {}
+
+
+def _events(settings: Settings) -> pd.DataFrame:
+    """``user_id, item_id, event_type`` of every published partition (cached until they change)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from recops.data.partitions import list_partitions
+    from recops.layout import DEFAULT_EVENT_TYPE
+
+    paths = list_partitions(settings)
+    stamp = tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in paths)
+    key = str(settings.interactions_dir)
+    with _CACHE_LOCK:
+        cached = _EVENTS.get(key)
+        if cached is not None and cached.stamp == stamp:
+            return cached.frame
+    frames = []
+    for path in paths:
+        try:
+            names = set(pq.read_schema(path).names)
+            columns = ["user_id", "item_id", *(["event_type"] if "event_type" in names else [])]
+            frame = pq.read_table(path, columns=columns).to_pandas()
+        except Exception as exc:  # pyarrow raises several types for a corrupt file
+            raise DataError(f"cannot read interactions partition {path}: {exc}") from exc
+        if "event_type" not in frame.columns:
+            frame["event_type"] = DEFAULT_EVENT_TYPE
+        frames.append(frame)
+    events = (
+        pd.concat(frames, ignore_index=True)
+        if frames
+        else pd.DataFrame({"user_id": [], "item_id": [], "event_type": []})
+    )
+    events = events.astype({"user_id": "int64", "item_id": "int64"})
+    with _CACHE_LOCK:
+        _EVENTS[key] = _Events(stamp=stamp, frame=events)
+    return events
+
+
+def seen_items(events: pd.DataFrame, user: int, seen_types: Sequence[str]) -> set[int]:
+    """Items ``user`` has an event of a seen type with (any type when ``seen_types`` is empty)."""
+    rows = events[events["user_id"].to_numpy() == user]
+    if seen_types:
+        rows = rows[rows["event_type"].isin(list(seen_types))]
+    return {int(i) for i in rows["item_id"].unique()}
+
+
+def popular_items(events: pd.DataFrame, positive_types: Sequence[str]) -> pd.Series:
+    """The cold-start list: items by positive events, then by any events, then by id.
+
+    Args:
+        events: ``user_id, item_id, event_type`` rows.
+        positive_types: Event types that count as positives (all when empty).
+
+    Returns:
+        Positive events per item (the score), in list order, indexed by ``item_id``.
+    """
+    import pandas as pd
+
+    positive = events["event_type"].isin(list(positive_types)) if positive_types else True
+    counts = (
+        pd.DataFrame({"item_id": events["item_id"], "positives": positive})
+        .groupby("item_id")
+        .agg(positives=("positives", "sum"), events=("positives", "size"))
+        .reset_index()
+        .sort_values(
+            ["positives", "events", "item_id"], ascending=[False, False, True], kind="stable"
+        )
+    )
+    return counts.set_index("item_id")["positives"].astype("float64")
+
+
+def _item_table(settings: Settings, layout: Layout) -> pd.DataFrame:
+    """The newest attributes of every item, indexed by ``item_id`` (cached until it changes)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    path = settings.items_path
+    stat = path.stat()
+    stamp = (stat.st_mtime_ns, stat.st_size)
+    with _CACHE_LOCK:
+        cached = _ITEMS.get(str(path))
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+    available = set(pq.read_schema(path).names)
+    names = [f.name for f in layout.item_features if f.name in available]
+    order = ["event_timestamp"] if "event_timestamp" in available else []
+    frame = pd.read_parquet(path, columns=["item_id", *names, *order])
+    if order:
+        frame = frame.sort_values(["item_id", *order], kind="stable")
+    table = frame.drop_duplicates("item_id", keep="last").set_index("item_id")[names]
+    with _CACHE_LOCK:
+        _ITEMS[str(path)] = (stamp, table)
+    return table
+
+
+def _plain(value: Any) -> Any:
+    """A table value as a JSON-able Python value (missing: None)."""
+    import pandas as pd
+
+    if hasattr(value, "item"):
+        value = value.item()
+    if value is None or (not isinstance(value, (list, dict, str)) and pd.isna(value)):
+        return None
+    return value
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def _user_ref(settings: Settings, key: int | str) -> int | None:
+    """The int64 id of the user's key, or None when the data does not know it."""
+    import pandas as pd
+
+    from recops.data.keys import UNKNOWN_ID, lookup_ids
+
+    ids = lookup_ids(settings, "users", pd.Series([key], dtype=object))
+    found = ids.iloc[0]
+    return None if pd.isna(found) or int(found) == UNKNOWN_ID else int(found)
+
+
+def _item_keys(settings: Settings, ids: Sequence[int]) -> list[Any]:
+    """The dataset's own keys of item ids (identity for an integer-keyed dataset)."""
+    import pandas as pd
+
+    from recops.data.keys import lookup_keys
+
+    keys = lookup_keys(settings, "items", pd.Series(list(ids), dtype="int64"))
+    return [_plain(k) for k in keys.tolist()]
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def _grpc_inputs(instances: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+
+    from recops.serving.loadtest import _column_array
+
+    return {name: _column_array(np, [row[name] for row in instances]) for name in instances[0]}
+
+
+def _served_inputs(client: Any, model: str) -> dict[str, str]:
+    """Input name -> dtype of the ``stable`` version's default signature, from the server."""
+    from recops.serving.requests import metadata_inputs
+
+    return metadata_inputs(client.metadata(model, label="stable"))
+
+
+#: One recommended item: id, score, source, ranker score (None when not ranked).
+_Pick = tuple[int, float, str, float | None]
+
+
+# --------------------------------------------------------------------------- recommend
+
+
+def _check_state(settings: Settings) -> None:
+    """Refuse with a hint when there is no published data or no served model."""
+    from recops.promotion import served_stable
+
+    if not settings.items_path.is_file():
+        raise RecommendError(
+            f"no published data for dataset {settings.dataset!r} in {settings.data_dir}",
+            "import it with `recops data import --spec spec.yaml`, or run `make demo`",
+        )
+    real_serving = bool(settings.tfserving_rest or settings.tfserving_grpc)
+    if not real_serving and served_stable(settings, settings.model_name) is None:
+        raise RecommendError(
+            f"no {settings.model_name} version is served "
+            f"(no `stable` label in {settings.models_config_path})",
+            f"run `recops run --dataset {settings.dataset}` (or `make demo`), or trigger "
+            "recsys_promote in the Airflow UI (`make ui`) for a blessed version",
+        )
+
+
+def _check_online_store(settings: Settings) -> None:
+    """Refuse with a hint when the embedded online store was never materialized."""
+    from recops.features.feast_repo import sqlite_path
+
+    if settings.online_store == "sqlite" and not sqlite_path(settings).exists():
+        raise RecommendError(
+            f"no online features in {settings.feast_dir}",
+            f"run `recops run --dataset {settings.dataset}`: the nightly materializes them",
+        )
+
+
 def recommend(
     config: RecommendConfig,
     settings: Settings | None = None,
@@ -77,35 +310,35 @@ def recommend(
     client: Any = None,
     timings: defaultdict[str, list[float]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Top ``k`` items for a user: online features, retrieval top-100, then the ranker.
+    """Top ``k`` items for a user: online profile, retrieval top-100, then the ranker.
 
     The ranker's scores reorder the candidates by reciprocal-rank fusion when the nightly
-    measured that better (``rerank_policy``); otherwise the retrieval order stays.
+    measured that better (``rerank_policy``); otherwise the retrieval order stays. Items
+    the user has seen are dropped; popular unseen items fill a short list. A user the data
+    does not know gets the popular items.
 
     Args:
         config: The request.
-        settings: Deployment settings; read from the environment when omitted.
+        settings: Deployment settings (the dataset's); read from the environment when
+            omitted.
         client: A ``ServingClient`` to reuse; one is made from ``settings`` otherwise.
         timings: When given, each stage's milliseconds are appended under its name
-            (``online_profile``, ``retrieval``, ``rerank_policy``, ``ranker_inputs``,
-            ``ranker``, ``fuse_titles``).
+            (``user_key``, ``online_profile``, ``signature``, ``retrieval``,
+            ``rerank_policy``, ``ranker_inputs``, ``ranker``, ``seen``, ``fuse_titles``).
 
     Returns:
-        ``{"rank", "item_id", "title", "score"[, "ranker_score"]}`` per item.
+        Per item: ``rank``, ``item_id`` (the dataset's own key), ``score``, ``source``
+        (``retrieval``, ``reranked`` or ``popularity``), ``ranker_score`` when the ranker
+        scored it, and the item's attributes by name.
 
     Raises:
-        RecommendError: No data, no served model, no online features, an unknown user or
-            a model server that does not answer; its ``hint`` says what to run.
+        RecommendError: No data, no served model, no online features (for a known user),
+            or a model server that does not answer; its ``hint`` says what to run.
     """
-    import pandas as pd
-
     from recops.features import online_user_features
-    from recops.promotion import ranking_instances, served_stable
-    from recops.serving.client import ServingClient
+    from recops.layout import active_layout
 
     settings = settings or Settings.from_env()
-    if config.protocol not in ("rest", "grpc"):
-        raise ParamError(f"protocol={config.protocol!r}: expected 'rest' or 'grpc'")
 
     def timed(stage: str, fn: Callable[[], T]) -> T:
         begin = time.perf_counter()
@@ -114,94 +347,131 @@ def recommend(
             timings[stage].append((time.perf_counter() - begin) * 1000.0)
         return out
 
-    if not settings.items_path.is_file():
-        raise RecommendError(
-            f"no published data in {settings.data_dir}",
-            "run `recops data fetch` (MovieLens-100K) or `recops data synth`, or `make demo`",
+    _check_state(settings)
+    layout = active_layout(settings)
+    user = timed("user_key", lambda: _user_ref(settings, config.user_id))
+    profile: dict[str, Any] | None = None
+    if user is not None:
+        _check_online_store(settings)
+        try:
+            profile = timed("online_profile", lambda: online_user_features([user], settings)[0])
+        except KeyError:  # never materialized: the cold-start path, as for an unknown user
+            profile = None
+    events = timed("seen", lambda: _events(settings))
+    seen = seen_items(events, user, layout.seen_types) if user is not None else set()
+    items = _item_table(settings, layout)
+    # An item the catalogue does not hold (a model's padding id, an item no longer
+    # published) is skipped: never shown without its key or attributes.
+    picked: list[_Pick] = []
+    if profile is not None:
+        ranked = _model_path(
+            settings,
+            config,
+            profile,
+            lambda item: item not in seen and item in items.index,
+            client,
+            timed,
         )
-    real_serving = bool(settings.tfserving_rest or settings.tfserving_grpc)
-    if not real_serving and served_stable(settings, settings.model_name) is None:
-        raise RecommendError(
-            f"no {settings.model_name} version is served "
-            f"(no `stable` label in {settings.models_config_path})",
-            "run `make demo`, or trigger recsys_promote in the Airflow UI (`make ui`) "
-            "for a blessed version",
-        )
-    if settings.online_store == "sqlite" and not (settings.feast_dir / "online_store.db").exists():
-        raise RecommendError(
-            f"no online features in {settings.feast_dir}",
-            "run `make demo`: the nightly materializes them",
-        )
-    try:
-        profile = timed(
-            "online_profile", lambda: online_user_features([config.user_id], settings)[0]
-        )
-    except KeyError as exc:
-        ids = pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"]
-        raise RecommendError(
-            str(exc).strip("'\""),
-            f"the data has {len(ids)} users with ids {ids.min()}..{ids.max()}; "
-            "`--user-id` must be one of them",
-        ) from exc
+        picked = ranked[: config.k]
+    if len(picked) < config.k:
+        chosen = {item for item, *_ in picked}
+        for item, count in popular_items(events, layout.positive_types).items():
+            if len(picked) >= config.k:
+                break
+            if int(item) not in seen and int(item) not in chosen and item in items.index:
+                picked.append((int(item), float(count), SOURCE_POPULARITY, None))
+
+    def described() -> list[dict[str, Any]]:
+        keys = _item_keys(settings, [item for item, *_ in picked])
+        out = []
+        known = [(pick, key) for pick, key in zip(picked, keys, strict=True) if key is not None]
+        for rank, ((item, score, source, ranker_score), key) in enumerate(known, start=1):
+            attributes = {name: _plain(v) for name, v in items.loc[item].items()}
+            rec = {**attributes, "rank": rank, "item_id": key, "score": score, "source": source}
+            if ranker_score is not None:
+                rec["ranker_score"] = ranker_score
+            out.append(rec)
+        return out
+
+    return timed("fuse_titles", described)
+
+
+def _model_path(
+    settings: Settings,
+    config: RecommendConfig,
+    profile: dict[str, Any],
+    keep: Callable[[int], bool],
+    client: Any,
+    timed: Callable[[str, Callable[[], Any]], Any],
+) -> list[_Pick]:
+    """Retrieval (and the ranker when one serves) for a user with a profile.
+
+    Returns every candidate ``keep`` accepts (unseen and in the catalogue), in the served
+    order, so the ranker never scores an item that cannot be shown; the caller keeps the
+    first ``k``.
+    """
+    import pandas as pd
+
+    from recops.promotion import served_stable
+    from recops.serving.client import ServingClient
+    from recops.serving.requests import context_frame, row_instances
+
     own_client = client is None
     client = client or ServingClient.from_settings(settings)
     try:
 
         def predict(model: str, instances: list[dict[str, Any]]) -> dict[str, Any]:
             if config.protocol == "rest":
-                return dict(
-                    client.predict_rest(model, instances=instances, label="stable")["predictions"][
-                        0
-                    ]
-                )
+                reply = client.predict_rest(model, instances=instances, label="stable")
+                return dict(reply["predictions"][0])
             out = client.predict_grpc(model, _grpc_inputs(instances), label="stable")
             return {name: value[0] for name, value in out.items()}
 
+        frame = pd.DataFrame([profile])
         try:
-            row = timed("retrieval", lambda: predict(settings.model_name, [profile]))
+            inputs = timed("signature", lambda: _served_inputs(client, settings.model_name))
         except Exception as exc:
-            raise RecommendError(
-                f"the served model did not answer: {exc}",
-                "start serving with `recops serve --detach` "
-                f"(log: {settings.serving_dir / 'server.log'})",
-            ) from exc
-        candidates = [int(i) for i in row["item_ids"]]
+            raise _not_answering(settings, exc) from exc
+        request = row_instances(frame, inputs)
+        try:
+            row = timed("retrieval", lambda: predict(settings.model_name, request))
+        except Exception as exc:
+            raise _not_answering(settings, exc) from exc
+        candidates = [int(i) for i in row["item_ids"] if keep(int(i))]
         retrieval = {
-            item: float(score) for item, score in zip(candidates, row["scores"], strict=True)
+            int(item): float(score)
+            for item, score in zip(row["item_ids"], row["scores"], strict=True)
         }
-        order = candidates
+        if not candidates:
+            return []
+        order, source = candidates, SOURCE_RETRIEVAL
         ranker: dict[int, float] = {}
         ranker_version = served_stable(settings, settings.ranking_model_name)
         if ranker_version is not None:
             policy = timed("rerank_policy", lambda: rerank_policy(settings, ranker_version))
-            inputs = ("user_id", "age", "gender", "occupation", "item_ids", *RANKER_USER_FEATURES)
+            rank_in = _served_inputs(client, settings.ranking_model_name)
             request = timed(
                 "ranker_inputs",
-                lambda: ranking_instances(settings, [profile], [candidates], inputs),
+                lambda: row_instances(
+                    context_frame(settings, frame, list(rank_in)),
+                    rank_in,
+                    item_ids=[candidates],
+                ),
             )
             ranked = timed("ranker", lambda: predict(settings.ranking_model_name, request))
             ranker = {
                 item: float(score) for item, score in zip(candidates, ranked["scores"], strict=True)
             }
             if policy == "fusion":
-                order = fuse(candidates, ranker)
+                order, source = fuse(candidates, ranker), SOURCE_RERANKED
     finally:
         if own_client:
             client.close()
+    return [(item, retrieval[item], source, ranker.get(item) if ranker else None) for item in order]
 
-    def titled() -> list[dict[str, Any]]:
-        titles = pd.read_parquet(settings.items_path, columns=["item_id", "title"]).set_index(
-            "item_id"
-        )["title"]
-        return [
-            {
-                "rank": r,
-                "item_id": item,
-                "title": str(titles.get(item, "?")),
-                "score": retrieval[item],
-                **({"ranker_score": ranker[item]} if ranker else {}),
-            }
-            for r, item in enumerate(order[: config.k], start=1)
-        ]
 
-    return timed("fuse_titles", titled)
+def _not_answering(settings: Settings, exc: Exception) -> RecommendError:
+    return RecommendError(
+        f"the served model did not answer: {exc}",
+        f"start serving with `recops serve --detach` (log: {settings.serving_dir / 'server.log'})",
+    )

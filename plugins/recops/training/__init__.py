@@ -3,7 +3,8 @@
 ``train(TrainConfig(...))`` is the entry point. The package is split by concern:
 
 - ``config``: ``TrainConfig`` (what to train, the knobs) and ``TrainResult``.
-- ``inputs``: the in-batch logQ and the tf.data pipelines (``make_dataset``,
+- ``inputs``: the model spec fitted from the dataset's layout (``fit_model_spec``), the
+  model and tower inputs, the in-batch logQ and the tf.data pipelines (``make_dataset``,
   ``indexed_dataset``).
 - ``strategy``: the tf.distribute strategy, seeding, and the process's role in
   ``TF_CONFIG``.
@@ -14,9 +15,11 @@
   export.
 - ``fit``: ``train()`` itself, which wires the rest together.
 
-The tables it reads and the splits it writes live in the leaf modules ``recops.tables``
-and ``recops.splits``, shared with ranking and evaluation; they are re-exported here for
-the modules that import them from ``recops.training``. TensorFlow is imported inside
+The features come from the dataset spec (``TrainConfig.spec_uri``), never from fixed
+column names. The tables it reads (``recops.tables``: column lists and readers of a
+layout) and the splits it writes (``recops.splits``) live in leaf modules shared with
+ranking and evaluation; they are re-exported here for the modules that import them from
+``recops.training``. TensorFlow is imported inside
 functions, so importing this package is cheap.
 """
 
@@ -25,12 +28,14 @@ from __future__ import annotations
 from recops.errors import CheckpointCorruptError
 from recops.splits import SPLITS, split_interactions, train_rows
 from recops.tables import (
-    ITEM_COLUMNS,
-    TRAINING_SET_COLUMNS,
-    USER_COLUMNS,
+    item_columns,
     latest_rows,
+    read_items,
     read_parquet_columns,
     read_training_set,
+    read_users,
+    training_set_columns,
+    user_columns,
 )
 from recops.training.backup import verify_backup
 from recops.training.config import TrainConfig, TrainResult
@@ -50,12 +55,9 @@ from recops.training.strategy import is_chief, seed_everything, select_strategy
 
 __all__ = [
     "CONFIG_FILE",
-    "ITEM_COLUMNS",
     "RESULT_FILE",
     "SPLITS",
     "SUCCESS_MARKER",
-    "TRAINING_SET_COLUMNS",
-    "USER_COLUMNS",
     "CheckpointCorruptError",
     "OutputConflictError",
     "TrainConfig",
@@ -64,18 +66,23 @@ __all__ = [
     "early_stopping_callback",
     "indexed_dataset",
     "is_chief",
+    "item_columns",
     "item_log_probabilities",
     "latest_rows",
     "load_completed",
     "make_dataset",
     "prepare_output_dir",
     "publish",
+    "read_items",
     "read_parquet_columns",
     "read_training_set",
+    "read_users",
     "seed_everything",
     "select_strategy",
     "split_interactions",
     "train",
     "train_rows",
+    "training_set_columns",
+    "user_columns",
     "verify_backup",
 ]

@@ -7,11 +7,14 @@ Both are ``Record``s: they travel through XCom and are stored as ``config.json``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from recops.errors import ParamError
 from recops.params import stage_default
 from recops.records import Record
+
+if TYPE_CHECKING:
+    from recops.layout import Layout
 
 __all__ = ["OPERATIONAL_FIELDS", "PROTOCOLS", "TrainConfig", "TrainResult"]
 
@@ -26,9 +29,14 @@ class TrainConfig(Record):
     """What to train on, where to write, and the knobs.
 
     Attributes:
-        training_set_uri: Parquet training set (Feast historical features).
-        users_uri: users.parquet (not used for training; kept so the run is self-described).
-        items_uri: items.parquet, the candidate catalogue embedded at export.
+        training_set_uri: Parquet training set (Feast historical features), with the
+            layout's ``training_set_columns``.
+        users_uri: users.parquet; the user features' vocabularies and statistics are
+            fitted on its rows of the users seen in the train split.
+        items_uri: items.parquet, the candidate catalogue embedded at export; the item
+            features are fitted on its rows of the items seen in the train split.
+        spec_uri: The dataset spec YAML: which attributes the model takes, and of what
+            kind (``recops.layout.layout_from_spec``).
         output_dir: Folder owned by this run (key it on the data interval).
         epochs: Passes over the train split.
         embedding_dim: Output size of both towers.
@@ -62,6 +70,7 @@ class TrainConfig(Record):
     training_set_uri: str
     users_uri: str
     items_uri: str
+    spec_uri: str
     output_dir: str
     # Picked on ml-100k's valid split. logQ correction lifts Recall@10 from ~0.06 to ~0.25:
     # without it in-batch negatives over-penalise popular items. Temperature 0.2-0.3 beat
@@ -83,6 +92,8 @@ class TrainConfig(Record):
     discard_corrupt_backup: bool = False
 
     def __post_init__(self) -> None:
+        if not self.spec_uri:
+            raise ParamError("TrainConfig.spec_uri is empty: give the dataset spec YAML")
         for name in ("epochs", "embedding_dim", "batch_size", "replicas"):
             if getattr(self, name) < 1:
                 raise ParamError(f"TrainConfig.{name}={getattr(self, name)!r} must be >= 1")
@@ -99,6 +110,17 @@ class TrainConfig(Record):
             )
         if self.protocol not in PROTOCOLS:
             raise ParamError(f"TrainConfig.protocol={self.protocol!r} must be one of {PROTOCOLS}")
+
+    def layout(self) -> Layout:
+        """The published layout of the dataset ``spec_uri`` declares.
+
+        Raises:
+            DataError: If the spec file is missing or invalid (the message names it).
+        """
+        from recops.dataset_spec import load_spec
+        from recops.layout import layout_from_spec
+
+        return layout_from_spec(load_spec(self.spec_uri))
 
     def identity(self) -> dict[str, Any]:
         """The fields that define what the run produces (stored as ``config.json``)."""

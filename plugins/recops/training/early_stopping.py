@@ -195,6 +195,13 @@ def save_weights(path: Path, weights: Sequence[np.ndarray]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _of_types(frame: pd.DataFrame, types: Sequence[str]) -> pd.DataFrame:
+    """Rows of ``frame`` whose event type is in ``types`` (all when either is absent)."""
+    if not types or "event_type" not in frame.columns:
+        return frame
+    return frame[frame["event_type"].isin(list(types))]
+
+
 def valid_ndcg_scorer(
     spec: Any,
     *,
@@ -202,6 +209,8 @@ def valid_ndcg_scorer(
     profiles: pd.DataFrame,
     items: pd.DataFrame,
     k: int = EARLY_STOPPING_K,
+    positive_types: Sequence[str] = (),
+    seen_types: Sequence[str] = (),
 ) -> Callable[[Any], float]:
     """Full-ranking NDCG@k on the valid split, scoring with the in-memory towers.
 
@@ -209,11 +218,15 @@ def valid_ndcg_scorer(
     ``recops.evaluation`` does on the exported model.
 
     Args:
-        spec: The model's ``TwoTowerSpec`` (vocabularies).
+        spec: The model's ``TwoTowerSpec`` (vocabularies, feature definitions).
         split: ``user_id, item_id, split`` of the whole training set.
-        profiles: One row per user with ``user_id, age, gender, occupation``.
-        items: The catalogue, one row per item (``item_id, genre_mask, release_year``).
+        profiles: One row per user: ``user_id`` and the spec's user feature columns.
+        items: The catalogue, one row per item: ``item_id`` and the item feature columns.
         k: Cut-off.
+        positive_types: Event types that count as hits (all when empty or when
+            ``split`` has no ``event_type``), as in ``recops.evaluation``.
+        seen_types: Event types masked as seen (all when empty or without
+            ``event_type``).
 
     Returns:
         A function of the training model returning the user-averaged NDCG@k.
@@ -223,43 +236,38 @@ def valid_ndcg_scorer(
     """
     from recops_models.metrics import ROW_BLOCK, ranking_metrics, top_k_items
 
+    from recops.training.inputs import item_tower_inputs, user_tower_inputs
+
     item_ids = items["item_id"].to_numpy(np.int64)
     column_of = pd.Series(np.arange(item_ids.size), index=item_ids)
     cols = column_of.reindex(split["item_id"].to_numpy()).to_numpy()
     known = ~np.isnan(cols)
     frame = split.assign(col=np.where(known, cols, -1).astype(np.int64))[known]
-    valid = frame[frame["split"] == "valid"]
+    valid = _of_types(frame[frame["split"] == "valid"], positive_types)
     truth = valid.groupby("user_id")["col"].apply(np.asarray)
     if truth.empty:
-        raise DataError("the valid split has no items in the catalogue; cannot early-stop")
+        raise DataError("the valid split has no positive items in the catalogue; cannot early-stop")
     users = truth.index.to_numpy(np.int64)
-    seen = frame[frame["split"] == "train"].groupby("user_id")["col"].apply(np.asarray)
+    train = _of_types(frame[frame["split"] == "train"], seen_types)
+    seen = train.groupby("user_id")["col"].apply(np.asarray)
     exclude = [seen.get(u, np.empty(0, np.int64)) for u in users.tolist()]
     ground_truth = truth.tolist()
-    profile = profiles.set_index("user_id").reindex(users)
+    # A valid user without a profile row gets missing features (out of vocabulary).
+    profile = profiles.set_index("user_id").reindex(users).rename_axis("user_id").reset_index()
     k = min(k, item_ids.size)
-    user_features = {
-        "user_idx": spec.user_index(users),
-        "gender_idx": spec.gender_index(profile["gender"].to_numpy()),
-        "occupation_idx": spec.occupation_index(profile["occupation"].to_numpy()),
-        "age": profile["age"].to_numpy(np.int64),
-    }
-    item_features = {
-        "item_idx": spec.item_index(item_ids),
-        "genre_mask": items["genre_mask"].to_numpy(np.int64),
-        "release_year": items["release_year"].to_numpy(np.int64),
-    }
+    user_features = user_tower_inputs(spec, profile)
+    item_features = item_tower_inputs(spec, items)
     towers: dict[int, tuple[Any, Any]] = {}
 
     def score(model: Any) -> float:
-        from recops_models.two_tower import towers_from_training_model
+        from recops_models.two_tower import embed_in_batches, towers_from_training_model
 
         if id(model) not in towers:
             towers.clear()
             towers[id(model)] = towers_from_training_model(model)
         user_tower, item_tower = towers[id(model)]
-        user = user_tower(user_features, training=False).numpy()
-        item = item_tower(item_features, training=False).numpy()
+        user = embed_in_batches(user_tower, user_features)
+        item = embed_in_batches(item_tower, item_features)
         # Score a block of users at a time: the whole users x items matrix is 4 GB at
         # 50k x 20k, and ranking it needs several copies.
         ranked = [

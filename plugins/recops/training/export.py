@@ -129,7 +129,8 @@ def export_model(
     Args:
         weights: The trained model's weights (``model.get_weights()``).
         spec: The model's ``TwoTowerSpec``.
-        items: The catalogue (``item_id, genre_mask, release_year``), the candidates.
+        items: The catalogue, one row per item: ``item_id`` and the spec's item feature
+            columns (the candidates).
         staging: The run's staging folder; ``weights/`` and ``model/`` are written there.
 
     Returns:
@@ -141,6 +142,8 @@ def export_model(
         save_trained_model,
     )
 
+    from recops.training.inputs import catalogue
+
     # A plain float32 copy of the weights: the export must not depend on the strategy.
     plain = build_training_model(spec)
     plain.set_weights(weights)
@@ -148,7 +151,7 @@ def export_model(
     k: int = export_retrieval_model(
         model=plain,
         spec=spec,
-        items={c: items[c].to_numpy() for c in ("item_id", "genre_mask", "release_year")},
+        items=catalogue(spec, items),
         export_dir=staging / "model",
         k=RETRIEVAL_K,
     )

@@ -1,10 +1,13 @@
 """The ``train()`` entry point: split, fit under a strategy with backups, export, publish.
 
-``train(TrainConfig(...))`` reads the point-in-time training set, splits it per user
-(RecBole's random 80/10/10, seed ``SPLIT_SEED``, or by time), trains on the train part
-only under a ``tf.distribute`` strategy, and writes into ``output_dir``::
+``train(TrainConfig(...))`` reads the dataset's layout from its spec (``spec_uri``: which
+user and item attributes the towers take, and of what kind), reads the point-in-time
+training set, splits it per user (RecBole's random 80/10/10, seed ``SPLIT_SEED``, or by
+time), fits the feature vocabularies and statistics on the users and items tables
+restricted to the train split's entities, trains on the train part only under a
+``tf.distribute`` strategy, and writes into ``output_dir``::
 
-    split.parquet     user_id, item_id, split in {train, valid, test}
+    split.parquet     user_id, item_id, split in {train, valid, test}, event_type
     weights/          spec.json + TF checkpoint, rebuilt by compression
     model/            float retrieval SavedModel (the serving contract)
     config.json       the config this folder belongs to
@@ -44,13 +47,7 @@ from recops_models.tf_env import tensorflow, use_legacy_keras
 from recops.config import RETRIEVAL_K
 from recops.errors import ParamError, PermanentError
 from recops.splits import split_interactions, temporal_split, train_rows
-from recops.tables import (
-    ITEM_COLUMNS,
-    USER_COLUMNS,
-    latest_rows,
-    read_parquet_columns,
-    read_training_set,
-)
+from recops.tables import read_items, read_training_set, read_users
 from recops.training.backup import BACKUP_DIR, EARLY_STOPPING_DIR, prepare_backup
 from recops.training.config import TrainConfig, TrainResult
 from recops.training.early_stopping import (
@@ -66,7 +63,12 @@ from recops.training.export import (
     prepare_output_dir,
     publish,
 )
-from recops.training.inputs import item_log_probabilities, make_dataset
+from recops.training.inputs import (
+    fit_model_spec,
+    item_log_probabilities,
+    make_dataset,
+    training_inputs,
+)
 from recops.training.strategy import is_chief, seed_everything, select_strategy, worker_name
 
 __all__ = ["TrainingDivergedError", "split_frame", "train"]
@@ -79,16 +81,22 @@ class TrainingDivergedError(PermanentError, ValueError):
 
 
 def split_frame(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
-    """The ``user_id, item_id, split`` frame of ``frame`` under ``protocol``."""
+    """The ``user_id, item_id, split, event_type`` frame of ``frame`` under ``protocol``.
+
+    ``event_type`` travels with the split so evaluation can count only the spec's
+    positive types as hits and mask only its seen types.
+    """
     if protocol == "random":
-        return split_interactions(frame["user_id"].to_numpy(), frame["item_id"].to_numpy())
-    split = temporal_split(
-        frame["user_id"].to_numpy(),
-        frame["item_id"].to_numpy(),
-        frame["event_timestamp"].to_numpy(),
-        ratios=(0.8, 0.1, 0.1),
-    )
-    return split[["user_id", "item_id", "split"]]
+        split = split_interactions(frame["user_id"].to_numpy(), frame["item_id"].to_numpy())
+    else:
+        split = temporal_split(
+            frame["user_id"].to_numpy(),
+            frame["item_id"].to_numpy(),
+            frame["event_timestamp"].to_numpy(),
+            ratios=(0.8, 0.1, 0.1),
+        )[["user_id", "item_id", "split"]]
+    types = frame[["user_id", "item_id", "event_type"]]
+    return split.merge(types, on=["user_id", "item_id"], how="left", validate="one_to_one")
 
 
 def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
@@ -126,7 +134,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         staging_name=STAGING_DIR if chief else f"{STAGING_DIR}_{worker_name()}",
     )
 
-    frame = read_training_set(config.training_set_uri)
+    layout = config.layout()
+    frame = read_training_set(config.training_set_uri, layout)
     split = split_frame(frame, config.protocol)
     if chief:
         split.to_parquet(staging / "split.parquet", index=False)
@@ -134,7 +143,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     if config.max_rows is not None and len(rows) > config.max_rows:
         keep = np.random.default_rng(config.seed).choice(len(rows), config.max_rows, replace=False)
         rows = rows.iloc[np.sort(keep)].reset_index(drop=True)
-    items = latest_rows(read_parquet_columns(config.items_uri, ITEM_COLUMNS, "items"), "item_id")
+    users = read_users(config.users_uri, layout)
+    items = read_items(config.items_uri, layout)
 
     use_legacy_keras()
     # The strategy comes first: logical devices can only be set before TF starts.
@@ -148,25 +158,18 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     seed_everything(config.seed)
     tf = tensorflow()
     import tf_keras
-    from recops_models.two_tower import (
-        InBatchSoftmaxLoss,
-        TwoTowerSpec,
-        build_training_model,
-        model_inputs,
-    )
+    from recops_models.two_tower import InBatchSoftmaxLoss, build_training_model
 
-    spec = TwoTowerSpec.from_columns(
-        user_id=rows["user_id"].to_numpy(),
-        item_id=rows["item_id"].to_numpy(),
-        gender=rows["gender"].to_numpy(),
-        occupation=rows["occupation"].to_numpy(),
-        age=rows["age"].to_numpy(),
-        release_year=rows["release_year"].to_numpy(),
+    spec = fit_model_spec(
+        layout,
+        rows=rows,
+        users=users,
+        items=items,
         embedding_dim=config.embedding_dim,
         temperature=config.temperature,
     )
     logq = item_log_probabilities(rows["item_id"].to_numpy()) if config.logq_correction else None
-    features = model_inputs(spec, {c: rows[c].to_numpy() for c in rows.columns}, logq)
+    features = training_inputs(spec, rows, logq)
     dataset = make_dataset(features, batch_size=config.batch_size, seed=config.seed)
     # float16 only pays off on GPUs; on CPU it is slower and less accurate.
     mixed = config.mixed_precision and bool(tf.config.list_logical_devices("GPU"))
@@ -187,8 +190,10 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         scorer = valid_ndcg_scorer(
             spec,
             split=split,
-            profiles=latest_rows(frame[list(USER_COLUMNS)], "user_id"),
+            profiles=users,
             items=items,
+            positive_types=layout.positive_types,
+            seen_types=layout.seen_types,
         )
         stopper = early_stopping_callback(
             scorer,

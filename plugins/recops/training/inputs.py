@@ -1,4 +1,14 @@
-"""What the two-tower is fed: the logQ of in-batch sampling and the tf.data pipelines.
+"""What the two-tower is fed: its spec, its inputs, the logQ and the tf.data pipelines.
+
+The model code (``recops_models.two_tower``) fits the feature vocabularies and turns
+columns into model inputs; the functions here are the stage's only doors to it, so the
+training, early-stopping and compression code never names a feature:
+
+- ``fit_model_spec``: the ``TwoTowerSpec`` of a layout, fitted on the users and items
+  tables restricted to the train split's entities;
+- ``training_inputs``, ``user_tower_inputs``, ``item_tower_inputs``: the inputs of the
+  training model and of each tower, built from frames holding the spec's feature columns;
+- ``catalogue``: the ``item_id`` + item feature arrays the export embeds.
 
 ``make_dataset`` builds the training stream of the two-tower; ``indexed_dataset`` is the
 general form (any nest of in-memory arrays) that the ranker uses too. TensorFlow is
@@ -7,14 +17,108 @@ imported inside the functions.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 from recops_models.tf_env import tensorflow, use_legacy_keras
 
 from recops.errors import ParamError
 
-__all__ = ["indexed_dataset", "item_log_probabilities", "make_dataset"]
+if TYPE_CHECKING:
+    from recops.layout import Layout
+
+__all__ = [
+    "catalogue",
+    "fit_model_spec",
+    "indexed_dataset",
+    "item_log_probabilities",
+    "item_tower_inputs",
+    "make_dataset",
+    "training_inputs",
+    "user_tower_inputs",
+]
+
+
+def fit_model_spec(
+    layout: Layout,
+    *,
+    rows: pd.DataFrame,
+    users: pd.DataFrame,
+    items: pd.DataFrame,
+    embedding_dim: int,
+    temperature: float,
+) -> Any:
+    """The two-tower spec: id vocabularies of the train rows, features of the tables.
+
+    Args:
+        layout: The dataset's layout (which features, of what kind).
+        rows: The train rows (``user_id``, ``item_id``, ...).
+        users: The users table, one row per user (``recops.tables.read_users``).
+        items: The items table, one row per item (``recops.tables.read_items``).
+        embedding_dim: Output size of both towers.
+        temperature: Softmax temperature of the in-batch logits.
+
+    Returns:
+        The ``TwoTowerSpec``.
+    """
+    from recops_models.two_tower import TwoTowerSpec
+
+    return TwoTowerSpec.from_tables(
+        train=rows,
+        users=users,
+        items=items,
+        user_features=layout.user_features,
+        item_features=layout.item_features,
+        embedding_dim=embedding_dim,
+        temperature=temperature,
+    )
+
+
+def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    return {str(c): frame[c].to_numpy() for c in frame.columns}
+
+
+def training_inputs(
+    spec: Any, rows: pd.DataFrame, logq: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """The training model's inputs for ``rows`` (ids, both sides' features, logQ)."""
+    from recops_models.two_tower import model_inputs
+
+    return dict(model_inputs(spec, _columns(rows), logq))
+
+
+def user_tower_inputs(spec: Any, users: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The user tower's inputs for ``users``: ``user_idx`` plus the raw user features.
+
+    A missing feature value is valid (``""`` or NaN: out of vocabulary, the missing flag).
+    """
+    from recops_models.feature_defs import raw_inputs
+
+    return {
+        "user_idx": spec.user_index(users["user_id"].to_numpy(np.int64)),
+        **raw_inputs(spec.user_features, _columns(users)),
+    }
+
+
+def item_tower_inputs(spec: Any, items: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The item tower's inputs for a catalogue: ``item_idx`` plus the raw item features.
+
+    Args:
+        spec: The model's ``TwoTowerSpec``.
+        items: ``item_id`` and the item feature arrays (a frame or a mapping of arrays).
+    """
+    from recops_models.two_tower import item_features_of
+
+    columns = _columns(items) if isinstance(items, pd.DataFrame) else items
+    return dict(item_features_of(spec, columns))
+
+
+def catalogue(spec: Any, items: pd.DataFrame) -> dict[str, np.ndarray]:
+    """``item_id`` and the spec's item feature arrays: the candidates an export embeds."""
+    names = ["item_id", *(f.name for f in spec.item_features)]
+    return {name: items[name].to_numpy() for name in names}
 
 
 def item_log_probabilities(item_id: np.ndarray) -> np.ndarray:
@@ -42,7 +146,7 @@ def make_dataset(
         ParamError: If there are fewer rows than one batch (a ``ValueError``).
     """
     use_legacy_keras()
-    n = len(features["user_idx"])
+    n = len(next(iter(features.values()))) if features else 0
     if n < batch_size:
         raise ParamError(f"batch_size={batch_size} exceeds the {n} training rows")
     columns = (features, np.zeros(n, np.int32))

@@ -2,16 +2,22 @@
 
 ``ContractConfig`` holds the thresholds and severities of the checks that are not plain
 schema rules, ``ValidateConfig`` says what to validate and where reports and quarantined
-files go, and ``ValidationResult`` is what a passing validation returns.
+files go, and ``ValidationResult`` is what a passing validation returns. ``contract_spec``
+finds the dataset spec the suites are generated from.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recops.errors import ParamError
 from recops.records import Record
+
+if TYPE_CHECKING:
+    from recops.dataset_spec import DatasetSpec
 
 __all__ = [
     "DOCS_DIR",
@@ -20,6 +26,7 @@ __all__ = [
     "ContractConfig",
     "ValidateConfig",
     "ValidationResult",
+    "contract_spec",
 ]
 
 #: The JSON report's file name, in the report folder and in quarantine.
@@ -34,9 +41,10 @@ class ContractConfig(Record):
     """Thresholds and severities of the checks that are not plain schema rules.
 
     Structural checks (schema, dtypes, nulls, ranges, categoricals, uniqueness, referential
-    integrity, timestamps, empty partitions) fail by default; any of them can be downgraded
-    to a warning by naming its check key in ``warn_only``. Volume and drift checks warn by
-    default, except a rating PSI above ``rating_psi_extreme``, which always blocks.
+    integrity, timestamps, empty partitions) fail by default, attribute constraints with
+    the severity their spec gives; any of them can be downgraded to a warning by naming its
+    check key in ``warn_only``. Volume and drift checks warn by default, except a weight
+    PSI above ``weight_psi_extreme``, which always blocks.
 
     Attributes:
         history_days: Trailing published partitions (before the interval) used as the
@@ -45,9 +53,10 @@ class ContractConfig(Record):
         row_count_severity: ``fail`` or ``warn``.
         drift_min_rows: Drift checks are skipped (with a note) below this many rows today or
             in the reference window: PSI on a handful of events is noise.
-        rating_psi_max: PSI of the rating distribution above which the check triggers.
-        rating_psi_severity: ``fail`` or ``warn``.
-        rating_psi_extreme: A rating PSI above this always blocks; None disables.
+        weight_psi_max: PSI of the event weight distribution (the explicit value, or the
+            event-type mix) above which the check triggers.
+        weight_psi_severity: ``fail`` or ``warn``.
+        weight_psi_extreme: A weight PSI above this always blocks; None disables.
         item_psi_max: PSI of item popularity (top ``item_top_k`` items + "other").
         item_psi_severity: ``fail`` or ``warn``.
         item_top_k: Items of the reference window that get their own popularity bin.
@@ -55,6 +64,10 @@ class ContractConfig(Record):
         new_user_severity: ``fail`` or ``warn``.
         new_item_share_max: Share of today's distinct items unseen in the reference window.
         new_item_severity: ``fail`` or ``warn``.
+        new_value_share_max: Per categorical user or item attribute: share of today's
+            events whose value (any element, for a multi-valued one) was unseen in the
+            reference window.
+        new_value_severity: ``fail`` or ``warn``.
         allow_empty: Accept a partition with zero rows (blocked by default).
         warn_only: Check keys (``table.expectation_type[.column]``, as printed in the report's
             ``check`` field) whose failure only warns.
@@ -67,9 +80,9 @@ class ContractConfig(Record):
     row_count_factor: float = 3.0
     row_count_severity: str = "warn"
     drift_min_rows: int = 50
-    rating_psi_max: float = 0.2
-    rating_psi_severity: str = "warn"
-    rating_psi_extreme: float | None = 1.0
+    weight_psi_max: float = 0.2
+    weight_psi_severity: str = "warn"
+    weight_psi_extreme: float | None = 1.0
     item_psi_max: float = 0.5
     item_psi_severity: str = "warn"
     item_top_k: int = 20
@@ -77,16 +90,19 @@ class ContractConfig(Record):
     new_user_severity: str = "warn"
     new_item_share_max: float = 0.5
     new_item_severity: str = "warn"
+    new_value_share_max: float = 0.2
+    new_value_severity: str = "warn"
     allow_empty: bool = False
     warn_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name in (
             "row_count_severity",
-            "rating_psi_severity",
+            "weight_psi_severity",
             "item_psi_severity",
             "new_user_severity",
             "new_item_severity",
+            "new_value_severity",
         ):
             value = getattr(self, name)
             if value not in SEVERITIES:
@@ -99,6 +115,10 @@ class ContractConfig(Record):
             raise ParamError(
                 f"ContractConfig.row_count_factor={self.row_count_factor} must be >= 1"
             )
+        for name in ("new_user_share_max", "new_item_share_max", "new_value_share_max"):
+            share = getattr(self, name)
+            if not 0 <= share <= 1:
+                raise ParamError(f"ContractConfig.{name}={share} must lie in [0, 1]")
         # Tuples keep the config hashable; a list from JSON is accepted and converted.
         object.__setattr__(self, "warn_only", tuple(self.warn_only))
 
@@ -122,6 +142,10 @@ class ValidateConfig(Record):
             None skips history checks (recorded as a note).
         contract: Thresholds and severities.
         data_docs: Build GX Data Docs into ``<report_dir>/data_docs/``.
+        spec_uri: The dataset spec the suites are generated from. ``""`` (the default):
+            the ``spec.yaml`` an import left beside ``users_path`` (the dataset's data
+            folder), else the spec of the dataset the environment's ``Settings`` name
+            (``recops.layout.spec_path``).
     """
 
     interactions_path: str
@@ -134,6 +158,7 @@ class ValidateConfig(Record):
     published_dir: str | None = None
     contract: ContractConfig = field(default_factory=ContractConfig)
     data_docs: bool = True
+    spec_uri: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,7 +166,8 @@ class ValidationResult(Record):
     """Outcome of a passing validation (a failing one raises).
 
     ``warnings`` lists the checks that failed with severity ``warn``; ``drift`` holds the
-    drift and volume metrics (None where a check was skipped, see ``notes``).
+    drift and volume metrics (None where a check was skipped, see ``notes``); ``dataset``
+    names the spec the suites came from.
     """
 
     success: bool
@@ -157,3 +183,26 @@ class ValidationResult(Record):
     drift: dict[str, float | None] = field(default_factory=dict)
     data_docs_uri: str = ""
     published: bool = False
+    dataset: str = ""
+
+
+def contract_spec(spec: DatasetSpec | str | Path | None = None) -> DatasetSpec:
+    """The dataset spec a validation checks against.
+
+    Args:
+        spec: A loaded spec, a spec file, or None / ``""``: the spec of the dataset the
+            environment's ``Settings`` name (its imported copy, else the shipped one).
+
+    Raises:
+        recops.errors.DataError: The spec is missing or invalid (names file and field).
+    """
+    from recops.dataset_spec import DatasetSpec, load_spec
+
+    if isinstance(spec, DatasetSpec):
+        return spec
+    if spec:
+        return load_spec(spec)
+    from recops.config import Settings
+    from recops.layout import active_spec
+
+    return active_spec(Settings.from_env())

@@ -1,92 +1,91 @@
-"""The published schema: column names, dtypes and allowed values of the three tables.
+"""The published tables' columns and dtypes, as the contract checks them, for any dataset.
 
-One declaration that both sides share: the contract (``recops.validation.suites``) checks
-these columns and value sets, and ingestion (``recops.data``) writes them. ``genre_mask``
-encodes genre names in the bit order of ``GENRES``.
+The interactions columns are the same for every dataset (``recops.layout``); the users
+and items tables hold the key, one column per attribute of the dataset's spec and
+``event_timestamp``. ``table_columns`` and ``table_types`` derive those per dataset from
+its ``Layout``; the dtype names are the ones Great Expectations' pandas type check
+compares (``dtype.type``).
 
-This module is light (no pandas, no Great Expectations) and imports only the error tree.
+This module is light (no pandas, no Great Expectations): it imports only the layout.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from recops.errors import DataError
+from recops_models.feature_defs import STRING_KINDS
+
+from recops.layout import INTERACTION_COLUMNS
+
+if TYPE_CHECKING:
+    from recops.layout import Layout
 
 __all__ = [
-    "GENDERS",
-    "GENRES",
+    "FLOAT_TYPE",
     "INTERACTION_COLUMNS",
     "INTERACTION_TYPES",
-    "ITEM_COLUMNS",
-    "ML100K_OCCUPATIONS",
-    "N_GENRES",
-    "OCCUPATIONS",
+    "KEY_COLUMNS",
+    "KEY_TYPE",
     "PARTITION_FILE",
-    "RATINGS",
-    "RELEASE_YEARS",
-    "USER_COLUMNS",
-    "genre_mask",
+    "STRING_TYPE",
+    "TABLES",
+    "TIMESTAMP_TYPE",
+    "attribute_type",
+    "table_columns",
+    "table_types",
 ]
 
-#: ml-100k's genres, in the bit order of ``genre_mask``.
-GENRES: tuple[str, ...] = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
-N_GENRES = len(GENRES)
-#: The 21 occupations of ml-100k's ``u.occupation``, sorted (the synthetic generator
-#: assigns them by index, so the order is part of its output).
-OCCUPATIONS: tuple[str, ...] = (
-    "administrator", "artist", "doctor", "educator", "engineer", "entertainment",
-    "executive", "healthcare", "homemaker", "lawyer", "librarian", "marketing", "none",
-    "other", "programmer", "retired", "salesman", "scientist", "student", "technician",
-    "writer",
-)  # fmt: skip
-#: The same occupations as a set: the allowed ``occupation`` values of the users table.
-ML100K_OCCUPATIONS: frozenset[str] = frozenset(OCCUPATIONS)
-GENDERS: frozenset[str] = frozenset({"M", "F"})
-#: 0 means "release year unknown" in the items table.
-RELEASE_YEARS: frozenset[int] = frozenset({0, *range(1900, 2101)})
-RATINGS: tuple[int, ...] = (1, 2, 3, 4, 5)
-
-INTERACTION_COLUMNS: tuple[str, ...] = ("user_id", "item_id", "rating", "event_timestamp")
-# GX's pandas type check compares ``dtype.type``; for a tz-aware column that is
-# ``pandas.Timestamp``, so "Timestamp" accepts tz-aware and rejects naive timestamps.
+#: The tables the contract checks, in the order reports list them.
+TABLES: tuple[str, ...] = ("interactions", "users", "items")
+#: The key column of each dimension table (and the interactions column that joins to it).
+KEY_COLUMNS: dict[str, str] = {"users": "user_id", "items": "item_id"}
+#: Keys are int64 everywhere: string keys are interned to ids at import.
+KEY_TYPE = "int64"
+#: GX's pandas type check compares ``dtype.type``; for a tz-aware column that is
+#: ``pandas.Timestamp``, so "Timestamp" accepts tz-aware and rejects naive timestamps.
+TIMESTAMP_TYPE = "Timestamp"
+#: Numeric and timestamp attributes, and the event weight.
+FLOAT_TYPE = "float64"
+#: String columns read back from parquet are ``object``; GX then checks every value is a
+#: ``str`` (nulls aside), and a pandas ``string`` column passes as well.
+STRING_TYPE = "str"
+#: The dtype of every interactions column.
 INTERACTION_TYPES: dict[str, str] = {
-    "user_id": "int64",
-    "item_id": "int64",
-    "rating": "int64",
-    "event_timestamp": "Timestamp",
+    "user_id": KEY_TYPE,
+    "item_id": KEY_TYPE,
+    "event_timestamp": TIMESTAMP_TYPE,
+    "event_type": STRING_TYPE,
+    "weight": FLOAT_TYPE,
 }
-USER_COLUMNS: tuple[str, ...] = (
-    "user_id",
-    "age",
-    "gender",
-    "occupation",
-    "zip_code",
-    "event_timestamp",
-)
-ITEM_COLUMNS: tuple[str, ...] = (
-    "item_id",
-    "title",
-    "release_year",
-    "genre_mask",
-    "event_timestamp",
-)
 #: File name of one day's partition inside its ``date=YYYY-MM-DD/`` folder.
 PARTITION_FILE = "part-0.parquet"
 
 
-def genre_mask(names: Iterable[str]) -> int:
-    """Bit mask of genre names; unknown names raise, so typos never pass silently."""
-    mask = 0
-    for name in names:
-        if not name:
-            continue
-        try:
-            mask |= 1 << GENRES.index(name)
-        except ValueError as exc:
-            raise DataError(f"unknown genre {name!r}; expected one of {GENRES}") from exc
-    return mask
+def attribute_type(kind: str) -> str:
+    """The published dtype of an attribute of ``kind``.
+
+    Categorical, multi-valued categorical and text attributes are strings; numeric and
+    timestamp attributes (days since the epoch) are float64.
+    """
+    return STRING_TYPE if kind in STRING_KINDS else FLOAT_TYPE
+
+
+def table_columns(layout: Layout) -> dict[str, tuple[str, ...]]:
+    """The columns of each published table of ``layout``'s dataset, keyed by table."""
+    return {
+        "interactions": INTERACTION_COLUMNS,
+        "users": layout.user_columns,
+        "items": layout.item_columns,
+    }
+
+
+def table_types(layout: Layout) -> dict[str, dict[str, str]]:
+    """The dtype of every column of each published table, keyed by table then column."""
+    types: dict[str, dict[str, str]] = {"interactions": dict(INTERACTION_TYPES)}
+    for table, features in (("users", layout.user_features), ("items", layout.item_features)):
+        types[table] = {
+            KEY_COLUMNS[table]: KEY_TYPE,
+            **{f.name: attribute_type(f.kind) for f in features},
+            "event_timestamp": TIMESTAMP_TYPE,
+        }
+    return types

@@ -1,10 +1,19 @@
-"""The Great Expectations suites of the contract, one per table, and running them.
+"""The Great Expectations suites of the contract, generated from the dataset spec.
 
-``build_suites`` declares the expectations (schema and dtypes, null keys, value ranges,
-allowed categoricals, unique events, referential integrity, events inside the data
-interval, the row-count band) with our check key and severity in each one's ``meta``.
-``run_suites`` runs them in one ephemeral GX context, turns every result into a
-``Check`` in suite order, and renders the run's Data Docs.
+``build_suites`` declares, from a ``DatasetSpec``, the expectations of each table:
+
+- interactions: the canonical columns and dtypes, no nulls, ``event_type`` in the
+  declared set, ``weight`` within the explicit value's range (else above 0), events inside
+  the data interval and not in the future, unique events, referential integrity with the
+  users and items tables, and the row-count band;
+- users and items: the key and attribute columns and their dtypes, a not-null unique key,
+  and each attribute's constraints (not null, allowed set, range) with the severity the
+  spec gives them; the allowed set of a multi-valued categorical is checked on every
+  element of the split values, in a suite of its own over those elements.
+
+Each expectation carries our check key and severity in its ``meta``. ``run_suites`` runs
+them in one ephemeral GX context, turns every result into a ``Check`` in suite order, and
+renders the run's Data Docs.
 
 Great Expectations is imported inside the functions: it alone takes seconds to import,
 and Airflow's DAG parser imports this package.
@@ -13,31 +22,77 @@ and Airflow's DAG parser imports this package.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recops_models.feature_defs import FeatureDef, split_values
+
+from recops.layout import INTERACTION_COLUMNS, layout_from_spec
 from recops.validation.checks import Check, summarise
 from recops.validation.contract import ContractConfig
-from recops.validation.schema import (
-    GENDERS,
-    INTERACTION_COLUMNS,
-    INTERACTION_TYPES,
-    ITEM_COLUMNS,
-    ML100K_OCCUPATIONS,
-    N_GENRES,
-    RELEASE_YEARS,
-    USER_COLUMNS,
-)
+from recops.validation.schema import KEY_COLUMNS, table_columns, table_types
 from recops.validation.tables import Table
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["build_docs", "build_suites", "check_key", "ids", "run_suites", "to_check"]
+    from recops.dataset_spec import Attribute, DatasetSpec
+    from recops.layout import Layout
+
+__all__ = [
+    "Suite",
+    "allowed_values",
+    "build_docs",
+    "build_suites",
+    "check_key",
+    "ids",
+    "run_suites",
+    "suite_frame",
+    "to_check",
+]
+
+#: Interactions columns that identify one event: the same user, item, time and type twice
+#: is a duplicate (a view and a purchase in the same second are two events).
+EVENT_KEY: tuple[str, ...] = ("user_id", "item_id", "event_timestamp", "event_type")
+
+
+@dataclass(frozen=True)
+class Suite:
+    """One GX suite: the expectations run on one frame, reported under one table.
+
+    Attributes:
+        name: The suite's (and its data asset's) name in the GX context.
+        table: The table its checks are reported under.
+        expectations: The GX expectations, with our check key and severity in ``meta``.
+        elements_of: A multi-valued categorical: the suite runs on the split values of
+            this column (one row per element), not on the table itself.
+    """
+
+    name: str
+    table: str
+    expectations: list[Any]
+    elements_of: FeatureDef | None = None
+
+
+def allowed_values(attribute: Attribute) -> list[str]:
+    """The allowed set of a categorical attribute as the published strings, sorted.
+
+    Categorical columns are published as strings, so a number in the spec's set is
+    compared as its text (``1`` and ``1.0`` as ``"1"``).
+    """
+    if attribute.allowed is None:
+        return []
+    texts = {
+        str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+        for v in attribute.allowed.values
+    }
+    return sorted(texts)
 
 
 def build_suites(
+    spec: DatasetSpec,
     user_ids: list[int],
     item_ids: list[int],
     *,
@@ -45,28 +100,102 @@ def build_suites(
     end: datetime,
     contract: ContractConfig,
     band: tuple[int, int, str] | None,
-) -> dict[str, list[Any]]:
-    """The expectations of each table, keyed by table name, with check keys and severities.
+) -> list[Suite]:
+    """The suites of the dataset ``spec`` declares, with check keys and severities.
 
     Args:
+        spec: The dataset spec: attributes, their constraints, event types, value range.
         user_ids: Allowed ``user_id`` values of the interactions (the users table's ids).
         item_ids: Allowed ``item_id`` values of the interactions (the items table's ids).
         start: Start of the data interval (UTC, inclusive).
         end: End of the data interval (UTC, exclusive).
         contract: ``allow_empty`` and ``warn_only`` are applied here.
         band: ``(low, high, severity)`` of the row-count band, or None without history.
+
+    Returns:
+        The interactions suite, then per dimension table its suite and one suite per
+        multi-valued categorical with an allowed set.
     """
     import great_expectations as gx
 
     # GX's stubs do not export the expectation classes; the module is used as Any.
     E: Any = gx.expectations
+    layout = layout_from_spec(spec)
+    suites = [
+        Suite(
+            "interactions",
+            "interactions",
+            _interactions(E, layout, user_ids, item_ids, start, end, contract, band),
+        )
+    ]
+    columns, types = table_columns(layout), table_types(layout)
+    for table, table_spec in (("users", spec.users), ("items", spec.items)):
+        key = KEY_COLUMNS[table]
+        # Dimension tables may grow columns; they must hold at least the declared ones.
+        expectations: list[Any] = [
+            E.ExpectTableColumnsToMatchSet(column_set=list(columns[table]), exact_match=False),
+            *(E.ExpectColumnValuesToBeOfType(column=c, type_=t) for c, t in types[table].items()),
+            E.ExpectColumnValuesToNotBeNull(column=key),
+            E.ExpectColumnValuesToBeUnique(column=key),
+            # Feast reads the valid-from time of every row.
+            E.ExpectColumnValuesToNotBeNull(column="event_timestamp"),
+        ]
+        element_suites: list[Suite] = []
+        for attribute in table_spec.attributes:
+            expectations += _attribute(E, attribute)
+            if attribute.kind == "multi_categorical" and attribute.allowed is not None:
+                in_set = E.ExpectColumnValuesToBeInSet(
+                    column=attribute.name,
+                    value_set=allowed_values(attribute),
+                    meta={"severity": attribute.allowed.severity},
+                )
+                element_suites.append(
+                    Suite(
+                        f"{table}__{attribute.name}__values",
+                        table,
+                        [in_set],
+                        FeatureDef(attribute.name, attribute.kind, attribute.separator),
+                    )
+                )
+        suites += [Suite(table, table, expectations), *element_suites]
+    for suite in suites:
+        for expectation in suite.expectations:
+            meta = dict(expectation.meta or {})
+            key = meta.get("check") or check_key(suite.table, expectation)
+            severity = meta.get("severity", "fail")
+            if key in contract.warn_only:
+                severity = "warn"
+            expectation.meta = {"check": key, "severity": severity}
+            # GX's own severity mirrors ours, so its Data Docs show warnings as warnings.
+            expectation.severity = "warning" if severity == "warn" else "critical"
+    return suites
+
+
+def _interactions(
+    E: Any,
+    layout: Layout,
+    user_ids: list[int],
+    item_ids: list[int],
+    start: datetime,
+    end: datetime,
+    contract: ContractConfig,
+    band: tuple[int, int, str] | None,
+) -> list[Any]:
     now = datetime.now(UTC).replace(microsecond=0)
-    interactions: list[Any] = [
+    types = table_types(layout)["interactions"]
+    if layout.value_range is not None:
+        low, high = layout.value_range
+        weight = E.ExpectColumnValuesToBeBetween(column="weight", min_value=low, max_value=high)
+    else:
+        # Without an explicit value the weight is the event type's, which the spec keeps > 0.
+        weight = E.ExpectColumnValuesToBeBetween(column="weight", min_value=0, strict_min=True)
+    expectations: list[Any] = [
         E.ExpectTableRowCountToBeBetween(min_value=0 if contract.allow_empty else 1),
         E.ExpectTableColumnsToMatchSet(column_set=list(INTERACTION_COLUMNS), exact_match=True),
-        *(E.ExpectColumnValuesToBeOfType(column=c, type_=t) for c, t in INTERACTION_TYPES.items()),
+        *(E.ExpectColumnValuesToBeOfType(column=c, type_=t) for c, t in types.items()),
         *(E.ExpectColumnValuesToNotBeNull(column=c) for c in INTERACTION_COLUMNS),
-        E.ExpectColumnValuesToBeBetween(column="rating", min_value=1, max_value=5),
+        E.ExpectColumnValuesToBeInSet(column="event_type", value_set=sorted(layout.event_types)),
+        weight,
         # Half-open interval: an event at interval_end belongs to the next partition.
         E.ExpectColumnValuesToBeBetween(
             column="event_timestamp", min_value=start, max_value=end, strict_max=True
@@ -77,52 +206,52 @@ def build_suites(
             max_value=now,
             meta={"check": "interactions.no_future_events"},
         ),
-        E.ExpectCompoundColumnsToBeUnique(column_list=["user_id", "item_id", "event_timestamp"]),
+        E.ExpectCompoundColumnsToBeUnique(column_list=list(EVENT_KEY)),
         E.ExpectColumnValuesToBeInSet(column="user_id", value_set=user_ids),
         E.ExpectColumnValuesToBeInSet(column="item_id", value_set=item_ids),
     ]
     if band is not None:
-        low, high, severity = band
-        interactions.append(
+        low_rows, high_rows, severity = band
+        expectations.append(
             E.ExpectTableRowCountToBeBetween(
-                min_value=low,
-                max_value=high,
+                min_value=low_rows,
+                max_value=high_rows,
                 meta={"check": "interactions.row_count_band", "severity": severity},
             )
         )
-    # Dimension tables may grow columns; they must hold at least the ones we join on.
-    users: list[Any] = [
-        E.ExpectTableColumnsToMatchSet(column_set=list(USER_COLUMNS), exact_match=False),
-        E.ExpectColumnValuesToNotBeNull(column="user_id"),
-        E.ExpectColumnValuesToBeUnique(column="user_id"),
-        # Served models take age/gender/occupation as inputs, so nulls would break serving.
-        *(E.ExpectColumnValuesToNotBeNull(column=c) for c in ("age", "gender", "occupation")),
-        E.ExpectColumnValuesToBeBetween(column="age", min_value=1, max_value=120),
-        E.ExpectColumnValuesToBeInSet(column="gender", value_set=sorted(GENDERS)),
-        E.ExpectColumnValuesToBeInSet(column="occupation", value_set=sorted(ML100K_OCCUPATIONS)),
-    ]
-    items: list[Any] = [
-        E.ExpectTableColumnsToMatchSet(column_set=list(ITEM_COLUMNS), exact_match=False),
-        E.ExpectColumnValuesToNotBeNull(column="item_id"),
-        E.ExpectColumnValuesToBeUnique(column="item_id"),
-        *(E.ExpectColumnValuesToNotBeNull(column=c) for c in ("release_year", "genre_mask")),
-        E.ExpectColumnValuesToBeInSet(column="release_year", value_set=sorted(RELEASE_YEARS)),
-        E.ExpectColumnValuesToBeBetween(
-            column="genre_mask", min_value=0, max_value=2**N_GENRES - 1
-        ),
-    ]
-    suites = {"interactions": interactions, "users": users, "items": items}
-    for table, expectations in suites.items():
-        for expectation in expectations:
-            meta = dict(expectation.meta or {})
-            key = meta.get("check") or check_key(table, expectation)
-            severity = meta.get("severity", "fail")
-            if key in contract.warn_only:
-                severity = "warn"
-            expectation.meta = {"check": key, "severity": severity}
-            # GX's own severity mirrors ours, so its Data Docs show warnings as warnings.
-            expectation.severity = "warning" if severity == "warn" else "critical"
-    return suites
+    return expectations
+
+
+def _attribute(E: Any, attribute: Attribute) -> list[Any]:
+    """The expectations of one attribute's constraints, each with the spec's severity."""
+    name = attribute.name
+    expectations: list[Any] = []
+    if attribute.not_null is not None:
+        expectations.append(
+            E.ExpectColumnValuesToNotBeNull(
+                column=name, meta={"severity": attribute.not_null.severity}
+            )
+        )
+    if attribute.allowed is not None and attribute.kind == "categorical":
+        # A multi-valued categorical's set is checked per element, in its own suite.
+        expectations.append(
+            E.ExpectColumnValuesToBeInSet(
+                column=name,
+                value_set=allowed_values(attribute),
+                meta={"severity": attribute.allowed.severity},
+            )
+        )
+    if attribute.range is not None:
+        # NaN (a missing number) is not out of range: ``not_null`` says whether it may be.
+        expectations.append(
+            E.ExpectColumnValuesToBeBetween(
+                column=name,
+                min_value=attribute.range.low,
+                max_value=attribute.range.high,
+                meta={"severity": attribute.range.severity},
+            )
+        )
+    return expectations
 
 
 def check_key(table: str, expectation: Any) -> str:
@@ -135,13 +264,14 @@ def check_key(table: str, expectation: Any) -> str:
 def run_suites(
     tables: dict[str, Table],
     *,
+    spec: DatasetSpec,
     start: datetime,
     end: datetime,
     contract: ContractConfig,
     band: tuple[int, int, str] | None,
     docs_dir: Path | None,
 ) -> tuple[list[Check], str]:
-    """Run every table's suite in one ephemeral GX context.
+    """Run every suite of ``spec`` in one ephemeral GX context.
 
     Returns:
         The checks in suite order, and the Data Docs index (``""`` when ``docs_dir`` is
@@ -165,6 +295,7 @@ def run_suites(
     )
     datasource = context.data_sources.add_pandas(name="recops")
     suites = build_suites(
+        spec,
         ids(tables["users"].frame, "user_id"),
         ids(tables["items"].frame, "item_id"),
         start=start,
@@ -173,25 +304,46 @@ def run_suites(
         band=band,
     )
     checks: list[Check] = []
-    for name, expectations in suites.items():
+    for entry in suites:
+        name = entry.name
         batch_definition = datasource.add_dataframe_asset(
             name=name
         ).add_batch_definition_whole_dataframe(name=f"{name}_whole")
         suite = context.suites.add(
-            gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations)
+            gx.ExpectationSuite(name=f"{name}_suite", expectations=entry.expectations)
         )
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{name}_validation", data=batch_definition, suite=suite)
         )
-        result = definition.run(batch_parameters={"dataframe": tables[name].frame})
+        frame = suite_frame(entry, tables[entry.table].frame)
+        result = definition.run(batch_parameters={"dataframe": frame})
         # GX groups results by metric, not suite order; restore suite order for readable reports.
         order = {e.id: i for i, e in enumerate(suite.expectations)}
         ordered = sorted(
             result.results,
             key=lambda r: order.get(getattr(r.expectation_config, "id", None), len(order)),
         )
-        checks.extend(to_check(name, r.to_json_dict()) for r in ordered)
+        checks.extend(to_check(entry.table, r.to_json_dict()) for r in ordered)
     return checks, (build_docs(context, docs_dir) if docs_dir is not None else "")
+
+
+def suite_frame(suite: Suite, frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame ``suite`` runs on: the table, or one row per distinct element of a split column."""
+    feature = suite.elements_of
+    if feature is None:
+        return frame
+    import pandas as pd
+
+    if feature.name not in frame.columns:
+        # The table's own suite reports the missing column; nothing to split here.
+        return pd.DataFrame({feature.name: pd.Series([], dtype=object)})
+    cells = frame[feature.name]
+    # Split each distinct cell once: a catalogue repeats the same few combinations.
+    distinct = cells[cells.notna()].unique()
+    elements = [
+        value for values in split_values(distinct, feature.separator or "") for value in values
+    ]
+    return pd.DataFrame({feature.name: pd.Series(sorted(set(elements)), dtype=object)})
 
 
 def build_docs(context: Any, docs_dir: Path) -> str:

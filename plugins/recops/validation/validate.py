@@ -3,9 +3,11 @@
 ``validate_partition`` checks a partition in place; ``validate_and_publish`` checks the
 interval's staged partition and renames it into the published layout or quarantines it;
 ``validate_history`` checks many days at once before they are published in bulk. All three
-read the tables (``recops.validation.tables``), run the suites
-(``recops.validation.suites``) and the drift checks (``recops.validation.drift``), write
-the JSON report, and pass or reject (``recops.validation.quarantine``).
+find the dataset spec (given; else the ``spec.yaml`` beside the users table; else the spec
+of the dataset the environment's ``Settings`` name), read the tables
+(``recops.validation.tables``), run the suites generated from the spec
+(``recops.validation.suites``) and the drift checks (``recops.validation.drift``), write the
+JSON report, and pass or reject (``recops.validation.quarantine``).
 
 Each check has a severity: ``fail`` blocks the partition, ``warn`` is recorded in the
 report and the result. ``ValidationDefinition.run()`` never raises, so the ``success``
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from recops.errors import DataValidationError, LateDataError, ParamError
 from recops.io import atomic_write_json
+from recops.layout import SPEC_FILE, layout_from_spec
 from recops.validation.checks import Check
 from recops.validation.contract import (
     DOCS_DIR,
@@ -32,6 +35,7 @@ from recops.validation.contract import (
     ContractConfig,
     ValidateConfig,
     ValidationResult,
+    contract_spec,
 )
 from recops.validation.drift import History, drift_checks, load_history, row_count_band
 from recops.validation.quarantine import reject, remove_empty_dir
@@ -41,6 +45,8 @@ from recops.validation.tables import Table, UnreadableTableError, frame_table, r
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from recops.dataset_spec import DatasetSpec
 
 __all__ = [
     "as_utc",
@@ -59,9 +65,11 @@ Rejecter = Callable[[list[str], str], NoReturn]
 def validate_partition(config: ValidateConfig) -> ValidationResult:
     """Validate an interaction partition against its data contract, in place.
 
-    Reads the partition, users and items tables; runs one GX suite per table in a single
-    ephemeral context, plus the drift checks when ``published_dir`` is set; writes
-    ``<report_dir>/validation.json`` (atomically) either way. Nothing is moved: a failing
+    Reads the partition, users and items tables; runs the GX suites generated from the
+    dataset spec (``config.spec_uri``; else the ``spec.yaml`` the import left beside the
+    users table; else the environment's dataset's) in a single ephemeral context, plus the
+    drift checks when ``published_dir`` is set; writes ``<report_dir>/validation.json``
+    (atomically) either way. Nothing is moved: a failing
     partition is *copied* to quarantine.
 
     Args:
@@ -74,6 +82,7 @@ def validate_partition(config: ValidateConfig) -> ValidationResult:
         recops.errors.LateDataError: A table's file does not exist (named in the message;
             a ``FileNotFoundError``).
         recops.errors.ParamError: The interval is naive or empty (a ``ValueError``).
+        recops.errors.DataError: The dataset spec is missing or invalid.
         DataValidationError: A table is unreadable or fails a blocking check. The partition
             (plus any failing table file) and the report are copied to
             ``<quarantine_dir>/<partition_date>/`` first, when ``quarantine_dir`` is set.
@@ -150,6 +159,7 @@ def validate_history(
     report_dir: Path,
     contract: ContractConfig | None = None,
     label: str = "history",
+    spec: DatasetSpec | str | Path | None = None,
 ) -> ValidationResult:
     """Bulk-validate many days of interactions at once (one GX run on the concatenated frame).
 
@@ -166,14 +176,18 @@ def validate_history(
         report_dir: Receives ``validation.json`` and ``data_docs/``.
         contract: Severities (``warn_only``) to apply; defaults to :class:`ContractConfig`.
         label: Name used for the frame in messages and the report.
+        spec: The dataset spec (loaded, or its file); None: the spec of the dataset the
+            environment's ``Settings`` name.
 
     Returns:
         The passing result (``partition_uri`` is ``label``).
 
     Raises:
+        recops.errors.DataError: The dataset spec is missing or invalid.
         DataValidationError: A blocking check failed; nothing should be published.
     """
     contract = contract or ContractConfig()
+    dataset_spec = contract_spec(spec)
     stamps = interactions["event_timestamp"] if "event_timestamp" in interactions else None
     if stamps is None or len(interactions) == 0 or str(stamps.dtype) != "datetime64[us, UTC]":
         # Without usable timestamps there is no interval; the suites still report the cause.
@@ -192,6 +206,7 @@ def validate_history(
     docs_dir = report_dir / DOCS_DIR
     checks, docs_uri = run_suites(
         tables,
+        spec=dataset_spec,
         start=start,
         end=end,
         contract=contract,
@@ -200,6 +215,7 @@ def validate_history(
     )
     notes = ["bulk history validation: row-count band and drift checks need a history; skipped"]
     report = _base_report(label, start.date().isoformat(), start, end, tables, {})
+    report["dataset"] = dataset_spec.name
     return _finish(
         checks,
         report=report,
@@ -212,6 +228,7 @@ def validate_history(
         drift={},
         docs_uri=docs_uri,
         reject=None,
+        dataset=dataset_spec.name,
     )
 
 
@@ -224,6 +241,8 @@ def _validate(config: ValidateConfig, *, move: bool) -> ValidationResult:
         )
     partition = Path(config.interactions_path)
     partition_date = partition_date_of(partition, start)
+    # The spec first: without it there is no contract, and that is a setup error.
+    spec = contract_spec(config.spec_uri or _spec_beside(Path(config.users_path)))
     report_dir = Path(config.report_dir)
     report_path = report_dir / REPORT_NAME
     paths = {
@@ -245,6 +264,7 @@ def _validate(config: ValidateConfig, *, move: bool) -> ValidationResult:
             read_errors[name] = str(exc)
 
     report = _base_report(str(partition), partition_date, start, end, tables, read_errors, paths)
+    report["dataset"] = spec.name
 
     def reject_partition(failed_tables: list[str], message: str) -> NoReturn:
         reject(
@@ -274,13 +294,22 @@ def _validate(config: ValidateConfig, *, move: bool) -> ValidationResult:
     band = row_count_band(history, contract, notes)
     checks, docs_uri = run_suites(
         tables,
+        spec=spec,
         start=start,
         end=end,
         contract=contract,
         band=band,
         docs_dir=report_dir / DOCS_DIR if config.data_docs else None,
     )
-    more_checks, drift = drift_checks(tables["interactions"].frame, history, contract, notes)
+    more_checks, drift = drift_checks(
+        tables["interactions"].frame,
+        history,
+        contract,
+        notes,
+        layout=layout_from_spec(spec),
+        users=tables["users"].frame,
+        items=tables["items"].frame,
+    )
     drift["row_count"] = float(len(tables["interactions"].frame))
     drift["row_count_trailing_mean"] = (
         float(sum(history.counts) / len(history.counts)) if history.counts else None
@@ -297,6 +326,7 @@ def _validate(config: ValidateConfig, *, move: bool) -> ValidationResult:
         drift=drift,
         docs_uri=docs_uri,
         reject=reject_partition,
+        dataset=spec.name,
     )
 
 
@@ -342,6 +372,7 @@ def _finish(
     drift: dict[str, float | None],
     docs_uri: str,
     reject: Rejecter | None,
+    dataset: str,
 ) -> ValidationResult:
     """Split checks into blocking failures and warnings, write the report, pass or reject."""
     failed = [c for c in checks if not c.success and c.severity == "fail"]
@@ -390,7 +421,19 @@ def _finish(
         notes=notes,
         drift=drift,
         data_docs_uri=docs_uri,
+        dataset=dataset,
     )
+
+
+def _spec_beside(users_path: Path) -> Path | None:
+    """The spec an import left in the data folder that holds ``users_path``, if any.
+
+    Without an explicit ``spec_uri`` this names the dataset whose tables are validated,
+    even when the caller's ``Settings`` were switched to it (``Settings.for_dataset``)
+    rather than read from the environment.
+    """
+    beside = users_path.parent / SPEC_FILE
+    return beside if beside.is_file() else None
 
 
 def as_utc(value: datetime, field: str) -> datetime:

@@ -64,3 +64,61 @@ def test_progress_bars_go_to_the_terminal_never_to_stdout(synth_home: Path) -> N
     assert "validating the history" in shown and "━" in shown
     assert json.loads(stdout)["n_interactions"] == 500
     assert not any(glyph in stdout for glyph in BAR_GLYPHS)
+
+
+def test_synth_out_infer_and_import_with_no_edit(empty_home: Path, tmp_path: Path) -> None:
+    from recops.cli.app import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    out = tmp_path / "files"
+    synth = runner.invoke(
+        app, ["data", "synth", "--mode", "shop", "--rows", "300", "--users", "15",
+              "--items", "25", "--days", "2", "--out", str(out)],
+    )  # fmt: skip
+    assert synth.exit_code == 0, synth.output
+    shipped = Path(json.loads(synth.stdout)["spec"])
+    data = shipped.parent / "shop-synthetic"
+    draft = tmp_path / "drafts" / "mine.yaml"
+
+    infer = runner.invoke(
+        app, ["data", "infer", "--name", "mine", "--events", str(data / "events.csv"),
+              "--users", str(data / "customers.csv"), "--items", str(data / "products.csv"),
+              "--out", str(draft), "--json"],
+    )  # fmt: skip
+    assert infer.exit_code == 0, infer.output
+    summary = json.loads(infer.stdout)
+    assert summary["user_key"] == "customer" and summary["event_types"][0] == "view"
+    assert "files:\n  events: ../files/shop-synthetic/events.csv" in draft.read_text()
+
+    # Both days staged: the import converts and lands without the (slow) history run.
+    landed = runner.invoke(
+        app, ["data", "import", "--spec", str(draft), "--stage-last-days", "2", "--json"]
+    )
+    assert landed.exit_code == 0, landed.output
+    result = json.loads(landed.stdout)
+    assert len(result["staged_dates"]) == 2
+    assert (empty_home / "data" / "mine" / "keys" / "users.parquet").is_file()
+
+
+def test_import_of_files_that_do_not_fit_names_field_and_column(
+    empty_home: Path, tmp_path: Path
+) -> None:
+    from recops.cli.app import app
+    from typer.testing import CliRunner
+
+    spec = tmp_path / "shop.yaml"
+    spec.write_text(
+        "name: shop\nusers: {key: customer, key_type: string}\n"
+        "items: {key: sku, key_type: string}\n"
+        "events: {user_key: customer, item_key: sku, timestamp: {column: ts, format: iso8601}}\n"
+        "files: {events: events.csv}\n"
+    )
+    (tmp_path / "events.csv").write_text("client,sku,ts\nc-1,SKU-1,2024-01-01T00:00:00Z\n")
+
+    result = CliRunner().invoke(app, ["data", "import", "--spec", str(spec)])
+
+    assert result.exit_code == 1
+    assert "spec field 'events.user_key' names column 'customer'" in result.output
+    assert "events.csv" in result.output and "hint: docs/datasets.md" in result.output
+    assert not (empty_home / "data").exists()

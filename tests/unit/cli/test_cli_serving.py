@@ -41,7 +41,7 @@ def test_recommend_without_data_points_at_the_data_commands(empty_home: Path) ->
 
     assert out.exit_code == 1
     assert "no published data" in out.stderr
-    assert "recops data fetch" in out.stderr and "recops data synth" in out.stderr
+    assert "recops data import --spec" in out.stderr and "make demo" in out.stderr
     assert "Traceback" not in out.output
 
 

@@ -8,10 +8,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from _compression_setup import profiles, serve
 from _tiny_data import TinyData
 from recops.compression import VariantResult, gzip_bytes
 from recops.compression.pruning import prune_model
 from recops.config import RETRIEVAL_K
+from recops.dataset_spec import load_spec
+from recops.layout import layout_from_spec
 from recops.splits import train_rows
 from recops.tables import read_parquet_columns, read_training_set
 from recops.training import TrainResult
@@ -44,9 +47,10 @@ def _kernel_sparsity(model: Any) -> float:
 
 def test_sparsity_reaches_target(data: TinyData, trained: TrainResult) -> None:
     split = read_parquet_columns(trained.split_uri, ("user_id", "item_id", "split"), "split")
+    layout = layout_from_spec(load_spec(data.spec_uri))
     plain, _, loss, _, _ = prune_model(
         weights_dir=Path(trained.model_dir).parent / "weights",
-        rows=train_rows(read_training_set(data.training_set_uri), split),
+        rows=train_rows(read_training_set(data.training_set_uri, layout), split),
         logq=None,
         target_sparsity=0.5,
         epochs=2,
@@ -70,14 +74,9 @@ def test_pruned_export_obeys_the_contract(pruned: VariantResult, data: TinyData)
 
     model = tf.saved_model.load(pruned.model_dir)
     assert set(model.signatures) == {"serving_default", "user_embedding", "item_embeddings"}
-    out = model.signatures["serving_default"](
-        user_id=tf.constant([1, 5], tf.int64),
-        age=tf.constant([30, 40], tf.int64),
-        gender=tf.constant(["M", "F"]),
-        occupation=tf.constant(["engineer", "doctor"]),
-    )
-    assert out["item_ids"].dtype == tf.int64 and out["item_ids"].shape == (2, RETRIEVAL_K)
-    assert out["scores"].dtype == tf.float32 and out["scores"].shape == (2, RETRIEVAL_K)
+    out = serve(pruned.model_dir, profiles(data.users_uri, [1, 5]))
+    assert out["item_ids"].dtype == np.int64 and out["item_ids"].shape == (2, RETRIEVAL_K)
+    assert out["scores"].dtype == np.float32 and out["scores"].shape == (2, RETRIEVAL_K)
     catalogue = model.signatures["item_embeddings"]()
     assert catalogue["embeddings"].shape == (data.n_items, DIM)
     assert np.isfinite(catalogue["embeddings"].numpy()).all()

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _compression_setup import VariantConfigFactory
+from _compression_setup import VariantConfigFactory, profiles, serve
 from _tiny_data import TinyData
 from recops.compression import VariantResult, compress_variant
+from recops.compression.tflite import edge_features
 from recops.config import RETRIEVAL_K
 from recops.training import TrainResult
 from recops_models.tf_env import use_legacy_keras
@@ -39,12 +40,7 @@ def _top10_tflite(tflite_uri: str, users: pd.DataFrame) -> np.ndarray:
     spec = TwoTowerSpec.from_json((Path(tflite_uri).parent / "spec.json").read_text())
     interpreter = tf.lite.Interpreter(model_path=tflite_uri)
     runner = interpreter.get_signature_runner("serving_default")
-    out = runner(
-        user_idx=spec.user_index(users.index.to_numpy()),
-        gender_idx=spec.gender_index(users["gender"].to_numpy().astype(str)),
-        occupation_idx=spec.occupation_index(users["occupation"].to_numpy().astype(str)),
-        age=users["age"].to_numpy().astype(np.int64),
-    )
+    out = runner(**edge_features(spec, users))
     assert out["item_ids"].shape == (len(users), RETRIEVAL_K)
     assert out["scores"].shape == (len(users), RETRIEVAL_K)
     assert np.isfinite(out["scores"]).all()
@@ -52,15 +48,7 @@ def _top10_tflite(tflite_uri: str, users: pd.DataFrame) -> np.ndarray:
 
 
 def _top10_saved_model(model_dir: str, users: pd.DataFrame) -> np.ndarray:
-    import tensorflow as tf
-
-    out = tf.saved_model.load(model_dir).signatures["serving_default"](
-        user_id=tf.constant(users.index.to_numpy(), tf.int64),
-        age=tf.constant(users["age"].to_numpy(), tf.int64),
-        gender=tf.constant(users["gender"].to_numpy().astype(str)),
-        occupation=tf.constant(users["occupation"].to_numpy().astype(str)),
-    )
-    return np.asarray(out["item_ids"].numpy()[:, :10])
+    return np.asarray(serve(model_dir, users)["item_ids"][:, :10])
 
 
 def _mean_overlap(a: np.ndarray, b: np.ndarray) -> float:
@@ -75,7 +63,7 @@ def test_int8_tflite_top10_overlaps_the_saved_model(
     assert result.tflite_uri is not None and result.tflite_bytes
     # The edge artifact is much smaller than the float SavedModel it came from.
     assert result.tflite_bytes < result.saved_model_bytes
-    users = pd.read_parquet(data.users_uri).set_index("user_id").sort_index()
+    users = profiles(data.users_uri, np.arange(1, data.n_users + 1))
     overlap = _mean_overlap(
         _top10_tflite(result.tflite_uri, users), _top10_saved_model(trained.model_dir, users)
     )
@@ -90,7 +78,7 @@ def test_qat_int8_artifact_runs_and_is_scored(
     result = _variant(variant_config, "qat_int8", tmp_path / "qat_int8")
     assert result.status == "ok", result.reason
     assert result.tflite_uri is not None and result.fine_tune_loss is not None
-    users = pd.read_parquet(data.users_uri).set_index("user_id").sort_index()
+    users = profiles(data.users_uri, np.arange(1, data.n_users + 1))
     top = _top10_tflite(result.tflite_uri, users)
     # QAT fine-tunes the towers, so its ranking may move; it must still be a ranking.
     assert all(len(set(row)) == 10 for row in top)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _compression_setup import FAMILIES, VariantConfigFactory
+from _compression_setup import FAMILIES, VariantConfigFactory, profiles, serve
 from _tiny_data import TinyData
 from recops.compression import VariantConfig, VariantResult, compress_variant
 from recops.compression.variants import TFLITE_VARIANTS, VARIANTS, _builder
@@ -38,20 +38,9 @@ def test_every_variant_has_a_builder() -> None:
 
 
 def _serve(model_dir: str, user_ids: np.ndarray, data: TinyData) -> dict[str, np.ndarray]:
-    import pandas as pd
-    import tensorflow as tf
-
-    users = pd.read_parquet(data.users_uri).set_index("user_id").reindex(user_ids)
-    # Unknown users still come with a profile; their id hits the OOV row.
-    users = users.fillna({"age": 30, "gender": "M", "occupation": "engineer"})
-    model = tf.saved_model.load(model_dir)
-    out = model.signatures["serving_default"](
-        user_id=tf.constant(user_ids, tf.int64),
-        age=tf.constant(users["age"].to_numpy().astype(np.int64), tf.int64),
-        gender=tf.constant(users["gender"].to_numpy().astype(str)),
-        occupation=tf.constant(users["occupation"].to_numpy().astype(str)),
-    )
-    return {name: value.numpy() for name, value in out.items()}
+    # Unknown users come with missing features; their id hits the OOV row.
+    out: dict[str, np.ndarray] = serve(model_dir, profiles(data.users_uri, user_ids))
+    return out
 
 
 @pytest.mark.parametrize("variant", FAMILIES)
@@ -68,12 +57,9 @@ def test_variant_keeps_the_serving_contract(
     assert out["item_ids"].dtype == np.int64 and out["item_ids"].shape == (3, RETRIEVAL_K)
     assert out["scores"].dtype == np.float32 and out["scores"].shape == (3, RETRIEVAL_K)
     assert np.all(np.diff(out["scores"], axis=1) <= 1e-6)  # best first
-    embedding = model.signatures["user_embedding"](
-        user_id=tf.constant([1], tf.int64),
-        age=tf.constant([30], tf.int64),
-        gender=tf.constant(["M"]),
-        occupation=tf.constant(["engineer"]),
-    )["embedding"]
+    embedding = serve(result.model_dir, profiles(data.users_uri, [1]), signature="user_embedding")[
+        "embedding"
+    ]
     catalogue = model.signatures["item_embeddings"]()
     assert catalogue["item_ids"].shape == (data.n_items,)
     assert catalogue["embeddings"].shape == (data.n_items, embedding.shape[1])

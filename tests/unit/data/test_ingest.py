@@ -51,5 +51,5 @@ def test_ingest_publishes_validated_history_and_stages_last_days(settings: Setti
 
 
 def test_unknown_source_is_refused(settings: Settings) -> None:
-    with pytest.raises(DataError, match="unknown source 'kaggle'"):
+    with pytest.raises(DataError, match="unknown source 'kaggle'; expected 'movielens'"):
         ingest(IngestConfig(source="kaggle"), settings)

@@ -1,4 +1,4 @@
-"""Which Feast repo yaml the settings select, and that Feast accepts it."""
+"""Which Feast repo yaml the settings select, that Feast accepts it, and one project per dataset."""
 
 from __future__ import annotations
 
@@ -34,6 +34,9 @@ def test_online_store_setting_picks_a_valid_feast_config(
     with recops_home_env(settings):
         config = load_repo_config(settings.feature_repo, path)
     assert config.online_store.type == online_type
+    assert config.project == settings.feast_project == "recops_movielens_100k"
+    if online_type == "sqlite":
+        assert config.online_store.path == str(settings.feast_dir / "online_store.db")
     if online_type == "redis":
         assert config.online_store.connection_string == "127.0.0.1:6379,db=7"
     monkeypatch.setenv("RECOPS_ONLINE_STORE", "memcached")
@@ -50,3 +53,29 @@ def test_missing_repo_files_are_permanent_file_not_found_errors(tmp_path: Path) 
     assert isinstance(caught.value, PermanentError)
     with pytest.raises(FileNotFoundError, match="no Feast registry"):
         feast_ui_command(settings, 8888)
+
+
+def test_each_dataset_is_its_own_project_with_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from feast.repo_config import load_repo_config
+    from recops.features import feast_env, recops_home_env, yaml_path
+
+    monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("RECOPS_DATASET", raising=False)
+    base = Settings.from_env()
+    seen = {}
+    for dataset in ("movielens-100k", "shop-synthetic"):
+        settings = base.for_dataset(dataset)
+        with recops_home_env(settings):
+            config = load_repo_config(settings.feature_repo, yaml_path(settings))
+            # The definitions find the dataset through the pinned environment.
+            assert Settings.from_env().dataset == dataset
+        seen[dataset] = (config.project, str(config.registry.path))
+        assert config.project == settings.feast_project
+        assert config.registry.path == str(settings.feast_dir / "registry.db")
+        assert feast_env(settings)["RECOPS_FEAST_DIR"] == str(tmp_path / "home" / "feast" / dataset)
+    assert seen["movielens-100k"] != seen["shop-synthetic"]
+    assert seen["shop-synthetic"][0] == "recops_shop_synthetic"
+    # Whatever the block pinned is put back.
+    assert Settings.from_env().dataset == "movielens-100k"

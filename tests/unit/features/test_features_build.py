@@ -1,4 +1,9 @@
-"""``build_features`` on real Feast (file offline store, SQLite online store)."""
+"""``build_features`` on real Feast (file offline store, SQLite online store), per spec.
+
+The same stage runs on the MovieLens spec and on the shop spec: the sets' columns are the
+layout's, strings stay strings (nulls included) from the offline join to the online store,
+and numbers are float64.
+"""
 
 from __future__ import annotations
 
@@ -6,121 +11,199 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from _pit_data import DATASETS, crafted, publish_canonical, settings_for, ts
 from recops.config import Settings
-from recops.data import publish, synthesize
-from recops.features import FeaturesConfig, build_features, online_user_features
+from recops.errors import DataError
+from recops.features import (
+    ROLLING_COUNTS,
+    FeaturesConfig,
+    build_features,
+    online_features,
+    online_user_features,
+    ranking_set_columns,
+)
+from recops.layout import Layout, active_layout
+
+_STRING_KINDS = {"categorical", "multi_categorical", "text"}
+#: A null per dataset the crafted data holds: (table, key, id, attribute).
+_NULLS = {
+    "movielens-100k": ("users", "user_id", 2, "zip_code"),
+    "shop-synthetic": ("items", "item_id", 11, "brand"),
+}
 
 
-@pytest.fixture
-def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
-    return Settings.from_env()
-
-
-RANKING_COLUMNS = [
-    "user_id", "item_id", "rating", "event_timestamp", "age", "gender", "occupation",
-    "zip_code", "release_year", "genre_mask", "user_events_7d", "user_events_30d",
-    "user_mean_rating_30d", "user_top_genre_30d", "user_top_genre_share_30d",
-    "item_events_7d", "item_events_30d", "item_mean_rating_30d",
-]  # fmt: skip
-
-
-def _cfg(settings: Settings, day: str) -> FeaturesConfig:
+def _cfg(settings: Settings, day: str, folder: str = "features") -> FeaturesConfig:
     start = datetime.fromisoformat(day).replace(tzinfo=UTC)
     return FeaturesConfig(
         interval_start=start,
         interval_end=start + pd.Timedelta(days=1),
-        output_dir=str(settings.runs_dir / day / "features"),
+        output_dir=str(settings.runs_dir / day / folder),
     )
 
 
-def test_point_in_time_values_and_no_lost_rows(settings: Settings) -> None:
-    inter, users, items = synthesize(rows=600, users=20, items=30, days=3, seed=2)
-    # The same user rating two items in the same second: Feast's file store would keep one.
-    t = inter["event_timestamp"].iloc[0]
-    dupes = pd.DataFrame(
-        {"user_id": [1, 1], "item_id": [1, 2], "rating": [5, 4], "event_timestamp": [t, t]}
-    )
-    inter = pd.concat([inter, dupes]).drop_duplicates(["user_id", "item_id", "event_timestamp"])
-    # User 1's profile changes mid-way: rows before the change must see the old age.
-    change = inter["event_timestamp"].min() + pd.Timedelta(days=1)
-    newer = users[users.user_id == 1].assign(age=77, event_timestamp=change)
-    users = pd.concat([users, newer], ignore_index=True)
-    publish(settings, inter, users, items, source="test")
-    last_day = inter["event_timestamp"].max().strftime("%Y-%m-%d")
+def _assert_published_dtypes(frame: pd.DataFrame, path: str, layout: Layout) -> None:
+    schema = pq.read_schema(path)
+    for feature in (*layout.user_features, *layout.item_features):
+        if feature.name not in frame:
+            continue
+        values = frame[feature.name]
+        if feature.kind in _STRING_KINDS:
+            assert schema.field(feature.name).type == pa.string(), feature
+            assert all(isinstance(v, str) for v in values.dropna()), feature
+        else:
+            assert schema.field(feature.name).type == pa.float64(), feature
+            assert str(values.dtype) == "float64", feature
 
-    result = build_features(_cfg(settings, last_day), settings)
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_sets_follow_the_spec_with_point_in_time_values(tmp_path: Path, dataset: str) -> None:
+    settings = settings_for(tmp_path / "home", dataset)
+    data = crafted(dataset)
+    publish_canonical(settings, data)
+    layout = active_layout(settings)
+    result = build_features(_cfg(settings, "2024-04-20"), settings)
+
     training = pd.read_parquet(result.training_set_uri)
-    assert result.n_rows == len(inter) == len(training)
+    assert tuple(training.columns) == layout.training_set_columns
+    assert result.n_rows == len(data.interactions) == len(training)
+    _assert_published_dtypes(training, result.training_set_uri, layout)
+    assert str(training["weight"].dtype) == "float64"
+    assert str(training["event_timestamp"].dtype) == "datetime64[us, UTC]"
+    # User 1 rated two items in the same second: Feast's file store alone would keep one.
+    assert len(training[(training.user_id == 1) & (training.event_timestamp == ts(0, 10))]) == 2
+    # User 1's profile changes at ts(0, 12): earlier rows see the old value.
+    attr = layout.user_features[0].name
+    old, new = data.users.loc[data.users.user_id == 1, attr].tolist()
     u1 = training[training.user_id == 1]
-    old_age = int(users.loc[users.user_id == 1, "age"].iloc[0])
-    assert (u1.loc[u1.event_timestamp < change, "age"] == old_age).all()
-    assert (u1.loc[u1.event_timestamp >= change, "age"] == 77).all()
-    assert len(training.merge(dupes[["user_id", "item_id", "event_timestamp"]])) == 2
-    snapshot = pd.read_parquet(result.users_uri).set_index("user_id")
-    assert snapshot.loc[1, "age"] == 77  # as of the interval end
-    assert online_user_features([1], settings)[0]["age"] == 77
+    assert (u1.loc[u1.event_timestamp < ts(0, 12), attr] == old).all()
+    assert (u1.loc[u1.event_timestamp >= ts(0, 12), attr] == new).all()
+    # A null attribute stays null (it is not a missing profile).
+    table, key, entity, null_attr = _NULLS[dataset]
+    assert training.loc[training[key] == entity, null_attr].isna().all()
 
-    # The ranking set: the same rows, the same profile values, plus the rolling features.
+    # The as-of snapshots: the published tables' columns, one row per entity, newest values.
+    users = pd.read_parquet(result.users_uri)
+    items = pd.read_parquet(result.items_uri)
+    assert tuple(users.columns) == layout.user_columns
+    assert tuple(items.columns) == layout.item_columns
+    assert users.user_id.tolist() == [1, 2, 3, 4, 5]
+    assert items.item_id.tolist() == [10, 11, 12, 13, 14, 15]
+    assert users.set_index("user_id").loc[1, attr] == new
+    _assert_published_dtypes(users, result.users_uri, layout)
+    _assert_published_dtypes(items, result.items_uri, layout)
+
+    # The ranking set: the same rows and profile values, plus the rolling features.
     ranking = pd.read_parquet(result.ranking_set_uri)
     assert result.ranking_service == "ranking_v1"
-    assert list(ranking.columns) == RANKING_COLUMNS
-    assert str(ranking.event_timestamp.dtype) == "datetime64[us, UTC]"
-    objects = ranking.drop(columns=["event_timestamp", "zip_code"]).select_dtypes("object")
-    assert objects.columns.tolist() == ["gender", "occupation"]
-    shared = ["user_id", "item_id", "rating", "age", "release_year", "genre_mask"]
-    assert ranking[shared].equals(training[shared])
+    assert tuple(ranking.columns) == ranking_set_columns(layout)
+    shared = list(layout.training_set_columns)
+    pd.testing.assert_frame_equal(ranking[shared], training[shared])
+    for name in ROLLING_COUNTS:
+        assert str(ranking[name].dtype) == "int64"
     assert (ranking["user_events_30d"] >= ranking["user_events_7d"]).all()
     # The first day's labels see no history at all: nothing from their own day leaks in.
     first_day = ranking.event_timestamp.dt.floor("D") == ranking.event_timestamp.min().floor("D")
     assert (ranking.loc[first_day, ["user_events_30d", "item_events_30d"]] == 0).all().all()
+    assert ranking.loc[first_day, "user_weight_mean_30d"].isna().all()
     assert (ranking.loc[~first_day, "item_events_30d"] > 0).any()
 
+    # Online: every user attribute of the spec, strings as strings.
+    online = online_user_features([1, 2, 3], settings)
+    names = [f.name for f in layout.user_features]
+    assert [list(row) for row in online] == [["user_id", *names]] * 3
+    assert online[0][attr] == new
+    for feature in layout.user_features:
+        values = [row[feature.name] for row in online if row[feature.name] is not None]
+        kind = str if feature.kind in _STRING_KINDS else float
+        assert values and all(isinstance(v, kind) for v in values), feature
+    item_rows = online_features("item_id", [10, 11], "ranking_v1", settings)
+    for feature in layout.item_features:
+        assert feature.name in item_rows[0]
+        if feature.kind in _STRING_KINDS:
+            assert isinstance(item_rows[0][feature.name], str), feature
+    assert item_rows[0]["item_events_30d"] > 0
+    if dataset == "shop-synthetic":
+        assert item_rows[1]["brand"] is None  # null in the newest profile row
+        assert item_rows[0]["price"] == pytest.approx(8.49)  # item 10's newer row
+    else:
+        assert online[1]["zip_code"] is None
 
-def test_rerun_is_idempotent_and_old_interval_never_regresses_online(settings: Settings) -> None:
-    publish(settings, *synthesize(rows=600, users=20, items=30, days=3, seed=2), source="test")
-    days = sorted(p.name.removeprefix("date=") for p in settings.interactions_dir.iterdir())
-    first = build_features(_cfg(settings, days[-1]), settings)
-    again = build_features(_cfg(settings, days[-1]), settings)
+
+def test_a_dataset_without_attributes_builds_from_events_alone(tmp_path: Path) -> None:
+    # A bare click log: no users or items file, so the tables hold keys and times only.
+    spec = tmp_path / "bare.yaml"
+    spec.write_text(
+        "name: bare\n"
+        "users: {key: u, key_type: string}\n"
+        "items: {key: i, key_type: string}\n"
+        "events: {user_key: u, item_key: i, timestamp: {column: t}}\n"
+    )
+    data = crafted("shop-synthetic")
+    data = replace(
+        data,
+        dataset="bare",
+        users=data.users[["user_id", "event_timestamp"]],
+        items=data.items[["item_id", "event_timestamp"]],
+    )
+    settings = settings_for(tmp_path / "home", "bare")
+    publish_canonical(settings, data, spec)
+    result = build_features(_cfg(settings, "2024-04-20"), settings)
+    training = pd.read_parquet(result.training_set_uri)
+    assert tuple(training.columns) == active_layout(settings).training_set_columns
+    assert len(training) == len(data.interactions)
+    ranking = pd.read_parquet(result.ranking_set_uri)
+    assert (ranking["item_events_30d"] > 0).any()
+    assert pd.read_parquet(result.users_uri).columns.tolist() == ["user_id", "event_timestamp"]
+    # Known users have an (empty) profile; an unknown one is still reported as missing.
+    assert online_user_features([1], settings) == [{"user_id": 1}]
+    with pytest.raises(KeyError, match="user_id 99"):
+        online_user_features([99], settings)
+
+
+def test_rerun_is_idempotent_and_old_interval_never_regresses_online(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "home", "shop-synthetic")
+    publish_canonical(settings, crafted("shop-synthetic"))
+    first = build_features(_cfg(settings, "2024-04-20"), settings)
+    again = build_features(_cfg(settings, "2024-04-20"), settings)
     assert again.training_set_sha256 == first.training_set_sha256
     assert again.ranking_set_sha256 == first.ranking_set_sha256 != ""
     assert again.fingerprint == first.fingerprint
-    older = build_features(_cfg(settings, days[0]), settings)
+    older = build_features(_cfg(settings, "2024-03-10"), settings)
     assert older.n_rows < first.n_rows
     # The online store keeps the newest end time; an older interval does not pull it back.
     assert older.materialized == first.materialized
 
 
-def test_unknown_user_is_reported(settings: Settings) -> None:
-    inter, users, items = synthesize(rows=300, users=20, items=30, days=2, seed=2)
-    publish(settings, inter, users[users.user_id != 3], items, source="test")
-    last_day = inter["event_timestamp"].max().strftime("%Y-%m-%d")
-    if not (inter.user_id == 3).any():
-        pytest.skip("seed produced no events for user 3")
-    with pytest.raises(ValueError, match="found no profile"):
-        build_features(_cfg(settings, last_day), settings)
+def test_unknown_user_is_reported(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "home", "movielens-100k")
+    data = crafted("movielens-100k")
+    publish_canonical(settings, replace(data, users=data.users[data.users.user_id != 3]))
+    with pytest.raises(DataError, match="found no profile"):
+        build_features(_cfg(settings, "2024-04-20"), settings)
     with pytest.raises(KeyError, match="user_id 3"):
         online_user_features([3], settings)
 
 
 def test_sets_built_in_slices_equal_the_one_piece_sets(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pyarrow.parquet as pq
     import recops.features.training_sets as training_sets
 
-    inter, users, items = synthesize(rows=600, users=20, items=30, days=3, seed=2)
-    publish(settings, inter, users, items, source="test")
-    last_day = inter["event_timestamp"].max().strftime("%Y-%m-%d")
-    whole = build_features(_cfg(settings, last_day), settings)
+    settings = settings_for(tmp_path / "home", "movielens-100k")
+    data = crafted("movielens-100k")
+    # A slice whose string attribute is all null must still write a string column.
+    users = data.users.assign(zip_code=np.where(data.users.user_id == 1, None, data.users.zip_code))
+    publish_canonical(settings, replace(data, users=users))
+    whole = build_features(_cfg(settings, "2024-04-20"), settings)
     frames = {uri: pd.read_parquet(uri) for uri in (whole.training_set_uri, whole.ranking_set_uri)}
-    # 600 rows in slices of 70: nine slices, the last one short.
-    monkeypatch.setattr(training_sets, "TRAINING_SET_CHUNK_ROWS", 70)
-    sliced = build_features(
-        replace(_cfg(settings, last_day), output_dir=str(settings.runs_dir / "sliced")), settings
-    )
+    # The rows in slices of 20, the last one short.
+    monkeypatch.setattr(training_sets, "TRAINING_SET_CHUNK_ROWS", 20)
+    sliced = build_features(_cfg(settings, "2024-04-20", folder="sliced"), settings)
     assert (sliced.n_rows, sliced.n_users, sliced.n_items) == (
         whole.n_rows,
         whole.n_users,
@@ -130,6 +213,6 @@ def test_sets_built_in_slices_equal_the_one_piece_sets(
         (whole.training_set_uri, sliced.training_set_uri),
         (whole.ranking_set_uri, sliced.ranking_set_uri),
     ):
-        assert pq.ParquetFile(after).metadata.num_row_groups == -(-whole.n_rows // 70)
+        assert pq.ParquetFile(after).metadata.num_row_groups == -(-whole.n_rows // 20)
         assert pq.read_schema(after).equals(pq.read_schema(before), check_metadata=False)
         pd.testing.assert_frame_equal(pd.read_parquet(after), frames[before])

@@ -36,7 +36,7 @@ from recops.validation import ValidateConfig, validate_partition
 INJECTED = "<script>alert('x')</script>"
 DAG_ID = "recsys_nightly"
 RUN_ID = "manual__2026-11-22T19:00:00+00:00"
-REFS = {"retrieval_v1": ["user_profile:age", "user_profile:gender", "item_profile:genre_mask"]}
+REFS = {"retrieval_v1": ["user_profile:country", "user_profile:tier", "item_profile:category"]}
 
 
 @dataclass(frozen=True)
@@ -72,10 +72,11 @@ def recorded(
         output_dir=str(root / "select"),
         quality_budget=0.5, latency_calls=5, warmup_calls=1, measure_memory=False, **common,
     ))  # fmt: skip
+    scored = {**common, "spec_uri": tiny_data.spec_uri}
     candidate = _flat_metrics(
-        evaluate(EvalConfig(model_dir=selection.model_dir, **common)).to_dict()
+        evaluate(EvalConfig(model_dir=selection.model_dir, **scored)).to_dict()
     )
-    champion = _flat_metrics(evaluate(EvalConfig(model_dir=trained.model_dir, **common)).to_dict())
+    champion = _flat_metrics(evaluate(EvalConfig(model_dir=trained.model_dir, **scored)).to_dict())
 
     # A real GX validation of the last of four synthetic days, with the others as history.
     data_settings = Settings(home=root / "data-home")
@@ -103,6 +104,7 @@ def recorded(
     )
     assert first.blessed and first.version == 1  # the champion the candidate is gated against
     lineage = {
+        "dataset": "tiny",
         "dag_id": DAG_ID,
         "run_id": RUN_ID,
         "data_interval_start": "2026-11-21T00:00:00+00:00",
@@ -203,7 +205,7 @@ def test_sections_show_the_runs_real_values(recorded: RecordedRun, page: tuple[A
     assert f"{recorded.validation['n_expectations']:,}" in validation
     assert "row_count" in validation and "Drift and volume" in validation
     features = _section(text, "features")
-    assert "retrieval_v1" in features and "user_profile:gender" in features
+    assert "retrieval_v1" in features and "user_profile:tier" in features
 
     metrics = _section(text, "metrics")
     assert "champion v1" in metrics
@@ -271,6 +273,8 @@ def test_untrusted_text_is_escaped(recorded: RecordedRun, page: tuple[Any, str])
     escaped = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
     assert f"00:00:00+00:00 {escaped}" in header  # the data interval, from lineage
     assert f"{RUN_ID} {escaped}" in header  # the MLflow run name
+    assert "<dt>Dataset</dt><dd>tiny</dd>" in header  # the dataset, from lineage
+    assert "<title>Run report · tiny · " in header
 
 
 def test_rebuilding_does_not_duplicate_history(recorded: RecordedRun) -> None:

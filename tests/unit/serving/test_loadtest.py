@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-_SMOKE = [{"user_id": 1, "age": 30, "gender": "F", "occupation": "writer"}]
+_SMOKE = [{"user_id": 1, "country": "fr", "spend": 2.5}]
 
 
 def test_load_config_checks_its_fields_and_percentiles_interpolate() -> None:

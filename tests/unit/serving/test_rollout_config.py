@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-_SMOKE = [{"user_id": 1, "age": 30, "gender": "F", "occupation": "writer"}]
+_SMOKE = [{"user_id": 1, "country": "fr", "spend": 2.5}]
 
 
 def test_rollout_config_keeps_the_old_fields_and_checks_the_new_ones() -> None:

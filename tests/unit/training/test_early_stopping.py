@@ -94,7 +94,8 @@ def test_state_before_and_finished_state(tmp_path: Path) -> None:
     assert state_before(states, 2) == states[1]
 
     config = TrainConfig(
-        training_set_uri="t", users_uri="u", items_uri="i", output_dir="o", epochs=2,
+        training_set_uri="t", users_uri="u", items_uri="i", spec_uri="s", output_dir="o",
+        epochs=2,
         early_stopping_patience=3,
     )  # fmt: skip
     # Saved in epoch 1 of 2: both epochs ran, so there is nothing left to fit.
@@ -102,7 +103,7 @@ def test_state_before_and_finished_state(tmp_path: Path) -> None:
     assert finished_state(state_dir, config, 0) is None  # epoch 1 is still to run
     assert finished_state(state_dir, config, None) is None
     off = TrainConfig(
-        training_set_uri="t", users_uri="u", items_uri="i", output_dir="o",
+        training_set_uri="t", users_uri="u", items_uri="i", spec_uri="s", output_dir="o",
         epochs=2, early_stopping_patience=0,
     )  # fmt: skip
     assert finished_state(state_dir, off, 1) is None

@@ -15,7 +15,12 @@ import pandas as pd
 import pytest
 from _tiny_data import TinyData, write_tiny_data
 from recops.config import RETRIEVAL_K
+from recops.dataset_spec import load_spec
+from recops.errors import DataError
+from recops.layout import layout_from_spec
+from recops.tables import read_items, read_training_set, read_users
 from recops.training import TrainConfig, TrainResult, train
+from recops.training.inputs import fit_model_spec, training_inputs
 from recops_models.tf_env import use_legacy_keras
 
 use_legacy_keras()
@@ -28,6 +33,7 @@ def _config(data: TinyData, output_dir: Path, **overrides: Any) -> TrainConfig:
         "training_set_uri": data.training_set_uri,
         "users_uri": data.users_uri,
         "items_uri": data.items_uri,
+        "spec_uri": data.spec_uri,
         "output_dir": str(output_dir),
         "epochs": 2,
         "embedding_dim": DIM,
@@ -70,6 +76,8 @@ def test_result_and_split_file(trained: TrainResult, data: TinyData) -> None:
     split = pd.read_parquet(trained.split_uri)
     assert len(split) == data.n_rows
     assert split["split"].value_counts().to_dict() == {"train": 1440, "valid": 180, "test": 180}
+    # The event type travels with the split: evaluation counts only positive types.
+    assert set(split["event_type"]) == {"interaction"}
     assert trained.train_rows == 1440
 
     run_dir = Path(trained.model_dir).parent
@@ -126,9 +134,15 @@ def test_same_seed_gives_same_weights(data: TinyData, tmp_path: Path) -> None:
 
 def test_missing_column_names_the_file(data: TinyData, tmp_path: Path) -> None:
     broken = tmp_path / "broken.parquet"
-    pd.read_parquet(data.training_set_uri).drop(columns="genre_mask").to_parquet(broken)
+    pd.read_parquet(data.training_set_uri).drop(columns="genres").to_parquet(broken)
     config = _config(data, tmp_path / "train", training_set_uri=str(broken))
-    with pytest.raises(ValueError, match=r"broken\.parquet.*genre_mask"):
+    with pytest.raises(ValueError, match=r"broken\.parquet.*genres"):
+        train(config)
+
+
+def test_missing_spec_names_the_file(data: TinyData, tmp_path: Path) -> None:
+    config = _config(data, tmp_path / "train", spec_uri=str(tmp_path / "nope.yaml"))
+    with pytest.raises(DataError, match=r"nope\.yaml"):
         train(config)
 
 
@@ -186,25 +200,22 @@ def test_two_replicas_give_the_one_replica_loss_curve(data: TinyData, tmp_path: 
 
 def test_mixed_precision_keeps_logits_and_towers_float32(data: TinyData) -> None:
     import tf_keras
-    from recops_models.two_tower import (
-        TwoTowerSpec,
-        build_training_model,
-        model_inputs,
-        towers_from_training_model,
-    )
+    from recops_models.two_tower import build_training_model, towers_from_training_model
 
-    frame = pd.read_parquet(data.training_set_uri)
-    spec = TwoTowerSpec.from_columns(
-        **{c: frame[c].to_numpy() for c in ("user_id", "item_id", "gender", "occupation")},
-        age=frame["age"].to_numpy(),
-        release_year=frame["release_year"].to_numpy(),
+    layout = layout_from_spec(load_spec(data.spec_uri))
+    frame = read_training_set(data.training_set_uri, layout)
+    spec = fit_model_spec(
+        layout,
+        rows=frame,
+        users=read_users(data.users_uri, layout),
+        items=read_items(data.items_uri, layout),
         embedding_dim=DIM,
         temperature=0.25,
     )
     model = build_training_model(spec, mixed_precision=True)
     assert tf_keras.mixed_precision.global_policy().name == "float32"  # restored
     assert model.get_layer("user_projection").compute_dtype == "float16"
-    batch = model_inputs(spec, {c: frame[c].to_numpy()[:8] for c in frame.columns})
+    batch = training_inputs(spec, frame.iloc[:8])
     assert model(batch).dtype == "float32"
     user_tower, item_tower = towers_from_training_model(model)
     assert user_tower.output.dtype == item_tower.output.dtype == "float32"

@@ -1,11 +1,24 @@
-"""The two-tower's input pipeline: full batches of gathered rows, and the logQ."""
+"""The two-tower's inputs: the spec fitted on the tables, tower inputs, the logQ, and the
+pipeline of full batches of gathered rows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from _tiny_data import TinyData
+from recops.dataset_spec import load_spec
 from recops.errors import ParamError
-from recops.training.inputs import indexed_dataset, item_log_probabilities, make_dataset
+from recops.layout import layout_from_spec
+from recops.tables import read_items, read_training_set, read_users
+from recops.training.inputs import (
+    catalogue,
+    fit_model_spec,
+    indexed_dataset,
+    item_log_probabilities,
+    item_tower_inputs,
+    make_dataset,
+    user_tower_inputs,
+)
 
 
 def test_item_log_probabilities_are_row_frequencies() -> None:
@@ -31,3 +44,35 @@ def test_indexed_dataset_in_order_keeps_the_remainder() -> None:
     dataset = indexed_dataset(columns, 5, batch_size=2, seed=0, shuffle=False, drop_remainder=False)
     got = [rows.tolist() for rows, _ in dataset.as_numpy_iterator()]
     assert got == [[0, 1], [2, 3], [4]]
+
+
+def test_spec_is_fitted_on_the_train_entities_rows(tiny_data: TinyData) -> None:
+    layout = layout_from_spec(load_spec(tiny_data.spec_uri))
+    rows = read_training_set(tiny_data.training_set_uri, layout)
+    rows = rows[rows["user_id"] <= 30]
+    users = read_users(tiny_data.users_uri, layout)
+    items = read_items(tiny_data.items_uri, layout)
+    spec = fit_model_spec(
+        layout, rows=rows, users=users, items=items, embedding_dim=8, temperature=0.2
+    )
+    assert spec.user_ids == tuple(range(1, 31))
+    assert [f.name for f in spec.user_features] == [f.name for f in layout.user_features]
+    # Statistics come from one row per train user, not one per interaction.
+    age = next(f for f in spec.user_features if f.kind == "numeric")
+    expected = users.loc[users["user_id"] <= 30, age.name]
+    assert age.mean == pytest.approx(expected.mean())
+    assert age.std == pytest.approx(expected.std(ddof=0))
+
+    catalogue_arrays = catalogue(spec, items)
+    assert list(catalogue_arrays) == ["item_id", *(f.name for f in layout.item_features)]
+    tower = item_tower_inputs(spec, catalogue_arrays)
+    assert tower["item_idx"].shape == (tiny_data.n_items,)
+
+    # An unknown user with no profile: index 0, empty strings and NaN, never an error.
+    unknown = users.iloc[:1].assign(user_id=999).drop(columns="event_timestamp")
+    unknown.loc[:, [f.name for f in layout.user_features]] = None
+    got = user_tower_inputs(spec, unknown)
+    assert got["user_idx"].tolist() == [0]
+    for f in layout.user_features:
+        value = got[f.name][0]
+        assert (value == "") if f.is_string else np.isnan(value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from _tiny_data import TinyData
 from recops.errors import ParamError
 from recops.training import TrainConfig, TrainResult
 
@@ -14,6 +15,7 @@ def _config(**overrides: Any) -> TrainConfig:
         "training_set_uri": "set.parquet",
         "users_uri": "users.parquet",
         "items_uri": "items.parquet",
+        "spec_uri": "spec.yaml",
         "output_dir": "out",
     }
     return TrainConfig(**(settings | overrides))
@@ -31,6 +33,7 @@ def test_bad_protocol_is_rejected() -> None:
         ({"temperature": 0.0}, "temperature=0.0 must be > 0"),
         ({"max_rows": 0}, "max_rows=0 must be >= 1 or None"),
         ({"early_stopping_patience": -1}, "early_stopping_patience=-1 must be >= 0"),
+        ({"spec_uri": ""}, "spec_uri is empty"),
     ],
 )
 def test_bad_values_name_the_field(overrides: dict[str, Any], message: str) -> None:
@@ -53,3 +56,10 @@ def test_result_round_trips_through_json_dicts() -> None:
         k=10, valid_ndcg_at_10=[0.5],
     )  # fmt: skip
     assert TrainResult.from_dict(result.to_dict()) == result
+
+
+def test_layout_comes_from_the_spec(tiny_data: TinyData) -> None:
+    layout = _config(spec_uri=tiny_data.spec_uri).layout()
+    assert layout.name == "tiny"
+    assert [f.kind for f in layout.item_features] == ["text", "numeric", "multi_categorical"]
+    assert layout.value_range == (1.0, 5.0)

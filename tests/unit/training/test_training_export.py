@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from _tiny_data import TinyData
 from recops.config import RETRIEVAL_K
+from recops.dataset_spec import load_spec
 from recops.io import SUCCESS_MARKER
+from recops.layout import layout_from_spec
 from recops.training import TrainResult
 from recops.training.export import (
     OutputConflictError,
@@ -65,34 +67,43 @@ def test_another_config_drops_the_backup(tmp_path: Path) -> None:
 def test_export_obeys_the_serving_contract(
     tiny_two_tower: TrainResult, tiny_data: TinyData
 ) -> None:
+    import pandas as pd
     import tensorflow as tf
 
     trained, data = tiny_two_tower, tiny_data
+    layout = layout_from_spec(load_spec(data.spec_uri))
 
     model = tf.saved_model.load(trained.model_dir)
     assert set(model.signatures) == {"serving_default", "user_embedding", "item_embeddings"}
     serve = model.signatures["serving_default"]
     _, inputs = serve.structured_input_signature
+    # user_id plus one input per user attribute of the spec: raw strings or float32.
     assert {name: (spec.dtype, spec.shape.as_list()) for name, spec in inputs.items()} == {
         "user_id": (tf.int64, [None]),
-        "age": (tf.int64, [None]),
-        "gender": (tf.string, [None]),
-        "occupation": (tf.string, [None]),
+        **{
+            f.name: (tf.string if f.is_string else tf.float32, [None]) for f in layout.user_features
+        },
     }
     assert serve.structured_outputs["item_ids"].shape.as_list() == [None, RETRIEVAL_K]
     assert serve.structured_outputs["scores"].dtype == tf.float32
 
-    # User 999 and the occupation "pilot" are unknown: they fall into the OOV buckets.
+    # User 999 is unknown and its profile is odd: an unseen category, a missing number.
+    users = pd.read_parquet(data.users_uri).set_index("user_id").loc[[1, 2]].reset_index()
+    odd = {"user_id": 999, "age": np.nan, "gender": "X", "occupation": "pilot", "zip_code": ""}
+    users = pd.concat([users, pd.DataFrame([odd])], ignore_index=True)
     request = {
-        "user_id": tf.constant([1, 2, 999], tf.int64),
-        "age": tf.constant([30, 40, 50], tf.int64),
-        "gender": tf.constant(["M", "F", "M"]),
-        "occupation": tf.constant(["engineer", "artist", "pilot"]),
+        "user_id": tf.constant(users["user_id"].to_numpy(np.int64)),
+        **{
+            f.name: tf.constant(users[f.name].fillna("").astype(str).to_numpy())
+            if f.is_string
+            else tf.constant(users[f.name].to_numpy(np.float32))
+            for f in layout.user_features
+        },
     }
     out = serve(**request)
     assert out["item_ids"].dtype == tf.int64 and out["item_ids"].shape == (3, RETRIEVAL_K)
     scores = out["scores"].numpy()
-    assert np.all(np.diff(scores, axis=1) <= 1e-6)
+    assert np.isfinite(scores).all() and np.all(np.diff(scores, axis=1) <= 1e-6)
     assert set(out["item_ids"].numpy().ravel()) <= set(range(1, data.n_items + 1))
 
     user = model.signatures["user_embedding"](**request)["embedding"].numpy()

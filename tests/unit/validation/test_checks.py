@@ -9,17 +9,17 @@ def test_describe_names_the_expectation_and_a_sample() -> None:
     check = Check(
         table="interactions",
         expectation_type="expect_column_values_to_be_between",
-        kwargs={"column": "rating", "min_value": 1.0, "max_value": 5},
+        kwargs={"column": "weight", "min_value": 1.0, "max_value": 5},
         success=False,
         unexpected_count=3,
         unexpected_sample=[0, 7, 0],
     )
 
     assert check.describe() == (
-        "expect_column_values_to_be_between(column=rating, min=1, max=5): "
+        "expect_column_values_to_be_between(column=weight, min=1, max=5): "
         "3 unexpected values, e.g. [0, 7]"
     )
-    assert check.columns == ["rating"] and check.to_dict()["columns"] == ["rating"]
+    assert check.columns == ["weight"] and check.to_dict()["columns"] == ["weight"]
 
 
 def test_describe_falls_back_to_the_observed_value_and_details() -> None:

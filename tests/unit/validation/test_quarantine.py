@@ -7,42 +7,43 @@ import pickle
 from pathlib import Path
 
 import pytest
-from _contract_tables import DAY, GOOD_ROWS, config, fail, interactions, partition
+from _contract_tables import DAY, config, fail, good_rows, interactions, partition
 from recops.config import Settings
 from recops.validation import DataValidationError, validate_and_publish
 from recops.validation.quarantine import quarantine, remove_empty_dir
 
 
-def test_out_of_range_ratings_fail_and_quarantine(settings: Settings) -> None:
-    rows = [*GOOD_ROWS, (2, 20, 0, DAY), (3, 10, 7, DAY)]
+def test_out_of_range_weights_fail_and_quarantine(movielens: Settings) -> None:
+    rows = [*good_rows(movielens), (2, 20, "interaction", 0.0, DAY)]
+    rows.append((3, 10, "interaction", 7.0, DAY))
 
-    error = fail(settings, rows)
+    error = fail(movielens, rows)
 
     message = str(error)
     assert "failed 1 of" in message
-    assert "expect_column_values_to_be_between(column=rating, min=1, max=5)" in message
+    assert "expect_column_values_to_be_between(column=weight, min=1, max=5)" in message
     assert "2 unexpected values, e.g. [0, 7]" in message
     # Quarantine holds the exact partition bytes and the report that condemned it.
-    quarantined = settings.quarantine_dir / "1998-04-22"
+    quarantined = movielens.quarantine_dir / "1998-04-22"
     assert error.quarantine_uri == str(quarantined)
-    path = Path(settings.interactions_dir / "date=1998-04-22" / "part-0.parquet")
+    path = Path(movielens.interactions_dir / "date=1998-04-22" / "part-0.parquet")
     assert (quarantined / "part-0.parquet").read_bytes() == path.read_bytes()
     report = json.loads((quarantined / "validation.json").read_text())
     assert report["success"] is False and report["n_failed"] == 1
     [failed] = [e for e in report["expectations"] if not e["success"]]
-    assert failed["columns"] == ["rating"] and failed["unexpected_count"] == 2
+    assert failed["columns"] == ["weight"] and failed["unexpected_count"] == 2
     assert sorted(failed["unexpected_sample"]) == [0, 7]
     # Airflow may pickle the exception between processes.
     clone = pickle.loads(pickle.dumps(error))
     assert str(clone) == message and clone.report_uri == error.report_uri
 
 
-def test_failing_published_day_is_copied_not_removed(settings: Settings) -> None:
-    published = partition(settings, interactions([*GOOD_ROWS, (2, 20, 9, DAY)]))
-    staged = settings.staging_dir / "date=1998-04-22" / "part-0.parquet"
-    cfg = config(settings, staged, published_dir=str(settings.interactions_dir))
+def test_failing_published_day_is_copied_not_removed(shop: Settings) -> None:
+    published = partition(shop, interactions([*good_rows(shop), (2, 20, "return", 1.0, DAY)]))
+    staged = shop.staging_dir / "date=1998-04-22" / "part-0.parquet"
+    cfg = config(shop, staged, published_dir=str(shop.interactions_dir))
 
-    with pytest.raises(DataValidationError, match="column=rating") as info:
+    with pytest.raises(DataValidationError, match=r"column=event_type.*\[return\]") as info:
         validate_and_publish(cfg)
 
     # Already trusted and perhaps in use downstream: it stays, a copy goes to quarantine.
@@ -52,13 +53,11 @@ def test_failing_published_day_is_copied_not_removed(settings: Settings) -> None
     )
 
 
-def test_failing_staged_day_is_moved_and_a_rerun_repeats_the_message(
-    settings: Settings,
-) -> None:
-    staged = settings.staging_dir / "date=1998-04-22" / "part-0.parquet"
+def test_failing_staged_day_is_moved_and_a_rerun_repeats_the_message(shop: Settings) -> None:
+    staged = shop.staging_dir / "date=1998-04-22" / "part-0.parquet"
     staged.parent.mkdir(parents=True)
     staged.write_bytes(b"not parquet")
-    cfg = config(settings, staged, published_dir=str(settings.interactions_dir))
+    cfg = config(shop, staged, published_dir=str(shop.interactions_dir))
 
     with pytest.raises(DataValidationError) as first:
         validate_and_publish(cfg)

@@ -1,0 +1,244 @@
+"""The user's tables, as a spec declares them, turned into the published layout.
+
+``read_table`` reads one file (CSV, TSV or parquet); ``to_layout`` converts the events,
+users and items frames into the canonical tables of ``recops.layout`` (int64 ids, UTC
+times, ``event_type`` and ``weight``, one column per attribute named by the attribute).
+Both are pure: string keys get their ids from key tables passed in, and the updated key
+tables come back for the caller to write once everything else has passed.
+
+Run ``recops.dataset_check.check_columns`` first: ``to_layout`` assumes columns exist and
+hold what they declare.
+
+This module imports pandas only inside its functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from recops.errors import DataError
+from recops.layout import DEFAULT_EVENT_TYPE, INTERACTION_COLUMNS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from recops.dataset_spec import Attribute, DatasetSpec, TableSpec
+
+__all__ = ["TABLE_SUFFIXES", "Converted", "read_table", "to_layout", "to_utc"]
+
+#: File suffixes ``read_table`` reads.
+TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq")
+_SECONDS_PER_DAY = 86_400.0
+
+
+@dataclass(frozen=True)
+class Converted:
+    """The published tables of one import, and the key tables they need.
+
+    Attributes:
+        interactions: ``INTERACTION_COLUMNS``, one row per event.
+        users: ``user_id``, the user attributes, ``event_timestamp``.
+        items: ``item_id``, the item attributes, ``event_timestamp``.
+        key_tables: The updated key table per string-keyed side (``users``, ``items``).
+    """
+
+    interactions: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    key_tables: Mapping[str, pd.DataFrame]
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a CSV, TSV or parquet file.
+
+    CSV and TSV cells are read as text (empty cells as missing), so string keys keep
+    their leading zeros; numbers are parsed where the spec declares them.
+
+    Raises:
+        DataError: The file is missing, unreadable or of another type (named).
+    """
+    import pandas as pd
+
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix not in TABLE_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        sep = "\t" if suffix == ".tsv" else ","
+        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+    except Exception as exc:  # pandas and pyarrow raise many types for bad files
+        raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def to_utc(values: pd.Series, fmt: str) -> pd.Series:
+    """Times as ``datetime64[us, UTC]``: unix seconds, ISO 8601 text or parsed times."""
+    import pandas as pd
+
+    if pd.api.types.is_datetime64_any_dtype(values):
+        tz = getattr(values.dt, "tz", None)
+        stamps = values.dt.tz_localize("UTC") if tz is None else values.dt.tz_convert("UTC")
+    elif fmt == "iso8601":
+        text = values.astype(object).where(values.notna(), None)
+        stamps = pd.to_datetime(text, format="ISO8601", utc=True)
+    else:
+        seconds = pd.to_numeric(values)
+        stamps = pd.to_datetime(seconds, unit="s", utc=True)
+    return stamps.astype("datetime64[us, UTC]")
+
+
+def _attribute(values: pd.Series, attr: Attribute) -> pd.Series:
+    """One attribute column in the published dtype (see ``recops.layout``)."""
+    import pandas as pd
+
+    if attr.kind == "numeric":
+        return pd.to_numeric(values).astype("float64")
+    if attr.kind == "timestamp":
+        numbers = pd.to_numeric(values, errors="coerce")
+        if values.notna().any() and numbers.notna().sum() == values.notna().sum():
+            return (numbers / _SECONDS_PER_DAY).astype("float64")
+        stamps = to_utc(values, "iso8601")
+        epoch = pd.Timestamp(0, tz="UTC")
+        days = (stamps - epoch) / pd.Timedelta(days=1)
+        return days.astype("float64")
+    text = values.astype(object).map(_text)
+    if attr.kind == "multi_categorical" and attr.separator is not None:
+        sep = attr.separator
+
+        def tidy(value: str | None) -> str | None:
+            # Values are trimmed and empty ones dropped, so "A| B|" is "A|B".
+            if value is None:
+                return None
+            joined = sep.join(p.strip() for p in value.split(sep) if p.strip())
+            return joined or None
+
+        text = text.map(tidy)
+    return text.astype(object)
+
+
+def _text(value: object) -> str | None:
+    """A cell as text, None when missing; a whole float (from a NaN column) loses its ".0"."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _ids(spec: TableSpec, side: str, keys: pd.Series, tables: dict[str, pd.DataFrame]) -> pd.Series:
+    import pandas as pd
+
+    from recops.data.keys import assign_ids
+
+    if spec.key_type == "integer":
+        return pd.to_numeric(keys).astype("int64")
+    ids, tables[side] = assign_ids(tables[side], keys)
+    return ids
+
+
+def _profile(
+    spec: TableSpec,
+    side: str,
+    frame: pd.DataFrame | None,
+    event_keys: pd.Series,
+    tables: dict[str, pd.DataFrame],
+    valid_from: pd.Timestamp,
+) -> pd.DataFrame:
+    """The published users or items table (``side``)."""
+    import pandas as pd
+
+    id_column = "user_id" if side == "users" else "item_id"
+    if frame is None:
+        # No file: the table is the keys the events name, without attributes.
+        keys = event_keys.drop_duplicates().reset_index(drop=True)
+        columns: dict[str, pd.Series] = {}
+    else:
+        keys = frame[spec.key].reset_index(drop=True)
+        columns = {a.name: _attribute(frame[a.column], a).reset_index(drop=True)
+                   for a in spec.attributes}  # fmt: skip
+    out = pd.DataFrame({id_column: _ids(spec, side, keys, tables), **columns})
+    out["event_timestamp"] = pd.Series([valid_from] * len(out), dtype="datetime64[us, UTC]")
+    return out.sort_values(id_column).reset_index(drop=True)
+
+
+def to_layout(
+    spec: DatasetSpec,
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    key_tables: Mapping[str, pd.DataFrame] | None = None,
+) -> Converted:
+    """Convert the user's tables into the published layout (pure; writes nothing).
+
+    Profiles carry no time of their own: they are valid from the day before the first
+    event, so a point-in-time join finds them for every event.
+
+    Args:
+        spec: The dataset spec.
+        frames: ``events`` and, when the spec's tables have files, ``users`` / ``items``.
+        key_tables: The current key table per string-keyed side; empty when left out.
+
+    Returns:
+        The published tables and the updated key tables.
+
+    Raises:
+        DataError: There are no events, or a table with attributes has no frame.
+    """
+    import pandas as pd
+
+    from recops.data.keys import empty_key_table
+
+    events = frames["events"]
+    if events.empty:
+        raise DataError(f"dataset {spec.name!r}: the events table has no rows")
+    for side in ("users", "items"):
+        table: TableSpec = getattr(spec, side)
+        if side not in frames and table.attributes:
+            raise DataError(
+                f"dataset {spec.name!r}: spec field '{side}.attributes' declares "
+                f"{len(table.attributes)} attributes but there is no {side} file "
+                f"(spec field 'files.{side}')"
+            )
+    given = dict(key_tables or {})
+    tables = {
+        side: given.get(side, empty_key_table())
+        for side in ("users", "items")
+        if getattr(spec, side).key_type == "string"
+    }
+    ev = spec.events
+    stamps = to_utc(events[ev.timestamp.column], ev.timestamp.format).reset_index(drop=True)
+    if ev.event_type is not None:
+        types = events[ev.event_type.column].astype(str).reset_index(drop=True)
+    else:
+        types = pd.Series([DEFAULT_EVENT_TYPE] * len(events), dtype=object)
+    if ev.value is not None:
+        weight = pd.to_numeric(events[ev.value.column]).astype("float64").reset_index(drop=True)
+    elif ev.event_type is not None:
+        weight = types.map(ev.event_type.weights).astype("float64")
+    else:
+        weight = pd.Series(1.0, index=types.index, dtype="float64")
+    valid_from = stamps.min().normalize() - pd.Timedelta(days=1)
+    # Profiles first, so a side's ids follow its table's keys; the events' extra keys
+    # (which validation reports) come after.
+    users = _profile(spec.users, "users", frames.get("users"),
+                     events[ev.user_key], tables, valid_from)  # fmt: skip
+    items = _profile(spec.items, "items", frames.get("items"),
+                     events[ev.item_key], tables, valid_from)  # fmt: skip
+    user_keys = events[ev.user_key].reset_index(drop=True)
+    item_keys = events[ev.item_key].reset_index(drop=True)
+    interactions = pd.DataFrame(
+        {
+            "user_id": _ids(spec.users, "users", user_keys, tables),
+            "item_id": _ids(spec.items, "items", item_keys, tables),
+            "event_timestamp": stamps,
+            "event_type": types.astype(object),
+            "weight": weight,
+        }
+    )[list(INTERACTION_COLUMNS)]
+    return Converted(interactions=interactions, users=users, items=items, key_tables=tables)

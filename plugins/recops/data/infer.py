@@ -1,0 +1,471 @@
+"""Draft a dataset spec from the files: ``recops data infer``.
+
+``infer_spec`` looks at the events table (and the users and items tables when given) and
+drafts a spec that imports as it is; the user may edit it first. What it decides:
+
+- **keys**: the events columns that join to the users / items tables (the table column
+  whose values cover most of an events column), else the events columns whose names say
+  user / item (``customer``, ``sku``, ...); integer when every value is a whole number
+  written without leading zeros, else string;
+- **timestamp**: a parsed time column, ISO 8601 text, or unix seconds, preferring a
+  time-like name;
+- **event type**: a string column with few distinct values; weights from the names
+  (view 1, cart / click 3, purchase 5; all 1 when no name is known), positives all but
+  the view-like types;
+- **value**: a numeric column with a small range (a rating), when its name says so or no
+  event type exists;
+- **attributes**: timestamp, numeric, multi_categorical (a ``|`` or ``;`` separating a
+  small vocabulary), categorical or text by cardinality.
+
+No constraints are drafted (the files are the only evidence, and they may be a sample).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from recops.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from recops.dataset_spec import DatasetSpec
+
+    TableInput: TypeAlias = "str | Path | pd.DataFrame"
+
+__all__ = ["infer_spec", "spec_draft_yaml"]
+
+_USER_NAMES = (
+    "user",
+    "customer",
+    "client",
+    "visitor",
+    "member",
+    "account",
+    "buyer",
+    "person",
+    "uid",
+    "shopper",
+    "session_user",
+    "reader",
+    "viewer",
+    "player",
+)
+_ITEM_NAMES = (
+    "item",
+    "product",
+    "sku",
+    "article",
+    "movie",
+    "track",
+    "song",
+    "offer",
+    "asin",
+    "iid",
+    "content",
+    "video",
+    "book",
+    "listing",
+    "pid",
+    "good",
+)
+_TIME_NAMES = (
+    "timestamp",
+    "ts",
+    "time",
+    "datetime",
+    "date",
+    "event_time",
+    "created_at",
+    "occurred_at",
+    "when",
+)
+_TYPE_NAMES = (
+    "event",
+    "event_type",
+    "type",
+    "action",
+    "interaction",
+    "behavior",
+    "behaviour",
+    "kind",
+    "activity",
+)
+_VALUE_NAMES = ("rating", "score", "stars", "grade", "value", "preference")
+#: Event-type name fragments and the weight they suggest (first match wins).
+_WEIGHT_HINTS: tuple[tuple[tuple[str, ...], float], ...] = (
+    (("purchase", "buy", "order", "checkout", "transaction", "conversion", "sale"), 5.0),
+    (("cart", "basket", "wish", "favo", "like", "save", "bookmark", "click", "rate"), 3.0),
+    (("view", "impression", "visit", "browse", "detail", "open", "show", "seen"), 1.0),
+)
+_VIEW_WEIGHT = 1.0
+#: Unix seconds between 1973 and 2128: a numeric column in that range can be a time.
+_UNIX_RANGE = (1e8, 5e9)
+_SEPARATORS = ("|", ";")
+#: A string column is categorical when at most this many distinct values ...
+_MAX_CATEGORIES = 1000
+#: ... and at most this share of its rows are distinct values.
+_MAX_CATEGORY_SHARE = 0.5
+#: ... or, for single words, this share.
+_MAX_WORD_SHARE = 0.8
+_MAX_EVENT_TYPES = 30
+_RESERVED = frozenset({"user_id", "item_id", "event_timestamp", "event_type", "weight"})
+
+
+def _read(table: TableInput) -> tuple[pd.DataFrame, Path | None]:
+    import pandas as pd
+
+    from recops.data.convert import read_table
+
+    if isinstance(table, pd.DataFrame):
+        return table, None
+    path = Path(table)
+    return read_table(path), path
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")
+
+
+def _name_rank(column: str, names: tuple[str, ...]) -> int | None:
+    """How well a column name matches ``names`` (0 best); None when it does not."""
+    norm = _norm(column)
+    for rank, name in enumerate(names):
+        if norm in (name, f"{name}_id", f"{name}id", f"{name}_key", f"{name}s"):
+            return rank
+    for rank, name in enumerate(names):
+        if name in norm.split("_"):
+            return len(names) + rank
+    return None
+
+
+def _text(values: pd.Series) -> pd.Series:
+    from recops.data.convert import _text as cell_text
+
+    return values.dropna().astype(object).map(cell_text).dropna().astype(str)
+
+
+def _is_integer_key(values: pd.Series) -> bool:
+    """Whole numbers without leading zeros (those would merge '007' and '7')."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values) or values.isna().any():
+        return False
+    if pd.api.types.is_integer_dtype(values):
+        return True
+    text = _text(values)
+    numbers = pd.to_numeric(text, errors="coerce")
+    if numbers.isna().any() or not (numbers == numbers.round()).all():
+        return False
+    return not text.str.match(r"^-?0\d").any() and not text.str.contains(r"[.eE]").any()
+
+
+def _numeric(values: pd.Series) -> pd.Series | None:
+    """The column as numbers when every present value is one, else None."""
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(values):
+        return None
+    present = values.dropna()
+    if present.empty:
+        return None
+    numbers = pd.to_numeric(present, errors="coerce")
+    return None if numbers.isna().any() else numbers
+
+
+def _iso_times(values: pd.Series) -> bool:
+    import pandas as pd
+
+    present = _text(values)
+    if present.empty or not present.str.contains(r"\d{4}-\d{2}-\d{2}").all():
+        return False
+    parsed = pd.to_datetime(present, errors="coerce", format="ISO8601", utc=True)
+    return bool(parsed.notna().all())
+
+
+def _time_format(values: pd.Series) -> str | None:
+    """``iso8601`` / ``unix_seconds`` when the column holds times in that form."""
+    import pandas as pd
+
+    if values.isna().any():
+        return None
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return "iso8601"
+    numbers = _numeric(values)
+    if numbers is not None:
+        low, high = _UNIX_RANGE
+        return "unix_seconds" if bool(numbers.between(low, high).all()) else None
+    return "iso8601" if _iso_times(values) else None
+
+
+def _pick(candidates: list[str], names: tuple[str, ...]) -> str | None:
+    """The candidate whose name matches ``names`` best; else the first candidate."""
+    ranked = [(r, i, c) for i, c in enumerate(candidates)
+              if (r := _name_rank(c, names)) is not None]  # fmt: skip
+    if ranked:
+        return min(ranked)[2]
+    return candidates[0] if candidates else None
+
+
+def _join_key(events: pd.DataFrame, table: pd.DataFrame, names: tuple[str, ...],
+              taken: set[str]) -> tuple[str, str] | None:  # fmt: skip
+    """``(events column, table column)``: the unique table column the events join to best."""
+    best: tuple[float, int, str, str] | None = None
+    for t_col in table.columns:
+        keys = table[t_col]
+        if keys.isna().any() or keys.duplicated().any():
+            continue
+        known = set(_text(keys))
+        for e_col in events.columns:
+            if e_col in taken or events[e_col].isna().any():
+                continue
+            cover = float(_text(events[e_col]).isin(known).mean())
+            if cover < 0.5:
+                continue
+            named = _name_rank(e_col, names)
+            same = 0 if e_col == t_col else 1
+            score = (-cover, same, named if named is not None else 99)
+            if best is None or score < best[:3]:
+                best = (*score, e_col, t_col)  # type: ignore[assignment]
+    return None if best is None else (best[-2], best[-1])
+
+
+def _keys_by_name(events: pd.DataFrame, names: tuple[str, ...], taken: set[str]) -> str | None:
+    candidates = [c for c in events.columns if c not in taken and not events[c].isna().any()]
+    named = [c for c in candidates if _name_rank(c, names) is not None]
+    return _pick(named, names)
+
+
+def _weights(types: list[str]) -> tuple[dict[str, float], list[str] | None]:
+    """A weight per type from its name (all 1 when no name is known), and the positives."""
+    hinted: dict[str, float] = {}
+    for kind in types:
+        norm = _norm(kind)
+        for fragments, weight in _WEIGHT_HINTS:
+            if any(f in norm for f in fragments):
+                hinted[kind] = weight
+                break
+    if not hinted:
+        return {t: 1.0 for t in types}, None
+    weights = {t: hinted.get(t, 1.0) for t in types}
+    views = [t for t in types if hinted.get(t) == _VIEW_WEIGHT]
+    others = [t for t in types if t not in views]
+    return weights, (others if views and others else None)
+
+
+def _value_range(numbers: pd.Series) -> tuple[float, float] | None:
+    """A rating-like scale around the values: ``(low, high)``, or None when not small."""
+    import math
+
+    low, high = float(numbers.min()), float(numbers.max())
+    if numbers.nunique() > 21 or high - low > 10 or not low < high:
+        return None
+    scale_low = 0.0 if low < 1 else 1.0
+    if low < 0:
+        scale_low = math.floor(low)
+    scale_high = next((s for s in (1.0, 5.0, 10.0) if s >= high and s > scale_low), high)
+    return scale_low, scale_high
+
+
+def _attribute(column: str, values: pd.Series, name: str) -> dict[str, Any] | None:
+    """The attribute a users / items column suggests; None for an empty column."""
+    import pandas as pd
+
+    present = values.dropna()
+    if present.empty:
+        return None
+    base = {"name": name, "column": column}
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return {**base, "kind": "timestamp"}
+    if pd.api.types.is_bool_dtype(values):
+        return {**base, "kind": "categorical"}
+    if _numeric(values) is not None:
+        return {**base, "kind": "numeric"}
+    if _iso_times(values):
+        return {**base, "kind": "timestamp"}
+    text = _text(values)
+    for sep in _SEPARATORS:
+        if text.str.contains(sep, regex=False).mean() >= 0.05:
+            tokens = text.str.split(sep, regex=False).explode().str.strip()
+            tokens = tokens[tokens != ""]
+            if tokens.nunique() <= min(_MAX_CATEGORIES, max(10, len(text) // 2)):
+                return {**base, "kind": "multi_categorical", "separator": sep}
+    distinct = text.nunique()
+    share = distinct / len(text)
+    # Single words repeat less in small tables (brands of 30 products) yet are categories;
+    # phrases that rarely repeat are text (names, titles).
+    words = float(text.str.split().str.len().mean())
+    repeats = share <= _MAX_CATEGORY_SHARE or (words < 1.5 and share < _MAX_WORD_SHARE)
+    if distinct <= _MAX_CATEGORIES and (distinct <= 2 or repeats):
+        return {**base, "kind": "categorical"}
+    return {**base, "kind": "text"}
+
+
+def _feature_name(column: str, prefix: str, used: set[str]) -> str:
+    """A valid, unused attribute name for ``column`` (prefixed on a clash)."""
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", str(column)).strip("_") or "attribute"
+    if not name[0].isalpha():
+        name = f"{prefix}_{name}"
+    name = name[:64]
+    if name in used or name in _RESERVED:
+        name = f"{prefix}_{name}"[:64]
+    stem, n = name, 2
+    while name in used or name in _RESERVED:
+        name = f"{stem[:60]}_{n}"
+        n += 1
+    used.add(name)
+    return name
+
+
+def _table_spec(
+    frame: pd.DataFrame | None, key: str, key_type: str, prefix: str, used: set[str]
+) -> dict[str, Any]:
+    attributes = []
+    for column in frame.columns if frame is not None else ():
+        if column == key:
+            continue
+        name = _feature_name(column, prefix, used)
+        attr = _attribute(str(column), frame[column], name) if frame is not None else None
+        if attr is None:
+            used.discard(name)
+        else:
+            attributes.append(attr)
+    return {"key": key, "key_type": key_type, "attributes": attributes}
+
+
+def _relative(path: Path | None, spec_dir: Path | None) -> str | None:
+    if path is None:
+        return None
+    if spec_dir is None:
+        return str(path.resolve())
+    return os.path.relpath(path.resolve(), spec_dir.resolve())
+
+
+def infer_spec(
+    name: str,
+    events: TableInput,
+    users: TableInput | None = None,
+    items: TableInput | None = None,
+    *,
+    spec_dir: str | Path | None = None,
+) -> DatasetSpec:
+    """Draft a spec from the files; it imports as it is.
+
+    Args:
+        name: The dataset name.
+        events: The events file (CSV, TSV, parquet) or frame.
+        users: The users file or frame, if any.
+        items: The items file or frame, if any.
+        spec_dir: Where the spec will be written: ``files`` are made relative to it
+            (absolute when None). Frames get no ``files`` entry.
+
+    Returns:
+        The drafted spec.
+
+    Raises:
+        DataError: A file cannot be read, or no key or time column can be found (the
+            message says what to do instead).
+    """
+    from recops.dataset_spec import DatasetSpec
+
+    ev, ev_path = _read(events)
+    us, us_path = _read(users) if users is not None else (None, None)
+    it, it_path = _read(items) if items is not None else (None, None)
+    if ev.empty:
+        raise DataError(f"{ev_path or 'the events table'}: no rows to infer a spec from")
+    where = str(ev_path or "the events table")
+    taken: set[str] = set()
+    found: dict[str, tuple[str, str]] = {}
+    for side, table, names in (("users", us, _USER_NAMES), ("items", it, _ITEM_NAMES)):
+        pair = _join_key(ev, table, names, taken) if table is not None else None
+        if pair is None:
+            column = _keys_by_name(ev, names, taken)
+            if column is None or (table is not None and column not in table.columns):
+                raise DataError(
+                    f"{where}: no column joins to the {side} table or is named like a "
+                    f"{side[:-1]} key (e.g. {', '.join(names[:3])}); columns: "
+                    f"{', '.join(map(str, ev.columns))}; write the spec by hand "
+                    "(docs/datasets.md)"
+                )
+            pair = (column, column)
+        found[side] = pair
+        taken.add(pair[0])
+
+    time_candidates = [c for c in ev.columns if c not in taken and _time_format(ev[c])]
+    stamp = _pick(time_candidates, _TIME_NAMES)
+    if stamp is None:
+        raise DataError(
+            f"{where}: no column holds unix seconds or ISO 8601 times; columns: "
+            f"{', '.join(map(str, ev.columns))}"
+        )
+    taken.add(stamp)
+    events_spec: dict[str, Any] = {
+        "user_key": found["users"][0],
+        "item_key": found["items"][0],
+        "timestamp": {"column": stamp, "format": _time_format(ev[stamp])},
+    }
+    type_candidates = [
+        c for c in ev.columns
+        if c not in taken and not ev[c].isna().any() and _numeric(ev[c]) is None
+        and 1 < ev[c].nunique() <= min(_MAX_EVENT_TYPES, max(2, len(ev) // 4))
+    ]  # fmt: skip
+    kind_column = _pick(type_candidates, _TYPE_NAMES)
+    if kind_column is not None:
+        # The most frequent type first: usually the view, the funnel's top.
+        counts = _text(ev[kind_column]).value_counts()
+        types = sorted(counts.index, key=lambda t: (-int(counts[t]), t))
+        weights, positives = _weights(types)
+        events_spec["event_type"] = {"column": kind_column, "weights": weights}
+        if positives:
+            events_spec["event_type"]["positives"] = positives
+        taken.add(kind_column)
+    for column in ev.columns:
+        if column in taken or ev[column].isna().any():
+            continue
+        numbers = _numeric(ev[column])
+        named = _name_rank(str(column), _VALUE_NAMES) is not None
+        if numbers is None or not (named or kind_column is None):
+            continue
+        scale = _value_range(numbers)
+        if scale is not None:
+            events_spec["value"] = {"column": column, "range": list(scale)}
+            break
+
+    key_types = {}
+    for side, table in (("users", us), ("items", it)):
+        e_col, t_col = found[side]
+        values = [ev[e_col]] + ([table[t_col]] if table is not None else [])
+        key_types[side] = "integer" if all(_is_integer_key(v) for v in values) else "string"
+    used: set[str] = set()
+    raw: dict[str, Any] = {
+        "name": name,
+        "users": _table_spec(us, found["users"][1], key_types["users"], "user", used),
+        "items": _table_spec(it, found["items"][1], key_types["items"], "item", used),
+        "events": events_spec,
+    }
+    directory = Path(spec_dir) if spec_dir is not None else None
+    files = {t: _relative(p, directory) for t, p in
+             (("events", ev_path), ("users", us_path), ("items", it_path))}  # fmt: skip
+    if files["events"] is not None:
+        raw["files"] = {t: f for t, f in files.items() if f is not None}
+    try:
+        return DatasetSpec.model_validate(raw)
+    except Exception as exc:  # a draft that breaks the spec is a bug here, said plainly
+        raise DataError(f"the drafted spec for {name!r} is not valid: {exc}") from exc
+
+
+def spec_draft_yaml(spec: DatasetSpec, sources: Mapping[str, str] | None = None) -> str:
+    """The drafted spec as YAML, with a header saying where it came from and what to check."""
+    from recops.dataset_spec import spec_to_yaml
+
+    lines = ["# Drafted by `recops data infer`; it imports as it is. Review before importing:"]
+    lines += ["#  - attribute kinds (categorical vs text by cardinality),",
+              "#  - event-type weights and positives, seen, the evaluation protocols."]  # fmt: skip
+    for table, source in (sources or {}).items():
+        lines.append(f"# {table}: {source}")
+    lines.append("# Every field is described in docs/datasets.md.")
+    return "\n".join(lines) + "\n" + spec_to_yaml(spec)

@@ -1,0 +1,105 @@
+"""infer_spec: a draft spec from the files that imports as it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from recops.config import Settings
+from recops.data import import_dataset, infer_spec, list_partitions, write_synthetic
+from recops.data.infer import spec_draft_yaml
+from recops.dataset_spec import load_spec
+from recops.errors import DataError
+
+
+def _kinds(attributes: tuple[object, ...]) -> dict[str, str]:
+    return {a.name: a.kind for a in attributes}  # type: ignore[attr-defined]
+
+
+def test_a_draft_from_the_shop_files_imports_with_no_edit(
+    settings: Settings, tmp_path: Path
+) -> None:
+    shipped = write_synthetic(tmp_path, mode="shop", rows=500, users=20, items=30, days=3, seed=4)
+    files = load_spec(shipped).file_paths(shipped)
+
+    spec = infer_spec("my-shop", files["events"], files["users"], files["items"],
+                      spec_dir=tmp_path)  # fmt: skip
+    out = tmp_path / "my-shop.yaml"
+    out.write_text(spec_draft_yaml(spec, {"events": str(files["events"])}))
+
+    assert (spec.users.key, spec.items.key) == ("customer", "sku")
+    assert (spec.users.key_type, spec.items.key_type) == ("string", "string")
+    assert spec.events.timestamp.format == "iso8601" and spec.events.value is None
+    assert spec.events.event_type is not None
+    assert spec.events.event_type.weights == {"view": 1.0, "add_to_cart": 3.0, "purchase": 5.0}
+    assert set(spec.positive_types) == {"add_to_cart", "purchase"}
+    assert _kinds(spec.users.attributes) == {"country": "categorical"}
+    assert _kinds(spec.items.attributes) == {
+        "name": "text", "category": "categorical", "brand": "categorical", "price": "numeric",
+    }  # fmt: skip
+    result = import_dataset(out, settings, stage_last_days=1)
+    assert result.n_interactions == len(pd.read_csv(files["events"]))
+    assert list_partitions(settings.for_dataset("my-shop"))
+
+
+def test_a_draft_from_movielens_shaped_files(settings: Settings, tmp_path: Path) -> None:
+    shipped = write_synthetic(
+        tmp_path, mode="movielens", rows=400, users=30, items=40, days=3, seed=1
+    )
+    files = load_spec(shipped).file_paths(shipped)
+
+    spec = infer_spec("ml", files["events"], files["users"], files["items"])
+
+    assert (spec.users.key_type, spec.items.key_type) == ("integer", "integer")
+    assert spec.events.timestamp.format == "unix_seconds"
+    assert spec.events.value is not None and spec.events.value.column == "rating"
+    assert (spec.events.value.range.low, spec.events.value.range.high) == (1.0, 5.0)
+    assert spec.events.event_type is None
+    assert _kinds(spec.users.attributes) == {
+        "age": "numeric", "gender": "categorical", "occupation": "categorical",
+        "zip_code": "text",
+    }  # fmt: skip
+    genres = spec.items.attributes[2]
+    assert (genres.name, genres.kind, genres.separator) == ("genres", "multi_categorical", "|")
+    assert spec.files is not None and Path(spec.files.events).is_absolute()
+    out = tmp_path / "ml.yaml"
+    out.write_text(spec_draft_yaml(spec))
+    # Everything staged: the conversion runs, the (slow) history validation does not.
+    result = import_dataset(out, settings, stage_last_days=3)
+    assert result.n_users == 30 and result.n_items == 40
+
+
+def test_keys_by_name_unknown_types_and_clashing_columns(tmp_path: Path) -> None:
+    events = pd.DataFrame(
+        {
+            "visitor": ["007", "8", "007", "9"],
+            "product_id": [1, 2, 3, 1],
+            "when": ["2024-01-01T00:00:00Z"] * 4,
+            "action": ["a", "b", "a", "b"],
+        }
+    )
+    items = pd.DataFrame(
+        {"product_id": [1, 2, 3], "weight": [1.5, 2.0, 3.0], "tags": ["x|y", "y", "z|x"]}
+    )
+
+    spec = infer_spec("t", events, items=items)
+
+    # "007" would lose its zero as an integer; the key stays a string.
+    assert (spec.users.key, spec.users.key_type) == ("visitor", "string")
+    assert (spec.items.key, spec.items.key_type) == ("product_id", "integer")
+    assert spec.events.event_type is not None
+    assert spec.events.event_type.weights == {"a": 1.0, "b": 1.0}
+    assert spec.events.event_type.positives is None
+    # "weight" is a published column: the attribute is renamed, its column kept.
+    assert [(a.name, a.column) for a in spec.items.attributes][0] == ("item_weight", "weight")
+    assert spec.items.attributes[1].kind == "multi_categorical"
+    assert spec.files is None
+
+
+def test_without_keys_or_times_the_error_says_what_is_missing() -> None:
+    with pytest.raises(DataError, match="no column joins to the users table or is named"):
+        infer_spec("t", pd.DataFrame({"a": [1], "b": [2]}))
+    events = pd.DataFrame({"user": [1, 2], "item": [3, 4], "note": ["x", "y"]})
+    with pytest.raises(DataError, match="no column holds unix seconds or ISO 8601"):
+        infer_spec("t", events)

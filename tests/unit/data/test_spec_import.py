@@ -1,0 +1,153 @@
+"""import_dataset: any spec's files, checked first, landed in the published layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from recops.config import Settings
+from recops.data import import_dataset, list_partitions, list_staged, write_synthetic
+from recops.data.keys import read_key_table
+from recops.dataset_spec import load_spec
+from recops.errors import DataError, DataValidationError
+from recops.layout import INTERACTION_COLUMNS, active_layout, spec_path
+
+DAYS = 4
+
+
+@pytest.fixture
+def shop_spec(tmp_path: Path) -> Path:
+    return write_synthetic(
+        tmp_path / "files", mode="shop", rows=600, users=25, items=40, days=DAYS, seed=2
+    )
+
+
+def _files(spec: Path) -> dict[str, Path]:
+    return load_spec(spec).file_paths(spec)
+
+
+def test_a_shop_log_lands_validated_with_interned_keys(settings: Settings, shop_spec: Path) -> None:
+    result = import_dataset(shop_spec, settings, stage_last_days=1)
+
+    shop = settings.for_dataset("shop-synthetic")
+    assert result.source == "shop-synthetic" and result.users_uri == str(shop.users_path)
+    assert len(list_partitions(shop)) == DAYS - 1 and len(list_staged(shop)) == 1
+    assert Path(result.history_report_uri).is_file()
+    # The spec is kept beside the data, with its files made absolute; stages read it.
+    assert spec_path(shop) == shop.data_dir / "spec.yaml"
+    kept = load_spec(spec_path(shop))
+    assert kept.files is not None and Path(kept.files.events).is_absolute()
+    layout = active_layout(shop)
+    part = pd.read_parquet(list_partitions(shop)[0])
+    assert tuple(part.columns) == INTERACTION_COLUMNS
+    assert set(part["event_type"]) <= {"view", "add_to_cart", "purchase"}
+    assert set(part["weight"]) <= {1.0, 3.0, 5.0}
+    users = pd.read_parquet(shop.users_path)
+    items = pd.read_parquet(shop.items_path)
+    assert tuple(users.columns) == layout.user_columns
+    assert tuple(items.columns) == layout.item_columns
+    assert items["price"].dtype == "float64" and items["category"].map(type).eq(str).all()
+    # Keys: customers are interned in sorted order, every event's key is known.
+    keys = read_key_table(shop, "users")
+    raw_users = pd.read_csv(_files(shop_spec)["users"], dtype=str)
+    assert keys["key"].tolist() == sorted(raw_users["customer"])
+    assert keys["id"].tolist() == list(range(1, len(keys) + 1))
+    assert set(part["item_id"]) <= set(read_key_table(shop, "items")["id"])
+    # The default dataset's folder is untouched.
+    assert not settings.data_dir.exists()
+
+
+def test_importing_twice_changes_nothing(settings: Settings, shop_spec: Path) -> None:
+    # Everything staged: no history to validate, so this stays fast.
+    first = import_dataset(shop_spec, settings, stage_last_days=DAYS)
+    shop = settings.for_dataset("shop-synthetic")
+    keys = shop.keys_dir / "items.parquet"
+    before = keys.read_bytes()
+
+    again = import_dataset(shop_spec, settings, stage_last_days=DAYS)
+
+    assert first.staged_dates == again.staged_dates and len(first.staged_dates) == DAYS
+    assert again.partitions_written == 0 and keys.read_bytes() == before
+
+
+def test_explicit_files_override_the_spec_and_parquet_reads(
+    settings: Settings, shop_spec: Path, tmp_path: Path
+) -> None:
+    files = _files(shop_spec)
+    events = tmp_path / "events.parquet"
+    pd.read_csv(files["events"], dtype=str).to_parquet(events)
+
+    result = import_dataset(shop_spec, settings, files={"events": events}, stage_last_days=DAYS)
+
+    assert result.n_interactions == len(pd.read_parquet(events))
+
+
+def _no_data(settings: Settings) -> bool:
+    return not (settings.home / "data").exists()
+
+
+def test_a_missing_column_names_field_and_file_and_writes_nothing(
+    settings: Settings, shop_spec: Path
+) -> None:
+    path = _files(shop_spec)["users"]
+    pd.read_csv(path, dtype=str).rename(columns={"customer": "client"}).to_csv(path, index=False)
+
+    with pytest.raises(DataError, match=r"'users\.key' names column 'customer'.*customers\.csv"):
+        import_dataset(shop_spec, settings)
+    assert _no_data(settings)
+
+
+def test_duplicate_keys_and_bad_types_are_all_reported(settings: Settings, shop_spec: Path) -> None:
+    path = _files(shop_spec)["items"]
+    items = pd.read_csv(path, dtype=str)
+    items.loc[1, "sku"] = items.loc[0, "sku"]
+    items.loc[2, "price"] = "cheap"
+    items.to_csv(path, index=False)
+
+    with pytest.raises(DataError) as caught:
+        import_dataset(shop_spec, settings)
+    message = str(caught.value)
+    assert "'items.key' names column 'sku' as the key" in message
+    assert "'items.attributes[3].kind' declares numeric" in message and "'cheap'" in message
+    assert _no_data(settings)
+
+
+def test_an_unknown_kind_is_a_spec_error(settings: Settings, shop_spec: Path) -> None:
+    shop_spec.write_text(shop_spec.read_text().replace("kind: text", "kind: colour"))
+
+    with pytest.raises(DataError, match=r"items\.attributes\[0\]\.kind.*'colour'"):
+        import_dataset(shop_spec, settings)
+    assert _no_data(settings)
+
+
+def test_a_missing_events_file_or_table_is_named(settings: Settings, tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    text = (Path(__file__).resolve().parents[3] / "datasets" / "movielens-100k.yaml").read_text()
+    spec.write_text(text)
+    with pytest.raises(DataError, match=r"'files\.events' is missing"):
+        import_dataset(spec, settings)
+    with pytest.raises(DataError, match="file not found"):
+        import_dataset(spec, settings, files={"events": tmp_path / "none.csv"})
+    (tmp_path / "e.csv").write_text("user_id,item_id,rating,timestamp\n1,2,3,900000000\n")
+    with pytest.raises(DataError, match=r"'users\.attributes' declares 4 attributes"):
+        import_dataset(spec, settings, files={"events": tmp_path / "e.csv"})
+    assert _no_data(settings)
+
+
+def test_a_history_that_fails_its_contract_leaves_no_spec_or_keys(
+    settings: Settings, shop_spec: Path
+) -> None:
+    path = _files(shop_spec)["events"]
+    events = pd.read_csv(path, dtype=str)
+    # A customer the customers file lacks: referential integrity fails in validation.
+    events.loc[0, "customer"] = "c-999999"
+    events.to_csv(path, index=False)
+
+    with pytest.raises(DataValidationError):
+        import_dataset(shop_spec, settings, stage_last_days=1)
+
+    shop = settings.for_dataset("shop-synthetic")
+    assert not (shop.data_dir / "spec.yaml").exists()
+    assert not shop.keys_dir.joinpath("users.parquet").exists()
+    assert not list_partitions(shop) and not list_staged(shop)
