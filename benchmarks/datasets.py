@@ -150,30 +150,13 @@ def _stats(uris: dict[str, str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- models
 
 
-def _split_with_types(split_uri: str) -> pd.DataFrame:
-    """The run's split, with its ``event_type`` column when it has one (as evaluation reads it)."""
-    import pyarrow.parquet as pq
-    from recops.evaluation import read_split
-
-    split = read_split(split_uri)
-    if "event_type" in pq.read_schema(split_uri).names:
-        types = pd.read_parquet(split_uri, columns=["event_type"])["event_type"]
-        split = split.assign(event_type=types.to_numpy())
-    return split
-
-
-def _of_types(frame: pd.DataFrame, types: Sequence[str]) -> pd.DataFrame:
-    """Rows of an event type in ``types``; every row when either is absent (as evaluation)."""
-    if not types or "event_type" not in frame.columns:
-        return frame
-    return frame[frame["event_type"].isin(list(types))]
-
-
 def _popularity(
     train: pd.DataFrame, item_ids: np.ndarray, positives: Sequence[str]
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Scores every user alike: the item's count of train rows of a positive type."""
-    counts = _of_types(train, positives)["item_id"].value_counts()
+    from recops.splits import of_types
+
+    counts = of_types(train, positives)["item_id"].value_counts()
     scores = counts.reindex(item_ids, fill_value=0).to_numpy(np.float64)
     return lambda users: np.tile(scores, (users.size, 1))
 
@@ -198,6 +181,7 @@ def run_dataset(
 ) -> dict[str, Any]:
     """Train the two-tower model on one dataset and score it and the baselines on its split."""
     from recops.evaluation import EvalConfig, evaluate, evaluate_scores, event_types_of
+    from recops.splits import read_typed_split
     from recops.training import TrainConfig, train
     from recops_models.ease import fit_ease
 
@@ -237,7 +221,7 @@ def run_dataset(
         seconds_per_epoch=round(trained.seconds_per_epoch, 2),
     )
 
-    split = _split_with_types(trained.split_uri)
+    split = read_typed_split(trained.split_uri)
     item_ids = np.unique(pd.read_parquet(uris["items_uri"], columns=["item_id"])["item_id"])
     item_ids = item_ids.astype(np.int64)
     if item_ids.size != trained.n_candidates:

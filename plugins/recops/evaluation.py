@@ -48,7 +48,7 @@ from recops.rank_signature import (
     weight_rmse,
 )
 from recops.records import Record
-from recops.splits import read_split, temporal_split
+from recops.splits import of_types, read_split, read_typed_split, temporal_split
 from recops.tables import latest_rows, read_parquet_columns
 
 __all__ = [
@@ -209,24 +209,6 @@ def event_types_of(spec_uri: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return layout.positive_types, layout.seen_types
 
 
-def _read_split(uri: str) -> pd.DataFrame:
-    """The split, with its ``event_type`` column when training wrote one."""
-    import pyarrow.parquet as pq
-
-    split = read_split(uri)
-    if "event_type" in pq.read_schema(uri).names:
-        types = pd.read_parquet(uri, columns=["event_type"])["event_type"]
-        split = split.assign(event_type=types.to_numpy())
-    return split
-
-
-def _of_types(frame: pd.DataFrame, types: Sequence[str]) -> pd.DataFrame:
-    """Rows of ``frame`` whose event type is in ``types`` (all rows when either is absent)."""
-    if not types or "event_type" not in frame.columns:
-        return frame
-    return frame[frame["event_type"].isin(list(types))]
-
-
 # --------------------------------------------------------------------------- segments
 
 
@@ -294,7 +276,7 @@ class _Task:
 
 def _target(split: pd.DataFrame, name: str, positive_types: Sequence[str]) -> pd.DataFrame:
     """The positives of split ``name``: its rows of a positive event type."""
-    target = _of_types(split[split["split"] == name], positive_types)
+    target = of_types(split[split["split"] == name], positive_types)
     if target.empty:
         raise DataError(f"split has no {name!r} rows of a positive event type")
     return target
@@ -316,7 +298,7 @@ def _task(
 ) -> _Task:
     target = _target(split, name, positive_types)
     earlier = ("train",) if name == "valid" else ("train", "valid")
-    seen = _of_types(split[split["split"].isin(earlier)], seen_types)
+    seen = of_types(split[split["split"].isin(earlier)], seen_types)
     train = split[split["split"] == "train"]
     eval_users = np.sort(target["user_id"].unique()).astype(np.int64)
     item_ids = np.asarray(item_ids, dtype=np.int64)
@@ -491,7 +473,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
         InputMissingError: If an input is missing (a ``FileNotFoundError``).
     """
     positives, seen = event_types_of(config.spec_uri)
-    split = _read_split(config.split_uri)
+    split = read_typed_split(config.split_uri)
     eval_users = _eval_users(split, config.split, positives)
     loaded = load_signatures(config.model_dir, ("user_embedding", "item_embeddings"))
     names = _user_inputs(loaded.signatures["user_embedding"])
@@ -567,7 +549,7 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
         InputMissingError: If an input is missing (a ``FileNotFoundError``).
     """
     positives, seen = event_types_of(config.spec_uri)
-    split = _read_split(config.split_uri)
+    split = read_typed_split(config.split_uri)
     eval_users = _eval_users(split, config.split, positives)
     retrieval = load_signatures(config.retrieval_model_dir, ("user_embedding", "item_embeddings"))
     ranker = load_signatures(config.ranker_model_dir, ("rank",))

@@ -13,6 +13,7 @@ use it without an import cycle.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,9 @@ from recops.tables import read_parquet_columns
 
 __all__ = [
     "SPLITS",
+    "of_types",
     "read_split",
+    "read_typed_split",
     "split_counts",
     "split_interactions",
     "temporal_split",
@@ -150,6 +153,28 @@ def read_split(uri: str) -> pd.DataFrame:
     if unknown:
         raise DataError(f"split {uri} has unknown split values {sorted(unknown)}")
     return split
+
+
+def read_typed_split(uri: str) -> pd.DataFrame:
+    """``read_split``, plus the ``event_type`` column when training wrote one."""
+    import pyarrow.parquet as pq
+
+    split = read_split(uri)
+    if "event_type" in pq.read_schema(uri).names:
+        types = pd.read_parquet(uri, columns=["event_type"])["event_type"]
+        split = split.assign(event_type=types.to_numpy())
+    return split
+
+
+def of_types(frame: pd.DataFrame, types: Sequence[str]) -> pd.DataFrame:
+    """Rows of ``frame`` whose event type is in ``types`` (all when either is absent).
+
+    Evaluation counts hits of the spec's positive types and masks its seen types this way;
+    a split without event types (MovieLens: every rating) keeps every row.
+    """
+    if not types or "event_type" not in frame.columns:
+        return frame
+    return frame[frame["event_type"].isin(list(types))]
 
 
 def train_rows(frame: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:

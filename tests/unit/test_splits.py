@@ -107,3 +107,27 @@ def test_train_rows_joins_and_checks_the_split() -> None:
         train_rows(frame, split.iloc[:2])
     with pytest.raises(DataError, match="duplicate"):
         train_rows(frame, pd.concat([split, split.iloc[:1]]))
+
+
+def test_typed_split_keeps_event_types_and_of_types_filters_by_them(tmp_path: Path) -> None:
+    from recops.splits import of_types, read_typed_split
+
+    frame = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2],
+            "item_id": [10, 11, 10],
+            "split": ["train", "test", "test"],
+            "event_type": ["view", "purchase", "view"],
+        }
+    )
+    frame.to_parquet(tmp_path / "typed.parquet", index=False)
+    frame.drop(columns="event_type").to_parquet(tmp_path / "plain.parquet", index=False)
+
+    typed = read_typed_split(str(tmp_path / "typed.parquet"))
+    plain = read_typed_split(str(tmp_path / "plain.parquet"))
+
+    assert typed["event_type"].tolist() == ["view", "purchase", "view"]
+    assert "event_type" not in plain.columns
+    assert of_types(typed, ("purchase",))["item_id"].tolist() == [11]
+    # No types asked, or a split without them (every rating of MovieLens): every row.
+    assert len(of_types(typed, ())) == 3 and len(of_types(plain, ("purchase",))) == 3

@@ -20,7 +20,7 @@ from recops.compression.builders import BuildContext, Built, training_dataset
 from recops.compression.records import QUALITY_K, TFLITE_FILE
 from recops.config import RETRIEVAL_K
 from recops.errors import DataError
-from recops.splits import read_split
+from recops.splits import read_typed_split
 from recops.tables import read_entities
 from recops.training import seed_everything
 from recops.training.inputs import item_tower_inputs
@@ -106,17 +106,6 @@ def build_tflite(ctx: BuildContext, mode: str) -> Built:
     return Built(tflite=blob, quality=quality, loss=loss)
 
 
-def _test_split(split_uri: str) -> pd.DataFrame:
-    """The split, with the ``event_type`` column training writes (when present)."""
-    import pyarrow.parquet as pq
-
-    split = read_split(split_uri)
-    if "event_type" in pq.read_schema(split_uri).names:
-        types = pd.read_parquet(split_uri, columns=["event_type"])["event_type"]
-        split = split.assign(event_type=types.to_numpy())
-    return split
-
-
 def _tflite_quality(
     blob: bytes, spec: Any, item_ids: np.ndarray, ctx: BuildContext
 ) -> tuple[float, float]:
@@ -158,7 +147,7 @@ def _tflite_quality(
 
     result = evaluate_scores(
         score,
-        split=_test_split(config.split_uri),
+        split=read_typed_split(config.split_uri),
         item_ids=item_ids,
         k=QUALITY_K,
         split_name="test",

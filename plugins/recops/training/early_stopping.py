@@ -24,6 +24,7 @@ from recops_models.tf_env import use_legacy_keras
 
 from recops.errors import CheckpointCorruptError, DataError, ParamError
 from recops.io import atomic_write_bytes, atomic_write_text
+from recops.splits import of_types
 from recops.training.config import TrainConfig
 
 __all__ = [
@@ -195,13 +196,6 @@ def save_weights(path: Path, weights: Sequence[np.ndarray]) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _of_types(frame: pd.DataFrame, types: Sequence[str]) -> pd.DataFrame:
-    """Rows of ``frame`` whose event type is in ``types`` (all when either is absent)."""
-    if not types or "event_type" not in frame.columns:
-        return frame
-    return frame[frame["event_type"].isin(list(types))]
-
-
 def valid_ndcg_scorer(
     spec: Any,
     *,
@@ -243,12 +237,12 @@ def valid_ndcg_scorer(
     cols = column_of.reindex(split["item_id"].to_numpy()).to_numpy()
     known = ~np.isnan(cols)
     frame = split.assign(col=np.where(known, cols, -1).astype(np.int64))[known]
-    valid = _of_types(frame[frame["split"] == "valid"], positive_types)
+    valid = of_types(frame[frame["split"] == "valid"], positive_types)
     truth = valid.groupby("user_id")["col"].apply(np.asarray)
     if truth.empty:
         raise DataError("the valid split has no positive items in the catalogue; cannot early-stop")
     users = truth.index.to_numpy(np.int64)
-    train = _of_types(frame[frame["split"] == "train"], seen_types)
+    train = of_types(frame[frame["split"] == "train"], seen_types)
     seen = train.groupby("user_id")["col"].apply(np.asarray)
     exclude = [seen.get(u, np.empty(0, np.int64)) for u in users.tolist()]
     ground_truth = truth.tolist()
