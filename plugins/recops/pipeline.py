@@ -58,13 +58,6 @@ def settings_for_model(model_name: str) -> Settings:
     return settings
 
 
-def promotable_models() -> tuple[str, ...]:
-    """Every dataset's registered models (the deployment's own first)."""
-    from recops.layout import all_promotable_models
-
-    return all_promotable_models(Settings.from_env())
-
-
 def dataset_runs(
     interval_start: datetime | str, interval_end: datetime | str
 ) -> list[dict[str, Any]]:
@@ -592,9 +585,10 @@ def promotion_requests(
         One ``{model_name, version, alias, action, force, reason, source}`` per model to
         promote; a nightly event lists retrieval before ranking.
     """
+    from recops.layout import all_promotable_models
     from recops.params import check_param, check_params, promote_schemas
 
-    promotable = promotable_models()
+    promotable = all_promotable_models(Settings.from_env())
     schemas = promote_schemas(promotable)
     params = check_params(params, schemas)
     base = {

@@ -64,9 +64,10 @@ def nightly_params() -> dict[str, Any]:
     from recops.layout import known_datasets
 
     settings = Settings.from_env()
-    datasets = sorted({*known_datasets(settings), settings.dataset})
     return dag_params(
-        NIGHTLY, choices={"dataset": datasets}, overrides={"dataset": settings.dataset}
+        NIGHTLY,
+        choices={"dataset": known_datasets(settings)},
+        overrides={"dataset": settings.dataset},
     )
 
 
