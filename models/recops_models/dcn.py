@@ -35,6 +35,7 @@ import numpy as np
 from recops_models.feature_defs import (
     EncodedFeature,
     FeatureDef,
+    catalogue_ids,
     encoded_from_json,
     encoded_to_json,
     fit_features,
@@ -456,11 +457,7 @@ def export_ranking_model(
     Raises:
         ValueError: If the catalogue is empty, has duplicate ids or lacks a column.
     """
-    item_ids = np.asarray(catalogue["item_id"], dtype=np.int64)
-    if item_ids.size == 0:
-        raise ValueError("items catalogue is empty; nothing to rank")
-    if np.unique(item_ids).size != item_ids.size:
-        raise ValueError("items catalogue has duplicate item_id values")
+    catalogue_ids(catalogue, "rank")
     missing = [f.name for f in spec.catalogue_features if f.name not in catalogue]
     if missing:
         raise ValueError(f"items catalogue lacks columns {missing}")

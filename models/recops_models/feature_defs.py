@@ -26,6 +26,7 @@ __all__ = [
     "FEATURE_KINDS",
     "STRING_KINDS",
     "TEXT_BUCKETS",
+    "catalogue_ids",
     "EncodedFeature",
     "FeatureDef",
     "FeatureKind",
@@ -196,3 +197,21 @@ def encoded_from_json(items: Sequence[Mapping[str, Any]]) -> tuple[EncodedFeatur
     return tuple(
         EncodedFeature(**{**dict(item), "vocab": tuple(item.get("vocab", ()))}) for item in items
     )
+
+
+def catalogue_ids(items: Mapping[str, Any], purpose: str) -> np.ndarray:
+    """The catalogue's ``item_id`` s as int64, checked: not empty, no duplicates.
+
+    Args:
+        items: The catalogue's columns (``item_id`` at least).
+        purpose: What the catalogue is for (``retrieve``, ``rank``), for the message.
+
+    Raises:
+        ValueError: If the catalogue is empty or repeats an id.
+    """
+    item_ids = np.asarray(items["item_id"], dtype=np.int64)
+    if item_ids.size == 0:
+        raise ValueError(f"items catalogue is empty; nothing to {purpose}")
+    if np.unique(item_ids).size != item_ids.size:
+        raise ValueError("items catalogue has duplicate item_id values")
+    return item_ids

@@ -34,6 +34,7 @@ Layer names (pruning, clustering, folding and the tower cut rely on them): ``use
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ import numpy as np
 from recops_models.feature_defs import (
     EncodedFeature,
     FeatureDef,
+    catalogue_ids,
     encoded_from_json,
     encoded_to_json,
     fit_features,
@@ -547,7 +549,7 @@ def serving_signature(spec: TwoTowerSpec) -> list[tf.TensorSpec]:
     return [tf.TensorSpec([None], tf.int64, name="user_id"), *input_signature(spec.user_features)]
 
 
-class RetrievalModule(tf.Module):  # type: ignore[misc]  # untyped base
+class RetrievalModule(tf.Module, metaclass=abc.ABCMeta):  # type: ignore[misc]  # untyped base
     """The three retrieval signatures over a user embedding and stored candidates.
 
     Subclasses say how a user is embedded (``embed``) and how candidates are stored
@@ -586,17 +588,17 @@ class RetrievalModule(tf.Module):  # type: ignore[misc]  # untyped base
         self.user_embedding = tf.function(user_embedding, input_signature=signature)
         self.item_embeddings = tf.function(item_embeddings, input_signature=[])
 
+    @abc.abstractmethod
     def embed(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """User embeddings ``[b, dim]`` of the raw signature inputs."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def scores(self, user: tf.Tensor) -> tf.Tensor:
         """``user @ candidates.T``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def candidate_matrix(self) -> tf.Tensor:
         """Every candidate's embedding as float32 ``[n, dim]``."""
-        raise NotImplementedError
 
     def save(self, export_dir: Path) -> None:
         """Write the SavedModel with its three signatures."""
@@ -647,11 +649,7 @@ def item_features_of(spec: TwoTowerSpec, items: Mapping[str, Any]) -> dict[str, 
     Raises:
         ValueError: If the catalogue is empty, has duplicate ids or lacks a feature.
     """
-    item_ids = np.asarray(items["item_id"], dtype=np.int64)
-    if item_ids.size == 0:
-        raise ValueError("items catalogue is empty; nothing to retrieve")
-    if np.unique(item_ids).size != item_ids.size:
-        raise ValueError("items catalogue has duplicate item_id values")
+    item_ids = catalogue_ids(items, "retrieve")
     missing = [f.name for f in spec.item_features if f.name not in items]
     if missing:
         raise ValueError(f"items catalogue lacks the item feature column(s) {missing}")
