@@ -171,3 +171,48 @@ def closed_loop(sender: Any, seconds: float, concurrency: int) -> dict[str, Any]
         "p50_ms": round(percentile(latencies, 50), 2),
         "p99_ms": round(percentile(latencies, 99), 2),
     }
+
+
+def paced_loop(send: Any, rate: float, seconds: float) -> dict[str, Any]:
+    """One client sends ``send()`` at ``rate`` per second for ``seconds``, closed loop.
+
+    Request ``i`` goes out at ``start + i / rate``, or as soon as request ``i - 1``
+    answers when that is later (never two in flight: a slow answer delays the next
+    request instead of piling them up). Latency is from the actual send to the answer;
+    ``send`` raises on a failed request, which is counted, not timed.
+
+    Returns:
+        ``latencies_ms`` (of the successful requests, in order), ``errors`` (count),
+        ``error_samples`` (the first few error texts), ``requests``, ``seconds`` (wall)
+        and ``achieved_rps``.
+    """
+    latencies: list[float] = []
+    errors: list[str] = []
+    period = 1.0 / rate
+    start = time.perf_counter()
+    end = start + seconds
+    i = 0
+    while True:
+        due = start + i * period
+        if due >= end:
+            break
+        now = time.perf_counter()
+        if due > now:
+            time.sleep(due - now)
+        begin = time.perf_counter()
+        try:
+            send(i)
+        except Exception as exc:  # counted, and a few kept to say what failed
+            errors.append(f"{type(exc).__name__}: {exc}")
+        else:
+            latencies.append((time.perf_counter() - begin) * 1000.0)
+        i += 1
+    wall = time.perf_counter() - start
+    return {
+        "latencies_ms": latencies,
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "requests": i,
+        "seconds": round(wall, 2),
+        "achieved_rps": round(i / wall, 1) if wall > 0 else 0.0,
+    }

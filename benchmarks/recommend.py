@@ -1,6 +1,8 @@
 """Served-model benchmark on the demo state: compressed vs float, and the recommend path.
 
     python -m benchmarks.recommend [--users 200] [--rate-seconds 6] [--max-seconds 4]
+                                   [--seconds 60] [--rate 100]
+                                   [--skip-compressed] [--skip-service]
 
 Needs the state ``make demo`` (or ``recops run --dataset NAME``) leaves under
 ``RECOPS_HOME`` (default ``./.recops``): a trained, registered and served retrieval and
@@ -28,6 +30,13 @@ the users table and asked for by their own key (string or integer). Over REST (w
 the CLI uses) and with both model calls over gRPC, alternating user by user; the first
 user's lists over both must be equal. Warm, in one process: a fresh
 ``recops recommend`` process adds its start-up, measured separately (``--cli-runs``).
+
+**The recommendation service** (``benchmarks._recommend_service``, issue #17's targets):
+``recops.service`` started against the same state (unless one answers), asked over real
+HTTP with httpx at ``--rate`` requests per second, closed loop, for ``--seconds``, for
+random users by their own keys (the in-process path above times the first ``--users``
+of the same sequence, so the CLI/service ratio compares the same users in one run); then
+every user's top-k against what the user has already seen: the seen share, which must be 0.
 
 Results: ``benchmarks/results/recommend.json``, ``recommend.md``,
 ``recommend_compressed.png`` and ``recommend_path.png``. Server and load generator share
@@ -62,6 +71,7 @@ from benchmarks._common import (
     write_atomic,
     write_json,
 )
+from benchmarks._recommend_service import service_markdown, service_section, service_vs_cli
 
 BATCHES = (1, 16, 64)
 #: Offered rate per batch size for the "at rate" runs (requests per second); as benchmarks.serving.
@@ -108,7 +118,7 @@ def find_models(settings: Any) -> dict[str, Any]:
     scratch = tempfile.mkdtemp(prefix="recops-bench-")
     try:
         mv = client.get_model_version(settings.model_name, str(version))
-        table_dir = Path(client.download_artifacts(mv.run_id, "compression/table", scratch))
+        table_dir = Path(client.download_artifacts(str(mv.run_id), "compression/table", scratch))
         rows = json.loads((table_dir / "variants.json").read_text())
     except Exception as exc:
         raise DemoStateMissing(f"registry {settings.mlflow_tracking_uri} has no "
@@ -279,19 +289,23 @@ def recommend_staged(
     return out
 
 
-def recommend_path(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
-    """Per-stage and end-to-end latency of the recommend path for ``--users`` users."""
+def user_keys(settings: Any) -> list[int | str]:
+    """Every user's own key (string or integer), as ``recops recommend --user-id`` takes it."""
     import pandas as pd
     from recops.data import lookup_keys
-    from recops.serving.client import ServingClient
 
     ids = pd.read_parquet(settings.users_path, columns=["user_id"])["user_id"].drop_duplicates()
-    # Asked for by the user's own key, as `recops recommend --user-id` is.
     keys = lookup_keys(settings, "users", ids.reset_index(drop=True)).dropna()
-    user_ids: list[int | str] = [k if isinstance(k, str) else int(k) for k in keys]
-    rng = random.Random(1)
-    sample = [rng.choice(user_ids) for _ in range(args.users)]
-    out: dict[str, Any] = {"users": args.users, "k": args.k, "protocols": {}}
+    return [k if isinstance(k, str) else int(k) for k in keys]
+
+
+def recommend_path(
+    settings: Any, args: argparse.Namespace, sample: list[int | str]
+) -> dict[str, Any]:
+    """Per-stage and end-to-end latency of the recommend path for the ``sample`` users."""
+    from recops.serving.client import ServingClient
+
+    out: dict[str, Any] = {"users": len(sample), "k": args.k, "protocols": {}}
     with ServingClient.from_settings(settings) as client:
         # Both protocols must answer the same list, or their timings do not compare.
         by_rest = recommend_staged(
@@ -326,7 +340,7 @@ def recommend_path(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
             }
             e2e = out["protocols"][protocol]["end_to_end"]
             print(f"  recommend over {protocol}: p50 {e2e['p50_ms']:.1f} ms, "
-                  f"p99 {e2e['p99_ms']:.1f} ms ({args.users} users)", flush=True)  # fmt: skip
+                  f"p99 {e2e['p99_ms']:.1f} ms ({len(sample)} users)", flush=True)  # fmt: skip
     out["cli_process"] = _cli_runs(settings, sample[: args.cli_runs], args.k)
     return out
 
@@ -355,8 +369,11 @@ def _cli_runs(settings: Any, users: list[int | str], k: int) -> dict[str, Any]:
         walls.append((time.perf_counter() - begin) * 1000.0)
         if proc.returncode != 0:
             raise RuntimeError(f"recops recommend failed: {proc.stderr[-1000:]}")
+    from recops.service.daemon import service_answers
+
     return {
         "runs": len(walls),
+        "via_service": service_answers(settings, 1.0),
         "p50_ms": round(percentile(walls, 50), 1),
         "max_ms": round(max(walls), 1),
     }
@@ -490,8 +507,13 @@ def _save(fig: Any, plt: Any, path: Path) -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     """Both tables: float vs compressed, and the recommend path per stage."""
-    c = report["compressed_vs_float"]
-    lines = [
+    lines = service_markdown(report.get("service"))
+    c = report.get("compressed_vs_float")
+    if not c:
+        lines += ["## float vs served compressed", "", "Not measured in this run "
+                  "(`--skip-compressed`).", ""]  # fmt: skip
+        return "\n".join(lines) + _path_markdown(report)
+    lines += [
         f"## {c.get('model', 'recops_retrieval')} v{c['version']}: "
         f"float vs served `{c['variant']}`",
         "",
@@ -514,6 +536,12 @@ def markdown(report: dict[str, Any]) -> str:
             f"{f['p99_ms']:.1f} / {p['p99_ms']:.1f} | {q['p99']} | {f['capacity_qps']:.0f} / "
             f"{p['capacity_qps']:.0f} | {q['capacity_qps']} |"
         )
+    return "\n".join(lines) + "\n" + _path_markdown(report)
+
+
+def _path_markdown(report: dict[str, Any]) -> str:
+    """The in-process recommend path per stage."""
+    lines: list[str] = []
     path = report["recommend_path"]
     lines += ["", f"## recommend path ({path['users']} users, top-{path['k']}, warm)", "",
               "| stage | " + " | ".join(f"{p} p50 ms | {p} p99 ms" for p in path["protocols"])
@@ -528,8 +556,9 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     cli = path.get("cli_process") or {}
     if cli:
+        via = " (it asked the running service)" if cli.get("via_service") else ""
         lines += ["", f"A fresh `recops recommend --json` process: p50 {cli['p50_ms']:.0f} ms over "
-                      f"{cli['runs']} runs (start-up and imports included)."]  # fmt: skip
+                      f"{cli['runs']} runs (start-up and imports included){via}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -548,6 +577,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cli-runs", type=int, default=3, help="fresh `recops recommend` processes timed"
     )
+    parser.add_argument("--seconds", type=float, default=60.0,
+                        help="seconds of the service's paced closed loop")  # fmt: skip
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="requests per second the service's loop offers")  # fmt: skip
+    parser.add_argument("--skip-compressed", action="store_true",
+                        help="leave out the float vs compressed comparison")  # fmt: skip
+    parser.add_argument("--skip-service", action="store_true",
+                        help="leave out the recommendation service")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--replot", action="store_true", help="redraw the PNGs and table from recommend.json"
@@ -556,7 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.replot:
         report = json.loads((args.out / "recommend.json").read_text())
         write_atomic(args.out / "recommend.md", markdown(report))
-        plot_compressed(report["compressed_vs_float"], args.out / "recommend_compressed.png")
+        if report.get("compressed_vs_float"):
+            plot_compressed(report["compressed_vs_float"], args.out / "recommend_compressed.png")
         plot_path(report["recommend_path"], args.out / "recommend_path.png")
         return 0
     use_legacy_keras()
@@ -573,14 +611,34 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"served model under RECOPS_HOME ({settings.home}).", file=sys.stderr)  # fmt: skip
         return 2
     started = time.time()
-    print(f"float vs served {models['variant']} (v{models['version']}), same load:", flush=True)
-    compressed = compare_compressed(settings, models, args)
+    compressed = None
+    if args.skip_compressed:
+        print("float vs served compressed: skipped (--skip-compressed)", flush=True)
+    else:
+        print(f"float vs served {models['variant']} (v{models['version']}), same load:",
+              flush=True)  # fmt: skip
+        compressed = compare_compressed(settings, models, args)
+    keys = user_keys(settings)
+    # One sequence of random users by their own keys: the service's paced loop goes
+    # through it, and the in-process path times its first --users, so both see the same
+    # users.
+    rng = random.Random(1)
+    sequence = [rng.choice(keys) for _ in range(int(args.rate * args.seconds) + 100)]
     ours = not rest_answers(settings.serving_host, settings.rest_port, 1.0)
     if ours:  # the demo's server is down: bring it up for the path, and stop it after
         start_background(settings)
     try:
-        print("recommend path:", flush=True)
-        path_part = recommend_path(settings, args)
+        print("recommend path (in process, as `recops recommend` without the service):",
+              flush=True)  # fmt: skip
+        path_part = recommend_path(settings, args, sequence[: args.users])
+        service_part = None
+        if not args.skip_service:
+            print(f"recommendation service (HTTP, {args.rate:g} req/s closed loop, "
+                  f"{args.seconds:g} s):", flush=True)  # fmt: skip
+            service_part = service_section(settings, args, keys, sequence)
+            service_part["vs_cli"] = service_vs_cli(service_part, path_part)
+            ratio = service_part["vs_cli"]
+            print(f"  CLI path / service: p50 {ratio['p50']}x, p99 {ratio['p99']}x", flush=True)
     finally:
         if ours:
             stop_background(settings)
@@ -589,6 +647,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "home": str(settings.home),
         "compressed_vs_float": compressed,
         "recommend_path": path_part,
+        "service": service_part,
         "machine": machine(),
         "wall_s": round(time.time() - started, 1),
     }
@@ -596,7 +655,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_json(out / "recommend.json", report)
     table = markdown(report)
     write_atomic(out / "recommend.md", table)
-    plot_compressed(compressed, out / "recommend_compressed.png")
+    if compressed is not None:
+        plot_compressed(compressed, out / "recommend_compressed.png")
     plot_path(path_part, out / "recommend_path.png")
     print(table)
     return 0

@@ -46,6 +46,7 @@ values = {
     "MLFLOW_TRACKING_USERNAME": "admin",
     "MLFLOW_TRACKING_PASSWORD": token(),
     "MLFLOW_FLASK_SERVER_SECRET_KEY": token(),
+    "RECOPS_EVENTS_TOKEN": token(),
 }
 
 stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -59,3 +59,14 @@ retrieval_v1 = _definitions.retrieval
 # sides. Kept apart from retrieval_v1 so adding rolling features never changes the
 # columns the served retrieval model was trained on.
 ranking_v1 = _definitions.ranking
+
+# Each user's most recent events (item ids, times, types; most recent first): serving
+# excludes them from recommendations and the user tower reads them. The nightly loads
+# the snapshot of the published interactions; live events arrive through the push source.
+user_history_source = _definitions.user_history_source
+user_history_push = _definitions.user_history_push
+user_history_fv = _definitions.user_history
+
+# What serving reads per request besides the profile: kept apart from retrieval_v1 and
+# ranking_v1 so the history never changes the columns a trained model pins.
+history_v1 = _definitions.history

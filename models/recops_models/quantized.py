@@ -1,7 +1,9 @@
 """Retrieval SavedModel with int8 (or fp16) embedding tables, de-quantized on lookup.
 
 It has the same three signatures, input names and outputs as
-``two_tower.export_retrieval_model``.
+``two_tower.export_retrieval_model``, and embeds a user unknown to the model from its
+history the same way (``recops_models.retrieval_export``), from the de-quantized
+candidate rows.
 
 TF Serving runs SavedModels, not TFLite, so a size or memory cut for serving has to live in
 the SavedModel itself. This export:
@@ -341,6 +343,10 @@ class _QuantizedRetrievalModule(RetrievalModule):
     def candidate_matrix(self) -> tf.Tensor:
         return self.candidates.full()
 
+    def candidate_rows(self, index: tf.Tensor) -> tf.Tensor:
+        # An unknown user's history is pooled from the de-quantized rows it names only.
+        return self.candidates.rows(index)
+
 
 def export_quantized_retrieval_model(
     *,
@@ -354,7 +360,7 @@ def export_quantized_retrieval_model(
     """Export the retrieval SavedModel with folded, quantized tables.
 
     Same signatures, input names and output names as ``export_retrieval_model``:
-    ``serving_default(user_id, <user features>) -> item_ids, scores``,
+    ``serving_default(user_id, <user features>, history_item_ids) -> item_ids, scores``,
     ``user_embedding(...) -> embedding`` and ``item_embeddings() -> item_ids, embeddings``
     (the latter de-quantized to float32).
 

@@ -25,6 +25,11 @@ The towers are built from the dataset's features (``TwoTowerSpec.user_features``
   exported SavedModel also carries the raw-id vocabularies as hash tables, so serving
   takes raw ids and raw features, named by feature.
 
+The spec and its input names live in ``recops_models.tower_spec``, the retrieval
+SavedModel's module (signatures, seen-item masking, history embedding of unknown users)
+in ``recops_models.retrieval_export``; this module re-exports both, so callers import
+every name from here.
+
 Layer names (pruning, clustering, folding and the tower cut rely on them): ``user_idx`` /
 ``item_idx`` (inputs), ``user_id_embedding`` / ``item_id_embedding``,
 ``<side>_attr_<feature>_index`` / ``_embedding`` / ``_pool``, ``user_features`` /
@@ -34,26 +39,23 @@ Layer names (pruning, clustering, folding and the tower cut rely on them): ``use
 
 from __future__ import annotations
 
-import abc
-import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from recops_models.feature_defs import (
-    EncodedFeature,
-    FeatureDef,
-    catalogue_ids,
-    encoded_from_json,
-    encoded_to_json,
-    fit_features,
-    raw_inputs,
-)
+from recops_models.contract import HISTORY_INPUT, HISTORY_PAD, MASKED_SCORE
 from recops_models.tf_env import use_legacy_keras
-from recops_models.vocab import OOV_INDEX, lookup_index, sorted_vocab
+from recops_models.tower_spec import (
+    RESERVED_NAMES,
+    TwoTowerSpec,
+    feature_prefix,
+    item_inputs,
+    model_inputs,
+    train_inputs,
+    user_inputs,
+)
 
 # tf_keras must be selected before TensorFlow's first import (see ``tf_env``).
 use_legacy_keras()
@@ -66,10 +68,29 @@ from recops_models.encoders import (  # noqa: E402
     encode_indexed,
     feature_inputs,
     index_layer,
-    input_signature,
+)
+from recops_models.retrieval_export import (  # noqa: E402
+    HISTORY_DECAY,
+    HISTORY_POOL_MAX,
+    RetrievalModule,
+    _FloatRetrievalModule,
+    embed_in_batches,
+    history_weights,
+    int_table,
+    item_features_of,
+    mask_seen,
+    pool_history,
+    position_table,
+    serving_signature,
+    tower_candidates,
 )
 
 __all__ = [
+    "HISTORY_DECAY",
+    "HISTORY_INPUT",
+    "HISTORY_PAD",
+    "HISTORY_POOL_MAX",
+    "MASKED_SCORE",
     "RESERVED_NAMES",
     "InBatchLogits",
     "InBatchSoftmaxLoss",
@@ -83,11 +104,15 @@ __all__ = [
     "embed_in_batches",
     "export_retrieval_model",
     "feature_prefix",
+    "history_weights",
     "int_table",
     "item_features_of",
     "item_inputs",
     "load_trained_model",
+    "mask_seen",
     "model_inputs",
+    "pool_history",
+    "position_table",
     "save_trained_model",
     "serving_signature",
     "tower_candidates",
@@ -96,194 +121,10 @@ __all__ = [
     "user_inputs",
 ]
 
-#: Names the models use themselves; no feature may take one.
-RESERVED_NAMES = frozenset({"user_id", "item_id", "user_idx", "item_idx", "item_logq"})
 #: Logit given to in-batch "negatives" that are really the row's own positive item.
-_MASKED_LOGIT = -1e9
+_MASKED_LOGIT = MASKED_SCORE
 _SPEC_FILE = "spec.json"
 _CKPT_PREFIX = "ckpt"
-
-
-def _table_frame(table: Any, key: str, what: str) -> Any:
-    """``table`` (frame or mapping of arrays) as a frame with one row per ``key``, newest."""
-    import pandas as pd
-
-    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(dict(table))
-    if key not in frame.columns:
-        raise ValueError(f"the {what} table has no {key!r} column")
-    if "event_timestamp" in frame.columns:
-        # Several versions of an entity: the newest holds its current attributes.
-        frame = frame.sort_values("event_timestamp", kind="stable")
-    return frame.drop_duplicates(key, keep="last")
-
-
-def _fit_side(
-    defs: Sequence[FeatureDef], table: Any, key: str, ids: tuple[int, ...], what: str
-) -> tuple[EncodedFeature, ...]:
-    frame = _table_frame(table, key, what)
-    missing = [d.name for d in defs if d.name not in frame.columns]
-    if missing:
-        raise ValueError(f"the {what} table lacks the feature column(s) {missing}")
-    clash = sorted({d.name for d in defs} & RESERVED_NAMES)
-    if clash:
-        raise ValueError(f"{what} feature name(s) {clash} are reserved by the model")
-    # Fitted on the entities the model trains on: one row each, not one per event.
-    keep = frame[frame[key].isin(np.asarray(ids, np.int64))]
-    return fit_features(defs, {d.name: keep[d.name].to_numpy() for d in defs})
-
-
-@dataclass(frozen=True, kw_only=True)
-class TwoTowerSpec:
-    """Everything needed to rebuild the model graph: vocabularies, features, sizes.
-
-    Id vocabularies are sorted and hold only ids seen in training; index 0 is the
-    out-of-vocabulary bucket. Features carry their own vocabularies and statistics.
-    """
-
-    user_ids: tuple[int, ...]
-    item_ids: tuple[int, ...]
-    user_features: tuple[EncodedFeature, ...] = ()
-    item_features: tuple[EncodedFeature, ...] = ()
-    embedding_dim: int = 32
-    temperature: float = 0.05
-
-    @classmethod
-    def from_tables(
-        cls,
-        *,
-        train: Mapping[str, Any],
-        users: Any,
-        items: Any,
-        user_features: Sequence[FeatureDef],
-        item_features: Sequence[FeatureDef],
-        embedding_dim: int = 32,
-        temperature: float = 0.05,
-    ) -> TwoTowerSpec:
-        """Fit id vocabularies on the train rows, features on the entities' table rows.
-
-        Args:
-            train: Arrays ``user_id`` and ``item_id`` of the train rows.
-            users: Frame or mapping of arrays: ``user_id`` plus a column per user
-                feature (newest row per user kept when ``event_timestamp`` is there).
-            items: The same for items (``item_id`` plus item feature columns).
-            user_features: The user features, in model input order.
-            item_features: The item features.
-            embedding_dim: Output size of both towers.
-            temperature: Softmax temperature of the in-batch logits.
-
-        Returns:
-            The spec.
-
-        Raises:
-            ValueError: If a table lacks its key or a feature column, or a feature takes a
-                reserved name.
-        """
-        user_ids = tuple(int(v) for v in sorted_vocab(np.asarray(train["user_id"], np.int64)))
-        item_ids = tuple(int(v) for v in sorted_vocab(np.asarray(train["item_id"], np.int64)))
-        return cls(
-            user_ids=user_ids,
-            item_ids=item_ids,
-            user_features=_fit_side(user_features, users, "user_id", user_ids, "users"),
-            item_features=_fit_side(item_features, items, "item_id", item_ids, "items"),
-            embedding_dim=embedding_dim,
-            temperature=temperature,
-        )
-
-    def to_json(self) -> str:
-        """Serialise the spec."""
-        return json.dumps(
-            {
-                "user_ids": list(self.user_ids),
-                "item_ids": list(self.item_ids),
-                "user_features": encoded_to_json(self.user_features),
-                "item_features": encoded_to_json(self.item_features),
-                "embedding_dim": self.embedding_dim,
-                "temperature": self.temperature,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> TwoTowerSpec:
-        """Rebuild a spec written by ``to_json``."""
-        raw = json.loads(text)
-        return cls(
-            user_ids=tuple(int(v) for v in raw["user_ids"]),
-            item_ids=tuple(int(v) for v in raw["item_ids"]),
-            user_features=encoded_from_json(raw.get("user_features", ())),
-            item_features=encoded_from_json(raw.get("item_features", ())),
-            embedding_dim=int(raw["embedding_dim"]),
-            temperature=float(raw["temperature"]),
-        )
-
-    def user_index(self, user_id: Any) -> np.ndarray:
-        """Dense indices of raw user ids (0 = unknown)."""
-        return lookup_index(
-            np.asarray(self.user_ids, dtype=np.int64), np.asarray(user_id, np.int64)
-        )
-
-    def item_index(self, item_id: Any) -> np.ndarray:
-        """Dense indices of raw item ids (0 = unknown)."""
-        return lookup_index(
-            np.asarray(self.item_ids, dtype=np.int64), np.asarray(item_id, np.int64)
-        )
-
-
-def user_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:
-    """The user tower's input names: ``user_idx`` then each user feature."""
-    return ("user_idx", *(f.name for f in spec.user_features))
-
-
-def item_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:
-    """The item tower's input names: ``item_idx`` then each item feature."""
-    return ("item_idx", *(f.name for f in spec.item_features))
-
-
-def train_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:
-    """The training model's input names (both towers plus ``item_logq``)."""
-    return (*user_inputs(spec), *item_inputs(spec), "item_logq")
-
-
-def model_inputs(
-    spec: TwoTowerSpec, columns: Mapping[str, Any], item_logq: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
-    """Turn raw training columns into the training model's named inputs.
-
-    Args:
-        spec: The model spec (vocabularies, features).
-        columns: Arrays ``user_id``, ``item_id`` and one per user and item feature, of
-            equal length (extra columns are ignored).
-        item_logq: Log sampling probability of each row's item; zeros (no logQ
-            correction) when None.
-
-    Returns:
-        Arrays keyed by ``train_inputs(spec)``: dense id indices, raw feature arrays
-        (strings with ``""`` for missing, float32 with NaN) and ``item_logq``.
-
-    Raises:
-        ValueError: If a feature column is missing.
-    """
-    missing = [
-        name
-        for name in ("user_id", "item_id", *(f.name for f in spec.user_features),
-                     *(f.name for f in spec.item_features))
-        if name not in columns
-    ]  # fmt: skip
-    if missing:
-        raise ValueError(f"the training columns lack {missing}")
-    n = len(columns["user_id"])
-    logq = np.zeros(n, np.float32) if item_logq is None else np.asarray(item_logq, np.float32)
-    return {
-        "user_idx": spec.user_index(columns["user_id"]),
-        **raw_inputs(spec.user_features, columns),
-        "item_idx": spec.item_index(columns["item_id"]),
-        **raw_inputs(spec.item_features, columns),
-        "item_logq": logq,
-    }
-
-
-def feature_prefix(side: str) -> str:
-    """Layer-name prefix of a tower's feature layers (``user_attr_`` / ``item_attr_``)."""
-    return f"{side}_attr_"
 
 
 class L2Normalize(keras.layers.Layer):  # type: ignore[misc]  # untyped base
@@ -532,142 +373,6 @@ def load_trained_model(weights_dir: Path) -> tuple[keras.Model, TwoTowerSpec]:
     return model, spec
 
 
-def int_table(keys: tuple[int, ...]) -> tf.lookup.StaticHashTable:
-    """Raw int id -> 1-based index (0 = out of vocabulary), as exported lookups use."""
-    return tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(
-            tf.constant(list(keys) or [-1], tf.int64),
-            tf.range(1, max(len(keys), 1) + 1, dtype=tf.int64),
-        ),
-        default_value=OOV_INDEX,
-    )
-
-
-def serving_signature(spec: TwoTowerSpec) -> list[tf.TensorSpec]:
-    """Inputs of ``serving_default`` and ``user_embedding``: ``user_id`` then each user
-    feature, named by the feature (``[None]``, int64 / tf.string / float32)."""
-    return [tf.TensorSpec([None], tf.int64, name="user_id"), *input_signature(spec.user_features)]
-
-
-class RetrievalModule(tf.Module, metaclass=abc.ABCMeta):  # type: ignore[misc]  # untyped base
-    """The three retrieval signatures over a user embedding and stored candidates.
-
-    Subclasses say how a user is embedded (``embed``) and how candidates are stored
-    (``scores``, ``candidate_matrix``); the signatures, their input names (the spec's user
-    features) and their outputs are the same for every retrieval export.
-    """
-
-    def __init__(self, spec: TwoTowerSpec, candidate_ids: np.ndarray, k: int) -> None:
-        super().__init__(name="recops_retrieval")
-        self.user_table = int_table(spec.user_ids)
-        # Variables, not constants: constants would be copied into every function graph.
-        self.candidate_ids = tf.Variable(
-            np.asarray(candidate_ids, np.int64), trainable=False, name="candidate_ids"
-        )
-        self.k = int(k)
-        signature = serving_signature(spec)
-        names = tuple(str(s.name) for s in signature)
-
-        # Inputs differ per dataset, so the functions take positional tensors and name
-        # them from the signature: the saved signatures keep the TensorSpec names.
-        def serve(*args: tf.Tensor) -> dict[str, tf.Tensor]:
-            user = self.embed(dict(zip(names, args, strict=True)))
-            top = tf.math.top_k(self.scores(user), k=self.k)
-            return {"item_ids": tf.gather(self.candidate_ids, top.indices), "scores": top.values}
-
-        def user_embedding(*args: tf.Tensor) -> dict[str, tf.Tensor]:
-            return {"embedding": self.embed(dict(zip(names, args, strict=True)))}
-
-        def item_embeddings() -> dict[str, tf.Tensor]:
-            return {
-                "item_ids": tf.identity(self.candidate_ids),
-                "embeddings": self.candidate_matrix(),
-            }
-
-        self.serve = tf.function(serve, input_signature=signature)
-        self.user_embedding = tf.function(user_embedding, input_signature=signature)
-        self.item_embeddings = tf.function(item_embeddings, input_signature=[])
-
-    @abc.abstractmethod
-    def embed(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        """User embeddings ``[b, dim]`` of the raw signature inputs."""
-
-    @abc.abstractmethod
-    def scores(self, user: tf.Tensor) -> tf.Tensor:
-        """``user @ candidates.T``."""
-
-    @abc.abstractmethod
-    def candidate_matrix(self) -> tf.Tensor:
-        """Every candidate's embedding as float32 ``[n, dim]``."""
-
-    def save(self, export_dir: Path) -> None:
-        """Write the SavedModel with its three signatures."""
-        tf.saved_model.save(
-            self,
-            str(export_dir),
-            signatures={
-                "serving_default": self.serve,
-                "user_embedding": self.user_embedding,
-                "item_embeddings": self.item_embeddings,
-            },
-        )
-
-
-class _FloatRetrievalModule(RetrievalModule):
-    """The user tower (lookups inside) and float candidate embeddings."""
-
-    def __init__(
-        self,
-        spec: TwoTowerSpec,
-        user_tower: keras.Model,
-        candidate_ids: np.ndarray,
-        candidates: np.ndarray,
-        k: int,
-    ) -> None:
-        super().__init__(spec, candidate_ids, k)
-        self.user_tower = user_tower
-        self.feature_names = tuple(f.name for f in spec.user_features)
-        self.candidates = tf.Variable(
-            np.asarray(candidates, np.float32), trainable=False, name="candidate_embeddings"
-        )
-
-    def embed(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        features = {"user_idx": self.user_table.lookup(inputs["user_id"])}
-        features.update({name: inputs[name] for name in self.feature_names})
-        return self.user_tower(features, training=False)
-
-    def scores(self, user: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(user, self.candidates, transpose_b=True)
-
-    def candidate_matrix(self) -> tf.Tensor:
-        return tf.identity(self.candidates)
-
-
-def item_features_of(spec: TwoTowerSpec, items: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """The item tower's inputs for a catalogue: ``item_idx`` plus raw item features.
-
-    Raises:
-        ValueError: If the catalogue is empty, has duplicate ids or lacks a feature.
-    """
-    item_ids = catalogue_ids(items, "retrieve")
-    missing = [f.name for f in spec.item_features if f.name not in items]
-    if missing:
-        raise ValueError(f"items catalogue lacks the item feature column(s) {missing}")
-    return {"item_idx": spec.item_index(item_ids), **raw_inputs(spec.item_features, items)}
-
-
-def embed_in_batches(
-    tower: Callable[..., Any], features: Mapping[str, np.ndarray], batch_size: int = 8192
-) -> np.ndarray:
-    """Run a tower over equal-length feature arrays a batch at a time; float32 rows."""
-    n = len(next(iter(features.values())))
-    chunks = [
-        np.asarray(tower({k: v[s : s + batch_size] for k, v in features.items()}, training=False))
-        for s in range(0, n, batch_size)
-    ]
-    return np.concatenate(chunks).astype(np.float32)
-
-
 def candidate_embeddings(
     model: keras.Model, spec: TwoTowerSpec, items: Mapping[str, Any], batch_size: int = 8192
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -689,31 +394,6 @@ def candidate_embeddings(
     return tower_candidates(item_tower, spec, items, batch_size)
 
 
-def tower_candidates(
-    item_tower: Callable[..., Any],
-    spec: TwoTowerSpec,
-    items: Mapping[str, Any],
-    batch_size: int = 8192,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Embed the catalogue with an item tower (``towers_from_training_model``'s, or QAT's).
-
-    Args:
-        item_tower: A model taking ``item_inputs(spec)`` (raw item features).
-        spec: The spec the tower was built from.
-        items: Catalogue arrays ``item_id`` plus one per item feature (one row per item).
-        batch_size: Items per call.
-
-    Returns:
-        ``(item_ids int64 [n], embeddings float32 [n, dim])``.
-
-    Raises:
-        ValueError: If the catalogue is empty, has duplicate ids or lacks a feature.
-    """
-    features = item_features_of(spec, items)
-    item_ids = np.asarray(items["item_id"], np.int64)
-    return item_ids, embed_in_batches(item_tower, features, batch_size)
-
-
 def export_retrieval_model(
     *,
     model: keras.Model,
@@ -726,10 +406,11 @@ def export_retrieval_model(
     """Export the retrieval SavedModel, candidate embeddings precomputed by the item tower.
 
     Signatures (``serving_signature(spec)`` names the inputs):
-    ``serving_default(user_id, <user features>) -> item_ids int64 [b, k], scores``,
-    ``user_embedding(same) -> embedding`` and ``item_embeddings() -> item_ids,
-    embeddings``. Unknown user ids, unknown categories and missing numerics are valid
-    inputs (out-of-vocabulary rows, the missing flag).
+    ``serving_default(user_id, <user features>, history_item_ids) -> item_ids int64 [b, k],
+    scores`` (seen items masked to ``MASKED_SCORE``), ``user_embedding(same) ->
+    embedding`` and ``item_embeddings() -> item_ids, embeddings``. Unknown user ids,
+    unknown categories and missing numerics are valid inputs (out-of-vocabulary rows,
+    the missing flag).
 
     Args:
         model: A trained training model (plain, not distributed, not pruning-wrapped).

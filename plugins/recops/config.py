@@ -9,7 +9,7 @@ time; ``Settings.ensure_dirs`` creates folders when a stage asks for them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from recops_models.tf_env import TF_ENV
@@ -20,6 +20,9 @@ from recops.params import DEFAULT_DATASET
 
 #: Name of the served retrieval model, in the registry and in TF Serving.
 MODEL_NAME = "recops_retrieval"
+#: Prefix of the served-path figures in a version's metrics (``served.recall_at_10``:
+#: ``recops.served_eval``); the gate and the run report read them by it.
+SERVED_PREFIX = "served."
 #: Name of the ranking model (DCN-v2) registered and served beside it.
 RANKING_MODEL = "recops_ranking"
 #: The 1-slot Airflow pool that serializes promotions across runs and DAGs.
@@ -85,6 +88,14 @@ class Settings:
         redis_url: Redis for the online store, ``host:port[,db=N]`` (``RECOPS_REDIS_URL``).
         dataset: The dataset the stages work on (``RECOPS_DATASET``); its data folder,
             Feast project, runs and model names are its own.
+        recommend_host: Host the recommendation service binds (``RECOPS_RECOMMEND_HOST``;
+            loopback by default).
+        recommend_port: The recommendation service's HTTP port (``RECOPS_RECOMMEND_PORT``).
+        history_max: The most recent events kept per user in the online history
+            (``RECOPS_HISTORY_MAX``); every one of them is excluded from recommendations.
+        events_token: The bearer token ``POST /v1/events`` requires
+            (``RECOPS_EVENTS_TOKEN``, a secret: environment only); empty means no token,
+            which only the embedded profile allows.
     """
 
     home: Path
@@ -101,6 +112,10 @@ class Settings:
     online_store: str = "sqlite"
     redis_url: str = "127.0.0.1:6379"
     dataset: str = DEFAULT_DATASET
+    recommend_host: str = "127.0.0.1"
+    recommend_port: int = 8000
+    history_max: int = 1000
+    events_token: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -130,6 +145,10 @@ class Settings:
             tfserving_rest=env_str("RECOPS_TFSERVING_REST", ""),
             online_store=online_store,
             redis_url=env_str("RECOPS_REDIS_URL", env_str("RECOPS_FEAST_REDIS", "127.0.0.1:6379")),
+            recommend_host=env_str("RECOPS_RECOMMEND_HOST", "127.0.0.1"),
+            recommend_port=env_int("RECOPS_RECOMMEND_PORT", 8000),
+            history_max=env_int("RECOPS_HISTORY_MAX", 1000),
+            events_token=env_str("RECOPS_EVENTS_TOKEN", ""),
         )
 
     @property

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from recops_models.contract import HISTORY_INPUT
 
 from recops.errors import DataError, ParamError
 from recops.rank_signature import (
@@ -48,7 +49,15 @@ from recops.rank_signature import (
     weight_rmse,
 )
 from recops.records import Record
-from recops.splits import of_types, read_split, read_typed_split, temporal_split
+from recops.splits import (
+    known_histories,
+    of_types,
+    pad_histories,
+    read_split,
+    read_typed_split,
+    temporal_split,
+    with_times,
+)
 from recops.tables import latest_rows, read_parquet_columns
 
 __all__ = [
@@ -93,12 +102,16 @@ class EvalConfig(Record):
         cold_user_threshold: Users with fewer train interactions are "cold".
         head_share: Share of the catalogue (most popular in train) that is the head; the
             rest is the long tail.
+        training_set_uri: The training set the split was cut from; its times order the
+            history a model's ``user_embedding`` takes (``history_item_ids``). Empty:
+            the split's row order stands in for time.
     """
 
     model_dir: str
     split_uri: str
     users_uri: str
     spec_uri: str = ""
+    training_set_uri: str = ""
     k: int = 10
     split: str = "test"
     cold_user_threshold: int = 20
@@ -152,6 +165,7 @@ class RerankConfig(Record):
         split: ``test`` or ``valid``.
         cold_user_threshold: As in ``EvalConfig``.
         head_share: As in ``EvalConfig``.
+        training_set_uri: As in ``EvalConfig``.
     """
 
     retrieval_model_dir: str
@@ -159,6 +173,7 @@ class RerankConfig(Record):
     split_uri: str
     users_uri: str
     spec_uri: str = ""
+    training_set_uri: str = ""
     user_features_uri: str | None = None
     k: int = 10
     candidates: int = 100
@@ -438,20 +453,47 @@ def _user_inputs(signature: Any, *, besides: Sequence[str] = ()) -> tuple[str, .
     return tuple(name for name in signature_inputs(signature) if name not in skip)
 
 
-def _retrieval_scorer(loaded: Any, profiles: pd.DataFrame) -> tuple[Scorer, np.ndarray]:
+def _histories(
+    split: pd.DataFrame,
+    name: str,
+    users: np.ndarray,
+    seen_types: Sequence[str],
+    training_set_uri: str,
+) -> dict[int, np.ndarray]:
+    """Each user's seen items known before split ``name``, most recent first.
+
+    This is the history a served request carries (``recops.served_eval``); a model whose
+    user tower reads it is embedded with it here too.
+    """
+    earlier = ("train",) if name == "valid" else ("train", "valid")
+    known = of_types(with_times(split, training_set_uri), seen_types)
+    known = known[known["split"].isin(earlier)]
+    return dict(zip(users.tolist(), known_histories(known, users), strict=True))
+
+
+def _retrieval_scorer(
+    loaded: Any, profiles: pd.DataFrame, histories: dict[int, np.ndarray] | None = None
+) -> tuple[Scorer, np.ndarray]:
     """A scorer over the retrieval model's catalogue, and the catalogue's item ids.
 
-    ``profiles`` is indexed by ``user_id`` and holds every user input the model takes.
+    ``profiles`` is indexed by ``user_id`` and holds every user input the model takes;
+    ``histories`` feeds ``history_item_ids`` when the model takes it (empty otherwise).
     """
     catalogue = loaded.signatures["item_embeddings"]()
     item_ids = catalogue["item_ids"].numpy().astype(np.int64)
     item_vectors = catalogue["embeddings"].numpy()
     embed = loaded.signatures["user_embedding"]
+    takes_history = HISTORY_INPUT in signature_inputs(embed)
 
     def scorer(block_users: np.ndarray) -> np.ndarray:
         rows = profiles.loc[block_users]
-        request = signature_request(embed, rows, user_id=np.asarray(block_users, np.int64))
-        vectors = embed(**request)["embedding"].numpy()
+        fixed: dict[str, Any] = {"user_id": np.asarray(block_users, np.int64)}
+        if takes_history and histories is not None:
+            empty = np.zeros(0, np.int64)
+            fixed[HISTORY_INPUT] = pad_histories(
+                [histories.get(int(u), empty) for u in block_users]
+            )
+        vectors = embed(**signature_request(embed, rows, **fixed))["embedding"].numpy()
         return np.asarray(vectors @ item_vectors.T)
 
     return scorer, item_ids
@@ -476,9 +518,10 @@ def evaluate(config: EvalConfig) -> EvalResult:
     split = read_typed_split(config.split_uri)
     eval_users = _eval_users(split, config.split, positives)
     loaded = load_signatures(config.model_dir, ("user_embedding", "item_embeddings"))
-    names = _user_inputs(loaded.signatures["user_embedding"])
+    names = _user_inputs(loaded.signatures["user_embedding"], besides=(HISTORY_INPUT,))
     profiles = _user_rows(config.users_uri, names, eval_users, config.model_dir)
-    scorer, item_ids = _retrieval_scorer(loaded, profiles)
+    histories = _histories(split, config.split, eval_users, seen, config.training_set_uri)
+    scorer, item_ids = _retrieval_scorer(loaded, profiles, histories)
     if config.k > item_ids.size:
         raise ParamError(f"EvalConfig.k={config.k} exceeds the {item_ids.size} candidate items")
     return evaluate_scores(
@@ -557,7 +600,7 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
     context = rank_inputs(ranker, config.ranker_model_dir)
     names = dict.fromkeys(
         (
-            *_user_inputs(retrieval.signatures["user_embedding"]),
+            *_user_inputs(retrieval.signatures["user_embedding"], besides=(HISTORY_INPUT,)),
             *_user_inputs(rank, besides=context),
         )
     )
@@ -565,7 +608,8 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
     profiles = profiles.join(
         _context(config.user_features_uri, context, eval_users, config.ranker_model_dir)
     )
-    scorer, item_ids = _retrieval_scorer(retrieval, profiles)
+    histories = _histories(split, config.split, eval_users, seen, config.training_set_uri)
+    scorer, item_ids = _retrieval_scorer(retrieval, profiles, histories)
     if config.candidates > item_ids.size:
         raise ParamError(
             f"RerankConfig.candidates={config.candidates} exceeds the {item_ids.size} "

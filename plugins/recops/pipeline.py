@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from recops.config import RANKER_ITEM_FEATURES, RANKER_USER_FEATURES, Settings
+from recops.config import RANKER_ITEM_FEATURES, RANKER_USER_FEATURES, SERVED_PREFIX, Settings
 from recops.params import merged_params, stage_fields
 
 
@@ -146,12 +146,16 @@ def validate_step(
     """
     p = merged_params(params)
     from recops.data import partition_path, staged_path
+    from recops.data.event_log import compact
     from recops.errors import LateDataError
     from recops.validation import ValidateConfig, validate_and_publish
 
     settings = dataset_settings(p["dataset"])
     start, end = _utc(interval_start), _utc(interval_end)
     day = start.strftime("%Y-%m-%d")
+    # Live events (POST /v1/events, `recops feed`) wait in the day's event log until the
+    # run for that day folds them into its staged partition.
+    compact(settings, day)
     staged, path = staged_path(settings, day), partition_path(settings, day)
     quarantined = settings.quarantine_dir / day / "validation.json"
     if not (staged.is_file() or path.is_file() or quarantined.is_file()):
@@ -345,6 +349,30 @@ def _flat_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+def _served_metrics(model_dir: str, common: dict[str, str], history_max: int) -> dict[str, float]:
+    """The served-path figures of ``model_dir`` (``served.*``), baselines on the same cut."""
+    from recops.served_eval import ServedEvalConfig, evaluate_served
+
+    got = evaluate_served(
+        ServedEvalConfig(
+            model_dir=model_dir,
+            split_uri=common["split_uri"],
+            users_uri=common["users_uri"],
+            training_set_uri=common["training_set_uri"],
+            spec_uri=common["spec_uri"],
+            history_max=history_max,
+        )
+    ).to_dict()
+    out = {f"{SERVED_PREFIX}{k}": v for k, v in _flat_metrics(got).items()}
+    out[f"{SERVED_PREFIX}seen_share"] = float(got["seen_share"])
+    for name, figures in got["baselines"].items():
+        for metric in ("recall_at_k", "ndcg_at_k"):
+            if metric in figures:
+                key = f"{SERVED_PREFIX}{name}.{metric.replace('_at_k', '_at_10')}"
+                out[key] = float(figures[metric])
+    return out
+
+
 def evaluate_step(
     features: dict[str, Any],
     trained: dict[str, Any],
@@ -365,9 +393,11 @@ def evaluate_step(
         "split_uri": trained["split_uri"],
         "users_uri": features["users_uri"],
         "spec_uri": features.get("spec_uri", ""),
+        "training_set_uri": features["training_set_uri"],
     }
-    served = evaluate(EvalConfig(model_dir=selection["model_dir"], **common)).to_dict()
-    metrics = _flat_metrics(served)
+    offline = evaluate(EvalConfig(model_dir=selection["model_dir"], **common)).to_dict()
+    metrics = _flat_metrics(offline)
+    metrics.update(_served_metrics(selection["model_dir"], common, settings.history_max))
     rerank = evaluate_rerank(
         RerankConfig(
             retrieval_model_dir=selection["model_dir"],
@@ -390,6 +420,7 @@ def evaluate_step(
     if champion is not None:
         champion_dir = resolve_saved_model(client, settings.model_name, champion)
         baseline = _flat_metrics(evaluate(EvalConfig(model_dir=champion_dir, **common)).to_dict())
+        baseline.update(_served_metrics(champion_dir, common, settings.history_max))
     # The ranker re-orders what users see only where that measured better on this holdout.
     policy = "fusion" if metrics["reranked.ndcg_at_10"] >= metrics["ndcg_at_10"] else "retrieval"
     return {

@@ -214,6 +214,8 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
                 f"({mv.tags.get(REASONS_TAG, 'no reasons recorded')}); "
                 "set force=true to serve it anyway"
             )
+        if name == settings.ranking_model_name and not config.force:
+            _check_pair(client, settings, mv)
         previous = served_stable(settings, name)
         why = config.reason or f"promoted via {config.source}"
         if previous == version:
@@ -377,6 +379,44 @@ def rollback_model(
             labels=dict(result.labels),
             served_versions=list(result.served_versions),
             ledger_ids=[entry.id] if entry else [],
+        )
+
+
+#: The ranking version's tag naming the retrieval version whose candidates it was trained
+#: and gated on (``recops.pipeline.register_step``'s lineage).
+RETRIEVAL_VERSION_TAG = "recops.lineage.retrieval_version"
+
+
+def _check_pair(client: Any, settings: Settings, ranking: Any) -> None:
+    """A ranker serves only beside the retriever it was trained with, once that is blessed.
+
+    A recommender version is retrieval vN plus the ranking vM trained on the same data;
+    the nightly promotes both, retrieval first. A ranker whose retriever the gate refused,
+    or that does not serve, cannot reach ``stable`` on its own (``force`` overrides).
+
+    Raises:
+        PromotionError: The pair is broken; the message names both versions.
+    """
+    from recops.registry import BLESSED_TAG
+
+    paired = ranking.tags.get(RETRIEVAL_VERSION_TAG)
+    if not paired:  # registered before the pair was recorded: nothing to hold it to
+        return
+    label = f"{settings.ranking_model_name} v{ranking.version}"
+    retrieval = _model_version(client, settings.model_name, int(paired))
+    if retrieval.tags.get(BLESSED_TAG) != "true":
+        raise PromotionError(
+            f"{label} was trained on the candidates of {settings.model_name} v{paired}, "
+            "which the gate did not bless; a ranker is promoted with its retriever, "
+            "never alone (set force=true to serve it anyway)"
+        )
+    serving = served_stable(settings, settings.model_name)
+    if serving != int(paired):
+        raise PromotionError(
+            f"{label} belongs with {settings.model_name} v{paired}, but "
+            f"{'no version' if serving is None else f'v{serving}'} of it serves; promote "
+            f"{settings.model_name} v{paired} first (the nightly's promotion does both, "
+            "retrieval first), or set force=true"
         )
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from recops_models.contract import HISTORY_INPUT, HISTORY_PAD
 from recops_models.tf_env import tensorflow
 
 from recops.errors import DataError
@@ -111,7 +112,8 @@ def signature_request(signature: Any, frame: pd.DataFrame, **fixed: Any) -> dict
     (for example ``item_ids=[b, k]`` candidates), else the frame's column (or index
     level) of that name, converted to the input's dtype: strings with ``""`` for
     missing (out of vocabulary to the model), floats with NaN for missing (the model's
-    "missing" flag), integers as they are.
+    "missing" flag), integers as they are. A retrieval model's ``history_item_ids``
+    that is neither fixed nor a column is an empty history per row.
 
     Args:
         signature: A loaded signature (``loaded.signatures[name]``).
@@ -139,7 +141,11 @@ def signature_request(signature: Any, frame: pd.DataFrame, **fixed: Any) -> dict
             request[name] = tf.cast(tf.convert_to_tensor(fixed[name]), spec.dtype)
             continue
         values = _index_or_column(frame, name)
-        if values is None:
+        if values is None and name == HISTORY_INPUT:
+            # A caller that knows no history sends an empty one: nothing is excluded,
+            # which is what a model without the input did.
+            request[name] = tf.fill([len(frame), 1], tf.constant(HISTORY_PAD, spec.dtype))
+        elif values is None:
             missing.append(name)
         elif spec.shape.rank is not None and spec.shape.rank != 1:
             raise DataError(f"signature input {name!r} has rank {spec.shape.rank}; pass it fixed")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from recops_models.tf_env import use_legacy_keras
 
-from recops.config import REPO_ROOT, Settings
+from recops.config import REPO_ROOT, SERVED_PREFIX, Settings
 from recops.errors import UnsafeArtifactError
 from recops.ledger import promotion_lock, set_alias
 from recops.params import stage_default
@@ -114,6 +114,22 @@ class GateConfig(Record):
                 max_relative_change=self.max_relative_drop,
             ),
         ]
+        # The figures of the list as served (recops.served_eval): floors and change
+        # bounds as for the offline proxy, and no already-seen item in the top 10.
+        # Optional so a registration without them (an external model) still gates.
+        for name, floor in (
+            ("recall_at_10", self.min_recall_at_10),
+            ("ndcg_at_10", self.min_ndcg_at_10),
+        ):
+            checks.append(
+                Threshold(
+                    metric=f"{SERVED_PREFIX}{name}",
+                    lower=floor,
+                    max_relative_change=self.max_relative_drop,
+                    optional=True,
+                )
+            )
+        checks.append(Threshold(metric=f"{SERVED_PREFIX}seen_share", upper=0.0, optional=True))
         for segment in GATED_SEGMENTS:
             for name in GATED_METRICS:
                 checks.append(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from recops_models.contract import HISTORY_PAD
 
 from recops.config import SPLIT_SEED
 from recops.errors import DataError, ParamError
@@ -24,13 +25,16 @@ from recops.tables import read_parquet_columns
 
 __all__ = [
     "SPLITS",
+    "known_histories",
     "of_types",
+    "pad_histories",
     "read_split",
     "read_typed_split",
     "split_counts",
     "split_interactions",
     "temporal_split",
     "train_rows",
+    "with_times",
 ]
 
 SPLITS = ("train", "valid", "test")
@@ -191,3 +195,65 @@ def train_rows(frame: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
         missing = int(joined["split"].isna().sum())
         raise DataError(f"split lacks {missing} (user_id, item_id) pairs of the training set")
     return joined[joined["split"] == "train"].drop(columns="split").reset_index(drop=True)
+
+
+def with_times(split: pd.DataFrame, training_set_uri: str = "") -> pd.DataFrame:
+    """The split with each row's ``event_timestamp``, joined from the training set.
+
+    Without a training set, the row order stands in for time (later rows newer).
+
+    Raises:
+        DataError: The training set has no row for a pair of the split.
+    """
+    if "event_timestamp" in split.columns:
+        return split
+    if not training_set_uri:
+        return split.assign(event_timestamp=np.arange(len(split), dtype=np.int64))
+    times = read_parquet_columns(
+        training_set_uri, ("user_id", "item_id", "event_timestamp"), "training set"
+    ).drop_duplicates(["user_id", "item_id"], keep="last")
+    joined = split.merge(times, on=["user_id", "item_id"], how="left", validate="many_to_one")
+    if joined["event_timestamp"].isna().any():
+        missing = joined[joined["event_timestamp"].isna()].iloc[0]
+        raise DataError(
+            f"training set {training_set_uri} has no row for split row user_id="
+            f"{int(missing['user_id'])}, item_id={int(missing['item_id'])}"
+        )
+    return joined
+
+
+def known_histories(
+    known: pd.DataFrame, users: np.ndarray, history_max: int | None = None
+) -> list[np.ndarray]:
+    """Each user's items, most recent first, without repeats (capped when asked).
+
+    This is what the online history hands the serving signature at a cut: evaluation
+    builds it from the rows known before the holdout.
+
+    Args:
+        known: Rows ``user_id, item_id, event_timestamp`` known at the cut.
+        users: The users, in output order.
+        history_max: Keep only the most recent this many items.
+
+    Returns:
+        One int64 array per user (empty for a user with no known rows).
+    """
+    ordered = known.sort_values(
+        ["user_id", "event_timestamp", "item_id"], ascending=[True, False, True], kind="stable"
+    ).drop_duplicates(["user_id", "item_id"], keep="first")
+    groups = {
+        int(user): items.to_numpy(np.int64)
+        for user, items in ordered.groupby("user_id", sort=False)["item_id"]
+    }
+    empty = np.zeros(0, np.int64)
+    out = [groups.get(int(user), empty) for user in users]
+    return [h[:history_max] for h in out] if history_max is not None else out
+
+
+def pad_histories(histories: Sequence[np.ndarray]) -> np.ndarray:
+    """``[len(histories), longest]`` int64, right-padded with ``HISTORY_PAD`` (width >= 1)."""
+    width = max([1, *(h.size for h in histories)])
+    out = np.full((len(histories), width), HISTORY_PAD, np.int64)
+    for row, items in enumerate(histories):
+        out[row, : items.size] = items
+    return out

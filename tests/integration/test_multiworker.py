@@ -67,20 +67,18 @@ def test_two_workers_train_and_only_the_chief_exports(tmp_path: Path) -> None:
     import tensorflow as tf
 
     serve = tf.saved_model.load(chief["model_dir"]).signatures["serving_default"]
-    # One input per signature argument, from the users table (strings or float32).
+    # One input per signature argument, from the users table (strings or float32), and
+    # each user's seen items, which the signature leaves out of its top-k.
+    from recops.rank_signature import signature_request
+
     users = pd.read_parquet(data.users_uri).set_index("user_id").loc[[1, 2]].reset_index()
-    _, inputs = serve.structured_input_signature
-    out = serve(
-        **{
-            name: tf.constant(users[name].astype(str).to_numpy())
-            if spec.dtype == tf.string
-            else tf.constant(users[name].to_numpy(), spec.dtype)
-            for name, spec in inputs.items()
-        }
-    )
+    seen = np.array([[1, 2], [3, -1]], np.int64)
+    out = serve(**signature_request(serve, users, history_item_ids=seen))
     assert out["item_ids"].shape == (2, RETRIEVAL_K)
     assert set(out["item_ids"].numpy().ravel()) <= set(range(1, data.n_items + 1))
     assert np.all(np.diff(out["scores"].numpy(), axis=1) <= 1e-6)
+    assert not {1, 2} & set(out["item_ids"].numpy()[0][:10].tolist())
+    assert 3 not in out["item_ids"].numpy()[1][:10]
 
 
 def test_a_failed_worker_fails_the_group_and_names_it(tmp_path: Path) -> None:

@@ -149,7 +149,13 @@ def test_same_interval_twice_leaves_the_store_identical(settings: Settings) -> N
         reached = materialize(store, end)
     first = dump_online_store(settings)
     assert len(first) > 100
-    assert set(reached) == {"user_profile", "item_profile", "user_activity", "item_popularity"}
+    assert set(reached) == {
+        "user_profile",
+        "item_profile",
+        "user_activity",
+        "item_popularity",
+        "user_history",
+    }
     with recops_home_env(settings):
         assert materialize(apply_repo(settings), end) == reached
         # Even a forced full re-run of the interval (no registry shortcut) writes the same.
@@ -239,7 +245,12 @@ def test_kill_9_mid_materialization_then_retry_equals_clean_run(
     )
     wait_for = marker if mode == "after_first_view" else Path(f"{marker}.started")
     deadline = time.monotonic() + 120
-    while not wait_for.exists() and child.poll() is None and time.monotonic() < deadline:
+
+    def reached() -> bool:
+        # The child creates the marker before it writes the view's name into it.
+        return wait_for.exists() and (mode != "after_first_view" or bool(wait_for.read_text()))
+
+    while not reached() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert child.poll() is None, child.stderr.read().decode()[-2000:] if child.stderr else ""
     if mode == "random":

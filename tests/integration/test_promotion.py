@@ -297,3 +297,44 @@ def test_concurrent_promotions_serialize(home: Path) -> None:
     # Serialized: no two promotions' ledger entries interleave into a state where champion
     # pointed at the failed version without being moved back.
     assert pending_alias_change(settings, MODEL) is None
+
+
+def test_a_ranker_is_never_promoted_without_its_retriever(home: Path) -> None:
+    from recops.registry import GateConfig
+
+    settings = Settings.from_env()
+    ranking = settings.ranking_model_name
+
+    def ranker(key: str, retrieval_version: int) -> int:
+        # The pairing is checked before any artifact is read, so any SavedModel will do.
+        model = export_contract_model(home / f"sm-{key}", seed=11)
+        return register(
+            RegisterConfig(
+                model_dir=str(model),
+                model_key=key,
+                model_name=ranking,
+                metrics={"rmse": 1.0},
+                lineage={"retrieval_version": retrieval_version},
+                gate=GateConfig(kind="ranking"),
+                auto_promote=False,
+            )
+        ).version
+
+    refused = register(
+        RegisterConfig(
+            model_dir=str(export_contract_model(home / "sm-unblessed", seed=12)),
+            model_key="unblessed-retriever",
+            metrics={"recall_at_10": 0.0, "ndcg_at_10": 0.0},
+            auto_promote=False,
+        )
+    )
+    assert not refused.blessed
+    orphan = ranker("orphan-ranker", refused.version)
+    with pytest.raises(PromotionError, match=f"{MODEL} v{refused.version}, which the gate"):
+        promote(PromoteConfig(model_name=ranking, version=orphan), settings)
+    # A blessed retriever that does not serve: the ranker waits for it.
+    blessed = _register(home, "paired-retriever", seed=13)
+    waiting = ranker("waiting-ranker", blessed)
+    with pytest.raises(PromotionError, match=f"promote {MODEL} v{blessed} first"):
+        promote(PromoteConfig(model_name=ranking, version=waiting), settings)
+    assert served_stable(settings, ranking) is None

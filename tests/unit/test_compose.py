@@ -528,3 +528,27 @@ def test_gen_env_writes_every_required_variable(tmp_path: Path) -> None:
     )
     assert again.returncode != 0 and "not overwriting" in again.stderr
     assert (tmp_path / "a.env").read_text() == before
+
+
+def test_the_recommend_service_runs_beside_tfserving(services: dict[str, dict[str, Any]]) -> None:
+    recommend = services["recommend"]
+    # The Airflow build, shared by its local name (built once by the Airflow services).
+    assert recommend["image"] == services["airflow-worker"]["image"]
+    assert "build" not in recommend
+    assert recommend["entrypoint"][-1] == "recops.service.server"
+    deps = _depends_on(recommend)
+    assert deps.get("tfserving") == "service_healthy"
+    assert deps.get("airflow-init") == "service_completed_successfully"
+    health = " ".join(recommend["healthcheck"]["test"])
+    assert "/healthz" in health and ":8000" in health
+    env = _env(recommend)
+    # The scale profile requires the events token: compose refuses to start without one.
+    assert env["RECOPS_PROFILE"] == "scale"
+    assert re.fullmatch(r"\$\{RECOPS_EVENTS_TOKEN:\?[^}]+\}", env["RECOPS_EVENTS_TOKEN"])
+    assert env["RECOPS_SERVING_HOST"] == "tfserving"
+    port = int(recommend["command"][recommend["command"].index("--port") + 1])
+    assert env["RECOPS_RECOMMEND_PORT"] == str(port)
+    assert any(str(p).endswith(f":{port}") for p in recommend["ports"])
+    # It reads models.config and writes the staging log on the shared state volume.
+    state = [m for m in _mounts(recommend) if m[1] == "/opt/recops/state"]
+    assert state and _is_named_volume(state[0][0]) and not state[0][2]

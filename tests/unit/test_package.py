@@ -25,6 +25,7 @@ GLUE_CALLERS = {"recops.cli.demo", "recops.cli.run"}
 NOT_A_MODULE = {
     "test_package.py": "the package's shape (this file)",
     "test_bench_pipeline.py": "benchmarks/pipeline.py",
+    "test_bench_recommend.py": "benchmarks/recommend.py (its service part)",
     "test_compose.py": "docker-compose.yaml and compose/",
 }
 

@@ -11,10 +11,12 @@ import typer
 from recops.cli.bench import bench
 from recops.cli.data import data_app
 from recops.cli.demo import demo
+from recops.cli.feed import feed
 from recops.cli.run import run
 from recops.cli.scale import scale_app
 from recops.cli.serving import history, recommend, rollback, serve, status, stop
 from recops.cli.ui import UI_HELP, ui
+from recops.service.cli import service_app
 
 __all__ = ["app", "main"]
 
@@ -25,6 +27,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(scale_app, name="scale")
+app.add_typer(service_app, name="service")
 # Registration order is the order `recops --help` lists the commands in.
 app.command()(demo)
 app.command()(run)
@@ -36,6 +39,7 @@ app.command()(serve)
 app.command()(stop)
 app.command(help=UI_HELP)(ui)
 app.command()(bench)
+app.command()(feed)
 
 
 def main() -> None:

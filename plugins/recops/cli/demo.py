@@ -90,6 +90,14 @@ def demo(
     typer.echo(
         f"      promoted: {', '.join(promoted) or 'nothing new (the champion keeps serving)'}"
     )
+    from recops.errors import ParamError
+    from recops.service.daemon import log_file, service_url, start_service
+
+    try:
+        start_service(settings)
+        typer.echo(f"      recommendation service: {service_url(settings)}")
+    except (RuntimeError, ParamError) as exc:
+        typer.echo(f"      recommendation service did not start ({log_file(settings)}): {exc}")
     typer.echo(f"[5/5] Top-10 for user {user_id}: retrieval top-100, then the ranker:")
     print_recommendations(settings, user_id, 10, as_json=False)
     status_data = collect_status(settings)
@@ -101,6 +109,7 @@ def demo(
         f"REST:  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}"
     )
     typer.echo(f"gRPC:  {settings.serving_host}:{settings.grpc_port}")
+    typer.echo(f"Recommend: {service_url(settings)}/v1/recommendations?user_id={user_id}")
     typer.echo(
         f"demo finished in {time.monotonic() - started:.0f} s; "
         "`make ui` opens Airflow, MLflow and the Feast UI."

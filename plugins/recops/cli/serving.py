@@ -38,9 +38,19 @@ __all__ = [
 
 
 def _recommend(settings: Settings, user_id: str | int, k: int) -> list[dict[str, Any]]:
-    """Online features → retrieval top-100 → ranker → top ``k`` (``recops.serving.recommend``)."""
+    """The running service's top ``k`` when it answers, else the in-process path.
+
+    Says on stderr which one answered.
+    """
+    from recops.service.client import recommend_via_service
+    from recops.service.daemon import service_url
     from recops.serving.recommend import RecommendConfig, recommend
 
+    served = recommend_via_service(settings, user_id, k)
+    if served is not None:
+        typer.echo(f"(from the recommendation service at {service_url(settings)})", err=True)
+        return served
+    typer.echo("(in-process: the recommendation service does not answer)", err=True)
     try:
         return recommend(RecommendConfig(user_id=user_id, k=k), settings)
     except RecommendError as exc:

@@ -53,6 +53,12 @@ def ui() -> None:
         server.start_background(settings)
     except RuntimeError as exc:
         fail(str(exc), f"{PORT_HINT}; the server log is {settings.serving_dir / 'server.log'}")
+    from recops.service.daemon import log_file, service_url, start_service
+
+    try:
+        start_service(settings)
+    except RuntimeError as exc:
+        fail(str(exc), f"free RECOPS_RECOMMEND_PORT; the service log is {log_file(settings)}")
     bin_dir = Path(sys.executable).parent
     # `airflow standalone` starts its components as `airflow ...` from PATH.
     env = {
@@ -94,7 +100,11 @@ def ui() -> None:
     typer.echo(
         f"Serving  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}"
     )
-    typer.echo("Ctrl-C stops Airflow, MLflow and Feast (`recops stop` stops serving).")
+    typer.echo(f"Recommend {service_url(settings)}/v1/recommendations?user_id=1")
+    typer.echo(
+        "Ctrl-C stops Airflow, MLflow and Feast "
+        "(`recops stop` and `recops service stop` stop serving)."
+    )
     try:
         for proc in procs:
             proc.wait()

@@ -68,7 +68,9 @@ def make_runners(
             signature = tf.saved_model.load(row["model_dir"]).signatures["serving_default"]
             runners[row["name"]] = {
                 b: functools.partial(
-                    _call_signature, signature, signature_request(signature, users[b])
+                    _call_signature,
+                    signature,
+                    signature_request(signature, users[b], **_no_history(b)),
                 )
                 for b in LATENCY_BATCHES
             }
@@ -84,6 +86,13 @@ def make_runners(
                 b: functools.partial(scorer, prepared[b]) for b in LATENCY_BATCHES
             }
     return runners
+
+
+def _no_history(batch: int) -> dict[str, np.ndarray]:
+    """An empty history per row (one pad column), so every variant masks alike."""
+    from recops_models.two_tower import HISTORY_INPUT, HISTORY_PAD
+
+    return {HISTORY_INPUT: np.full((batch, 1), HISTORY_PAD, np.int64)}
 
 
 def _call_signature(signature: Any, inputs: Mapping[str, Any]) -> Any:
@@ -139,8 +148,10 @@ model = tf.saved_model.load(sys.argv[1])
 serve = model.signatures["serving_default"]
 # One neutral value per input: an empty string, a missing number, user id 1.
 _, inputs = serve.structured_input_signature
+# A rank-2 input (the seen-item history) gets one padding entry.
 serve(**{
-    name: tf.constant([""]) if spec.dtype == tf.string
+    name: tf.constant([[-1]], spec.dtype) if spec.shape.rank == 2
+    else tf.constant([""]) if spec.dtype == tf.string
     else tf.constant([1 if spec.dtype.is_integer else float("nan")], spec.dtype)
     for name, spec in inputs.items()
 })

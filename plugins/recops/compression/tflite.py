@@ -36,11 +36,15 @@ def edge_features(spec: Any, users: pd.DataFrame) -> dict[str, np.ndarray]:
         users: One row per request: ``user_id`` and the spec's user feature columns.
 
     Returns:
-        Indexed arrays keyed by the TFLite signature's input names.
+        Indexed arrays keyed by the TFLite signature's input names, with an empty
+        history (one ``HISTORY_PAD`` column: nothing masked).
     """
     from recops_models.edge import edge_inputs
+    from recops_models.two_tower import HISTORY_INPUT, HISTORY_PAD
 
-    return dict(edge_inputs(spec, {str(c): users[c].to_numpy() for c in users.columns}))
+    features = dict(edge_inputs(spec, {str(c): users[c].to_numpy() for c in users.columns}))
+    features[HISTORY_INPUT] = np.full((len(users), 1), HISTORY_PAD, np.int64)
+    return features
 
 
 def _calibration_features(ctx: BuildContext, spec: Any) -> dict[str, np.ndarray]:

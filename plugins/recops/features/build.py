@@ -1,9 +1,9 @@
 """The features stage's entry point: ``build_features`` and its config and result.
 
-One call computes the rolling sources, applies the repo, materializes up to the interval
-end, and (unless the same inputs were already built) writes both point-in-time training
-sets and the as-of profile snapshots into the interval's output folder, which appears
-whole or not at all.
+One call computes the rolling sources and the user-history snapshot, applies the repo,
+materializes up to the interval end, and (unless the same inputs were already built)
+writes both point-in-time training sets and the as-of profile snapshots into the
+interval's output folder, which appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from recops.config import Settings
 from recops.errors import DataError
 from recops.features.definitions import PROFILE_VIEWS
 from recops.features.feast_repo import RANKING_SERVICE, RETRIEVAL_SERVICE, recops_home_env
+from recops.features.history import write_history_source
 from recops.features.rolling import RollingConfig, compute_rolling_features
 from recops.features.store import apply_repo, materialize
 from recops.features.training_sets import (
@@ -152,14 +153,6 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
     done = out / SUCCESS_MARKER
     result_path = out / _RESULT_FILE
     rolling = compute_rolling_features(RollingConfig(interval_end=as_of), settings)
-    store = apply_repo(settings)
-    with recops_home_env(settings):
-        materialized = materialize(store, as_of) if config.materialize else {}
-    if done.exists() and result_path.exists():
-        previous = json.loads(result_path.read_text())
-        if previous.get("fingerprint") == fingerprint:
-            return FeaturesResult.from_dict({**previous, "materialized": materialized})
-
     # Entity rows are small (the five interaction columns); the joined sets are not, so they are
     # joined and written a slice of rows at a time (see TRAINING_SET_CHUNK_ROWS).
     entity_df = read_interactions(partitions)
@@ -174,6 +167,17 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
     entity_df = entity_df.loc[
         entity_df["event_timestamp"] < pd.Timestamp(as_of), list(INTERACTION_COLUMNS)
     ]
+    # The online history is built from the same events the rolling features see, and
+    # materialized with the other views below.
+    write_history_source(settings, entity_df)
+    store = apply_repo(settings)
+    with recops_home_env(settings):
+        materialized = materialize(store, as_of) if config.materialize else {}
+    if done.exists() and result_path.exists():
+        previous = json.loads(result_path.read_text())
+        if previous.get("fingerprint") == fingerprint:
+            return FeaturesResult.from_dict({**previous, "materialized": materialized})
+
     order = ["event_timestamp", "user_id", "item_id"]
     entity_df = entity_df.sort_values(order, kind="stable").reset_index(drop=True)
 

@@ -10,7 +10,12 @@ names, which is where ``feast apply`` finds them; no column is written there by 
   numeric and timestamp ones. A side without attributes has no profile view.
 - ``user_activity`` / ``item_popularity``: the daily rolling snapshots
   (``recops.features.rolling``), the same for every dataset.
-- ``retrieval_v1`` (the profiles) and ``ranking_v1`` (the profiles and the rolling views).
+- ``user_history``: each user's most recent events (item ids, times, event types, most
+  recent first), batch-loaded from the snapshot the features stage writes
+  (``recops.features.history``) and fed live through the push source
+  ``user_history_push``.
+- ``retrieval_v1`` (the profiles), ``ranking_v1`` (the profiles and the rolling views) and
+  ``history_v1`` (the user history).
 """
 
 from __future__ import annotations
@@ -27,10 +32,16 @@ from recops.features.feast_repo import (
     RETRIEVAL_SERVICE,
     rolling_source_path,
 )
+from recops.features.history import (
+    HISTORY_PUSH_SOURCE,
+    HISTORY_SERVICE,
+    HISTORY_VIEW,
+    history_source_path,
+)
 from recops.features.rolling import ROLLING_COUNTS, ROLLING_FEATURES
 
 if TYPE_CHECKING:
-    from feast import Entity, FeatureService, FeatureView, FileSource
+    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
     from recops_models.feature_defs import FeatureDef
 
     from recops.layout import Layout
@@ -87,9 +98,13 @@ class FeastDefinitions:
     item_popularity: FeatureView
     retrieval: FeatureService
     ranking: FeatureService
+    user_history_source: FileSource
+    user_history_push: PushSource
+    user_history: FeatureView
+    history: FeatureService
 
     def feature_views(self) -> tuple[FeatureView, ...]:
-        """The views that exist, profiles first."""
+        """The views the models' training sets read, profiles first (not ``user_history``)."""
         views = (self.user_profile, self.item_profile, self.user_activity, self.item_popularity)
         return tuple(v for v in views if v is not None)
 
@@ -149,6 +164,24 @@ def _rolling_view(view: str, entity: Entity, source: FileSource) -> FeatureView:
     )
 
 
+def _history_view(entity: Entity, source: FileSource) -> tuple[PushSource, FeatureView]:
+    from feast import FeatureView, Field, PushSource
+    from feast.types import Array, Int64, String
+
+    push = PushSource(name=HISTORY_PUSH_SOURCE, batch_source=source)
+    schema = [
+        Field(name="history_item_ids", dtype=Array(Int64)),
+        Field(name="history_timestamps", dtype=Array(Int64)),
+        Field(name="history_event_types", dtype=Array(String)),
+    ]
+    # ttl=0: a history never expires; a newer row (a push or a later snapshot) replaces it.
+    view = FeatureView(
+        name=HISTORY_VIEW, entities=[entity], ttl=timedelta(0), schema=schema, source=push,
+        online=True,
+    )  # fmt: skip
+    return push, view
+
+
 def feast_definitions(layout: Layout, settings: Settings) -> FeastDefinitions:
     """Generate the Feast objects of the dataset ``layout`` describes.
 
@@ -179,6 +212,8 @@ def feast_definitions(layout: Layout, settings: Settings) -> FeastDefinitions:
     item_profile = _profile_view("item_profile", item, layout.item_features, items_source)
     user_activity = _rolling_view("user_activity", user, activity_source)
     item_popularity = _rolling_view("item_popularity", item, popularity_source)
+    history_source = _source("user_history_source", str(history_source_path(settings)))
+    history_push, user_history = _history_view(user, history_source)
     profiles = [v for v in (user_profile, item_profile) if v is not None]
     retrieval = FeatureService(
         name=RETRIEVAL_SERVICE,
@@ -203,4 +238,12 @@ def feast_definitions(layout: Layout, settings: Settings) -> FeastDefinitions:
         item_popularity=item_popularity,
         retrieval=retrieval,
         ranking=ranking,
+        user_history_source=history_source,
+        user_history_push=history_push,
+        user_history=user_history,
+        history=FeatureService(
+            name=HISTORY_SERVICE,
+            features=[user_history],
+            description="What serving reads to exclude each user's seen items.",
+        ),
     )

@@ -26,6 +26,7 @@ from recops.features.feast_repo import (
     sqlite_path,
     yaml_path,
 )
+from recops.features.history import ensure_history_source
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -78,6 +79,9 @@ def apply_repo(settings: Settings) -> FeatureStore:
     if not path.is_file():
         raise FeatureRepoError(f"Feast repo config {path} is missing")
     settings.feast_dir.mkdir(parents=True, exist_ok=True)
+    # The history view needs its source to exist; the features stage writes the real
+    # snapshot first, any other caller gets an empty one (nothing to materialize).
+    ensure_history_source(settings)
     for view in ROLLING_VIEWS:
         if not rolling_source_path(settings, view).is_file():
             raise FeatureRepoError(

@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from recops.config import SERVED_PREFIX
 from recops.report.markup import (
     Raw,
     badge,
@@ -167,6 +168,37 @@ def change(value: Any, base: Any) -> str:
     return f"{(float(value) - float(base)) / abs(float(base)):+.2%}"
 
 
+def _served_table(scored: dict[str, float], base: dict[str, float], who: str) -> str:
+    """The list as served beside the offline proxy and the baselines on the same cut."""
+    served = f"{SERVED_PREFIX}recall_at_10"
+    if served not in scored:
+        return note("No served-path figures were logged for this run.")
+    rows = [
+        (
+            m,
+            fmt_num(scored.get(f"{SERVED_PREFIX}{m}")),
+            fmt_num(scored.get(m)),
+            fmt_num(scored.get(f"{SERVED_PREFIX}popularity.{m}")),
+            fmt_num(scored.get(f"{SERVED_PREFIX}ease.{m}")),
+            fmt_num(base.get(f"{SERVED_PREFIX}{m}")),
+        )
+        for m in ("recall_at_10", "ndcg_at_10")
+    ]
+    share = scored.get(f"{SERVED_PREFIX}seen_share")
+    return (
+        "<h3>As served (the serving signature, with each user's known history)</h3>"
+        + html_table(
+            ("metric", "as served", "offline proxy", "popularity", "EASE", who), rows, "served"
+        )
+        + note(
+            "Already-seen items in the served top-10: "
+            + ("not measured" if share is None else f"{float(share):.2%}")
+            + ". The gate judges the served figures; the offline proxy masks seen items "
+            "itself and stands beside them."
+        )
+    )
+
+
 def metrics_section(data: dict[str, Any]) -> tuple[str, bool]:
     """Candidate vs champion on the test split: overall, by segment, re-ranked."""
     metrics: dict[str, float] = dict(data["run"].data.metrics)
@@ -197,8 +229,13 @@ def metrics_section(data: dict[str, Any]) -> tuple[str, bool]:
             ],
         )
     )
+    out.append(_served_table(scored, base, who))
     segments = sorted(
-        {k.split(".", 1)[0] for k in scored if "." in k and not k.startswith("reranked.")}
+        {
+            k.split(".", 1)[0]
+            for k in scored
+            if "." in k and not k.startswith(("reranked.", SERVED_PREFIX))
+        }
     )
     if segments:
         out.append("<h3>Segments</h3>")

@@ -34,20 +34,27 @@ if TYPE_CHECKING:
     from recops.config import Settings
 
 __all__ = [
+    "CHILDREN",
     "answers",
+    "grpc_answers",
     "grpc_host",
     "is_running",
     "locked",
+    "pid_alive",
     "pid_file",
     "rest_answers",
     "start_background",
     "stop_background",
+    "terminate",
     "write_pid",
 ]
 
 log = logging.getLogger("recops.serving")
 
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+#: Pid -> the ``Popen`` of each server this process started (the model server here, the
+#: recommendation service in ``recops.service.daemon``): ``pid_alive`` polls it, so a
+#: child that exited is reaped instead of lingering as a zombie.
+CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 _HEALTH_MODEL = "__recops_health_check__"
 
 
@@ -81,8 +88,9 @@ def _read_pid(settings: Settings) -> int | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    child = _CHILDREN.get(pid)
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie or a reaped child is not)."""
+    child = CHILDREN.get(pid)
     if child is not None:
         return child.poll() is None
     try:
@@ -126,7 +134,7 @@ def rest_answers(host: str, port: int, timeout_s: float = 2.0) -> bool:
         return False
 
 
-def _grpc_answers(host: str, port: int, timeout_s: float = 2.0) -> bool:
+def grpc_answers(host: str, port: int, timeout_s: float = 2.0) -> bool:
     """A GetModelStatus call (raw bytes, so no protos/TensorFlow) gets an application answer."""
     import grpc
 
@@ -147,7 +155,7 @@ def _url_host(host: str) -> str:
 
 
 def _healthy(settings: Settings) -> bool:
-    return rest_answers(settings.serving_host, settings.rest_port) and _grpc_answers(
+    return rest_answers(settings.serving_host, settings.rest_port) and grpc_answers(
         settings.serving_host, settings.grpc_port
     )
 
@@ -180,7 +188,7 @@ def answers(settings: Settings) -> bool:
 def is_running(settings: Settings) -> bool:
     """Whether the server recorded in the pidfile is alive and answering REST and gRPC."""
     pid = _read_pid(settings)
-    return pid is not None and _pid_alive(pid) and _is_model_server(pid) and _healthy(settings)
+    return pid is not None and pid_alive(pid) and _is_model_server(pid) and _healthy(settings)
 
 
 def start_background(settings: Settings, *, timeout_s: float = 180.0) -> int:
@@ -197,7 +205,7 @@ def start_background(settings: Settings, *, timeout_s: float = 180.0) -> int:
     settings.serving_dir.mkdir(parents=True, exist_ok=True)
     with locked(settings.serving_dir / "server.lock"):
         pid = _read_pid(settings)
-        if pid is not None and _pid_alive(pid) and _is_model_server(pid):
+        if pid is not None and pid_alive(pid) and _is_model_server(pid):
             _wait_healthy(settings, pid, timeout_s)
             return pid
         pid_file(settings).unlink(missing_ok=True)
@@ -239,12 +247,12 @@ def start_background(settings: Settings, *, timeout_s: float = 180.0) -> int:
                 start_new_session=True,
                 close_fds=True,
             )
-        _CHILDREN[child.pid] = child
+        CHILDREN[child.pid] = child
         write_pid(pid_file(settings), child.pid)
         try:
             _wait_healthy(settings, child.pid, timeout_s)
         except UnavailableError:
-            _terminate(child.pid, 5.0)
+            terminate(child.pid, 5.0)
             pid_file(settings).unlink(missing_ok=True)
             raise
         log.info("model server %d answers on %s", child.pid, settings.serving_host)
@@ -254,8 +262,8 @@ def start_background(settings: Settings, *, timeout_s: float = 180.0) -> int:
 def _wait_healthy(settings: Settings, pid: int, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
-        if not _pid_alive(pid):
-            child = _CHILDREN.get(pid)
+        if not pid_alive(pid):
+            child = CHILDREN.get(pid)
             code = child.returncode if child is not None else "?"
             raise UnavailableError(
                 f"model server {pid} exited (code {code}) before answering; log "
@@ -272,18 +280,19 @@ def _wait_healthy(settings: Settings, pid: int, timeout_s: float) -> None:
         time.sleep(0.25)
 
 
-def _terminate(pid: int, timeout_s: float) -> None:
+def terminate(pid: int, timeout_s: float) -> None:
+    """SIGTERM ``pid``, SIGKILL it if still alive after ``timeout_s``; reap it if ours."""
     for sig, wait_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):
         try:
             os.kill(pid, sig)
         except ProcessLookupError:
             break
         deadline = time.monotonic() + wait_s
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             break
-    child = _CHILDREN.pop(pid, None)
+    child = CHILDREN.pop(pid, None)
     if child is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(timeout=1.0)
@@ -293,8 +302,8 @@ def stop_background(settings: Settings, *, timeout_s: float = 15.0) -> bool:
     """Stop the server in the pidfile (SIGTERM, then SIGKILL); False if none was running."""
     with locked(settings.serving_dir / "server.lock"):
         pid = _read_pid(settings)
-        running = pid is not None and _pid_alive(pid) and _is_model_server(pid)
+        running = pid is not None and pid_alive(pid) and _is_model_server(pid)
         if running and pid is not None:
-            _terminate(pid, timeout_s)
+            terminate(pid, timeout_s)
         pid_file(settings).unlink(missing_ok=True)
         return running

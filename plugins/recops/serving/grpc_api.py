@@ -17,6 +17,11 @@ from typing import TYPE_CHECKING, Any
 from recops_models.tf_env import tensorflow
 
 from recops.errors import ServingError
+from recops.serving.client import (
+    RAW_TENSOR_DTYPES,
+    array_to_tensor_proto,
+    tensor_proto_to_ndarray,
+)
 from recops.serving.codec import tensor_proto_to_array
 from recops.serving.manager import ModelManager, VersionStatus
 from recops.serving.servable import DEFAULT_SIGNATURE, Servable
@@ -80,6 +85,22 @@ def metadata_response(servable: Servable, fields: Sequence[str]) -> Any:
     return response
 
 
+def _input_array(proto: Any) -> Any:
+    """A request's ``TensorProto`` as an array: raw ``tensor_content`` read in place.
+
+    What clients write for numeric inputs (``tf.make_tensor_proto``, ours) is read with
+    ``np.frombuffer``, which holds exactly the bytes sent, so a shape that claims more
+    elements than it carries is refused by the reshape; anything else (strings, ``*_val``
+    fields) goes through ``tensor_proto_to_array`` and its size guard.
+    """
+    if proto.tensor_content and proto.dtype in RAW_TENSOR_DTYPES:
+        try:
+            return tensor_proto_to_ndarray(proto)
+        except ValueError as exc:
+            raise invalid(f"Malformed TensorProto: {exc}") from exc
+    return tensor_proto_to_array(proto)
+
+
 class GrpcServices:
     """``PredictionService`` and ``ModelService`` methods for grpc's generic registration."""
 
@@ -99,20 +120,20 @@ class GrpcServices:
 
     def Predict(self, request: Any, context: Any) -> Any:  # noqa: N802 - gRPC method name
         def call() -> Any:
-            tf = tensorflow()
+            tensorflow()  # the tensorflow_serving protos import TensorFlow: select tf_keras first
             from tensorflow_serving.apis import predict_pb2
 
             version, label = spec_version_and_label(request.model_spec)
             servable = self.manager.resolve(request.model_spec.name, version, label)
             signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-            arrays = {k: tensor_proto_to_array(v) for k, v in request.inputs.items()}
+            arrays = {k: _input_array(v) for k, v in request.inputs.items()}
             outputs = servable.run(signature_name, arrays, list(request.output_filter))
             response = predict_pb2.PredictResponse()
             response.model_spec.name = servable.name
             response.model_spec.version.value = servable.version
             response.model_spec.signature_name = signature_name
             for key, value in outputs.items():
-                response.outputs[key].CopyFrom(tf.make_tensor_proto(value))
+                array_to_tensor_proto(value, response.outputs[key])
             return response
 
         return self._guard(context, call)

@@ -21,9 +21,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from recops_models.contract import HISTORY_INPUT, HISTORY_PAD, MASKED_SCORE
 
 from recops.config import Settings
 from recops.errors import DataError, ParamError, RecommendError
@@ -36,16 +38,24 @@ if TYPE_CHECKING:
 __all__ = [
     "RRF_K",
     "RecommendConfig",
+    "fill_popular",
     "fuse",
+    "history_input",
+    "item_table",
+    "kept_candidates",
     "popular_items",
+    "published_events",
     "recommend",
+    "rerank",
     "rerank_policy",
+    "seen_by_user",
     "seen_items",
 ]
 
 T = TypeVar("T")
 #: Reciprocal-rank fusion constant (the usual 60): the best of both orders on ml-100k.
 RRF_K = 60
+
 
 #: Where a recommended item came from.
 SOURCE_RETRIEVAL = "retrieval"
@@ -102,6 +112,65 @@ def fuse(candidates: list[int], ranker: dict[int, float]) -> list[int]:
     return sorted(candidates, key=lambda i: -fused[i])
 
 
+def rerank(
+    candidates: list[int], ranker: Mapping[int, float] | None, policy: str
+) -> tuple[list[int], str]:
+    """The served order of ``candidates`` and its source, under the re-rank ``policy``.
+
+    ``fusion`` with ranker scores: reciprocal-rank fusion (``reranked``); otherwise the
+    retrieval order stays (``retrieval``).
+    """
+    if ranker and policy == "fusion":
+        return fuse(candidates, dict(ranker)), SOURCE_RERANKED
+    return candidates, SOURCE_RETRIEVAL
+
+
+def kept_candidates(
+    item_ids: Iterable[Any],
+    scores: Iterable[Any],
+    seen: Container[int],
+    catalogue: Container[int],
+) -> tuple[list[int], dict[int, float]]:
+    """The retrieval candidates that may be shown, in order, and every candidate's score.
+
+    An item is dropped when the signature masked it (score <= ``MASKED_SCORE / 2``: seen,
+    or padding), when the user has seen it (for a model that takes no history), or when
+    the catalogue does not hold it (a padding id, an item no longer published).
+    """
+    out: list[int] = []
+    retrieval: dict[int, float] = {}
+    for raw_item, raw_score in zip(item_ids, scores, strict=True):
+        item, score = int(raw_item), float(raw_score)
+        retrieval.setdefault(item, score)
+        if score > MASKED_SCORE / 2 and item not in seen and item in catalogue and item not in out:
+            out.append(item)
+    return out, retrieval
+
+
+def fill_popular(
+    picked: list[_Pick],
+    popular: Iterable[tuple[int, float]],
+    seen: Container[int],
+    catalogue: Container[int],
+    k: int,
+) -> list[_Pick]:
+    """``picked`` topped up to ``k`` with popular items that are unseen, new and shown."""
+    out = list(picked)
+    chosen = {item for item, *_ in out}
+    for item, count in popular:
+        if len(out) >= k:
+            break
+        if item not in seen and item not in chosen and item in catalogue:
+            out.append((item, float(count), SOURCE_POPULARITY, None))
+            chosen.add(item)
+    return out
+
+
+def history_input(seen: Sequence[int]) -> list[int]:
+    """One row of the ``history_item_ids`` input: the seen ids, or one pad for none."""
+    return [int(i) for i in seen] or [HISTORY_PAD]
+
+
 # --------------------------------------------------------------------------- published data
 
 
@@ -119,8 +188,11 @@ _EVENTS: dict[str, _Events] = {}
 _ITEMS: dict[str, tuple[tuple[int, int], pd.DataFrame]] = {}
 
 
-def _events(settings: Settings) -> pd.DataFrame:
-    """``user_id, item_id, event_type`` of every published partition (cached until they change)."""
+def published_events(settings: Settings) -> pd.DataFrame:
+    """``user_id, item_id, event_type[, event_timestamp]`` of every published partition.
+
+    Cached until the partition files change.
+    """
     import pandas as pd
     import pyarrow.parquet as pq
 
@@ -138,7 +210,8 @@ def _events(settings: Settings) -> pd.DataFrame:
     for path in paths:
         try:
             names = set(pq.read_schema(path).names)
-            columns = ["user_id", "item_id", *(["event_type"] if "event_type" in names else [])]
+            optional = [c for c in ("event_type", "event_timestamp") if c in names]
+            columns = ["user_id", "item_id", *optional]
             frame = pq.read_table(path, columns=columns).to_pandas()
         except Exception as exc:  # pyarrow raises several types for a corrupt file
             raise DataError(f"cannot read interactions partition {path}: {exc}") from exc
@@ -154,6 +227,24 @@ def _events(settings: Settings) -> pd.DataFrame:
     with _CACHE_LOCK:
         _EVENTS[key] = _Events(stamp=stamp, frame=events)
     return events
+
+
+#: The name the tests (and older callers) know ``published_events`` by.
+_events = published_events
+
+
+def seen_by_user(events: pd.DataFrame, seen_types: Sequence[str]) -> dict[int, list[int]]:
+    """User id -> the items seen (a ``seen_types`` event; any type when empty), newest first."""
+    rows = events
+    if seen_types:
+        rows = rows[rows["event_type"].isin(list(seen_types))]
+    if "event_timestamp" in rows.columns:
+        rows = rows.sort_values("event_timestamp", ascending=False, kind="stable")
+    rows = rows.drop_duplicates(["user_id", "item_id"])
+    out: dict[int, list[int]] = {}
+    for user, item in zip(rows["user_id"].tolist(), rows["item_id"].tolist(), strict=True):
+        out.setdefault(int(user), []).append(int(item))
+    return out
 
 
 def seen_items(events: pd.DataFrame, user: int, seen_types: Sequence[str]) -> set[int]:
@@ -189,7 +280,7 @@ def popular_items(events: pd.DataFrame, positive_types: Sequence[str]) -> pd.Ser
     return counts.set_index("item_id")["positives"].astype("float64")
 
 
-def _item_table(settings: Settings, layout: Layout) -> pd.DataFrame:
+def item_table(settings: Settings, layout: Layout) -> pd.DataFrame:
     """The newest attributes of every item, indexed by ``item_id`` (cached until it changes)."""
     import pandas as pd
     import pyarrow.parquet as pq
@@ -357,29 +448,21 @@ def recommend(
             profile = timed("online_profile", lambda: online_user_features([user], settings)[0])
         except KeyError:  # never materialized: the cold-start path, as for an unknown user
             profile = None
-    events = timed("seen", lambda: _events(settings))
-    seen = seen_items(events, user, layout.seen_types) if user is not None else set()
-    items = _item_table(settings, layout)
+    events = timed("seen", lambda: published_events(settings))
+    history = _history(settings, user, events, layout.seen_types) if user is not None else []
+    seen = set(history)
+    items = item_table(settings, layout)
+    catalogue = set(items.index.tolist())
     # An item the catalogue does not hold (a model's padding id, an item no longer
     # published) is skipped: never shown without its key or attributes.
     picked: list[_Pick] = []
     if profile is not None:
-        ranked = _model_path(
-            settings,
-            config,
-            profile,
-            lambda item: item not in seen and item in items.index,
-            client,
-            timed,
-        )
+        ranked = _model_path(settings, config, profile, history, catalogue, client, timed)
         picked = ranked[: config.k]
     if len(picked) < config.k:
-        chosen = {item for item, *_ in picked}
-        for item, count in popular_items(events, layout.positive_types).items():
-            if len(picked) >= config.k:
-                break
-            if int(item) not in seen and int(item) not in chosen and item in items.index:
-                picked.append((int(item), float(count), SOURCE_POPULARITY, None))
+        popular = popular_items(events, layout.positive_types)
+        pairs = zip((int(i) for i in popular.index.tolist()), popular.tolist(), strict=True)
+        picked = fill_popular(picked, pairs, seen, catalogue, config.k)
 
     def described() -> list[dict[str, Any]]:
         keys = _item_keys(settings, [item for item, *_ in picked])
@@ -396,19 +479,37 @@ def recommend(
     return timed("fuse_titles", described)
 
 
+def _history(
+    settings: Settings, user: int, events: pd.DataFrame, seen_types: Sequence[str]
+) -> list[int]:
+    """The user's seen items, newest first: the online history (live events included)
+    followed by what the published interactions add."""
+    published = seen_by_user(events[events["user_id"] == user], seen_types).get(user, [])
+    try:
+        from recops.features.history import read_histories, seen_item_ids
+
+        online = list(seen_item_ids(read_histories(settings, [user])[user], seen_types))
+    except Exception:  # no history view (yet): the published interactions alone
+        return published
+    known = set(online)
+    return online + [i for i in published if i not in known]
+
+
 def _model_path(
     settings: Settings,
     config: RecommendConfig,
     profile: dict[str, Any],
-    keep: Callable[[int], bool],
+    history: list[int],
+    catalogue: Container[int],
     client: Any,
     timed: Callable[[str, Callable[[], Any]], Any],
 ) -> list[_Pick]:
     """Retrieval (and the ranker when one serves) for a user with a profile.
 
-    Returns every candidate ``keep`` accepts (unseen and in the catalogue), in the served
-    order, so the ranker never scores an item that cannot be shown; the caller keeps the
-    first ``k``.
+    Returns every candidate that may be shown (unmasked, unseen and in the catalogue),
+    in the served order, so the ranker never scores an item that cannot be shown; the
+    caller keeps the first ``k``. A signature that takes ``history_item_ids`` gets the
+    user's seen items and masks them itself.
     """
     import pandas as pd
 
@@ -427,25 +528,26 @@ def _model_path(
             out = client.predict_grpc(model, _grpc_inputs(instances), label="stable")
             return {name: value[0] for name, value in out.items()}
 
+        def with_history(inputs: dict[str, str]) -> dict[str, Any]:
+            return {HISTORY_INPUT: [history_input(history)]} if HISTORY_INPUT in inputs else {}
+
         frame = pd.DataFrame([profile])
         try:
             inputs = timed("signature", lambda: _served_inputs(client, settings.model_name))
         except Exception as exc:
             raise _not_answering(settings, exc) from exc
-        request = row_instances(frame, inputs)
+        request = row_instances(frame, inputs, **with_history(inputs))
         try:
             row = timed("retrieval", lambda: predict(settings.model_name, request))
         except Exception as exc:
             raise _not_answering(settings, exc) from exc
-        candidates = [int(i) for i in row["item_ids"] if keep(int(i))]
-        retrieval = {
-            int(item): float(score)
-            for item, score in zip(row["item_ids"], row["scores"], strict=True)
-        }
+        candidates, retrieval = kept_candidates(
+            row["item_ids"], row["scores"], set(history), catalogue
+        )
         if not candidates:
             return []
-        order, source = candidates, SOURCE_RETRIEVAL
         ranker: dict[int, float] = {}
+        policy = "retrieval"
         ranker_version = served_stable(settings, settings.ranking_model_name)
         if ranker_version is not None:
             policy = timed("rerank_policy", lambda: rerank_policy(settings, ranker_version))
@@ -456,14 +558,14 @@ def _model_path(
                     context_frame(settings, frame, list(rank_in)),
                     rank_in,
                     item_ids=[candidates],
+                    **with_history(rank_in),
                 ),
             )
             ranked = timed("ranker", lambda: predict(settings.ranking_model_name, request))
             ranker = {
                 item: float(score) for item, score in zip(candidates, ranked["scores"], strict=True)
             }
-            if policy == "fusion":
-                order, source = fuse(candidates, ranker), SOURCE_RERANKED
+        order, source = rerank(candidates, ranker, policy)
     finally:
         if own_client:
             client.close()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from recops_models.contract import HISTORY_INPUT, HISTORY_PAD
 
 from recops.errors import DataError
 
@@ -114,6 +115,7 @@ def row_instances(
         frame: One row per instance; its columns (or index level) named like the inputs.
         inputs: Input name -> dtype (``metadata_inputs`` / ``loaded_inputs``).
         **fixed: Per-row values of inputs not in ``frame`` (``item_ids=[[...], ...]``).
+            A retrieval model's ``history_item_ids`` given neither way is empty (``[-1]``).
 
     Returns:
         JSON-ready dicts, values converted to each input's dtype (missing: ``""``, NaN, 0).
@@ -134,6 +136,9 @@ def row_instances(
             columns[name] = frame[name].tolist()
         elif name in (frame.index.names or ()):
             columns[name] = frame.index.get_level_values(name).tolist()
+        elif name == HISTORY_INPUT:
+            # No history known to the caller (a smoke or load request): an empty one.
+            columns[name] = [[HISTORY_PAD]] * len(frame)
         else:
             missing.append(name)
     if missing:

@@ -3,7 +3,8 @@
 ``infra_validate`` runs every check on the canary label: LOAD_AND_QUERY (``smoke``: one
 ranked list, or one finite score per candidate, per instance), a load test at the
 configured rate against the latency SLO, prediction parity with offline outputs
-(``parity``), and, for information, the top-10 overlap with ``stable`` (``overlap``). A
+(``parity``), and, for information, the comparison with ``stable`` on the same requests:
+smoke latency, top-10 overlap (``overlap``) and the PSI of the scores (``score_psi``). A
 canary that fails raises ``CanaryRejected`` carrying every reason and what was measured.
 ``smoke_warmup`` replays a version's first warmup request over gRPC (rollback's smoke).
 
@@ -31,6 +32,7 @@ __all__ = [
     "infra_validate",
     "overlap",
     "parity",
+    "score_psi",
     "smoke_test",
     "smoke_warmup",
 ]
@@ -115,14 +117,17 @@ def infra_validate(
     if stable_version is None:
         report["canary_vs_stable"] = "skipped: first roll-out, no previous version"
     else:
-        # Informational: how much the ranking moved, not a gate (a better model moves it).
+        # The same requests on both labels: latency, top-10 overlap and the PSI of the
+        # score distributions. Informational, not a gate: a better model moves them.
         try:
-            _, _, stable_rows = smoke_test(
+            stable_ms, _, stable_rows = smoke_test(
                 client, model, config.label, config.smoke_instances, None
             )
             report["canary_vs_stable"] = {
                 "stable_version": stable_version,
                 "top10_overlap": overlap(rows, stable_rows, 10),
+                "score_psi": score_psi(stable_rows, rows),
+                "smoke_ms": {"canary": round(latency_ms, 3), "stable": round(stable_ms, 3)},
             }
         except Exception as exc:  # the stable answer is only for the report
             report["canary_vs_stable"] = f"unavailable: {exc}"
@@ -140,6 +145,33 @@ def overlap(a: list[Any], b: list[Any], k: int) -> float:
         ids_b = set(right.get(TOP_ITEMS_OUTPUT, [])[:k]) if isinstance(right, dict) else set()
         shares.append(len(ids_a & ids_b) / max(1, min(k, len(ids_a) or k)))
     return round(sum(shares) / max(1, len(shares)), 4)
+
+
+def _scores(rows: list[Any]) -> list[float]:
+    """Every finite score of the rows' ``scores`` output (excluded candidates left out)."""
+    from recops_models.contract import MASKED_SCORE
+
+    out: list[float] = []
+    for row in rows:
+        values = row.get(SCORES_OUTPUT, []) if isinstance(row, dict) else []
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                if value > MASKED_SCORE / 2:
+                    out.append(float(value))
+    return out
+
+
+def score_psi(stable_rows: list[Any], canary_rows: list[Any]) -> float | None:
+    """PSI of the canary's scores against stable's, on stable's deciles (None: no scores)."""
+    import pandas as pd
+
+    from recops.validation.drift import psi, weight_bins
+
+    stable, canary = _scores(stable_rows), _scores(canary_rows)
+    if not stable or not canary:
+        return None
+    expected, actual = weight_bins(pd.Series(stable), pd.Series(canary))
+    return round(psi(expected, actual), 4)
 
 
 def parity(

@@ -25,6 +25,9 @@ from recops_models.edge import (  # noqa: E402
     edge_user_tower,
 )
 from recops_models.two_tower import (  # noqa: E402
+    HISTORY_INPUT,
+    HISTORY_PAD,
+    MASKED_SCORE,
     candidate_embeddings,
     towers_from_training_model,
 )
@@ -108,14 +111,25 @@ def test_tflite_top10_mostly_agrees_with_the_float_model(
         representative=inputs,
     )
     scorer = TFLiteScorer(blob)
-    assert scorer.input_names and set(scorer.input_names) == set(edge_input_names(tiny.spec))
-    out = scorer(inputs)
+    assert set(scorer.input_names) == {*edge_input_names(tiny.spec), HISTORY_INPUT}
+    out = scorer(inputs)  # no history: nothing masked
     assert out["item_ids"].shape == (len(users), len(item_ids))
     assert out["embedding"].shape == (len(users), tiny.spec.embedding_dim)
-    assert np.isfinite(out["scores"]).all()
+    assert np.isfinite(out["scores"]).all() and (out["scores"] > MASKED_SCORE / 2).all()
     column = {int(item): i for i, item in enumerate(item_ids.tolist())}
     top10 = np.vectorize(column.__getitem__)(out["item_ids"][:, :10])
     assert _overlap(top10, _float_top10(tiny, users, vectors)) >= bound
+
+    # Rows that have seen their top 3 (or 2: padded rows) get them last, masked.
+    seen = np.full((len(users), 3), HISTORY_PAD, np.int64)
+    seen[:] = out["item_ids"][:, :3]
+    seen[1::2, 2] = HISTORY_PAD
+    masked = scorer({**inputs, HISTORY_INPUT: seen})
+    for row, served, scores in zip(seen, masked["item_ids"], masked["scores"], strict=True):
+        count = int((row != HISTORY_PAD).sum())
+        assert set(served[-count:]) == set(row[:count])
+        assert (scores[-count:] == MASKED_SCORE).all()
+        assert (scores[:-count] > MASKED_SCORE / 2).all()
 
 
 def test_int8_without_calibration_data_is_refused(tiny: Tiny) -> None:
@@ -128,3 +142,35 @@ def test_int8_without_calibration_data_is_refused(tiny: Tiny) -> None:
             k=10,
             mode="int8",
         )
+
+
+@pytest.mark.parametrize(
+    ("mode", "id_scale"), [("dynamic", 1), ("dynamic", 1_000_000), ("int8", 1)]
+)
+def test_unknown_users_are_embedded_from_their_history_on_the_edge(
+    tiny: Tiny, mode: str, id_scale: int
+) -> None:
+    # id_scale spreads the item ids so the edge maps them by comparison, not a dense array.
+    item_ids, vectors = candidate_embeddings(tiny.model, tiny.spec, tiny.catalogue)
+    cluster = (item_ids - 1) % 3  # as _tiny_data plants them
+    users = tiny.users.drop(columns="event_timestamp").iloc[[0, 0, 0]].reset_index(drop=True)
+    users["user_id"] = [10_001, 10_002, int(tiny.spec.user_ids[0])]  # two unknown, one known
+    inputs = edge_inputs(tiny.spec, users)
+    blob = convert_retrieval_tflite(
+        user_tower=edge_user_tower(tiny.model, tiny.spec),
+        candidate_ids=item_ids * id_scale,
+        candidates=vectors,
+        k=10,
+        mode=mode,
+        representative=edge_inputs(tiny.spec, _users_with_unknowns(tiny.users)),
+    )
+    scorer = TFLiteScorer(blob)
+    history = np.stack([item_ids[cluster == c][:5] * id_scale for c in (0, 1, 1)])
+    out = scorer({**inputs, HISTORY_INPUT: history})
+    plain = scorer(inputs)
+    served = out["item_ids"] // id_scale
+    for row, taste in enumerate((0, 1)):
+        assert ((served[row] - 1) % 3 == taste).mean() >= 0.7, served[row]
+        assert not set(out["item_ids"][row]) & set(history[row])
+    # The known user keeps its tower embedding whatever its history.
+    np.testing.assert_allclose(out["embedding"][2], plain["embedding"][2], atol=1e-6)

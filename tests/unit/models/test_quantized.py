@@ -20,6 +20,8 @@ from recops_models.quantized import (  # noqa: E402
     quantize_rows,
 )
 from recops_models.two_tower import (  # noqa: E402
+    HISTORY_INPUT,
+    HISTORY_PAD,
     export_retrieval_model,
 )
 
@@ -30,9 +32,12 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     return train_tiny(tmp_path_factory.mktemp("tiny"))
 
 
-def _request(users: pd.DataFrame) -> dict[str, Any]:
+def _request(users: pd.DataFrame, history: np.ndarray | None = None) -> dict[str, Any]:
     ids = np.append(users["user_id"].to_numpy(), 10_000)  # plus an unknown user
+    if history is None:
+        history = np.full((len(ids), 1), HISTORY_PAD, np.int64)
     return {
+        HISTORY_INPUT: tf.constant(history, tf.int64),
         "user_id": tf.constant(ids, tf.int64),
         "age": tf.constant(np.append(users["age"].to_numpy(), np.nan), tf.float32),
         "gender": tf.constant([*users["gender"], "X"]),
@@ -120,9 +125,17 @@ def test_int8_export_keeps_the_signatures_and_scores_close(
             quantized.signatures[name].structured_input_signature
             == float_model.signatures[name].structured_input_signature
         )
-    request = _request(tiny.users)
+    # Every row has seen the float model's top 3 (rows padded to different lengths): the
+    # int8 export masks them as the float one does.
+    unmasked = float_model.signatures["serving_default"](**_request(tiny.users))
+    history = np.full((len(tiny.users) + 1, 4), HISTORY_PAD, np.int64)
+    history[:, :3] = unmasked["item_ids"].numpy()[:, :3]
+    history[::2, 2] = HISTORY_PAD
+    request = _request(tiny.users, history)
     got = quantized.signatures["serving_default"](**request)
     want = float_model.signatures["serving_default"](**request)
+    for seen, served in zip(history, got["item_ids"].numpy(), strict=True):
+        assert not set(seen) & set(served)
     assert np.isfinite(got["scores"].numpy()).all()
     np.testing.assert_allclose(got["scores"].numpy(), want["scores"].numpy(), atol=0.03)
     overlap = np.mean(

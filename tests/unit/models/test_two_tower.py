@@ -26,6 +26,9 @@ tf = tensorflow()
 
 import tf_keras as keras  # noqa: E402
 from recops_models.two_tower import (  # noqa: E402
+    HISTORY_INPUT,
+    HISTORY_PAD,
+    MASKED_SCORE,
     InBatchSoftmaxLoss,
     TwoTowerSpec,
     build_training_model,
@@ -179,7 +182,9 @@ def test_export_signatures_are_named_by_feature_and_tolerate_unknowns(
         "gender": tf.string,
         "occupation": tf.string,
         "zip_code": tf.string,
+        HISTORY_INPUT: tf.int64,
     }
+    assert named[HISTORY_INPUT].shape.as_list() == [None, None]
     assert set(loaded.signatures["user_embedding"].structured_input_signature[1]) == set(named)
     assert loaded.signatures["item_embeddings"].structured_input_signature == ((), {})
 
@@ -189,6 +194,11 @@ def test_export_signatures_are_named_by_feature_and_tolerate_unknowns(
         "gender": tf.constant(["M", "F", "X"]),  # an unknown category
         "occupation": tf.constant(["engineer", "", "pilot"]),
         "zip_code": tf.constant(["10001", "", "99999 x"]),
+        # The unknown user's history names no candidate, so it keeps the tower's
+        # out-of-vocabulary embedding (test_retrieval_export covers a usable one).
+        HISTORY_INPUT: tf.constant(
+            [[1, 2], [HISTORY_PAD] * 2, [10_000_000, HISTORY_PAD]], tf.int64
+        ),
     }
     out = serve(**request)
     assert out["item_ids"].shape == (3, 20) and out["scores"].dtype == tf.float32
@@ -197,7 +207,7 @@ def test_export_signatures_are_named_by_feature_and_tolerate_unknowns(
 
     # The exported user tower and candidates are the in-memory ones.
     user_tower, _ = towers_from_training_model(trained.model)
-    frame = {name: value.numpy() for name, value in request.items()}
+    frame = {name: value.numpy() for name, value in request.items() if name != HISTORY_INPUT}
     expected = user_tower(
         {
             "user_idx": trained.spec.user_index(frame["user_id"]),
@@ -237,3 +247,76 @@ def test_mixed_precision_keeps_index_layers_and_outputs_float32(trained: Trained
     assert model.get_layer("user_attr_age_index").compute_dtype == "float32"
     batch = model_inputs(trained.spec, {c: trained.train[c].to_numpy()[:8] for c in trained.train})
     assert model(batch).dtype == tf.float32
+
+
+@pytest.fixture(scope="module")
+def full_export(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The retrieval export returning every candidate (k = catalogue size)."""
+    folder = tmp_path_factory.mktemp("full") / "model"
+    export_retrieval_model(
+        model=trained.model,
+        spec=trained.spec,
+        items=_catalogue(trained.items),
+        export_dir=folder,
+        k=len(trained.items),
+    )
+    return tf.saved_model.load(str(folder))
+
+
+def _profiles(trained: Trained, user_ids: list[int], history: Any) -> dict[str, Any]:
+    """A ``serving_default`` request for known users with the given history matrix."""
+    users = trained.users.set_index("user_id").loc[user_ids].reset_index()
+    return {
+        "user_id": tf.constant(user_ids, tf.int64),
+        **{
+            name: tf.constant(value)
+            for name, value in raw_inputs(trained.spec.user_features, users).items()
+        },
+        HISTORY_INPUT: tf.constant(np.asarray(history, np.int64).reshape(len(user_ids), -1)),
+    }
+
+
+def test_serving_masks_each_rows_history_with_padding(trained: Trained, full_export: Any) -> None:
+    serve = full_export.signatures["serving_default"]
+    trained_users = [1, 2, 3]
+    # Unmasked ranking: an all-pad history and a width-0 history are both "no history".
+    plain = serve(**_profiles(trained, trained_users, np.full((3, 2), HISTORY_PAD)))
+    width0 = serve(**_profiles(trained, trained_users, np.zeros((3, 0))))
+    np.testing.assert_array_equal(plain["item_ids"].numpy(), width0["item_ids"].numpy())
+    ranked = plain["item_ids"].numpy()
+    assert (plain["scores"].numpy() > MASKED_SCORE / 2).all()
+    # Each row's history: its own top items, of different lengths (right-padded), plus an
+    # unknown item id that masks nothing.
+    lengths = [5, 0, 2]
+    history = np.full((3, 6), HISTORY_PAD, np.int64)
+    for row, n in enumerate(lengths):
+        history[row, :n] = ranked[row, :n]
+    history[1, 0] = 10_000_000
+    out = serve(**_profiles(trained, trained_users, history))
+    ids, scores = out["item_ids"].numpy(), out["scores"].numpy()
+    for row, n in enumerate(lengths):
+        # Unseen candidates first, in the unmasked order; seen ones last, masked.
+        np.testing.assert_array_equal(ids[row, : len(ranked[row]) - n], ranked[row, n:])
+        assert set(ids[row, len(ranked[row]) - n :]) == set(ranked[row, :n])
+        assert (scores[row, len(ranked[row]) - n :] == MASKED_SCORE).all()
+        assert (scores[row, : len(ranked[row]) - n] > MASKED_SCORE / 2).all()
+
+
+def test_seen_items_never_reach_a_top_k_smaller_than_the_unseen(
+    trained: Trained, tmp_path: Path
+) -> None:
+    export_retrieval_model(
+        model=trained.model,
+        spec=trained.spec,
+        items=_catalogue(trained.items),
+        export_dir=tmp_path / "m",
+        k=10,
+    )
+    serve = tf.saved_model.load(str(tmp_path / "m")).signatures["serving_default"]
+    plain = serve(**_profiles(trained, [4, 5], np.zeros((2, 0))))["item_ids"].numpy()
+    # Row 0 has seen its whole unmasked top 10 (twice over: duplicates are fine).
+    history = np.concatenate([plain, plain], axis=1)
+    history[1] = HISTORY_PAD
+    out = serve(**_profiles(trained, [4, 5], history))["item_ids"].numpy()
+    assert not set(out[0]) & set(plain[0])
+    np.testing.assert_array_equal(out[1], plain[1])

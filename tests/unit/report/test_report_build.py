@@ -27,7 +27,7 @@ from recops.compression import SelectConfig, VariantConfig, compress_variant, se
 from recops.config import Settings
 from recops.data import partition_path, publish, synthesize
 from recops.evaluation import EvalConfig, evaluate
-from recops.pipeline import _flat_metrics
+from recops.pipeline import _flat_metrics, _served_metrics
 from recops.registry import GateConfig, RegisterConfig, register
 from recops.report import ReportConfig, build_report, record_report_inputs
 from recops.training import TrainResult
@@ -72,10 +72,15 @@ def recorded(
         output_dir=str(root / "select"),
         quality_budget=0.5, latency_calls=5, warmup_calls=1, measure_memory=False, **common,
     ))  # fmt: skip
-    scored = {**common, "spec_uri": tiny_data.spec_uri}
+    scored = {
+        **common,
+        "spec_uri": tiny_data.spec_uri,
+        "training_set_uri": tiny_data.training_set_uri,
+    }
     candidate = _flat_metrics(
         evaluate(EvalConfig(model_dir=selection.model_dir, **scored)).to_dict()
     )
+    candidate.update(_served_metrics(selection.model_dir, scored, 1000))
     champion = _flat_metrics(evaluate(EvalConfig(model_dir=trained.model_dir, **scored)).to_dict())
 
     # A real GX validation of the last of four synthetic days, with the others as history.
@@ -214,7 +219,15 @@ def test_sections_show_the_runs_real_values(recorded: RecordedRun, page: tuple[A
             f"{recorded.candidate[name]:.4f}" in metrics
             and f"{recorded.champion[name]:.4f}" in metrics
         )
-    segment_keys = [k for k in recorded.candidate if "." in k]
+    served = metrics.split("<h3>As served", 1)[1].split("</table>", 1)[0]
+    for name in ("recall_at_10", "ndcg_at_10"):
+        as_served = recorded.candidate[f"served.{name}"]
+        assert (
+            f"<td>{name}</td><td>{as_served:.4f}</td><td>{recorded.candidate[name]:.4f}</td>"
+            in served
+        )
+    assert "Already-seen items in the served top-10: 0.00%" in metrics
+    segment_keys = [k for k in recorded.candidate if "." in k and not k.startswith("served.")]
     assert segment_keys, "evaluation produced no segment metrics"
     segment_table = metrics.split("<h3>Segments</h3>", 1)[1]
     for key in segment_keys:

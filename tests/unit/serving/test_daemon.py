@@ -42,3 +42,18 @@ def test_locked_serialises_holders(tmp_path: Path) -> None:
         order.append("first")
     thread.join(timeout=10)
     assert order == ["first", "second"]
+
+
+def test_the_daemon_helpers_the_service_shares_are_public() -> None:
+    import subprocess
+    import sys
+
+    from recops.serving import daemon
+
+    assert {"CHILDREN", "pid_alive", "terminate", "grpc_answers"} <= set(daemon.__all__)
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    daemon.CHILDREN[child.pid] = child
+    assert daemon.pid_alive(child.pid)
+    daemon.terminate(child.pid, 5.0)
+    assert not daemon.pid_alive(child.pid) and child.pid not in daemon.CHILDREN
+    assert not daemon.grpc_answers("127.0.0.1", 9, 0.5)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from recops.errors import RolloutError
-from recops.serving.rollout_checks import CanaryRejected, brief, overlap, parity
+from recops.serving.rollout_checks import CanaryRejected, brief, overlap, parity, score_psi
 
 
 def test_parity_passes_within_tolerance_and_names_each_problem() -> None:
@@ -34,6 +34,18 @@ def test_overlap_is_the_mean_top_k_share() -> None:
     assert overlap(a, b, 2) == pytest.approx(0.5)  # (0/2 + 2/2) / 2
     assert overlap(a, b, 4) == pytest.approx(0.75)  # (2/4 + 2/2) / 2
     assert overlap([], [], 10) == 0.0
+
+
+def test_score_psi_compares_the_canarys_scores_with_stables() -> None:
+    stable = [{"scores": [float(i) for i in range(50)]}, {"scores": [float(i) for i in range(50)]}]
+    same = score_psi(stable, stable)
+    assert same == pytest.approx(0.0, abs=1e-9)
+    shifted = [{"scores": [float(i) + 40.0 for i in range(50)]}]
+    assert score_psi(stable, shifted) > 0.25  # the usual "large shift" line
+    # Excluded candidates (the masked score) and non-finite values are not scores.
+    masked = [{"scores": [*stable[0]["scores"], -1.0e9, float("nan")]}]
+    assert score_psi(stable, masked) == pytest.approx(same, abs=1e-9)
+    assert score_psi(stable, [{"item_ids": [1]}]) is None
 
 
 def test_rejection_is_a_rollout_error_with_every_reason() -> None:

@@ -5,6 +5,9 @@ No server runs here.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 
 
@@ -37,3 +40,44 @@ def test_clients_follow_the_real_tf_serving_settings(monkeypatch: pytest.MonkeyP
     for value in ("h", "h:0", "h:port", ":8500", "h:70000"):
         with pytest.raises(ValueError, match="X="):
             split_host_port(value, name="X")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        np.array([7], dtype=np.int64),
+        np.array([[5, 3, -1]], dtype=np.int64),
+        np.array([math.nan, 1.5], dtype=np.float32),
+        np.array([[0.25]], dtype=np.float64),
+        np.array([b"F", b""], dtype=object),
+        np.array(["x", "\u00e9"]),
+        np.array([[True, False]]),
+        np.zeros((1, 0), dtype=np.int64),
+    ],
+)
+def test_tensor_protos_are_what_tensorflow_writes_and_reads(value: np.ndarray) -> None:
+    from recops.serving.client import array_to_tensor_proto, tensor_proto_to_ndarray
+    from recops_models.tf_env import tensorflow
+
+    tf = tensorflow()
+    ours, theirs = array_to_tensor_proto(value), tf.make_tensor_proto(value)
+    assert ours.dtype == theirs.dtype
+    assert [d.size for d in ours.tensor_shape.dim] == list(value.shape)
+    # Each side reads what the other writes, to the same values and shape.
+    for read in (tensor_proto_to_ndarray(ours), tf.make_ndarray(ours)):
+        np.testing.assert_array_equal(read, tf.make_ndarray(theirs))
+        assert read.shape == value.shape
+    if value.dtype.kind not in "OSU":
+        assert tensor_proto_to_ndarray(theirs).dtype == value.dtype
+
+
+def test_a_tensor_proto_whose_shape_lies_about_its_bytes_is_refused() -> None:
+    from recops.serving.client import array_to_tensor_proto, tensor_proto_to_ndarray
+
+    proto = array_to_tensor_proto(np.array([[1, 2, 3]], dtype=np.int64))
+    proto.tensor_shape.dim[1].size = 10**9  # claims a billion elements, carries three
+    with pytest.raises(ValueError):
+        tensor_proto_to_ndarray(proto)
+    proto.tensor_shape.dim[1].size = -1  # numpy would read -1 as "infer"
+    with pytest.raises(ValueError, match="negative dimension"):
+        tensor_proto_to_ndarray(proto)

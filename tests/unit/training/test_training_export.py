@@ -20,6 +20,7 @@ from recops.training.export import (
     publish,
 )
 from recops_models.tf_env import use_legacy_keras
+from recops_models.two_tower import HISTORY_INPUT, HISTORY_PAD
 
 use_legacy_keras()
 
@@ -83,6 +84,7 @@ def test_export_obeys_the_serving_contract(
         **{
             f.name: (tf.string if f.is_string else tf.float32, [None]) for f in layout.user_features
         },
+        HISTORY_INPUT: (tf.int64, [None, None]),
     }
     assert serve.structured_outputs["item_ids"].shape.as_list() == [None, RETRIEVAL_K]
     assert serve.structured_outputs["scores"].dtype == tf.float32
@@ -99,8 +101,12 @@ def test_export_obeys_the_serving_contract(
             else tf.constant(users[f.name].to_numpy(np.float32))
             for f in layout.user_features
         },
+        # User 1 has seen items 1 and 2, user 2 nothing (padding), user 999 item 3.
+        HISTORY_INPUT: tf.constant([[1, 2], [HISTORY_PAD] * 2, [3, HISTORY_PAD]], tf.int64),
     }
     out = serve(**request)
+    assert not {1, 2} & set(out["item_ids"].numpy()[0].tolist())
+    assert 3 not in out["item_ids"].numpy()[2]
     assert out["item_ids"].dtype == tf.int64 and out["item_ids"].shape == (3, RETRIEVAL_K)
     scores = out["scores"].numpy()
     assert np.isfinite(scores).all() and np.all(np.diff(scores, axis=1) <= 1e-6)
@@ -113,6 +119,9 @@ def test_export_obeys_the_serving_contract(
     catalogue = model.signatures["item_embeddings"]()
     assert catalogue["item_ids"].numpy().tolist() == list(range(1, data.n_items + 1))
     assert catalogue["embeddings"].shape == (data.n_items, DIM)
-    # The served top-K is the brute-force top-K over the stored candidates.
-    best = np.argsort(-(user @ catalogue["embeddings"].numpy().T), axis=1)[:, :5]
+    # The served top-K is the brute-force top-K over the stored candidates, less the seen.
+    brute = user @ catalogue["embeddings"].numpy().T
+    history = request[HISTORY_INPUT].numpy()
+    seen = (catalogue["item_ids"].numpy()[None, None, :] == history[:, :, None]).any(axis=1)
+    best = np.argsort(-np.where(seen, -np.inf, brute), axis=1)[:, :5]
     np.testing.assert_array_equal(catalogue["item_ids"].numpy()[best], out["item_ids"][:, :5])

@@ -1,0 +1,285 @@
+"""The served-path evaluation: score what the serving signature returns, as users get it.
+
+``recops.evaluation.evaluate`` is the offline proxy: it embeds users, ranks the whole
+catalogue and masks each user's known items itself. Serving does none of that masking;
+what users get is the retrieval model's ``serving_default`` top-k, given the profile and
+the history the online store holds. This module replays a holdout through exactly that
+signature:
+
+- each evaluated user's request holds ``user_id``, the profile attributes the signature
+  takes, and ``history_item_ids``: the items of the spec's seen types known before the
+  holdout (the train and valid rows when scoring test), most recent first, capped at
+  ``history_max`` as the online history is (``Settings.history_max``);
+- the returned list is scored as it comes, without any further masking: an item the
+  model scored ``MASKED_SCORE`` (excluded by the signature) is dropped, as the
+  recommendation service drops it;
+- ``seen_share`` is the share of returned items the user already had (against the full
+  known history, not the capped one): what the service would show again.
+
+A model exported before the signature took a history is scored as it serves, with its
+seen items included: that is what its users got.
+
+Beside the model, two baselines run on the same cut with the same exclusion: popularity
+over a trailing window of the known rows (recency matters on a temporal cut) and EASE
+fitted on the known rows. Under the ``temporal`` protocol this is the temporal replay
+(history before the cut, each user's later events the truth); under ``random`` it is
+RecBole's holdout as served.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from recops_models.contract import HISTORY_INPUT, HISTORY_PAD, MASKED_SCORE
+
+from recops.errors import DataError, ParamError
+from recops.records import Record
+
+__all__ = [
+    "HISTORY_INPUT",
+    "MASKED_SCORE",
+    "ServedEvalConfig",
+    "ServedEvalResult",
+    "evaluate_served",
+]
+
+_PAD = HISTORY_PAD
+#: Users per signature call.
+_BLOCK = 256
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServedEvalConfig(Record):
+    """One served-path evaluation.
+
+    Attributes:
+        model_dir: The retrieval SavedModel (its ``serving_default`` is what is scored).
+        split_uri: The training run's ``split.parquet``.
+        users_uri: The users table (profile attributes the signature takes).
+        training_set_uri: The training set the split was cut from: its
+            ``event_timestamp`` orders each history and places the trailing window.
+        spec_uri: The dataset spec (positive and seen event types); empty: every event is
+            both.
+        k: Cut-off.
+        split: ``test`` (history: train and valid) or ``valid`` (history: train).
+        history_max: The most recent seen items a request carries (the online history's
+            cap).
+        popularity_days: The popularity baseline's trailing window, in days before the
+            newest known event.
+        ease_l2: EASE's ridge strength.
+        ease_max_items: Skip EASE (and say so) above this catalogue size: its item-item
+            matrix grows with the square of the catalogue.
+    """
+
+    model_dir: str
+    split_uri: str
+    users_uri: str
+    training_set_uri: str
+    spec_uri: str = ""
+    k: int = 10
+    split: str = "test"
+    history_max: int = 1000
+    popularity_days: int = 14
+    ease_l2: float = 400.0
+    ease_max_items: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.split not in ("test", "valid"):
+            raise ParamError(f"ServedEvalConfig.split={self.split!r}: expected test or valid")
+        for name in ("k", "history_max", "popularity_days", "ease_max_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ParamError(f"ServedEvalConfig.{name}={value!r} must be a positive int")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServedEvalResult(Record):
+    """The served figures, and the baselines on the same cut.
+
+    Attributes:
+        recall_at_k: Recall@k of the list as served.
+        ndcg_at_k: NDCG@k.
+        hit_at_k: Hit@k.
+        mrr_at_k: MRR@k.
+        precision_at_k: Precision@k.
+        seen_share: Share of served items the user had already seen (must be 0).
+        short_lists: Users who got fewer than k items.
+        truncated_histories: Users whose known history exceeded ``history_max``.
+        history_input: Whether the signature took the history (False: an older export,
+            scored as it serves, without exclusion).
+        k: Cut-off.
+        n_users: Users scored (those with positives in the holdout).
+        split: The holdout.
+        model_dir: The model scored.
+        baselines: ``popularity`` and ``ease`` figures (``recall_at_k``, ``ndcg_at_k``,
+            ``hit_at_k``, ``n_users``), or a ``skipped`` reason.
+    """
+
+    recall_at_k: float
+    ndcg_at_k: float
+    hit_at_k: float
+    mrr_at_k: float
+    precision_at_k: float
+    seen_share: float
+    short_lists: int
+    truncated_histories: int
+    history_input: bool
+    k: int
+    n_users: int
+    split: str
+    model_dir: str
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def _metrics(lists: np.ndarray, truth: Sequence[np.ndarray], k: int) -> dict[str, float]:
+    from recops_models.metrics import ranking_metrics
+
+    got = ranking_metrics(lists, list(truth), k)
+    return {
+        "recall_at_k": got.recall,
+        "ndcg_at_k": got.ndcg,
+        "hit_at_k": got.hit,
+        "mrr_at_k": got.mrr,
+        "precision_at_k": got.precision,
+        "n_users": float(got.n_users),
+    }
+
+
+def _served_lists(
+    config: ServedEvalConfig, users: np.ndarray, histories: Sequence[np.ndarray]
+) -> tuple[np.ndarray, bool]:
+    """Each user's served top-k item ids (``-1`` where the list ran short)."""
+    from recops.evaluation import _user_inputs, _user_rows
+    from recops.rank_signature import load_signatures, signature_inputs, signature_request
+    from recops.splits import pad_histories
+
+    loaded = load_signatures(config.model_dir, ("serving_default",))
+    serve = loaded.signatures["serving_default"]
+    takes_history = HISTORY_INPUT in signature_inputs(serve)
+    names = _user_inputs(serve, besides=(HISTORY_INPUT,))
+    profiles = _user_rows(config.users_uri, names, users, config.model_dir)
+    lists = np.full((users.size, config.k), _PAD, np.int64)
+    for start in range(0, users.size, _BLOCK):
+        block = users[start : start + _BLOCK]
+        fixed: dict[str, Any] = {"user_id": block}
+        if takes_history:
+            fixed[HISTORY_INPUT] = pad_histories(histories[start : start + _BLOCK])
+        out = serve(**signature_request(serve, profiles.loc[block], **fixed))
+        item_ids = out["item_ids"].numpy().astype(np.int64)
+        scores = out["scores"].numpy()
+        for row in range(block.size):
+            kept = item_ids[row][scores[row] > MASKED_SCORE / 2][: config.k]
+            lists[start + row, : kept.size] = kept
+    return lists, takes_history
+
+
+def _top_unseen(scores: np.ndarray, item_ids: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
+    """The k best-scoring items not in ``seen`` (ties by catalogue order)."""
+    masked = np.where(np.isin(item_ids, seen), -np.inf, scores)
+    order = np.argsort(-masked, kind="stable")[:k]
+    top = item_ids[order]
+    return np.where(np.isfinite(masked[order]), top, _PAD)
+
+
+def _baselines(
+    config: ServedEvalConfig,
+    known: pd.DataFrame,
+    positives: pd.DataFrame,
+    users: np.ndarray,
+    seen: Sequence[np.ndarray],
+    truth: Sequence[np.ndarray],
+) -> dict[str, dict[str, Any]]:
+    """Popularity over the trailing window, and EASE, with the served exclusion."""
+    item_ids = np.sort(known["item_id"].unique()).astype(np.int64)
+    out: dict[str, dict[str, Any]] = {}
+    times = positives["event_timestamp"]
+    recent = positives
+    if pd.api.types.is_datetime64_any_dtype(times):
+        recent = positives[times >= times.max() - pd.Timedelta(days=config.popularity_days)]
+    counts = recent.groupby("item_id").size().reindex(item_ids, fill_value=0).to_numpy()
+    popularity = np.asarray(counts, np.float64)
+    lists = np.stack([_top_unseen(popularity, item_ids, s, config.k) for s in seen])
+    out["popularity"] = {**_metrics(lists, truth, config.k), "window_days": config.popularity_days}
+    if item_ids.size > config.ease_max_items:
+        out["ease"] = {"skipped": f"{item_ids.size} items > ease_max_items={config.ease_max_items}"}
+        return out
+    from recops_models.ease import fit_ease
+
+    pairs = positives.drop_duplicates(["user_id", "item_id"])
+    ease = fit_ease(
+        pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy(), item_ids, l2=config.ease_l2
+    )
+    rows = []
+    for start in range(0, users.size, _BLOCK):
+        block = users[start : start + _BLOCK]
+        scores = ease.scores(block)
+        rows += [
+            _top_unseen(scores[i], item_ids, seen[start + i], config.k) for i in range(block.size)
+        ]
+    out["ease"] = {**_metrics(np.stack(rows), truth, config.k), "l2": config.ease_l2}
+    return out
+
+
+def evaluate_served(config: ServedEvalConfig) -> ServedEvalResult:
+    """Replay the holdout through the retrieval model's serving signature.
+
+    Args:
+        config: The model, the split and the cut-off.
+
+    Returns:
+        The served figures, the seen share and the baselines on the same cut.
+
+    Raises:
+        DataError: The split has no positives in the holdout, or a table lacks a row.
+        InputMissingError: A file is missing.
+    """
+    from recops.evaluation import event_types_of
+    from recops.splits import known_histories, of_types, read_typed_split, with_times
+
+    positive_types, seen_types = event_types_of(config.spec_uri)
+    split = with_times(read_typed_split(config.split_uri), config.training_set_uri)
+    target = of_types(split[split["split"] == config.split], positive_types)
+    if target.empty:
+        raise DataError(
+            f"split {config.split_uri} has no {config.split!r} rows of a positive event type"
+        )
+    earlier = ("train",) if config.split == "valid" else ("train", "valid")
+    known = split[split["split"].isin(earlier)]
+    users = np.sort(target["user_id"].unique()).astype(np.int64)
+    seen_full = known_histories(of_types(known, seen_types), users)
+    histories = [h[: config.history_max] for h in seen_full]
+    truth_by_user = {
+        int(u): items.to_numpy(np.int64) for u, items in target.groupby("user_id")["item_id"]
+    }
+    truth = [truth_by_user[int(u)] for u in users]
+
+    lists, takes_history = _served_lists(config, users, histories)
+    metrics = _metrics(lists, truth, config.k)
+    served = lists[lists != _PAD]
+    seen_hits = sum(
+        int(np.isin(row[row != _PAD], s).sum()) for row, s in zip(lists, seen_full, strict=True)
+    )
+    baselines = _baselines(config, known, of_types(known, positive_types), users, seen_full, truth)
+    return ServedEvalResult(
+        recall_at_k=metrics["recall_at_k"],
+        ndcg_at_k=metrics["ndcg_at_k"],
+        hit_at_k=metrics["hit_at_k"],
+        mrr_at_k=metrics["mrr_at_k"],
+        precision_at_k=metrics["precision_at_k"],
+        seen_share=float(seen_hits / served.size) if served.size else 0.0,
+        short_lists=int((lists == _PAD).any(axis=1).sum()),
+        truncated_histories=int(sum(h.size > config.history_max for h in seen_full)),
+        history_input=takes_history,
+        k=config.k,
+        n_users=int(users.size),
+        split=config.split,
+        model_dir=config.model_dir,
+        baselines=baselines,
+    )
