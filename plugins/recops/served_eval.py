@@ -20,8 +20,9 @@ A model exported before the signature took a history is scored as it serves, wit
 seen items included: that is what its users got.
 
 Beside the model, two baselines run on the same cut with the same exclusion: popularity
-over a trailing window of the known rows (recency matters on a temporal cut) and EASE
-fitted on the known rows. Under the ``temporal`` protocol this is the temporal replay
+over a trailing window of the known rows (recency matters on a temporal cut) and EASE,
+fitted on the rows the model trained on and handed each user's known history, as the
+model is. Under the ``temporal`` protocol this is the temporal replay
 (history before the cut, each user's later events the truth); under ``random`` it is
 RecBole's holdout as served.
 """
@@ -212,14 +213,26 @@ def _baselines(
         return out
     from recops_models.ease import fit_ease
 
-    pairs = positives.drop_duplicates(["user_id", "item_id"])
+    # EASE learns from the rows the model trained on (train) and, like the model, is
+    # handed each user's history known at the cut (train and valid) when it scores.
+    train = known[known["split"] == "train"].drop_duplicates(["user_id", "item_id"])
     ease = fit_ease(
-        pairs["user_id"].to_numpy(), pairs["item_id"].to_numpy(), item_ids, l2=config.ease_l2
+        train["user_id"].to_numpy(), train["item_id"].to_numpy(), item_ids, l2=config.ease_l2
     )
+    column = {int(item): col for col, item in enumerate(item_ids.tolist())}
+    history = {
+        int(user): [column[int(i)] for i in items]
+        for user, items in known.drop_duplicates(["user_id", "item_id"]).groupby("user_id")[
+            "item_id"
+        ]
+    }
     rows = []
     for start in range(0, users.size, _BLOCK):
         block = users[start : start + _BLOCK]
-        scores = ease.scores(block)
+        inputs = np.zeros((block.size, item_ids.size), np.float64)
+        for row, user in enumerate(block.tolist()):
+            inputs[row, history.get(int(user), [])] = 1.0
+        scores = inputs @ ease.weights
         rows += [
             _top_unseen(scores[i], item_ids, seen[start + i], config.k) for i in range(block.size)
         ]

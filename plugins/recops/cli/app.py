@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from recops.cli.bench import bench
+from recops.cli.common import FlagHelpCommand, FlagHelpGroup
 from recops.cli.data import data_app
 from recops.cli.demo import demo
 from recops.cli.feed import feed
@@ -24,22 +25,23 @@ app = typer.Typer(
     help="recops: MLOps for search and recommendation models.",
     no_args_is_help=True,
     add_completion=False,
+    cls=FlagHelpGroup,
 )
 app.add_typer(data_app, name="data")
 app.add_typer(scale_app, name="scale")
 app.add_typer(service_app, name="service")
 # Registration order is the order `recops --help` lists the commands in.
-app.command()(demo)
-app.command()(run)
-app.command()(recommend)
-app.command()(status)
-app.command()(history)
-app.command()(rollback)
-app.command()(serve)
-app.command()(stop)
-app.command(help=UI_HELP)(ui)
-app.command()(bench)
-app.command()(feed)
+app.command(cls=FlagHelpCommand)(demo)
+app.command(cls=FlagHelpCommand)(run)
+app.command(cls=FlagHelpCommand)(recommend)
+app.command(cls=FlagHelpCommand)(status)
+app.command(cls=FlagHelpCommand)(history)
+app.command(cls=FlagHelpCommand)(rollback)
+app.command(cls=FlagHelpCommand)(serve)
+app.command(cls=FlagHelpCommand)(stop)
+app.command(help=UI_HELP, cls=FlagHelpCommand)(ui)
+app.command(cls=FlagHelpCommand)(bench)
+app.command(cls=FlagHelpCommand)(feed)
 
 
 def main() -> None:

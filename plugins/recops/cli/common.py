@@ -13,9 +13,10 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from recops.config import Settings
 
@@ -23,6 +24,8 @@ __all__ = [
     "FIRST_RUN_HINT",
     "NO_MODEL_HINT",
     "PORT_HINT",
+    "FlagHelpCommand",
+    "FlagHelpGroup",
     "JsonOption",
     "StepReporter",
     "dataset_settings_or_exit",
@@ -46,6 +49,33 @@ PORT_HINT = (
 StepReporter = Callable[[str, int, int | None], None]
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON only (no progress bars).")]
+
+
+def _show_flags_as_flags(command: Any, ctx: Any) -> None:
+    """Give every flag of ``command`` (``--help`` included) an empty metavar.
+
+    Typer's rich help prints a flag's type, so ``--json`` read as ``--json <bool>``: as if
+    it took a value. An empty metavar leaves just the flag, as click's plain help has it.
+    """
+    for param in command.get_params(ctx):
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+
+
+class FlagHelpCommand(TyperCommand):
+    """A command whose help shows boolean options as flags: ``--json``, not ``--json <bool>``."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _show_flags_as_flags(self, ctx)
+        super().format_help(ctx, formatter)
+
+
+class FlagHelpGroup(TyperGroup):
+    """A command group whose help shows boolean options as bare flags (see FlagHelpCommand)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        _show_flags_as_flags(self, ctx)
+        super().format_help(ctx, formatter)
 
 
 def fail(message: str, hint: str) -> NoReturn:

@@ -13,7 +13,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from recops.cli.common import JsonOption, fail, load_settings, progress_enabled, step_bars
+from recops.cli.common import (
+    FlagHelpCommand,
+    FlagHelpGroup,
+    JsonOption,
+    fail,
+    load_settings,
+    progress_enabled,
+    step_bars,
+)
 from recops.errors import DataError, DataValidationError
 
 if TYPE_CHECKING:
@@ -26,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["data_app"]
 
 data_app = typer.Typer(
+    cls=FlagHelpGroup,
     help="Fetch, generate, describe or import data into the published layout.",
     no_args_is_help=True,
 )
@@ -77,7 +86,7 @@ def _ingest(config: Any, as_json: bool) -> None:
     )
 
 
-@data_app.command("fetch")
+@data_app.command("fetch", cls=FlagHelpCommand)
 def data_fetch(as_json: JsonOption = False) -> None:
     """Fetch MovieLens-100K (from the recbole wheel) and import it through its spec."""
     from recops.data import IngestConfig
@@ -85,7 +94,7 @@ def data_fetch(as_json: JsonOption = False) -> None:
     _ingest(IngestConfig(source="movielens"), as_json)
 
 
-@data_app.command("synth")
+@data_app.command("synth", cls=FlagHelpCommand)
 def data_synth(
     mode: Annotated[
         str,
@@ -130,7 +139,7 @@ def data_synth(
     _ingest(config, as_json)
 
 
-@data_app.command("infer", help=INFER_HELP)
+@data_app.command("infer", help=INFER_HELP, cls=FlagHelpCommand)
 def data_infer(
     name: Annotated[str, typer.Option(help="The dataset name (folder, Feast project, models).")],
     events: Annotated[Path, typer.Option(help="Events file (.csv, .tsv or .parquet).")],
@@ -165,7 +174,7 @@ def data_infer(
         typer.echo(f"# written to {out}; import it with: recops data import --spec {out}", err=True)
 
 
-@data_app.command("import", help=IMPORT_HELP)
+@data_app.command("import", help=IMPORT_HELP, cls=FlagHelpCommand)
 def data_import(
     spec: Annotated[Path, typer.Option(help="The dataset spec (YAML); its files are read.")],
     stage_last_days: StageOption = 1,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from recops.cli.common import fail
+from recops.cli.common import FlagHelpCommand, FlagHelpGroup, fail
 from recops.errors import ScaleError
 from recops.scale import (
     AirflowApi,
@@ -26,13 +26,14 @@ from recops.scale import (
 __all__ = ["scale_app"]
 
 scale_app = typer.Typer(
+    cls=FlagHelpGroup,
     help="The scale-out profile: Airflow on Postgres + CeleryExecutor + Redis, an MLflow "
     "server with basic auth, Feast's SQL registry and Redis online store.",
     no_args_is_help=True,
 )
 
 
-@scale_app.command("up")
+@scale_app.command("up", cls=FlagHelpCommand)
 def scale_up(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Start the stack against the local Postgres and Redis (idempotent)."""
     config = ScaleConfig.from_env()
@@ -61,7 +62,7 @@ def scale_up(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")
     typer.echo("`eval $(recops scale env)` points recops commands in this shell at the stack.")
 
 
-@scale_app.command("down")
+@scale_app.command("down", cls=FlagHelpCommand)
 def scale_down(
     purge: Annotated[
         bool, typer.Option(help="Also drop the profile's databases and state folder.")
@@ -78,7 +79,7 @@ def scale_down(
     )
 
 
-@scale_app.command("status")
+@scale_app.command("status", cls=FlagHelpCommand)
 def scale_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
@@ -93,7 +94,7 @@ def scale_status(
         typer.echo(f"  down  {service}")
 
 
-@scale_app.command("env")
+@scale_app.command("env", cls=FlagHelpCommand)
 def scale_env() -> None:
     """Print `export` lines that point recops commands at the stack (contains secrets)."""
     import shlex
@@ -106,7 +107,7 @@ def scale_env() -> None:
         typer.echo(f"export {name}={shlex.quote(value)}")
 
 
-@scale_app.command("trigger")
+@scale_app.command("trigger", cls=FlagHelpCommand)
 def scale_trigger(
     logical_date: Annotated[
         str, typer.Option(help="Logical date (YYYY-MM-DD): the run processes the day before.")

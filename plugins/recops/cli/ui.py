@@ -53,10 +53,13 @@ def ui() -> None:
         server.start_background(settings)
     except RuntimeError as exc:
         fail(str(exc), f"{PORT_HINT}; the server log is {settings.serving_dir / 'server.log'}")
+    from recops.errors import ParamError
     from recops.service.daemon import log_file, service_url, start_service
 
     try:
         start_service(settings)
+    except ParamError as exc:  # the scale profile without its events token
+        fail(str(exc), "set RECOPS_EVENTS_TOKEN (`make compose-env` generates one)")
     except RuntimeError as exc:
         fail(str(exc), f"free RECOPS_RECOMMEND_PORT; the service log is {log_file(settings)}")
     bin_dir = Path(sys.executable).parent

@@ -7,16 +7,18 @@ from typing import Annotated
 
 import typer
 
-from recops.cli.common import fail, load_settings
+from recops.cli.common import FlagHelpCommand, FlagHelpGroup, fail, load_settings
 
 __all__ = ["service_app"]
 
 service_app = typer.Typer(
-    help="The recommendation service (HTTP): start, stop, status.", no_args_is_help=True
+    cls=FlagHelpGroup,
+    help="The recommendation service (HTTP): start, stop, status.",
+    no_args_is_help=True,
 )
 
 
-@service_app.command()
+@service_app.command(cls=FlagHelpCommand)
 def start(
     detach: Annotated[
         bool, typer.Option(help="Run in the background (pidfile and log under RECOPS_HOME).")
@@ -46,7 +48,7 @@ def start(
     main([])
 
 
-@service_app.command()
+@service_app.command(cls=FlagHelpCommand)
 def stop() -> None:
     """Stop the background recommendation service."""
     from recops.service.daemon import stop_service
@@ -54,7 +56,7 @@ def stop() -> None:
     typer.echo("stopped" if stop_service(load_settings()) else "no background service was running")
 
 
-@service_app.command()
+@service_app.command(cls=FlagHelpCommand)
 def status(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """Whether the service answers, its health and the model versions it serves."""
     from recops.service.daemon import health, service_url

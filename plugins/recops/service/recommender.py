@@ -237,8 +237,9 @@ class Recommender:
             except ServingError:
                 # The retrieval order is a good answer on its own: degrade, and count it.
                 self.metrics.errors.labels(kind="ranking").inc()
-        order, source = rerank(candidates, ranker, state.rerank_policy)
-        return [(i, scores[i], source, ranker.get(i) if ranker else None) for i in order]
+        order, source, fused = rerank(candidates, ranker, state.rerank_policy)
+        shown = fused or scores
+        return [(i, shown[i], source, ranker.get(i) if ranker else None) for i in order]
 
     @staticmethod
     def _described(state: ServedState, picked: list[_Pick]) -> list[dict[str, Any]]:

@@ -40,6 +40,7 @@ __all__ = [
     "RecommendConfig",
     "fill_popular",
     "fuse",
+    "fused_scores",
     "history_input",
     "item_table",
     "kept_candidates",
@@ -101,28 +102,35 @@ def rerank_policy(settings: Settings, version: int) -> str:
     return str(tags.get("recops.lineage.rerank_policy", "retrieval"))
 
 
-def fuse(candidates: list[int], ranker: dict[int, float]) -> list[int]:
-    """Reciprocal-rank fusion of the retrieval order and the ranker's order."""
+def fused_scores(candidates: list[int], ranker: Mapping[int, float]) -> dict[int, float]:
+    """Each candidate's reciprocal-rank fusion score: retrieval order plus ranker order."""
     by_click = sorted(candidates, key=lambda i: -ranker[i])
     click_rank = {item: r for r, item in enumerate(by_click, start=1)}
-    fused = {
+    return {
         item: 1 / (RRF_K + r) + 1 / (RRF_K + click_rank[item])
         for r, item in enumerate(candidates, start=1)
     }
+
+
+def fuse(candidates: list[int], ranker: Mapping[int, float]) -> list[int]:
+    """Reciprocal-rank fusion of the retrieval order and the ranker's order."""
+    fused = fused_scores(candidates, ranker)
     return sorted(candidates, key=lambda i: -fused[i])
 
 
 def rerank(
     candidates: list[int], ranker: Mapping[int, float] | None, policy: str
-) -> tuple[list[int], str]:
-    """The served order of ``candidates`` and its source, under the re-rank ``policy``.
+) -> tuple[list[int], str, dict[int, float] | None]:
+    """The served order of ``candidates``, its source, and the scores that order them.
 
-    ``fusion`` with ranker scores: reciprocal-rank fusion (``reranked``); otherwise the
-    retrieval order stays (``retrieval``).
+    ``fusion`` with ranker scores: reciprocal-rank fusion (``reranked``), with the fused
+    scores, so a shown list's ``score`` always reads in its order; otherwise the retrieval
+    order stays (``retrieval``, and None: the retrieval scores order it).
     """
     if ranker and policy == "fusion":
-        return fuse(candidates, dict(ranker)), SOURCE_RERANKED
-    return candidates, SOURCE_RETRIEVAL
+        fused = fused_scores(candidates, ranker)
+        return sorted(candidates, key=lambda i: -fused[i]), SOURCE_RERANKED, fused
+    return candidates, SOURCE_RETRIEVAL, None
 
 
 def kept_candidates(
@@ -565,11 +573,12 @@ def _model_path(
             ranker = {
                 item: float(score) for item, score in zip(candidates, ranked["scores"], strict=True)
             }
-        order, source = rerank(candidates, ranker, policy)
+        order, source, fused = rerank(candidates, ranker, policy)
     finally:
         if own_client:
             client.close()
-    return [(item, retrieval[item], source, ranker.get(item) if ranker else None) for item in order]
+    shown = fused or retrieval
+    return [(item, shown[item], source, ranker.get(item) if ranker else None) for item in order]
 
 
 def _not_answering(settings: Settings, exc: Exception) -> RecommendError:

@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (the kernel's pick)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def private_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Free serving and service ports for every test here.
+
+    Servers someone runs on this machine's default ports (a demo's model server or
+    recommendation service) must not answer for a test's home.
+    """
+    for variable in ("RECOPS_REST_PORT", "RECOPS_GRPC_PORT", "RECOPS_RECOMMEND_PORT"):
+        monkeypatch.setenv(variable, str(free_port()))
 
 
 @pytest.fixture
