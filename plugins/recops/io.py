@@ -12,6 +12,7 @@ This module is a leaf: it imports nothing from recops, so every module may use i
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +28,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "locked",
     "publish_dir",
     "sha256_file",
     "staging_dir",
@@ -148,3 +150,19 @@ def publish_dir(staging: Path, target: Path, *, marker: bool = False) -> Path:
     else:
         os.replace(staging, target)
     return target
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block.
+
+    ``flock`` locks belong to the open file and every caller opens its own, so two
+    threads of one process exclude each other as two processes on one host do.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a+b") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -11,7 +11,6 @@ scale profile's Postgres), so the registry and its history are backed up togethe
 
 from __future__ import annotations
 
-import fcntl
 import getpass
 import os
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.config import Settings
+from recops.io import locked
 from recops.records import Record
 
 if TYPE_CHECKING:
@@ -174,15 +174,8 @@ def promotion_lock(settings: Settings, model: str) -> Iterator[None]:
     DAGs add a 1-slot pool on top; this lock also covers the CLI and direct callers. With
     the scale profile's shared RECOPS_HOME volume the same file serializes every worker.
     """
-    locks = settings.home / "locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    path = locks / f"promote-{model}.lock"
-    with path.open("a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    with locked(settings.home / "locks" / f"promote-{model}.lock"):
+        yield
 
 
 def current_alias(client: MlflowClient, model: str, alias: str) -> int | None:

@@ -88,7 +88,10 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
     mp = pytest.MonkeyPatch()
     tmp = tmp_path_factory.mktemp("live")
     mp.setenv("RECOPS_HOME", str(tmp / "recops"))
-    ports = {"RECOPS_GRPC_PORT": str(free_port()), "RECOPS_REST_PORT": str(free_port())}
+    ports = {
+        name: str(free_port())
+        for name in ("RECOPS_GRPC_PORT", "RECOPS_REST_PORT", "RECOPS_RECOMMEND_PORT")
+    }
     for key, value in {**ports, "RECOPS_ACTOR": OVERRIDES["RECOPS_ACTOR"]}.items():
         mp.setenv(key, value)
     for key in [k for k in os.environ if k.startswith("AIRFLOW")]:

@@ -59,7 +59,12 @@ class Stack:
 @pytest.fixture
 def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stack]:
     home = tmp_path / "recops"
-    ports = {"RECOPS_GRPC_PORT": str(free_port()), "RECOPS_REST_PORT": str(free_port())}
+    # Ports of its own for every server a stack may start or ask (a recommendation
+    # service left on the default port by `make demo` must never answer for this home).
+    ports = {
+        name: str(free_port())
+        for name in ("RECOPS_GRPC_PORT", "RECOPS_REST_PORT", "RECOPS_RECOMMEND_PORT")
+    }
     monkeypatch.setenv("RECOPS_HOME", str(home))
     for key, value in ports.items():
         monkeypatch.setenv(key, value)

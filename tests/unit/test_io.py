@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -66,3 +68,20 @@ def test_a_failed_staging_leaves_nothing(tmp_path: Path) -> None:
         (staging / "half").write_text("x")
         raise RuntimeError("boom")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_locked_serialises_holders(tmp_path: Path) -> None:
+    lock = tmp_path / "state" / "server.lock"
+    order: list[str] = []
+
+    def second() -> None:
+        with io.locked(lock):
+            order.append("second")
+
+    with io.locked(lock):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.2)
+        order.append("first")
+    thread.join(timeout=10)
+    assert order == ["first", "second"]

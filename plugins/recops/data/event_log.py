@@ -22,19 +22,18 @@ This module imports pandas only inside its functions.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import math
 import os
 import socket
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.errors import DataError, ParamError
+from recops.io import locked
 from recops.layout import INTERACTION_COLUMNS, Layout
 
 if TYPE_CHECKING:
@@ -172,17 +171,6 @@ def _check_record(index: int, record: Any, spec: DatasetSpec) -> dict[str, Any]:
     return out
 
 
-@contextlib.contextmanager
-def _flocked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _empty_table(spec: DatasetSpec, side: str) -> pd.DataFrame:
     """A users or items frame with no rows: ``to_layout`` needs one when attributes exist."""
     import pandas as pd
@@ -228,7 +216,7 @@ def parse_events(
         if getattr(spec, side).attributes:
             frames[side] = _empty_table(spec, side)
     string_sides = [s for s in ("users", "items") if getattr(spec, s).key_type == "string"]
-    with _flocked(settings.keys_dir / ".intern.lock"):
+    with locked(settings.keys_dir / ".intern.lock"):
         tables = {side: read_key_table(settings, side) for side in string_sides}
         converted = to_layout(spec, frames, key_tables=tables)
         for side in string_sides:

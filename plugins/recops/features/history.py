@@ -27,11 +27,9 @@ This module imports pandas and Feast only inside its functions.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 from recops.config import Settings
 from recops.errors import DataError
 from recops.features.feast_repo import open_store, registry_path
+from recops.io import locked
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -379,22 +378,6 @@ def seen_item_ids(history: UserHistory, seen_types: Sequence[str]) -> list[int]:
     return list(out)
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path``: between processes and between threads alike.
-
-    ``flock`` locks belong to the open file, and every caller opens its own, so two
-    threads of one process exclude each other as two processes do.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
 def _merge(history: UserHistory, new: list[tuple[int, int, str]], history_max: int) -> UserHistory:
     """``history`` with the ``new`` events (item, time, type), newest first, capped.
 
@@ -452,7 +435,7 @@ def append_events(
     ):
         by_user.setdefault(int(user), []).append((int(item), int(ts_us), str(kind)))
     users = list(by_user)
-    with _locked(history_lock_path(settings)):
+    with locked(history_lock_path(settings)):
         reader = _reader(settings, store)
         stored = _read_rows(reader, users)
         out: dict[int, UserHistory] = {}

@@ -13,7 +13,6 @@ Only the standard library is imported at module level, and grpc only in the gRPC
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -23,12 +22,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recops.errors import UnavailableError
-from recops.io import atomic_write_text
+from recops.io import atomic_write_text, locked
 
 if TYPE_CHECKING:
     from recops.config import Settings
@@ -166,18 +164,6 @@ def _log_tail(settings: Settings, lines: int = 40) -> str:
     except OSError:
         return "<no log>"
     return "\n".join(text.splitlines()[-lines:])
-
-
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def answers(settings: Settings) -> bool:

@@ -6,11 +6,9 @@ Starting and stopping a real server is covered by the serving integration tests.
 from __future__ import annotations
 
 import os
-import threading
-import time
 from pathlib import Path
 
-from recops.serving.daemon import grpc_host, locked, write_pid
+from recops.serving.daemon import grpc_host, write_pid
 
 
 def test_write_pid_replaces_the_file_atomically(tmp_path: Path) -> None:
@@ -25,23 +23,6 @@ def test_grpc_host_brackets_ipv6_only() -> None:
     assert grpc_host("127.0.0.1") == "127.0.0.1"
     assert grpc_host("::1") == "[::1]"
     assert grpc_host("[::1]") == "[::1]"
-
-
-def test_locked_serialises_holders(tmp_path: Path) -> None:
-    lock = tmp_path / "state" / "server.lock"
-    order: list[str] = []
-
-    def second() -> None:
-        with locked(lock):
-            order.append("second")
-
-    with locked(lock):
-        thread = threading.Thread(target=second)
-        thread.start()
-        time.sleep(0.2)
-        order.append("first")
-    thread.join(timeout=10)
-    assert order == ["first", "second"]
 
 
 def test_the_daemon_helpers_the_service_shares_are_public() -> None:
