@@ -35,44 +35,18 @@ from recops.features.history import (
 sys.path.insert(0, str(REPO_ROOT / "tests" / "unit" / "features"))
 from _pit_data import crafted, publish_canonical  # noqa: E402
 
+from tests.support.redis_db import redis_test_db
+
 pytestmark = pytest.mark.integration
 DATASET = "shop-synthetic"
 END = pd.Timestamp("2024-04-20", tz="UTC").to_pydatetime()
-REDIS_HOST = os.environ.get("RECOPS_TEST_REDIS", "127.0.0.1:6379")
-
-
-def _redis_url() -> Iterator[str]:
-    redis = pytest.importorskip("redis")
-    host, _, port = REDIS_HOST.partition(":")
-    admin = redis.Redis(host=host, port=int(port or 6379), socket_connect_timeout=2)
-    try:
-        admin.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis is unreachable at {REDIS_HOST}: {exc}")
-    token = f"{os.getpid()}-{time.time()}"
-    for db in range(1, 16):
-        lock = f"recops-test-lock:{db}"
-        if admin.set(lock, token, nx=True, ex=900):
-            break
-    else:
-        pytest.skip(f"all Redis databases 1..15 at {REDIS_HOST} are locked")
-    client = redis.Redis(host=host, port=int(port or 6379), db=db)
-    client.flushdb()
-    try:
-        yield f"{REDIS_HOST},db={db}"
-    finally:
-        client.flushdb()
-        client.close()
-        if admin.get(lock) == token.encode():
-            admin.delete(lock)
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", "redis"])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     base = Settings(home=tmp_path / "home", dataset=DATASET, history_max=50)
     if request.param == "redis":
-        gen = _redis_url()
+        gen = redis_test_db()
         base = replace(base, online_store="redis", redis_url=next(gen))
     data = crafted(DATASET)
     publish_canonical(base, data)

@@ -37,36 +37,10 @@ from recops.features import (
     rolling_source_path,
 )
 
+from tests.support.redis_db import redis_test_db
+
 pytestmark = pytest.mark.integration
 DATASET = "shop-synthetic"
-REDIS_HOST = os.environ.get("RECOPS_TEST_REDIS", "127.0.0.1:6379")
-
-
-def _redis_db() -> Iterator[str]:
-    redis = pytest.importorskip("redis")
-    host, _, port = REDIS_HOST.partition(":")
-    admin = redis.Redis(host=host, port=int(port or 6379), socket_connect_timeout=2)
-    try:
-        admin.ping()
-    except redis.exceptions.ConnectionError as exc:
-        pytest.skip(f"Redis is unreachable at {REDIS_HOST}: {exc}")
-    token = f"{os.getpid()}-{time.time()}"
-    for db in range(1, 16):
-        lock = f"recops-test-lock:{db}"
-        if admin.set(lock, token, nx=True, ex=900):
-            break
-    else:
-        pytest.skip(f"all Redis databases 1..15 at {REDIS_HOST} are locked by other test sessions")
-    client = redis.Redis(host=host, port=int(port or 6379), db=db)
-    client.flushdb()
-    try:
-        yield f"{REDIS_HOST},db={db}"
-    finally:
-        client.flushdb()
-        client.close()
-        if admin.get(lock) == token.encode():
-            admin.delete(lock)
-        admin.close()
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -77,7 +51,7 @@ def settings(
     monkeypatch.setenv("RECOPS_DATASET", DATASET)
     monkeypatch.setenv("RECOPS_ONLINE_STORE", request.param)
     if request.param == "redis":
-        gen = _redis_db()
+        gen = redis_test_db()
         monkeypatch.setenv("RECOPS_REDIS_URL", next(gen))
         yield Settings.from_env()
         next(gen, None)
