@@ -13,17 +13,31 @@ export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test test-all test-fast lint ui serve stop status bench compose-env scale-up scale-down clean
+.PHONY: install install-spark demo test test-all test-fast lint ui serve stop status bench compose-env scale-up scale-down clean
 
 install: $(STAMP)
 
 # The lock file pins every package; uv installs from it (pip alone also works: see README).
+# Spark (pyspark, py4j and what pyspark.sql.connect needs) is pinned there too but optional: `make install` leaves it out.
+SPARK_PACKAGES := pyspark py4j grpcio-status zstandard
+SPARK_STAMP := $(VENV)/.installed-spark
+
 $(STAMP): requirements.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 needed, got {sys.version}"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip install -q --python $(BIN)/python -r requirements.lock
+	grep -v -E '^($(shell echo $(SPARK_PACKAGES) | tr ' ' '|'))==' requirements.lock > $(VENV)/requirements.core.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python -r $(VENV)/requirements.core.txt
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	@touch $@
+
+# The Spark engine (RECOPS_ENGINE=spark): PySpark builds from a source archive once; uv
+# caches the built wheel, so later installs take seconds. Java 17 must be on the PATH.
+install-spark: $(SPARK_STAMP)
+
+$(SPARK_STAMP): $(STAMP)
+	grep -E '^($(shell echo $(SPARK_PACKAGES) | tr ' ' '|'))==' requirements.lock > $(VENV)/requirements.spark.txt
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -r $(VENV)/requirements.spark.txt
 	@touch $@
 
 demo: install
@@ -39,11 +53,11 @@ lint: install
 # Most integration time is spent waiting on schedulers and subprocesses, which overlaps.
 PYTEST_WORKERS ?= 2
 
-test: lint
+test: lint install-spark
 	$(BIN)/pytest -q -m "not extended" -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Everything, including the tests marked `extended` (about two minutes more).
-test-all: lint
+test-all: lint install-spark
 	$(BIN)/pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 test-fast: install

@@ -35,6 +35,10 @@ RECBOLE_DATA_PREFIX = "recbole/dataset_example/ml-100k/"
 #: The source checkout (holds ``feature_repo/``); the package is installed editable from it.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
+#: The data plane's engines (``RECOPS_ENGINE``): DuckDB embedded by default, pandas as the
+#: reference every engine's answers are checked against, Spark beyond one machine.
+ENGINES = ("duckdb", "pandas", "spark")
+
 #: Ranker inputs from ranking_v1 that are defined for every row (the 30-day mean
 #: weights are NaN for users without recent events, so they stay out).
 RANKER_USER_FEATURES = ("user_events_7d", "user_events_30d")
@@ -96,6 +100,12 @@ class Settings:
         events_token: The bearer token ``POST /v1/events`` requires
             (``RECOPS_EVENTS_TOKEN``, a secret: environment only); empty means no token,
             which only the embedded profile allows.
+        engine: The data plane's engine for set-based work, ``duckdb`` (embedded, the
+            default), ``pandas`` (the reference the others are checked against) or
+            ``spark`` (``RECOPS_ENGINE``; needs ``make install-spark``).
+        spark_master: The Spark master URL the ``spark`` engine uses
+            (``RECOPS_SPARK_MASTER``): ``local[N]`` on one machine, ``spark://host:7077``
+            for a cluster.
     """
 
     home: Path
@@ -116,6 +126,8 @@ class Settings:
     recommend_port: int = 8000
     history_max: int = 1000
     events_token: str = field(default="", repr=False)
+    engine: str = "duckdb"
+    spark_master: str = "local[2]"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -128,6 +140,9 @@ class Settings:
         online_store = env_str("RECOPS_ONLINE_STORE", "redis" if profile == "scale" else "sqlite")
         if online_store not in {"sqlite", "redis"}:
             raise ValueError(f"RECOPS_ONLINE_STORE={online_store!r}: expected 'sqlite' or 'redis'")
+        engine = env_str("RECOPS_ENGINE", "duckdb")
+        if engine not in ENGINES:
+            raise ValueError(f"RECOPS_ENGINE={engine!r}: expected one of {', '.join(ENGINES)}")
         dataset = env_str("RECOPS_DATASET", DEFAULT_DATASET)
         retrieval, ranking = model_names_for(dataset)
         return cls(
@@ -149,6 +164,8 @@ class Settings:
             recommend_port=env_int("RECOPS_RECOMMEND_PORT", 8000),
             history_max=env_int("RECOPS_HISTORY_MAX", 1000),
             events_token=env_str("RECOPS_EVENTS_TOKEN", ""),
+            engine=engine,
+            spark_master=env_str("RECOPS_SPARK_MASTER", "local[2]"),
         )
 
     @property

@@ -26,6 +26,7 @@ NOT_A_MODULE = {
     "test_package.py": "the package's shape (this file)",
     "test_bench_pipeline.py": "benchmarks/pipeline.py",
     "test_bench_recommend.py": "benchmarks/recommend.py (its service part)",
+    "test_bench_scale.py": "benchmarks/scale.py (its engines and reports)",
     "test_compose.py": "docker-compose.yaml and compose/",
 }
 

@@ -6,13 +6,16 @@ Submodules, one concern each:
   environment: one Feast project per dataset), ``open_store`` and the ``feast ui``
   command line.
 - ``rolling``: the daily ``user_activity`` / ``item_popularity`` snapshots and their
-  manifest (incremental, byte-identical on reruns), the same for every dataset.
+  manifest (incremental, byte-identical on reruns), the same for every dataset; the
+  computation runs on the settings' engine: ``rolling_sql`` (DuckDB, the default),
+  ``rolling_spark`` (Spark SQL, the same query) or the pandas reference in ``rolling``.
 - ``definitions``: the Feast objects generated from the dataset's layout (one profile
   field per spec attribute), which ``feature_repo/recops_features.py`` binds.
 - ``store``: ``feast apply``, ordered incremental materialization (an older interval
   never overwrites newer values), online reads and the online store dump.
-- ``training_sets``: point-in-time joins with ``get_historical_features`` and the
-  retrieval and ranking sets written in slices.
+- ``training_sets``: point-in-time joins with ``get_historical_features`` on Feast's
+  DuckDB offline store (Spark's with the ``spark`` engine), every entity row kept, and
+  the retrieval and ranking sets written in slices.
 - ``build``: ``build_features``, the stage's entry point, with its config and result.
 """
 

@@ -18,10 +18,11 @@ from recops.config import Settings
 from recops.errors import DataError
 from recops.features.definitions import PROFILE_VIEWS
 from recops.features.feast_repo import RANKING_SERVICE, RETRIEVAL_SERVICE, recops_home_env
-from recops.features.history import write_history_source
+from recops.features.history import write_history_source, write_history_table
 from recops.features.rolling import RollingConfig, compute_rolling_features
 from recops.features.store import apply_repo, materialize
 from recops.features.training_sets import (
+    TRAINING_SET_CHUNK_ROWS,
     arrow_schema,
     as_of_snapshot,
     features_fingerprint,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureStore
 
+    from recops.features.entity_rows import EntityRows
     from recops.layout import Layout
 
 __all__ = ["FeaturesConfig", "FeaturesResult", "build_features"]
@@ -128,10 +130,8 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
         DataError: No published partition precedes the interval end, or training rows
             found no profile (unknown user or item ids).
     """
-    import pandas as pd
-
     # recops.data pulls in the layout (numpy); the features package stays light to import.
-    from recops.data import list_partitions, read_interactions
+    from recops.data import list_partitions
     from recops.layout import INTERACTION_COLUMNS, active_layout
 
     settings = settings or Settings.from_env()
@@ -148,28 +148,78 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
         [config.ranking_service] if config.ranking_service else []
     )
     fingerprint, partition_hashes = features_fingerprint(settings, partitions, services)
+    rolling = compute_rolling_features(RollingConfig(interval_end=as_of), settings)
+    if settings.engine == "pandas":
+        return _build(
+            config, settings, layout, as_of, _PandasRows(partitions, as_of), fingerprint,
+            partition_hashes, rolling.uris,
+        )  # fmt: skip
+    # DuckDB reads the partitions: the history never sits whole in pandas.
+    from recops.features.entity_rows import EntityRows
 
+    with EntityRows(partitions, as_of, INTERACTION_COLUMNS) as rows:
+        return _build(
+            config, settings, layout, as_of, rows, fingerprint, partition_hashes,
+            rolling.uris,
+        )  # fmt: skip
+
+
+class _PandasRows:
+    """The reference engine's entity rows: the whole history in pandas, sorted stably."""
+
+    def __init__(self, partitions: list[Path], as_of: datetime) -> None:
+        import pandas as pd
+
+        from recops.data import read_interactions
+        from recops.layout import INTERACTION_COLUMNS
+
+        frame = read_interactions(partitions)
+        lacking = [c for c in INTERACTION_COLUMNS if c not in frame.columns]
+        if lacking:
+            raise DataError(
+                f"interactions partitions in {partitions[0].parent.parent} lack the columns "
+                f"{lacking} of the published layout (they hold {list(frame.columns)})\n"
+                "hint: re-import the dataset with `recops data import --spec FILE`"
+            )
+        # Exactly the layout's columns, so the sets' columns are the layout's too.
+        frame = frame.loc[frame["event_timestamp"] < pd.Timestamp(as_of), list(INTERACTION_COLUMNS)]
+        order = ["event_timestamp", "user_id", "item_id"]
+        self.frame = frame.sort_values(order, kind="stable").reset_index(drop=True)
+
+    def counts(self) -> tuple[int, int, int]:
+        return (
+            len(self.frame),
+            int(self.frame["user_id"].nunique()),
+            int(self.frame["item_id"].nunique()),
+        )
+
+    def write_history(self, settings: Settings) -> None:
+        write_history_source(settings, self.frame)
+
+    def slices(self, rows: int) -> pd.DataFrame:
+        del rows  # write_training_sets slices a frame itself
+        return self.frame
+
+
+def _build(
+    config: FeaturesConfig,
+    settings: Settings,
+    layout: Layout,
+    as_of: datetime,
+    rows: _PandasRows | EntityRows,
+    fingerprint: str,
+    partition_hashes: dict[str, str],
+    rolling_uris: dict[str, str],
+) -> FeaturesResult:
     out = Path(config.output_dir)
     done = out / SUCCESS_MARKER
     result_path = out / _RESULT_FILE
-    rolling = compute_rolling_features(RollingConfig(interval_end=as_of), settings)
-    # Entity rows are small (the five interaction columns); the joined sets are not, so they are
-    # joined and written a slice of rows at a time (see TRAINING_SET_CHUNK_ROWS).
-    entity_df = read_interactions(partitions)
-    lacking = [c for c in INTERACTION_COLUMNS if c not in entity_df.columns]
-    if lacking:
-        raise DataError(
-            f"interactions partitions in {settings.interactions_dir} lack the columns "
-            f"{lacking} of the published layout (they hold {list(entity_df.columns)})\n"
-            "hint: re-import the dataset with `recops data import --spec FILE`"
-        )
-    # Exactly the layout's columns, so the sets' columns are the layout's too.
-    entity_df = entity_df.loc[
-        entity_df["event_timestamp"] < pd.Timestamp(as_of), list(INTERACTION_COLUMNS)
-    ]
     # The online history is built from the same events the rolling features see, and
     # materialized with the other views below.
-    write_history_source(settings, entity_df)
+    if isinstance(rows, _PandasRows):
+        rows.write_history(settings)
+    else:
+        write_history_table(settings, rows.history_table(settings.history_max))
     store = apply_repo(settings)
     with recops_home_env(settings):
         materialized = materialize(store, as_of) if config.materialize else {}
@@ -178,9 +228,7 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
         if previous.get("fingerprint") == fingerprint:
             return FeaturesResult.from_dict({**previous, "materialized": materialized})
 
-    order = ["event_timestamp", "user_id", "item_id"]
-    entity_df = entity_df.sort_values(order, kind="stable").reset_index(drop=True)
-
+    n_rows, n_users, n_items = rows.counts()
     with recops_home_env(settings):
         users_snap = _profile_snapshot(store, settings.users_path, layout, "user_id", as_of)
         items_snap = _profile_snapshot(store, settings.items_path, layout, "item_id", as_of)
@@ -191,7 +239,7 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
         write_training_sets(
             store,
             settings,
-            entity_df,
+            rows.slices(TRAINING_SET_CHUNK_ROWS),
             tmp,
             layout=layout,
             feature_service=config.feature_service,
@@ -206,9 +254,9 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
             items_uri=str(out / "items.parquet"),
             feature_service=config.feature_service,
             as_of=as_of.isoformat(),
-            n_rows=len(entity_df),
-            n_users=int(entity_df["user_id"].nunique()),
-            n_items=int(entity_df["item_id"].nunique()),
+            n_rows=n_rows,
+            n_users=n_users,
+            n_items=n_items,
             fingerprint=fingerprint,
             training_set_sha256=sha256_file(tmp / "training_set.parquet"),
             partition_hashes=partition_hashes,
@@ -218,7 +266,7 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
             ranking_set_sha256=(
                 sha256_file(tmp / "ranking_set.parquet") if ranking_written else ""
             ),
-            rolling=rolling.uris,
+            rolling=rolling_uris,
         )
         (tmp / _RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
         publish_dir(tmp, out, marker=True)

@@ -41,7 +41,8 @@ from recops.features.history import (
 from recops.features.rolling import ROLLING_COUNTS, ROLLING_FEATURES
 
 if TYPE_CHECKING:
-    from feast import Entity, FeatureService, FeatureView, FileSource, PushSource
+    from feast import Entity, FeatureService, FeatureView, PushSource
+    from feast.data_source import DataSource
     from recops_models.feature_defs import FeatureDef
 
     from recops.layout import Layout
@@ -78,6 +79,10 @@ class FeastDefinitions:
         items_source: The published items table.
         user_activity_source: The ``user_activity`` rolling snapshots.
         item_popularity_source: The ``item_popularity`` rolling snapshots.
+
+    The sources are ``FileSource`` on the DuckDB and pandas engines and ``SparkSource``
+    on the Spark engine (Feast's Spark offline store reads no other kind); both name the
+    same parquet.
         user_profile: The user attributes; None when the spec declares none.
         item_profile: The item attributes; None when the spec declares none.
         user_activity: The users' rolling features.
@@ -88,17 +93,17 @@ class FeastDefinitions:
 
     user: Entity
     item: Entity
-    users_source: FileSource
-    items_source: FileSource
-    user_activity_source: FileSource
-    item_popularity_source: FileSource
+    users_source: DataSource
+    items_source: DataSource
+    user_activity_source: DataSource
+    item_popularity_source: DataSource
     user_profile: FeatureView | None
     item_profile: FeatureView | None
     user_activity: FeatureView
     item_popularity: FeatureView
     retrieval: FeatureService
     ranking: FeatureService
-    user_history_source: FileSource
+    user_history_source: DataSource
     user_history_push: PushSource
     user_history: FeatureView
     history: FeatureService
@@ -127,14 +132,35 @@ def _check_names(layout: Layout) -> None:
                 )
 
 
-def _source(name: str, path: str) -> FileSource:
+def _source(name: str, path: str, engine: str) -> DataSource:
+    """The offline source of one parquet table for ``engine``'s offline store.
+
+    The Spark engine's store (``feature_store.spark*.yaml``) accepts only ``SparkSource``;
+    the DuckDB store (the pandas engine's too) reads ``FileSource``.
+    """
+    if engine == "spark":
+        import warnings
+
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+            SparkSource,
+        )
+
+        with warnings.catch_warnings():
+            # Feast warns on every SparkSource that the API is "alpha"; the Spark engine
+            # is opt-in and docs/engines.md says so once, rather than on every parse.
+            warnings.filterwarnings(
+                "ignore", message="The spark data source API is an experimental feature"
+            )
+            return SparkSource(
+                name=name, path=path, file_format="parquet", timestamp_field="event_timestamp"
+            )
     from feast import FileSource
 
     return FileSource(name=name, path=path, timestamp_field="event_timestamp")
 
 
 def _profile_view(
-    name: str, entity: Entity, features: Iterable[FeatureDef], source: FileSource
+    name: str, entity: Entity, features: Iterable[FeatureDef], source: DataSource
 ) -> FeatureView | None:
     from feast import FeatureView, Field
     from feast.types import Float64, String
@@ -151,7 +177,7 @@ def _profile_view(
     )
 
 
-def _rolling_view(view: str, entity: Entity, source: FileSource) -> FeatureView:
+def _rolling_view(view: str, entity: Entity, source: DataSource) -> FeatureView:
     from feast import FeatureView, Field
     from feast.types import Float64, Int64
 
@@ -164,7 +190,7 @@ def _rolling_view(view: str, entity: Entity, source: FileSource) -> FeatureView:
     )
 
 
-def _history_view(entity: Entity, source: FileSource) -> tuple[PushSource, FeatureView]:
+def _history_view(entity: Entity, source: DataSource) -> tuple[PushSource, FeatureView]:
     from feast import FeatureView, Field, PushSource
     from feast.types import Array, Int64, String
 
@@ -200,19 +226,20 @@ def feast_definitions(layout: Layout, settings: Settings) -> FeastDefinitions:
     _check_names(layout)
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.INT64)
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.INT64)
-    users_source = _source("users_source", str(settings.users_path))
-    items_source = _source("items_source", str(settings.items_path))
+    engine = settings.engine
+    users_source = _source("users_source", str(settings.users_path), engine)
+    items_source = _source("items_source", str(settings.items_path), engine)
     activity_source = _source(
-        "user_activity_source", str(rolling_source_path(settings, "user_activity"))
+        "user_activity_source", str(rolling_source_path(settings, "user_activity")), engine
     )
     popularity_source = _source(
-        "item_popularity_source", str(rolling_source_path(settings, "item_popularity"))
+        "item_popularity_source", str(rolling_source_path(settings, "item_popularity")), engine
     )
     user_profile = _profile_view("user_profile", user, layout.user_features, users_source)
     item_profile = _profile_view("item_profile", item, layout.item_features, items_source)
     user_activity = _rolling_view("user_activity", user, activity_source)
     item_popularity = _rolling_view("item_popularity", item, popularity_source)
-    history_source = _source("user_history_source", str(history_source_path(settings)))
+    history_source = _source("user_history_source", str(history_source_path(settings)), engine)
     history_push, user_history = _history_view(user, history_source)
     profiles = [v for v in (user_profile, item_profile) if v is not None]
     retrieval = FeatureService(

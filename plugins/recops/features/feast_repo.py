@@ -60,16 +60,20 @@ def rolling_source_path(settings: Settings, view: str) -> Path:
 
 
 def yaml_path(settings: Settings) -> Path:
-    """The ``feature_store*.yaml`` for the settings' online store and profile."""
+    """The ``feature_store*.yaml`` for the settings' online store, profile and engine.
+
+    ``feature_store.yaml`` (SQLite), ``feature_store.redis.yaml`` (Redis, file registry)
+    and ``feature_store.scale.yaml`` (Redis, SQL registry) read with DuckDB; the Spark
+    engine has the same three with Feast's Spark offline store, named with a ``spark.``
+    infix (``feature_store.spark.yaml``, ``feature_store.spark.redis.yaml``,
+    ``feature_store.spark.scale.yaml``).
+    """
     if settings.online_store == "redis":
-        name = (
-            "feature_store.scale.yaml"
-            if settings.profile == "scale"
-            else "feature_store.redis.yaml"
-        )
+        suffix = "scale." if settings.profile == "scale" else "redis."
     else:
-        name = "feature_store.yaml"
-    return settings.feature_repo / name
+        suffix = ""
+    engine = "spark." if settings.engine == "spark" else ""
+    return settings.feature_repo / f"feature_store.{engine}{suffix}yaml"
 
 
 def sqlite_path(settings: Settings) -> Path:
@@ -87,7 +91,9 @@ def feast_env(settings: Settings) -> dict[str, str]:
 
     ``RECOPS_HOME`` and ``RECOPS_DATASET`` let the definitions find the dataset's spec
     and tables; ``RECOPS_FEAST_PROJECT`` and ``RECOPS_FEAST_DIR`` name its project and
-    folder in the yaml (derived here, so the yaml needs no string manipulation).
+    folder in the yaml (derived here, so the yaml needs no string manipulation);
+    ``RECOPS_ENGINE`` makes the definitions' sources ``SparkSource`` on the Spark engine,
+    whose yaml reads ``RECOPS_SPARK_MASTER``.
     """
     return {
         "RECOPS_HOME": str(settings.home),
@@ -95,6 +101,10 @@ def feast_env(settings: Settings) -> dict[str, str]:
         "RECOPS_FEAST_PROJECT": settings.feast_project,
         "RECOPS_FEAST_DIR": str(settings.feast_dir),
         "RECOPS_REDIS_URL": settings.redis_url,
+        # The engine picks the sources' kind in the definitions; the Spark yaml reads
+        # the master.
+        "RECOPS_ENGINE": settings.engine,
+        "RECOPS_SPARK_MASTER": settings.spark_master,
     }
 
 
@@ -105,11 +115,21 @@ def recops_home_env(settings: Settings) -> Iterator[None]:
     feature_store*.yaml and the definitions read these variables; whatever the process
     environment held before is put back afterwards.
     """
+    import warnings
+
     wanted = feast_env(settings)
     old = {name: os.environ.get(name) for name in wanted}
     os.environ.update(wanted)
     try:
-        yield
+        with warnings.catch_warnings():
+            # ibis (under Feast's DuckDB offline store) calls a DuckDB method deprecated
+            # in DuckDB 2; it warns on every read and says nothing a user can act on.
+            warnings.filterwarnings(
+                "ignore",
+                message=r"fetch_arrow_table\(\) is deprecated",
+                category=DeprecationWarning,
+            )
+            yield
     finally:
         for name, value in old.items():
             if value is None:

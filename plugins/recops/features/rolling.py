@@ -203,6 +203,51 @@ def _empty_events() -> pd.DataFrame:
     )
 
 
+def _snapshots(
+    settings: Settings,
+    partitions: list[Path],
+    grid_start: datetime,
+    emit_from: datetime,
+    emit_to: datetime,
+) -> dict[str, pa.Table]:
+    """Each view's snapshots for ``[emit_from, emit_to)``, on the settings' engine."""
+    if settings.engine == "duckdb":
+        from recops.features.rolling_sql import rolling_tables_duckdb
+
+        return rolling_tables_duckdb(
+            partitions,
+            ROLLING_FEATURES,
+            grid_start=grid_start,
+            emit_from=emit_from,
+            emit_to=emit_to,
+            short_days=SHORT_WINDOW_DAYS,
+            long_days=LONG_WINDOW_DAYS,
+        )
+    if settings.engine == "spark":
+        from recops.features.rolling_spark import rolling_tables_spark
+
+        return rolling_tables_spark(
+            settings,
+            partitions,
+            ROLLING_FEATURES,
+            grid_start=grid_start,
+            emit_from=emit_from,
+            emit_to=emit_to,
+            short_days=SHORT_WINDOW_DAYS,
+            long_days=LONG_WINDOW_DAYS,
+        )
+    import pandas as pd
+
+    # recops.data pulls in the layout (numpy); the features package stays light to import.
+    from recops.data import read_interactions
+
+    events = read_interactions(partitions) if partitions else _empty_events()
+    events = events[events["event_timestamp"] < pd.Timestamp(emit_to)]
+    return {
+        view: _rolling_table(events, view, grid_start, emit_from, emit_to) for view in ROLLING_VIEWS
+    }
+
+
 def compute_rolling_features(
     config: RollingConfig, settings: Settings | None = None
 ) -> RollingResult:
@@ -223,11 +268,9 @@ def compute_rolling_features(
     Raises:
         DataError: A partition cannot be read.
     """
-    import pandas as pd
     import pyarrow.parquet as pq
 
-    # recops.data pulls in the layout (numpy); the features package stays light to import.
-    from recops.data import list_partitions, read_interactions
+    from recops.data import list_partitions
 
     settings = settings or Settings.from_env()
     out_dir = settings.data_dir / "features"
@@ -265,12 +308,7 @@ def compute_rolling_features(
             for p in partitions
             if p.parent.name.removeprefix("date=") >= grid_start.date().isoformat()
         ]
-        events = read_interactions(wanted) if wanted else _empty_events()
-        events = events[events["event_timestamp"] < pd.Timestamp(target)]
-        new = {
-            view: _rolling_table(events, view, grid_start, recompute, target)
-            for view in ROLLING_VIEWS
-        }
+        new = _snapshots(settings, wanted, grid_start, recompute, target)
         for view, path in paths.items():
             import pyarrow as pa
             import pyarrow.compute as pc

@@ -13,13 +13,14 @@ rolling features.
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.config import Settings
 from recops.errors import DataError, PermanentError
-from recops.features.feast_repo import ROLLING_VIEWS, recops_home_env, yaml_path
+from recops.features.feast_repo import recops_home_env, yaml_path
 from recops.features.rolling import ROLLING_COUNTS, ROLLING_FEATURES, ROLLING_VERSION
 from recops.io import sha256_file
 
@@ -46,8 +47,8 @@ __all__ = [
 ]
 
 #: Entity rows joined and written per slice. The joined sets hold some twenty columns
-#: and Feast's file store joins with several copies, so a whole 5M-row history took
-#: 8 GiB in one piece; a slice bounds that whatever the history's length.
+#: and pass through pandas, so a slice bounds memory whatever the history's length
+#: (a whole 5M-row history took 8 GiB in one piece on Feast's former file store).
 TRAINING_SET_CHUNK_ROWS = 1_000_000
 
 #: Rolling features in the order the ranking set holds them (user side first).
@@ -55,6 +56,10 @@ _ROLLING_COLUMNS: tuple[str, ...] = (
     *ROLLING_FEATURES["user_activity"],
     *ROLLING_FEATURES["item_popularity"],
 )
+
+
+#: The row number a join carries so its result can be put back in the entity order.
+_ROW = "__recops_row"
 
 
 class PointInTimeJoinError(PermanentError, RuntimeError):
@@ -91,7 +96,11 @@ def as_of_snapshot(
     """The features ``refs`` of every key as of one time, sorted by the key."""
     frame = keys.assign(event_timestamp=as_of)
     out = store.get_historical_features(entity_df=frame, features=refs).to_df()
-    out["event_timestamp"] = out["event_timestamp"].astype("datetime64[us, UTC]")
+    stamps = out["event_timestamp"]
+    if getattr(stamps.dtype, "tz", None) is None:
+        # Spark's offline store hands the times back naive (in its UTC session zone).
+        stamps = stamps.dt.tz_localize("UTC")
+    out["event_timestamp"] = stamps.astype("datetime64[us, UTC]")
     return out.sort_values(keys.columns[0]).reset_index(drop=True)
 
 
@@ -100,9 +109,9 @@ def point_in_time_join(
 ) -> pd.DataFrame:
     """Join a feature service onto ``entity_df`` as of each row's ``event_timestamp``.
 
-    Feast's file (dask) offline store drops entity rows that share the first view's join
-    key and timestamp (one user acting on two items in the same second keeps one row), so
-    each view is joined on its unique (key, timestamp) pairs and merged back.
+    One ``get_historical_features`` call on the offline store (DuckDB in the embedded
+    profile), which returns every entity row, rows sharing a key and a timestamp
+    included; the result comes back in ``entity_df``'s order, through a row number.
 
     Args:
         store: The feature store.
@@ -110,48 +119,39 @@ def point_in_time_join(
         service_name: The feature service whose projections to join.
 
     Returns:
-        ``entity_df`` with one column per feature, row count unchanged.
+        ``entity_df`` with one column per feature, row count and order unchanged.
 
     Raises:
         PointInTimeJoinError: The join changed the row count.
     """
-    import pandas as pd
-
     service = store.get_feature_service(service_name)
-    out = entity_df.copy()
-    out["event_timestamp"] = out["event_timestamp"].astype("datetime64[ns, UTC]")
-    day = pd.Timedelta(days=1)
-    start = out["event_timestamp"].dt.floor("D")
-    # Rolling snapshots are stamped only at midnights and their TTL is whole days, so
-    # asking at the last instant of an event's day (or at the event itself when it is a
-    # midnight) selects exactly the same snapshot as asking at the event: no midnight lies
-    # in between, and the TTL bound admits the same midnights. It collapses the entity
-    # rows to one per key and day, which keeps the file store's per-key join small.
-    day_end = out["event_timestamp"].where(
-        out["event_timestamp"] == start, start + day - pd.Timedelta(microseconds=1)
-    )
-    for projection in service.feature_view_projections:
-        view = store.get_feature_view(projection.name)
-        keys = [store.get_entity(name).join_key for name in view.entities]
-        refs = [f"{projection.name}:{f.name}" for f in projection.features]
-        collapse = (
-            view.name in ROLLING_VIEWS and view.ttl is not None and view.ttl % day == timedelta(0)
-        )
-        when = day_end if collapse else out["event_timestamp"]
-        asked = out[keys].assign(event_timestamp=when)
-        unique = asked.drop_duplicates().reset_index(drop=True)
-        joined = store.get_historical_features(entity_df=unique, features=refs).to_df()
-        joined["event_timestamp"] = joined["event_timestamp"].astype("datetime64[ns, UTC]")
-        values = asked.merge(
-            joined, on=keys + ["event_timestamp"], how="left", validate="many_to_one"
-        )
-        for name in (f.name for f in projection.features):
-            out[name] = values[name].to_numpy()
-    if len(out) != len(entity_df):
+    asked = entity_df.copy()
+    asked["event_timestamp"] = asked["event_timestamp"].astype("datetime64[ns, UTC]")
+    asked[_ROW] = range(len(asked))
+    joined = store.get_historical_features(entity_df=asked, features=service).to_df()
+    if len(joined) != len(entity_df):
         raise PointInTimeJoinError(
-            f"point-in-time join changed the row count {len(entity_df)} -> {len(out)}"
+            f"point-in-time join changed the row count {len(entity_df)} -> {len(joined)}"
         )
-    return out
+    joined = joined.sort_values(_ROW).drop(columns=_ROW).reset_index(drop=True)
+    joined.index = entity_df.index
+    joined["event_timestamp"] = asked["event_timestamp"]
+    return joined
+
+
+def _covers(store: FeatureStore, wider: str, narrower: str) -> bool:
+    """Whether service ``wider`` holds every feature of ``narrower``, and besides them only
+    the rolling features (so ``narrower``'s join is ``wider``'s minus those columns)."""
+    refs = {
+        name: {
+            (p.name, f.name)
+            for p in store.get_feature_service(name).feature_view_projections
+            for f in p.features
+        }
+        for name in (wider, narrower)
+    }
+    extra = {feature for _, feature in refs[wider] - refs[narrower]}
+    return refs[narrower] <= refs[wider] and extra <= set(_ROLLING_COLUMNS)
 
 
 def ranking_set_columns(layout: Layout) -> tuple[str, ...]:
@@ -206,7 +206,7 @@ def _ordered(frame: pd.DataFrame, canonical: tuple[str, ...]) -> pd.DataFrame:
 def finish_training_set(joined: pd.DataFrame, layout: Layout) -> pd.DataFrame:
     """Give a joined set its published column order and dtypes, from the layout.
 
-    Strings stay strings (``None`` where missing, whatever Feast's file store returned
+    Strings stay strings (``None`` where missing, whatever the offline store returned
     for a null); numeric and timestamp attributes are float64 (NaN where missing).
     """
     import pandas as pd
@@ -298,10 +298,21 @@ def write_parquet(frame: pd.DataFrame, path: Path, schema: pa.Schema | None = No
     pq.write_table(table.replace_schema_metadata(None), path, compression="zstd")
 
 
+def _slices(entity_df: pd.DataFrame | Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    import pandas as pd
+
+    if not isinstance(entity_df, pd.DataFrame):
+        yield from entity_df
+        return
+    # At least one pass, so an empty history still gives files with the full schema.
+    for start in range(0, max(len(entity_df), 1), TRAINING_SET_CHUNK_ROWS):
+        yield entity_df.iloc[start : start + TRAINING_SET_CHUNK_ROWS]
+
+
 def write_training_sets(
     store: FeatureStore,
     settings: Settings,
-    entity_df: pd.DataFrame,
+    entity_df: pd.DataFrame | Iterable[pd.DataFrame],
     folder: Path,
     *,
     layout: Layout,
@@ -317,7 +328,9 @@ def write_training_sets(
     Args:
         store: The feature store (applied and materialized).
         settings: Deployment settings (the environment the repo yaml expands).
-        entity_df: The interactions, sorted by time, user and item.
+        entity_df: The interactions, sorted by time, user and item; or those rows as
+            slices of at most ``TRAINING_SET_CHUNK_ROWS`` (at least one, maybe empty),
+            so the whole history never sits in memory.
         folder: Where the two files go.
         layout: The dataset's layout: the sets' columns and dtypes.
         feature_service: The retrieval set's feature service.
@@ -347,10 +360,9 @@ def write_training_sets(
         table = pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False)
         writer.write_table(table, row_group_size=TRAINING_SET_CHUNK_ROWS)
 
+    one_join = bool(ranking_service) and _covers(store, ranking_service, feature_service)
     try:
-        # At least one pass, so an empty history still gives files with the full schema.
-        for start in range(0, max(len(entity_df), 1), TRAINING_SET_CHUNK_ROWS):
-            chunk = entity_df.iloc[start : start + TRAINING_SET_CHUNK_ROWS]
+        for chunk in _slices(entity_df):
             missing = missing_profiles(chunk, valid_from)
             if missing.any():
                 missing_rows += int(missing.sum())
@@ -359,10 +371,18 @@ def write_training_sets(
             if missing_rows:
                 continue  # the set fails anyway; keep counting, stop writing
             with recops_home_env(settings):
-                training = point_in_time_join(store, chunk, feature_service)
-                ranking = (
-                    point_in_time_join(store, chunk, ranking_service) if ranking_service else None
-                )
+                if one_join:
+                    # The ranking service holds every feature of the retrieval one: one
+                    # join gives both sets (the training set is its first columns).
+                    ranking = point_in_time_join(store, chunk, ranking_service)
+                    training = ranking.drop(columns=list(_ROLLING_COLUMNS), errors="ignore")
+                else:
+                    training = point_in_time_join(store, chunk, feature_service)
+                    ranking = (
+                        point_in_time_join(store, chunk, ranking_service)
+                        if ranking_service
+                        else None
+                    )
             write("training_set.parquet", finish_training_set(training, layout))
             if ranking is not None:
                 write("ranking_set.parquet", finish_ranking_set(ranking, layout))

@@ -13,7 +13,9 @@
 
 Each expectation carries our check key and severity in its ``meta``. ``run_suites`` runs
 them in one ephemeral GX context, turns every result into a ``Check`` in suite order, and
-renders the run's Data Docs.
+renders the run's Data Docs. The batches are pandas frames, or Spark DataFrames of the
+same frames on the Spark engine (``RECOPS_ENGINE=spark``: GX's Spark datasource); the
+checks are the same either way, and name the same dtypes.
 
 Great Expectations is imported inside the functions: it alone takes seconds to import,
 and Airflow's DAG parser imports this package.
@@ -21,6 +23,7 @@ and Airflow's DAG parser imports this package.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -37,7 +40,10 @@ from recops.validation.tables import Table
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pyspark.sql import DataFrame as SparkFrame
+    from pyspark.sql import SparkSession
 
+    from recops.config import Settings
     from recops.dataset_spec import Attribute, DatasetSpec
     from recops.layout import Layout
 
@@ -49,6 +55,7 @@ __all__ = [
     "check_key",
     "ids",
     "run_suites",
+    "spark_frame",
     "suite_frame",
     "to_check",
 ]
@@ -56,6 +63,15 @@ __all__ = [
 #: Interactions columns that identify one event: the same user, item, time and type twice
 #: is a duplicate (a view and a purchase in the same second are two events).
 EVENT_KEY: tuple[str, ...] = ("user_id", "item_id", "event_timestamp", "event_type")
+#: The Spark type GX's Spark datasource checks for each published dtype name
+#: (``recops.validation.schema``): a tz-aware timestamp is ``TimestampType``, a naive one
+#: ``TimestampNTZType`` and fails, as it fails the pandas check.
+SPARK_TYPES: dict[str, str] = {
+    "int64": "LongType",
+    "float64": "DoubleType",
+    "str": "StringType",
+    "Timestamp": "TimestampType",
+}
 
 
 @dataclass(frozen=True)
@@ -270,8 +286,21 @@ def run_suites(
     contract: ContractConfig,
     band: tuple[int, int, str] | None,
     docs_dir: Path | None,
+    settings: Settings | None = None,
 ) -> tuple[list[Check], str]:
     """Run every suite of ``spec`` in one ephemeral GX context.
+
+    Args:
+        tables: The tables under validation, by name.
+        spec: The dataset spec the suites are built from.
+        start: Start of the data interval (UTC, inclusive).
+        end: End of the data interval (UTC, exclusive).
+        contract: ``allow_empty`` and ``warn_only``.
+        band: The row-count band, or None without history.
+        docs_dir: Where to render the Data Docs; None for none.
+        settings: Picks the engine: on ``spark`` the batches are Spark DataFrames on GX's
+            Spark datasource, otherwise pandas frames. Read from the environment when
+            omitted.
 
     Returns:
         The checks in suite order, and the Data Docs index (``""`` when ``docs_dir`` is
@@ -293,7 +322,18 @@ def run_suites(
             progress_bars=ProgressBarsConfig(globally=False),
         ),
     )
-    datasource = context.data_sources.add_pandas(name="recops")
+    if settings is None:
+        from recops.config import Settings
+
+        settings = Settings.from_env()
+    spark = None
+    if settings.engine == "spark":
+        from recops.spark import spark_session
+
+        spark = spark_session(settings)
+        datasource: Any = context.data_sources.add_spark(name="recops")
+    else:
+        datasource = context.data_sources.add_pandas(name="recops")
     suites = build_suites(
         spec,
         ids(tables["users"].frame, "user_id"),
@@ -305,6 +345,8 @@ def run_suites(
     )
     checks: list[Check] = []
     for entry in suites:
+        # Spark names its types its own way; the checks keep the published names.
+        published = _spark_types(entry) if spark is not None else {}
         name = entry.name
         batch_definition = datasource.add_dataframe_asset(
             name=name
@@ -315,7 +357,9 @@ def run_suites(
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name=f"{name}_validation", data=batch_definition, suite=suite)
         )
-        frame = suite_frame(entry, tables[entry.table].frame)
+        frame: Any = suite_frame(entry, tables[entry.table].frame)
+        if spark is not None:
+            frame = spark_frame(spark, frame)
         result = definition.run(batch_parameters={"dataframe": frame})
         # GX groups results by metric, not suite order; restore suite order for readable reports.
         order = {e.id: i for i, e in enumerate(suite.expectations)}
@@ -323,8 +367,49 @@ def run_suites(
             result.results,
             key=lambda r: order.get(getattr(r.expectation_config, "id", None), len(order)),
         )
-        checks.extend(to_check(entry.table, r.to_json_dict()) for r in ordered)
+        for r in ordered:
+            check = to_check(entry.table, r.to_json_dict())
+            if check.kwargs.get("type_") in published:
+                kwargs = {**check.kwargs, "type_": published[check.kwargs["type_"]]}
+                check = dataclasses.replace(check, kwargs=kwargs)
+            checks.append(check)
     return checks, (build_docs(context, docs_dir) if docs_dir is not None else "")
+
+
+def _spark_types(suite: Suite) -> dict[str, str]:
+    """Point ``suite``'s type checks at Spark's type names; returns Spark name -> ours."""
+    published: dict[str, str] = {}
+    for expectation in suite.expectations:
+        ours = getattr(expectation, "type_", None)
+        if expectation.expectation_type == "expect_column_values_to_be_of_type" and (
+            ours in SPARK_TYPES
+        ):
+            expectation.type_ = SPARK_TYPES[ours]
+            published[SPARK_TYPES[ours]] = ours
+    return published
+
+
+def spark_frame(spark: SparkSession, frame: pd.DataFrame) -> SparkFrame:
+    """``frame`` as a Spark DataFrame with the same columns, types and missing values.
+
+    Converted through Arrow, so a NaN in a float column becomes a null, as GX's pandas
+    checks count it, and a tz-aware timestamp stays a ``TimestampType``. A column Arrow
+    cannot type (an object column mixing strings and numbers) is passed as its values'
+    text, so the suites still run and its type check fails.
+    """
+    import pyarrow as pa
+
+    columns = {}
+    for name in frame.columns:
+        try:
+            columns[name] = pa.Array.from_pandas(frame[name])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            text = frame[name].map(lambda v: None if v is None else repr(v))
+            columns[name] = pa.Array.from_pandas(text, type=pa.string())
+    table = pa.table(columns) if columns else pa.table({})
+    if table.num_columns == 0:
+        return spark.range(len(frame)).drop("id")
+    return spark.createDataFrame(table)
 
 
 def suite_frame(suite: Suite, frame: pd.DataFrame) -> pd.DataFrame:

@@ -79,3 +79,33 @@ def test_each_dataset_is_its_own_project_with_its_own_folder(
     assert seen["shop-synthetic"][0] == "recops_shop_synthetic"
     # Whatever the block pinned is put back.
     assert Settings.from_env().dataset == "movielens-100k"
+
+
+@pytest.mark.parametrize(
+    ("store", "profile", "yaml_name"),
+    [
+        ("sqlite", "embedded", "feature_store.spark.yaml"),
+        ("redis", "embedded", "feature_store.spark.redis.yaml"),
+        ("redis", "scale", "feature_store.spark.scale.yaml"),
+    ],
+)
+def test_spark_engine_picks_the_spark_offline_store(
+    monkeypatch: pytest.MonkeyPatch, store: str, profile: str, yaml_name: str
+) -> None:
+    from feast.repo_config import load_repo_config
+    from recops.features import recops_home_env, yaml_path
+
+    monkeypatch.setenv("RECOPS_ENGINE", "spark")
+    monkeypatch.setenv("RECOPS_SPARK_MASTER", "spark://spark-master:7077")
+    monkeypatch.setenv("RECOPS_PROFILE", profile)
+    monkeypatch.setenv("RECOPS_ONLINE_STORE", store)
+    monkeypatch.setenv("RECOPS_FEAST_REGISTRY_URL", "postgresql+psycopg2://u:p@db:5432/feast")
+    settings = Settings.from_env()
+    path = yaml_path(settings)
+    assert path.name == yaml_name
+    with recops_home_env(settings):
+        config = load_repo_config(settings.feature_repo, path)
+    assert (config.offline_store.type, config.online_store.type) == ("spark", store)
+    spark_conf = config.offline_store.spark_conf
+    assert spark_conf["spark.master"] == "spark://spark-master:7077"
+    assert spark_conf["spark.sql.session.timeZone"] == "UTC"

@@ -74,7 +74,8 @@ def test_sets_follow_the_spec_with_point_in_time_values(tmp_path: Path, dataset:
     _assert_published_dtypes(training, result.training_set_uri, layout)
     assert str(training["weight"].dtype) == "float64"
     assert str(training["event_timestamp"].dtype) == "datetime64[us, UTC]"
-    # User 1 rated two items in the same second: Feast's file store alone would keep one.
+    # User 1 rated two items in the same second: both rows are kept (Feast's file store
+    # kept one).
     assert len(training[(training.user_id == 1) & (training.event_timestamp == ts(0, 10))]) == 2
     # User 1's profile changes at ts(0, 12): earlier rows see the old value.
     attr = layout.user_features[0].name

@@ -10,6 +10,7 @@ import threading
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from _pit_data import crafted, publish_canonical, settings_for
@@ -90,6 +91,35 @@ def test_snapshot_keeps_the_last_events_most_recent_first_deduplicated(tmp_path:
         history_snapshot(settings, events, history_max=0)
     with pytest.raises(DataError, match="event_type"):
         history_snapshot(settings, events.drop(columns="event_type"), history_max=3)
+
+
+@pytest.mark.parametrize("history_max", [1, 3, 50])
+def test_the_duckdb_snapshot_equals_the_pandas_reference(history_max: int) -> None:
+    import pyarrow as pa
+    from recops.features.history import history_table_sql
+
+    rng = np.random.default_rng(11)
+    n = 4000
+    # Few distinct seconds, so ties in time (ordered by item, then type) and exact
+    # duplicates are common.
+    events = pd.DataFrame(
+        {
+            "user_id": rng.integers(1, 60, n),
+            "item_id": rng.integers(1, 40, n),
+            "event_timestamp": pd.Timestamp("2024-01-01", tz="UTC")
+            + pd.to_timedelta(rng.integers(0, 30, n), unit="s"),
+            "event_type": rng.choice(["view", "purchase", "add_to_cart"], n),
+        }
+    )
+    want = pa.Table.from_pandas(
+        history_snapshot(Settings(home=Path("/nonexistent")), events, history_max=history_max),
+        preserve_index=False,
+    ).replace_schema_metadata(None)
+    got = history_table_sql(events, history_max=history_max)
+    assert got.schema == want.cast(got.schema).schema
+    assert got.equals(want.cast(got.schema))
+    with pytest.raises(DataError, match="history_max is 0"):
+        history_table_sql(events, history_max=0)
 
 
 def test_seen_item_ids_filters_types_and_keeps_the_most_recent_first() -> None:

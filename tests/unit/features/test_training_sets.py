@@ -143,3 +143,54 @@ def test_missing_profiles_are_unknown_keys_or_rows_before_the_first_profile() ->
     assert missing_profiles(entity, valid_from).tolist() == [True, False, False, True]
     # Exactly at the valid-from time, the profile is valid (as in the join).
     assert not missing_profiles(entity.iloc[[1]].assign(event_timestamp=ts(1)), valid_from).any()
+
+
+def test_every_entity_row_comes_back_in_order_duplicates_and_misses_included(
+    tmp_path: Path,
+) -> None:
+    """No entity row is lost: exact duplicates, shared (key, time) pairs, rows with no
+    value inside the TTL and unknown keys all come back, in the entity order."""
+    settings = settings_for(tmp_path / "home", DATASETS[0])
+    data = crafted(DATASETS[0])
+    publish_canonical(settings, data)
+    compute_rolling_features(
+        RollingConfig(interval_end=datetime(2024, 4, 21, tzinfo=UTC)), settings
+    )
+    store = apply_repo(settings)
+    inter = data.interactions[["user_id", "item_id", "event_timestamp"]]
+    first = inter.iloc[0]
+    extra = pd.DataFrame(
+        {
+            # The same user twice in one second on two items, the exact same row twice,
+            # a time before any rolling snapshot (nothing inside the TTL) and a user no
+            # source knows.
+            "user_id": [first.user_id, first.user_id, first.user_id, first.user_id, 999_999],
+            "item_id": [first.item_id, first.item_id + 1, first.item_id, first.item_id, 10],
+            "event_timestamp": [ts(0, 10), ts(0, 10), ts(0, 10), ts(-20), ts(3)],
+        }
+    )
+    # Shuffled, so an order-restoring bug shows.
+    entity = (
+        pd.concat([inter, extra, inter.iloc[:7]], ignore_index=True)
+        .sample(frac=1.0, random_state=3)
+        .astype({"event_timestamp": "datetime64[ns, UTC]"})
+    )
+    with recops_home_env(settings):
+        joined = point_in_time_join(store, entity, "ranking_v1")
+        single = {
+            i: point_in_time_join(store, entity.loc[[i]], "ranking_v1")
+            for i in entity.index[:: max(1, len(entity) // 6)]
+        }
+    assert len(joined) == len(entity)
+    assert joined.index.tolist() == entity.index.tolist()
+    for col in ("user_id", "item_id", "event_timestamp"):
+        assert joined[col].tolist() == entity[col].tolist(), col
+    # Each row's values are what that row alone would get: duplicates do not collapse.
+    for i, alone in single.items():
+        got, want = joined.loc[[i]], alone
+        for col in ("user_events_30d", "item_events_30d"):
+            a, b = got[col].iloc[0], want[col].iloc[0]
+            assert (pd.isna(a) and pd.isna(b)) or a == b, (i, col)
+    unknown = joined[joined.user_id == 999_999]
+    assert len(unknown) == 1 and unknown["user_events_30d"].isna().all()
+    assert len(joined[(joined.user_id == first.user_id) & (joined.event_timestamp == ts(-20))]) == 1
