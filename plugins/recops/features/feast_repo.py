@@ -147,6 +147,16 @@ def open_store(settings: Settings) -> FeatureStore:
     Raises:
         FeatureRepoError: The repo's yaml is missing.
     """
+    if settings.engine == "spark":
+        import warnings
+
+        # Feast warns that its Spark source is alpha on every SparkSource it builds, the
+        # registry's own included: once per process is said in docs/engines.md instead.
+        warnings.filterwarnings(
+            "ignore",
+            message="The spark data source API is an experimental feature",
+            category=RuntimeWarning,
+        )
     from feast import FeatureStore
 
     path = yaml_path(settings)
