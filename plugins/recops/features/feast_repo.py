@@ -150,11 +150,12 @@ def open_store(settings: Settings) -> FeatureStore:
     if settings.engine == "spark":
         import warnings
 
-        # Feast warns that its Spark source is alpha on every SparkSource it builds, the
-        # registry's own included: once per process is said in docs/engines.md instead.
+        # Feast warns that its Spark source and store are alpha on every SparkSource it
+        # builds (the registry's own included) and every store it opens: docs/engines.md
+        # says it once instead.
         warnings.filterwarnings(
             "ignore",
-            message="The spark data source API is an experimental feature",
+            message="The spark (data source API|offline store) is an experimental feature",
             category=RuntimeWarning,
         )
     from feast import FeatureStore
