@@ -127,6 +127,21 @@ def _arrow_schema() -> Any:
     )
 
 
+def _history_input(interactions: pd.DataFrame, history_max: int) -> pd.DataFrame:
+    """The columns a history snapshot reads, checked (a copy).
+
+    Raises:
+        DataError: ``history_max`` is below 1, or a column is missing.
+    """
+    if history_max < 1:
+        raise DataError(f"history_max is {history_max}; keep at least 1 event per user")
+    needed = ["user_id", "item_id", "event_timestamp", "event_type"]
+    lacking = [c for c in needed if c not in interactions.columns]
+    if lacking:
+        raise DataError(f"interactions lack the columns {lacking} the user history needs")
+    return interactions[needed].copy()
+
+
 def history_snapshot(
     settings: Settings, interactions: pd.DataFrame, *, history_max: int
 ) -> pd.DataFrame:
@@ -153,13 +168,7 @@ def history_snapshot(
     import pandas as pd
 
     del settings
-    if history_max < 1:
-        raise DataError(f"history_max is {history_max}; keep at least 1 event per user")
-    needed = ["user_id", "item_id", "event_timestamp", "event_type"]
-    lacking = [c for c in needed if c not in interactions.columns]
-    if lacking:
-        raise DataError(f"interactions lack the columns {lacking} the user history needs")
-    frame = interactions[needed].copy()
+    frame = _history_input(interactions, history_max)
     frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True).astype(
         "datetime64[us, UTC]"
     )
@@ -209,13 +218,7 @@ def history_table_sql(interactions: pd.DataFrame, *, history_max: int) -> pa.Tab
     import duckdb
     import pandas as pd
 
-    if history_max < 1:
-        raise DataError(f"history_max is {history_max}; keep at least 1 event per user")
-    needed = ["user_id", "item_id", "event_timestamp", "event_type"]
-    lacking = [c for c in needed if c not in interactions.columns]
-    if lacking:
-        raise DataError(f"interactions lack the columns {lacking} the user history needs")
-    frame = interactions[needed].copy()
+    frame = _history_input(interactions, history_max)
     frame["ts_us"] = (
         pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     ).astype("int64")
