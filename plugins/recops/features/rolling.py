@@ -211,23 +211,19 @@ def _snapshots(
     emit_to: datetime,
 ) -> dict[str, pa.Table]:
     """Each view's snapshots for ``[emit_from, emit_to)``, on the settings' engine."""
-    if settings.engine == "duckdb":
+    if settings.engine in ("duckdb", "spark"):
+        import functools
+
+        from recops.features.rolling_spark import rolling_tables_spark
         from recops.features.rolling_sql import rolling_tables_duckdb
 
-        return rolling_tables_duckdb(
-            partitions,
-            ROLLING_FEATURES,
-            grid_start=grid_start,
-            emit_from=emit_from,
-            emit_to=emit_to,
-            short_days=SHORT_WINDOW_DAYS,
-            long_days=LONG_WINDOW_DAYS,
+        # The same query on either engine; Spark also needs the settings (its master).
+        compute = (
+            rolling_tables_duckdb
+            if settings.engine == "duckdb"
+            else functools.partial(rolling_tables_spark, settings)
         )
-    if settings.engine == "spark":
-        from recops.features.rolling_spark import rolling_tables_spark
-
-        return rolling_tables_spark(
-            settings,
+        return compute(
             partitions,
             ROLLING_FEATURES,
             grid_start=grid_start,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from recops.config import Settings
 from recops.errors import DataError
-from recops.features.rolling_sql import ROLLING_KEYS, rolling_query
+from recops.features.rolling_sql import ROLLING_KEYS, rolling_query, snapshot_table
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 __all__ = ["rolling_tables_spark"]
 
-_DAY_US = 86_400_000_000
 #: The event columns the query reads, with their Spark types (for an empty history).
 _EVENT_SCHEMA = "user_id BIGINT, item_id BIGINT, event_timestamp TIMESTAMP, weight DOUBLE"
 
@@ -71,8 +70,6 @@ def rolling_tables_spark(
         DataError: A partition cannot be read, or a view cannot be computed.
         SparkUnavailableError: The Spark session cannot start.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
 
@@ -86,7 +83,6 @@ def rolling_tables_spark(
     except (PySparkException, Py4JJavaError) as exc:
         raise DataError(f"cannot read interactions partitions: {exc}") from exc
     out: dict[str, pa.Table] = {}
-    start_us = int(pa.scalar(grid_start, type=pa.timestamp("us", tz="UTC")).value)
     try:
         for view, features in views.items():
             sql = rolling_query(
@@ -104,25 +100,11 @@ def rolling_tables_spark(
                 table = spark.sql(sql).toArrow()
             except (PySparkException, Py4JJavaError) as exc:
                 raise DataError(f"cannot compute the rolling view {view}: {exc}") from exc
-            key = ROLLING_KEYS[view]
             # Collected rows keep the query's order on a local master, but a cluster's
             # partitions need not come back in order: sort here, as DuckDB returns it.
+            key = ROLLING_KEYS[view]
             table = table.sort_by([("day", "ascending"), (key, "ascending")])
-            # The stamp is the end of the snapshot's day: grid start + (day + 1) days.
-            days = pc.cast(pc.add(table["day"], 1), pa.int64())
-            stamps = pc.add(pc.multiply(days, _DAY_US), start_us).cast(pa.timestamp("us", tz="UTC"))
-            # Arrays rebuilt without Spark's field nullability, so the caller's cast to
-            # the source schema sees the same table DuckDB gives.
-            out[view] = pa.table(
-                {
-                    key: pc.cast(table[key], pa.int64()),
-                    "event_timestamp": stamps,
-                    **{
-                        feature: pc.cast(table[feature], pa.float64() if i == 2 else pa.int64())
-                        for i, feature in enumerate(features)
-                    },
-                }
-            )
+            out[view] = snapshot_table(table, view, features, grid_start)
     finally:
         spark.catalog.dropTempView(name)
     return out

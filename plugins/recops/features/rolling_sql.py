@@ -32,7 +32,13 @@ from recops.errors import DataError
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["ROLLING_KEYS", "WEIGHT_DECIMAL", "rolling_query", "rolling_tables_duckdb"]
+__all__ = [
+    "ROLLING_KEYS",
+    "WEIGHT_DECIMAL",
+    "rolling_query",
+    "rolling_tables_duckdb",
+    "snapshot_table",
+]
 
 #: Each rolling view's entity key.
 ROLLING_KEYS = {"user_activity": "user_id", "item_popularity": "item_id"}
@@ -160,8 +166,6 @@ def rolling_tables_duckdb(
         DataError: A partition cannot be read.
     """
     import duckdb
-    import pyarrow as pa
-    import pyarrow.compute as pc
 
     out: dict[str, pa.Table] = {}
     con = duckdb.connect(config={"threads": str(max(1, _threads()))})
@@ -182,7 +186,6 @@ def rolling_tables_duckdb(
                 "CAST(NULL AS BIGINT) AS item_id, CAST(NULL AS TIMESTAMPTZ) AS "
                 "event_timestamp, CAST(NULL AS DOUBLE) AS weight WHERE false"
             )
-        start = pa.scalar(grid_start, type=pa.timestamp("us", tz="UTC"))
         for view, features in views.items():
             sql = rolling_query(
                 view,
@@ -199,24 +202,37 @@ def rolling_tables_duckdb(
                 table = con.sql(sql).to_arrow_table()
             except duckdb.Error as exc:
                 raise DataError(f"cannot compute the rolling view {view}: {exc}") from exc
-            # The stamp is the end of the snapshot's day: grid start + (day + 1) days.
-            days = pc.cast(pc.add(table["day"], 1), pa.int64())
-            micros = pc.multiply(days, _DAY_US)
-            stamps = pc.add(
-                pc.cast(start, pa.int64()),
-                micros,
-            ).cast(pa.timestamp("us", tz="UTC"))
-            key = ROLLING_KEYS[view]
-            out[view] = pa.table(
-                {
-                    key: table[key],
-                    "event_timestamp": stamps,
-                    **{name: table[name] for name in features},
-                }
-            )
+            out[view] = snapshot_table(table, view, features, grid_start)
     finally:
         con.close()
     return out
+
+
+def snapshot_table(
+    result: pa.Table, view: str, features: Sequence[str], grid_start: datetime
+) -> pa.Table:
+    """A ``rolling_query`` result as the view's snapshots, whichever engine ran it.
+
+    The day index becomes the snapshot's stamp, the end of that day (grid start +
+    day + 1 days, UTC), and the columns get the source's types, so DuckDB and Spark hand
+    the caller the same table.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    days = pc.cast(pc.add(result["day"], 1), pa.int64())
+    stamps = pc.add(pc.multiply(days, _DAY_US), _epoch_us(grid_start))
+    key = ROLLING_KEYS[view]
+    short_name, long_name, mean_name = features
+    return pa.table(
+        {
+            key: pc.cast(result[key], pa.int64()),
+            "event_timestamp": stamps.cast(pa.timestamp("us", tz="UTC")),
+            short_name: pc.cast(result[short_name], pa.int64()),
+            long_name: pc.cast(result[long_name], pa.int64()),
+            mean_name: pc.cast(result[mean_name], pa.float64()),
+        }
+    )
 
 
 def _threads() -> int:
