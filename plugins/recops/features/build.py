@@ -171,16 +171,13 @@ class _PandasRows:
         import pandas as pd
 
         from recops.data import read_interactions
+        from recops.features.entity_rows import lacking_columns_error
         from recops.layout import INTERACTION_COLUMNS
 
         frame = read_interactions(partitions)
         lacking = [c for c in INTERACTION_COLUMNS if c not in frame.columns]
         if lacking:
-            raise DataError(
-                f"interactions partitions in {partitions[0].parent.parent} lack the columns "
-                f"{lacking} of the published layout (they hold {list(frame.columns)})\n"
-                "hint: re-import the dataset with `recops data import --spec FILE`"
-            )
+            raise lacking_columns_error(partitions, lacking, list(frame.columns))
         # Exactly the layout's columns, so the sets' columns are the layout's too.
         frame = frame.loc[frame["event_timestamp"] < pd.Timestamp(as_of), list(INTERACTION_COLUMNS)]
         order = ["event_timestamp", "user_id", "item_id"]

@@ -20,17 +20,25 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from recops.errors import DataError
+from recops.features.rolling_sql import sql_string
 
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
     import pyarrow as pa
 
-__all__ = ["EntityRows"]
+__all__ = ["EntityRows", "lacking_columns_error"]
 
 
-def _quote(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+def lacking_columns_error(
+    partitions: Sequence[Path], lacking: list[str], have: list[str]
+) -> DataError:
+    """The error for partitions that lack published columns (every engine raises it)."""
+    return DataError(
+        f"interactions partitions in {partitions[0].parent.parent} lack the columns "
+        f"{lacking} of the published layout (they hold {have})\n"
+        "hint: re-import the dataset with `recops data import --spec FILE`"
+    )
 
 
 class EntityRows:
@@ -72,7 +80,7 @@ class EntityRows:
         )
         con = self._con
         con.execute("SET TimeZone = 'UTC'")
-        files = ", ".join(_quote(p) for p in partitions)
+        files = ", ".join(sql_string(p) for p in partitions)
         try:
             have = [
                 row[0]
@@ -86,15 +94,11 @@ class EntityRows:
         lacking = [c for c in self.columns if c not in have]
         if lacking:
             self.close()
-            raise DataError(
-                f"interactions partitions in {partitions[0].parent.parent} lack the columns "
-                f"{lacking} of the published layout (they hold {have})\n"
-                "hint: re-import the dataset with `recops data import --spec FILE`"
-            )
+            raise lacking_columns_error(partitions, lacking, have)
         cols = ", ".join(f'"{c}"' for c in self.columns)
         # The file's place in the list and the row's place in the file break ties, as a
         # stable sort of the concatenation would.
-        order = {_quote(p): i for i, p in enumerate(partitions)}
+        order = {sql_string(p): i for i, p in enumerate(partitions)}
         case = " ".join(f"WHEN {q} THEN {i}" for q, i in order.items())
         stamp = as_of.isoformat()
         con.execute(

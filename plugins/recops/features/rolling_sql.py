@@ -47,6 +47,11 @@ WEIGHT_DECIMAL = "DECIMAL(38, 10)"
 _DAY_US = 86_400_000_000
 
 
+def sql_string(value: str | Path) -> str:
+    """``value`` as a SQL string literal (DuckDB and Spark SQL alike): quotes doubled."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def _epoch_us(ts: datetime) -> int:
     return int(ts.timestamp()) * 1_000_000 + ts.microsecond
 
@@ -172,7 +177,7 @@ def rolling_tables_duckdb(
     try:
         con.execute("SET TimeZone = 'UTC'")
         if partitions:
-            files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in partitions)
+            files = ", ".join(sql_string(p) for p in partitions)
             try:
                 con.execute(
                     "CREATE TEMP VIEW events AS SELECT user_id, item_id, event_timestamp, "
