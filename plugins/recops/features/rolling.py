@@ -215,7 +215,7 @@ def _snapshots(
         import functools
 
         from recops.features.rolling_spark import rolling_tables_spark
-        from recops.features.rolling_sql import rolling_tables_duckdb
+        from recops.features.rolling_sql import RollingGrid, rolling_tables_duckdb
 
         # The same query on either engine; Spark also needs the settings (its master).
         compute = (
@@ -223,15 +223,14 @@ def _snapshots(
             if settings.engine == "duckdb"
             else functools.partial(rolling_tables_spark, settings)
         )
-        return compute(
-            partitions,
-            ROLLING_FEATURES,
+        grid = RollingGrid(
             grid_start=grid_start,
             emit_from=emit_from,
             emit_to=emit_to,
             short_days=SHORT_WINDOW_DAYS,
             long_days=LONG_WINDOW_DAYS,
         )
+        return compute(partitions, ROLLING_FEATURES, grid)
     import pandas as pd
 
     # recops.data pulls in the layout (numpy); the features package stays light to import.

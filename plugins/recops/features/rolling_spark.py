@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from recops.config import Settings
 from recops.errors import DataError
-from recops.features.rolling_sql import ROLLING_KEYS, rolling_query, snapshot_table
+from recops.features.rolling_sql import ROLLING_KEYS, RollingGrid, view_snapshots
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,12 +41,7 @@ def rolling_tables_spark(
     settings: Settings,
     partitions: Sequence[Path],
     views: Mapping[str, Sequence[str]],
-    *,
-    grid_start: datetime,
-    emit_from: datetime,
-    emit_to: datetime,
-    short_days: int,
-    long_days: int,
+    grid: RollingGrid,
 ) -> dict[str, pa.Table]:
     """Each view's snapshots for ``[emit_from, emit_to)``, computed by Spark SQL.
 
@@ -56,15 +50,10 @@ def rolling_tables_spark(
         partitions: The published interaction partitions to read (parquet); on a
             cluster they must be on storage every executor reaches.
         views: View name -> its three feature columns.
-        grid_start: Day 0 of the grid (a UTC midnight).
-        emit_from: First day returned.
-        emit_to: End (exclusive) of the days returned.
-        short_days: The short window, in days.
-        long_days: The long window, in days.
+        grid: The days and windows.
 
     Returns:
-        View name -> an Arrow table: key, ``event_timestamp`` (the end of the day, UTC),
-        then the features; sorted by stamp and key, as ``rolling_tables_duckdb`` returns.
+        As :func:`recops.features.rolling_sql.view_snapshots`, as DuckDB returns it.
 
     Raises:
         DataError: A partition cannot be read, or a view cannot be computed.
@@ -76,35 +65,25 @@ def rolling_tables_spark(
     from recops.spark import spark_session
 
     spark = spark_session(settings)
+
+    def run(view: str, sql: str) -> pa.Table:
+        try:
+            table = spark.sql(sql).toArrow()
+        except (PySparkException, Py4JJavaError) as exc:
+            raise DataError(f"cannot compute the rolling view {view}: {exc}") from exc
+        # Collected rows keep the query's order on a local master, but a cluster's
+        # partitions need not come back in order: sort here, as DuckDB returns it.
+        return table.sort_by([("day", "ascending"), (ROLLING_KEYS[view], "ascending")])
+
     # A name of its own: the session is shared by the process (and by Feast).
     name = f"recops_events_{uuid.uuid4().hex}"
     try:
         _events(spark, partitions).createOrReplaceTempView(name)
     except (PySparkException, Py4JJavaError) as exc:
         raise DataError(f"cannot read interactions partitions: {exc}") from exc
-    out: dict[str, pa.Table] = {}
     try:
-        for view, features in views.items():
-            sql = rolling_query(
-                view,
-                events=name,
-                epoch_us="unix_micros(event_timestamp)",
-                grid_start=grid_start,
-                emit_from=emit_from,
-                emit_to=emit_to,
-                short_days=short_days,
-                long_days=long_days,
-                features=features,
-            )
-            try:
-                table = spark.sql(sql).toArrow()
-            except (PySparkException, Py4JJavaError) as exc:
-                raise DataError(f"cannot compute the rolling view {view}: {exc}") from exc
-            # Collected rows keep the query's order on a local master, but a cluster's
-            # partitions need not come back in order: sort here, as DuckDB returns it.
-            key = ROLLING_KEYS[view]
-            table = table.sort_by([("day", "ascending"), (key, "ascending")])
-            out[view] = snapshot_table(table, view, features, grid_start)
+        return view_snapshots(
+            views, grid, events=name, epoch_us="unix_micros(event_timestamp)", run=run
+        )
     finally:
         spark.catalog.dropTempView(name)
-    return out

@@ -22,7 +22,8 @@ engine runs the same text over its own view of the events.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,9 +36,12 @@ if TYPE_CHECKING:
 __all__ = [
     "ROLLING_KEYS",
     "WEIGHT_DECIMAL",
+    "RollingGrid",
     "rolling_query",
     "rolling_tables_duckdb",
     "snapshot_table",
+    "sql_string",
+    "view_snapshots",
 ]
 
 #: Each rolling view's entity key.
@@ -56,31 +60,37 @@ def _epoch_us(ts: datetime) -> int:
     return int(ts.timestamp()) * 1_000_000 + ts.microsecond
 
 
-def rolling_query(
-    view: str,
-    *,
-    events: str,
-    epoch_us: str,
-    grid_start: datetime,
-    emit_from: datetime,
-    emit_to: datetime,
-    short_days: int,
-    long_days: int,
-    features: Sequence[str],
-) -> str:
-    """The query giving ``view``'s snapshots for the days ``[emit_from, emit_to)``.
+@dataclass(frozen=True, kw_only=True)
+class RollingGrid:
+    """The days a rolling computation covers and its two windows.
 
-    Args:
-        view: ``user_activity`` or ``item_popularity``.
-        events: A relation with the key columns, ``event_timestamp`` and ``weight``.
-        epoch_us: The dialect's expression for ``event_timestamp`` in epoch
-            microseconds (``epoch_us(event_timestamp)`` in DuckDB,
-            ``unix_micros(event_timestamp)`` in Spark).
+    Attributes:
         grid_start: Day 0 of the grid (a UTC midnight); events before it are ignored.
         emit_from: First day whose snapshots are returned.
         emit_to: The end (exclusive) of the days returned; later events are ignored.
         short_days: The short window, in days.
         long_days: The long window, in days.
+    """
+
+    grid_start: datetime
+    emit_from: datetime
+    emit_to: datetime
+    short_days: int
+    long_days: int
+
+
+def rolling_query(
+    view: str, grid: RollingGrid, *, events: str, epoch_us: str, features: Sequence[str]
+) -> str:
+    """The query giving ``view``'s snapshots for the days ``[emit_from, emit_to)``.
+
+    Args:
+        view: ``user_activity`` or ``item_popularity``.
+        grid: The days and windows.
+        events: A relation with the key columns, ``event_timestamp`` and ``weight``.
+        epoch_us: The dialect's expression for ``event_timestamp`` in epoch
+            microseconds (``epoch_us(event_timestamp)`` in DuckDB,
+            ``unix_micros(event_timestamp)`` in Spark).
         features: The view's short count, long count and mean weight columns.
 
     Returns:
@@ -89,9 +99,10 @@ def rolling_query(
     """
     key = ROLLING_KEYS[view]
     short_name, long_name, mean_name = features
-    start_us = _epoch_us(grid_start)
-    n_days = (emit_to - grid_start).days
-    first = (emit_from - grid_start).days
+    start_us = _epoch_us(grid.grid_start)
+    n_days = (grid.emit_to - grid.grid_start).days
+    first = (grid.emit_from - grid.grid_start).days
+    short_days, long_days = grid.short_days, grid.long_days
     return f"""
 WITH ev AS (
     SELECT {key} AS k,
@@ -141,39 +152,62 @@ ORDER BY day, {key}
 """
 
 
-def rolling_tables_duckdb(
-    partitions: Sequence[Path],
+def view_snapshots(
     views: Mapping[str, Sequence[str]],
+    grid: RollingGrid,
     *,
-    grid_start: datetime,
-    emit_from: datetime,
-    emit_to: datetime,
-    short_days: int,
-    long_days: int,
+    events: str,
+    epoch_us: str,
+    run: Callable[[str, str], pa.Table],
+) -> dict[str, pa.Table]:
+    """Each view's snapshots: its ``rolling_query`` run by an engine, as a snapshot table.
+
+    Args:
+        views: View name -> its three feature columns.
+        grid: The days and windows.
+        events: The engine's relation of the events (columns as ``rolling_query`` reads).
+        epoch_us: The engine's epoch-microseconds expression (see ``rolling_query``).
+        run: ``run(view, sql)`` executes the query on the engine and returns its rows,
+            ordered by day then key, as Arrow; it raises ``DataError`` on failure.
+
+    Returns:
+        View name -> an Arrow table: key, ``event_timestamp`` (the end of the day, UTC),
+        then the features; sorted by stamp and key. The caller casts it to the source's
+        schema.
+    """
+    out: dict[str, pa.Table] = {}
+    for view, features in views.items():
+        sql = rolling_query(view, grid, events=events, epoch_us=epoch_us, features=features)
+        out[view] = snapshot_table(run(view, sql), view, features, grid.grid_start)
+    return out
+
+
+def rolling_tables_duckdb(
+    partitions: Sequence[Path], views: Mapping[str, Sequence[str]], grid: RollingGrid
 ) -> dict[str, pa.Table]:
     """Each view's snapshots for ``[emit_from, emit_to)``, computed by DuckDB.
 
     Args:
         partitions: The published interaction partitions to read (parquet).
         views: View name -> its three feature columns.
-        grid_start: Day 0 of the grid (a UTC midnight).
-        emit_from: First day returned.
-        emit_to: End (exclusive) of the days returned.
-        short_days: The short window, in days.
-        long_days: The long window, in days.
+        grid: The days and windows.
 
     Returns:
-        View name -> an Arrow table: key, ``event_timestamp`` (the end of the day, UTC),
-        then the features; sorted by stamp and key. The caller casts it to the source's
-        schema.
+        As :func:`view_snapshots`.
 
     Raises:
         DataError: A partition cannot be read.
     """
     import duckdb
 
-    out: dict[str, pa.Table] = {}
     con = duckdb.connect(config={"threads": str(max(1, _threads()))})
+
+    def run(view: str, sql: str) -> pa.Table:
+        try:
+            return con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise DataError(f"cannot compute the rolling view {view}: {exc}") from exc
+
     try:
         con.execute("SET TimeZone = 'UTC'")
         if partitions:
@@ -191,26 +225,11 @@ def rolling_tables_duckdb(
                 "CAST(NULL AS BIGINT) AS item_id, CAST(NULL AS TIMESTAMPTZ) AS "
                 "event_timestamp, CAST(NULL AS DOUBLE) AS weight WHERE false"
             )
-        for view, features in views.items():
-            sql = rolling_query(
-                view,
-                events="events",
-                epoch_us="epoch_us(event_timestamp)",
-                grid_start=grid_start,
-                emit_from=emit_from,
-                emit_to=emit_to,
-                short_days=short_days,
-                long_days=long_days,
-                features=features,
-            )
-            try:
-                table = con.sql(sql).to_arrow_table()
-            except duckdb.Error as exc:
-                raise DataError(f"cannot compute the rolling view {view}: {exc}") from exc
-            out[view] = snapshot_table(table, view, features, grid_start)
+        return view_snapshots(
+            views, grid, events="events", epoch_us="epoch_us(event_timestamp)", run=run
+        )
     finally:
         con.close()
-    return out
 
 
 def snapshot_table(

@@ -93,17 +93,16 @@ def test_spark_incremental_build_equals_one_step(tmp_path: Path, spark_settings:
 
 def test_spark_empty_history_gives_empty_sources(tmp_path: Path, spark_settings: Settings) -> None:
     from recops.features.rolling_spark import rolling_tables_spark
+    from recops.features.rolling_sql import RollingGrid
 
-    tables = rolling_tables_spark(
-        spark_settings,
-        [],
-        ROLLING_FEATURES,
+    grid = RollingGrid(
         grid_start=datetime(2024, 3, 1, tzinfo=UTC),
         emit_from=datetime(2024, 4, 1, tzinfo=UTC),
         emit_to=END,
         short_days=7,
         long_days=30,
     )
+    tables = rolling_tables_spark(spark_settings, [], ROLLING_FEATURES, grid)
     assert {view: t.num_rows for view, t in tables.items()} == {v: 0 for v in ROLLING_VIEWS}
     assert tables["user_activity"].column_names == [
         "user_id", "event_timestamp", *ROLLING_FEATURES["user_activity"],
