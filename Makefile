@@ -40,8 +40,10 @@ $(SPARK_STAMP): $(STAMP)
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -r $(VENV)/requirements.spark.txt
 	@touch $@
 
+# TF's C++ log level 3 (FATAL only) for the Airflow tasks: the CUDA/TF start-up lines are
+# written straight to stderr, which Airflow logs as ERROR (recops.airflow_logging).
 demo: install
-	$(BIN)/recops demo
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/recops demo
 
 lint: install
 	$(BIN)/ruff check .
@@ -64,7 +66,7 @@ test-fast: install
 	$(BIN)/pytest -q -m "not slow"
 
 ui: install
-	$(BIN)/recops ui
+	TF_CPP_MIN_LOG_LEVEL=3 $(BIN)/recops ui
 
 serve: install
 	$(BIN)/recops serve

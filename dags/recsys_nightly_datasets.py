@@ -33,11 +33,10 @@ from recops.wiring import default_args
 def recsys_nightly_datasets():
     @task
     def plan(data_interval_start=None, data_interval_end=None) -> list:
-        from recops.errors import fail_fast
+        from recops.airflow_logging import run_stage
         from recops.pipeline import dataset_runs
 
-        with fail_fast():
-            return dataset_runs(data_interval_start, data_interval_end)
+        return run_stage("plan", dataset_runs, data_interval_start, data_interval_end)
 
     TriggerDagRunOperator.partial(
         task_id="trigger", trigger_dag_id="recsys_nightly", skip_when_already_exists=True

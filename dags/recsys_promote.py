@@ -32,8 +32,9 @@ from recops.wiring import BLESSED, PROMOTION_POOL, champion_moved, default_args,
     catchup=False,
     max_active_runs=1,
     # A refused or failed canary fails at once (no retry: the same version would fail the
-    # same way); retries cover infrastructure errors only.
-    default_args=default_args(),
+    # same way); retries cover infrastructure errors only. The summary line ends each task
+    # log, not the whole returned list (it is in XCom).
+    default_args={**default_args(), "show_return_value_in_logs": False},
     params=promote_params(),
     tags=["recops", "recsys"],
     doc_md=__doc__,
@@ -41,24 +42,22 @@ from recops.wiring import BLESSED, PROMOTION_POOL, champion_moved, default_args,
 def recsys_promote():
     @task
     def resolve(params=None, triggering_asset_events=None) -> list:
-        from recops.errors import fail_fast
-        from recops.pipeline import promotion_requests
+        from recops.airflow_logging import run_stage
+        from recops.pipeline_promote import promotion_requests
 
         events = {
             str(a): [e.extra for e in evs] for a, evs in (triggering_asset_events or {}).items()
         }
-        with fail_fast():
-            return promotion_requests(dict(params), events)
+        return run_stage("resolve", promotion_requests, dict(params), events)
 
     # One slot: promotions run one at a time across runs and DAGs; recops.ledger's lock
     # also covers the CLI. `recops ui` and the compose init create the pool.
     @task(pool=PROMOTION_POOL)
     def promote(requests: list) -> list:
-        from recops.errors import fail_fast
-        from recops.pipeline import promote_step
+        from recops.airflow_logging import run_stage
+        from recops.pipeline_promote import promote_step
 
-        with fail_fast():
-            return promote_step(requests)
+        return run_stage("promote", promote_step, requests)
 
     promote(resolve())
 

@@ -25,7 +25,8 @@ from recops.wiring import default_args, replay_params
     start_date=pendulum.datetime(2024, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=default_args(),
+    # The summary line ends the task log, not the whole returned dict (it is in XCom).
+    default_args={**default_args(), "show_return_value_in_logs": False},
     params=replay_params(),
     tags=["recops", "recsys"],
     doc_md=__doc__,
@@ -33,11 +34,11 @@ from recops.wiring import default_args, replay_params
 def recsys_replay():
     @task
     def replay(params=None) -> dict:
-        from recops.errors import fail_fast
-        from recops.pipeline import replay_step
+        from recops.airflow_logging import run_stage
+        from recops.pipeline_promote import replay_step
 
-        with fail_fast():  # a version that did not reproduce fails the same way again
-            return replay_step(dict(params))
+        # A version that did not reproduce fails the same way again: no retry.
+        return run_stage("replay", replay_step, dict(params))
 
     replay()
 

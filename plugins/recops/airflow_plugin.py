@@ -1,4 +1,4 @@
-"""recops inside Airflow: the registry watcher trigger and the Airflow plugin.
+"""recops inside Airflow: the registry watcher trigger, the extra links and the plugin.
 
 With ``recops.wiring`` (what the DAG files share), the only module of the package that
 imports Airflow at module level; ``recops.errors.fail_fast`` imports it lazily. Airflow
@@ -15,7 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
+from airflow.sdk import BaseOperatorLink
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from recops.trigger_conflict import TriggerConflictMiddleware
 
 
 class ChampionAliasTrigger(BaseEventTrigger):
@@ -133,6 +136,34 @@ class _LazyASGI:
         await self._app(scope, receive, send)
 
 
+class MlflowRunLink(BaseOperatorLink):  # type: ignore[misc]
+    """ "MLflow run" on recops' tasks: the task's nested run, else its DAG run's run.
+
+    Looked up in MLflow when the UI asks (on the API server), so a deleted or missing
+    run gives no link rather than a 404; see ``recops.ui_links``.
+    """
+
+    name = "MLflow run"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """The run's MLflow UI URL, or "" (the UI then shows no link)."""
+        from recops.ui_links import lookup
+
+        return lookup(ti_key, "run")
+
+
+class ModelVersionLink(BaseOperatorLink):  # type: ignore[misc]
+    """ "Model version": the version the DAG run registered (or recsys_promote served)."""
+
+    name = "Model version"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        """The version's MLflow UI URL, or "" (the UI then shows no link)."""
+        from recops.ui_links import lookup
+
+        return lookup(ti_key, "version")
+
+
 class RecopsPlugin(AirflowPlugin):
     """Registers recops with Airflow (listed under Admin > Plugins)."""
 
@@ -145,6 +176,19 @@ class RecopsPlugin(AirflowPlugin):
     # body is an iframe on ``href`` with {DAG_ID} and {RUN_ID} filled in (URL-encoded), so
     # the report shows inside Airflow with the user's session. An operator extra link
     # would only appear on the report task's instance page, one click further away.
+    # Global, not per operator: TaskFlow tasks all share one operator class, and a global
+    # link is computed by the API server when the UI asks, not stored by the worker.
+    # ui_links offers them on recops' DAGs only (elsewhere the URL is "": no link).
+    global_operator_extra_links = [MlflowRunLink(), ModelVersionLink()]
+    # The trigger form's bare "Conflict" for a logical date that already has a run.
+    fastapi_root_middlewares = [
+        {
+            "middleware": TriggerConflictMiddleware,
+            "args": [],
+            "kwargs": {},
+            "name": "recops readable trigger conflicts",
+        }
+    ]
     external_views = [
         {
             "name": "Run report",

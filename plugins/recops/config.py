@@ -290,24 +290,60 @@ def model_names_for(dataset: str) -> tuple[str, str]:
     return f"{slug}_retrieval", f"{slug}_ranking"
 
 
+#: The most LocalExecutor workers the embedded Airflow starts, however many cores: every
+#: worker is one more writer of the single SQLite file.
+MAX_EMBEDDED_PARALLELISM = 8
+#: Seconds a SQLite connection waits for the file's lock before "database is locked"
+#: (pysqlite's own 5 s was seen to fail an ``INSERT INTO log`` under a busy scheduler; a
+#: 30 s wait held Execution API calls until the tasks' tokens expired).
+SQLITE_LOCK_TIMEOUT_S = 10
+
+
+def embedded_parallelism(cpus: int | None = None) -> int:
+    """LocalExecutor workers for this machine: one per core, at least 2, at most 8."""
+    count = cpus if cpus is not None else (os.cpu_count() or 2)
+    return max(2, min(count, MAX_EMBEDDED_PARALLELISM))
+
+
 def airflow_env(settings: Settings) -> dict[str, str]:
     """Environment for the embedded Airflow (SQLite under RECOPS_HOME, our DAGs and plugins).
 
-    Variables already set by the deployment win, so the scale profile can point Airflow at
-    Postgres and Celery without code changes.
+    Right-sized for one machine: as many executor workers (and active tasks per DAG) as
+    cores (``embedded_parallelism``), one API worker, one DAG-parsing process, a SQLite lock
+    wait that rides out a busy moment, the API bound to loopback (the URL ``recops ui``
+    prints), and the quiet-logging settings of ``recops.airflow_logging``. Variables
+    already set by the deployment win, so the scale profile can point Airflow at Postgres
+    and Celery without code changes; the SQLite-only settings are left out when the
+    deployment names another database.
     """
+    from recops.airflow_logging import QUIET_ENV
+
     home = settings.airflow_home
+    port = os.environ.get("AIRFLOW__API__PORT") or "8080"
+    sqlite_conn = f"sqlite:///{home / 'airflow.db'}?timeout={SQLITE_LOCK_TIMEOUT_S}"
+    conn = os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") or sqlite_conn
+    workers = str(embedded_parallelism())
     defaults = {
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": sqlite_conn,
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__CORE__PARALLELISM": workers,
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": workers,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": port,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         **TF_ENV,
-        "TF_CPP_MIN_LOG_LEVEL": "2",
+        **QUIET_ENV,
     }
+    if conn.startswith("sqlite"):
+        # A write that lost SQLite's lock is retried before the caller sees an error.
+        defaults["AIRFLOW__DATABASE__MAX_DB_RETRIES"] = "5"
     env = {k: os.environ.get(k) or v for k, v in defaults.items()}
     env["RECOPS_HOME"] = str(settings.home)
     return env

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from recops.config import Settings
 from recops.io import locked
 from recops.records import Record
+from recops.version_snapshot import refresh_quietly
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -210,14 +211,17 @@ def set_alias(
     before = current_alias(client, model, alias)
     if before == version:
         return None
-    client.set_registered_model_alias(model, alias, str(version))
-    return record(
-        settings,
-        model=model,
-        alias=alias,
-        from_version=before,
-        to_version=version,
-        reason=reason,
-        actor=actor,
-        source=source,
-    )
+    # Every alias move (registration, promotion, rollback, the CLI) passes here, so the
+    # promote form's list of versions follows each one.
+    with refresh_quietly(settings, client):
+        client.set_registered_model_alias(model, alias, str(version))
+        return record(
+            settings,
+            model=model,
+            alias=alias,
+            from_version=before,
+            to_version=version,
+            reason=reason,
+            actor=actor,
+            source=source,
+        )

@@ -9,7 +9,8 @@ stops them all and fails the task, and Airflow's retry restarts the whole group,
 resumes from the chief's BackupAndRestore checkpoint.
 
 ``python -m recops.multiworker CONFIG_JSON RESULT_PATH`` is one worker (what the
-launcher starts).
+launcher starts). The workers inherit the task's environment, MLflow run included
+(``recops.tracking_epochs``): the chief alone logs each epoch to it.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ __all__ = [
     "REASON_PATTERN",
     "REPLAY",
     "REPLAY_SCHEMAS",
+    "UI_REASON",
     "VARIANTS",
     "VARIANT_NAMES",
     "Knob",
@@ -59,6 +60,8 @@ NAME_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$(?!\n)"
 #: into the ledger or a log line.
 REASON_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$(?!\n)"
 MAX_INT32 = 2**31 - 1
+#: The promotion reason a trigger form starts with.
+UI_REASON = "manual promotion from the Airflow trigger form"
 
 #: Every compression variant, with what it does, in the order the UI lists them (the
 #: form shows the text beside each name). ``recops.compression`` dispatches each name to
@@ -112,6 +115,12 @@ def _share() -> dict[str, Any]:
     return {"type": "number", "minimum": 0, "maximum": 1}
 
 
+def _positive(low: float, high: float) -> dict[str, Any]:
+    # A floor the trigger form can enforce: Airflow 3.3's number field takes its bounds
+    # from ``minimum`` / ``maximum`` only (``exclusiveMinimum: 0`` let 0 reach the server).
+    return {"type": "number", "minimum": low, "maximum": high}
+
+
 #: The dataset a run works on unless its conf names another (kept equal to
 #: ``recops.config.DEFAULT_DATASET``; this module does not import the config).
 DEFAULT_DATASET = "movielens-100k"
@@ -155,7 +164,7 @@ NIGHTLY: tuple[Knob, ...] = (
     Knob(
         name="learning_rate",
         default=0.005,
-        schema={"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+        schema=_positive(1e-6, 10),
         title="Learning rate",
         description="Adam learning rate of the two-tower model.",
         feeds=(("train", "learning_rate"),),
@@ -163,7 +172,7 @@ NIGHTLY: tuple[Knob, ...] = (
     Knob(
         name="temperature",
         default=0.25,
-        schema={"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+        schema=_positive(0.001, 10),
         title="Softmax temperature",
         description="Divides the in-batch softmax logits; lower sharpens the loss.",
         feeds=(("train", "temperature"),),
@@ -203,7 +212,7 @@ NIGHTLY: tuple[Knob, ...] = (
     Knob(
         name="max_rmse",
         default=1.0,
-        schema={"type": "number", "exclusiveMinimum": 0, "maximum": 5},
+        schema=_positive(0.001, 5),
         title="Ranker RMSE ceiling",
         description="Ranker gate: the test RMSE above which the ranker is not blessed.",
     ),
@@ -333,7 +342,9 @@ def promote_knobs(model_names: Sequence[str]) -> tuple[Knob, ...]:
         ),
         Knob(
             name="reason",
-            default="",
+            # Not empty: a required text field that opens empty makes the whole trigger
+            # form invalid. Left as is, the ledger still reads how it was asked for.
+            default=UI_REASON,
             # Free text, but no control characters: it reaches the ledger and MLflow text.
             schema={"type": "string", "maxLength": 500, "pattern": REASON_PATTERN},
             title="Reason",
@@ -367,6 +378,7 @@ def dag_params(
     *,
     choices: Mapping[str, Sequence[str]] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Airflow ``Param`` objects for a DAG's ``params=``, one per knob.
 
@@ -381,6 +393,8 @@ def dag_params(
             schema.
         overrides: Deployment defaults that replace a knob's own (the deployment's
             dataset).
+        notes: Text appended to a knob's description, known only to the deployment
+            (the registered versions recsys_promote may serve).
     """
     from airflow.sdk import Param
 
@@ -397,10 +411,13 @@ def dag_params(
         default = defaults([knob])[knob.name]
         if overrides and knob.name in overrides:
             default = overrides[knob.name]
+        description = knob.description
+        if notes and notes.get(knob.name):
+            description = f"{description} {notes[knob.name]}"
         out[knob.name] = Param(
             default,
             title=knob.title,
-            description=knob.description,
+            description=description,
             **dict(knob.schema),
             **extra,
         )

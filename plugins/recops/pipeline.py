@@ -5,6 +5,10 @@ Every step is keyed on the run's data interval: its outputs live under
 config it has already turned into a complete output. A retry or a second run of the same
 interval therefore converges on the same files, registry version and served model.
 Inputs and outputs are plain dicts (the stages' ``to_dict()``) because they travel in XCom.
+
+Under Airflow each step runs in its task's nested MLflow run, under one run per DAG run
+(``recops.tracking``); the train and rank results name theirs (``mlflow_run_id``), and
+the registered versions link to them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,14 @@ from typing import Any
 
 from recops.config import RANKER_ITEM_FEATURES, RANKER_USER_FEATURES, SERVED_PREFIX, Settings
 from recops.params import merged_params, stage_fields
+from recops.tracking import (
+    end_dag_run_run,
+    log_data_docs,
+    log_here,
+    record_training,
+    run_url,
+    task_run,
+)
 
 
 def _utc(value: datetime | str) -> datetime:
@@ -42,20 +54,6 @@ def dataset_settings(dataset: str | None = None) -> Settings:
     """
     settings = Settings.from_env()
     return settings.for_dataset(dataset) if dataset else settings
-
-
-def settings_for_model(model_name: str) -> Settings:
-    """The settings of the dataset whose registered models include ``model_name``."""
-    from recops.layout import known_datasets
-
-    settings = Settings.from_env()
-    if model_name in settings.promotable_models:
-        return settings
-    for dataset in known_datasets(settings):
-        candidate = settings.for_dataset(dataset)
-        if model_name in candidate.promotable_models:
-            return candidate
-    return settings
 
 
 def dataset_runs(
@@ -176,7 +174,10 @@ def validate_step(
         quarantine_dir=str(settings.quarantine_dir),
         published_dir=str(settings.interactions_dir),
     )
-    result = validate_and_publish(config)
+    with task_run(settings, run_params=p):
+        result = validate_and_publish(config)
+        if result.data_docs_uri:  # the one-page form MLflow's artifact viewer renders
+            log_data_docs(result.data_docs_uri)
     # Task logs are where people look first: say where the human-readable report is.
     print(f"GX Data Docs: {result.data_docs_uri or '(not built)'}")
     for warning in result.warnings:
@@ -197,7 +198,8 @@ def features_step(
     from recops.features import FeaturesConfig, build_features
     from recops.layout import spec_path
 
-    settings = dataset_settings(merged_params(params)["dataset"])
+    p = merged_params(params)
+    settings = dataset_settings(p["dataset"])
     config = FeaturesConfig(
         interval_start=_utc(interval_start),
         interval_end=_utc(interval_end),
@@ -209,7 +211,7 @@ def features_step(
     # a task process orphaned by a killed supervisor can outlive it and overlap the retry
     # (the file registry is unsafe with concurrent writers). flock is released when its
     # holder dies, so the retry waits exactly as long as the orphan lives.
-    with promotion_lock(settings, "_features"):
+    with task_run(settings, run_params=p), promotion_lock(settings, "_features"):
         built = build_features(config, settings).to_dict()
     return {**built, "dataset": settings.dataset, "spec_uri": str(spec_path(settings))}
 
@@ -220,7 +222,9 @@ def train_step(
     """Train the two-tower model; the output folder is keyed on data and config.
 
     With ``RECOPS_TRAIN_WORKERS`` > 1 the task launches that many MultiWorkerMirroredStrategy
-    workers (``recops.multiworker``) and returns the chief's result.
+    workers (``recops.multiworker``) and returns the chief's result. The task's MLflow run
+    gets the params, each epoch as it ends, system metrics and the training data as dataset
+    inputs; its id is the result's ``mlflow_run_id`` (None outside Airflow).
     """
     from recops.multiworker import train_multiworker, workers_from_env
     from recops.training import TrainConfig, train
@@ -239,16 +243,40 @@ def train_step(
         config, run_dir(settings, interval_start), "train", features["fingerprint"]
     )
     workers = workers_from_env()
-    if workers > 1 and not (Path(config.output_dir) / "_SUCCESS").exists():
-        # N MultiWorkerMirroredStrategy processes over loopback; the chief publishes.
-        return {**train_multiworker(config, workers).to_dict(), "train_key": key}
-    return {**train(config).to_dict(), "train_key": key}
+    with task_run(settings, params=stage_fields("train", p), system_metrics=True) as tracked:
+        if workers > 1 and not (Path(config.output_dir) / "_SUCCESS").exists():
+            # N MultiWorkerMirroredStrategy processes over loopback; the chief publishes
+            # (and alone logs the epochs, to the run exported to the workers).
+            result = train_multiworker(config, workers).to_dict()
+        else:
+            result = train(config).to_dict()
+        record_training(
+            settings,
+            tracked,
+            inputs=[
+                (
+                    "training_set",
+                    features["training_set_uri"],
+                    features.get("training_set_sha256", ""),
+                    "training",
+                ),
+                ("split", result["split_uri"], "", "evaluation"),
+            ],  # fmt: skip
+            history={
+                "train.loss": result.get("loss_history") or [],
+                "train.valid_ndcg_at_10": result.get("valid_ndcg_at_10") or [],
+            },
+        )
+    return {**result, "train_key": key, "mlflow_run_id": tracked}
 
 
 def rank_step(
     features: dict[str, Any], trained: dict[str, Any], params: dict[str, Any] | None
 ) -> dict[str, Any]:
-    """Train the DCN-v2 ranker on the ranking_v1 set, on the retrieval model's split."""
+    """Train the DCN-v2 ranker on the ranking_v1 set, on the retrieval model's split.
+
+    Tracked as ``train_step`` is; the result's ``mlflow_run_id`` names the task's run.
+    """
     from recops.ranking import RankerConfig, train_ranker
 
     p = merged_params(params)
@@ -267,19 +295,39 @@ def rank_step(
     config, key = _keyed(
         config, train_dir.parent, "rank", trained["train_key"], features["ranking_set_sha256"]
     )
-    return {**train_ranker(config).to_dict(), "rank_key": key}
+    settings = dataset_settings(features.get("dataset"))
+    with task_run(settings, params=stage_fields("rank", p), system_metrics=True) as tracked:
+        result = train_ranker(config).to_dict()
+        record_training(
+            settings,
+            tracked,
+            inputs=[
+                (
+                    "ranking_set",
+                    features["ranking_set_uri"],
+                    features.get("ranking_set_sha256", ""),
+                    "training",
+                ),
+                ("split", trained["split_uri"], "", "evaluation"),
+            ],  # fmt: skip
+            history={f"rank.{k}": v for k, v in (result.get("history") or {}).items()},
+        )
+    return {**result, "rank_key": key, "mlflow_run_id": tracked}
 
 
 def variant_names(params: dict[str, Any] | None) -> list[str]:
     """The compression variants this run fans out (one mapped task each)."""
     from recops.compression import VARIANTS
 
-    names = list(merged_params(params)["variants"])
-    unknown = sorted(set(names) - set(VARIANTS))
-    if unknown:
-        raise ValueError(
-            f"unknown compression variants {unknown}; expected some of {sorted(VARIANTS)}"
-        )
+    p = merged_params(params)
+    # Tracked too: it may be the DAG run's first task, or the one that fails it.
+    with task_run(dataset_settings(p["dataset"]), run_params=p):
+        names = list(p["variants"])
+        unknown = sorted(set(names) - set(VARIANTS))
+        if unknown:
+            raise ValueError(
+                f"unknown compression variants {unknown}; expected some of {sorted(VARIANTS)}"
+            )
     return names
 
 
@@ -307,7 +355,13 @@ def variant_step(
         output_dir=str(_variant_dir(trained, variant, p)),
         **stage_fields("compress", p),
     )
-    return {**compress_variant(config).to_dict(), "output_dir": config.output_dir}
+    settings = dataset_settings(features.get("dataset"))
+    # One nested run per variant, named after it (the mapped tasks share one task id).
+    label = f"compress {variant}"
+    with task_run(settings, label=label, params={"variant": variant}, system_metrics=True):
+        built = compress_variant(config).to_dict()
+        log_here(built, {"recops.variant": variant, "recops.variant_status": built["status"]})
+    return {**built, "output_dir": config.output_dir}
 
 
 def select_step(
@@ -330,7 +384,10 @@ def select_step(
         output_dir=str(Path(trained["model_dir"]).parent.parent / f"select-{key}"),
         **stage_fields("select", p),
     )
-    return select_variant(config).to_dict()
+    with task_run(dataset_settings(features.get("dataset"))):
+        selected = select_variant(config).to_dict()
+        log_here({}, {"recops.selected": selected["selected"]})
+    return selected
 
 
 def _flat_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -395,44 +452,54 @@ def evaluate_step(
         "spec_uri": features.get("spec_uri", ""),
         "training_set_uri": features["training_set_uri"],
     }
-    offline = evaluate(EvalConfig(model_dir=selection["model_dir"], **common)).to_dict()
-    metrics = _flat_metrics(offline)
-    metrics.update(_served_metrics(selection["model_dir"], common, settings.history_max))
-    rerank = evaluate_rerank(
-        RerankConfig(
-            retrieval_model_dir=selection["model_dir"],
-            ranker_model_dir=ranked["model_dir"],
-            user_features_uri=features["ranking_set_uri"],
-            rerank_by="fusion",
-            **common,
+    with task_run(settings):
+        offline = evaluate(EvalConfig(model_dir=selection["model_dir"], **common)).to_dict()
+        metrics = _flat_metrics(offline)
+        metrics.update(_served_metrics(selection["model_dir"], common, settings.history_max))
+        rerank = evaluate_rerank(
+            RerankConfig(
+                retrieval_model_dir=selection["model_dir"],
+                ranker_model_dir=ranked["model_dir"],
+                user_features_uri=features["ranking_set_uri"],
+                rerank_by="fusion",
+                **common,
+            )
+        ).to_dict()
+        metrics.update(_flat_metrics(rerank, "reranked."))
+        metrics.update(
+            {
+                "float_ndcg_at_10": float(selection["baseline_metrics"].get("ndcg_at_10", 0.0)),
+                "float_recall_at_10": float(selection["baseline_metrics"].get("recall_at_10", 0.0)),
+            }
         )
-    ).to_dict()
-    metrics.update(_flat_metrics(rerank, "reranked."))
-    metrics.update(
-        {
-            "float_ndcg_at_10": float(selection["baseline_metrics"].get("ndcg_at_10", 0.0)),
-            "float_recall_at_10": float(selection["baseline_metrics"].get("recall_at_10", 0.0)),
+        client = mlflow_client(settings)
+        baseline: dict[str, float] | None = None
+        champion = current_alias(client, settings.model_name, CHAMPION)
+        if champion is not None:
+            champion_dir = resolve_saved_model(client, settings.model_name, champion)
+            baseline = _flat_metrics(
+                evaluate(EvalConfig(model_dir=champion_dir, **common)).to_dict()
+            )
+            baseline.update(_served_metrics(champion_dir, common, settings.history_max))
+        # The ranker re-orders what users see only where that measured better on this holdout.
+        policy = (
+            "fusion" if metrics["reranked.ndcg_at_10"] >= metrics["ndcg_at_10"] else "retrieval"
+        )
+        result = {
+            "rerank_policy": policy,
+            "model_dir": selection["model_dir"],
+            "selected": selection["selected"],
+            "selection_reason": selection["selection_reason"],
+            "metrics": metrics,
+            "baseline_metrics": baseline,
+            "baseline_version": champion,
+            "ranker_metrics": {
+                "rmse": float(ranked["rmse"]),
+                "click_auc": float(ranked["click_auc"]),
+            },
         }
-    )
-    client = mlflow_client(settings)
-    baseline: dict[str, float] | None = None
-    champion = current_alias(client, settings.model_name, CHAMPION)
-    if champion is not None:
-        champion_dir = resolve_saved_model(client, settings.model_name, champion)
-        baseline = _flat_metrics(evaluate(EvalConfig(model_dir=champion_dir, **common)).to_dict())
-        baseline.update(_served_metrics(champion_dir, common, settings.history_max))
-    # The ranker re-orders what users see only where that measured better on this holdout.
-    policy = "fusion" if metrics["reranked.ndcg_at_10"] >= metrics["ndcg_at_10"] else "retrieval"
-    return {
-        "rerank_policy": policy,
-        "model_dir": selection["model_dir"],
-        "selected": selection["selected"],
-        "selection_reason": selection["selection_reason"],
-        "metrics": metrics,
-        "baseline_metrics": baseline,
-        "baseline_version": champion,
-        "ranker_metrics": {"rmse": float(ranked["rmse"]), "click_auc": float(ranked["click_auc"])},
-    }
+        log_here(result["metrics"], {"recops.rerank_policy": policy})
+    return result
 
 
 def register_step(
@@ -451,13 +518,13 @@ def register_step(
     passed its canary. A blessed candidate is announced through the ``recops_blessed``
     asset by the next task.
     """
-    from recops.registry import GateConfig, RegisterConfig, Threshold, register
-
     settings = dataset_settings(features.get("dataset"))
     p = merged_params(params)
     actor = f"{run.get('dag_id', 'recsys_nightly')}/{run.get('run_id', '')}"
     lineage = {
         **run,
+        "airflow_run_url": run_url(run),
+        "train_mlflow_run_id": trained.get("mlflow_run_id") or "",
         "dataset": settings.dataset,
         "dataset_spec": features.get("spec_uri", ""),
         "feature_services": {
@@ -500,6 +567,26 @@ def register_step(
             artifacts[f"vocabularies/{side}"] = str(settings.keys_dir / f"{side}.parquet")
     artifacts["dataset_spec"] = str(features.get("spec_uri") or "")
     artifacts = {k: v for k, v in artifacts.items() if v}
+    with task_run(settings, params={"dataset": settings.dataset}):
+        return _register_both(settings, lineage, artifacts, features, trained, selection,
+                              evaluation, ranked, p, actor)  # fmt: skip
+
+
+def _register_both(
+    settings: Settings,
+    lineage: dict[str, Any],
+    artifacts: dict[str, str],
+    features: dict[str, Any],
+    trained: dict[str, Any],
+    selection: dict[str, Any],
+    evaluation: dict[str, Any],
+    ranked: dict[str, Any],
+    p: dict[str, Any],
+    actor: str,
+) -> dict[str, Any]:
+    from recops.registry import GateConfig, RegisterConfig, Threshold, register
+    from recops.tracking import model_description
+
     retrieval = register(
         RegisterConfig(
             model_dir=evaluation["model_dir"],
@@ -517,6 +604,8 @@ def register_step(
             run_name=actor,
             auto_promote=False,
             actor=actor,
+            run_id=trained.get("mlflow_run_id"),
+            description=model_description("retrieval", settings, features),
         )
     )
     ranking = register(
@@ -547,8 +636,22 @@ def register_step(
             run_name=actor,
             auto_promote=False,
             actor=actor,
+            run_id=ranked.get("mlflow_run_id"),
+            description=model_description("ranking", settings, features),
         )
     )
+    from recops.features.lineage import record_model_lineage
+
+    # Feast's lineage view: each feature service links the versions trained on it.
+    for result, service in (
+        (retrieval, features["feature_service"]),
+        (ranking, features.get("ranking_service")),
+    ):
+        if service:
+            record_model_lineage(
+                settings, service, result.model_name, result.version, result.run_id,
+                airflow_run=lineage,
+            )  # fmt: skip
     return {
         "retrieval": retrieval.to_dict(),
         "ranking": ranking.to_dict(),
@@ -563,24 +666,31 @@ def report_step(
     trained: dict[str, Any],
     evaluation: dict[str, Any],
     ranked: dict[str, Any],
+    validation: dict[str, Any] | None = None,
+    selection: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Record what the run report needs in MLflow, then render it (see recops.report)."""
-    from recops.report import ReportConfig, build_report, record_report_inputs
+    """Record what the run report needs in MLflow, then render it (see recops.report).
+
+    The run's last task: once the page is written, the DAG run's MLflow run ends FINISHED.
+    """
+    from recops.report import report_dag_run
 
     settings = dataset_settings(features.get("dataset"))
-    run_id = registered["retrieval"]["run_id"]
-    record_report_inputs(
-        run_id,
-        trained=trained,
-        features=features,
-        evaluation=evaluation,
-        ranked=ranked,
-        ranking_run_id=(registered.get("ranking") or {}).get("run_id"),
-        settings=settings,
-    )
-    return build_report(
-        ReportConfig(dag_id=run["dag_id"], run_id=run["run_id"], mlflow_run_id=run_id), settings
-    ).to_dict()
+    with task_run(settings):
+        # The page and its records go to the DAG run's own MLflow run (recops.report.runs).
+        built = report_dag_run(
+            run,
+            registered=registered,
+            features=features,
+            trained=trained,
+            evaluation=evaluation,
+            ranked=ranked,
+            validation=validation,
+            selection=selection,
+            settings=settings,
+        ).to_dict()
+    end_dag_run_run(settings)  # the run's last task: its MLflow run is complete
+    return built
 
 
 def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | None:
@@ -595,166 +705,3 @@ def announcement(registered: dict[str, Any], run_id: str) -> dict[str, Any] | No
     if ranking.get("blessed"):
         versions[ranking["model_name"]] = int(ranking["version"])
     return {"versions": versions, "run_id": run_id, "dataset": registered.get("dataset")}
-
-
-# --------------------------------------------------------------------------- promotion
-
-
-def promotion_requests(
-    params: dict[str, Any], events: dict[str, list[dict[str, Any]]]
-) -> list[dict[str, Any]]:
-    """Turn the run's Params and triggering asset events into what to promote.
-
-    Args:
-        params: ``model_name``, ``version`` (None: resolve ``alias``), ``alias``,
-            ``action``, ``force``, ``reason``.
-        events: Triggering asset events' ``extra`` dicts by asset name. The nightly's
-            ``recops_blessed`` event names the versions it registered; the registry
-            watcher's event carries ``{"payload": {"model_name", "version"}}``.
-
-    Returns:
-        One ``{model_name, version, alias, action, force, reason, source}`` per model to
-        promote; a nightly event lists retrieval before ranking.
-    """
-    from recops.layout import all_promotable_models
-    from recops.params import check_param, check_params, promote_schemas
-
-    promotable = all_promotable_models(Settings.from_env())
-    schemas = promote_schemas(promotable)
-    params = check_params(params, schemas)
-    base = {
-        "alias": str(params.get("alias") or "champion"),
-        "action": str(params.get("action") or "promote"),
-        "force": bool(params.get("force", False)),
-        "reason": str(params.get("reason") or ""),
-    }
-    out: list[dict[str, Any]] = []
-    for extras in events.values():
-        for extra in extras:
-            if extra.get("from_trigger"):
-                payload = extra.get("payload") or {}
-                out.append(
-                    {
-                        **base,
-                        "model_name": payload["model_name"],
-                        "version": int(payload["version"]),
-                        "source": "registry-watch",
-                        "reason": f"champion alias moved to v{payload['version']} in MLflow",
-                    }
-                )
-            else:
-                for model_name, version in sorted(
-                    (extra.get("versions") or {}).items(), reverse=True
-                ):
-                    out.append(
-                        {
-                            **base,
-                            "model_name": model_name,
-                            "version": int(version),
-                            "source": "nightly",
-                            "reason": f"blessed by {extra.get('run_id', 'the nightly run')}",
-                        }
-                    )
-    for req in out:  # event payloads name a model and version too: same rules
-        check_param("model_name", req["model_name"], schemas["model_name"])
-        check_param("version", req["version"], schemas["version"])
-    if not out:
-        model = str(params.get("model_name") or promotable[0])
-        version = params.get("version")
-        out.append(
-            {
-                **base,
-                "model_name": model,
-                "version": int(version) if version is not None else None,
-                "source": "ui",
-            }
-        )
-    return out
-
-
-def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Promote (or roll back) each requested model; the first failure fails the task.
-
-    Models are handled one at a time under their promotion lock; a failed canary rolls
-    that model back (serving and alias) and raises, so the run shows failed.
-    """
-    from recops.errors import PromotionError
-    from recops.promotion import PromoteConfig, promote, rollback_model
-
-    results = []
-    for req in requests:
-        settings = settings_for_model(req["model_name"])
-        if req["action"] == "rollback":
-            result = rollback_model(
-                req["model_name"],
-                req.get("version"),
-                reason=req["reason"],
-                source=req["source"],
-                settings=settings,
-            )
-        else:
-            config = PromoteConfig(
-                model_name=req["model_name"],
-                version=req.get("version"),
-                alias=req["alias"],
-                force=req["force"],
-                reason=req["reason"],
-                source=req["source"],
-            )
-            try:
-                result = promote(config, settings)
-            except PromotionError as exc:
-                if req.get("version") is not None:
-                    _update_run_report(
-                        {
-                            "model_name": req["model_name"],
-                            "version": int(req["version"]),
-                            "outcome": "failed",
-                            "reasons": exc.reasons,
-                        }
-                    )
-                raise
-            _update_run_report(result.to_dict())
-        results.append(result.to_dict())
-    return results
-
-
-def _update_run_report(outcome: dict[str, Any]) -> None:
-    """Add a promotion outcome to the producing nightly run's report; never fails promotion."""
-    import logging
-
-    from recops.report import rollout_report
-
-    try:
-        rollout_report(outcome)
-    except Exception as exc:  # the report is for people; serving must not depend on it
-        logging.getLogger(__name__).warning(
-            "run report for %s v%s not updated: %s: %s",
-            outcome.get("model_name"),
-            outcome.get("version"),
-            type(exc).__name__,
-            exc,
-        )
-
-
-def replay_step(params: dict[str, Any]) -> dict[str, Any]:
-    """Replay a registered version (see recops.replay); fails when it did not reproduce."""
-    from recops.errors import ReplayError
-    from recops.params import REPLAY_SCHEMAS, check_params
-    from recops.replay import ReplayConfig, replay
-
-    params = check_params(params, REPLAY_SCHEMAS)
-    result = replay(
-        ReplayConfig(
-            model_version=int(params["replay_model_version"]), tolerance=float(params["tolerance"])
-        )
-    )
-    print(
-        f"replay of v{result.model_version}: recorded {result.recorded}, replayed {result.replayed}"
-    )
-    if not result.reproduced:
-        raise ReplayError(
-            f"v{result.model_version} did not reproduce within {params['tolerance']}: "
-            f"differences {result.differences}"
-        )
-    return result.to_dict()

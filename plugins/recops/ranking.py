@@ -29,7 +29,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from recops.params import stage_default
 from recops.records import Record
 from recops.splits import read_split
 from recops.tables import latest_rows, read_items, read_parquet_columns, read_users
+from recops.tracking_epochs import epoch_logger
 
 if TYPE_CHECKING:
     from recops.layout import Layout
@@ -192,6 +193,7 @@ class RankerResult(Record):
         strategy: Distribution strategy class name.
         replicas: Replicas in sync.
         duration_s: Wall time of the call.
+        history: Keras' per-epoch logs (``loss``, ``val_weight_rmse``...), epoch 0 first.
     """
 
     model_dir: str
@@ -205,6 +207,7 @@ class RankerResult(Record):
     strategy: str
     replicas: int
     duration_s: float
+    history: dict[str, list[float]] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- data
@@ -491,7 +494,8 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         train_data,
         validation_data=valid_data,
         epochs=config.epochs,
-        callbacks=[stopper],
+        # Each epoch's logs reach the task's MLflow run as they happen (when tracked).
+        callbacks=[stopper, *filter(None, [epoch_logger("rank.")])],
         verbose=0,
     )
     valid_curve = history.history["val_weight_rmse"]
@@ -524,6 +528,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         strategy=strategy_name,
         replicas=replicas,
         duration_s=time.perf_counter() - started,
+        history={k: [float(v) for v in vs] for k, vs in history.history.items()},
     )
     publish(staging, output_dir, ("model", "spec.json"), result.to_dict())
     log.info("trained ranker %s", result.to_dict())

@@ -4,6 +4,11 @@ A SavedModel directory is wrapped as an MLflow model (``tensorflow`` flavor, ``t
 with a signature read from its ``serving_default`` signature, logged to a run with params,
 metrics and lineage, and registered. The registry is idempotent on ``model_key``: the same
 inputs and config never create a second version.
+
+The run is the one that trained the model when the caller names it (``run_id``: in a
+nightly, the ``train`` or ``rank`` task's nested run, which holds the per-epoch curves,
+dataset inputs and system metrics), so opening a version in MLflow shows how it was
+trained; without one (the CLI, tests) a standalone run is created, as before.
 """
 
 from __future__ import annotations
@@ -24,17 +29,19 @@ from recops.ledger import promotion_lock, set_alias
 from recops.params import stage_default
 from recops.records import Record
 
+# The tag and alias names live in a leaf; re-exported here, where most callers look.
+from recops.registry_tags import BLESSED_TAG as BLESSED_TAG
+from recops.registry_tags import CHALLENGER as CHALLENGER
+from recops.registry_tags import CHAMPION as CHAMPION
+from recops.registry_tags import METRIC_TAG_PREFIX as METRIC_TAG_PREFIX
+from recops.registry_tags import MODEL_KEY_TAG as MODEL_KEY_TAG
+from recops.registry_tags import REASONS_TAG as REASONS_TAG
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.models import ModelSignature
 
-MODEL_KEY_TAG = "recops.model_key"
-BLESSED_TAG = "recops.blessed"
-REASONS_TAG = "recops.gate_reasons"
-METRIC_TAG_PREFIX = "recops.metric."
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 #: Metrics the gate compares; higher is better for all of them.
 GATED_METRICS = ("recall_at_10", "ndcg_at_10")
 
@@ -165,6 +172,11 @@ class RegisterConfig(Record):
         auto_promote: Move ``champion`` here when blessed. False leaves that to the
             promotion DAG, which moves it only after a successful rollout.
         actor: Who registers, for the ledger.
+        run_id: An existing MLflow run to record the model in and link the version to
+            (the run that trained it); None creates a standalone run in
+            ``experiment_name``.
+        description: The registered model's description (set, or corrected, when it
+            differs); a generic one for the gate's kind when empty.
     """
 
     model_dir: str
@@ -181,6 +193,8 @@ class RegisterConfig(Record):
     baseline_version: int | None = None
     auto_promote: bool = True
     actor: str | None = None
+    run_id: str | None = None
+    description: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -472,18 +486,24 @@ def _log_and_register(
     import mlflow
 
     signature = saved_model_signature(config.model_dir)
-    experiment_id = experiment_id_for(client, settings, config.experiment_name)
     lineage = {**config.lineage, **code_lineage()}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=config.run_name) as run:
-        mlflow.log_params({k: str(v)[:500] for k, v in config.params.items()})
-        mlflow.log_metrics({_metric_key(k): float(v) for k, v in config.metrics.items()})
-        mlflow.log_dict(lineage, "lineage.json")
-        mlflow.log_dict({"blessed": blessed, "reasons": reasons}, "gate.json")
+    if config.run_id:
+        run_id = config.run_id
+        experiment_id = str(client.get_run(run_id).info.experiment_id)
+    else:
+        experiment_id = experiment_id_for(client, settings, config.experiment_name)
+        run_id = client.create_run(experiment_id, run_name=config.run_name).info.run_id
+    try:
+        _log_params(client, run_id, config.params)
+        _log_metrics(client, run_id, config.metrics)
+        client.log_dict(run_id, lineage, "lineage.json")
+        client.log_dict(run_id, {"blessed": blessed, "reasons": reasons}, "gate.json")
         for subdir, path in config.artifacts.items():
-            _log_artifact(Path(path), subdir)
-        mlflow.set_tags({MODEL_KEY_TAG: config.model_key, BLESSED_TAG: str(blessed).lower()})
+            _log_artifact(client, run_id, Path(path), subdir)
+        client.set_tag(run_id, MODEL_KEY_TAG, config.model_key)
+        client.set_tag(run_id, BLESSED_TAG, str(blessed).lower())
         logged = mlflow.initialize_logged_model(
-            name="model", source_run_id=run.info.run_id, experiment_id=experiment_id
+            name="model", source_run_id=run_id, experiment_id=experiment_id
         )
         staging = Path(tempfile.mkdtemp(prefix="recops-mlflow-"))
         try:
@@ -503,13 +523,50 @@ def _log_and_register(
                 if not isinstance(v, dict)
             },
         }
-        return client.create_model_version(
-            name=_ensure_registered(client, name),
+        version = client.create_model_version(
+            name=_ensure_registered(client, name, _description(config, name)),
             source=f"models:/{logged.model_id}",
-            run_id=run.info.run_id,
+            run_id=run_id,
             tags=tags,
             model_id=logged.model_id,
         )
+    except BaseException:
+        if not config.run_id:
+            client.set_terminated(run_id, status="FAILED")
+        raise
+    if not config.run_id:
+        client.set_terminated(run_id, status="FINISHED")
+    return version
+
+
+def _log_params(client: MlflowClient, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
+    # The training run logged its own stage's params at its start (the ranker's
+    # ``epochs`` is ``ranker_epochs``): MLflow refuses to change one, so those stay.
+    logged = client.get_run(run_id).data.params
+    fresh = [Param(str(k), str(v)[:500]) for k, v in params.items() if str(k) not in logged]
+    for i in range(0, len(fresh), 100):  # MLflow takes at most 100 params a batch
+        client.log_batch(run_id, params=fresh[i : i + 100])
+
+
+def _log_metrics(client: MlflowClient, run_id: str, metrics: dict[str, float]) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    rows = [Metric(_metric_key(k), float(v), now, 0) for k, v in metrics.items()]
+    for i in range(0, len(rows), 1000):
+        client.log_batch(run_id, metrics=rows[i : i + 1000])
+
+
+def _description(config: RegisterConfig, name: str) -> str:
+    if config.description:
+        return config.description
+    if config.gate.kind == "ranking":
+        return f"recops ranking model {name}: scores (user, candidate item) pairs"
+    return f"recops two-tower retrieval model {name}: retrieves the top-k candidate items"
 
 
 #: What may be logged as an artifact; anything else (pickles above all) is refused.
@@ -542,9 +599,7 @@ ALLOWED_ARTIFACT_SUFFIXES = frozenset(
 )
 
 
-def _log_artifact(path: Path, subdir: str) -> None:
-    import mlflow
-
+def _log_artifact(client: MlflowClient, run_id: str, path: Path, subdir: str) -> None:
     if not path.exists():
         raise FileNotFoundError(f"artifact {subdir!r}: {path} does not exist")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -555,7 +610,7 @@ def _log_artifact(path: Path, subdir: str) -> None:
         raise ValueError(f"artifact {subdir!r} holds files of a refused type: {bad[:5]}")
     for f in files:
         rel = f.relative_to(path).parent if path.is_dir() else Path()
-        mlflow.log_artifact(str(f), str(Path(subdir) / rel) if str(rel) != "." else subdir)
+        client.log_artifact(run_id, str(f), str(Path(subdir) / rel) if str(rel) != "." else subdir)
 
 
 def _metric_key(name: str) -> str:
@@ -594,13 +649,17 @@ def code_lineage() -> dict[str, str]:
     return out
 
 
-def _ensure_registered(client: MlflowClient, name: str) -> str:
+def _ensure_registered(client: MlflowClient, name: str, description: str) -> str:
     from mlflow.exceptions import MlflowException
 
     try:
-        client.get_registered_model(name)
+        model = client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="recops two-tower retrieval model")
+        client.create_registered_model(name, description=description)
+        return name
+    if (model.description or "") != description:
+        # Earlier releases described every model as the two-tower: correct it.
+        client.update_registered_model(name, description=description)
     return name
 
 

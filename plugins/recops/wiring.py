@@ -36,14 +36,19 @@ def default_args() -> dict[str, Any]:
     """Retry policy of every recops task: two retries with exponential backoff.
 
     Only transient failures reach a retry: task bodies run inside ``recops.errors.fail_fast``,
-    which fails permanent ones at once.
+    which fails permanent ones at once. A task that fails for good closes its MLflow runs
+    (``recops.tracking.failure_callback``).
     ``RECOPS_RETRY_DELAY_SECONDS`` (default 30) is the first delay; tests shorten it.
     """
+    from recops.tracking import failure_callback
+
     delay = int(os.environ.get("RECOPS_RETRY_DELAY_SECONDS") or 30)
     return {
         "retries": 2,
         "retry_delay": pendulum.duration(seconds=delay),
         "retry_exponential_backoff": True,
+        # Closes the MLflow runs of a task that died without raising (timeout, OOM kill).
+        "on_failure_callback": failure_callback,
     }
 
 
@@ -72,10 +77,18 @@ def nightly_params() -> dict[str, Any]:
 
 
 def promote_params() -> dict[str, Any]:
-    """``recsys_promote``'s Params; the model choice is the deployment's model names."""
-    from recops.layout import all_promotable_models
+    """``recsys_promote``'s Params; the model choice is the deployment's model names.
 
-    return dag_params(promote_knobs(all_promotable_models(Settings.from_env())))
+    The version field names the registered versions (their aliases, and which need
+    ``force``) from ``recops.version_snapshot``'s file: parsing reads that file, never
+    MLflow.
+    """
+    from recops.layout import all_promotable_models
+    from recops.version_snapshot import describe, read
+
+    settings = Settings.from_env()
+    models = all_promotable_models(settings)
+    return dag_params(promote_knobs(models), notes={"version": describe(read(settings), models)})
 
 
 def replay_params() -> dict[str, Any]:

@@ -80,6 +80,28 @@ def test_nightly_wiring(dagbag) -> None:
     assert isinstance(dag.timetable, CronDataIntervalTimetable)
 
 
+def test_nightly_waits_for_its_day_and_ends_task_logs_with_figures(dagbag) -> None:
+    from recops.arrival import LATE_DATA_POKE_S
+
+    dag = dagbag.dags["recsys_nightly"]
+    sensor = dag.get_task("wait_for_data")
+    # An unpaused nightly without its day waits without holding a worker slot.
+    assert sensor.mode == "reschedule" and sensor.poke_interval == LATE_DATA_POKE_S
+    assert dag.get_task("validate").upstream_task_ids == {"wait_for_data"}
+    # Each stage's last line is its summary (run_stage), not the whole returned dict.
+    for dag_id in ("recsys_nightly", "recsys_replay"):
+        for t in dagbag.dags[dag_id].tasks:
+            if t.task_id == "wait_for_data":
+                continue
+            # A mapped task keeps its operator arguments in partial_kwargs.
+            shown = (
+                t.partial_kwargs.get("show_return_value_in_logs")
+                if hasattr(t, "partial_kwargs")
+                else t.show_return_value_in_logs
+            )
+            assert shown is False, f"{dag_id}.{t.task_id}"
+
+
 def test_variant_param_lists_every_variant(dagbag) -> None:
     from recops.compression import VARIANTS
 

@@ -158,7 +158,7 @@ def test_defaults_and_realistic_confs_validate(dags: dict[str, Any]) -> None:
 def test_reason_stays_free_text(dags: dict[str, Any], reason: str) -> None:
     values = _trigger_validation(dags["recsys_promote"], {"reason": reason})
     assert values["reason"] == reason
-    from recops.pipeline import promotion_requests
+    from recops.pipeline_promote import promotion_requests
 
     (request,) = promotion_requests(values, {})
     assert request["reason"] == reason and request["model_name"] == "recops_retrieval"
@@ -191,6 +191,37 @@ def test_package_schemas_are_the_dag_params(dags: dict[str, Any]) -> None:
             assert offered == list(known_datasets(Settings.from_env())), offered
 
 
+def test_every_form_field_is_labelled_bounded_and_opens_valid(dags: dict[str, Any]) -> None:
+    """What Airflow 3.3's trigger form reads from a Param's schema, checked for every field.
+
+    The form (``airflow/ui``'s FlexibleForm) labels a field with ``schema.title`` and puts
+    ``description`` under it; renders ``enum`` as a select, an array with ``examples`` as a
+    multi-select (``values_display`` labels the choices); gives its number field
+    ``schema.minimum`` / ``maximum`` as bounds (it ignores ``exclusiveMinimum``); and marks a
+    non-nullable field whose value is empty as required, so the form opens invalid.
+    """
+    for dag_id, dag in dags.items():
+        for name in dag.params:
+            param = dag.params.get_param(name)
+            schema, where = param.schema, f"{dag_id}.{name}"
+            assert schema.get("title"), where
+            assert param.description and param.description.endswith("."), where
+            types = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
+            if "integer" in types or "number" in types:
+                assert "minimum" in schema and "maximum" in schema, where
+                assert "exclusiveMinimum" not in schema, where
+            if "array" in types:
+                assert schema["examples"] == schema["items"]["enum"], where
+            if "null" not in types:
+                assert param.value not in (None, ""), f"{where} opens empty and required"
+    variants = dags["recsys_nightly"].params.get_param("variants").schema
+    assert len(variants["values_display"]) == len(variants["examples"]) == 13
+    for name in ("dataset", "protocol"):
+        assert dags["recsys_nightly"].params.get_param(name).schema["enum"], name
+    for name in ("model_name", "action"):
+        assert dags["recsys_promote"].params.get_param(name).schema["enum"], name
+
+
 # --------------------------------------------------------------------------- package
 
 
@@ -202,7 +233,8 @@ def test_package_entry_points_refuse_unsafe_names(
 ) -> None:
     from recops.config import Settings
     from recops.params import merged_params
-    from recops.pipeline import promotion_requests, replay_step, variant_step
+    from recops.pipeline import variant_step
+    from recops.pipeline_promote import promotion_requests, replay_step
     from recops.promotion import PromoteConfig, rollback_model
 
     monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "home"))
@@ -242,7 +274,7 @@ def test_package_refuses_non_finite_numbers(value: float) -> None:
     # JSON Schema bounds never refuse NaN (all comparisons are false) and Python's json
     # parses NaN and Infinity, so the package is the layer that stops them.
     from recops.params import merged_params
-    from recops.pipeline import replay_step
+    from recops.pipeline_promote import replay_step
 
     with pytest.raises(ValueError, match="'quality_budget'"):
         merged_params({"quality_budget": value})
@@ -253,7 +285,7 @@ def test_package_refuses_non_finite_numbers(value: float) -> None:
 def test_package_refuses_unknown_keys() -> None:
     # Airflow accepts conf keys no Param declares (with an empty schema); the package does not.
     from recops.params import merged_params
-    from recops.pipeline import promotion_requests, replay_step
+    from recops.pipeline_promote import promotion_requests, replay_step
 
     for call in (
         lambda: merged_params({"epochs": 2, "cmd": "$(touch /tmp/x)"}),

@@ -110,6 +110,72 @@ def _last_run_id(stack, dag_id: str) -> str:  # noqa: ANN001
     return str(rows[0][0])
 
 
+def _check_tracking(stack, run_id: str, *, rerun: bool = False) -> None:  # noqa: ANN001
+    """One FINISHED MLflow run for the DAG run, a nested run per task, live curves, inputs.
+
+    After a clear and re-run (``rerun``: ``dags test`` makes a new DAG run of the same
+    interval) the train task found its output complete, and its run still shows the curves.
+    """
+    from urllib.parse import quote
+
+    import mlflow
+    from recops.links import AIRFLOW_RUN_ID_TAG, AIRFLOW_RUN_URL_TAG, AIRFLOW_TASK_ID_TAG
+    from recops.tracking import KIND_TAG, dag_run_run, task_runs
+
+    client = mlflow.MlflowClient(tracking_uri=stack.settings.mlflow_tracking_uri)
+    parent = dag_run_run(client, "recsys_nightly", run_id)
+    assert parent is not None and parent.info.status == "FINISHED", parent
+    assert parent.info.run_name == run_id
+    run_path = f"/dags/recsys_nightly/runs/{quote(run_id, safe='')}"
+    assert parent.data.tags[AIRFLOW_RUN_URL_TAG].endswith(run_path)
+    mine = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{KIND_TAG}` = 'dag_run'", max_results=1000
+    )
+    assert [r.data.tags[AIRFLOW_RUN_ID_TAG] for r in mine].count(run_id) == 1
+    runs = task_runs(client, parent.info.run_id)
+    by_task = {r.data.tags[AIRFLOW_TASK_ID_TAG]: r for r in runs}
+    assert {"validate", "features", "train", "rank", "compress", "select", "evaluate",
+            "register", "report"} <= set(by_task), sorted(by_task)  # fmt: skip
+    assert all(r.info.status == "FINISHED" for r in runs), [
+        (r.info.run_name, r.info.status) for r in runs
+    ]
+    if rerun:  # the latest train try found its output complete: the curves are replayed
+        tries = [r for r in runs if r.data.tags[AIRFLOW_TASK_ID_TAG] == "train"]
+        steps = client.get_metric_history(tries[-1].info.run_id, "train.loss")
+        assert [m.step for m in steps] == [0, 1]
+        return
+    assert by_task["compress"].info.run_name == "compress int8_tables"
+    assert by_task["train"].data.tags[AIRFLOW_RUN_URL_TAG].endswith(f"{run_path}/tasks/train")
+    train, rank = by_task["train"].info.run_id, by_task["rank"].info.run_id
+    # Per-epoch curves, logged live (step = epoch), and system metrics while training.
+    for key in ("train.loss", "train.valid_ndcg_at_10"):
+        assert [m.step for m in client.get_metric_history(train, key)] == [0, 1], key
+    assert len(client.get_metric_history(rank, "rank.val_weight_rmse")) == 2
+    assert any(k.startswith("system/") for k in client.get_run(train).data.metrics)
+    assert client.get_run(train).data.params["epochs"] == "2"
+    # The training data as dataset inputs with their digests.
+    for run, name in ((train, "training_set"), (rank, "ranking_set")):
+        logged = client.get_run(run).inputs
+        assert logged is not None
+        inputs = {i.dataset.name: i for i in logged.dataset_inputs}
+        assert {name, "split"} <= set(inputs), inputs
+        tags = {t.key: t.value for t in inputs[name].tags}
+        assert tags["mlflow.data.context"] == "training" and len(tags["recops.sha256"]) == 64
+        assert inputs[name].dataset.digest == tags["recops.sha256"][:16]
+    # Each version is linked to the run that trained it; the descriptions fit the models.
+    retrieval = client.get_model_version("recops_retrieval", "1")
+    assert (
+        retrieval.run_id == train and client.get_model_version("recops_ranking", "1").run_id == rank
+    )
+    assert retrieval.tags["recops.lineage.airflow_run_url"].endswith(run_path)
+    assert "two-tower retrieval" in client.get_registered_model("recops_retrieval").description
+    ranking_text = client.get_registered_model("recops_ranking").description
+    assert "ranking model" in ranking_text and "two-tower" not in ranking_text
+    # The Data Docs as one page MLflow's artifact viewer renders.
+    docs = [f.path for f in client.list_artifacts(by_task["validate"].info.run_id, "data_docs")]
+    assert docs == ["data_docs/data_docs_inline.html"], docs
+
+
 def _promote(stack, model: str, version: int, when: str):  # noqa: ANN001, ANN202
     conf = json.dumps({"model_name": model, "version": version, "reason": "integration test"})
     return stack.airflow("dags", "test", "recsys_promote", when, "--conf", conf)
@@ -140,6 +206,7 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
     nightly_run_id = _last_run_id(stack, "recsys_nightly")
     report = report_path(stack.settings, "recsys_nightly", nightly_run_id)
     assert "Not rolled out yet" in report.read_text()
+    _check_tracking(stack, nightly_run_id)
 
     # recsys_promote, as a UI trigger would run it: canary, infra validation, stable.
     for i, model in enumerate(("recops_retrieval", "recops_ranking")):
@@ -248,5 +315,7 @@ def test_replay_and_rerun_of_the_same_interval_change_nothing(stack) -> None:  #
     after = _state(stack, day)
     for part in before:
         assert after[part] == before[part], f"{part} changed after clear + re-run"
+    # The re-run's DAG run has its one MLflow run too, with the curves of the reused model.
+    _check_tracking(stack, _last_run_id(stack, "recsys_nightly"), rerun=True)
     assert (after["labels"]["recops_retrieval"] or {}).get("stable") == 1, after["labels"]
     assert [v["version"] for v in registry_status(stack.settings).versions] == [1]

@@ -72,6 +72,20 @@ def test_promote_knobs_follow_the_model_names() -> None:
     assert params.promote_knobs(["a_b"])[0].default == "a_b"
 
 
+def test_the_promote_form_opens_valid_and_names_what_the_deployment_knows() -> None:
+    knobs = params.promote_knobs(["shop_retrieval"])
+    defaults = params.defaults(knobs)
+    # A required text field that opens empty makes the whole trigger form invalid.
+    assert defaults["reason"] == params.UI_REASON
+    assert params.check_params(defaults, params.schemas(knobs)) == defaults
+    built = params.dag_params(knobs, notes={"version": "Registered: shop_retrieval v2.", "x": ""})
+    assert built["version"].description == (
+        "Version to serve; leave empty to serve the version the alias names. "
+        "Registered: shop_retrieval v2."
+    )
+    assert built["alias"].description == "The MLflow alias resolved when no version is given."
+
+
 @pytest.mark.parametrize(
     ("conf", "named"),
     [

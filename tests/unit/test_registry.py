@@ -69,6 +69,12 @@ def test_register_is_idempotent_and_aliases_follow_the_gate(
     )
     assert first.created and first.blessed and first.version == 1
     assert set(first.aliases) == {"challenger", CHAMPION}
+    # Without a training run to link to, the version gets a standalone run, ended.
+    client = mlflow.MlflowClient(tracking_uri=Settings.from_env().mlflow_tracking_uri)
+    standalone = client.get_run(first.run_id)
+    assert standalone.info.status == "FINISHED"
+    assert mlflow.artifacts.load_dict(f"runs:/{first.run_id}/lineage.json")["dag_id"] == "t"
+    assert "retrieval" in client.get_registered_model("recops_retrieval").description
     again = register(RegisterConfig(model_dir=str(model), model_key="k1", metrics=good))
     assert not again.created and again.version == 1
 
@@ -81,8 +87,31 @@ def test_register_is_idempotent_and_aliases_follow_the_gate(
     assert worse.champion_version == 1 and worse.aliases == ["challenger"]
     assert any("relative drop" in r for r in worse.reasons)
 
+    # Linked to the run that trained it: that run gets the model, its lineage and gate,
+    # keeps the params it logged at its start, and is not ended by registration.
+    trained = client.create_run(standalone.info.experiment_id, run_name="train")
+    client.log_param(trained.info.run_id, "epochs", "9")
+    linked = register(
+        RegisterConfig(
+            model_dir=str(model),
+            model_key="k3",
+            metrics={"recall_at_10": 0.1, "ndcg_at_10": 0.1},
+            params={"epochs": 2, "seed": 1},
+            run_id=trained.info.run_id,
+            description="the two-tower of this test's dataset",
+        )
+    )
+    assert linked.created and linked.run_id == trained.info.run_id
+    run = client.get_run(trained.info.run_id)
+    assert run.info.status == "RUNNING" and run.data.params == {"epochs": "9", "seed": "1"}
+    assert run.data.metrics["recall_at_10"] == 0.1
+    assert mlflow.artifacts.load_dict(f"runs:/{linked.run_id}/gate.json")["blessed"] is False
+    # The description is the caller's, and corrects an earlier one.
+    described = client.get_registered_model("recops_retrieval").description
+    assert described == "the two-tower of this test's dataset"
+
     status = registry_status(Settings.from_env())
-    assert status.champion_version == 1 and status.challenger_version == 2
+    assert status.champion_version == 1 and status.challenger_version == 3
     # The registered model carries the SavedModel's signature (whatever inputs the
     # dataset's features make it take), strings included.
     import tensorflow as tf

@@ -14,6 +14,7 @@ IMPORTED_ELSEWHERE = {
     "build_report",
     "check_ids",
     "record_report_inputs",
+    "report_dag_run",
     "report_path",
     "rollout_report",
 }

@@ -1,9 +1,11 @@
 """Airflow as a subprocess: the metadata DB, ``airflow dags test`` with a task bar, DAG shape.
 
-The embedded profile runs DAGs with ``airflow dags test``; this module starts it with the
-profile's environment, keeps its whole output in ``RECOPS_HOME/logs``, follows its log
-lines to draw one task bar, and reads a DAG's tasks from its file without importing
-Airflow (so ``recops --help`` and the DAG-structure check stay fast).
+The embedded profile runs DAGs with ``airflow dags test``, through
+``recops.cli.dag_test_runner`` so that each run keeps its task logs where the UI reads
+them, a true duration, and every earlier run; this module starts it with the profile's
+environment, keeps its whole output in ``RECOPS_HOME/logs``, follows its log lines to
+draw one task bar, and reads a DAG's tasks from its file without importing Airflow (so
+``recops --help`` and the DAG-structure check stay fast).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import typer
 
@@ -28,6 +30,7 @@ from recops.config import PROMOTION_POOL, REPO_ROOT, Settings, airflow_env
 
 __all__ = [
     "DAG_ID",
+    "DagTestRun",
     "DagTestTracker",
     "check_conf",
     "dag_task_ids",
@@ -37,6 +40,8 @@ __all__ = [
 ]
 
 DAG_ID = "recsys_nightly"
+#: The nightly's first task: it skips the run when the day's data never came.
+SENSOR_TASK = "wait_for_data"
 
 
 def _airflow_cmd(settings: Settings) -> tuple[str, dict[str, str]]:
@@ -122,6 +127,7 @@ class DagTestTracker:
         self.current_lines: list[str] = []
         self.failed_lines: list[str] = []
         self.run_failed = False
+        self.skipped_reason = ""
 
     def feed(self, line: str) -> None:
         """Update the state from one log line."""
@@ -130,6 +136,9 @@ class DagTestTracker:
             self.started.append(self.current)
             self.current_lines = []
         self.current_lines.append(line)
+        if self.current == (SENSOR_TASK, -1) and "Skipping task." in line:
+            # The whole run is skipped: its day's data never came (recops.arrival).
+            self.skipped_reason = line.split("reason=", 1)[-1].strip().strip("'\"")
         if self.current is not None and (
             "new_state=failed" in line or "Task failed with exception" in line
         ):
@@ -164,6 +173,30 @@ class DagTestTracker:
         return [task + (f"[{index}]" if index >= 0 else "") for task, index in self.failed]
 
 
+class DagTestRun(NamedTuple):
+    """One finished ``airflow dags test`` run.
+
+    Attributes:
+        dag_id: The DAG that ran.
+        log_path: The command's whole output, under ``RECOPS_HOME/logs``.
+        run_id: The Airflow run id (empty when the run was never created).
+        logical_date: The logical date it ran at: the one asked for, or the first free
+            one after it in the same data interval (earlier runs are kept).
+    """
+
+    dag_id: str
+    log_path: Path
+    run_id: str
+    logical_date: str
+
+    @property
+    def url(self) -> str:
+        """The run's page in the Airflow UI (``make ui``)."""
+        from recops.links import airflow_run_url
+
+        return airflow_run_url(self.dag_id, self.run_id) if self.run_id else ""
+
+
 def run_dag_test(
     settings: Settings,
     logical_date: str,
@@ -171,42 +204,60 @@ def run_dag_test(
     dag_id: str = DAG_ID,
     *,
     show_progress: bool = False,
-) -> Path:
+) -> DagTestRun:
     """Run ``airflow dags test`` and keep its whole output in ``RECOPS_HOME/logs``.
 
-    With ``show_progress`` a task bar replaces the log on the terminal; otherwise the log
-    streams to stdout as it comes (CI logs keep everything). Returns the log file.
+    The run goes through ``recops.cli.dag_test_runner``: its task logs land where the
+    Airflow UI reads them, its duration is true, and an earlier run at the same logical
+    date is kept (this one takes the next free minute of the same data interval). With
+    ``show_progress`` a task bar replaces the log on the terminal; otherwise the log
+    streams to stdout as it comes (CI logs keep everything).
     """
     # `airflow dags test` can exit 0 on a failed run, so its final line is checked too.
-    exe, env = _airflow_cmd(settings)
+    _, env = _airflow_cmd(settings)
     log_dir = settings.home / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     stamp = re.sub(r"[^0-9A-Za-z]+", "", logical_date)[:15]
     log_path = log_dir / f"{dag_id}-{stamp}-{time.strftime('%Y%m%dT%H%M%S')}.log"
     tracker = DagTestTracker(dag_task_ids(dag_id))
+    from recops.cli.dag_test_runner import LOGICAL_DATE_MARK, RUN_ID_MARK
+
+    run_id, logical = "", logical_date
     proc = subprocess.Popen(
-        [exe, "dags", "test", dag_id, logical_date, "--conf", conf],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-m", "recops.cli.dag_test_runner", dag_id, logical_date, "--conf", conf],
+        env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
     )  # fmt: skip
     assert proc.stdout is not None
     with log_path.open("w") as log, _task_bar(show_progress, dag_id) as update:
         for line in proc.stdout:
             log.write(line)
             tracker.feed(line)
+            if line.startswith(RUN_ID_MARK):
+                run_id = line.removeprefix(RUN_ID_MARK).strip()
+            elif line.startswith(LOGICAL_DATE_MARK):
+                logical = line.removeprefix(LOGICAL_DATE_MARK).strip()
             if update is None:
                 sys.stdout.write(line)
             else:
                 update(tracker)
         returncode = proc.wait()
+    run = DagTestRun(dag_id=dag_id, log_path=log_path, run_id=run_id, logical_date=logical)
     if returncode != 0 or tracker.run_failed or tracker.failed:
         if show_progress and tracker.failed_lines:
             typer.echo("".join(tracker.failed_lines[-40:]), err=True)
         failed = ", ".join(tracker.failed_names()) or "see the log"
+        where = f"; in the Airflow UI (`make ui`): {run.url}" if run.url else ""
         fail(
-            f"{dag_id} run for {logical_date} failed (failed task: {failed})",
-            f"the full log is {log_path}; each task's log is also in the Airflow UI (`make ui`)",
+            f"{dag_id} run for {logical} failed (failed task: {failed})",
+            f"the full log is {log_path}{where}",
         )
-    return log_path
+    if tracker.skipped_reason:
+        fail(
+            f"{dag_id} run for {logical} was skipped: {tracker.skipped_reason}",
+            "pick a day with data (--date), or land that day first",
+        )
+    return run
 
 
 @contextmanager

@@ -83,8 +83,11 @@ def demo(
     ensure_airflow_db(settings)
     logical = logical_date_for(day)
     typer.echo(f"[3/5] Running `airflow dags test {DAG_ID} {logical}` (data interval {day}) ...")
-    log_path = run_dag_test(settings, logical, conf, show_progress=show)
-    typer.echo(f"      log: {log_path}")
+    nightly = run_dag_test(settings, logical, conf, show_progress=show)
+    typer.echo(f"      log: {nightly.log_path}")
+    typer.echo(
+        f"      Airflow run {nightly.run_id} (logical date {nightly.logical_date}): {nightly.url}"
+    )
     typer.echo("[4/5] Promoting what the gate blessed with `airflow dags test recsys_promote` ...")
     promoted = promote_challengers(settings, show_progress=show)
     typer.echo(

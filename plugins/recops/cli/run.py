@@ -80,8 +80,11 @@ def run(
     logical = logical_date_for(day)
     run_conf = json.dumps({**params, "dataset": dataset})
     typer.echo(f"[2/3] `airflow dags test {DAG_ID} {logical}` on {dataset} (data of {day}) ...")
-    log_path = run_dag_test(settings, logical, run_conf, show_progress=show)
-    typer.echo(f"      log: {log_path}")
+    nightly = run_dag_test(settings, logical, run_conf, show_progress=show)
+    typer.echo(f"      log: {nightly.log_path}")
+    typer.echo(
+        f"      Airflow run {nightly.run_id} (logical date {nightly.logical_date}): {nightly.url}"
+    )
     typer.echo("[3/3] Promoting what the gate blessed with `airflow dags test recsys_promote` ...")
     promoted = promote_challengers(settings, show_progress=show)
     typer.echo(f"      promoted: {', '.join(promoted) or 'nothing new'}")

@@ -14,6 +14,7 @@ import numpy as np
 from recops_models.tf_env import use_legacy_keras
 
 from recops.errors import ParamError
+from recops.tracking_epochs import epoch_logger
 from recops.training import (
     make_dataset,
     seed_everything,
@@ -80,7 +81,10 @@ def prune_model(
     history = pruned.fit(
         dataset,
         epochs=epochs,
-        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        callbacks=[
+            tfmot.sparsity.keras.UpdatePruningStep(),
+            *filter(None, [epoch_logger("fine_tune.")]),  # live, when the task is tracked
+        ],
         verbose=0,
     )
     # The export must not hold mirrored variables.

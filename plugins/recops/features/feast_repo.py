@@ -11,6 +11,7 @@ the leaf of the features package, so it imports nothing heavy.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from recops.config import Settings
 from recops.errors import PermanentError
+from recops.links import mlflow_ui_url
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -35,6 +37,7 @@ __all__ = [
     "recops_home_env",
     "rolling_source_path",
     "sqlite_path",
+    "ui_yaml",
     "yaml_path",
 ]
 
@@ -167,8 +170,42 @@ def open_store(settings: Settings) -> FeatureStore:
         return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=path)
 
 
+def ui_yaml(settings: Settings) -> Path:
+    """The Feast UI's repo config: the repo's yaml plus MLflow, for the lineage view.
+
+    Written under the dataset's Feast folder. The tracking URI and the MLflow UI's base
+    (``recops.links``) are written as literals; the rest of the repo's yaml, with its
+    variables, is kept as it is.
+
+    Raises:
+        FeatureRepoError: The repo's yaml is missing.
+    """
+    source = yaml_path(settings)
+    if not source.is_file():
+        raise FeatureRepoError(f"Feast repo config {source} is missing")
+    text = source.read_text(encoding="utf-8")
+    block = {
+        "enabled": True,
+        "tracking_uri": settings.mlflow_tracking_uri,
+        "ui_url": mlflow_ui_url(),
+        # The UI only reads MLflow; nothing it does is logged.
+        "auto_log": False,
+        "log_operations": False,
+    }
+    lines = [line for line in text.splitlines() if not line.startswith("mlflow:")]
+    # JSON strings are YAML strings: every value stays one scalar, whatever it holds.
+    body = "\n".join(f"  {k}: {json.dumps(v)}" for k, v in block.items())
+    path = settings.feast_dir / "feature_store.ui.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + f"\nmlflow:\n{body}\n", encoding="utf-8")
+    return path
+
+
 def feast_ui_command(settings: Settings, port: int) -> tuple[list[str], dict[str, str]]:
     """The ``feast ui`` command line and environment for the repo ``settings`` selects.
+
+    The UI reads the repo through ``ui_yaml`` (the repo's yaml with MLflow
+    enabled), so its lineage view shows the model versions trained on each service.
 
     Args:
         settings: Deployment settings (the repo, the dataset, the online store).
@@ -188,8 +225,10 @@ def feast_ui_command(settings: Settings, port: int) -> tuple[list[str], dict[str
             f"nightly first (`recops run --dataset {settings.dataset}`, or `recops demo`)"
         )
     feast = Path(sys.executable).parent / "feast"
+    # The UI's own yaml enables Feast's MLflow integration, which its lineage view reads
+    # (the model versions trained on each feature service); serving's yaml does not.
     argv = [
-        str(feast), "-c", str(settings.feature_repo), "-f", str(yaml_path(settings)),
+        str(feast), "-c", str(settings.feature_repo), "-f", str(ui_yaml(settings)),
         "ui", "--host", "127.0.0.1", "--port", str(port),
     ]  # fmt: skip
     return argv, feast_env(settings)

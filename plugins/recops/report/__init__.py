@@ -13,16 +13,18 @@ Submodules, one concern each:
   config and result records.
 - ``gather``: recording the report's inputs to MLflow and reading one run's data back.
 - ``markup``: HTML building blocks (escaping, numbers, tables, badges) and the CSS.
-- ``plots``: the per-epoch training history plot.
+- ``runs``: which MLflow runs belong to one DAG run (by the ``recops.links`` tags), and
+  the run its report is recorded in.
+- ``plots``: the per-epoch training curves and the numbered Pareto plot.
 - ``sections``: the seven page sections, from validation to roll-out.
 - ``render``: the page header and the whole HTML document.
-- ``build``: ``build_report`` (gather, render, atomic write, MLflow artifact) and
-  ``rollout_report``.
+- ``build``: ``report_dag_run`` (what the nightly calls), ``build_report`` (gather,
+  render, atomic write, MLflow artifact) and ``rollout_report``.
 """
 
 from __future__ import annotations
 
-from recops.report.build import build_report, rollout_report
+from recops.report.build import build_report, report_dag_run, rollout_report
 from recops.report.gather import record_report_inputs
 from recops.report.spec import (
     REPORT_ARTIFACT,
@@ -41,6 +43,7 @@ __all__ = [
     "build_report",
     "check_ids",
     "record_report_inputs",
+    "report_dag_run",
     "report_path",
     "rollout_report",
 ]

@@ -9,16 +9,26 @@ the page can be rebuilt later without the nightly's XComs.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from recops.config import Settings
-from recops.report.spec import MLFLOW_RUN_RE
+from recops.report.runs import DagRunRuns, registered_by
+from recops.report.spec import MLFLOW_RUN_RE, ReportConfig
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
+
+#: One metric's per-epoch points: ``(step, value)``.
+Series = list[tuple[int, float]]
+#: The task runs whose per-epoch metrics are the training curves, and their models.
+HISTORY_TASKS = (("train", "two-tower"), ("rank", "ranker (DCN-v2)"))
+#: MLflow's system-metrics prefix: CPU and memory are not training curves.
+SYSTEM_METRICS = "system/"
 
 __all__ = [
     "INPUTS_ARTIFACT",
@@ -33,6 +43,7 @@ __all__ = [
     "model_version",
     "png_artifact",
     "record_report_inputs",
+    "result_history",
 ]
 
 #: What ``record_report_inputs`` logs beyond ``register``, and the promotion outcomes.
@@ -49,19 +60,24 @@ def record_report_inputs(
     ranked: Mapping[str, Any] | None = None,
     ranking_run_id: str | None = None,
     feature_refs: Mapping[str, Sequence[str]] | None = None,
+    registered: Mapping[str, Any] | None = None,
+    airflow_run: Mapping[str, Any] | None = None,
+    validation: Mapping[str, Any] | None = None,
+    selection: Mapping[str, Any] | None = None,
     settings: Settings | None = None,
 ) -> None:
-    """Log what the report needs beyond what ``register`` logs, to the retrieval run.
+    """Log what the report shows of this DAG run, to the run's home MLflow run.
 
     - Per-epoch training history as MLflow metric steps (``train.valid_ndcg_at_10`` and,
       when training reports it, ``train.loss``), so the MLflow UI charts them too. A
       series already logged is not logged again (a retried task adds no duplicate steps).
-    - ``report/inputs.json``: the training summary, the champion's metrics on this run's
-      holdout (what the gate compared against), the feature names of each feature
-      service, the ranker's figures and its MLflow run.
+    - ``report/inputs.json``: this run's own figures (its evaluation metrics, the
+      champion it was compared with, the registered versions, the per-epoch histories
+      its train and rank steps returned, the validation report and the compression table
+      when given), so the page never reads another DAG run's records as this one's.
 
     Args:
-        mlflow_run_id: The retrieval model's MLflow run.
+        mlflow_run_id: The DAG run's home MLflow run (``runs.home_run``).
         trained: The train step's result dict.
         features: The features step's result dict.
         evaluation: The evaluate step's result dict.
@@ -69,6 +85,10 @@ def record_report_inputs(
         ranking_run_id: The ranker's MLflow run.
         feature_refs: ``{service: ["view:feature", ...]}``; read from the Feast registry
             when omitted.
+        registered: The register step's result (``retrieval`` and ``ranking``).
+        airflow_run: ``pipeline.run_ref`` of the DAG run (ids and data interval).
+        validation: The validate step's result (its ``report_uri`` JSON is recorded).
+        selection: The select step's result (its ``table_uri`` rows are recorded).
         settings: Deployment settings; read from the environment when omitted.
     """
     from mlflow.entities import Metric
@@ -96,34 +116,19 @@ def record_report_inputs(
     }
     if feature_refs is None:
         feature_refs = feast_feature_refs([s for s in services.values() if s], settings)
-    summary_keys = (
-        "strategy",
-        "replicas",
-        "epochs_run",
-        "final_loss",
-        "best_epoch",
-        "seconds_per_epoch",
-        "examples_per_s",
-        "train_rows",
-        "n_users",
-        "n_items",
-        "protocol",
-        "stopped_early",
-    )
+    registered = registered or {}
     inputs = {
-        "train": {k: trained.get(k) for k in summary_keys},
-        "ranker": {
-            k: (ranked or {}).get(k)
-            for k in (
-                "rmse",
-                "valid_rmse",
-                "click_auc",
-                "click_logloss",
-                "epochs_run",
-                "best_epoch",
-            )
+        "airflow": dict(airflow_run or {}),
+        "dataset": features.get("dataset"),
+        "train": {k: trained.get(k) for k in TRAIN_SUMMARY},
+        "ranker": {k: (ranked or {}).get(k) for k in RANKER_SUMMARY},
+        "history": {
+            "two-tower": result_history(trained),
+            "ranker (DCN-v2)": result_history(ranked or {}),
         },
-        "ranking_run_id": ranking_run_id,
+        "ranking_run_id": ranking_run_id or (registered.get("ranking") or {}).get("run_id"),
+        "metrics": evaluation.get("metrics"),
+        "ranker_metrics": evaluation.get("ranker_metrics"),
         "champion": {
             "version": evaluation.get("baseline_version"),
             "metrics": evaluation.get("baseline_metrics"),
@@ -131,12 +136,63 @@ def record_report_inputs(
         "selection": {
             k: evaluation.get(k) for k in ("selected", "selection_reason", "rerank_policy")
         },
+        "registered": {
+            role: {k: (result or {}).get(k) for k in REGISTERED_FIELDS}
+            for role, result in registered.items()
+            if isinstance(result, Mapping)
+        },
         "feature_services": services,
         "feature_refs": {k: list(v) for k, v in feature_refs.items()},
         "features_as_of": features.get("as_of"),
         "training_rows": features.get("n_rows"),
+        "validation": _read_json((validation or {}).get("report_uri")),
+        "variants": _read_json((selection or {}).get("table_uri")),
     }
     client.log_dict(mlflow_run_id, inputs, INPUTS_ARTIFACT)
+
+
+#: What the report keeps of each step's result.
+TRAIN_SUMMARY = (
+    "strategy",
+    "replicas",
+    "epochs_run",
+    "final_loss",
+    "best_epoch",
+    "seconds_per_epoch",
+    "examples_per_s",
+    "train_rows",
+    "n_users",
+    "n_items",
+    "protocol",
+    "stopped_early",
+)
+RANKER_SUMMARY = ("rmse", "valid_rmse", "click_auc", "click_logloss", "epochs_run", "best_epoch")
+REGISTERED_FIELDS = ("model_name", "version", "run_id", "created", "blessed", "reasons", "aliases")
+
+
+def result_history(result: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Per-epoch series a step's result carries: ``history`` (Keras' ``{key: [...]}``),
+    ``loss_history`` and ``valid_ndcg_at_10``; only series of finite numbers."""
+    out: dict[str, list[float]] = {}
+    history = result.get("history")
+    if isinstance(history, Mapping):
+        out.update({str(k): v for k, v in history.items() if isinstance(v, list)})
+    if isinstance(result.get("loss_history"), list):
+        out.setdefault("loss", result["loss_history"])
+    if isinstance(result.get("valid_ndcg_at_10"), list):
+        out.setdefault("valid_ndcg_at_10", result["valid_ndcg_at_10"])
+    return {
+        k: [float(x) for x in v]
+        for k, v in out.items()
+        if v and all(isinstance(x, int | float) and math.isfinite(x) for x in v)
+    }
+
+
+def _read_json(path: Any) -> Any:
+    """A step's JSON output, or None when the step did not say where it is."""
+    if not path or not Path(str(path)).is_file():
+        return None
+    return json.loads(Path(str(path)).read_text(encoding="utf-8"))
 
 
 def feast_feature_refs(services: Iterable[str], settings: Settings) -> dict[str, list[str]]:
@@ -210,34 +266,124 @@ def png_artifact(client: MlflowClient, run_id: str, folder: str, dest: Path) -> 
     return path.read_bytes() if path is not None else None
 
 
-def gather(client: MlflowClient, run_id: str, tmp: Path) -> dict[str, Any]:
-    """Everything the page shows, read from the run (missing parts are None)."""
+def _get_run(client: MlflowClient, run_id: str) -> Run | None:
+    from mlflow.exceptions import MlflowException
+
+    if not MLFLOW_RUN_RE.fullmatch(run_id or ""):
+        return None
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        return None
+
+
+def _metric_series(client: MlflowClient, run: Run, keys: Iterable[str]) -> dict[str, Series]:
+    """``{key: [(step, value), ...]}`` of the keys with a per-step history (two or more)."""
+    out: dict[str, Series] = {}
+    for key in sorted(keys):
+        steps = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
+        if len(steps) >= 2:
+            out[key] = [(int(m.step), float(m.value)) for m in steps]
+    return out
+
+
+def _histories(
+    client: MlflowClient, runs: DagRunRuns, inputs: Mapping[str, Any], legacy: list[Run]
+) -> dict[str, dict[str, Series]]:
+    """Per-epoch curves per model: live task-run metrics, then the steps' own results,
+    then the ``train.*`` series the report logged before runs were tracked per task."""
+    history: dict[str, dict[str, Series]] = {}
+    for task, label in HISTORY_TASKS:
+        for run in reversed(runs.tasks.get(task, [])):  # the latest try with curves
+            keys = [k for k in run.data.metrics if not k.startswith(SYSTEM_METRICS)]
+            series = _metric_series(client, run, keys)
+            if series:
+                history[label] = series
+                break
+    for label, recorded in (inputs.get("history") or {}).items():
+        series = {k: list(enumerate(v)) for k, v in (recorded or {}).items() if len(v) >= 1}
+        if series and label not in history:
+            history[label] = series
+    if "two-tower" not in history:
+        for run in legacy:
+            series = _metric_series(client, run, ("train.loss", "train.valid_ndcg_at_10"))
+            if series:
+                history["two-tower"] = series
+                break
+    return history
+
+
+def _model(
+    client: MlflowClient, recorded: Mapping[str, Any], fallback_run: str | None, run_id: str
+) -> dict[str, Any]:
+    """One registered model of the DAG run: its version, its run, and whether that run
+    belongs to this DAG run (a re-run may find an identical version already there)."""
+    model_run_id = str(recorded.get("run_id") or fallback_run or "")
+    version = None
+    if recorded.get("model_name") and recorded.get("version") is not None:
+        version = _version_dict(client, str(recorded["model_name"]), str(recorded["version"]))
+    elif model_run_id:
+        version = model_version(client, model_run_id)
+    run = _get_run(client, model_run_id) if model_run_id else None
+    owner = registered_by(run, (version or {}).get("tags"))
+    return {
+        "run": run,
+        "version": version,
+        "owner": owner,
+        "own": run is not None and (owner is None or owner == run_id),
+    }
+
+
+def gather(
+    client: MlflowClient,
+    config: ReportConfig,
+    tmp: Path,
+    runs: DagRunRuns | None = None,
+) -> dict[str, Any]:
+    """Everything the page shows of one DAG run (missing parts are None).
+
+    Records come from the run's home MLflow run (``report/inputs.json``) and from the
+    registered models' runs only when those belong to this DAG run.
+    """
+    home = config.mlflow_run_id
+    runs = runs or DagRunRuns()
+    inputs = json_artifact(client, home, INPUTS_ARTIFACT, tmp / "f") or {}
+    registered = inputs.get("registered") or {}
+    model = _model(client, registered.get("retrieval") or {}, home, config.run_id)
+    source = model["run"].info.run_id if model["own"] else None
     data: dict[str, Any] = {
-        "lineage": json_artifact(client, run_id, "lineage.json", tmp / "a") or {},
-        "gate": json_artifact(client, run_id, "gate.json", tmp / "b"),
-        "validation": first_json(client, run_id, "validation", tmp / "c"),
-        "variants": first_json(client, run_id, "compression/table", tmp / "d"),
-        "pareto": png_artifact(client, run_id, "compression/pareto", tmp / "e"),
-        "inputs": json_artifact(client, run_id, INPUTS_ARTIFACT, tmp / "f") or {},
-        "rollouts": json_artifact(client, run_id, ROLLOUTS_ARTIFACT, tmp / "g") or [],
-        "version": model_version(client, run_id),
+        "inputs": inputs,
+        "model": model,
+        "version": model["version"],
+        "lineage": (json_artifact(client, source, "lineage.json", tmp / "a") if source else None)
+        or {},
+        "gate": json_artifact(client, source, "gate.json", tmp / "b") if source else None,
+        "validation": inputs.get("validation")
+        or (first_json(client, source, "validation", tmp / "c") if source else None),
+        "variants": inputs.get("variants")
+        or (first_json(client, source, "compression/table", tmp / "d") if source else None),
+        "pareto": png_artifact(client, source, "compression/pareto", tmp / "e") if source else None,
+        "rollouts": json_artifact(client, home, ROLLOUTS_ARTIFACT, tmp / "g") or [],
+        "metrics": inputs.get("metrics") or (dict(model["run"].data.metrics) if source else {}),
+        "dag_run": runs,
     }
-    data["history"] = {
-        key: [
-            (int(m.step), float(m.value))
-            for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-        ]
-        for key in ("train.loss", "train.valid_ndcg_at_10")
-    }
-    data["history"] = {k: v for k, v in data["history"].items() if v}
-    ranking_run = data["inputs"].get("ranking_run_id")
+    legacy = [r for r in (_get_run(client, home), model["run"] if source else None) if r]
+    data["history"] = _histories(client, runs, inputs, legacy)
+    ranking = _model(
+        client,
+        registered.get("ranking") or {"run_id": inputs.get("ranking_run_id")},
+        None,
+        config.run_id,
+    )
     data["ranking"] = None
-    if ranking_run and MLFLOW_RUN_RE.fullmatch(str(ranking_run)):
-        ranked = client.get_run(str(ranking_run))
+    if ranking["run"] is not None:
+        ranking_source = ranking["run"].info.run_id if ranking["own"] else None
         data["ranking"] = {
-            "metrics": dict(ranked.data.metrics),
-            "gate": json_artifact(client, str(ranking_run), "gate.json", tmp / "h"),
-            "version": model_version(client, str(ranking_run)),
+            **ranking,
+            "metrics": dict(ranking["run"].data.metrics) if ranking_source else {},
+            "gate": json_artifact(client, ranking_source, "gate.json", tmp / "h")
+            if ranking_source
+            else None,
         }
     return data
 
@@ -252,7 +398,16 @@ def model_version(client: MlflowClient, run_id: str) -> dict[str, Any] | None:
         return None
     if not found:
         return None
-    mv = client.get_model_version(found[0].name, found[0].version)  # search carries no aliases
+    return _version_dict(client, found[0].name, found[0].version)  # search carries no aliases
+
+
+def _version_dict(client: MlflowClient, name: str, version: str) -> dict[str, Any] | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version(name, version)
+    except MlflowException:
+        return None
     return {
         "name": mv.name,
         "version": int(mv.version),

@@ -25,6 +25,8 @@ __all__ = [
     "html_table",
     "img",
     "kpi",
+    "link",
+    "links",
     "note",
     "section",
 ]
@@ -101,6 +103,19 @@ def img(png: bytes, alt: str) -> str:
     return f'<img alt="{esc(alt)}" src="data:image/png;base64,{data}">'
 
 
+def link(url: str, text: Any) -> Raw:
+    """An anchor to another UI, opened in a new tab (the page shows inside Airflow's
+    iframe); only http(s) URLs become links, anything else stays text."""
+    if not str(url).startswith(("http://", "https://")):
+        return Raw(esc(text))
+    return Raw(f'<a href="{esc(url)}" target="_blank" rel="noopener noreferrer">{esc(text)}</a>')
+
+
+def links(items: Iterable[tuple[str, Any]], sep: str = " · ") -> Raw:
+    """``(url, text)`` pairs as links in one line."""
+    return Raw(sep.join(link(url, text) for url, text in items))
+
+
 def bullets(items: Iterable[Any], cls: str = "") -> str:
     """An escaped bullet list; empty when there are no items."""
     rendered = "".join(f"<li>{esc(i)}</li>" for i in items)
@@ -161,4 +176,7 @@ CSS = (
     ".note{color:var(--muted)}\n"
     "ul.reasons li,ul.warn li{margin:2px 0;word-break:break-word}\n"
     "footer{color:var(--muted);font-size:12px;padding:12px 24px}\n"
+    "a{color:var(--accent)}\n"
+    ".banner{border:1px solid #f0b429;background:#fffbea;padding:6px 12px;"
+    "border-radius:6px}\n"
 )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from recops.config import SERVED_PREFIX
+from recops.links import feast_ui_url
 from recops.report.markup import (
     Raw,
     badge,
@@ -22,15 +23,18 @@ from recops.report.markup import (
     html_table,
     img,
     kpi,
+    link,
     note,
 )
-from recops.report.plots import plot_history
+from recops.report.plots import pareto_numbers, plot_history, plot_pareto
 
 __all__ = [
     "OVERALL_METRICS",
     "SECTION_RENDERERS",
+    "champion_of",
     "change",
     "compression_section",
+    "feast_service_url",
     "features_section",
     "gate_section",
     "metrics_section",
@@ -98,13 +102,21 @@ def features_section(data: dict[str, Any]) -> tuple[str, bool]:
     refs = inputs.get("feature_refs") or {}
     if not services:
         return note("No feature services were recorded for this run."), False
+    project = data.get("feast_project")
     rows = []
     for model, service in services.items():
         if not service:
             continue
         names = refs.get(service)
-        rows.append((model, service, ", ".join(names) if names else "(feature names not recorded)"))
+        shown = link(feast_service_url(project, service), service) if project else service
+        rows.append((model, shown, ", ".join(names) if names else "(feature names not recorded)"))
     out = [html_table(("model", "feature service", "features (view:feature)"), rows)]
+    if project:
+        out.append(
+            "<p>In the Feast UI: "
+            + link(f"{feast_ui_url()}/p/{project}/lineage", "lineage")
+            + " (each feature service links the model versions trained on it).</p>"
+        )
     facts = [
         ("features as of", inputs.get("features_as_of") or lineage.get("features_as_of")),
         ("training rows", fmt_num(inputs.get("training_rows"))),
@@ -116,20 +128,23 @@ def features_section(data: dict[str, Any]) -> tuple[str, bool]:
 
 
 def training_section(data: dict[str, Any]) -> tuple[str, bool]:
-    """The per-epoch history plot and the retrieval and ranker training facts."""
+    """The per-epoch curves of both models and the retrieval and ranker training facts."""
     train = data["inputs"].get("train") or {}
+    ranker = data["inputs"].get("ranker") or {}
     lineage_train = data["lineage"].get("train_config") or {}
     history = data["history"]
     out = []
     if history:
-        out.append(
-            img(plot_history(history, train.get("best_epoch")), "per-epoch training history")
-        )
+        best = {
+            "two-tower": train.get("best_epoch", lineage_train.get("best_epoch")),
+            "ranker (DCN-v2)": ranker.get("best_epoch"),
+        }
+        out.append(img(plot_history(history, best), "per-epoch training curves"))
     else:
         out.append(
             note(
-                "No per-epoch history was logged (valid NDCG@10 per epoch is recorded when "
-                "early_stopping_patience > 0)."
+                "No per-epoch history was recorded for this run: neither the train and rank "
+                "tasks' MLflow runs nor their results hold one."
             )
         )
     facts = [
@@ -151,7 +166,6 @@ def training_section(data: dict[str, Any]) -> tuple[str, bool]:
         ("protocol", train.get("protocol") or lineage_train.get("protocol")),
     ]
     out.append(facts_table(facts, "retrieval training (two-tower)"))
-    ranker = data["inputs"].get("ranker") or {}
     if any(v is not None for v in ranker.values()):
         out.append(
             facts_table(
@@ -180,16 +194,22 @@ def _served_table(scored: dict[str, float], base: dict[str, float], who: str) ->
             fmt_num(scored.get(m)),
             fmt_num(scored.get(f"{SERVED_PREFIX}popularity.{m}")),
             fmt_num(scored.get(f"{SERVED_PREFIX}ease.{m}")),
-            fmt_num(base.get(f"{SERVED_PREFIX}{m}")),
+            *([fmt_num(base.get(f"{SERVED_PREFIX}{m}"))] if base else []),
         )
         for m in ("recall_at_10", "ndcg_at_10")
     ]
+    headers = (
+        "metric",
+        "as served",
+        "offline proxy",
+        "popularity",
+        "EASE",
+        *([who] if base else []),
+    )
     share = scored.get(f"{SERVED_PREFIX}seen_share")
     return (
         "<h3>As served (the serving signature, with each user's known history)</h3>"
-        + html_table(
-            ("metric", "as served", "offline proxy", "popularity", "EASE", who), rows, "served"
-        )
+        + html_table(headers, rows, "served")
         + note(
             "Already-seen items in the served top-10: "
             + ("not measured" if share is None else f"{float(share):.2%}")
@@ -199,30 +219,47 @@ def _served_table(scored: dict[str, float], base: dict[str, float], who: str) ->
     )
 
 
+def champion_of(data: dict[str, Any]) -> tuple[dict[str, float], str, str]:
+    """``(metrics, label, note)`` of the champion this run's candidate is compared with.
+
+    The metrics are empty when there is nothing to compare with: no champion yet, or the
+    champion is this very version (a re-run that found its model already registered and
+    promoted): a model is never compared with itself.
+    """
+    champion = data["inputs"].get("champion") or {}
+    version = champion.get("version")
+    base: dict[str, float] = champion.get("metrics") or {}
+    candidate = (data.get("version") or {}).get("version")
+    if version is None or not base:
+        return {}, "champion", "No champion yet: this is the first model, nothing to compare with."
+    if candidate is not None and int(version) == int(candidate):
+        return (
+            {},
+            "champion",
+            f"This run's model is the champion itself (v{version}): there is no other "
+            "champion to compare it with.",
+        )
+    who = f"champion v{version}"
+    return base, who, f"The {who} was re-scored on this run's test split in the same task."
+
+
 def metrics_section(data: dict[str, Any]) -> tuple[str, bool]:
     """Candidate vs champion on the test split: overall, by segment, re-ranked."""
-    metrics: dict[str, float] = dict(data["run"].data.metrics)
+    metrics: dict[str, float] = dict(data.get("metrics") or {})
     scored = {k: v for k, v in metrics.items() if not k.startswith("train.")}
     if not scored:
-        return note("No evaluation metrics were logged to this run."), False
-    champion = data["inputs"].get("champion") or {}
-    base: dict[str, float] = champion.get("metrics") or {}
-    who = f"champion v{champion['version']}" if champion.get("version") else "champion"
-    out = []
-    if not base:
-        out.append(note("No champion yet: this is the first model, nothing to compare with."))
-    else:
-        out.append(note(f"The {who} was re-scored on this run's test split in the same task."))
-    out.append("<h3>Overall (test split, k=10)</h3>")
+        return note("No evaluation metrics were recorded for this run."), False
+    base, who, said = champion_of(data)
+    out = [note(said), "<h3>Overall (test split, k=10)</h3>"]
+    compared = ("metric", "candidate", who, "change") if base else ("metric", "candidate")
     out.append(
         html_table(
-            ("metric", "candidate", who, "change"),
+            compared,
             [
                 (
                     m,
                     fmt_num(scored.get(m)),
-                    fmt_num(base.get(m)),
-                    change(scored.get(m), base.get(m)),
+                    *((fmt_num(base.get(m)), change(scored.get(m), base.get(m))) if base else ()),
                 )
                 for m in OVERALL_METRICS
                 if m in scored
@@ -249,11 +286,14 @@ def metrics_section(data: dict[str, Any]) -> tuple[str, bool]:
                             seg,
                             name,
                             fmt_num(scored[key]),
-                            fmt_num(base.get(key)),
-                            change(scored[key], base.get(key)),
+                            *(
+                                (fmt_num(base.get(key)), change(scored[key], base.get(key)))
+                                if base
+                                else ()
+                            ),
                         )
                     )
-        out.append(html_table(("segment", "metric", "candidate", who, "change"), rows, "segments"))
+        out.append(html_table(("segment", *compared), rows, "segments"))
     reranked = {
         k.removeprefix("reranked."): v
         for k, v in scored.items()
@@ -278,20 +318,29 @@ def metrics_section(data: dict[str, Any]) -> tuple[str, bool]:
 
 
 def compression_section(data: dict[str, Any]) -> tuple[str, bool]:
-    """The compression variants, their Pareto plot and the one served."""
+    """The compression variants, their Pareto plot (numbered points) and the one served."""
     rows = data["variants"]
-    pareto = data["pareto"]
-    if not rows and not pareto:
-        return note("No compression search was logged to this run."), False
+    logged_pareto = data["pareto"]
+    if not rows and not logged_pareto:
+        return note("No compression search was recorded for this run."), False
     selection = data["inputs"].get("selection") or {}
     selected = selection.get("selected") or data["lineage"].get("compression")
     reason = selection.get("selection_reason") or data["lineage"].get("selection_reason")
     out = []
     if selected:
         out.append(f"<p>Served variant: <strong>{esc(selected)}</strong>. {esc(reason or '')}</p>")
-    if pareto:
-        out.append(img(pareto, "compression Pareto plot: NDCG@10 vs p99 latency and vs size"))
+    # Drawn from the table, so its numbers match the table's "#" column; the selection's
+    # own PNG (names written beside the points) only when there is no table.
+    pareto = plot_pareto(rows, selected) if rows else None
+    if pareto or logged_pareto:
+        out.append(
+            img(
+                pareto or logged_pareto,
+                "compression Pareto plot: NDCG@10 vs p99 latency and vs size",
+            )
+        )
     if rows:
+        numbers = pareto_numbers(rows)
         table = []
         for r in rows:
             name = (
@@ -301,6 +350,7 @@ def compression_section(data: dict[str, Any]) -> tuple[str, bool]:
             )
             table.append(
                 (
+                    numbers.get(str(r.get("name")), ""),
                     name,
                     r.get("status"),
                     r.get("serves"),
@@ -320,6 +370,7 @@ def compression_section(data: dict[str, Any]) -> tuple[str, bool]:
         out.append(
             html_table(
                 (
+                    "#",
                     "variant",
                     "status",
                     "serves",
@@ -342,17 +393,36 @@ def compression_section(data: dict[str, Any]) -> tuple[str, bool]:
     return "".join(out), True
 
 
+def _reused_note(model: dict[str, Any], recorded: dict[str, Any]) -> str:
+    """What the page says of a version this run found already registered."""
+    version = model.get("version") or {}
+    label = f"{version.get('name', recorded.get('model_name'))} v{version.get('version', '?')}"
+    decided = recorded.get("blessed")
+    return (
+        f"This run registered no new version: {label}, an identical model (same model key), "
+        f"was registered by Airflow run {model.get('owner') or '?'}, whose gate decided it"
+        + (" (blessed)." if decided else " (not blessed)." if decided is False else ".")
+        + " That run's report holds its gate reasons."
+    )
+
+
 def gate_section(data: dict[str, Any]) -> tuple[str, bool]:
-    """The gate decision (blessed or not, with reasons) of each model."""
+    """The gate decision (blessed or not, with reasons) of each model this run registered."""
+    registered = data["inputs"].get("registered") or {}
     gate = data["gate"]
-    if gate is None:
-        return note("No gate decision was logged to this run."), False
-    version = data["version"]
-    label = f"{version['name']} v{version['version']}" if version else "retrieval model"
-    out = [
-        f"<h3>{esc(label)} {badge(bool(gate.get('blessed')), 'blessed', 'not blessed')}</h3>",
-        bullets(gate.get("reasons") or [], "reasons"),
-    ]
+    model = data.get("model") or {}
+    out = []
+    if gate is None and model.get("run") is not None and not model.get("own"):
+        out.append(note(_reused_note(model, registered.get("retrieval") or {})))
+    elif gate is None:
+        return note("No gate decision was recorded for this run."), False
+    else:
+        version = data["version"]
+        label = f"{version['name']} v{version['version']}" if version else "retrieval model"
+        out += [
+            f"<h3>{esc(label)} {badge(bool(gate.get('blessed')), 'blessed', 'not blessed')}</h3>",
+            bullets(gate.get("reasons") or [], "reasons"),
+        ]
     ranking = data["ranking"]
     if ranking and ranking.get("gate") is not None:
         rv = ranking["version"]
@@ -362,6 +432,8 @@ def gate_section(data: dict[str, Any]) -> tuple[str, bool]:
             f"{badge(bool(ranking['gate'].get('blessed')), 'blessed', 'not blessed')}</h3>"
         )
         out.append(bullets(ranking["gate"].get("reasons") or [], "reasons"))
+    elif ranking and not ranking.get("own"):
+        out.append(note(_reused_note(ranking, registered.get("ranking") or {})))
     return "".join(out), True
 
 
@@ -430,6 +502,13 @@ def rollout_section(data: dict[str, Any]) -> tuple[str, bool]:
         if r.get("reasons"):
             out.append(bullets(r["reasons"], "reasons"))
     return "".join(out), True
+
+
+def feast_service_url(project: str, service: str) -> str:
+    """The Feast UI page of one feature service of ``project``."""
+    from urllib.parse import quote
+
+    return f"{feast_ui_url()}/p/{quote(project, safe='')}/feature-service/{quote(service, safe='')}"
 
 
 #: ``(key, title, renderer)`` of every section, in page order.

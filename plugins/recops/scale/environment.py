@@ -14,6 +14,7 @@ from pathlib import Path
 
 from recops_models.tf_env import TF_ENV
 
+from recops.airflow_logging import QUIET_ENV
 from recops.config import REPO_ROOT
 from recops.scale.config import AIRFLOW_USERS, ScaleConfig
 from recops.scale.credentials import load_secrets
@@ -67,7 +68,8 @@ def stack_env(config: ScaleConfig, secret_values: Mapping[str, str]) -> dict[str
             "RECOPS_GRPC_PORT": str(config.grpc_port),
             "RECOPS_REST_PORT": str(config.rest_port),
             **TF_ENV,
-            "TF_CPP_MIN_LOG_LEVEL": "2",
+            # The embedded profile's quiet task logs (library noise filtered at the source).
+            **QUIET_ENV,
             "PYTHONUNBUFFERED": "1",
             # Airflow starts some children as `airflow ...` from PATH.
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",

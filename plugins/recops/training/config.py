@@ -156,6 +156,8 @@ class TrainResult(Record):
         stopped_early: True if early stopping ended training before ``epochs``.
         protocol: The split protocol used.
         mixed_precision: True if training ran under ``mixed_float16``.
+        loss_history: Training loss after each epoch this call ran (empty when it only
+            exported a training finished before an interruption).
     """
 
     model_dir: str
@@ -179,3 +181,4 @@ class TrainResult(Record):
     stopped_early: bool = False
     protocol: str = "random"
     mixed_precision: bool = False
+    loss_history: list[float] = field(default_factory=list)

@@ -151,6 +151,8 @@ def early_stopping_callback(
                 return
             value = float(score(self.model))
             self.history.append(value)
+            if logs is not None:  # later callbacks (the MLflow epoch logger) see it too
+                logs[f"valid_ndcg_at_{EARLY_STOPPING_K}"] = value
             self.last_loss = float((logs or {}).get("loss", math.nan))
             if value > self.best_score:
                 self.best_score, self.best_epoch, self._wait = value, epoch, 0

@@ -48,6 +48,7 @@ from recops.config import RETRIEVAL_K
 from recops.errors import ParamError, PermanentError
 from recops.splits import split_interactions, temporal_split, train_rows
 from recops.tables import read_items, read_training_set, read_users
+from recops.tracking_epochs import epoch_logger
 from recops.training.backup import BACKUP_DIR, EARLY_STOPPING_DIR, prepare_backup
 from recops.training.config import TrainConfig, TrainResult
 from recops.training.early_stopping import (
@@ -213,6 +214,8 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             delete_checkpoint=False,
         ),
         timer,
+        # Each epoch's loss and valid NDCG@10 reach the task's MLflow run as they happen.
+        *filter(None, [epoch_logger("train.", chief=chief)]),
         *callbacks,
     ]
     resume_stopped = finished_state(state_dir, config, saved_epoch)
@@ -275,6 +278,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         stopped_early=bool(stopped),
         protocol=config.protocol,
         mixed_precision=mixed,
+        loss_history=[float(v) for v in losses] if resume_stopped is None else [],
     )
     if chief:
         publish(staging, output_dir, ("split.parquet", "weights", "model"), result.to_dict())

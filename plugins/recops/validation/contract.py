@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DOCS_DIR",
     "REPORT_NAME",
+    "SELF_CONTAINED_DOCS",
     "SEVERITIES",
     "ContractConfig",
     "ValidateConfig",
@@ -33,6 +34,8 @@ __all__ = [
 REPORT_NAME = "validation.json"
 #: The GX Data Docs folder inside the report folder.
 DOCS_DIR = "data_docs"
+#: The one-file page of the Data Docs inside ``DOCS_DIR``, which MLflow's viewer renders.
+SELF_CONTAINED_DOCS = "data_docs_inline.html"
 SEVERITIES: tuple[str, ...] = ("fail", "warn")
 
 

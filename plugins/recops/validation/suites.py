@@ -449,6 +449,10 @@ def build_docs(context: Any, docs_dir: Path) -> str:
         },
     )
     context.build_data_docs(site_names=["recops"])
+    from recops.validation.docs_page import self_contained_docs
+
+    # The site needs its folder and a browser with network; MLflow's viewer needs one file.
+    self_contained_docs(docs_dir)
     return str(docs_dir / "index.html")
 
 

@@ -23,6 +23,7 @@ import mlflow
 import pytest
 from _tiny_data import TinyData
 from PIL import Image
+from recops import links
 from recops.compression import SelectConfig, VariantConfig, compress_variant, select_variant
 from recops.config import Settings
 from recops.data import partition_path, publish, synthesize
@@ -198,9 +199,31 @@ def test_report_is_written_under_recops_home_and_logged_to_mlflow(
         )
     )
     assert logged.read_text(encoding="utf-8") == text
-    # Self-contained: no external fetches and no script at all.
-    assert not re.search(r'(src|href)="(?!data:image/png;base64,)', text)
+    # Self-contained: no external fetches and no script at all; links only to the UIs,
+    # each opened in a new tab (the page shows inside Airflow's iframe).
+    assert not re.search(r'src="(?!data:image/png;base64,)', text)
     assert "<script" not in text.lower()
+    bases = (links.airflow_url(), links.mlflow_ui_url(), links.feast_ui_url())
+    anchors = re.findall(r'<a href="([^"]+)" target="_blank" rel="noopener noreferrer">', text)
+    assert anchors and len(anchors) == text.count("href=")
+    assert all(html.unescape(a).startswith(bases) for a in anchors)
+
+
+def test_the_report_links_out_to_airflow_mlflow_and_feast(
+    recorded: RecordedRun, page: tuple[Any, str]
+) -> None:
+    _, text = page
+    header = html.unescape(text.split("<main>", 1)[0])
+    client = mlflow.MlflowClient(tracking_uri=recorded.settings.mlflow_tracking_uri)
+    run = client.get_run(recorded.run_id)
+    assert links.airflow_run_url(DAG_ID, RUN_ID) in header
+    assert links.airflow_task_url(DAG_ID, RUN_ID, "train") in header
+    assert links.mlflow_run_url(run.info.experiment_id, recorded.run_id) in header
+    assert links.mlflow_version_url("recops_retrieval", 2) in header
+    features = html.unescape(_section(text, "features"))
+    project = recorded.settings.feast_project
+    assert f"{links.feast_ui_url()}/p/{project}/feature-service/retrieval_v1" in features
+    assert f"{links.feast_ui_url()}/p/{project}/lineage" in features
 
 
 def test_sections_show_the_runs_real_values(recorded: RecordedRun, page: tuple[Any, str]) -> None:
@@ -255,7 +278,7 @@ def test_training_curve_and_pareto_pngs_decode(
     _, text = page
     training = _section(text, "training")
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', training)
-    assert len(pngs) == 1
+    assert len(pngs) == 1 and "No per-epoch history" not in training
     curve = Image.open(io.BytesIO(base64.b64decode(pngs[0])))
     curve.load()
     assert curve.format == "PNG" and curve.size[0] > 300
@@ -342,7 +365,7 @@ def test_a_promotion_outcome_rerenders_the_producing_runs_report(recorded: Recor
 def test_a_report_failure_never_fails_promotion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from recops.pipeline import _update_run_report
+    from recops.pipeline_promote import _update_run_report
 
     monkeypatch.setenv("RECOPS_HOME", str(tmp_path / "empty-home"))
     # An empty registry: the version is unknown, so the report cannot be found.
@@ -350,3 +373,120 @@ def test_a_report_failure_never_fails_promotion(
     assert any(
         "run report for recops_retrieval v7 not updated" in r.getMessage() for r in caplog.records
     )
+
+
+RERUN_ID = "manual__2026-11-23T07:00:00+00:00"
+TRACKED_ID = "scheduled__2026-11-24T00:00:00+00:00"
+
+
+def _steps(recorded: RecordedRun, candidate: dict[str, float]) -> dict[str, Any]:
+    """What a later nightly's tasks hand the report when register found v2 already there."""
+    return {
+        "registered": {
+            "retrieval": {
+                "model_name": "recops_retrieval",
+                "version": 2,
+                "run_id": recorded.run_id,
+                "created": False,
+                "blessed": True,
+                "reasons": recorded.reasons,
+            }
+        },
+        "features": {"feature_service": "retrieval_v1", "dataset": "tiny"},
+        "trained": recorded.trained.to_dict(),
+        # v2 became the champion since: the same model must not be compared with itself.
+        "evaluation": {"metrics": candidate, "baseline_version": 2, "baseline_metrics": candidate},
+        "feature_refs": REFS,
+        "settings": recorded.settings,
+    }
+
+
+def test_a_rerun_shows_its_own_data_and_never_the_champion_against_itself(
+    recorded: RecordedRun, page: tuple[Any, str]
+) -> None:
+    from recops.report import report_dag_run
+
+    client = mlflow.MlflowClient(tracking_uri=recorded.settings.mlflow_tracking_uri)
+    first_inputs = client.download_artifacts(
+        recorded.run_id, "report/inputs.json", str(recorded.settings.home / "before")
+    )
+    # This run's own figures differ from those v2 was registered with.
+    candidate = {k: v / 2 for k, v in recorded.candidate.items()}
+    run = {"dag_id": DAG_ID, "run_id": RERUN_ID, "data_interval_start": "2026-11-23"}
+    result = report_dag_run(run, **_steps(recorded, candidate))
+    text = Path(result.path).read_text(encoding="utf-8")
+
+    # Recorded in an MLflow run of its own, tagged with its Airflow run; v2's run untouched.
+    assert result.run_id == RERUN_ID and result.mlflow_run_id != recorded.run_id
+    home = client.get_run(result.mlflow_run_id)
+    assert home.data.tags[links.AIRFLOW_RUN_ID_TAG] == RERUN_ID
+    again = client.download_artifacts(
+        recorded.run_id, "report/inputs.json", str(recorded.settings.home / "after")
+    )
+    assert Path(again).read_text() == Path(first_inputs).read_text()
+
+    header = html.unescape(text.split("<main>", 1)[0])
+    assert f"registered earlier by run {RUN_ID}; this run re-used it" in header
+    assert links.airflow_run_url(DAG_ID, RERUN_ID) in header
+    metrics = _section(text, "metrics")
+    assert f"{candidate['ndcg_at_10']:.4f}" in metrics
+    assert f"{recorded.candidate['ndcg_at_10']:.4f}" not in metrics  # v2's registered figures
+    assert "champion itself (v2)" in metrics and "champion v2" not in metrics
+    assert "<th>change</th>" not in metrics
+    # The first run's validation and gate are not shown as this run's.
+    assert "No validation report was logged" in _section(text, "validation")
+    gate = html.unescape(_section(text, "gate"))
+    assert f"registered by Airflow run {RUN_ID}" in gate
+    assert not any(html.escape(r, quote=True) in _section(text, "gate") for r in recorded.reasons)
+
+    # Rebuilt for the same Airflow run: the same MLflow run, no second one.
+    assert report_dag_run(run, **_steps(recorded, candidate)).mlflow_run_id == home.info.run_id
+
+
+def test_a_tracked_dag_run_reports_from_its_own_run_and_its_task_runs_curves(
+    recorded: RecordedRun,
+) -> None:
+    from recops.report import report_dag_run
+
+    client = mlflow.MlflowClient(tracking_uri=recorded.settings.mlflow_tracking_uri)
+    experiment = client.get_run(recorded.run_id).info.experiment_id
+    tags = {links.AIRFLOW_DAG_ID_TAG: DAG_ID, links.AIRFLOW_RUN_ID_TAG: TRACKED_ID}
+    parent = client.create_run(experiment, run_name=TRACKED_ID, tags=tags).info.run_id
+    train = client.create_run(
+        experiment,
+        run_name="train",
+        tags={**tags, "mlflow.parentRunId": parent, links.AIRFLOW_TASK_ID_TAG: "train"},
+    ).info.run_id
+    losses = [0.9, 0.6, 0.5]
+    for step, loss in enumerate(losses):
+        client.log_metric(train, "loss", loss, step=step)
+        client.log_metric(train, "val_loss", loss + 0.1, step=step)
+    client.log_metric(train, "system/cpu_utilization_percentage", 50.0, step=0)
+    client.log_metric(train, "system/cpu_utilization_percentage", 60.0, step=1)
+
+    steps = _steps(recorded, recorded.candidate)
+    steps["trained"] = {**steps["trained"], "valid_ndcg_at_10": []}
+    result = report_dag_run({"dag_id": DAG_ID, "run_id": TRACKED_ID}, **steps)
+    assert result.mlflow_run_id == parent  # the DAG run's own MLflow run holds the report
+    names = {f.path for f in client.list_artifacts(parent, "report")}
+    assert {"report/inputs.json", "report/index.html"} <= names
+    text = Path(result.path).read_text(encoding="utf-8")
+    training = _section(text, "training")
+    (png,) = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', training)
+    assert Image.open(io.BytesIO(base64.b64decode(png))).size[0] > 300
+    header = html.unescape(text.split("<main>", 1)[0])
+    assert links.mlflow_run_url(experiment, train) in header
+    assert links.airflow_task_url(DAG_ID, TRACKED_ID, "train") in header
+
+    # The curves are the task run's per-epoch metrics (system metrics are not curves).
+    from recops.report.gather import gather
+    from recops.report.runs import dag_run_runs
+
+    runs = dag_run_runs(client, DAG_ID, TRACKED_ID)
+    config = ReportConfig(dag_id=DAG_ID, run_id=TRACKED_ID, mlflow_run_id=parent)
+    data = gather(client, config, recorded.settings.home / "gathered", runs)
+    assert data["history"]["two-tower"] == {
+        "loss": [(0, 0.9), (1, 0.6), (2, 0.5)],
+        "val_loss": [(0, pytest.approx(1.0)), (1, pytest.approx(0.7)), (2, pytest.approx(0.6))],
+    }
+    assert not data["model"]["own"] and data["model"]["owner"] == RUN_ID
