@@ -216,6 +216,18 @@ def features_step(
     return {**built, "dataset": settings.dataset, "spec_uri": str(spec_path(settings))}
 
 
+def _inputs(features: dict[str, Any], name: str, split_uri: str) -> list[tuple[str, str, str, str]]:
+    """A training task's MLflow dataset inputs: its set for training, the split for evaluation.
+
+    The set carries the digest the features stage computed (``<name>_sha256``).
+    """
+    digest = str(features.get(f"{name}_sha256", ""))
+    return [
+        (name, features[f"{name}_uri"], digest, "training"),
+        ("split", split_uri, "", "evaluation"),
+    ]
+
+
 def train_step(
     interval_start: datetime | str, features: dict[str, Any], params: dict[str, Any] | None
 ) -> dict[str, Any]:
@@ -253,15 +265,7 @@ def train_step(
         record_training(
             settings,
             tracked,
-            inputs=[
-                (
-                    "training_set",
-                    features["training_set_uri"],
-                    features.get("training_set_sha256", ""),
-                    "training",
-                ),
-                ("split", result["split_uri"], "", "evaluation"),
-            ],  # fmt: skip
+            inputs=_inputs(features, "training_set", result["split_uri"]),
             history={
                 "train.loss": result.get("loss_history") or [],
                 "train.valid_ndcg_at_10": result.get("valid_ndcg_at_10") or [],
@@ -301,15 +305,7 @@ def rank_step(
         record_training(
             settings,
             tracked,
-            inputs=[
-                (
-                    "ranking_set",
-                    features["ranking_set_uri"],
-                    features.get("ranking_set_sha256", ""),
-                    "training",
-                ),
-                ("split", trained["split_uri"], "", "evaluation"),
-            ],  # fmt: skip
+            inputs=_inputs(features, "ranking_set", trained["split_uri"]),
             history={f"rank.{k}": v for k, v in (result.get("history") or {}).items()},
         )
     return {**result, "rank_key": key, "mlflow_run_id": tracked}

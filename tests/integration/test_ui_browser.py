@@ -115,14 +115,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveAirflow
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        done = subprocess.run(
-            [str(BIN / "airflow"), "db", "migrate"],
-            env=stack.env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert done.returncode == 0, done.stderr[-3000:]
+        stack.cli("db", "migrate")
         day = publish(
             settings,
             *synthesize(rows=6000, users=120, items=150, days=8, seed=5),

@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import os
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -47,7 +46,7 @@ from tests.support.live_airflow import (
     process_title,
     wait_for,
 )
-from tests.support.stack import BIN, free_port
+from tests.support.stack import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -106,18 +105,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
     )
     stack.api_port = int(stack.env["AIRFLOW__API__PORT"])
     try:
-        for args in (
-            ("db", "migrate"),
-            ("pools", "set", "recops_promotion", "1", "one promotion at a time"),
-        ):
-            done = subprocess.run(
-                [str(BIN / "airflow"), *args],
-                env=stack.env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-            )
-            assert done.returncode == 0, done.stderr[-3000:]
+        stack.cli("db", "migrate")
+        stack.cli("pools", "set", "recops_promotion", "1", "one promotion at a time")
         ingested = publish(
             settings,
             *synthesize(rows=6000, users=120, items=150, days=8, seed=5),

@@ -100,6 +100,17 @@ class LiveAirflow:
         self.started.append(proc)
         return proc
 
+    def cli(self, *args: str, timeout: float = 300) -> None:
+        """Run ``airflow <args>`` in the stack's environment; it must exit 0."""
+        done = subprocess.run(
+            [str(BIN / "airflow"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+
     def kill9(self, component: str) -> int:
         """SIGKILL one component's main process only; its children live on, as in a crash."""
         proc = self.procs[component]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,25 +90,19 @@ def record_report_inputs(
         selection: The select step's result (its ``table_uri`` rows are recorded).
         settings: Deployment settings; read from the environment when omitted.
     """
-    from mlflow.entities import Metric
-
     from recops.registry import mlflow_client
+    from recops.tracking import log_history
 
     settings = settings or Settings.from_env()
     client = mlflow_client(settings)
-    series = {
-        "train.valid_ndcg_at_10": trained.get("valid_ndcg_at_10") or [],
-        "train.loss": trained.get("loss_history") or [],
-    }
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(key=key, value=float(value), timestamp=now, step=step)
-        for key, values in series.items()
-        if values and not client.get_metric_history(mlflow_run_id, key)
-        for step, value in enumerate(values)
-    ]
-    if metrics:
-        client.log_batch(mlflow_run_id, metrics=metrics)
+    log_history(
+        client,
+        mlflow_run_id,
+        {
+            "train.valid_ndcg_at_10": trained.get("valid_ndcg_at_10") or [],
+            "train.loss": trained.get("loss_history") or [],
+        },
+    )
     services = {
         "retrieval": str(features.get("feature_service") or ""),
         "ranking": str(features.get("ranking_service") or ""),
