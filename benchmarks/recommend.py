@@ -33,7 +33,8 @@ user's lists over both must be equal. Warm, in one process: a fresh
 
 **The recommendation service** (``benchmarks._recommend_service``, issue #17's targets):
 ``recops.service`` started against the same state (unless one answers), asked over real
-HTTP with httpx at ``--rate`` requests per second, closed loop, for ``--seconds``, for
+HTTP (one keep-alive ``http.client`` connection, so the load generator adds little of its
+own) at ``--rate`` requests per second, closed loop, for ``--seconds``, for
 random users by their own keys (the in-process path above times the first ``--users``
 of the same sequence, so the CLI/service ratio compares the same users in one run); then
 every user's top-k against what the user has already seen: the seen share, which must be 0.

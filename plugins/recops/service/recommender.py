@@ -22,6 +22,7 @@ import numpy as np
 from recops_models.contract import HISTORY_INPUT
 
 from recops.errors import UnavailableError
+from recops.service.metrics import STAGES
 from recops.service.state import HISTORY_FIELDS, HISTORY_VIEW
 from recops.serving.recommend import (
     fill_popular,
@@ -120,13 +121,23 @@ class Recommender:
         self.cache = cache
         self.metrics = metrics
         self.timeout_s = timeout_s
+        # The labelled series a request observes, looked up once: ``labels()`` takes a
+        # lock and builds a key on every call, twenty-odd times a request otherwise.
+        self._stages = {name: metrics.stage_latency.labels(stage=name) for name in STAGES}
+        self._scores: dict[str, Any] = {}
 
     def _timed(self, stage: str, fn: Callable[[], T]) -> T:
         begin = time.perf_counter()
         try:
             return fn()
         finally:
-            self.metrics.stage_latency.labels(stage=stage).observe(time.perf_counter() - begin)
+            self._stages[stage].observe(time.perf_counter() - begin)
+
+    def _score_series(self, source: str) -> Any:
+        series = self._scores.get(source)
+        if series is None:
+            series = self._scores[source] = self.metrics.scores.labels(source=source)
+        return series
 
     # -- the online store ---------------------------------------------------------
     def online_user(self, state: ServedState, user: int) -> OnlineUser:
@@ -178,9 +189,10 @@ class Recommender:
             picked = fill_popular(picked, popular, seen, state.items, k)
         items = self._timed("attributes", lambda: self._described(state, picked))
         for item in items:
-            self.metrics.scores.labels(source=item["source"]).observe(item["score"])
+            self._score_series(item["source"]).observe(item["score"])
+        popularity = self.metrics.candidate_popularity
         for item_id, *_ in picked:
-            self.metrics.candidate_popularity.observe(state.popularity.get(item_id, 0.0))
+            popularity.observe(state.popularity.get(item_id, 0.0))
         return {"user_id": key, "items": items, "model_versions": state.versions}
 
     def _model_path(

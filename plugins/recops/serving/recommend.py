@@ -146,12 +146,15 @@ def kept_candidates(
     the catalogue does not hold it (a padding id, an item no longer published).
     """
     out: list[int] = []
+    kept: set[int] = set()  # what ``out`` holds, for an O(1) duplicate check
     retrieval: dict[int, float] = {}
+    floor = MASKED_SCORE / 2
     for raw_item, raw_score in zip(item_ids, scores, strict=True):
         item, score = int(raw_item), float(raw_score)
         retrieval.setdefault(item, score)
-        if score > MASKED_SCORE / 2 and item not in seen and item in catalogue and item not in out:
+        if score > floor and item not in seen and item in catalogue and item not in kept:
             out.append(item)
+            kept.add(item)
     return out, retrieval
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -94,6 +94,61 @@ def _array_dtype_name(array: np.ndarray) -> str:
     return "string" if array.dtype.kind in "OSU" else array.dtype.name
 
 
+Runner = Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]]
+
+
+def _runner(function: Any, io: SignatureIO) -> Runner:
+    """How ``run`` calls one loaded signature: checked arrays in, output tensors out.
+
+    A loaded signature called by keyword (``function(**tensors)``) binds its arguments
+    to its ``FunctionType`` on every call, about 0.2 ms of Python on a 0.4 ms model.
+    A signature's parameters are keyword-only tensors, and TensorFlow flattens those in
+    name order (``FunctionType.unpack_inputs``), so this calls the same graph with that
+    flat list through ``_call_flat``, where the keyword call ends, once ``run`` has done
+    the dtype and shape checks the binding would. A function of any other shape (or a
+    TensorFlow without ``_call_flat``) keeps the keyword call.
+    """
+    import inspect
+
+    tf = tensorflow()
+
+    dtypes = {name: tf.as_dtype(meta.dtype) for name, meta in io.inputs.items()}
+    # ``run`` has checked each array's dtype already: ``tf.constant`` makes the same
+    # tensor as ``tf.convert_to_tensor`` without its dispatch layers (10 us, not 17).
+    convert = tf.constant
+
+    def by_keyword(inputs: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        result: Mapping[str, Any] = function(
+            **{name: convert(a, dtype=dtypes[name]) for name, a in inputs.items()}
+        )
+        return result
+
+    call_flat = getattr(function, "_call_flat", None)
+    function_type = getattr(function, "function_type", None)
+    if function_type is None:
+        return by_keyword
+    parameters = list(function_type.parameters.values())
+    if (
+        call_flat is None
+        or not hasattr(function, "captured_inputs")
+        or {p.name for p in parameters} != set(io.inputs)
+        or any(p.kind is not inspect.Parameter.KEYWORD_ONLY for p in parameters)
+        or len(function_type.flat_inputs) != len(parameters)
+    ):
+        return by_keyword
+    order = [(name, dtypes[name]) for name in sorted(io.inputs)]
+
+    def flat(inputs: Mapping[str, np.ndarray]) -> Mapping[str, Any]:
+        # captured_inputs is read per call, as the keyword call reads it.
+        result: Mapping[str, Any] = call_flat(
+            [convert(inputs[name], dtype=dtype) for name, dtype in order],
+            function.captured_inputs,
+        )
+        return result
+
+    return flat
+
+
 class Servable:
     """One loaded version: the TF object, its SignatureDefs, and ``run``.
 
@@ -115,6 +170,9 @@ class Servable:
             for key, sig in self.signature_defs.items()
             if key in self._functions
         }
+        self._runners = {
+            key: _runner(self._functions[key], io) for key, io in self.signatures.items()
+        }
 
     def signature(self, name: str) -> SignatureIO:
         key = name or DEFAULT_SIGNATURE
@@ -130,11 +188,10 @@ class Servable:
         output_filter: Sequence[str] = (),
     ) -> dict[str, np.ndarray]:
         """Run one signature; inputs are checked against the SignatureDef first."""
-        tf = tensorflow()
-
-        signature = self.signature(signature_name)
-        sent, wanted = set(inputs), set(signature.inputs)
-        if sent != wanted:
+        key = signature_name or DEFAULT_SIGNATURE
+        signature = self.signature(key)
+        if inputs.keys() != signature.inputs.keys():
+            sent, wanted = set(inputs), set(signature.inputs)
             raise invalid(
                 f"input size does not match signature: {len(sent)}!={len(wanted)} "
                 f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
@@ -144,7 +201,6 @@ class Servable:
         unknown = [name for name in output_filter if name not in signature.outputs]
         if unknown:
             raise invalid(f"output tensor alias not found in signature: {', '.join(unknown)}")
-        tensors = {}
         for name, array in inputs.items():
             meta = signature.inputs[name]
             if _array_dtype_name(array) != meta.dtype:
@@ -157,9 +213,8 @@ class Servable:
                     f"Input {name} has shape {list(array.shape)}, but the signature expects "
                     f"{meta.describe_shape()}"
                 )
-            tensors[name] = tf.convert_to_tensor(array, dtype=tf.as_dtype(meta.dtype))
         try:
-            result = self._functions[signature_name or DEFAULT_SIGNATURE](**tensors)
+            result = self._runners[key](inputs)
         except Exception as exc:
             raise error_from_exception(exc) from exc
         keep = set(output_filter) or set(result)
