@@ -25,6 +25,7 @@ __all__ = [
     "AIRFLOW_RUN_ID_TAG",
     "AIRFLOW_RUN_URL_TAG",
     "AIRFLOW_TASK_ID_TAG",
+    "MLFLOW_NOTE_TAG",
     "airflow_run_url",
     "airflow_task_url",
     "airflow_url",
@@ -40,6 +41,8 @@ AIRFLOW_DAG_ID_TAG = "airflow.dag_id"
 AIRFLOW_RUN_ID_TAG = "airflow.run_id"
 AIRFLOW_RUN_URL_TAG = "airflow.run_url"
 AIRFLOW_TASK_ID_TAG = "airflow.task_id"
+#: MLflow shows this tag as the run's description (Markdown, links clickable).
+MLFLOW_NOTE_TAG = "mlflow.note.content"
 
 
 def _base(url_var: str, port_var: str, port: int) -> str:

@@ -40,8 +40,10 @@ from recops.links import (
     AIRFLOW_RUN_ID_TAG,
     AIRFLOW_RUN_URL_TAG,
     AIRFLOW_TASK_ID_TAG,
+    MLFLOW_NOTE_TAG,
     airflow_run_url,
     airflow_task_url,
+    feast_ui_url,
 )
 from recops.tracking_epochs import RUN_ID_ENV, TRACKING_URI_ENV
 
@@ -196,6 +198,13 @@ def _ensure_dag_run_run(
                     AIRFLOW_RUN_URL_TAG: airflow_run_url(task.dag_id, task.run_id),
                     DATASET_TAG: settings.dataset,
                     KIND_TAG: "dag_run",
+                    # The run's description in the MLflow UI, where links are clickable.
+                    MLFLOW_NOTE_TAG: (
+                        f"Airflow run [`{task.run_id}`]"
+                        f"({airflow_run_url(task.dag_id, task.run_id)}) of `{task.dag_id}`, "
+                        f"dataset `{settings.dataset}`; its features in the "
+                        f"[Feast UI]({feast_ui_url()})."
+                    ),
                 },
             )
             if params:
@@ -229,6 +238,12 @@ def _task_run_id(
         TRY_NUMBER_TAG: str(task.try_number),
         DATASET_TAG: settings.dataset,
         KIND_TAG: "task",
+        MLFLOW_NOTE_TAG: (
+            f"Airflow task [`{task.task_id}`]"
+            f"({airflow_task_url(task.dag_id, task.run_id, task.task_id)}) (its log), "
+            f"try {task.try_number}, of run [`{task.run_id}`]"
+            f"({airflow_run_url(task.dag_id, task.run_id)})."
+        ),
     }
     existing = [
         r

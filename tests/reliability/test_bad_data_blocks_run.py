@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 from recops.data import partition_path, publish, synthesize
 from recops.pipeline import logical_date_for
+from recops.registry import mlflow_client
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -29,7 +30,15 @@ def test_out_of_range_ratings_block_the_run(stack) -> None:  # noqa: ANN001
     # Downstream never ran: no online store, no training output, no model, nothing served.
     assert not (stack.settings.feast_dir / "online_store.db").exists()
     assert not list(stack.settings.runs_dir.glob("*/train-*"))
-    assert not (stack.settings.mlflow_dir / "mlflow.db").exists()
+    # MLflow holds the run's record (the DAG run's run and validate's), failed; no model.
+    client = mlflow_client(stack.settings)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs = client.search_runs(experiments)
+    status = {r.data.tags.get("airflow.task_id"): r.info.status for r in runs}
+    # `variants` (which only lists names) runs beside `validate`; nothing after them did.
+    assert set(status) <= {None, "validate", "variants"}, status
+    assert status[None] == status["validate"] == "FAILED", status
+    assert client.search_model_versions() == []
     assert not stack.settings.models_config_path.exists()
     quarantined = stack.settings.quarantine_dir / day
     assert (quarantined / "part-0.parquet").read_bytes() == path.read_bytes()

@@ -18,6 +18,7 @@ from recops.links import (
     AIRFLOW_RUN_ID_TAG,
     AIRFLOW_RUN_URL_TAG,
     AIRFLOW_TASK_ID_TAG,
+    MLFLOW_NOTE_TAG,
     airflow_run_url,
     airflow_task_url,
 )
@@ -81,6 +82,8 @@ def test_one_dag_run_run_with_a_nested_run_per_task_try(settings: Settings) -> N
     assert parent.data.tags[AIRFLOW_DAG_ID_TAG] == "recsys_nightly"
     assert parent.data.tags[AIRFLOW_RUN_ID_TAG] == RUN_ID
     assert parent.data.tags[AIRFLOW_RUN_URL_TAG] == airflow_run_url("recsys_nightly", RUN_ID)
+    # The description (Markdown in the MLflow UI) links back to the Airflow run.
+    assert f"({airflow_run_url('recsys_nightly', RUN_ID)})" in parent.data.tags[MLFLOW_NOTE_TAG]
     assert parent.data.tags[DATASET_TAG] == settings.dataset
     assert parent.data.params == {"epochs": "2"}
 
@@ -103,6 +106,10 @@ def test_one_dag_run_run_with_a_nested_run_per_task_try(settings: Settings) -> N
     assert train_run.data.tags[AIRFLOW_TASK_ID_TAG] == "train"
     assert train_run.data.tags[AIRFLOW_RUN_URL_TAG] == airflow_task_url(
         "recsys_nightly", RUN_ID, "train"
+    )
+    assert (
+        f"({airflow_task_url('recsys_nightly', RUN_ID, 'train')})"
+        in (train_run.data.tags[MLFLOW_NOTE_TAG])
     )
     assert by_name["compress pq8"].data.tags["airflow.map_index"] == "1"
 

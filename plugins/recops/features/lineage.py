@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from recops.config import Settings
 from recops.errors import PermanentError
 from recops.features.feast_repo import open_store
-from recops.links import airflow_run_url, mlflow_run_url, mlflow_version_url
+from recops.links import MLFLOW_NOTE_TAG, airflow_run_url, mlflow_run_url, mlflow_version_url
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -54,8 +54,6 @@ FEAST_RETRIEVAL_TAG = "feast.retrieval_type"
 FEAST_MODEL_NAME_TAG = "feast.model_name"
 FEAST_MODEL_VERSION_TAG = "feast.model_version"
 FEAST_TRAINING_RUN_TAG = "feast.training_run_id"
-#: MLflow shows this tag as the run's description (Markdown, links clickable).
-NOTE_TAG = "mlflow.note.content"
 #: MLflow's tag limit is 5,000 characters; Feast truncates its own tags the same way.
 TAG_LIMIT = 4990
 
@@ -203,7 +201,7 @@ def record_model_lineage(
             **tags,
             **identity,
             FEAST_TRAINING_RUN_TAG: run_id,
-            NOTE_TAG: _note(model_name, int(version), feature_service, run, airflow_run),
+            MLFLOW_NOTE_TAG: _note(model_name, int(version), feature_service, run, airflow_run),
         },
     )
     client.set_terminated(created.info.run_id)
