@@ -181,17 +181,31 @@ def _promote(stack, model: str, version: int, when: str):  # noqa: ANN001, ANN20
     return stack.airflow("dags", "test", "recsys_promote", when, "--conf", conf)
 
 
-def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN001
+def _nightly(stack) -> tuple[str, str]:  # noqa: ANN001
+    """Publish the sample and run the nightly on its last day: (day, the run's log)."""
     ingested = publish(
         stack.settings,
         *synthesize(rows=6000, users=120, items=150, days=8, seed=5),
         source="synthetic",
     )
     day = ingested.last_date
-
     run = stack.airflow("dags", "test", "recsys_nightly", logical_date_for(day), "--conf", CONF)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-6000:]
+    return day, log
+
+
+def _promote_both(stack) -> None:  # noqa: ANN001
+    """recsys_promote, as a UI trigger would run it, for version 1 of both models."""
+    for i, model in enumerate(("recops_retrieval", "recops_ranking")):
+        promoted = _promote(stack, model, 1, f"2030-01-01T00:00:0{i}+00:00")
+        assert promoted.returncode == 0 and "DagRun failed" not in promoted.stdout, (
+            promoted.stdout + promoted.stderr
+        )[-6000:]
+
+
+def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN001
+    _, log = _nightly(stack)
 
     # The nightly registers and gates both models; it serves nothing by itself.
     status = registry_status(stack.settings)
@@ -209,11 +223,7 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
     _check_tracking(stack, nightly_run_id)
 
     # recsys_promote, as a UI trigger would run it: canary, infra validation, stable.
-    for i, model in enumerate(("recops_retrieval", "recops_ranking")):
-        promoted = _promote(stack, model, 1, f"2030-01-01T00:00:0{i}+00:00")
-        assert promoted.returncode == 0 and "DagRun failed" not in promoted.stdout, (
-            promoted.stdout + promoted.stderr
-        )[-6000:]
+    _promote_both(stack)
     # The promotion re-rendered the nightly's report with the canary's figures; open it
     # from the DAG-run page of the Airflow UI in a real browser.
     assert "Not rolled out yet" not in report.read_text()
@@ -265,11 +275,14 @@ def test_nightly_runs_end_to_end_and_is_idempotent(stack) -> None:  # noqa: ANN0
 
 
 # Replay and clear + re-run repeat the whole nightly twice more (about 3 minutes on 2
-# cores). Each stage's idempotency and the replay's config round trip are covered by unit
-# tests; this end-to-end proof runs in `make test-all`, on the stack the test above left.
+# cores), after a nightly and a promotion of its own. Each stage's idempotency and the
+# replay's config round trip are covered by unit tests; this end-to-end proof runs in
+# `make test-all`.
 @pytest.mark.extended
 def test_replay_and_rerun_of_the_same_interval_change_nothing(stack) -> None:  # noqa: ANN001
-    day = list_partitions(stack.settings)[-1].parent.name.removeprefix("date=")
+    # A stack of its own (fixtures are per test): the nightly and the promotion first.
+    day, _ = _nightly(stack)
+    _promote_both(stack)
     # Replay v1 from its lineage: same partitions, same training-set hash, retrained from
     # scratch with the same Params, metrics within tolerance (training is seeded).
     replayed = stack.airflow(
