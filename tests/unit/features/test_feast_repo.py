@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from recops.config import Settings
 from recops.errors import PermanentError
 from recops.features import FeatureRepoError, feast_ui_command, open_store
+
+
+def _loaded_config(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], yaml_name: str
+) -> tuple[Settings, Any]:
+    """Settings from ``env``, and the Feast config of the yaml they pick (named ``yaml_name``)."""
+    from feast.repo_config import load_repo_config
+    from recops.features import recops_home_env, yaml_path
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.from_env()
+    path = yaml_path(settings)
+    assert path.name == yaml_name
+    with recops_home_env(settings):
+        return settings, load_repo_config(settings.feature_repo, path)
 
 
 @pytest.mark.parametrize(
@@ -21,18 +38,13 @@ from recops.features import FeatureRepoError, feast_ui_command, open_store
 def test_online_store_setting_picks_a_valid_feast_config(
     monkeypatch: pytest.MonkeyPatch, store: str, profile: str, yaml_name: str, online_type: str
 ) -> None:
-    from feast.repo_config import load_repo_config
-    from recops.features import recops_home_env, yaml_path
-
-    monkeypatch.setenv("RECOPS_PROFILE", profile)
-    monkeypatch.setenv("RECOPS_ONLINE_STORE", store)
-    monkeypatch.setenv("RECOPS_REDIS_URL", "127.0.0.1:6379,db=7")
-    monkeypatch.setenv("RECOPS_FEAST_REGISTRY_URL", "postgresql+psycopg2://u:p@db:5432/feast")
-    settings = Settings.from_env()
-    path = yaml_path(settings)
-    assert path.name == yaml_name
-    with recops_home_env(settings):
-        config = load_repo_config(settings.feature_repo, path)
+    env = {
+        "RECOPS_PROFILE": profile,
+        "RECOPS_ONLINE_STORE": store,
+        "RECOPS_REDIS_URL": "127.0.0.1:6379,db=7",
+        "RECOPS_FEAST_REGISTRY_URL": "postgresql+psycopg2://u:p@db:5432/feast",
+    }
+    settings, config = _loaded_config(monkeypatch, env, yaml_name)
     assert config.online_store.type == online_type
     assert config.project == settings.feast_project == "recops_movielens_100k"
     if online_type == "sqlite":
@@ -92,19 +104,14 @@ def test_each_dataset_is_its_own_project_with_its_own_folder(
 def test_spark_engine_picks_the_spark_offline_store(
     monkeypatch: pytest.MonkeyPatch, store: str, profile: str, yaml_name: str
 ) -> None:
-    from feast.repo_config import load_repo_config
-    from recops.features import recops_home_env, yaml_path
-
-    monkeypatch.setenv("RECOPS_ENGINE", "spark")
-    monkeypatch.setenv("RECOPS_SPARK_MASTER", "spark://spark-master:7077")
-    monkeypatch.setenv("RECOPS_PROFILE", profile)
-    monkeypatch.setenv("RECOPS_ONLINE_STORE", store)
-    monkeypatch.setenv("RECOPS_FEAST_REGISTRY_URL", "postgresql+psycopg2://u:p@db:5432/feast")
-    settings = Settings.from_env()
-    path = yaml_path(settings)
-    assert path.name == yaml_name
-    with recops_home_env(settings):
-        config = load_repo_config(settings.feature_repo, path)
+    env = {
+        "RECOPS_ENGINE": "spark",
+        "RECOPS_SPARK_MASTER": "spark://spark-master:7077",
+        "RECOPS_PROFILE": profile,
+        "RECOPS_ONLINE_STORE": store,
+        "RECOPS_FEAST_REGISTRY_URL": "postgresql+psycopg2://u:p@db:5432/feast",
+    }
+    settings, config = _loaded_config(monkeypatch, env, yaml_name)
     assert (config.offline_store.type, config.online_store.type) == ("spark", store)
     spark_conf = config.offline_store.spark_conf
     assert spark_conf["spark.master"] == "spark://spark-master:7077"
