@@ -69,6 +69,7 @@ __all__ = [
     "model_description",
     "record_training",
     "run_url",
+    "search_tagged",
     "task_run",
     "task_runs",
 ]
@@ -140,6 +141,24 @@ def _experiment_ids(client: MlflowClient) -> list[str]:
     return [str(e.experiment_id) for e in client.search_experiments()]
 
 
+def search_tagged(
+    client: MlflowClient, tags: Mapping[str, str], *, experiment_ids: list[str] | None = None
+) -> list[Run]:
+    """Every run carrying all of ``tags``, oldest first.
+
+    Args:
+        client: MLflow client.
+        tags: Tag name -> the exact value.
+        experiment_ids: Where to look; every experiment when omitted.
+    """
+    ids = experiment_ids if experiment_ids is not None else _experiment_ids(client)
+    if not ids:
+        return []
+    query = " and ".join(f"tags.`{k}` = '{_quote(v)}'" for k, v in tags.items())
+    runs = client.search_runs(ids, filter_string=query, max_results=1000)
+    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
+
+
 def dag_run_run(
     client: MlflowClient, dag_id: str, run_id: str, *, experiment_ids: list[str] | None = None
 ) -> Run | None:
@@ -151,18 +170,8 @@ def dag_run_run(
         run_id: The Airflow run id.
         experiment_ids: Where to look; every experiment when omitted.
     """
-    ids = experiment_ids if experiment_ids is not None else _experiment_ids(client)
-    if not ids:
-        return None
-    found = client.search_runs(
-        ids,
-        filter_string=(
-            f"tags.`{AIRFLOW_DAG_ID_TAG}` = '{_quote(dag_id)}' "
-            f"and tags.`{AIRFLOW_RUN_ID_TAG}` = '{_quote(run_id)}' "
-            f"and tags.`{KIND_TAG}` = 'dag_run'"
-        ),
-        order_by=["attributes.start_time ASC"],
-    )
+    tags = {AIRFLOW_DAG_ID_TAG: dag_id, AIRFLOW_RUN_ID_TAG: run_id, KIND_TAG: "dag_run"}
+    found = search_tagged(client, tags, experiment_ids=experiment_ids)
     return found[0] if found else None
 
 

@@ -31,6 +31,7 @@ from recops.links import (
     airflow_run_url,
 )
 from recops.report.spec import check_ids
+from recops.tracking import KIND_TAG, PARENT_TAG, search_tagged
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,13 +44,8 @@ __all__ = [
     "dag_run_runs",
     "home_run",
     "registered_by",
-    "search_tagged",
 ]
 
-#: MLflow's own tag naming a nested run's parent.
-PARENT_TAG = "mlflow.parentRunId"
-#: ``recops.tracking``'s mark of a DAG run's own MLflow run (``dag_run``).
-KIND_TAG = "recops.run_kind"
 #: The version tag ``register`` writes from the DAG run's lineage.
 LINEAGE_RUN_ID_TAG = "recops.lineage.run_id"
 #: Where a run is created when the DAG run has no MLflow run of its own yet.
@@ -68,21 +64,6 @@ class DagRunRuns:
 
     parent: Run | None = None
     tasks: dict[str, list[Run]] = field(default_factory=dict)
-
-
-def _quote(value: str) -> str:
-    # Ids are checked against Airflow's patterns first; quotes never reach a filter.
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def search_tagged(client: MlflowClient, tags: Mapping[str, str]) -> list[Run]:
-    """Every run, in any experiment, carrying all of ``tags``, oldest first."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    if not experiments:
-        return []
-    query = " AND ".join(f"tags.`{k}` = {_quote(v)}" for k, v in tags.items())
-    runs = client.search_runs(experiments, query, max_results=1000)
-    return sorted(runs, key=lambda r: (r.info.start_time or 0, r.info.run_id))
 
 
 def dag_run_runs(client: MlflowClient, dag_id: str, run_id: str) -> DagRunRuns:
