@@ -1,14 +1,15 @@
 """The features stage's entry point: ``build_features`` and its config and result.
 
 One call computes the rolling sources and the user-history snapshot, applies the repo,
-materializes up to the interval end, and (unless the same inputs were already built)
-writes both point-in-time training sets and the as-of profile snapshots into the
-interval's output folder, which appears whole or not at all.
+materializes up to the interval end (in a child process, beside the joins), and (unless
+the same inputs were already built) writes both point-in-time training sets and the as-of
+profile snapshots into the interval's output folder, which appears whole or not at all.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,10 +18,16 @@ from typing import TYPE_CHECKING
 from recops.config import Settings
 from recops.errors import DataError
 from recops.features.definitions import PROFILE_VIEWS
-from recops.features.feast_repo import RANKING_SERVICE, RETRIEVAL_SERVICE, recops_home_env
+from recops.features.feast_repo import (
+    RANKING_SERVICE,
+    RETRIEVAL_SERVICE,
+    open_store,
+    recops_home_env,
+)
 from recops.features.history import write_history_source, write_history_table
+from recops.features.materialize_child import MaterializeProcess, writer_lock
 from recops.features.rolling import RollingConfig, compute_rolling_features
-from recops.features.store import apply_repo, materialize
+from recops.features.store import apply_repo
 from recops.features.training_sets import (
     TRAINING_SET_CHUNK_ROWS,
     arrow_schema,
@@ -217,18 +224,42 @@ def _build(
         rows.write_history(settings)
     else:
         write_history_table(settings, rows.history_table(settings.history_max))
-    store = apply_repo(settings)
-    with recops_home_env(settings):
-        materialized = materialize(store, as_of) if config.materialize else {}
-    if done.exists() and result_path.exists():
-        previous = json.loads(result_path.read_text())
-        if previous.get("fingerprint") == fingerprint:
-            return FeaturesResult.from_dict({**previous, "materialized": materialized})
+    # Under the lock: a killed try's materializing child may still be writing the registry.
+    with writer_lock(settings) as lock, recops_home_env(settings):
+        apply_repo(settings)
+        child = MaterializeProcess(settings, as_of, lock=lock) if config.materialize else None
+        with child or nullcontext():
+            # Only the child writes the registry from here on, and the joins' store never
+            # re-reads it (``pinned``); see ``recops.features.materialize_child``.
+            store = open_store(settings, pinned=True)
+            if done.exists() and result_path.exists():
+                previous = json.loads(result_path.read_text())
+                if previous.get("fingerprint") == fingerprint:
+                    materialized = child.result() if child else {}
+                    return FeaturesResult.from_dict({**previous, "materialized": materialized})
+            return _write_sets(
+                config, settings, layout, as_of, rows, fingerprint, partition_hashes,
+                rolling_uris, store, child,
+            )  # fmt: skip
 
+
+def _write_sets(
+    config: FeaturesConfig,
+    settings: Settings,
+    layout: Layout,
+    as_of: datetime,
+    rows: _PandasRows | EntityRows,
+    fingerprint: str,
+    partition_hashes: dict[str, str],
+    rolling_uris: dict[str, str],
+    store: FeatureStore,
+    child: MaterializeProcess | None,
+) -> FeaturesResult:
+    """Join and publish the training sets while ``child`` materializes the online store."""
+    out = Path(config.output_dir)
     n_rows, n_users, n_items = rows.counts()
-    with recops_home_env(settings):
-        users_snap = _profile_snapshot(store, settings.users_path, layout, "user_id", as_of)
-        items_snap = _profile_snapshot(store, settings.items_path, layout, "item_id", as_of)
+    users_snap = _profile_snapshot(store, settings.users_path, layout, "user_id", as_of)
+    items_snap = _profile_snapshot(store, settings.items_path, layout, "item_id", as_of)
 
     # Nothing half-written survives a failed join (or a killed task's retry): the folder
     # is built beside ``out`` and replaces it in one rename, marker included.
@@ -257,7 +288,9 @@ def _build(
             fingerprint=fingerprint,
             training_set_sha256=sha256_file(tmp / "training_set.parquet"),
             partition_hashes=partition_hashes,
-            materialized=materialized,
+            # Published only once the online store is written too: a failed
+            # materialization fails the stage before anything is published.
+            materialized=child.result() if child else {},
             ranking_set_uri=str(out / "ranking_set.parquet") if ranking_written else "",
             ranking_service=config.ranking_service,
             ranking_set_sha256=(

@@ -141,11 +141,18 @@ def recops_home_env(settings: Settings) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def open_store(settings: Settings) -> FeatureStore:
+def open_store(settings: Settings, *, pinned: bool = False) -> FeatureStore:
     """A ``FeatureStore`` on the repo, with the online store ``settings`` selects.
 
     The yaml is expanded with ``feast_env(settings)``, whatever the process environment
     says.
+
+    Args:
+        settings: Deployment settings.
+        pinned: Read the registry once and never again (Feast's cache TTL of 0). The
+            features stage joins on such a store while another store materializes: the
+            file registry is rewritten in place at the end of each view, and a store that
+            re-read it then could catch it half-written.
 
     Raises:
         FeatureRepoError: The repo's yaml is missing.
@@ -167,7 +174,18 @@ def open_store(settings: Settings) -> FeatureStore:
     if not path.is_file():
         raise FeatureRepoError(f"Feast repo config {path} is missing")
     with recops_home_env(settings):
-        return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=path)
+        if not pinned:
+            return FeatureStore(repo_path=str(settings.feature_repo), fs_yaml_file=path)
+        from feast.repo_config import load_repo_config
+
+        config = load_repo_config(settings.feature_repo, path)
+        registry = config.registry_config
+        if isinstance(registry, str):
+            registry = {"path": registry}
+        elif not isinstance(registry, dict):
+            registry = registry.model_dump()
+        config.registry_config = {**registry, "cache_ttl_seconds": 0}
+        return FeatureStore(config=config)
 
 
 def ui_yaml(settings: Settings) -> Path:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "dump_online_store",
     "guard_sqlite_order",
     "materialize",
+    "materialize_views",
     "online_features",
     "online_user_features",
     "redis_client",
@@ -140,7 +141,11 @@ def guard_sqlite_order(settings: Settings, store: FeatureStore) -> None:
 
 
 def materialize(
-    store: FeatureStore, end: datetime, *, on_view_done: Callable[[str], None] | None = None
+    store: FeatureStore,
+    end: datetime,
+    *,
+    on_view_done: Callable[[str], None] | None = None,
+    views: Collection[str] | None = None,
 ) -> dict[str, str]:
     """Materialize every feature view up to ``end``, incrementally after the first time.
 
@@ -153,12 +158,15 @@ def materialize(
         store: The feature store (from ``apply_repo``).
         end: Materialize events up to this time (inclusive).
         on_view_done: Called with each view's name once its data and end are recorded.
+        views: Only these views (by name); every view when omitted.
 
     Returns:
         For each feature view, the end time its online data now reaches.
     """
     reached: dict[str, str] = {}
     for view in sorted(store.list_feature_views(), key=lambda v: v.name):
+        if views is not None and view.name not in views:
+            continue
         last = view.most_recent_end_time
         if last is not None and last.tzinfo is None:
             last = last.replace(tzinfo=UTC)
@@ -174,6 +182,20 @@ def materialize(
         if on_view_done is not None:
             on_view_done(view.name)
     return reached
+
+
+def materialize_views(settings: Settings, end: datetime) -> dict[str, str]:
+    """``materialize`` on a store of its own: the features stage runs it in a child process.
+
+    Args:
+        settings: Deployment settings (picklable; the child opens the store from them).
+        end: Materialize events up to this time (inclusive).
+
+    Returns:
+        ``materialize``'s answer: each view's end time.
+    """
+    with recops_home_env(settings):
+        return materialize(open_store(settings), end)
 
 
 def _materialize_in_batches(store: FeatureStore, view: Any, start: datetime, end: datetime) -> None:

@@ -22,6 +22,7 @@ from recops.config import Settings
 from recops.errors import DataError, PermanentError
 from recops.features.feast_repo import recops_home_env, yaml_path
 from recops.features.rolling import ROLLING_COUNTS, ROLLING_FEATURES, ROLLING_VERSION
+from recops.features.time_classes import JoinSide, join_by_time_class, join_sides
 from recops.io import sha256_file
 
 if TYPE_CHECKING:
@@ -105,18 +106,25 @@ def as_of_snapshot(
 
 
 def point_in_time_join(
-    store: FeatureStore, entity_df: pd.DataFrame, service_name: str
+    store: FeatureStore,
+    entity_df: pd.DataFrame,
+    service_name: str,
+    *,
+    sides: list[JoinSide] | None = None,
 ) -> pd.DataFrame:
     """Join a feature service onto ``entity_df`` as of each row's ``event_timestamp``.
 
-    One ``get_historical_features`` call on the offline store (DuckDB in the embedded
-    profile), which returns every entity row, rows sharing a key and a timestamp
-    included; the result comes back in ``entity_df``'s order, through a row number.
+    Feast's offline store (DuckDB in the embedded profile) answers, once per join key and
+    time class (``recops.features.time_classes``): rows of a key between two change
+    points of its views get the same answer, so they are one question. Every entity row
+    comes back, rows sharing a key and a timestamp included, in ``entity_df``'s order.
 
     Args:
         store: The feature store.
         entity_df: Rows with the join keys and ``event_timestamp``; other columns are kept.
         service_name: The feature service whose projections to join.
+        sides: ``join_sides(store, service_name)``, when the caller joins many slices
+            (the change points are read once); computed here when omitted.
 
     Returns:
         ``entity_df`` with one column per feature, row count and order unchanged.
@@ -124,9 +132,18 @@ def point_in_time_join(
     Raises:
         PointInTimeJoinError: The join changed the row count.
     """
-    service = store.get_feature_service(service_name)
     asked = entity_df.copy()
     asked["event_timestamp"] = asked["event_timestamp"].astype("datetime64[ns, UTC]")
+    if sides is None:
+        sides = join_sides(store, service_name)
+    if sides is not None:
+        try:
+            joined = join_by_time_class(store, asked, sides)
+        except RuntimeError as exc:
+            raise PointInTimeJoinError(f"point-in-time join of {service_name}: {exc}") from exc
+        return joined
+    # A service that renames join keys: one plain call on every row.
+    service = store.get_feature_service(service_name)
     asked[_ROW] = range(len(asked))
     joined = store.get_historical_features(entity_df=asked, features=service).to_df()
     if len(joined) != len(entity_df):
@@ -352,15 +369,22 @@ def write_training_sets(
         "item_id": _valid_from(settings.items_path, "item_id"),
     }
 
-    def write(name: str, frame: pd.DataFrame) -> None:
+    def table(frame: pd.DataFrame) -> pa.Table:
+        schema = arrow_schema(list(frame.columns), layout)
+        return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
+
+    def write(name: str, table: pa.Table) -> None:
         writer = writers.get(name)
         if writer is None:
-            schema = arrow_schema(list(frame.columns), layout)
-            writer = writers[name] = pq.ParquetWriter(folder / name, schema, compression="zstd")
-        table = pa.Table.from_pandas(frame, schema=writer.schema, preserve_index=False)
+            writer = writers[name] = pq.ParquetWriter(
+                folder / name, table.schema, compression="zstd"
+            )
         writer.write_table(table, row_group_size=TRAINING_SET_CHUNK_ROWS)
 
     one_join = bool(ranking_service) and _covers(store, ranking_service, feature_service)
+    with recops_home_env(settings):
+        # Each service's change points are read once, not once per slice.
+        sides = {s: join_sides(store, s) for s in (feature_service, ranking_service) if s}
     try:
         for chunk in _slices(entity_df):
             missing = missing_profiles(chunk, valid_from)
@@ -370,22 +394,28 @@ def write_training_sets(
                 continue
             if missing_rows:
                 continue  # the set fails anyway; keep counting, stop writing
+
+            def join(service: str, chunk: pd.DataFrame = chunk) -> pd.DataFrame:
+                return point_in_time_join(store, chunk, service, sides=sides[service])
+
             with recops_home_env(settings):
                 if one_join:
                     # The ranking service holds every feature of the retrieval one: one
-                    # join gives both sets (the training set is its first columns).
-                    ranking = point_in_time_join(store, chunk, ranking_service)
-                    training = ranking.drop(columns=list(_ROLLING_COLUMNS), errors="ignore")
+                    # join gives both sets (the training set is its first columns, and
+                    # finishing is column by column, so it is finished and converted once).
+                    ranking = table(finish_ranking_set(join(ranking_service), layout))
+                    rolling = set(_ROLLING_COLUMNS)
+                    training = ranking.select([c for c in ranking.column_names if c not in rolling])
                 else:
-                    training = point_in_time_join(store, chunk, feature_service)
+                    training = table(finish_training_set(join(feature_service), layout))
                     ranking = (
-                        point_in_time_join(store, chunk, ranking_service)
+                        table(finish_ranking_set(join(ranking_service), layout))
                         if ranking_service
                         else None
                     )
-            write("training_set.parquet", finish_training_set(training, layout))
+            write("training_set.parquet", training)
             if ranking is not None:
-                write("ranking_set.parquet", finish_ranking_set(ranking, layout))
+                write("ranking_set.parquet", ranking)
     finally:
         for writer in writers.values():
             writer.close()
