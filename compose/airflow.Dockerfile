@@ -33,6 +33,19 @@ COPY --chown=airflow:root plugins/ plugins/
 COPY --chown=airflow:root models/ models/
 RUN pip install --no-cache-dir --no-deps -e .
 
+# The Spark engine's client (RECOPS_ENGINE=spark; docs/engines.md): every task is a
+# Spark driver, so the image needs a Java 17 runtime beside the PySpark that the lock
+# already installs. Off by default; `RECOPS_SPARK_CLIENT=1 docker compose --profile spark
+# build` turns it on (docker-compose.yaml passes it as this build argument).
+ARG SPARK_CLIENT=0
+USER root
+RUN if [ "$SPARK_CLIENT" = "1" ]; then \
+      apt-get update \
+      && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+      && rm -rf /var/lib/apt/lists/*; \
+    fi
+USER airflow
+
 # The GPU worker (docker-compose.gpu.yaml) builds with TF_CUDA=1: TensorFlow's CUDA
 # libraries as pip wheels, matching the pinned TensorFlow. The CPU image stays lean.
 ARG TF_CUDA=0

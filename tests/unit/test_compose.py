@@ -357,7 +357,8 @@ def test_tfserving_watches_the_config_the_workers_write(
     # Derive the paths the way the pipeline does, from the workers' environment.
     for key, value in _env(worker).items():
         if key.startswith("RECOPS_"):
-            monkeypatch.setenv(key, value)
+            # ``${VAR:-default}`` is the default when .env leaves VAR unset, as compose reads it.
+            monkeypatch.setenv(key, re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", value))
     settings = Settings.from_env()
     assert str(settings.models_config_path) == config_path
     assert str(settings.model_base_path).startswith(serving_mount[1])
