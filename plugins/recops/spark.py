@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APP_NAME",
+    "DRIVER_MEMORY",
     "LOCAL_SHUFFLE_PARTITIONS",
     "SparkUnavailableError",
     "spark_conf",
@@ -35,6 +36,10 @@ __all__ = [
 APP_NAME = "recops"
 #: Shuffle partitions on a ``local[N]`` master (a cluster keeps Spark's default).
 LOCAL_SHUFFLE_PARTITIONS = 4
+#: The driver's heap (an Airflow task). It collects the joined training slices and, on a
+#: ``local[N]`` master, is the executor too: Spark's default 1 GB ran out of heap in the
+#: features stage at 5M events.
+DRIVER_MEMORY = "4g"
 
 _LOCK = threading.Lock()
 _SESSIONS: dict[str, SparkSession] = {}
@@ -57,6 +62,7 @@ def spark_conf(master: str) -> dict[str, str]:
         "spark.master": master,
         "spark.app.name": APP_NAME,
         "spark.sql.session.timeZone": "UTC",
+        "spark.driver.memory": DRIVER_MEMORY,
     }
     if master.startswith("local"):
         conf["spark.sql.shuffle.partitions"] = str(LOCAL_SHUFFLE_PARTITIONS)

@@ -9,6 +9,7 @@ import pytest
 from recops.config import Settings
 from recops.errors import PermanentError
 from recops.features import FeatureRepoError, feast_ui_command, open_store
+from recops.spark import DRIVER_MEMORY
 
 
 def _loaded_config(
@@ -116,3 +117,4 @@ def test_spark_engine_picks_the_spark_offline_store(
     spark_conf = config.offline_store.spark_conf
     assert spark_conf["spark.master"] == "spark://spark-master:7077"
     assert spark_conf["spark.sql.session.timeZone"] == "UTC"
+    assert spark_conf["spark.driver.memory"] == DRIVER_MEMORY  # as recops' own session
