@@ -27,7 +27,7 @@ from recops.features.feast_repo import (
 from recops.features.history import write_history_source, write_history_table
 from recops.features.materialize_child import MaterializeProcess, writer_lock
 from recops.features.rolling import RollingConfig, compute_rolling_features
-from recops.features.store import apply_repo
+from recops.features.store import apply_repo, materialize
 from recops.features.training_sets import (
     TRAINING_SET_CHUNK_ROWS,
     arrow_schema,
@@ -226,8 +226,15 @@ def _build(
         write_history_table(settings, rows.history_table(settings.history_max))
     # Under the lock: a killed try's materializing child may still be writing the registry.
     with writer_lock(settings) as lock, recops_home_env(settings):
-        apply_repo(settings)
-        child = MaterializeProcess(settings, as_of, lock=lock) if config.materialize else None
+        applied = apply_repo(settings)
+        inline: dict[str, str] = {}
+        child = None
+        if config.materialize and settings.engine == "spark":
+            # A second Spark application (the child's) could wait forever on a standalone
+            # cluster for the executors this one holds: materialize here, first.
+            inline = materialize(applied, as_of)
+        elif config.materialize:
+            child = MaterializeProcess(settings, as_of, lock=lock)
         with child or nullcontext():
             # Only the child writes the registry from here on, and the joins' store never
             # re-reads it (``pinned``); see ``recops.features.materialize_child``.
@@ -235,11 +242,11 @@ def _build(
             if done.exists() and result_path.exists():
                 previous = json.loads(result_path.read_text())
                 if previous.get("fingerprint") == fingerprint:
-                    materialized = child.result() if child else {}
+                    materialized = child.result() if child else inline
                     return FeaturesResult.from_dict({**previous, "materialized": materialized})
             return _write_sets(
                 config, settings, layout, as_of, rows, fingerprint, partition_hashes,
-                rolling_uris, store, child,
+                rolling_uris, store, child, inline,
             )  # fmt: skip
 
 
@@ -254,8 +261,10 @@ def _write_sets(
     rolling_uris: dict[str, str],
     store: FeatureStore,
     child: MaterializeProcess | None,
+    inline: dict[str, str],
 ) -> FeaturesResult:
-    """Join and publish the training sets while ``child`` materializes the online store."""
+    """Join and publish the training sets while ``child`` (if any) materializes the online
+    store; ``inline`` is what was materialized here already, when there is no child."""
     out = Path(config.output_dir)
     n_rows, n_users, n_items = rows.counts()
     users_snap = _profile_snapshot(store, settings.users_path, layout, "user_id", as_of)
@@ -290,7 +299,7 @@ def _write_sets(
             partition_hashes=partition_hashes,
             # Published only once the online store is written too: a failed
             # materialization fails the stage before anything is published.
-            materialized=child.result() if child else {},
+            materialized=child.result() if child else inline,
             ranking_set_uri=str(out / "ranking_set.parquet") if ranking_written else "",
             ranking_service=config.ranking_service,
             ranking_set_sha256=(
