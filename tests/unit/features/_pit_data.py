@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from recops.config import REPO_ROOT, Settings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 DAY0 = pd.Timestamp("2024-03-01", tz="UTC")
 DATASETS = ("movielens-100k", "shop-synthetic")
@@ -177,3 +182,19 @@ def publish_canonical(settings: Settings, data: Canonical, spec: Path | None = N
             stale.parent.rmdir()
     data.users.to_parquet(settings.users_path, index=False)
     data.items.to_parquet(settings.items_path, index=False)
+
+
+#: The end of the rolling features the crafted homes are built to (after every event).
+CRAFTED_END = datetime(2024, 4, 21, tzinfo=UTC)
+
+
+def applied_home(home: Path, dataset: str) -> tuple[Settings, Canonical, FeatureStore]:
+    """A home with ``dataset``'s crafted data published, its rolling features computed to
+    ``CRAFTED_END`` and the repo applied: what a join or a materialization needs."""
+    from recops.features import RollingConfig, apply_repo, compute_rolling_features
+
+    settings = settings_for(home, dataset)
+    data = crafted(dataset)
+    publish_canonical(settings, data)
+    compute_rolling_features(RollingConfig(interval_end=CRAFTED_END), settings)
+    return settings, data, apply_repo(settings)

@@ -10,23 +10,19 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from _pit_data import DATASETS, crafted, publish_canonical, settings_for
+from _pit_data import CRAFTED_END, DATASETS, applied_home, settings_for
 from recops.errors import UnavailableError
-from recops.features import RollingConfig, apply_repo, compute_rolling_features, recops_home_env
+from recops.features import recops_home_env
 from recops.features.materialize_child import MaterializeProcess, writer_lock
 
-_END = datetime(2024, 4, 21, tzinfo=UTC)
+_END = CRAFTED_END
 
 
 def test_the_child_materializes_every_view_and_reports_their_ends(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path / "home", DATASETS[0])
-    publish_canonical(settings, crafted(DATASETS[0]))
-    compute_rolling_features(RollingConfig(interval_end=_END), settings)
-    store = apply_repo(settings)
+    settings, _, store = applied_home(tmp_path / "home", DATASETS[0])
     with writer_lock(settings) as lock, MaterializeProcess(settings, _END, lock=lock) as child:
         reached = child.result()
     with recops_home_env(settings):
@@ -58,10 +54,7 @@ with writer_lock(settings) as lock, MaterializeProcess(settings, end, lock=lock)
 
 def test_a_killed_parents_child_keeps_the_lock_until_it_is_done(tmp_path: Path) -> None:
     """kill -9 of the task: its child finishes, and holds the writer lock until then."""
-    settings = settings_for(tmp_path / "home", DATASETS[0])
-    publish_canonical(settings, crafted(DATASETS[0]))
-    compute_rolling_features(RollingConfig(interval_end=_END), settings)
-    store = apply_repo(settings)
+    settings, _, store = applied_home(tmp_path / "home", DATASETS[0])
     arg = pickle.dumps((settings, _END)).hex()
     parent = subprocess.Popen(
         [sys.executable, "-c", _PARENT, arg], stdout=subprocess.PIPE, text=True

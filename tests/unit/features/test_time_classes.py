@@ -8,14 +8,13 @@ so a class boundary one microsecond off shows.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from _pit_data import DATASETS, crafted, publish_canonical, settings_for, ts
-from recops.features import RollingConfig, apply_repo, compute_rolling_features, recops_home_env
+from _pit_data import DATASETS, applied_home, ts
+from recops.features import recops_home_env
 from recops.features.time_classes import change_points, join_by_time_class, join_sides
 
 _US = pd.Timedelta(microseconds=1)
@@ -41,13 +40,7 @@ def _rows_around_points(sides: list, keys: dict[str, list[int]]) -> pd.DataFrame
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_answers_equal_one_plain_call_on_every_row(tmp_path: Path, dataset: str) -> None:
-    settings = settings_for(tmp_path / "home", dataset)
-    data = crafted(dataset)
-    publish_canonical(settings, data)
-    compute_rolling_features(
-        RollingConfig(interval_end=datetime(2024, 4, 21, tzinfo=UTC)), settings
-    )
-    store = apply_repo(settings)
+    settings, data, store = applied_home(tmp_path / "home", dataset)
     with recops_home_env(settings):
         sides = join_sides(store, "ranking_v1")
         assert sides is not None
@@ -90,13 +83,7 @@ def test_answers_equal_one_plain_call_on_every_row(tmp_path: Path, dataset: str)
 
 
 def test_change_points_are_stamps_and_expiries(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path / "home", DATASETS[0])
-    data = crafted(DATASETS[0])
-    publish_canonical(settings, data)
-    compute_rolling_features(
-        RollingConfig(interval_end=datetime(2024, 4, 21, tzinfo=UTC)), settings
-    )
-    store = apply_repo(settings)
+    settings, data, store = applied_home(tmp_path / "home", DATASETS[0])
     with recops_home_env(settings):
         activity = store.get_feature_view("user_activity")
         profile = store.get_feature_view("user_profile")
