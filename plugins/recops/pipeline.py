@@ -402,8 +402,10 @@ def _flat_metrics(result: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def _served_metrics(model_dir: str, common: dict[str, str], history_max: int) -> dict[str, float]:
-    """The served-path figures of ``model_dir`` (``served.*``), baselines on the same cut."""
+def _served_metrics(
+    model_dir: str, common: dict[str, str], history_max: int, *, baselines: bool = True
+) -> dict[str, float]:
+    """The served-path figures of ``model_dir`` (``served.*``), and the baselines' on its cut."""
     from recops.served_eval import ServedEvalConfig, evaluate_served
 
     got = evaluate_served(
@@ -414,6 +416,7 @@ def _served_metrics(model_dir: str, common: dict[str, str], history_max: int) ->
             training_set_uri=common["training_set_uri"],
             spec_uri=common["spec_uri"],
             history_max=history_max,
+            baselines=baselines,
         )
     ).to_dict()
     out = {f"{SERVED_PREFIX}{k}": v for k, v in _flat_metrics(got).items()}
@@ -476,7 +479,10 @@ def evaluate_step(
             baseline = _flat_metrics(
                 evaluate(EvalConfig(model_dir=champion_dir, **common)).to_dict()
             )
-            baseline.update(_served_metrics(champion_dir, common, settings.history_max))
+            # The baselines depend on the cut alone: the candidate's are the champion's.
+            baseline.update(
+                _served_metrics(champion_dir, common, settings.history_max, baselines=False)
+            )
         # The ranker re-orders what users see only where that measured better on this holdout.
         policy = (
             "fusion" if metrics["reranked.ndcg_at_10"] >= metrics["ndcg_at_10"] else "retrieval"

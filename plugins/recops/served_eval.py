@@ -74,6 +74,8 @@ class ServedEvalConfig(Record):
         ease_l2: EASE's ridge strength.
         ease_max_items: Skip EASE (and say so) above this catalogue size: its item-item
             matrix grows with the square of the catalogue.
+        baselines: Score popularity and EASE too. They depend on the cut only, so a
+            second model on the same cut (the champion) skips them.
     """
 
     model_dir: str
@@ -87,6 +89,7 @@ class ServedEvalConfig(Record):
     popularity_days: int = 14
     ease_l2: float = 400.0
     ease_max_items: int = 20_000
+    baselines: bool = True
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "valid"):
@@ -117,7 +120,8 @@ class ServedEvalResult(Record):
         split: The holdout.
         model_dir: The model scored.
         baselines: ``popularity`` and ``ease`` figures (``recall_at_k``, ``ndcg_at_k``,
-            ``hit_at_k``, ``n_users``), or a ``skipped`` reason.
+            ``hit_at_k``, ``n_users``), or a ``skipped`` reason; empty when the config
+            asked for none.
     """
 
     recall_at_k: float
@@ -229,7 +233,8 @@ def _baselines(
     rows = []
     for start in range(0, users.size, _BLOCK):
         block = users[start : start + _BLOCK]
-        inputs = np.zeros((block.size, item_ids.size), np.float64)
+        # The weights' dtype: a float64 block against float32 weights would copy them.
+        inputs = np.zeros((block.size, item_ids.size), ease.weights.dtype)
         for row, user in enumerate(block.tolist()):
             inputs[row, history.get(int(user), [])] = 1.0
         scores = inputs @ ease.weights
@@ -279,7 +284,11 @@ def evaluate_served(config: ServedEvalConfig) -> ServedEvalResult:
     seen_hits = sum(
         int(np.isin(row[row != _PAD], s).sum()) for row, s in zip(lists, seen_full, strict=True)
     )
-    baselines = _baselines(config, known, of_types(known, positive_types), users, seen_full, truth)
+    baselines = (
+        _baselines(config, known, of_types(known, positive_types), users, seen_full, truth)
+        if config.baselines
+        else {}
+    )
     return ServedEvalResult(
         recall_at_k=metrics["recall_at_k"],
         ndcg_at_k=metrics["ndcg_at_k"],

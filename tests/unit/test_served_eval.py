@@ -130,6 +130,10 @@ def test_baselines_run_on_the_same_cut(cut: dict[str, str]) -> None:
     assert "recall_at_k" in got.baselines["ease"]
     skipped = evaluate_served(_config(cut, "with", ease_max_items=1))
     assert "skipped" in skipped.baselines["ease"]
+    # A second model on the same cut (the champion) skips them; its own figures stay.
+    alone = evaluate_served(_config(cut, "with", baselines=False))
+    assert alone.baselines == {}
+    assert alone.recall_at_k == got.recall_at_k
 
 
 def test_histories_are_newest_first_without_repeats() -> None:

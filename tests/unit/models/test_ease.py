@@ -40,7 +40,7 @@ def test_ease_matches_the_closed_form() -> None:
             [1.0, 0.0, 0.0, 0.0],  # user 9: item 30
         ]
     )
-    np.testing.assert_array_equal(model.interactions, expected_x)
+    np.testing.assert_array_equal(model.interactions.toarray(), expected_x)
     p = np.linalg.inv(expected_x.T @ expected_x + l2 * np.eye(4))
     expected_b = np.eye(4) - p / np.diag(p)
     np.testing.assert_allclose(model.weights, expected_b, atol=1e-12)
@@ -51,8 +51,29 @@ def test_ease_scores_are_rows_times_weights_and_zero_for_unknown_users() -> None
     model = fit_ease(np.array([1, 1, 2]), np.array([5, 6, 6]), np.array([5, 6, 8]), l2=1.0)
     scores = model.scores(np.array([2, 99, 1]))
     assert scores.shape == (3, 3)
-    np.testing.assert_allclose(scores[0], model.interactions[1] @ model.weights)
+    np.testing.assert_allclose(scores[0], model.interactions.toarray()[1] @ model.weights)
     np.testing.assert_array_equal(scores[1], np.zeros(3))
-    np.testing.assert_allclose(scores[2], model.interactions[0] @ model.weights)
+    np.testing.assert_allclose(scores[2], model.interactions.toarray()[0] @ model.weights)
     # User 2 saw only item 6, which co-occurs with item 5 (user 1): 5 must outrank 8.
     assert scores[0, 0] > scores[0, 2]
+
+
+def test_ease_float32_above_the_float64_size_matches_the_closed_form(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Above FLOAT64_MAX_ITEMS the solve runs in float32 with blocked Gram and mirroring;
+    # a tiny threshold and block exercise both paths on a small catalogue.
+    from recops_models import ease
+
+    monkeypatch.setattr(ease, "FLOAT64_MAX_ITEMS", 4)
+    monkeypatch.setattr(ease, "_GRAM_BLOCK", 3)
+    rng = np.random.default_rng(3)
+    user_id = rng.integers(0, 40, 400)
+    item_id = rng.integers(100, 110, 400)
+    item_ids = np.arange(109, 99, -1)
+    model = ease.fit_ease(user_id, item_id, item_ids, l2=5.0)
+    assert model.weights.dtype == np.float32
+    dense = model.interactions.toarray().astype(np.float64)
+    assert set(np.unique(dense)) == {0.0, 1.0}  # repeats count once
+    p = np.linalg.inv(dense.T @ dense + 5.0 * np.eye(10))
+    np.testing.assert_allclose(model.weights, np.eye(10) - p / np.diag(p), atol=1e-5)
