@@ -13,6 +13,9 @@ visible GPUs) are fixed once TensorFlow starts in a process:
   ``next(iterator)`` and the compiled step apart, plus the same epoch over batches
   materialised in memory beforehand. The input-wait share is the time spent waiting on
   input over the epoch time (goal < 5 %).
+- ``tf_env``: the 2-replica ``fit`` at ``--env-batch-size`` (8192, the 5M nightly's)
+  under TensorFlow's own defaults (its malloc-backed CPU allocator, Eigen kernels)
+  against ``recops_models.tf_env.TF_ENV`` (the pooling BFC allocator, oneDNN).
 - With GPUs visible: ``fit`` on 1 GPU and on all GPUs, and the scaling efficiency
   ``throughput(all) / (n_gpus * throughput(1))``.
 
@@ -43,6 +46,9 @@ from recops_models.tf_env import use_legacy_keras
 
 from benchmarks._common import RESULTS_DIR, log_if_wide, pyplot, redraw, save_figure, write_atomic
 from benchmarks._ml100k import prepare_data
+
+#: TensorFlow's own choices for what ``TF_ENV`` sets (the baseline of the ``tf_env`` pair).
+TF_DEFAULTS = {"TF_CPU_ALLOCATOR_USE_BFC": "false", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 #: The input-wait share the tf.data pipeline should stay under.
 INPUT_WAIT_GOAL = 0.05
@@ -89,6 +95,7 @@ def _child_fit(args: dict[str, Any]) -> dict[str, Any]:
         "epoch_seconds": clock.durations,
         "examples_per_s": steps * config.batch_size / steady,
         "train_rows": result.train_rows,
+        "batch_size": config.batch_size,
     }
 
 
@@ -281,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (first = warm-up)")
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument(
+        "--env-batch-size", type=int, default=8192, help="batch of the TF environment pair"
+    )
+    parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR, help="folder for training.json/.md/.png"
     )
     parser.add_argument(
@@ -325,6 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     one, two = fit["cpu_1_replicas"], fit["cpu_2_replicas"]
     fit["cpu_speedup_2_vs_1"] = two["examples_per_s"] / one["examples_per_s"]
     fit["cpu_scaling_efficiency"] = fit["cpu_speedup_2_vs_1"] / 2
+    # TensorFlow's defaults against TF_ENV (which use_legacy_keras put in os.environ).
+    env_config = {**config("env", 2), "batch_size": args.env_batch_size}
+    fit["tf_defaults"] = _spawn("fit", {"config": env_config}, {**cpu_env, **TF_DEFAULTS})
+    fit["tf_env"] = _spawn(
+        "fit",
+        {"config": {**env_config, "output_dir": env_config["output_dir"] + "_tf_env"}},
+        cpu_env,
+    )
+    fit["tf_env_speedup"] = fit["tf_env"]["examples_per_s"] / fit["tf_defaults"]["examples_per_s"]
     if gpus:
         first = {**os.environ, "CUDA_VISIBLE_DEVICES": "0"}
         fit["gpu_1"] = _spawn("fit", {"config": config("gpu1", 1)}, first)
@@ -359,6 +378,16 @@ def _print_table(results: dict[str, Any]) -> None:
         ("fit, 2 replicas (logical CPUs)", f"{fit['cpu_2_replicas']['examples_per_s']:,.0f} ex/s"),
         ("  speedup 2 vs 1", f"{fit['cpu_speedup_2_vs_1']:.2f}x"),
     ]
+    if "tf_env" in fit:
+        batch = fit["tf_env"].get("batch_size", "?")
+        rows += [
+            (f"TF defaults, batch {batch}", f"{fit['tf_defaults']['examples_per_s']:,.0f} ex/s"),
+            (
+                f"TF_ENV (BFC, oneDNN), batch {batch}",
+                f"{fit['tf_env']['examples_per_s']:,.0f} ex/s",
+            ),
+            ("  speedup TF_ENV / defaults", f"{fit['tf_env_speedup']:.2f}x"),
+        ]
     if "gpu_1" in fit:
         rows += [
             ("fit, 1 GPU", f"{fit['gpu_1']['examples_per_s']:,.0f} ex/s"),
@@ -401,6 +430,16 @@ def _comparisons(results: dict[str, Any]) -> list[dict[str, Any]]:
                           f"(efficiency {fit['cpu_scaling_efficiency']:.0%})",
         },
     ]  # fmt: skip
+    if "tf_env" in fit:
+        pairs.append(
+            {
+                "name": f"TF environment (batch {fit['tf_env'].get('batch_size', '?')})",
+                "bars": [("TF defaults", fit["tf_defaults"]["examples_per_s"]),
+                         ("TF_ENV", fit["tf_env"]["examples_per_s"])],
+                "ratio": fit["tf_env_speedup"],
+                "ratio_text": f"TF_ENV / defaults = {fit['tf_env_speedup']:.2f}×",
+            }
+        )  # fmt: skip
     if "gpu_1" in fit:
         pairs.append(
             {

@@ -27,7 +27,7 @@ __all__ = ["TF_ENV", "tensorflow", "use_legacy_keras"]
 #:   on CPUs with AVX-512 or AMX; on AVX2 they still beat Eigen's matmuls.
 #:
 #: Together: the two-tower's epoch at batch 8192 on 2 cores, 55.4 s -> 34.5 s
-#: (docs/benchmarks in benchmarks/README.md, "training environment").
+#: (``python -m benchmarks.training``; benchmarks/README.md, "Training environment").
 TF_ENV: dict[str, str] = {
     "TF_USE_LEGACY_KERAS": "1",
     "TF_CPU_ALLOCATOR_USE_BFC": "true",
