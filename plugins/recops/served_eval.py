@@ -185,12 +185,36 @@ def _served_lists(
     return lists, takes_history
 
 
-def _top_unseen(scores: np.ndarray, item_ids: np.ndarray, seen: np.ndarray, k: int) -> np.ndarray:
-    """The k best-scoring items not in ``seen`` (ties by catalogue order)."""
-    masked = np.where(np.isin(item_ids, seen), -np.inf, scores)
-    order = np.argsort(-masked, kind="stable")[:k]
-    top = item_ids[order]
-    return np.where(np.isfinite(masked[order]), top, _PAD)
+def _top_unseen(
+    scores: np.ndarray, item_ids: np.ndarray, seen: Sequence[np.ndarray], k: int
+) -> np.ndarray:
+    """Each row's k best-scoring items not in its ``seen`` (ties by catalogue order).
+
+    Args:
+        scores: ``[rows, len(item_ids)]``, finite, in the sorted catalogue's order.
+        item_ids: The sorted catalogue.
+        seen: One array of item ids per row.
+        k: Cut-off.
+
+    Returns:
+        ``[rows, k]`` item ids, ``-1`` where a row has fewer than k unseen items. The same
+        lists as a stable sort of each row with its seen items at ``-inf``: one
+        partition per block of rows, not a sort of the catalogue per user.
+    """
+    from recops_models.metrics import top_k_items
+
+    last = item_ids.size - 1
+    exclude = []
+    for items in seen:
+        at = np.minimum(np.searchsorted(item_ids, items), last)
+        exclude.append(np.unique(at[item_ids[at] == items]))
+    top = item_ids[top_k_items(scores, min(k, item_ids.size), exclude)]
+    lists = np.full((top.shape[0], k), _PAD, np.int64)
+    for row, cols in enumerate(exclude):
+        # Excluded columns sort last (-inf): a row keeps only its unseen count.
+        keep = min(k, item_ids.size - cols.size)
+        lists[row, :keep] = top[row, :keep]
+    return lists
 
 
 def _baselines(
@@ -210,7 +234,17 @@ def _baselines(
         recent = positives[times >= times.max() - pd.Timedelta(days=config.popularity_days)]
     counts = recent.groupby("item_id").size().reindex(item_ids, fill_value=0).to_numpy()
     popularity = np.asarray(counts, np.float64)
-    lists = np.stack([_top_unseen(popularity, item_ids, s, config.k) for s in seen])
+    lists = np.concatenate(
+        [
+            _top_unseen(
+                np.broadcast_to(popularity, (len(seen[start : start + _BLOCK]), item_ids.size)),
+                item_ids,
+                seen[start : start + _BLOCK],
+                config.k,
+            )
+            for start in range(0, users.size, _BLOCK)
+        ]
+    )
     out["popularity"] = {**_metrics(lists, truth, config.k), "window_days": config.popularity_days}
     if item_ids.size > config.ease_max_items:
         out["ease"] = {"skipped": f"{item_ids.size} items > ease_max_items={config.ease_max_items}"}
@@ -230,18 +264,17 @@ def _baselines(
             "item_id"
         ]
     }
-    rows = []
+    rows: list[np.ndarray] = []
     for start in range(0, users.size, _BLOCK):
         block = users[start : start + _BLOCK]
         # The weights' dtype: a float64 block against float32 weights would copy them.
         inputs = np.zeros((block.size, item_ids.size), ease.weights.dtype)
         for row, user in enumerate(block.tolist()):
             inputs[row, history.get(int(user), [])] = 1.0
-        scores = inputs @ ease.weights
-        rows += [
-            _top_unseen(scores[i], item_ids, seen[start + i], config.k) for i in range(block.size)
-        ]
-    out["ease"] = {**_metrics(np.stack(rows), truth, config.k), "l2": config.ease_l2}
+        rows.append(
+            _top_unseen(inputs @ ease.weights, item_ids, seen[start : start + _BLOCK], config.k)
+        )
+    out["ease"] = {**_metrics(np.concatenate(rows), truth, config.k), "l2": config.ease_l2}
     return out
 
 

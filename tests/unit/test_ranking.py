@@ -211,3 +211,36 @@ def test_popularity_negatives_avoid_known_pairs() -> None:
     # User 1 can only get item 30; user 2 gets 20 or 30.
     assert {i for u, i in pairs if u == 1} == {30}
     assert {i for u, i in pairs if u == 2} <= {20, 30}
+
+
+def test_popularity_negatives_draw_as_redrawing_every_clash() -> None:
+    # The reference: check the whole array after every redraw (np.isin), as the sampler
+    # did before it re-checked only the clashing rows. Same seed, same draws.
+    rng_data = np.random.default_rng(5)
+    positives = pd.DataFrame(
+        {"user_id": rng_data.integers(0, 30, 400), "item_id": rng_data.integers(0, 12, 400)}
+    )
+    popularity = positives["item_id"].value_counts().sort_index().astype(float)
+    users = rng_data.integers(0, 30, 200)
+
+    def reference(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        items = popularity.index.to_numpy(np.int64)
+        weights = popularity.to_numpy(np.float64) / popularity.sum()
+        rows = np.repeat(np.arange(users.size), 3)
+        who = users[rows]
+        stride = int(max(items.max(), positives["item_id"].max())) + 1
+        known = np.unique(positives["user_id"].to_numpy() * stride + positives["item_id"])
+        drawn = rng.choice(items, rows.size, p=weights)
+        for _ in range(5):
+            clash = np.isin(who * stride + drawn, known)
+            if not clash.any():
+                break
+            drawn[clash] = rng.choice(items, int(clash.sum()), p=weights)
+        keep = ~np.isin(who * stride + drawn, known)
+        return rows[keep], drawn[keep]
+
+    got = popularity_negatives(users, positives, popularity, 3, np.random.default_rng(11))
+    expected = reference(np.random.default_rng(11))
+    np.testing.assert_array_equal(got[0], expected[0])
+    np.testing.assert_array_equal(got[1], expected[1])
+    assert got[0].size < users.size * 3  # some rows kept clashing and were dropped

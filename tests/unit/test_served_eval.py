@@ -178,3 +178,28 @@ def test_trained_model_serves_no_seen_item(
     # Random ranking hits 10 of the ~123 unseen items: Recall@10 about 0.08.
     assert got.recall_at_k > 0.2
     assert got.recall_at_k >= got.baselines["popularity"]["recall_at_k"]
+
+
+def test_top_unseen_is_the_stable_sort_with_seen_items_last() -> None:
+    from recops.served_eval import _top_unseen
+
+    rng = np.random.default_rng(7)
+    item_ids = np.array([3, 5, 8, 13, 21, 34, 55, 89], np.int64)
+    # Integer scores: ties everywhere, as popularity has them.
+    scores = rng.integers(0, 3, (6, item_ids.size)).astype(np.float64)
+    seen = [
+        np.array([], np.int64),
+        np.array([5, 5, 89], np.int64),  # a repeat
+        np.array([3, 5, 8, 13, 21, 34], np.int64),  # only 2 unseen: short list
+        item_ids.copy(),  # nothing unseen
+        np.array([1000, 8], np.int64),  # an item outside the catalogue
+        np.array([55], np.int64),
+    ]
+    got = _top_unseen(scores, item_ids, seen, 4)
+    for row, items in enumerate(seen):
+        masked = np.where(np.isin(item_ids, items), -np.inf, scores[row])
+        order = np.argsort(-masked, kind="stable")[:4]
+        expected = np.where(np.isfinite(masked[order]), item_ids[order], -1)
+        np.testing.assert_array_equal(got[row], expected)
+    assert (got[3] == -1).all()
+    assert (got[2, 2:] == -1).all() and (got[2, :2] != -1).all()
