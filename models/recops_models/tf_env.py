@@ -22,11 +22,12 @@ __all__ = ["TF_ENV", "tensorflow", "use_legacy_keras"]
 #: - ``TF_CPU_ALLOCATOR_USE_BFC``: TensorFlow's pooling (BFC) allocator on the CPU too.
 #:   The default hands each large buffer back to the OS when freed, so every training
 #:   step faulted its in-batch logits (128 MB a replica at batch 8192) in again, page by
-#:   page: a third of the two-tower's CPU time was the kernel's.
+#:   page: 54 of the two-tower's 134 CPU seconds were the kernel's (a 300k-row slice of
+#:   the 5M synthetic training set, one epoch).
 #: - ``TF_ENABLE_ONEDNN_OPTS``: oneDNN's kernels, which TensorFlow turns on by itself only
 #:   on CPUs with AVX-512 or AMX; on AVX2 they still beat Eigen's matmuls.
 #:
-#: Together: the two-tower's epoch at batch 8192 on 2 cores, 55.4 s -> 34.5 s
+#: Together: that epoch at batch 8192 on 2 cores, 55.4 s -> 34.5 s
 #: (``python -m benchmarks.training``; benchmarks/README.md, "Training environment").
 TF_ENV: dict[str, str] = {
     "TF_USE_LEGACY_KERAS": "1",

@@ -217,6 +217,27 @@ def _top_unseen(
     return lists
 
 
+def _history_scores(weights: np.ndarray, columns: Sequence[np.ndarray]) -> np.ndarray:
+    """Each row's sum of the item-item ``weights`` rows of its history ``columns``.
+
+    The histories go in as sparse rows: a history is a few dozen of the catalogue's
+    items, and a dense block times the item-item matrix cost a 20k catalogue 0.4 TFLOP
+    per 256 users. The data takes the weights' dtype (float64 would copy them).
+    """
+    from scipy import sparse
+
+    inputs = sparse.csr_array(
+        (
+            np.ones(sum(c.size for c in columns), weights.dtype),
+            np.concatenate([np.zeros(0, np.int64), *columns]),
+            np.concatenate([[0], np.cumsum([c.size for c in columns])]),
+        ),
+        shape=(len(columns), weights.shape[0]),
+    )
+    scores: np.ndarray = np.asarray(inputs @ weights)
+    return scores
+
+
 def _baselines(
     config: ServedEvalConfig,
     known: pd.DataFrame,
@@ -267,12 +288,14 @@ def _baselines(
     rows: list[np.ndarray] = []
     for start in range(0, users.size, _BLOCK):
         block = users[start : start + _BLOCK]
-        # The weights' dtype: a float64 block against float32 weights would copy them.
-        inputs = np.zeros((block.size, item_ids.size), ease.weights.dtype)
-        for row, user in enumerate(block.tolist()):
-            inputs[row, history.get(int(user), [])] = 1.0
+        columns = [np.asarray(history.get(int(user), []), np.int64) for user in block.tolist()]
         rows.append(
-            _top_unseen(inputs @ ease.weights, item_ids, seen[start : start + _BLOCK], config.k)
+            _top_unseen(
+                _history_scores(ease.weights, columns),
+                item_ids,
+                seen[start : start + _BLOCK],
+                config.k,
+            )
         )
     out["ease"] = {**_metrics(np.concatenate(rows), truth, config.k), "l2": config.ease_l2}
     return out

@@ -203,3 +203,18 @@ def test_top_unseen_is_the_stable_sort_with_seen_items_last() -> None:
         np.testing.assert_array_equal(got[row], expected)
     assert (got[3] == -1).all()
     assert (got[2, 2:] == -1).all() and (got[2, :2] != -1).all()
+
+
+def test_ease_history_scores_are_the_dense_product() -> None:
+    from recops.served_eval import _history_scores
+
+    rng = np.random.default_rng(2)
+    weights = rng.normal(size=(9, 9)).astype(np.float32)
+    columns = [np.array([0, 4, 8]), np.array([], np.int64), np.array([3])]
+    dense = np.zeros((3, 9), np.float32)
+    for row, cols in enumerate(columns):
+        dense[row, cols] = 1.0
+    got = _history_scores(weights, columns)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, dense @ weights, rtol=1e-6)
+    assert (got[1] == 0).all()
