@@ -2,7 +2,6 @@
 
 TF-MOT 0.8.1 works only with tf_keras (Keras 2), which TensorFlow 2.21 uses instead of
 Keras 3 only when ``TF_USE_LEGACY_KERAS=1`` is set before TensorFlow is first imported.
-The CPU allocator and the kernel library are chosen the same way (``TF_ENV``).
 Every module that imports TensorFlow calls ``tensorflow()`` (or ``use_legacy_keras()``
 before its own import), and every subprocess that may import it gets ``TF_ENV``.
 
@@ -18,22 +17,7 @@ from types import ModuleType
 __all__ = ["TF_ENV", "tensorflow", "use_legacy_keras"]
 
 #: Environment a process needs before it imports TensorFlow (merged into subprocess envs).
-#:
-#: - ``TF_CPU_ALLOCATOR_USE_BFC``: TensorFlow's pooling (BFC) allocator on the CPU too.
-#:   The default hands each large buffer back to the OS when freed, so every training
-#:   step faulted its in-batch logits (128 MB a replica at batch 8192) in again, page by
-#:   page: 54 of the two-tower's 134 CPU seconds were the kernel's (a 300k-row slice of
-#:   the 5M synthetic training set, one epoch).
-#: - ``TF_ENABLE_ONEDNN_OPTS``: oneDNN's kernels, which TensorFlow turns on by itself only
-#:   on CPUs with AVX-512 or AMX; on AVX2 they still beat Eigen's matmuls.
-#:
-#: Together: that epoch at batch 8192 on 2 cores, 55.4 s -> 34.5 s
-#: (``python -m benchmarks.training``; benchmarks/README.md, "Training environment").
-TF_ENV: dict[str, str] = {
-    "TF_USE_LEGACY_KERAS": "1",
-    "TF_CPU_ALLOCATOR_USE_BFC": "true",
-    "TF_ENABLE_ONEDNN_OPTS": "1",
-}
+TF_ENV: dict[str, str] = {"TF_USE_LEGACY_KERAS": "1"}
 
 
 def use_legacy_keras() -> None:
