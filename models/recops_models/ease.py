@@ -135,7 +135,9 @@ def fit_ease(
     # Repeated (user, item) pairs are summed by the constructor; the matrix is binary.
     matrix.sum_duplicates()
     matrix.data[:] = 1.0
-    weights = _inverse_spd(_gram(matrix, l2, dtype))
+    # The inverse is symmetric and Fortran-ordered (LAPACK's); its transpose is the same
+    # matrix in C order, whose rows the sparse history products read contiguously.
+    weights = _inverse_spd(_gram(matrix, l2, dtype)).T
     diagonal = np.diag(weights).copy()
     weights /= -diagonal
     weights[np.diag_indices_from(weights)] = 0.0
