@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import sparse
 
+from recops_models.vocab import OOV_INDEX, lookup_index
+
 __all__ = ["EASEModel", "fit_ease"]
 
 
@@ -51,10 +53,9 @@ class EASEModel:
         Returns:
             Scores ``[len(user_ids), len(item_ids)]``; unknown users score 0.
         """
-        ids = np.asarray(user_ids, dtype=np.int64)
-        pos = np.minimum(np.searchsorted(self.user_ids, ids), self.user_ids.size - 1)
-        found = self.user_ids[pos] == ids
-        rows = self.interactions[pos].astype(self.weights.dtype)
+        index = lookup_index(self.user_ids, np.asarray(user_ids, dtype=np.int64))
+        found = index != OOV_INDEX
+        rows = self.interactions[np.maximum(index - 1, 0)].astype(self.weights.dtype)
         scores: np.ndarray = np.asarray(rows @ self.weights) * found[:, None]
         return scores
 

@@ -202,12 +202,12 @@ def _top_unseen(
         partition per block of rows, not a sort of the catalogue per user.
     """
     from recops_models.metrics import top_k_items
+    from recops_models.vocab import OOV_INDEX, lookup_index
 
-    last = item_ids.size - 1
     exclude = []
     for items in seen:
-        at = np.minimum(np.searchsorted(item_ids, items), last)
-        exclude.append(np.unique(at[item_ids[at] == items]))
+        index = lookup_index(item_ids, items)
+        exclude.append(np.unique(index[index != OOV_INDEX] - 1))
     top = item_ids[top_k_items(scores, min(k, item_ids.size), exclude)]
     lists = np.full((top.shape[0], k), _PAD, np.int64)
     for row, cols in enumerate(exclude):
