@@ -189,6 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "split_uri": trained.split_uri,
             "users_uri": uris["users_uri"],
             "spec_uri": uris["spec_uri"],
+            "training_set_uri": uris["training_set_uri"],
         }
         record(
             "two-tower|random",
@@ -254,6 +255,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             split_uri=trained_t.split_uri,
                             users_uri=uris["users_uri"],
                             spec_uri=uris["spec_uri"],
+                            training_set_uri=uris["training_set_uri"],
                         )
                     )
                 ),

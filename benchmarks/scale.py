@@ -247,6 +247,7 @@ def _stage_evaluate(home: Path, state: dict[str, Any]) -> dict[str, Any]:
             split_uri=state["train"]["split_uri"],
             users_uri=state["features"]["users_uri"],
             spec_uri=str(spec_path(_settings(home))),
+            training_set_uri=state["features"]["training_set_uri"],
         )
     ).to_dict()
     return {k: result[k] for k in ("recall_at_k", "ndcg_at_k", "n_users")}

@@ -32,12 +32,14 @@ import tf_keras as keras  # noqa: E402
 from recops_models.edge import edge_user_tower  # noqa: E402
 from recops_models.encoders import feature_inputs, index_layer  # noqa: E402
 from recops_models.two_tower import (  # noqa: E402
+    HISTORY_IDX,
     InBatchLogits,
     InBatchSoftmaxLoss,
     TwoTowerSpec,
     build_training_model,
     custom_objects,
     feature_prefix,
+    history_input,
     towers_from_training_model,
 )
 
@@ -196,6 +198,9 @@ def qat_user_tower(
         f.name: index_layer(f, f"{prefix}{f.name}_index")(user_raw[f.name])
         for f in spec.user_features
     }
+    if spec.history_length:
+        # Already indices: the same tensor is the trainer's input and the tower's.
+        user_raw[HISTORY_IDX] = user_indexed[HISTORY_IDX] = history_input()
     logits = InBatchLogits(spec.temperature, name="in_batch_logits")(
         [
             quantized({"user_idx": user_idx, **user_indexed}),

@@ -8,6 +8,8 @@ layers (``recops_models.encoders``), named like the SavedModel's inputs:
                     <categorical>: int64[b] (vocabulary position, 0 = unknown),
                     <multi-valued or text>: int64[b, n] (positions / word hashes, 0-padded),
                     <numeric>: float32[b, 2] ([standardised value, missing flag]),
+                    [history_idx: int64[b, L'] (the history's dense item indices, newest
+                     first, 0-padded; only for a spec with a ``history_length``)],
                     history_item_ids: int64[b, L] (raw seen item ids, -1-padded))
         -> item_ids int64[b, k], scores float32[b, k], embedding float32[b, dim]
 
@@ -19,10 +21,11 @@ calibrates that path on each calibration row's own top candidates as a stand-in 
 (``_calibration_history``); a conversion returning the whole catalogue (``k`` too close
 to it) calibrates without history, so there the unknown-user path is coarser.
 
-``edge_inputs(spec, frame)`` computes those inputs from a frame of raw users (``user_id``
-plus the user feature columns) with the model's own index layers, so callers need not
-know the features. The candidate embeddings are baked in as a constant, so the converter
-quantizes them with the rest of the weights.
+``edge_inputs(spec, frame, history)`` computes those inputs from a frame of raw users
+(``user_id`` plus the user feature columns) and their raw histories, with the model's own
+index layers and item vocabulary, so callers need not know the features. The candidate
+embeddings are baked in as a constant, so the converter quantizes them with the rest of
+the weights.
 
 Importing this module imports TensorFlow.
 """
@@ -46,11 +49,14 @@ from recops_models.encoders import index_features, indexed_inputs  # noqa: E402
 from recops_models.feature_defs import raw_inputs  # noqa: E402
 from recops_models.retrieval_export import HISTORY_POOL_MAX, history_weights  # noqa: E402
 from recops_models.two_tower import (  # noqa: E402
+    HISTORY_IDX,
     HISTORY_INPUT,
     HISTORY_PAD,
     MASKED_SCORE,
     TwoTowerSpec,
     build_tower,
+    history_index,
+    history_input,
     user_inputs,
 )
 
@@ -74,13 +80,17 @@ def edge_input_names(spec: TwoTowerSpec) -> tuple[str, ...]:
     return user_inputs(spec)
 
 
-def edge_inputs(spec: TwoTowerSpec, frame: Mapping[str, Any]) -> dict[str, np.ndarray]:
+def edge_inputs(
+    spec: TwoTowerSpec, frame: Mapping[str, Any], history: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """The indexed inputs of the edge model for raw users.
 
     Args:
         spec: The model's spec (``spec.json`` beside the artifact).
         frame: ``user_id`` plus one column per user feature (a DataFrame or a mapping
             of arrays); unknown ids and values and missing numerics are fine.
+        history: Raw seen item ids ``[b, L]``, newest first, ``HISTORY_PAD``-padded, for
+            a spec with a history encoding; None encodes an empty history.
 
     Returns:
         Arrays keyed by ``edge_input_names(spec)``.
@@ -92,10 +102,12 @@ def edge_inputs(spec: TwoTowerSpec, frame: Mapping[str, Any]) -> dict[str, np.nd
     if missing:
         raise ValueError(f"the users frame lacks the user feature column(s) {missing}")
     raw = raw_inputs(spec.user_features, frame)
-    return {
-        "user_idx": spec.user_index(np.asarray(frame["user_id"], np.int64)),
-        **index_features(spec.user_features, raw),
-    }
+    user_ids = np.asarray(frame["user_id"], np.int64)
+    out = {"user_idx": spec.user_index(user_ids), **index_features(spec.user_features, raw)}
+    if spec.history_length:
+        rows = np.full((user_ids.size, 1), HISTORY_PAD, np.int64) if history is None else history
+        out[HISTORY_IDX] = history_index(spec, rows)
+    return out
 
 
 def edge_user_tower(model: keras.Model, spec: TwoTowerSpec) -> keras.Model:
@@ -110,6 +122,8 @@ def edge_user_tower(model: keras.Model, spec: TwoTowerSpec) -> keras.Model:
     """
     id_input = keras.Input(shape=(), dtype=tf.int64, name="user_idx")
     indexed = indexed_inputs(spec.user_features)
+    if spec.history_length:
+        indexed[HISTORY_IDX] = history_input()
     tower = keras.Model(
         inputs={"user_idx": id_input, **indexed},
         outputs=build_tower(spec, "user", id_input, indexed),

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from recops_models.contract import HISTORY_DECAY
 from recops_models.feature_defs import STRING_KINDS, EncodedFeature, FeatureDef
 from recops_models.tf_env import use_legacy_keras
 
@@ -50,6 +51,7 @@ __all__ = [
     "CategoryIndex",
     "MeanPool",
     "NumericIndex",
+    "RecencyPool",
     "TextIndex",
     "TokenIndex",
     "embedding_dim",
@@ -64,6 +66,7 @@ __all__ = [
     "indexed_signature",
     "input_signature",
     "is_pooled",
+    "recency_pool",
 ]
 
 #: Output size of a text feature's embedding. Small on purpose: a hashed bag of words is
@@ -274,6 +277,29 @@ class MeanPool(keras.layers.Layer):  # type: ignore[misc]  # untyped base
         return total / count
 
 
+def recency_pool(embeddings: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+    """Recency-weighted mean of ``embeddings [b, L, d]`` over the slots whose index is
+    not 0: slot ``i`` (0 = newest) weighs ``HISTORY_DECAY ** i``; zeros when none.
+
+    Linear in the embedding rows, like ``MeanPool``, so a projection can be folded into
+    the table (``recops_models.quantized``).
+    """
+    slots = tf.cast(tf.range(tf.shape(index)[1]), tf.float32)
+    decay = tf.pow(tf.constant(HISTORY_DECAY, tf.float32), slots)
+    weights = tf.where(tf.not_equal(index, 0), tf.expand_dims(decay, 0), 0.0)
+    weights /= tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-6)
+    weights = tf.cast(weights, embeddings.dtype)
+    return tf.reduce_sum(embeddings * tf.expand_dims(weights, -1), axis=1)
+
+
+class RecencyPool(keras.layers.Layer):  # type: ignore[misc]  # untyped base
+    """``recency_pool`` as a layer: the user tower's history encoding."""
+
+    def call(self, inputs: list[tf.Tensor]) -> tf.Tensor:
+        embeddings, index = inputs
+        return recency_pool(embeddings, index)
+
+
 #: Custom layers of the encoders, by class name (``quantize_scope``, ``clone_model``).
 CUSTOM_LAYERS: dict[str, type] = {
     "CategoryIndex": CategoryIndex,
@@ -281,6 +307,7 @@ CUSTOM_LAYERS: dict[str, type] = {
     "TextIndex": TextIndex,
     "NumericIndex": NumericIndex,
     "MeanPool": MeanPool,
+    "RecencyPool": RecencyPool,
 }
 
 

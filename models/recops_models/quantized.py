@@ -52,11 +52,13 @@ use_legacy_keras()
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
+from recops_models.contract import HISTORY_INPUT  # noqa: E402
 from recops_models.encoders import (  # noqa: E402
     embedding_layer_name,
     encoded_width,
     index_layer,
     is_pooled,
+    recency_pool,
 )
 from recops_models.feature_defs import STRING_KINDS, EncodedFeature  # noqa: E402
 from recops_models.two_tower import (  # noqa: E402
@@ -147,10 +149,13 @@ class FoldedTower:
     Attributes:
         user: The folded id table ``[n_users + 1, dim]``, bias included.
         features: Each user feature's tables, keyed by feature name, in spec order.
+        history: The history encoding's tables (``[n_items + 1, ...]``, pooled by
+            recency), None when the spec has no history.
     """
 
     user: np.ndarray
     features: dict[str, FeatureTables]
+    history: FeatureTables | None = None
 
 
 def _fold_pays(rows: int, width: int, dim: int, table_dtype: str) -> bool:
@@ -192,10 +197,14 @@ def fold_user_tower(
     kernel, bias = model.get_layer("user_projection").get_weights()
     dim = int(kernel.shape[1])
     widths = [id_table.shape[1], *(encoded_width(f) for f in spec.user_features)]
-    if kernel.shape[0] != sum(widths):
+    history_table = (
+        model.get_layer("user_history_embedding").get_weights()[0] if spec.history_length else None
+    )
+    expected = sum(widths) + (0 if history_table is None else history_table.shape[1])
+    if kernel.shape[0] != expected:
         raise ValueError(
-            f"user_projection kernel has {kernel.shape[0]} rows; expected {sum(widths)} "
-            "(the user id embedding and each user feature's encoding)"
+            f"user_projection kernel has {kernel.shape[0]} rows; expected {expected} "
+            "(the user id embedding, each user feature's encoding and the history's)"
         )
     # Where each feature's rows start in the kernel: after the id rows and those before it.
     starts = np.cumsum(widths)[:-1]
@@ -213,7 +222,16 @@ def fold_user_tower(
             )
         else:
             features[f.name] = FeatureTables(table=table.astype(np.float32), projection=rows)
-    return FoldedTower(user=user, features=features)
+    history = None
+    if history_table is not None:
+        # The history's rows come last in the concatenation.
+        rows = kernel[sum(widths) :].astype(np.float32)
+        history = (
+            FeatureTables(table=(history_table @ rows).astype(np.float32), projection=None)
+            if _fold_pays(len(history_table), rows.shape[0], dim, table_dtype)
+            else FeatureTables(table=history_table.astype(np.float32), projection=rows)
+        )
+    return FoldedTower(user=user, features=features, history=history)
 
 
 class _StoredMatrix(tf.Module):  # type: ignore[misc]  # untyped base
@@ -309,6 +327,28 @@ class _UserFeature(tf.Module):  # type: ignore[misc]  # untyped base
         return encoded
 
 
+class _HistoryEncoding(tf.Module):  # type: ignore[misc]  # untyped base
+    """The history encoding at serving: dense item indices to its share of the output."""
+
+    def __init__(self, tables: FeatureTables, dtype: str) -> None:
+        super().__init__(name="user_history")
+        assert tables.table is not None
+        self.table = _StoredMatrix(tables.table, dtype, "table")
+        self.projection = (
+            None
+            if tables.projection is None
+            else tf.Variable(tables.projection, trainable=False, name="projection")
+        )
+
+    def __call__(self, index: tf.Tensor) -> tf.Tensor:
+        """The contribution ``[b, dim]`` of ``HISTORY_IDX`` indices ``[b, L]``."""
+        # Pool before projecting, as for a pooled feature: the pool is linear.
+        encoded = recency_pool(self.table.rows(index), index)
+        if self.projection is not None:
+            encoded = tf.matmul(encoded, self.projection)
+        return encoded
+
+
 class _QuantizedRetrievalModule(RetrievalModule):
     """Raw-id lookups, the folded user tower and stored candidates, as one module."""
 
@@ -330,11 +370,14 @@ class _QuantizedRetrievalModule(RetrievalModule):
             for i, f in enumerate(spec.user_features)
         ]
         self.candidates = _StoredMatrix(candidate_embeddings, dtype, "candidates")
+        self.history = None if tower.history is None else _HistoryEncoding(tower.history, dtype)
 
     def embed(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         hidden = self.user_rows.rows(self.user_table.lookup(inputs["user_id"]))
         for name, feature in zip(self.feature_names, self.user_features, strict=True):
             hidden += feature(inputs[name])
+        if self.history is not None and HISTORY_INPUT in inputs:
+            hidden += self.history(self.history_indices(inputs))
         return tf.math.l2_normalize(hidden, axis=-1)
 
     def scores(self, user: tf.Tensor) -> tf.Tensor:

@@ -16,8 +16,10 @@ candidate is embedded as the L2-normalised, recency-weighted mean of those candi
 embeddings (weight ``HISTORY_DECAY ** slot``, slot 0 the newest, over the first
 ``HISTORY_POOL_MAX`` history entries): the items it just interacted with stand in for
 its missing id row, so pushed events personalise it without retraining. A known user
-keeps its tower embedding whatever its history; an unknown user with no candidate in its
-history keeps the tower's out-of-vocabulary embedding (its attributes only).
+gets its tower embedding: with a spec ``history_length``, the tower itself reads the
+newest ``history_length`` entries (``RetrievalModule.history_indices``), so each pushed
+event moves it too; without one, the history only masks. An unknown user with no
+candidate in its history keeps the tower's out-of-vocabulary embedding.
 
 Split out of ``recops_models.two_tower`` (which re-exports every name here). Importing
 this module imports TensorFlow.
@@ -32,7 +34,13 @@ from typing import Any
 
 import numpy as np
 
-from recops_models.contract import HISTORY_INPUT, HISTORY_PAD, MASKED_SCORE
+from recops_models.contract import (
+    HISTORY_DECAY,
+    HISTORY_IDX,
+    HISTORY_INPUT,
+    HISTORY_PAD,
+    MASKED_SCORE,
+)
 from recops_models.feature_defs import catalogue_ids, raw_inputs
 from recops_models.tf_env import use_legacy_keras
 from recops_models.tower_spec import TwoTowerSpec
@@ -61,10 +69,6 @@ __all__ = [
     "tower_candidates",
 ]
 
-#: Recency weight of an unknown user's history: slot ``i`` (0 = newest) weighs
-#: ``HISTORY_DECAY ** i``, so the last few events set the taste, and one old outlier
-#: cannot.
-HISTORY_DECAY = 0.9
 #: History entries pooled for an unknown user (the newest); beyond ~50 the weights are
 #: under 0.9**50 ≈ 0.5% and only cost gathers.
 HISTORY_POOL_MAX = 50
@@ -171,6 +175,9 @@ class RetrievalModule(tf.Module, metaclass=abc.ABCMeta):  # type: ignore[misc]  
     def __init__(self, spec: TwoTowerSpec, candidate_ids: np.ndarray, k: int) -> None:
         super().__init__(name="recops_retrieval")
         self.user_table = int_table(spec.user_ids)
+        self.history_length = int(spec.history_length)
+        # The history encoding's item indices; only a spec with a history needs them.
+        self.item_table = int_table(spec.item_ids) if spec.history_length else None
         # Variables, not constants: constants would be copied into every function graph.
         self.candidate_ids = tf.Variable(
             np.asarray(candidate_ids, np.int64), trainable=False, name="candidate_ids"
@@ -222,10 +229,18 @@ class RetrievalModule(tf.Module, metaclass=abc.ABCMeta):  # type: ignore[misc]  
         use_history = tf.logical_and(unknown, usable)
         return tf.where(tf.expand_dims(use_history, -1), pooled, tf.cast(tower, tf.float32))
 
+    def history_indices(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """The tower's ``HISTORY_IDX`` of the raw history input: the newest
+        ``history_length`` entries as dense item indices (0 = padding or unknown), as
+        ``tower_spec.history_index`` computes them for training."""
+        assert self.item_table is not None  # only called for a spec with a history
+        raw = inputs[HISTORY_INPUT][:, : self.history_length]
+        return self.item_table.lookup(raw)
+
     @abc.abstractmethod
     def embed(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         """The tower's user embeddings ``[b, dim]`` of the raw signature inputs (the
-        history aside)."""
+        history through ``history_indices`` when the spec has a history encoding)."""
 
     @abc.abstractmethod
     def scores(self, user: tf.Tensor) -> tf.Tensor:
@@ -276,6 +291,8 @@ class _FloatRetrievalModule(RetrievalModule):
     def embed(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         features = {"user_idx": self.user_table.lookup(inputs["user_id"])}
         features.update({name: inputs[name] for name in self.feature_names})
+        if self.history_length:
+            features[HISTORY_IDX] = self.history_indices(inputs)
         return self.user_tower(features, training=False)
 
     def scores(self, user: tf.Tensor) -> tf.Tensor:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from recops_models.contract import HISTORY_INPUT
+from recops_models.contract import HISTORY_IDX, HISTORY_INPUT, HISTORY_PAD
 from recops_models.feature_defs import (
     EncodedFeature,
     FeatureDef,
@@ -29,6 +29,7 @@ __all__ = [
     "RESERVED_NAMES",
     "TwoTowerSpec",
     "feature_prefix",
+    "history_index",
     "item_inputs",
     "model_inputs",
     "train_inputs",
@@ -37,7 +38,7 @@ __all__ = [
 
 #: Names the models use themselves; no feature may take one.
 RESERVED_NAMES = frozenset(
-    {"user_id", "item_id", "user_idx", "item_idx", "item_logq", HISTORY_INPUT}
+    {"user_id", "item_id", "user_idx", "item_idx", "item_logq", HISTORY_INPUT, HISTORY_IDX}
 )
 
 
@@ -75,6 +76,9 @@ class TwoTowerSpec:
 
     Id vocabularies are sorted and hold only ids seen in training; index 0 is the
     out-of-vocabulary bucket. Features carry their own vocabularies and statistics.
+    ``history_length`` > 0 gives the user tower a history encoding: the recency-weighted
+    mean of the item embeddings of the user's newest ``history_length`` seen items
+    (``HISTORY_IDX``); 0 leaves it out (and spec files written before it read as 0).
     """
 
     user_ids: tuple[int, ...]
@@ -83,6 +87,7 @@ class TwoTowerSpec:
     item_features: tuple[EncodedFeature, ...] = ()
     embedding_dim: int = 32
     temperature: float = 0.05
+    history_length: int = 0
 
     @classmethod
     def from_tables(
@@ -95,6 +100,7 @@ class TwoTowerSpec:
         item_features: Sequence[FeatureDef],
         embedding_dim: int = 32,
         temperature: float = 0.05,
+        history_length: int = 0,
     ) -> TwoTowerSpec:
         """Fit id vocabularies on the train rows, features on the entities' table rows.
 
@@ -107,6 +113,7 @@ class TwoTowerSpec:
             item_features: The item features.
             embedding_dim: Output size of both towers.
             temperature: Softmax temperature of the in-batch logits.
+            history_length: History entries the user tower pools (0: no history).
 
         Returns:
             The spec.
@@ -124,6 +131,7 @@ class TwoTowerSpec:
             item_features=_fit_side(item_features, items, "item_id", item_ids, "items"),
             embedding_dim=embedding_dim,
             temperature=temperature,
+            history_length=history_length,
         )
 
     def to_json(self) -> str:
@@ -136,6 +144,7 @@ class TwoTowerSpec:
                 "item_features": encoded_to_json(self.item_features),
                 "embedding_dim": self.embedding_dim,
                 "temperature": self.temperature,
+                "history_length": self.history_length,
             }
         )
 
@@ -150,6 +159,7 @@ class TwoTowerSpec:
             item_features=encoded_from_json(raw.get("item_features", ())),
             embedding_dim=int(raw["embedding_dim"]),
             temperature=float(raw["temperature"]),
+            history_length=int(raw.get("history_length", 0)),
         )
 
     def user_index(self, user_id: Any) -> np.ndarray:
@@ -166,8 +176,29 @@ class TwoTowerSpec:
 
 
 def user_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:
-    """The user tower's input names: ``user_idx`` then each user feature."""
-    return ("user_idx", *(f.name for f in spec.user_features))
+    """The user tower's input names: ``user_idx``, each user feature, then ``HISTORY_IDX``
+    when the spec has a history encoding."""
+    history = (HISTORY_IDX,) if spec.history_length else ()
+    return ("user_idx", *(f.name for f in spec.user_features), *history)
+
+
+def history_index(spec: TwoTowerSpec, history: Any) -> np.ndarray:
+    """The tower's ``HISTORY_IDX`` of raw histories: dense item indices, newest first.
+
+    Args:
+        spec: The model spec (its item vocabulary and ``history_length``).
+        history: Raw item ids ``[b, L]``, most recent first, ``HISTORY_PAD``-padded.
+
+    Returns:
+        ``int64 [b, max(1, min(L, history_length))]``; 0 for padding and for items the
+        model does not know (the pooling skips both).
+    """
+    raw = np.asarray(history, np.int64).reshape(len(history), -1)
+    raw = raw[:, : spec.history_length]
+    if raw.shape[1] == 0:
+        return np.zeros((raw.shape[0], 1), np.int64)
+    index = spec.item_index(raw.ravel()).reshape(raw.shape)
+    return np.where(raw == HISTORY_PAD, 0, index).astype(np.int64)
 
 
 def item_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:
@@ -188,7 +219,8 @@ def model_inputs(
     Args:
         spec: The model spec (vocabularies, features).
         columns: Arrays ``user_id``, ``item_id`` and one per user and item feature, of
-            equal length (extra columns are ignored).
+            equal length (extra columns are ignored); with a history encoding also
+            ``HISTORY_INPUT``, each row's raw history ``[n, L]`` before its event.
         item_logq: Log sampling probability of each row's item; zeros (no logQ
             correction) when None.
 
@@ -202,16 +234,21 @@ def model_inputs(
     missing = [
         name
         for name in ("user_id", "item_id", *(f.name for f in spec.user_features),
-                     *(f.name for f in spec.item_features))
+                     *(f.name for f in spec.item_features),
+        *((HISTORY_INPUT,) if spec.history_length else ()))
         if name not in columns
     ]  # fmt: skip
     if missing:
         raise ValueError(f"the training columns lack {missing}")
     n = len(columns["user_id"])
     logq = np.zeros(n, np.float32) if item_logq is None else np.asarray(item_logq, np.float32)
+    history = (
+        {HISTORY_IDX: history_index(spec, columns[HISTORY_INPUT])} if spec.history_length else {}
+    )
     return {
         "user_idx": spec.user_index(columns["user_id"]),
         **raw_inputs(spec.user_features, columns),
+        **history,
         "item_idx": spec.item_index(columns["item_id"]),
         **raw_inputs(spec.item_features, columns),
         "item_logq": logq,

@@ -8,8 +8,12 @@ The towers are built from the dataset's features (``TwoTowerSpec.user_features``
 
 - User tower: user-id embedding plus each user feature's encoding (``recops_models.
   encoders``: embeddings for categoricals, pooled embeddings for multi-valued and text
-  features, standardised numerics with a missing flag), concatenated, projected to
-  ``embedding_dim`` and L2-normalised.
+  features, standardised numerics with a missing flag) plus, when the spec has a
+  ``history_length``, the history encoding (the recency-weighted mean of the embeddings
+  of the user's newest seen items, ``encoders.RecencyPool``), concatenated, projected to
+  ``embedding_dim`` and L2-normalised. Each training row's history is the user's seen
+  items *before* that row's event, so the tower learns the next item from the last ones,
+  as serving asks it to.
 - Item tower: the same over the item id and the item features.
 - Training model: one Functional graph holding both towers; its output is the in-batch
   logit matrix ``user @ item.T / temperature``. Under a distribution strategy each
@@ -32,7 +36,8 @@ every name from here.
 
 Layer names (pruning, clustering, folding and the tower cut rely on them): ``user_idx`` /
 ``item_idx`` (inputs), ``user_id_embedding`` / ``item_id_embedding``,
-``<side>_attr_<feature>_index`` / ``_embedding`` / ``_pool``, ``user_features`` /
+``<side>_attr_<feature>_index`` / ``_embedding`` / ``_pool``, ``history_idx`` (input),
+``user_history_embedding`` / ``user_history_pool``, ``user_features`` /
 ``item_features`` (concatenation), ``user_projection`` / ``item_projection``,
 ``user_embedding`` / ``item_embedding`` (outputs) and ``in_batch_logits``.
 """
@@ -45,12 +50,13 @@ from typing import Any
 
 import numpy as np
 
-from recops_models.contract import HISTORY_INPUT, HISTORY_PAD, MASKED_SCORE
+from recops_models.contract import HISTORY_IDX, HISTORY_INPUT, HISTORY_PAD, MASKED_SCORE
 from recops_models.tf_env import use_legacy_keras
 from recops_models.tower_spec import (
     RESERVED_NAMES,
     TwoTowerSpec,
     feature_prefix,
+    history_index,
     item_inputs,
     model_inputs,
     train_inputs,
@@ -65,6 +71,7 @@ import tf_keras as keras  # noqa: E402
 
 from recops_models.encoders import (  # noqa: E402
     CUSTOM_LAYERS,
+    RecencyPool,
     encode_indexed,
     feature_inputs,
     index_layer,
@@ -87,6 +94,7 @@ from recops_models.retrieval_export import (  # noqa: E402
 
 __all__ = [
     "HISTORY_DECAY",
+    "HISTORY_IDX",
     "HISTORY_INPUT",
     "HISTORY_PAD",
     "HISTORY_POOL_MAX",
@@ -104,6 +112,8 @@ __all__ = [
     "embed_in_batches",
     "export_retrieval_model",
     "feature_prefix",
+    "history_index",
+    "history_input",
     "history_weights",
     "int_table",
     "item_features_of",
@@ -232,7 +242,8 @@ def build_tower(spec: TwoTowerSpec, side: str, id_index: Any, indexed: Mapping[s
         side: ``user`` or ``item``.
         id_index: Dense id indices ``int64 [b]`` (0 = unknown).
         indexed: Each feature's index tensor (``encoders.index_layer`` outputs, or
-            ``encoders.indexed_inputs`` for a model fed pre-indexed features).
+            ``encoders.indexed_inputs`` for a model fed pre-indexed features); for the
+            user side of a spec with a ``history_length``, also ``HISTORY_IDX``.
 
     Returns:
         The L2-normalised float32 tower output ``[b, embedding_dim]``, from a layer named
@@ -246,6 +257,10 @@ def build_tower(spec: TwoTowerSpec, side: str, id_index: Any, indexed: Mapping[s
     )
     parts = [keras.layers.Embedding(len(ids) + 1, dim, name=f"{side}_id_embedding")(id_index)]
     parts += encode_indexed(features, indexed, feature_prefix(side))
+    if side == "user" and spec.history_length:
+        history = indexed[HISTORY_IDX]
+        rows = keras.layers.Embedding(len(spec.item_ids) + 1, dim, name="user_history_embedding")
+        parts.append(RecencyPool(name="user_history_pool")([rows(history), history]))
     hidden = (
         keras.layers.Concatenate(name=f"{side}_features")(parts) if len(parts) > 1 else parts[0]
     )
@@ -260,7 +275,14 @@ def _raw_tower(spec: TwoTowerSpec, side: str) -> tuple[dict[str, Any], Any]:
     raw = feature_inputs(features)
     prefix = feature_prefix(side)
     indexed = {f.name: index_layer(f, f"{prefix}{f.name}_index")(raw[f.name]) for f in features}
+    if side == "user" and spec.history_length:
+        raw[HISTORY_IDX] = indexed[HISTORY_IDX] = history_input()
     return {f"{side}_idx": id_input, **raw}, build_tower(spec, side, id_input, indexed)
+
+
+def history_input() -> Any:
+    """The ``keras.Input`` of the user tower's history (``HISTORY_IDX``, ``int64 [b, L]``)."""
+    return keras.Input(shape=(None,), dtype=tf.int64, name=HISTORY_IDX)
 
 
 def build_training_model(
@@ -308,6 +330,8 @@ def _side_inputs(model: keras.Model, side: str) -> dict[str, Any]:
     layers = {layer.name for layer in model.layers}
     prefix = feature_prefix(side)
     names = [f"{side}_idx"] + [n for n in model.input_names if f"{prefix}{n}_index" in layers]
+    if side == "user" and HISTORY_IDX in model.input_names:
+        names.append(HISTORY_IDX)
     return {name: model.get_layer(name).output for name in names}
 
 

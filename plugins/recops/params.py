@@ -162,6 +162,17 @@ NIGHTLY: tuple[Knob, ...] = (
         feeds=(("train", "batch_size"), ("compress", "batch_size")),
     ),
     Knob(
+        name="history_length",
+        default=20,
+        schema=_int(0, 200),
+        title="History length",
+        description=(
+            "Newest seen items the user tower pools (recency-weighted); 0 trains "
+            "without the history encoding."
+        ),
+        feeds=(("train", "history_length"),),
+    ),
+    Knob(
         name="learning_rate",
         default=0.005,
         schema=_positive(1e-6, 10),

@@ -181,6 +181,7 @@ def replay(config: ReplayConfig, settings: Settings | None = None) -> ReplayResu
             split_uri=trained.split_uri,
             users_uri=features.users_uri,
             spec_uri=str(lineage.get("dataset_spec") or spec_path(settings)),
+            training_set_uri=features.training_set_uri,
         )
     )
     replayed = {"recall_at_10": scored.recall_at_k, "ndcg_at_10": scored.ndcg_at_k}

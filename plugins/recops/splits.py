@@ -28,6 +28,7 @@ __all__ = [
     "known_histories",
     "of_types",
     "pad_histories",
+    "preceding_histories",
     "read_split",
     "read_typed_split",
     "split_counts",
@@ -248,6 +249,82 @@ def known_histories(
     empty = np.zeros(0, np.int64)
     out = [groups.get(int(user), empty) for user in users]
     return [h[:history_max] for h in out] if history_max is not None else out
+
+
+def preceding_histories(
+    user_id: np.ndarray,
+    item_id: np.ndarray,
+    times: np.ndarray,
+    *,
+    length: int,
+    eligible: np.ndarray | None = None,
+    before_only: bool = True,
+) -> np.ndarray:
+    """Each row's history: the user's items of strictly earlier rows (``before_only``),
+    or of every other row.
+
+    Before its event is what the online history held when the row's event arrived, so a
+    model trained on it sees what serving at a time cut hands it (``known_histories`` is
+    the same at one cut for every user). Rows at the same time as the row are not in
+    its history: neither came first. Under the random protocol, evaluation hands a
+    user's whole known history, later items included, so there each row's history is
+    the user's newest other items (``before_only=False``; the row's own item left out).
+
+    Args:
+        user_id: ``[n]`` user of each row.
+        item_id: ``[n]`` item of each row.
+        times: ``[n]`` event time of each row (any orderable dtype).
+        length: History entries per row (the newest).
+        eligible: ``bool [n]``: rows that enter histories (the spec's seen types); all
+            when None. Every row gets a history either way.
+
+    Returns:
+        ``int64 [n, length]``, most recent first, right-padded with ``HISTORY_PAD``, in
+        the rows' own order.
+    """
+    n = len(user_id)
+    out = np.full((n, length), HISTORY_PAD, np.int64)
+    if n == 0 or length == 0:
+        return out
+    users = np.asarray(user_id)
+    stamps = np.asarray(times)
+    order = np.lexsort((np.asarray(item_id), stamps, users))
+    users, stamps = users[order], stamps[order]
+    items = np.asarray(item_id, np.int64)[order]
+    keep = np.ones(n, bool) if eligible is None else np.asarray(eligible, bool)[order]
+    # Eligible rows counted before each sorted position; a run of equal (user, time)
+    # takes the count at its start, so same-time rows stay out of each other's history.
+    before = np.concatenate([[0], np.cumsum(keep)[:-1]])
+    new_run = np.ones(n, bool)
+    new_run[1:] = (users[1:] != users[:-1]) | (stamps[1:] != stamps[:-1])
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    new_user = np.ones(n, bool)
+    new_user[1:] = users[1:] != users[:-1]
+    user_start = np.maximum.accumulate(np.where(new_user, np.arange(n), 0))
+    floor = before[user_start]
+    kept_items = items[keep]
+    sorted_out = np.full((n, length), HISTORY_PAD, np.int64)
+    if before_only:
+        count = before[run_start]
+        for slot in range(length):
+            at = count - 1 - slot
+            inside = at >= floor
+            sorted_out[inside, slot] = kept_items[at[inside]]
+    else:
+        # The user's eligible rows are kept_items[floor:end]; walk back from the newest,
+        # stepping over the row's own entry (``own``, -1 when the row is not eligible).
+        last_of_user = np.ones(n, bool)
+        last_of_user[:-1] = users[1:] != users[:-1]
+        user_end = np.minimum.accumulate(np.where(last_of_user, np.arange(n), n)[::-1])[::-1]
+        end = before[user_end] + keep[user_end]
+        own = np.where(keep, before, -1)
+        for slot in range(length):
+            at = end - 1 - slot
+            at = np.where(at <= own, at - 1, at)
+            inside = at >= floor
+            sorted_out[inside, slot] = kept_items[at[inside]]
+    out[order] = sorted_out
+    return out
 
 
 def pad_histories(histories: Sequence[np.ndarray]) -> np.ndarray:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from recops.errors import DataError
 from recops.splits import (
+    preceding_histories,
     read_split,
     split_counts,
     split_interactions,
@@ -131,3 +132,40 @@ def test_typed_split_keeps_event_types_and_of_types_filters_by_them(tmp_path: Pa
     assert of_types(typed, ("purchase",))["item_id"].tolist() == [11]
     # No types asked, or a split without them (every rating of MovieLens): every row.
     assert len(of_types(typed, ())) == 3 and len(of_types(plain, ("purchase",))) == 3
+
+
+def test_preceding_histories_hold_the_users_earlier_items_newest_first() -> None:
+    rng = np.random.default_rng(3)
+    n = 400
+    users = rng.integers(0, 12, n)
+    items = rng.permutation(n) + 100
+    # Coarse times: many rows share one, and those must stay out of each other's history.
+    times = rng.integers(0, 40, n)
+    eligible = rng.random(n) < 0.7
+    got = preceding_histories(users, items, times, length=5, eligible=eligible)
+    assert got.shape == (n, 5)
+    for row in range(n):
+        earlier = [
+            j for j in range(n) if users[j] == users[row] and times[j] < times[row] and eligible[j]
+        ]
+        # Newest first; among equal times the higher item id is the later row.
+        earlier.sort(key=lambda j: (times[j], items[j]), reverse=True)
+        want = [int(items[j]) for j in earlier[:5]]
+        assert got[row].tolist() == want + [-1] * (5 - len(want)), row
+    assert (preceding_histories(users, items, times, length=0) == 0).all()
+    assert preceding_histories(users[:0], items[:0], times[:0], length=3).shape == (0, 3)
+
+
+def test_other_item_histories_hold_the_users_newest_other_items() -> None:
+    rng = np.random.default_rng(4)
+    n = 300
+    users = rng.integers(0, 9, n)
+    items = rng.permutation(n) + 100
+    times = rng.integers(0, 50, n)
+    eligible = rng.random(n) < 0.7
+    got = preceding_histories(users, items, times, length=4, eligible=eligible, before_only=False)
+    for row in range(n):
+        others = [j for j in range(n) if users[j] == users[row] and j != row and eligible[j]]
+        others.sort(key=lambda j: (times[j], items[j]), reverse=True)
+        want = [int(items[j]) for j in others[:4]]
+        assert got[row].tolist() == want + [-1] * (4 - len(want)), row

@@ -54,6 +54,8 @@ class BuildContext:
     logq: np.ndarray | None
     staging: Path
     layout: Layout
+    #: The training run's split protocol: it sets how training rows' histories are cut.
+    protocol: str = "random"
 
 
 @dataclass
@@ -87,7 +89,7 @@ def training_layout(train_dir: Path, train_config: Mapping[str, Any]) -> Layout:
 
 def training_features(ctx: BuildContext, spec: Any) -> dict[str, np.ndarray]:
     """The model inputs of the training rows (ids, features, logQ)."""
-    return training_inputs(spec, ctx.rows, ctx.logq)
+    return training_inputs(spec, ctx.rows, ctx.logq, ctx.layout.seen_types, ctx.protocol)
 
 
 def training_dataset(ctx: BuildContext, spec: Any) -> Any:
@@ -131,6 +133,8 @@ def build_prune(ctx: BuildContext, sparsity: float) -> Built:
         learning_rate=c.learning_rate,
         replicas=c.replicas,
         seed=c.seed,
+        seen_types=ctx.layout.seen_types,
+        protocol=ctx.protocol,
     )
     _export_float(ctx, plain, spec)
     return Built(saved_model=True, loss=loss)

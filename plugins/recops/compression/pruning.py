@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,8 @@ def prune_model(
     learning_rate: float,
     replicas: int,
     seed: int,
+    seen_types: Sequence[str] = (),
+    protocol: str = "random",
 ) -> tuple[Any, Any, float, str, int]:
     """Prune the trained model under the distribution strategy; return a plain copy.
 
@@ -76,7 +79,7 @@ def prune_model(
             optimizer=tf_keras.optimizers.Adam(learning_rate=learning_rate),
             loss=InBatchSoftmaxLoss(),
         )
-    features = training_inputs(spec, rows, logq)
+    features = training_inputs(spec, rows, logq, seen_types, protocol)
     dataset = make_dataset(features, batch_size=batch_size, seed=seed)
     history = pruned.fit(
         dataset,

@@ -85,6 +85,7 @@ def select_variant(config: SelectConfig) -> SelectResult:
     base_eval = evaluate(
         EvalConfig(model_dir=str(baseline_dir), split_uri=config.split_uri,
                    users_uri=config.users_uri, spec_uri=str(train_config.get("spec_uri", "")),
+                   training_set_uri=str(train_config.get("training_set_uri", "")),
                    k=QUALITY_K, split="test")
     )  # fmt: skip
     base_params, base_nonzero = saved_model_params(baseline_dir)

@@ -20,7 +20,7 @@ from recops.compression.builders import BuildContext, Built, training_dataset
 from recops.compression.records import QUALITY_K, TFLITE_FILE
 from recops.config import RETRIEVAL_K
 from recops.errors import DataError
-from recops.splits import read_typed_split
+from recops.splits import known_histories, of_types, pad_histories, read_typed_split, with_times
 from recops.tables import read_entities
 from recops.training import seed_everything
 from recops.training.inputs import item_tower_inputs
@@ -28,21 +28,32 @@ from recops.training.inputs import item_tower_inputs
 __all__ = ["build_tflite", "edge_features"]
 
 
-def edge_features(spec: Any, users: pd.DataFrame) -> dict[str, np.ndarray]:
+def edge_features(
+    spec: Any, users: pd.DataFrame, histories: list[np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
     """The TFLite function's inputs for ``users`` (``user_id`` and the user features).
 
     Args:
         spec: The model's ``TwoTowerSpec`` (vocabularies and statistics).
         users: One row per request: ``user_id`` and the spec's user feature columns.
+        histories: Each user's seen items, newest first, for a model with a history
+            encoding (None: empty histories).
 
     Returns:
-        Indexed arrays keyed by the TFLite signature's input names, with an empty
-        history (one ``HISTORY_PAD`` column: nothing masked).
+        Indexed arrays keyed by the TFLite signature's input names. The masking input
+        is an empty history (one ``HISTORY_PAD`` column: nothing masked; the caller's
+        metrics mask), whatever ``histories`` feeds the tower.
     """
     from recops_models.edge import edge_inputs
     from recops_models.two_tower import HISTORY_INPUT, HISTORY_PAD
 
-    features = dict(edge_inputs(spec, {str(c): users[c].to_numpy() for c in users.columns}))
+    history = (
+        None
+        if histories is None
+        else pad_histories([h[: max(spec.history_length, 1)] for h in histories])
+    )
+    columns = {str(c): users[c].to_numpy() for c in users.columns}
+    features = dict(edge_inputs(spec, columns, history))
     features[HISTORY_INPUT] = np.full((len(users), 1), HISTORY_PAD, np.int64)
     return features
 
@@ -130,6 +141,16 @@ def _tflite_quality(
     users = read_entities(config.users_uri, "user_id", names, "users").set_index("user_id")
     scorer = TFLiteScorer(blob)
     column_of = pd.Series(np.arange(item_ids.size), index=item_ids)
+    split = read_typed_split(config.split_uri)
+    # The history serving would hand the tower at the test cut: train and valid items.
+    known = of_types(with_times(split, config.training_set_uri), ctx.layout.seen_types)
+    known = known[known["split"].isin(("train", "valid"))]
+    history_of: dict[int, np.ndarray] = {}
+    if spec.history_length:
+        with_history = np.unique(known["user_id"].to_numpy(np.int64))
+        found = known_histories(known, with_history, spec.history_length)
+        history_of = dict(zip(with_history.tolist(), found, strict=True))
+    empty = np.zeros(0, np.int64)
 
     def score(block: np.ndarray) -> np.ndarray:
         absent = np.setdiff1d(block, users.index.to_numpy(np.int64))
@@ -138,7 +159,8 @@ def _tflite_quality(
                 f"users {config.users_uri} lacks rows for test users {absent[:10].tolist()}"
             )
         profiles = users.reindex(block).rename_axis("user_id").reset_index()
-        out = scorer(edge_features(spec, profiles))
+        histories = [history_of.get(int(u), empty) for u in block] if history_of else None
+        out = scorer(edge_features(spec, profiles, histories))
         columns = column_of.reindex(np.asarray(out["item_ids"]).ravel()).to_numpy(np.int64)
         scores = np.full((len(block), item_ids.size), -np.inf)
         np.put_along_axis(
@@ -151,7 +173,7 @@ def _tflite_quality(
 
     result = evaluate_scores(
         score,
-        split=read_typed_split(config.split_uri),
+        split=split,
         item_ids=item_ids,
         k=QUALITY_K,
         split_name="test",

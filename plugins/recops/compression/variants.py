@@ -169,6 +169,7 @@ def compress_variant(config: VariantConfig) -> VariantResult:
             logq=logq,
             layout=layout,
             staging=staging,
+            protocol=str(train_config.get("protocol", "random")),
         )
         built = build(ctx)
         result = _measure_built(
@@ -217,6 +218,7 @@ def _measure_built(
                 split_uri=config.split_uri,
                 users_uri=config.users_uri,
                 spec_uri=spec_uri,
+                training_set_uri=config.training_set_uri,
                 k=QUALITY_K,
                 split="test",
             )

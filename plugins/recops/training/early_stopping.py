@@ -24,7 +24,7 @@ from recops_models.tf_env import use_legacy_keras
 
 from recops.errors import CheckpointCorruptError, DataError, ParamError
 from recops.io import atomic_write_bytes, atomic_write_text
-from recops.splits import of_types
+from recops.splits import known_histories, of_types
 from recops.training.config import TrainConfig
 
 __all__ = [
@@ -207,6 +207,7 @@ def valid_ndcg_scorer(
     k: int = EARLY_STOPPING_K,
     positive_types: Sequence[str] = (),
     seen_types: Sequence[str] = (),
+    history_rows: pd.DataFrame | None = None,
 ) -> Callable[[Any], float]:
     """Full-ranking NDCG@k on the valid split, scoring with the in-memory towers.
 
@@ -223,6 +224,9 @@ def valid_ndcg_scorer(
             ``split`` has no ``event_type``), as in ``recops.evaluation``.
         seen_types: Event types masked as seen (all when empty or without
             ``event_type``).
+        history_rows: The train rows (``user_id, item_id, event_timestamp`` and
+            ``event_type`` when there); a model with a history encoding embeds each
+            valid user with its seen items among them, newest first, as serving would.
 
     Returns:
         A function of the training model returning the user-averaged NDCG@k.
@@ -251,7 +255,11 @@ def valid_ndcg_scorer(
     # A valid user without a profile row gets missing features (out of vocabulary).
     profile = profiles.set_index("user_id").reindex(users).rename_axis("user_id").reset_index()
     k = min(k, item_ids.size)
-    user_features = user_tower_inputs(spec, profile)
+    histories = None
+    if spec.history_length and history_rows is not None:
+        known = of_types(history_rows, seen_types)
+        histories = known_histories(known, users, spec.history_length)
+    user_features = user_tower_inputs(spec, profile, histories)
     item_features = item_tower_inputs(spec, items)
     towers: dict[int, tuple[Any, Any]] = {}
 

@@ -168,9 +168,10 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         items=items,
         embedding_dim=config.embedding_dim,
         temperature=config.temperature,
+        history_length=config.history_length,
     )
     logq = item_log_probabilities(rows["item_id"].to_numpy()) if config.logq_correction else None
-    features = training_inputs(spec, rows, logq)
+    features = training_inputs(spec, rows, logq, layout.seen_types, config.protocol)
     dataset = make_dataset(features, batch_size=config.batch_size, seed=config.seed)
     # float16 only pays off on GPUs; on CPU it is slower and less accurate.
     mixed = config.mixed_precision and bool(tf.config.list_logical_devices("GPU"))
@@ -195,6 +196,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             items=items,
             positive_types=layout.positive_types,
             seen_types=layout.seen_types,
+            history_rows=rows,
         )
         stopper = early_stopping_callback(
             scorer,

@@ -17,7 +17,7 @@ imported inside the functions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,6 +25,7 @@ import pandas as pd
 from recops_models.tf_env import tensorflow, use_legacy_keras
 
 from recops.errors import ParamError
+from recops.splits import pad_histories, preceding_histories
 
 if TYPE_CHECKING:
     from recops.layout import Layout
@@ -49,6 +50,7 @@ def fit_model_spec(
     items: pd.DataFrame,
     embedding_dim: int,
     temperature: float,
+    history_length: int = 0,
 ) -> Any:
     """The two-tower spec: id vocabularies of the train rows, features of the tables.
 
@@ -59,6 +61,7 @@ def fit_model_spec(
         items: The items table, one row per item (``recops.tables.read_items``).
         embedding_dim: Output size of both towers.
         temperature: Softmax temperature of the in-batch logits.
+        history_length: History entries the user tower pools (0: no history encoding).
 
     Returns:
         The ``TwoTowerSpec``.
@@ -73,6 +76,7 @@ def fit_model_spec(
         item_features=layout.item_features,
         embedding_dim=embedding_dim,
         temperature=temperature,
+        history_length=history_length,
     )
 
 
@@ -81,25 +85,72 @@ def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def training_inputs(
-    spec: Any, rows: pd.DataFrame, logq: np.ndarray | None = None
+    spec: Any,
+    rows: pd.DataFrame,
+    logq: np.ndarray | None = None,
+    seen_types: Sequence[str] = (),
+    protocol: str = "temporal",
 ) -> dict[str, np.ndarray]:
-    """The training model's inputs for ``rows`` (ids, both sides' features, logQ)."""
-    from recops_models.two_tower import model_inputs
+    """The training model's inputs for ``rows`` (ids, both sides' features, logQ).
 
-    return dict(model_inputs(spec, _columns(rows), logq))
+    With a history encoding, each row's history (``splits.preceding_histories``) is what
+    evaluation under ``protocol`` will hand the tower: the user's items of earlier rows
+    among ``rows`` for ``temporal`` (what serving knows at any time), the user's newest
+    other items for ``random`` (whose holdout sits anywhere in time). Seen types only,
+    when ``rows`` has ``event_type``; the row order stands in for time without
+    ``event_timestamp``.
+    """
+    from recops_models.two_tower import HISTORY_INPUT, model_inputs
+
+    columns = _columns(rows)
+    if spec.history_length:
+        times = (
+            rows["event_timestamp"].to_numpy()
+            if "event_timestamp" in rows.columns
+            else np.arange(len(rows))
+        )
+        eligible = (
+            rows["event_type"].isin(list(seen_types)).to_numpy()
+            if seen_types and "event_type" in rows.columns
+            else None
+        )
+        columns[HISTORY_INPUT] = preceding_histories(
+            rows["user_id"].to_numpy(),
+            rows["item_id"].to_numpy(),
+            times,
+            length=spec.history_length,
+            eligible=eligible,
+            before_only=protocol != "random",
+        )
+    return dict(model_inputs(spec, columns, logq))
 
 
-def user_tower_inputs(spec: Any, users: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The user tower's inputs for ``users``: ``user_idx`` plus the raw user features.
+def user_tower_inputs(
+    spec: Any, users: pd.DataFrame, histories: Sequence[np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The user tower's inputs for ``users``: ``user_idx``, the raw user features and,
+    with a history encoding, ``HISTORY_IDX`` of ``histories``.
 
     A missing feature value is valid (``""`` or NaN: out of vocabulary, the missing flag).
+
+    Args:
+        spec: The model's ``TwoTowerSpec``.
+        users: One row per user: ``user_id`` and the user feature columns.
+        histories: Each user's seen items, most recent first (``splits.known_histories``);
+            None is an empty history for everyone.
     """
     from recops_models.feature_defs import raw_inputs
+    from recops_models.two_tower import HISTORY_IDX, history_index
 
-    return {
+    out = {
         "user_idx": spec.user_index(users["user_id"].to_numpy(np.int64)),
         **raw_inputs(spec.user_features, _columns(users)),
     }
+    if spec.history_length:
+        empty = [np.zeros(0, np.int64)] * len(users)
+        rows = empty if histories is None else [h[: spec.history_length] for h in histories]
+        out[HISTORY_IDX] = history_index(spec, pad_histories(rows))
+    return out
 
 
 def item_tower_inputs(spec: Any, items: Mapping[str, Any]) -> dict[str, np.ndarray]:

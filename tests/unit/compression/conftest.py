@@ -60,6 +60,10 @@ def variants(
 def float_ndcg(data: TinyData, trained: TrainResult) -> float:
     return evaluate(
         EvalConfig(
-            model_dir=trained.model_dir, split_uri=trained.split_uri, users_uri=data.users_uri
+            model_dir=trained.model_dir,
+            split_uri=trained.split_uri,
+            users_uri=data.users_uri,
+            # Its times order each history the model's tower reads, as selection's do.
+            training_set_uri=data.training_set_uri,
         )
     ).ndcg_at_k

@@ -174,3 +174,43 @@ def test_unknown_users_are_embedded_from_their_history_on_the_edge(
         assert not set(out["item_ids"][row]) & set(history[row])
     # The known user keeps its tower embedding whatever its history.
     np.testing.assert_allclose(out["embedding"][2], plain["embedding"][2], atol=1e-6)
+
+
+def test_edge_tower_of_a_history_model_takes_the_history(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from recops_models.two_tower import HISTORY_IDX, history_index
+
+    tiny = train_tiny(tmp_path_factory.mktemp("tiny_history"), history_length=4)
+    users = tiny.users.drop(columns="event_timestamp")
+    items = tiny.items["item_id"].to_numpy(np.int64)
+    history = np.full((len(users), 6), HISTORY_PAD, np.int64)
+    history[::2, :3] = items[:3]
+    inputs = edge_inputs(tiny.spec, users, history)
+    assert tuple(inputs) == edge_input_names(tiny.spec)
+    assert edge_input_names(tiny.spec)[-1] == HISTORY_IDX
+    np.testing.assert_array_equal(inputs[HISTORY_IDX], history_index(tiny.spec, history))
+    assert inputs[HISTORY_IDX].shape == (len(users), 4)
+    user_tower, _ = towers_from_training_model(tiny.model)
+    want = user_tower(
+        {
+            "user_idx": tiny.spec.user_index(users["user_id"]),
+            **raw_inputs(tiny.spec.user_features, users),
+            HISTORY_IDX: inputs[HISTORY_IDX],
+        },
+        training=False,
+    ).numpy()
+    got = edge_user_tower(tiny.model, tiny.spec)(inputs, training=False).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    item_ids, vectors = candidate_embeddings(tiny.model, tiny.spec, tiny.catalogue)
+    blob = convert_retrieval_tflite(
+        user_tower=edge_user_tower(tiny.model, tiny.spec),
+        candidate_ids=item_ids,
+        candidates=vectors,
+        k=5,
+        mode="dynamic",
+    )
+    out = TFLiteScorer(blob)(inputs)
+    np.testing.assert_allclose(out["embedding"], want, atol=0.05)
+    # Without a history, the edge inputs encode an empty one.
+    assert (edge_inputs(tiny.spec, users)[HISTORY_IDX] == 0).all()

@@ -184,3 +184,64 @@ def test_unknown_table_dtype_is_refused(tiny: Tiny, tmp_path: Path) -> None:
             k=10,
             table_dtype="int4",
         )
+
+
+@pytest.fixture(scope="module")
+def tiny_history(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    """A two-tower with a 5-entry history encoding, trained on the tiny data."""
+    return train_tiny(tmp_path_factory.mktemp("tiny_history"), history_length=5)
+
+
+def _histories(tiny: Tiny, rows: int) -> np.ndarray:
+    """Real items, newest first, of varied lengths (empty, short, past the model's 5)."""
+    items = tiny.items["item_id"].to_numpy(np.int64)
+    history = np.full((rows, 7), HISTORY_PAD, np.int64)
+    for row in range(rows):
+        count = row % 8
+        history[row, :count] = items[(row * 3 + np.arange(count)) % items.size]
+    history[1, 0] = 999_999  # an item the model does not know: skipped by the pool
+    return history
+
+
+def test_history_encoding_moves_known_users_and_folds_exactly(
+    tiny_history: Tiny, tmp_path: Path
+) -> None:
+    tiny = tiny_history
+    assert tiny.spec.history_length == 5
+    export_retrieval_model(
+        model=tiny.model, spec=tiny.spec, items=tiny.catalogue, export_dir=tmp_path / "f", k=10
+    )
+    float_model = tf.saved_model.load(str(tmp_path / "f"))
+    rows = len(tiny.users) + 1
+    history = _histories(tiny, rows)
+    with_history = _request(tiny.users, history)
+    embed = float_model.signatures["user_embedding"]
+    got = embed(**with_history)["embedding"].numpy()
+    empty = embed(**_request(tiny.users))["embedding"].numpy()
+    # Known users with a history are embedded differently; an empty history changes
+    # nothing; entries past the model's 5 are ignored.
+    has = np.isin(history[:-1], tiny.items["item_id"].to_numpy()).any(axis=1)
+    assert not has[1]  # row 1 holds only the unknown item
+    moved = np.abs(got[:-1] - empty[:-1]).max(axis=1) > 1e-4
+    np.testing.assert_array_equal(moved, has)
+    longer = history.copy()
+    longer[:, 5:] = tiny.items["item_id"].to_numpy()[0]
+    # (Known users only: an unknown one is pooled from up to HISTORY_POOL_MAX entries.)
+    np.testing.assert_allclose(
+        embed(**_request(tiny.users, longer))["embedding"].numpy()[:-1], got[:-1], atol=1e-6
+    )
+    # The float32 fold gives the float model's embeddings, history included.
+    export_quantized_retrieval_model(
+        model=tiny.model,
+        spec=tiny.spec,
+        items=tiny.catalogue,
+        export_dir=tmp_path / "q",
+        k=10,
+        table_dtype="float32",
+    )
+    folded = tf.saved_model.load(str(tmp_path / "q"))
+    np.testing.assert_allclose(
+        folded.signatures["user_embedding"](**with_history)["embedding"].numpy(), got, atol=1e-5
+    )
+    tower = fold_user_tower(tiny.model, tiny.spec, "int8")
+    assert tower.history is not None and tower.history.folded
