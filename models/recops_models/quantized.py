@@ -198,7 +198,7 @@ def fold_user_tower(
     dim = int(kernel.shape[1])
     widths = [id_table.shape[1], *(encoded_width(f) for f in spec.user_features)]
     history_table = (
-        model.get_layer("user_history_embedding").get_weights()[0] if spec.history_length else None
+        model.get_layer("item_id_embedding").get_weights()[0] if spec.history_length else None
     )
     expected = sum(widths) + (0 if history_table is None else history_table.shape[1])
     if kernel.shape[0] != expected:

@@ -37,7 +37,7 @@ every name from here.
 Layer names (pruning, clustering, folding and the tower cut rely on them): ``user_idx`` /
 ``item_idx`` (inputs), ``user_id_embedding`` / ``item_id_embedding``,
 ``<side>_attr_<feature>_index`` / ``_embedding`` / ``_pool``, ``history_idx`` (input),
-``user_history_embedding`` / ``user_history_pool``, ``user_features`` /
+``user_history_pool`` (over ``item_id_embedding``, shared with the item tower), ``user_features`` /
 ``item_features`` (concatenation), ``user_projection`` / ``item_projection``,
 ``user_embedding`` / ``item_embedding`` (outputs) and ``in_batch_logits``.
 """
@@ -234,7 +234,13 @@ def custom_objects() -> dict[str, Any]:
     return {**CUSTOM_LAYERS, "L2Normalize": L2Normalize, "InBatchLogits": InBatchLogits}
 
 
-def build_tower(spec: TwoTowerSpec, side: str, id_index: Any, indexed: Mapping[str, Any]) -> Any:
+def build_tower(
+    spec: TwoTowerSpec,
+    side: str,
+    id_index: Any,
+    indexed: Mapping[str, Any],
+    item_rows: Any = None,
+) -> Any:
     """One tower from its id indices and its features' index tensors.
 
     Args:
@@ -244,6 +250,10 @@ def build_tower(spec: TwoTowerSpec, side: str, id_index: Any, indexed: Mapping[s
         indexed: Each feature's index tensor (``encoders.index_layer`` outputs, or
             ``encoders.indexed_inputs`` for a model fed pre-indexed features); for the
             user side of a spec with a ``history_length``, also ``HISTORY_IDX``.
+        item_rows: The item id ``Embedding`` both towers share: the item tower's id
+            rows and the rows the user tower pools its history from (one table, so a
+            history item and a candidate are the same vector's two uses). None builds
+            it here, named ``item_id_embedding``.
 
     Returns:
         The L2-normalised float32 tower output ``[b, embedding_dim]``, from a layer named
@@ -255,12 +265,18 @@ def build_tower(spec: TwoTowerSpec, side: str, id_index: Any, indexed: Mapping[s
         if side == "user"
         else (spec.item_ids, spec.item_features)
     )
-    parts = [keras.layers.Embedding(len(ids) + 1, dim, name=f"{side}_id_embedding")(id_index)]
+    if item_rows is None and (side == "item" or spec.history_length):
+        item_rows = item_id_embedding(spec)
+    id_rows = (
+        item_rows
+        if side == "item"
+        else keras.layers.Embedding(len(ids) + 1, dim, name="user_id_embedding")
+    )
+    parts = [id_rows(id_index)]
     parts += encode_indexed(features, indexed, feature_prefix(side))
     if side == "user" and spec.history_length:
         history = indexed[HISTORY_IDX]
-        rows = keras.layers.Embedding(len(spec.item_ids) + 1, dim, name="user_history_embedding")
-        parts.append(RecencyPool(name="user_history_pool")([rows(history), history]))
+        parts.append(RecencyPool(name="user_history_pool")([item_rows(history), history]))
     hidden = (
         keras.layers.Concatenate(name=f"{side}_features")(parts) if len(parts) > 1 else parts[0]
     )
@@ -268,7 +284,14 @@ def build_tower(spec: TwoTowerSpec, side: str, id_index: Any, indexed: Mapping[s
     return L2Normalize(name=f"{side}_embedding", dtype="float32")(hidden)
 
 
-def _raw_tower(spec: TwoTowerSpec, side: str) -> tuple[dict[str, Any], Any]:
+def item_id_embedding(spec: TwoTowerSpec) -> Any:
+    """The item id ``Embedding`` (``item_id_embedding``, ``[n_items + 1, dim]``)."""
+    return keras.layers.Embedding(
+        len(spec.item_ids) + 1, spec.embedding_dim, name="item_id_embedding"
+    )
+
+
+def _raw_tower(spec: TwoTowerSpec, side: str, item_rows: Any = None) -> tuple[dict[str, Any], Any]:
     """The raw inputs of one tower and its output (index layers inside the graph)."""
     features = spec.user_features if side == "user" else spec.item_features
     id_input = keras.Input(shape=(), dtype=tf.int64, name=f"{side}_idx")
@@ -277,7 +300,7 @@ def _raw_tower(spec: TwoTowerSpec, side: str) -> tuple[dict[str, Any], Any]:
     indexed = {f.name: index_layer(f, f"{prefix}{f.name}_index")(raw[f.name]) for f in features}
     if side == "user" and spec.history_length:
         raw[HISTORY_IDX] = indexed[HISTORY_IDX] = history_input()
-    return {f"{side}_idx": id_input, **raw}, build_tower(spec, side, id_input, indexed)
+    return {f"{side}_idx": id_input, **raw}, build_tower(spec, side, id_input, indexed, item_rows)
 
 
 def history_input() -> Any:
@@ -311,8 +334,9 @@ def build_training_model(
     if mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        user_in, user = _raw_tower(spec, "user")
-        item_in, item = _raw_tower(spec, "item")
+        item_rows = item_id_embedding(spec)
+        user_in, user = _raw_tower(spec, "user", item_rows)
+        item_in, item = _raw_tower(spec, "item", item_rows)
         item_logq = keras.Input(shape=(), dtype=tf.float32, name="item_logq")
         logits = InBatchLogits(
             spec.temperature, cross_replica=cross_replica, name="in_batch_logits", dtype="float32"
