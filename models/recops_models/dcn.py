@@ -9,6 +9,10 @@ Nothing here knows a dataset: the features come from the spec (``RankerSpec``).
   ``recops_models.encoders`` (embeddings of categoricals, pooled embeddings of multi-valued
   categoricals and hashed text, standardised numerics with a "missing" flag), and the
   numeric context features (recent activity, popularity; standardised the same way).
+  With a ``history_length``, also the user's history (``HISTORY_INPUT``, raw item ids,
+  newest first): the recency-weighted mean of its items' id embeddings (the same table
+  as the candidate's), and that mean times the candidate's embedding, so the ranker
+  scores each candidate against what the user just did, as retrieval does.
 - Body: ``cross_layers`` DCN-v2 cross layers (``x_{l+1} = x_0 * (W x_l + b) + x_l``,
   full-rank ``W``) stacked under a ReLU MLP.
 - Heads: ``weight`` (regression on the interaction's weight: global mean plus user and
@@ -32,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from recops_models.contract import HISTORY_INPUT
 from recops_models.feature_defs import (
     EncodedFeature,
     FeatureDef,
@@ -50,6 +55,7 @@ import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
 from recops_models.encoders import (  # noqa: E402
+    RecencyPool,
     encode_indexed,
     feature_inputs,
     index_layer,
@@ -69,7 +75,7 @@ __all__ = [
 ]
 
 #: Names the ranker uses for itself; no feature may take them.
-RESERVED_NAMES = ("user_id", "item_id", "item_ids", "weight", "click")
+RESERVED_NAMES = ("user_id", "item_id", "item_ids", "weight", "click", HISTORY_INPUT)
 #: Attribute of the exported module (a string variable) listing the context features the
 #: caller of ``rank`` sends, so a client can tell them from the user's profile features
 #: (``recops.rank_signature.rank_inputs`` reads it).
@@ -114,6 +120,7 @@ class RankerSpec:
         deep_units: Widths of the MLP above the cross layers.
         l2: L2 penalty on embeddings and kernels.
         dropout: Dropout after each MLP layer.
+        history_length: Newest history entries the ranker pools (0: no history input).
     """
 
     user_ids: tuple[int, ...]
@@ -130,6 +137,7 @@ class RankerSpec:
     deep_units: tuple[int, ...] = (128, 64)
     l2: float = 0.0
     dropout: float = 0.0
+    history_length: int = 0
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
@@ -188,7 +196,7 @@ class RankerSpec:
             user_context: Numeric context features sent with each request.
             item_context: Numeric context features kept per item in the catalogue.
             **sizes: ``embedding_dim``, ``cross_layers``, ``deep_units``, ``l2``,
-                ``dropout``.
+                ``dropout``, ``history_length``.
 
         Returns:
             The spec.
@@ -243,16 +251,23 @@ def ranking_inputs(spec: RankerSpec, columns: Mapping[str, Any]) -> dict[str, np
     Args:
         spec: The model spec.
         columns: ``user_id``, ``item_id`` and every feature of ``spec`` (raw values:
-            missing strings as None or ``""``, missing numbers as NaN).
+            missing strings as None or ``""``, missing numbers as NaN); with a
+            ``history_length``, also ``HISTORY_INPUT`` (raw item ids ``[n, L]``,
+            ``HISTORY_PAD``-padded, newest first).
 
     Returns:
         Arrays keyed by the model's inputs: ids as int64, features as the encoders take
         them (strings, or float32 with NaN for missing).
     """
+    history = {}
+    if spec.history_length:
+        rows = np.asarray(columns[HISTORY_INPUT], np.int64)
+        history = {HISTORY_INPUT: rows.reshape(len(rows), -1)[:, : spec.history_length]}
     return {
         "user_id": np.asarray(columns["user_id"], dtype=np.int64),
         "item_id": np.asarray(columns["item_id"], dtype=np.int64),
         **raw_inputs(spec.features, columns),
+        **history,
     }
 
 
@@ -315,20 +330,35 @@ def build_ranking_model(spec: RankerSpec) -> keras.Model:
     user_idx = keras.layers.IntegerLookup(
         vocabulary=list(spec.user_ids), num_oov_indices=1, mask_token=None, name="dcn_user_idx"
     )(user_id)
-    item_idx = keras.layers.IntegerLookup(
+    item_lookup = keras.layers.IntegerLookup(
         vocabulary=list(spec.item_ids), num_oov_indices=1, mask_token=None, name="dcn_item_idx"
-    )(item_id)
+    )
+    item_idx = item_lookup(item_id)
 
     def embed(name: str, size: int, width: int, idx: Any) -> Any:
         return keras.layers.Embedding(size, width, embeddings_regularizer=reg, name=name)(idx)
 
+    item_rows = keras.layers.Embedding(
+        len(spec.item_ids) + 1, dim, embeddings_regularizer=reg, name="dcn_item_id_embedding"
+    )
+    item_vector = item_rows(item_idx)
     parts = [
         embed("dcn_user_id_embedding", len(spec.user_ids) + 1, dim, user_idx),
-        embed("dcn_item_id_embedding", len(spec.item_ids) + 1, dim, item_idx),
+        item_vector,
         *_encoded(spec.user_features, raw, "user"),
         *_encoded(spec.item_features, raw, "item"),
         *_encoded((*spec.user_context, *spec.item_context), raw, "context"),
     ]
+    history_in = {}
+    if spec.history_length:
+        history = keras.Input(shape=(None,), dtype=tf.int64, name=HISTORY_INPUT)
+        history_in = {HISTORY_INPUT: history}
+        # Padding (-1) and unknown items look up the out-of-vocabulary row 0, which the
+        # pool skips.
+        history_idx = item_lookup(history)
+        pooled = RecencyPool(name="dcn_history_pool")([item_rows(history_idx), history_idx])
+        affinity = keras.layers.Multiply(name="dcn_history_affinity")([pooled, item_vector])
+        parts += [pooled, affinity]
     x0 = keras.layers.Concatenate(name="dcn_features")(parts)
     x = x0
     for layer in range(spec.cross_layers):
@@ -353,7 +383,7 @@ def build_ranking_model(spec: RankerSpec) -> keras.Model:
     )(x)
     weight = keras.layers.Add(name="weight")([weight, user_bias, item_bias])
     click = keras.layers.Dense(1, name="click")(x)
-    inputs = {"user_id": user_id, "item_id": item_id, **raw}
+    inputs = {"user_id": user_id, "item_id": item_id, **raw, **history_in}
     return keras.Model(inputs=inputs, outputs={"weight": weight, "click": click}, name="dcn")
 
 
@@ -406,10 +436,14 @@ class _RankModule(tf.Module):  # type: ignore[misc]  # untyped base
             ),
         )
         # Named specs and a positional body: feature names are data, not Python names.
-        self.request_names = ("user_id", *(f.name for f in spec.request_features), "item_ids")
+        history = (HISTORY_INPUT,) if spec.history_length else ()
+        self.request_names = (
+            "user_id", *(f.name for f in spec.request_features), *history, "item_ids"
+        )  # fmt: skip
         signature = [
             tf.TensorSpec([None], tf.int64, name="user_id"),
             *input_signature(spec.request_features),
+            *(tf.TensorSpec([None, None], tf.int64, name=name) for name in history),
             tf.TensorSpec([None, None], tf.int64, name="item_ids"),
         ]
         self.rank = tf.function(self._rank, input_signature=signature)
@@ -417,6 +451,8 @@ class _RankModule(tf.Module):  # type: ignore[misc]  # untyped base
     def _rank(self, *args: tf.Tensor) -> dict[str, tf.Tensor]:
         request = dict(zip(self.request_names, args, strict=True))
         item_ids = request.pop("item_ids")
+        if HISTORY_INPUT in request:
+            request[HISTORY_INPUT] = request[HISTORY_INPUT][:, : self.spec.history_length]
         batch, n = tf.shape(item_ids)[0], tf.shape(item_ids)[1]
         flat_items = tf.reshape(item_ids, [-1])
         rows = self.catalogue_rows.lookup(flat_items)
@@ -442,7 +478,8 @@ def export_ranking_model(
 ) -> None:
     """Export the ranker SavedModel with its ``rank`` signature (also ``serving_default``).
 
-    ``rank(user_id, <user features>, <user context features>, item_ids[b, n])`` returns
+    ``rank(user_id, <user features>, <user context features>[, history_item_ids],
+    item_ids[b, n])`` returns
     ``scores[b, n]`` (interaction probability) and ``ratings[b, n]`` (the predicted
     weight, clipped to the train range). The module's ``context_features`` variable
     lists the context features.

@@ -601,7 +601,7 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
     names = dict.fromkeys(
         (
             *_user_inputs(retrieval.signatures["user_embedding"], besides=(HISTORY_INPUT,)),
-            *_user_inputs(rank, besides=context),
+            *_user_inputs(rank, besides=(*context, HISTORY_INPUT)),
         )
     )
     profiles = _user_rows(config.users_uri, tuple(names), eval_users, config.ranker_model_dir)
@@ -618,14 +618,21 @@ def evaluate_rerank(config: RerankConfig) -> EvalResult:
     task = _task(split, item_ids, config.split, config.head_share, positives, seen)
     retrieved = _rank_blocks(task, scorer, config.candidates)
     output = _RERANK_OUTPUTS[config.rerank_by]
+    # A ranker with a history input scores each candidate against the history that
+    # retrieval was given: the same rows, the same order.
+    ranker_history = HISTORY_INPUT in signature_inputs(rank)
+    empty = np.zeros(0, np.int64)
     reranked = []
     for start in range(0, eval_users.size, _USER_BLOCK):
         block = slice(start, start + _USER_BLOCK)
         columns = retrieved[block]
         rows = profiles.loc[eval_users[block]]
-        request = signature_request(
-            rank, rows, user_id=eval_users[block], item_ids=item_ids[columns]
-        )
+        fixed: dict[str, Any] = {"user_id": eval_users[block], "item_ids": item_ids[columns]}
+        if ranker_history:
+            fixed[HISTORY_INPUT] = pad_histories(
+                [histories.get(int(u), empty) for u in eval_users[block]]
+            )
+        request = signature_request(rank, rows, **fixed)
         scores = rank(**request)[output].numpy()
         if config.rerank_by == "fusion":
             scores = _fuse(scores)

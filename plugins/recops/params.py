@@ -167,10 +167,10 @@ NIGHTLY: tuple[Knob, ...] = (
         schema=_int(0, 200),
         title="History length",
         description=(
-            "Newest seen items the user tower pools (recency-weighted); 0 trains "
-            "without the history encoding."
+            "Newest seen items the retrieval user tower and the ranker pool "
+            "(recency-weighted); 0 trains both without a history."
         ),
-        feeds=(("train", "history_length"),),
+        feeds=(("train", "history_length"), ("rank", "history_length")),
     ),
     Knob(
         name="learning_rate",
@@ -210,7 +210,7 @@ NIGHTLY: tuple[Knob, ...] = (
         schema={"type": "string", "enum": ["random", "temporal"]},
         title="Evaluation split",
         description="random: RecBole's per-user 80/10/10; temporal: train before a time cut.",
-        feeds=(("train", "protocol"),),
+        feeds=(("train", "protocol"), ("rank", "protocol")),
     ),
     Knob(
         name="ranker_epochs",

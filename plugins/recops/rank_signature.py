@@ -164,6 +164,7 @@ def weight_rmse(
     rows: pd.DataFrame,
     *,
     batch_size: int = 8192,
+    history: np.ndarray | None = None,
 ) -> float:
     """RMSE of the ranker's weight head on labelled rows, through its ``rank`` signature.
 
@@ -177,6 +178,8 @@ def weight_rmse(
             context features), for example the test rows of the ranking training set.
             Item features come from the model's catalogue.
         batch_size: Rows scored per call.
+        history: Each row's ``HISTORY_INPUT`` (``[len(rows), L]``) for a ranker that
+            takes one; None sends empty histories.
 
     Returns:
         The root mean squared error.
@@ -186,7 +189,11 @@ def weight_rmse(
     """
     loaded = load_signatures(model_dir, ("rank",))
     rank = loaded.signatures["rank"]
-    needed = ["item_id", "weight", *(n for n in signature_inputs(rank) if n != "item_ids")]
+    needed = [
+        "item_id",
+        "weight",
+        *(n for n in signature_inputs(rank) if n not in ("item_ids", HISTORY_INPUT)),
+    ]
     missing = [c for c in needed if _index_or_column(rows, c) is None]
     if missing:
         raise DataError(f"weight_rmse: rows lack columns {missing}")
@@ -196,6 +203,9 @@ def weight_rmse(
     for start in range(0, len(rows), batch_size):
         part = rows.iloc[start : start + batch_size]
         items = part["item_id"].to_numpy(np.int64).reshape(-1, 1)
-        predicted = rank(**signature_request(rank, part, item_ids=items))["ratings"].numpy()
+        fixed = {} if history is None else {HISTORY_INPUT: history[start : start + batch_size]}
+        predicted = rank(**signature_request(rank, part, item_ids=items, **fixed))[
+            "ratings"
+        ].numpy()
         errors.append(predicted[:, 0] - part["weight"].to_numpy(np.float64))
     return float(np.sqrt(np.mean(np.concatenate(errors) ** 2)))

@@ -35,13 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from recops_models.contract import HISTORY_INPUT
 from recops_models.tf_env import use_legacy_keras
 from recops_models.vocab import OOV_INDEX, lookup_index
 
 from recops.errors import DataError, ParamError
 from recops.params import stage_default
 from recops.records import Record
-from recops.splits import read_split
+from recops.splits import preceding_histories, read_split
 from recops.tables import latest_rows, read_items, read_parquet_columns, read_users
 from recops.tracking_epochs import epoch_logger
 
@@ -62,6 +63,8 @@ log = logging.getLogger(__name__)
 #: context features come on top. Item attributes come from the items table (the
 #: catalogue the SavedModel embeds), so training sees what serving will.
 _ROW_COLUMNS = ("user_id", "item_id", "event_timestamp", "weight")
+#: Column tying each example (negatives included) to its row of the history array.
+_HISTORY_ROW = "_history_row"
 #: Names a context feature may not take: the ranker's own inputs and outputs.
 _RESERVED = ("user_id", "item_id", "item_ids", "event_timestamp", "event_type", "weight", "click")
 #: Early-stopping choices and the Keras history key each one watches.
@@ -104,6 +107,12 @@ class RankerConfig(Record):
         click_weight: Weight of the click loss relative to the weight-head loss.
         replicas: Logical CPU devices to mirror over when there is no GPU.
         seed: Seed for weights, shuffling and negatives.
+        history_length: Newest seen items the ranker pools, as retrieval's user tower
+            does; 0 trains without a history input.
+        protocol: The split's protocol, which sets each row's history as retrieval's
+            training does: the user's train items before the row's event (``temporal``)
+            or the user's newest other train items (``random``); a negative takes its
+            positive's.
     """
 
     training_set_uri: str
@@ -132,6 +141,8 @@ class RankerConfig(Record):
     click_weight: float = 2.0
     replicas: int = stage_default("rank", "replicas")
     seed: int = stage_default("rank", "seed")
+    history_length: int = stage_default("rank", "history_length")
+    protocol: str = stage_default("rank", "protocol")
 
     def __post_init__(self) -> None:
         if not self.spec_uri:
@@ -139,9 +150,13 @@ class RankerConfig(Record):
         for name in ("epochs", "patience", "embedding_dim", "batch_size", "replicas"):
             if getattr(self, name) < 1:
                 raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 1")
-        for name in ("cross_layers", "negatives"):
+        for name in ("cross_layers", "negatives", "history_length"):
             if getattr(self, name) < 0:
                 raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 0")
+        if self.protocol not in ("random", "temporal"):
+            raise ParamError(
+                f"RankerConfig.protocol={self.protocol!r} must be 'random' or 'temporal'"
+            )
         if self.monitor not in _MONITORS:
             raise ParamError(
                 f"RankerConfig.monitor={self.monitor!r}: expected one of {sorted(_MONITORS)}"
@@ -364,7 +379,22 @@ def click_metrics(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]
     return float(auc), float(logloss)
 
 
-def _dataset(spec: Any, frame: pd.DataFrame, *, batch_size: int, seed: int, shuffle: bool) -> Any:
+def _histories_of(frame: pd.DataFrame, histories: np.ndarray | None) -> dict[str, np.ndarray]:
+    """``HISTORY_INPUT`` of ``frame``'s rows (by ``_HISTORY_ROW``), or nothing."""
+    if histories is None:
+        return {}
+    return {HISTORY_INPUT: histories[frame[_HISTORY_ROW].to_numpy(np.int64)]}
+
+
+def _dataset(
+    spec: Any,
+    frame: pd.DataFrame,
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool,
+    histories: np.ndarray | None = None,
+) -> Any:
     """(features, labels, sample weights) batches; the weight loss skips negatives."""
     from recops_models.dcn import ranking_inputs
 
@@ -372,7 +402,8 @@ def _dataset(spec: Any, frame: pd.DataFrame, *, batch_size: int, seed: int, shuf
 
     # Only the model's columns: converting the others too cost half a minute at 20M rows.
     names = ("user_id", "item_id", *(f.name for f in spec.features))
-    features = ranking_inputs(spec, {c: frame[c].to_numpy() for c in names})
+    columns = {c: frame[c].to_numpy() for c in names} | _histories_of(frame, histories)
+    features = ranking_inputs(spec, columns)
     weight = frame["weight"].to_numpy(np.float64)
     positive = np.isfinite(weight)
     labels = {
@@ -432,6 +463,20 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     staging = prepare_output_dir(output_dir, config_dict, None)
 
     rows = _read_rows(config, layout)
+    histories = None
+    if config.history_length:
+        # As retrieval's rows (``training.inputs.training_inputs``): what evaluation
+        # under the protocol hands over. Negatives copy their source row, and with it
+        # this row number.
+        histories = preceding_histories(
+            rows["user_id"].to_numpy(),
+            rows["item_id"].to_numpy(),
+            rows["event_timestamp"].to_numpy(),
+            length=config.history_length,
+            eligible=(rows["split"] == "train").to_numpy(),
+            before_only=config.protocol != "random",
+        )
+        rows[_HISTORY_ROW] = np.arange(len(rows))
     train = rows[rows["split"] == "train"].reset_index(drop=True)
     catalogue = _catalogue(config, layout, rows, train)
     # Every example takes its item's features from the catalogue, as serving will: the
@@ -472,12 +517,23 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         deep_units=config.deep_units,
         l2=config.l2,
         dropout=config.dropout,
+        history_length=config.history_length,
     )
     train_data = _dataset(
-        spec, parts["train"], batch_size=config.batch_size, seed=config.seed, shuffle=True
+        spec,
+        parts["train"],
+        batch_size=config.batch_size,
+        seed=config.seed,
+        shuffle=True,
+        histories=histories,
     )
     valid_data = _dataset(
-        spec, parts["valid"], batch_size=config.batch_size, seed=config.seed, shuffle=False
+        spec,
+        parts["valid"],
+        batch_size=config.batch_size,
+        seed=config.seed,
+        shuffle=False,
+        histories=histories,
     )
     # Keras averages each head's loss over the whole batch, negatives included; scaling
     # by (1 + negatives) makes the weight loss a mean over positives again.
@@ -524,7 +580,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         catalogue={c: catalogue[c].to_numpy() for c in catalogue.columns},
         export_dir=staging / "model",
     )
-    rmse, auc, logloss = _test_metrics(staging / "model", parts["test"])
+    rmse, auc, logloss = _test_metrics(staging / "model", parts["test"], histories)
     result = RankerResult(
         model_dir=str(output_dir / "model"),
         rmse=rmse,
@@ -544,17 +600,25 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     return result
 
 
-def _test_metrics(model_dir: Path, test: pd.DataFrame) -> tuple[float, float, float]:
-    """Test RMSE (positives) and click AUC / log loss (all rows) through the SavedModel."""
+def _test_metrics(
+    model_dir: Path, test: pd.DataFrame, histories: np.ndarray | None = None
+) -> tuple[float, float, float]:
+    """Test RMSE (positives) and click AUC / log loss (all rows) through the SavedModel,
+    each row with its history when the ranker takes one."""
     from recops.rank_signature import load_signatures, signature_request, weight_rmse
 
     positives = test[test["click"] == 1.0]
-    rmse = weight_rmse(str(model_dir), positives)
+    rmse = weight_rmse(
+        str(model_dir), positives, history=_histories_of(positives, histories).get(HISTORY_INPUT)
+    )
     rank = load_signatures(str(model_dir), ("rank",)).signatures["rank"]
     scores = []
     for start in range(0, len(test), 8192):
         part = test.iloc[start : start + 8192]
         items = part["item_id"].to_numpy(np.int64).reshape(-1, 1)
-        scores.append(rank(**signature_request(rank, part, item_ids=items))["scores"].numpy())
+        fixed = _histories_of(part, histories)
+        scores.append(
+            rank(**signature_request(rank, part, item_ids=items, **fixed))["scores"].numpy()
+        )
     auc, logloss = click_metrics(np.concatenate(scores)[:, 0], test["click"].to_numpy())
     return rmse, auc, logloss

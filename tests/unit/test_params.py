@@ -40,7 +40,15 @@ def test_stage_fields_take_the_run_values_with_the_schema_type() -> None:
     train = params.stage_fields("train", run)
     assert train["epochs"] == 3 and isinstance(train["epochs"], int)
     assert train["learning_rate"] == 1.0 and isinstance(train["learning_rate"], float)
-    assert params.stage_fields("rank", run) == {"epochs": 30, "replicas": 2, "seed": 7}
+    # One knob feeds several stages: the ranker's history follows retrieval's.
+    assert params.stage_fields("rank", run) == {
+        "epochs": 30,
+        "replicas": 2,
+        "seed": 7,
+        "history_length": 20,
+        "protocol": "random",
+    }
+    assert train["history_length"] == 20 and train["protocol"] == "random"
     assert params.stage_fields("gate", run) == {
         "min_recall_at_10": 0.05,
         "min_ndcg_at_10": 0.05,

@@ -130,6 +130,8 @@ def test_rank_signature_takes_the_spec_features(setup: Setup) -> None:
         "occupation": tf.string,
         "zip_code": tf.string,
         "user_activity": tf.float32,
+        # The default history_length: the user's newest seen items.
+        "history_item_ids": tf.int64,
         "item_ids": tf.int64,
     }
     assert rank_inputs(loaded, setup.ranker.model_dir) == ("user_activity",)
@@ -147,9 +149,25 @@ def test_second_call_returns_stored_result(setup: Setup) -> None:
 
 @pytest.mark.slow
 def test_weight_rmse_matches_result(setup: Setup) -> None:
-    test = _rows(setup, "test")
+    from recops.splits import preceding_histories
+
+    rows = pd.read_parquet(setup.ranking_set_uri).merge(pd.read_parquet(setup.split_uri))
+    # Each row's history, as training cut it (the protocol's rule, train items only).
+    history = preceding_histories(
+        rows["user_id"].to_numpy(),
+        rows["item_id"].to_numpy(),
+        rows["event_timestamp"].to_numpy(),
+        length=setup.config.history_length,
+        eligible=(rows["split"] == "train").to_numpy(),
+        before_only=setup.config.protocol != "random",
+    )
+    is_test = (rows["split"] == "test").to_numpy()
+    test = rows[is_test].reset_index(drop=True)
     # Item features come from the model's catalogue; the rows' own values are unused.
-    assert weight_rmse(setup.ranker.model_dir, test) == pytest.approx(setup.ranker.rmse, rel=1e-5)
+    got = weight_rmse(setup.ranker.model_dir, test, history=history[is_test])
+    assert got == pytest.approx(setup.ranker.rmse, rel=1e-5)
+    # Without the histories, the ranker scores as for a user with none: other figures.
+    assert weight_rmse(setup.ranker.model_dir, test) != pytest.approx(got, rel=1e-6)
     with pytest.raises(ValueError, match="user_activity"):
         weight_rmse(setup.ranker.model_dir, test.drop(columns="user_activity"))
 

@@ -200,3 +200,40 @@ def test_catalogue_is_checked(exported: Exported, tmp_path: Path) -> None:
         export_ranking_model(
             model=exported.model, spec=exported.spec, catalogue=doubled, export_dir=tmp_path / "b"
         )
+
+
+def test_a_history_ranker_scores_candidates_against_the_history(
+    exported: Exported, tmp_path: Path
+) -> None:
+    import tensorflow as tf
+    from recops_models.contract import HISTORY_INPUT, HISTORY_PAD
+
+    spec = replace(exported.spec, history_length=3)
+    assert RankerSpec.from_json(spec.to_json()) == spec
+    assert RankerSpec.from_json(exported.spec.to_json()).history_length == 0
+    tf.keras.utils.set_random_seed(1)
+    model = build_ranking_model(spec)
+    catalogue = {c: exported.catalogue[c].to_numpy() for c in exported.catalogue.columns}
+    export_ranking_model(model=model, spec=spec, catalogue=catalogue, export_dir=tmp_path / "m")
+    rank = tf.saved_model.load(str(tmp_path / "m")).signatures["rank"]
+    _, inputs = rank.structured_input_signature
+    assert inputs[HISTORY_INPUT].shape.as_list() == [None, None]
+    users = exported.users.iloc[[0, 1]]
+    items = [[1, 2, 3], [4, 5, 6]]
+    # Newest first, padded; entries past history_length and unknown items are ignored.
+    history = np.array([[7, 8, HISTORY_PAD, HISTORY_PAD, HISTORY_PAD], [9, 10, 999, 11, 12]])
+    got = rank(**_request(users, items), **{HISTORY_INPUT: tf.constant(history)})
+    cut = rank(**_request(users, items), **{HISTORY_INPUT: tf.constant(history[:, :3])})
+    np.testing.assert_allclose(got["scores"].numpy(), cut["scores"].numpy(), rtol=1e-6)
+    # The Keras model on the same pairs, each with its user's history.
+    pairs = users.loc[users.index.repeat(3)].reset_index(drop=True)
+    pairs = pairs.assign(item_id=np.ravel(items), activity=3.0).merge(
+        exported.catalogue, on="item_id", how="left"
+    )
+    columns = {c: pairs[c].to_numpy() for c in pairs} | {HISTORY_INPUT: np.repeat(history, 3, 0)}
+    direct = model(ranking_inputs(spec, columns), training=False)
+    expected = tf.sigmoid(direct["click"][:, 0]).numpy().reshape(2, 3)
+    np.testing.assert_allclose(got["scores"].numpy(), expected, rtol=1e-5)
+    # Another history, other scores: the candidates are scored against it.
+    other = rank(**_request(users, items), **{HISTORY_INPUT: tf.constant(history[::-1].copy())})
+    assert not np.allclose(other["scores"].numpy(), got["scores"].numpy())
