@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 from recops_models.contract import HISTORY_INPUT
-from recops_models.tf_env import use_legacy_keras
+from recops_models.tf_env import tensorflow, use_legacy_keras
 from recops_models.vocab import OOV_INDEX, lookup_index
 
 from recops.errors import DataError, ParamError
@@ -402,8 +402,14 @@ def _dataset(
 
     # Only the model's columns: converting the others too cost half a minute at 20M rows.
     names = ("user_id", "item_id", *(f.name for f in spec.features))
-    columns = {c: frame[c].to_numpy() for c in names} | _histories_of(frame, histories)
+    columns = {c: frame[c].to_numpy() for c in names}
+    if histories is not None:
+        # One placeholder column here; each batch gathers its rows' histories below.
+        # Copying a history per example (negatives included) would hold 20M x L ids.
+        columns[HISTORY_INPUT] = np.zeros((len(frame), 1), np.int64)
     features = ranking_inputs(spec, columns)
+    if histories is not None:
+        features[HISTORY_INPUT] = frame[_HISTORY_ROW].to_numpy(np.int64)
     weight = frame["weight"].to_numpy(np.float64)
     positive = np.isfinite(weight)
     labels = {
@@ -414,10 +420,22 @@ def _dataset(
         "weight": positive.astype(np.float32),
         "click": np.ones(len(frame), np.float32),
     }
-    return indexed_dataset(
+    dataset = indexed_dataset(
         (features, labels, weights), len(frame),
         batch_size=batch_size, seed=seed, shuffle=shuffle, drop_remainder=False,
     )  # fmt: skip
+    if histories is None:
+        return dataset
+    tf = tensorflow()
+    # int32 halves the table; ids beyond 2**31 keep int64.
+    small = histories.size == 0 or np.abs(histories).max() < 2**31
+    table = tf.constant(histories.astype(np.int32) if small else histories)
+
+    def with_history(features: Any, labels: Any, weights: Any) -> Any:
+        rows = tf.gather(table, features[HISTORY_INPUT])
+        return {**features, HISTORY_INPUT: tf.cast(rows, tf.int64)}, labels, weights
+
+    return dataset.map(with_history, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # --------------------------------------------------------------------------- train
