@@ -163,12 +163,12 @@ NIGHTLY: tuple[Knob, ...] = (
     ),
     Knob(
         name="history_length",
-        default=20,
+        default=0,
         schema=_int(0, 200),
         title="History length",
         description=(
             "Newest seen items the retrieval user tower and the ranker pool "
-            "(recency-weighted); 0 trains both without a history."
+            "(recency-weighted); 0 (the default) trains both without a history."
         ),
         feeds=(("train", "history_length"), ("rank", "history_length")),
     ),

@@ -45,10 +45,10 @@ def test_stage_fields_take_the_run_values_with_the_schema_type() -> None:
         "epochs": 30,
         "replicas": 2,
         "seed": 7,
-        "history_length": 20,
+        "history_length": 0,
         "protocol": "random",
     }
-    assert train["history_length"] == 20 and train["protocol"] == "random"
+    assert train["history_length"] == 0 and train["protocol"] == "random"
     assert params.stage_fields("gate", run) == {
         "min_recall_at_10": 0.05,
         "min_ndcg_at_10": 0.05,

@@ -59,6 +59,8 @@ def _ranker_config(root: Path, data: TinyData, **overrides: Any) -> RankerConfig
         "batch_size": 256,
         "negatives": 2,
         "replicas": 1,
+        # The history path (off by default): each row with the user's other train items.
+        "history_length": 5,
     }
     settings.update(overrides)
     return RankerConfig(**settings)
@@ -130,7 +132,7 @@ def test_rank_signature_takes_the_spec_features(setup: Setup) -> None:
         "occupation": tf.string,
         "zip_code": tf.string,
         "user_activity": tf.float32,
-        # The default history_length: the user's newest seen items.
+        # The config's history_length: the user's newest seen items.
         "history_item_ids": tf.int64,
         "item_ids": tf.int64,
     }
