@@ -537,21 +537,16 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         dropout=config.dropout,
         history_length=config.history_length,
     )
-    train_data = _dataset(
-        spec,
-        parts["train"],
-        batch_size=config.batch_size,
-        seed=config.seed,
-        shuffle=True,
-        histories=histories,
-    )
-    valid_data = _dataset(
-        spec,
-        parts["valid"],
-        batch_size=config.batch_size,
-        seed=config.seed,
-        shuffle=False,
-        histories=histories,
+    train_data, valid_data = (
+        _dataset(
+            spec,
+            parts[name],
+            batch_size=config.batch_size,
+            seed=config.seed,
+            shuffle=name == "train",
+            histories=histories,
+        )
+        for name in ("train", "valid")
     )
     # Keras averages each head's loss over the whole batch, negatives included; scaling
     # by (1 + negatives) makes the weight loss a mean over positives again.

@@ -79,6 +79,19 @@ def test_fold_folds_the_small_tables_and_keeps_the_text_table_narrow(tiny: Tiny)
     assert zip_code.projection is not None and zip_code.projection.shape == (4, 16)
 
 
+def _float32_fold(tiny: Tiny, export_dir: Path) -> Any:
+    """The float32-table export of ``tiny`` (folded, not quantized), loaded."""
+    export_quantized_retrieval_model(
+        model=tiny.model,
+        spec=tiny.spec,
+        items=tiny.catalogue,
+        export_dir=export_dir,
+        k=10,
+        table_dtype="float32",
+    )
+    return tf.saved_model.load(str(export_dir))
+
+
 def test_fold_keeps_the_tower_output(tiny: Tiny) -> None:
     # The fold is exact: gender's folded rows are its trained rows times its kernel slice.
     tower = fold_user_tower(tiny.model, tiny.spec)
@@ -95,15 +108,7 @@ def test_fold_keeps_the_tower_output(tiny: Tiny) -> None:
 def test_float32_fold_gives_the_float_model_embeddings(
     tiny: Tiny, float_model: Any, tmp_path: Path
 ) -> None:
-    export_quantized_retrieval_model(
-        model=tiny.model,
-        spec=tiny.spec,
-        items=tiny.catalogue,
-        export_dir=tmp_path / "q",
-        k=10,
-        table_dtype="float32",
-    )
-    folded = tf.saved_model.load(str(tmp_path / "q"))
+    folded = _float32_fold(tiny, tmp_path / "q")
     request = _request(tiny.users)
     np.testing.assert_allclose(
         folded.signatures["user_embedding"](**request)["embedding"].numpy(),
@@ -231,15 +236,7 @@ def test_history_encoding_moves_known_users_and_folds_exactly(
         embed(**_request(tiny.users, longer))["embedding"].numpy()[:-1], got[:-1], atol=1e-6
     )
     # The float32 fold gives the float model's embeddings, history included.
-    export_quantized_retrieval_model(
-        model=tiny.model,
-        spec=tiny.spec,
-        items=tiny.catalogue,
-        export_dir=tmp_path / "q",
-        k=10,
-        table_dtype="float32",
-    )
-    folded = tf.saved_model.load(str(tmp_path / "q"))
+    folded = _float32_fold(tiny, tmp_path / "q")
     np.testing.assert_allclose(
         folded.signatures["user_embedding"](**with_history)["embedding"].numpy(), got, atol=1e-5
     )
