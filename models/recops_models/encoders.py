@@ -67,6 +67,7 @@ __all__ = [
     "input_signature",
     "is_pooled",
     "recency_pool",
+    "recency_weights",
 ]
 
 #: Output size of a text feature's embedding. Small on purpose: a hashed bag of words is
@@ -277,6 +278,13 @@ class MeanPool(keras.layers.Layer):  # type: ignore[misc]  # untyped base
         return total / count
 
 
+def recency_weights(valid: tf.Tensor) -> tf.Tensor:
+    """``HISTORY_DECAY ** slot`` where ``valid [b, L]`` holds (slot 0 the newest), else 0."""
+    slots = tf.cast(tf.range(tf.shape(valid)[1]), tf.float32)
+    decay = tf.pow(tf.constant(HISTORY_DECAY, tf.float32), slots)
+    return tf.where(valid, tf.expand_dims(decay, 0), 0.0)
+
+
 def recency_pool(embeddings: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     """Recency-weighted mean of ``embeddings [b, L, d]`` over the slots whose index is
     not 0: slot ``i`` (0 = newest) weighs ``HISTORY_DECAY ** i``; zeros when none.
@@ -284,9 +292,7 @@ def recency_pool(embeddings: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
     Linear in the embedding rows, like ``MeanPool``, so a projection can be folded into
     the table (``recops_models.quantized``).
     """
-    slots = tf.cast(tf.range(tf.shape(index)[1]), tf.float32)
-    decay = tf.pow(tf.constant(HISTORY_DECAY, tf.float32), slots)
-    weights = tf.where(tf.not_equal(index, 0), tf.expand_dims(decay, 0), 0.0)
+    weights = recency_weights(tf.not_equal(index, 0))
     weights /= tf.maximum(tf.reduce_sum(weights, axis=1, keepdims=True), 1e-6)
     weights = tf.cast(weights, embeddings.dtype)
     return tf.reduce_sum(embeddings * tf.expand_dims(weights, -1), axis=1)

@@ -52,7 +52,6 @@ use_legacy_keras()
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from recops_models.contract import HISTORY_INPUT  # noqa: E402
 from recops_models.encoders import (  # noqa: E402
     embedding_layer_name,
     encoded_width,
@@ -149,8 +148,8 @@ class FoldedTower:
     Attributes:
         user: The folded id table ``[n_users + 1, dim]``, bias included.
         features: Each user feature's tables, keyed by feature name, in spec order.
-        history: The history encoding's tables (``[n_items + 1, ...]``, pooled by
-            recency), None when the spec has no history.
+        history: The history encoding's folded table (``[n_items + 1, dim]``, pooled
+            by recency), None when the spec has no history.
     """
 
     user: np.ndarray
@@ -224,13 +223,10 @@ def fold_user_tower(
             features[f.name] = FeatureTables(table=table.astype(np.float32), projection=rows)
     history = None
     if history_table is not None:
-        # The history's rows come last in the concatenation.
-        rows = kernel[sum(widths) :].astype(np.float32)
-        history = (
-            FeatureTables(table=(history_table @ rows).astype(np.float32), projection=None)
-            if _fold_pays(len(history_table), rows.shape[0], dim, table_dtype)
-            else FeatureTables(table=history_table.astype(np.float32), projection=rows)
-        )
+        # The history's rows come last in the concatenation. The table is as wide as
+        # the tower (the item id embedding), so folding never grows it.
+        folded = history_table @ kernel[sum(widths) :]
+        history = FeatureTables(table=folded.astype(np.float32), projection=None)
     return FoldedTower(user=user, features=features, history=history)
 
 
@@ -332,21 +328,13 @@ class _HistoryEncoding(tf.Module):  # type: ignore[misc]  # untyped base
 
     def __init__(self, tables: FeatureTables, dtype: str) -> None:
         super().__init__(name="user_history")
-        assert tables.table is not None
+        assert tables.table is not None and tables.folded
         self.table = _StoredMatrix(tables.table, dtype, "table")
-        self.projection = (
-            None
-            if tables.projection is None
-            else tf.Variable(tables.projection, trainable=False, name="projection")
-        )
 
     def __call__(self, index: tf.Tensor) -> tf.Tensor:
-        """The contribution ``[b, dim]`` of ``HISTORY_IDX`` indices ``[b, L]``."""
-        # Pool before projecting, as for a pooled feature: the pool is linear.
-        encoded = recency_pool(self.table.rows(index), index)
-        if self.projection is not None:
-            encoded = tf.matmul(encoded, self.projection)
-        return encoded
+        """The contribution ``[b, dim]`` of ``HISTORY_IDX`` indices ``[b, L]``: the
+        folded rows, pooled (the pool is linear, so pooling folded rows is exact)."""
+        return recency_pool(self.table.rows(index), index)
 
 
 class _QuantizedRetrievalModule(RetrievalModule):
@@ -376,7 +364,7 @@ class _QuantizedRetrievalModule(RetrievalModule):
         hidden = self.user_rows.rows(self.user_table.lookup(inputs["user_id"]))
         for name, feature in zip(self.feature_names, self.user_features, strict=True):
             hidden += feature(inputs[name])
-        if self.history is not None and HISTORY_INPUT in inputs:
+        if self.history is not None:
             hidden += self.history(self.history_indices(inputs))
         return tf.math.l2_normalize(hidden, axis=-1)
 

@@ -52,7 +52,7 @@ use_legacy_keras()
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 
-from recops_models.encoders import input_signature  # noqa: E402
+from recops_models.encoders import input_signature, recency_weights  # noqa: E402
 
 __all__ = [
     "HISTORY_DECAY",
@@ -138,10 +138,7 @@ def history_weights(positions: tf.Tensor) -> tf.Tensor:
         ``HISTORY_DECAY ** slot`` at the first ``HISTORY_POOL_MAX`` slots that hold a
         candidate, 0 elsewhere (``L' = min(L, HISTORY_POOL_MAX)``).
     """
-    positions = positions[:, :HISTORY_POOL_MAX]
-    slots = tf.cast(tf.range(tf.shape(positions)[1]), tf.float32)
-    decay = tf.pow(tf.constant(HISTORY_DECAY, tf.float32), slots)
-    return tf.where(positions >= 0, tf.expand_dims(decay, 0), 0.0)
+    return recency_weights(positions[:, :HISTORY_POOL_MAX] >= 0)
 
 
 def pool_history(

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from recops_models.contract import HISTORY_IDX, HISTORY_INPUT, HISTORY_PAD
+from recops_models.contract import HISTORY_IDX, HISTORY_INPUT
 from recops_models.feature_defs import (
     EncodedFeature,
     FeatureDef,
@@ -197,8 +197,8 @@ def history_index(spec: TwoTowerSpec, history: Any) -> np.ndarray:
     raw = raw[:, : spec.history_length]
     if raw.shape[1] == 0:
         return np.zeros((raw.shape[0], 1), np.int64)
-    index = spec.item_index(raw.ravel()).reshape(raw.shape)
-    return np.where(raw == HISTORY_PAD, 0, index).astype(np.int64)
+    # HISTORY_PAD is never an item id, so the lookup gives it the unknown index 0.
+    return spec.item_index(raw.ravel()).reshape(raw.shape).astype(np.int64)
 
 
 def item_inputs(spec: TwoTowerSpec) -> tuple[str, ...]:

@@ -11,9 +11,10 @@ The towers are built from the dataset's features (``TwoTowerSpec.user_features``
   features, standardised numerics with a missing flag) plus, when the spec has a
   ``history_length``, the history encoding (the recency-weighted mean of the embeddings
   of the user's newest seen items, ``encoders.RecencyPool``), concatenated, projected to
-  ``embedding_dim`` and L2-normalised. Each training row's history is the user's seen
-  items *before* that row's event, so the tower learns the next item from the last ones,
-  as serving asks it to.
+  ``embedding_dim`` and L2-normalised. Each training row's history is what evaluation
+  under its split protocol hands the tower (``recops.splits.preceding_histories``): the
+  user's seen items before the row's event (temporal), or the user's newest other items
+  (random).
 - Item tower: the same over the item id and the item features.
 - Training model: one Functional graph holding both towers; its output is the in-batch
   logit matrix ``user @ item.T / temperature``. Under a distribution strategy each
