@@ -33,7 +33,10 @@ from recops.scale import (
 from tests.support.live_airflow import alive
 from tests.support.stack import free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.integration]
+# The module fixture starts seven services (about 75 s alone, 200 s beside another test
+# worker) before the nightly runs (6 to 12 minutes): pytest's 900 s default counts both, so
+# this test gets the run's own 1500 s wait plus the start-up.
+pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(1800)]
 
 # Every stage does its real work, on little data: one epoch, one compression variant.
 CONF = {"epochs": 1, "embedding_dim": 16, "batch_size": 256, "fine_tune_epochs": 1,
