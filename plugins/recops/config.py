@@ -185,6 +185,17 @@ class Settings:
         retrieval, ranking = model_names_for(dataset)
         return replace(self, dataset=dataset, model_name=retrieval, ranking_model_name=ranking)
 
+    @property
+    def instance_id(self) -> str:
+        """Which deployment this is: a digest of ``home``.
+
+        The recommendation service's ``/healthz`` reports it, so a caller can tell its
+        own service from another home's on the same port (the path is not exposed).
+        """
+        import hashlib
+
+        return hashlib.sha256(str(self.home).encode()).hexdigest()[:16]
+
     # Layout of the state folder. Every path is derived, so one variable moves it all.
     @property
     def cache_dir(self) -> Path:

@@ -101,12 +101,16 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Promote (or roll back) each requested model; the first failure fails the task.
 
     Models are handled one at a time under their promotion lock; a failed canary rolls
-    that model back (serving and alias) and raises, so the run shows failed.
+    that model back (serving and alias) and raises, so the run shows failed. The
+    requests of one run are one unit (a nightly's retrieval vN and the ranker trained on
+    its candidates): when one fails, each model this step already moved goes back to
+    the version it replaced (``_unwind``) before the error is raised.
     """
     from recops.errors import PromotionError
     from recops.promotion import PromoteConfig, promote, rollback_model
 
     results = []
+    moved: list[dict[str, Any]] = []
     for req in requests:
         settings = settings_for_model(req["model_name"])
         if req["action"] == "rollback":
@@ -138,10 +142,44 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "reasons": exc.reasons,
                         }
                     )
+                unwound = _unwind(moved, f"{req['model_name']} v{req.get('version')} failed")
+                if unwound:
+                    raise PromotionError(
+                        f"{exc}; rolled back with it: {'; '.join(unwound)}",
+                        reasons=[*exc.reasons, *unwound],
+                    ) from exc
                 raise
             _update_run_report(result.to_dict())
+            if result.outcome == "promoted" and result.previous_version is not None:
+                moved.append(result.to_dict())
         results.append(result.to_dict())
     return results
+
+
+def _unwind(moved: list[dict[str, Any]], why: str) -> list[str]:
+    """Move each model promoted earlier in this step back to the version it replaced.
+
+    Newest first. Returns one line per model saying what happened; a rollback that fails
+    is reported in its line, never raised over the error that caused it.
+    """
+    from recops.errors import PromotionError
+    from recops.promotion import rollback_model
+
+    lines = []
+    for done in reversed(moved):
+        name, previous = done["model_name"], int(done["previous_version"])
+        try:
+            rollback_model(
+                name,
+                previous,
+                reason=f"{why}: its pair goes back with it",
+                source="promote",
+                settings=settings_for_model(name),
+            )
+            lines.append(f"{name} back to v{previous} (from v{done['version']})")
+        except PromotionError as exc:
+            lines.append(f"{name} could NOT go back to v{previous}: {exc}")
+    return lines
 
 
 def _update_run_report(outcome: dict[str, Any]) -> None:

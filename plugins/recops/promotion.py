@@ -11,7 +11,9 @@ MLflow). Under the model's promotion lock it:
    table, built from the signature's inputs) so the canary can be checked for prediction
    parity;
 4. canary-rolls the version out to TF Serving (``recops.serving.rollout``): load, label
-   ``canary``, infra validation under load, then ``stable``;
+   ``canary``, infra validation under load, the same users through the recommendation
+   service on ``stable`` and ``canary`` when this deployment's service runs
+   (``service_probe``), then ``stable``;
 5. moves ``champion`` to the version, or, if the roll-out failed, moves it back to the
    version that is still serving, and records every alias move in the ledger.
 
@@ -32,8 +34,13 @@ from recops.records import Record
 if TYPE_CHECKING:
     import pandas as pd
 
+    from recops.serving.rollout_config import ServiceCanary
+
 #: How many users' requests the canary replays and compares with the offline outputs.
 SMOKE_USERS = 4
+#: How many users the canary asks through the recommendation service (each on both
+#: variants): enough for a p99 and a score distribution, a second or two of requests.
+SERVICE_USERS = 100
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,13 +100,9 @@ class PromoteResult(Record):
 
 def served_stable(settings: Settings, model_name: str) -> int | None:
     """Version the ``stable`` label points at in the serving config, or None."""
-    from recops.serving.models_config import find_model, read_config, version_labels
+    from recops.serving.models_config import served_label
 
-    path = settings.models_config_path
-    if not path.is_file():
-        return None
-    entry = find_model(read_config(path), model_name)
-    return version_labels(entry).get("stable") if entry is not None else None
+    return served_label(settings.models_config_path, model_name)
 
 
 def smoke_users(settings: Settings, n: int = SMOKE_USERS) -> pd.DataFrame:
@@ -128,6 +131,31 @@ def smoke_users(settings: Settings, n: int = SMOKE_USERS) -> pd.DataFrame:
         users = users.sort_values(["user_id", "event_timestamp"], kind="stable")
     users = users.drop_duplicates("user_id", keep="last").sort_values("user_id")
     return users.head(n).reset_index(drop=True)
+
+
+def service_probe(settings: Settings, model_name: str) -> ServiceCanary | None:
+    """The canary's comparison through this deployment's recommendation service.
+
+    None when no service of this ``RECOPS_HOME`` answers healthy on the configured port
+    (``make demo`` and ``make ui`` start one; a nightly under ``airflow dags test`` has
+    none): the roll-out then reports the comparison as skipped.
+    """
+    from recops.data.keys import lookup_keys
+    from recops.service.daemon import serves_this_home, service_url
+    from recops.serving.rollout_config import ServiceCanary
+
+    if not serves_this_home(settings):
+        return None
+    ids = smoke_users(settings, SERVICE_USERS)["user_id"]
+    keys = [str(k) for k in lookup_keys(settings, "users", ids) if k is not None]
+    if not keys:
+        return None
+    return ServiceCanary(
+        url=service_url(settings),
+        dataset=settings.dataset,
+        role="ranking" if model_name == settings.ranking_model_name else "retrieval",
+        users=keys,
+    )
 
 
 def smoke_requests(
@@ -258,6 +286,7 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
                         canary_seconds=config.canary_seconds,
                         slo_p99_ms=config.slo_p99_ms,
                         keep_versions=config.keep_versions,
+                        service=service_probe(settings, name),
                     ),
                     settings,
                 )

@@ -299,38 +299,48 @@ def test_concurrent_promotions_serialize(home: Path) -> None:
     assert pending_alias_change(settings, MODEL) is None
 
 
-def test_a_ranker_is_never_promoted_without_its_retriever(home: Path) -> None:
+def _register_ranker(home: Path, key: str, retrieval_version: int) -> int:
+    """A blessed ranking version paired with ``retrieval_version``."""
     from recops.registry import GateConfig
 
-    settings = Settings.from_env()
-    ranking = settings.ranking_model_name
+    # The pairing is checked before any artifact is read, so any SavedModel will do.
+    model = export_contract_model(home / f"sm-{key}", seed=11)
+    return register(
+        RegisterConfig(
+            model_dir=str(model),
+            model_key=key,
+            model_name=Settings.from_env().ranking_model_name,
+            metrics={"rmse": 1.0},
+            lineage={"retrieval_version": retrieval_version},
+            gate=GateConfig(kind="ranking"),
+            auto_promote=False,
+        )
+    ).version
 
-    def ranker(key: str, retrieval_version: int) -> int:
-        # The pairing is checked before any artifact is read, so any SavedModel will do.
-        model = export_contract_model(home / f"sm-{key}", seed=11)
-        return register(
-            RegisterConfig(
-                model_dir=str(model),
-                model_key=key,
-                model_name=ranking,
-                metrics={"rmse": 1.0},
-                lineage={"retrieval_version": retrieval_version},
-                gate=GateConfig(kind="ranking"),
-                auto_promote=False,
-            )
-        ).version
 
+def _register_unblessed(home: Path, key: str, seed: int) -> int:
     refused = register(
         RegisterConfig(
-            model_dir=str(export_contract_model(home / "sm-unblessed", seed=12)),
-            model_key="unblessed-retriever",
+            model_dir=str(export_contract_model(home / f"sm-{key}", seed=seed)),
+            model_key=key,
             metrics={"recall_at_10": 0.0, "ndcg_at_10": 0.0},
             auto_promote=False,
         )
     )
     assert not refused.blessed
-    orphan = ranker("orphan-ranker", refused.version)
-    with pytest.raises(PromotionError, match=f"{MODEL} v{refused.version}, which the gate"):
+    return refused.version
+
+
+def test_a_ranker_is_never_promoted_without_its_retriever(home: Path) -> None:
+    settings = Settings.from_env()
+    ranking = settings.ranking_model_name
+
+    def ranker(key: str, retrieval_version: int) -> int:
+        return _register_ranker(home, key, retrieval_version)
+
+    refused = _register_unblessed(home, "unblessed-retriever", seed=12)
+    orphan = ranker("orphan-ranker", refused)
+    with pytest.raises(PromotionError, match=f"{MODEL} v{refused}, which the gate"):
         promote(PromoteConfig(model_name=ranking, version=orphan), settings)
     # A blessed retriever that does not serve: the ranker waits for it.
     blessed = _register(home, "paired-retriever", seed=13)
@@ -338,3 +348,27 @@ def test_a_ranker_is_never_promoted_without_its_retriever(home: Path) -> None:
     with pytest.raises(PromotionError, match=f"promote {MODEL} v{blessed} first"):
         promote(PromoteConfig(model_name=ranking, version=waiting), settings)
     assert served_stable(settings, ranking) is None
+
+
+def test_a_failed_ranker_takes_the_retriever_of_its_run_back_with_it(home: Path) -> None:
+    """``promote_step``: one run's models are one unit; the second fails, both go back."""
+    from recops.pipeline_promote import promote_step
+
+    settings = Settings.from_env()
+    before = served_stable(settings, MODEL)
+    assert before is not None
+    retriever = _register(home, "unit-retriever", seed=21)
+    # Its ranker fails: it was trained on the candidates of an unblessed retriever.
+    orphan = _register_ranker(home, "unit-ranker", _register_unblessed(home, "unit-bad", 22))
+    base = {"alias": "champion", "action": "promote", "force": False, "reason": "unit",
+            "source": "nightly"}  # fmt: skip
+    requests = [
+        {**base, "model_name": MODEL, "version": retriever},
+        {**base, "model_name": settings.ranking_model_name, "version": orphan},
+    ]
+    with pytest.raises(PromotionError, match="rolled back with it") as caught:
+        promote_step(requests)
+    assert f"{MODEL} back to v{before} (from v{retriever})" in caught.value.reasons
+    assert served_stable(settings, MODEL) == before
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == before

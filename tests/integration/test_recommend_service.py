@@ -222,10 +222,15 @@ def test_metrics_parse_with_the_prometheus_parser(env: Env) -> None:
 
 
 def test_a_rollout_and_a_rollback_under_load_fail_no_request(env: Env) -> None:
-    """A client hammers the service while v2 is canaried to ``stable`` and rolled back."""
+    """A client hammers the service while v2 is canaried to ``stable`` and rolled back.
+
+    The canary is also compared through the service itself: the same users on
+    ``variant=stable`` (v1) and ``variant=canary`` (v2).
+    """
     import threading
 
     from recops.layout import active_layout
+    from recops.promotion import service_probe
     from recops.service.daemon import service_url
     from recops.serving.rollout import rollback, rollout
     from recops.serving.rollout_config import RollbackConfig, RolloutConfig
@@ -262,6 +267,9 @@ def test_a_rollout_and_a_rollback_under_load_fail_no_request(env: Env) -> None:
             time.sleep(0.1)
         return False
 
+    probe = service_probe(settings, settings.model_name)
+    assert probe is not None, "this home's service was not found"
+    assert probe.role == "retrieval" and len(probe.users) == 20  # every user of the dataset
     worker = threading.Thread(target=hammer, name="hammer")
     worker.start()
     try:
@@ -273,10 +281,17 @@ def test_a_rollout_and_a_rollback_under_load_fail_no_request(env: Env) -> None:
                 smoke_instances=smoke,
                 canary_seconds=0.5,
                 slo_p99_ms=5000.0,  # shared cores: latency is reported, not gated here
+                service=probe,
             ),
             settings,
         )
         assert out.labels == {"stable": 2}
+        through = out.infra_validation["service"]
+        assert through["versions"]["stable"]["retrieval"] == 1
+        assert through["versions"]["canary"]["retrieval"] == 2
+        assert through["errors"] == {"stable": 0, "canary": 0}
+        assert through["users"] == 20 and 0.0 <= through["top10_overlap"] <= 1.0
+        assert through["score_psi"] is not None
         assert serves(2), "the service never picked up the new stable version"
         back = rollback(
             RollbackConfig(model_name=settings.model_name, to_version=1, smoke_instances=smoke),
@@ -290,3 +305,47 @@ def test_a_rollout_and_a_rollback_under_load_fail_no_request(env: Env) -> None:
     assert failures == []
     assert {1, 2} <= set(served), "the hammer saw both versions serve"
     assert len(served) > 20
+
+
+def test_a_canary_too_slow_through_the_service_is_rolled_back(env: Env) -> None:
+    """The model server passes the canary; the service's answers miss the SLO: rejected."""
+    from recops.errors import RolloutError
+    from recops.layout import active_layout
+    from recops.promotion import served_stable, service_probe
+    from recops.serving.rollout import rollout
+    from recops.serving.rollout_config import RolloutConfig
+
+    settings = env.settings
+    before = served_stable(settings, settings.model_name)
+    v9 = export_history_model(
+        settings.home / "exports" / "v9",
+        list(active_layout(settings).user_features),
+        n_items=N_ITEMS,
+        seed=9,
+    )
+    profile = {f.name: ("" if f.is_string else 0.0) for f in active_layout(settings).user_features}
+    with pytest.raises(RolloutError) as caught:
+        rollout(
+            RolloutConfig(
+                model_name=settings.model_name,
+                version=9,
+                saved_model_dir=str(v9),
+                smoke_instances=[{"user_id": 1, **profile, "history_item_ids": [1]}],
+                canary_seconds=0,  # no load test: the service's own latency decides
+                slo_p99_ms=0.01,
+                service=service_probe(settings, settings.model_name),
+            ),
+            settings,
+        )
+    assert caught.value.rolled_back
+    assert any("through the service exceeds the SLO" in r for r in caught.value.reasons)
+    assert served_stable(settings, settings.model_name) == before
+    assert not (settings.model_base_path / settings.model_name / "9").exists()
+    # Until the service's next refresh a canary request may still name v9 (and fail:
+    # the server dropped it); then stable answers it. Stable requests never noticed.
+    deadline, answered = time.monotonic() + 15, None
+    while time.monotonic() < deadline and answered != before:
+        reply = env.http.get("/v1/recommendations", params={"user_id": 1, "variant": "canary"})
+        answered = reply.json()["model_versions"]["retrieval"] if reply.is_success else None
+        time.sleep(0.2)
+    assert answered == before

@@ -88,19 +88,23 @@ def demo(
     typer.echo(
         f"      Airflow run {nightly.run_id} (logical date {nightly.logical_date}): {nightly.url}"
     )
-    typer.echo("[4/5] Promoting what the gate blessed with `airflow dags test recsys_promote` ...")
-    promoted = promote_challengers(settings, show_progress=show)
-    typer.echo(
-        f"      promoted: {', '.join(promoted) or 'nothing new (the champion keeps serving)'}"
-    )
     from recops.errors import ParamError
     from recops.service.daemon import log_file, service_url, start_service
+    from recops.serving.rollout import ensure_server
 
+    # The model server and the service first, so the promotion's canary is also compared
+    # through the service (the same users on variant=stable and variant=canary).
+    ensure_server(settings)
     try:
         start_service(settings)
         typer.echo(f"      recommendation service: {service_url(settings)}")
     except (RuntimeError, ParamError) as exc:
         typer.echo(f"      recommendation service did not start ({log_file(settings)}): {exc}")
+    typer.echo("[4/5] Promoting what the gate blessed with `airflow dags test recsys_promote` ...")
+    promoted = promote_challengers(settings, show_progress=show)
+    typer.echo(
+        f"      promoted: {', '.join(promoted) or 'nothing new (the champion keeps serving)'}"
+    )
     typer.echo(f"[5/5] Top-10 for user {user_id}: retrieval top-100, then the ranker:")
     print_recommendations(settings, user_id, 10, as_json=False)
     status_data = collect_status(settings)

@@ -498,10 +498,36 @@ def rollout_section(data: dict[str, Any]) -> tuple[str, bool]:
             )
         elif vs:
             facts.append(("canary vs stable", vs))
+        facts.extend(_through_service(infra.get("service")))
         out.append(facts_table(facts, cls="rollout"))
         if r.get("reasons"):
             out.append(bullets(r["reasons"], "reasons"))
     return "".join(out), True
+
+
+def _through_service(found: Any) -> list[tuple[str, Any]]:
+    """The rollout facts of the canary's comparison through the recommendation service."""
+    if not isinstance(found, dict):
+        return [("through the service", found)] if found else []
+    if "errors" not in found:  # it never answered with the canary
+        return [("through the service", f"no canary answer (last: {found.get('last_answer')})")]
+    p50, p99, errors = (found.get(n) or {} for n in ("p50_ms", "p99_ms", "errors"))
+    return [
+        (
+            "service p50 / p99, stable · canary (ms)",
+            f"{fmt_num(p50.get('stable'), 1)} / {fmt_num(p99.get('stable'), 1)} · "
+            f"{fmt_num(p50.get('canary'), 1)} / {fmt_num(p99.get('canary'), 1)}",
+        ),
+        (
+            "service errors, stable · canary",
+            f"{fmt_num(errors.get('stable'))} · {fmt_num(errors.get('canary'))} "
+            f"of {fmt_num(found.get('users'))} users",
+        ),
+        (
+            "service top-10 overlap · score PSI",
+            f"{fmt_num(found.get('top10_overlap'), 3)} · {fmt_num(found.get('score_psi'), 3)}",
+        ),
+    ]
 
 
 def feast_service_url(project: str, service: str) -> str:

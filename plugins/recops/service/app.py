@@ -2,16 +2,18 @@
 
 Routes:
 
-- ``GET /v1/recommendations?user_id=KEY&k=10[&dataset=NAME]`` ->
+- ``GET /v1/recommendations?user_id=KEY&k=10[&dataset=NAME][&variant=canary]`` ->
   ``{"user_id", "items": [{"item_id", "score", "source", ...attributes}],
-  "model_versions": {"retrieval": N, "ranking": M | null}}``;
+  "model_versions": {"retrieval": N, "ranking": M | null}, "variant"}``. ``variant=canary``
+  answers with the versions a roll-out is validating behind the ``canary`` label (the
+  roll-out's comparison through the service; ``stable`` for a model without one);
 - ``POST /v1/events[?dataset=NAME]``: a JSON list of events in the dataset's own schema.
   Each is checked against the data contract (422 naming the index, field and value of
   the first bad one; nothing written), appended durably to the staging log, then pushed
   to the online history; ``{"accepted": n}`` only after both. With
   ``RECOPS_EVENTS_TOKEN`` set, it needs ``Authorization: Bearer <token>``;
 - ``GET /healthz``: 200 when the served state is loaded and the model server answers,
-  503 with the reason otherwise;
+  503 with the reason otherwise; both carry ``instance`` (``Settings.instance_id``);
 - ``GET /metrics``: Prometheus text (``recops.service.metrics``).
 
 The handlers that block for long (events: fsync and a file lock; health probes) are
@@ -33,7 +35,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Body, FastAPI, Header, Query
 from fastapi.responses import JSONResponse, Response
@@ -59,7 +61,8 @@ _DEFAULT_K = 10
 _MAX_DATASET = 128
 _PLAIN_K = re.compile(r"[1-9][0-9]?|100")
 
-Recommend = Callable[[str, int, str | None], Awaitable[Response]]
+Recommend = Callable[[str, int, str | None, str], Awaitable[Response]]
+Variant = Literal["stable", "canary"]
 
 
 @dataclass
@@ -198,10 +201,13 @@ def create_app(settings: Settings | None = None, *, refresh_s: float = 2.0) -> F
             service.close()
 
     app = FastAPI(title="recops recommendations", lifespan=lifespan)
+    instance = settings.instance_id
     app.state.service = service
     metrics = service.metrics
 
-    async def recommend(user_id: str, k: int, dataset: str | None) -> Response:
+    async def recommend(
+        user_id: str, k: int, dataset: str | None, variant: str = "stable"
+    ) -> Response:
         # Run on the event loop, not in the thread pool: a recommendation is a few
         # milliseconds of mostly waiting on the model server, and the hop to a worker
         # thread and back measured 0.1-0.4 ms at the median on 2 vCPUs (an empty route,
@@ -215,7 +221,7 @@ def create_app(settings: Settings | None = None, *, refresh_s: float = 2.0) -> F
                 metrics.errors.labels(kind="unknown_dataset").inc()
                 return _error(outcome, 404, {"detail": f"dataset={dataset!r} is not served here"})
             try:
-                body = entry.recommender.recommend(user_id, k)
+                body = entry.recommender.recommend(user_id, k, variant)
             except UnavailableError as exc:
                 metrics.errors.labels(kind="unavailable").inc()
                 return _error(outcome, 503, {"detail": str(exc)})
@@ -258,9 +264,10 @@ def create_app(settings: Settings | None = None, *, refresh_s: float = 2.0) -> F
         with _observed(metrics, "/healthz") as outcome:
             reasons = _health(service)
             if reasons:
-                return _error(outcome, 503, {"status": "unavailable", "reasons": reasons})
+                body = {"status": "unavailable", "reasons": reasons, "instance": instance}
+                return _error(outcome, 503, body)
             state = service.dataset(None).cache.current()
-            return {"status": "ok", "model_versions": state.versions}
+            return {"status": "ok", "model_versions": state.versions, "instance": instance}
 
     @app.get("/metrics")
     def metrics_route() -> Response:
@@ -270,19 +277,20 @@ def create_app(settings: Settings | None = None, *, refresh_s: float = 2.0) -> F
     return app
 
 
-def _plain_args(scope: Scope) -> tuple[str, int, str | None] | None:
-    """``(user_id, k, dataset)`` of a plainly valid recommendations query, else None.
+def _plain_args(scope: Scope) -> tuple[str, int, str | None, str] | None:
+    """``(user_id, k, dataset, "stable")`` of a plainly valid recommendations query, else None.
 
     Plainly valid: a GET whose ``user_id``, ``k`` and ``dataset`` appear at most once
     each, ``user_id`` is 1 to 256 characters, ``k`` (default 10) is written as a plain
-    integer from 1 to 100 and ``dataset`` is at most 128 characters: the queries that
-    FastAPI's validation passes unchanged. Anything else is for FastAPI to judge.
+    integer from 1 to 100, ``dataset`` is at most 128 characters and no ``variant`` is
+    asked for: the queries that FastAPI's validation passes unchanged. Anything else
+    (a canary request included) is for FastAPI to judge.
     """
     if scope["method"] != "GET":
         return None
     query = QueryParams(scope["query_string"])
     users, ks, datasets = (query.getlist(n) for n in ("user_id", "k", "dataset"))
-    if len(users) != 1 or len(ks) > 1 or len(datasets) > 1:
+    if len(users) != 1 or len(ks) > 1 or len(datasets) > 1 or "variant" in query:
         return None
     user_id = users[0]
     if not 1 <= len(user_id) <= _MAX_USER_KEY:
@@ -291,13 +299,13 @@ def _plain_args(scope: Scope) -> tuple[str, int, str | None] | None:
         return None
     if datasets and len(datasets[0]) > _MAX_DATASET:
         return None
-    return user_id, int(ks[0]) if ks else _DEFAULT_K, datasets[0] if datasets else None
+    return user_id, int(ks[0]) if ks else _DEFAULT_K, datasets[0] if datasets else None, "stable"
 
 
 def add_recommendations_route(
     app: FastAPI, recommend: Recommend, *, plain_first: bool = True
 ) -> None:
-    """``GET /v1/recommendations`` on ``app``, answered by ``recommend(user_id, k, dataset)``.
+    """``GET /v1/recommendations``, answered by ``recommend(user_id, k, dataset, variant)``.
 
     FastAPI's route declares and validates the query (and documents it); with
     ``plain_first``, a plain route ahead of it answers the plainly valid queries
@@ -309,8 +317,9 @@ def add_recommendations_route(
         user_id: Annotated[str, Query(min_length=1, max_length=_MAX_USER_KEY)],
         k: Annotated[int, Query(ge=1, le=_MAX_K)] = _DEFAULT_K,
         dataset: Annotated[str | None, Query(max_length=_MAX_DATASET)] = None,
+        variant: Variant = "stable",
     ) -> Any:
-        return await recommend(user_id, k, dataset)
+        return await recommend(user_id, k, dataset, variant)
 
     if plain_first:
         _plain_route_first(app, "/v1/recommendations", recommend)

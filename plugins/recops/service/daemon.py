@@ -54,6 +54,16 @@ def service_url(settings: Settings) -> str:
     return f"http://{host}:{settings.recommend_port}"
 
 
+def serves_this_home(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """Whether the service answering on the configured port is this home's, and healthy."""
+    found = health(settings, timeout_s)
+    return (
+        found is not None
+        and found.get("http_status") == 200
+        and found.get("instance") == settings.instance_id
+    )
+
+
 def health(settings: Settings, timeout_s: float = 2.0) -> dict[str, Any] | None:
     """``/healthz``'s JSON (with ``http_status``), or None when nothing answers."""
     url = service_url(settings) + "/healthz"

@@ -2,9 +2,10 @@
 
 Per request, and nothing else: the user's key to its id (cached key table), one Feast
 online read of the user's profile, the ranker's context features and the history, one
-gRPC call to retrieval (label ``stable``) with ``history_item_ids``, one to the ranker
-on the same candidates when one serves, then the items' cached attributes. No pandas,
-no registry, no file reads: the cached ``ServedState`` holds everything else.
+gRPC call to retrieval (label ``stable``, or ``canary`` for a canary request) with
+``history_item_ids``, one to the ranker on the same candidates when one serves, then the
+items' cached attributes. No pandas, no registry, no file reads: the cached
+``ServedState`` holds everything else.
 
 The order logic (masked scores, the seen filter, fusion, the popular fill) is
 ``recops.serving.recommend``'s, shared with the in-process ``recops recommend`` path.
@@ -23,7 +24,7 @@ from recops_models.contract import HISTORY_INPUT
 
 from recops.errors import UnavailableError
 from recops.service.metrics import STAGES
-from recops.service.state import HISTORY_FIELDS, HISTORY_VIEW
+from recops.service.state import HISTORY_FIELDS, HISTORY_VIEW, versions_of
 from recops.serving.recommend import (
     fill_popular,
     history_input,
@@ -170,20 +171,27 @@ class Recommender:
         return OnlineUser(profile, context, seen)
 
     # -- one recommendation -------------------------------------------------------
-    def recommend(self, key: int | str, k: int) -> dict[str, Any]:
-        """``{"user_id", "items", "model_versions"}`` for the user's key.
+    def recommend(self, key: int | str, k: int, variant: str = "stable") -> dict[str, Any]:
+        """``{"user_id", "items", "model_versions", "variant"}`` for the user's key.
+
+        Args:
+            key: The user's key in the dataset.
+            k: How many items.
+            variant: ``stable``, or ``canary`` for the versions a roll-out is validating
+                (``state.variant``); ``model_versions`` says which answered.
 
         Raises:
             UnavailableError: No state loaded, or the model server did not answer.
         """
         state = self.cache.current()
+        models = state.variant(variant)
         user = self._timed("key", lambda: self.cache.user_id(key))
         online = self.online_user(state, user) if user is not None else None
         seen = set(online.seen) if online else set()
         picked: list[_Pick] = []
         # A user with a profile or a history gets the model; one with neither, popularity.
-        if online is not None and state.retrieval is not None and (online.profile or online.seen):
-            picked = self._model_path(state, user or 0, online, seen, k)[:k]
+        if online is not None and models[0] is not None and (online.profile or online.seen):
+            picked = self._model_path(state, models, user or 0, online, seen, k)[:k]
         if len(picked) < k:
             popular = ((i, state.popularity.get(i, 0.0)) for i in state.popular)
             picked = fill_popular(picked, popular, seen, state.items, k)
@@ -193,10 +201,17 @@ class Recommender:
         popularity = self.metrics.candidate_popularity
         for item_id, *_ in picked:
             popularity.observe(state.popularity.get(item_id, 0.0))
-        return {"user_id": key, "items": items, "model_versions": state.versions}
+        versions = versions_of(models[0], models[1])
+        return {"user_id": key, "items": items, "model_versions": versions, "variant": variant}
 
     def _model_path(
-        self, state: ServedState, user: int, online: OnlineUser, seen: set[int], k: int
+        self,
+        state: ServedState,
+        models: tuple[ServedModel | None, ServedModel | None, str],
+        user: int,
+        online: OnlineUser,
+        seen: set[int],
+        k: int,
     ) -> list[_Pick]:
         """Retrieval, then the ranker, for a user with a profile or a history.
 
@@ -207,7 +222,7 @@ class Recommender:
         """
         from recops.errors import ServingError
 
-        retrieval = state.retrieval
+        retrieval, ranking, policy = models
         assert retrieval is not None
         features = {**(online.profile or {}), **online.context}
         client = self.cache.client
@@ -217,7 +232,7 @@ class Recommender:
                 lambda: client.predict_grpc(
                     retrieval.name,
                     model_inputs(retrieval, user, features, online.seen),
-                    label="stable",
+                    label=retrieval.label,
                     timeout_s=self.timeout_s,
                 ),
             )
@@ -230,16 +245,15 @@ class Recommender:
         if not candidates:
             return []
         ranker: dict[int, float] = {}
-        if state.ranking is not None:
-            ranking = state.ranking
-            scored = candidates if state.rerank_policy == "fusion" else candidates[:k]
+        if ranking is not None:
+            scored = candidates if policy == "fusion" else candidates[:k]
             try:
                 ranked = self._timed(
                     "ranking",
                     lambda: client.predict_grpc(
                         ranking.name,
                         model_inputs(ranking, user, features, online.seen, scored),
-                        label="stable",
+                        label=ranking.label,
                         timeout_s=self.timeout_s,
                     ),
                 )
@@ -249,7 +263,7 @@ class Recommender:
             except ServingError:
                 # The retrieval order is a good answer on its own: degrade, and count it.
                 self.metrics.errors.labels(kind="ranking").inc()
-        order, source, fused = rerank(candidates, ranker, state.rerank_policy)
+        order, source, fused = rerank(candidates, ranker, policy)
         shown = fused or scores
         return [(i, shown[i], source, ranker.get(i) if ranker else None) for i in order]
 

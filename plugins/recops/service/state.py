@@ -34,9 +34,11 @@ __all__ = [
     "HISTORY_FIELDS",
     "HISTORY_VIEW",
     "PARTITIONS_CHECK_S",
+    "VARIANTS",
     "ServedState",
     "StateCache",
     "stamp_of",
+    "versions_of",
 ]
 
 log = logging.getLogger("recops.service")
@@ -59,13 +61,19 @@ def stamp_of(path: Path) -> tuple[int, int] | None:
     return (stat.st_mtime_ns, stat.st_size)
 
 
+#: The request variants: ``stable`` serves users; ``canary`` answers with the versions a
+#: roll-out validates behind the ``canary`` label (``stable`` for a model without one).
+VARIANTS = ("stable", "canary")
+
+
 @dataclass(frozen=True)
 class ServedModel:
-    """One served model: its ``stable`` version and its default signature's inputs."""
+    """One served model: the label asked for, its version and its signature's inputs."""
 
     name: str
     version: int
     inputs: Mapping[str, str]
+    label: str = "stable"
 
     @property
     def takes_history(self) -> bool:
@@ -96,6 +104,10 @@ class ServedState:
             so a request reads the online store through the provider's ``online_read``
             with no registry lookup (and no lifecycle gate, feast#6780).
         loaded_at: When this state was built (``time.time()``).
+        canary_retrieval: The retrieval version behind the ``canary`` label while a
+            roll-out validates it, else None.
+        canary_ranking: The ranker behind ``canary``, else None.
+        canary_policy: The canary ranker's re-rank policy.
     """
 
     layout: Layout
@@ -113,14 +125,36 @@ class ServedState:
     store: Any
     views: dict[str, Any] = field(default_factory=dict)
     loaded_at: float = field(default_factory=time.time)
+    canary_retrieval: ServedModel | None = None
+    canary_ranking: ServedModel | None = None
+    canary_policy: str = "retrieval"
+
+    def variant(self, name: str) -> tuple[ServedModel | None, ServedModel | None, str]:
+        """``(retrieval, ranking, rerank policy)`` a request of variant ``name`` uses.
+
+        ``canary`` swaps in each model that has a canary and keeps ``stable`` for the
+        other, so a ranker's canary is scored on the candidates stable retrieval gives.
+        """
+        if name != "canary" or (self.canary_retrieval is None and self.canary_ranking is None):
+            return self.retrieval, self.ranking, self.rerank_policy
+        if self.canary_ranking is not None:
+            return self.canary_retrieval or self.retrieval, self.canary_ranking, self.canary_policy
+        return self.canary_retrieval, self.ranking, self.rerank_policy
 
     @property
     def versions(self) -> dict[str, int | None]:
         """``{"retrieval": N, "ranking": M | None}``, as the API reports them."""
-        return {
-            "retrieval": self.retrieval.version if self.retrieval else None,
-            "ranking": self.ranking.version if self.ranking else None,
-        }
+        return versions_of(self.retrieval, self.ranking)
+
+
+def versions_of(
+    retrieval: ServedModel | None, ranking: ServedModel | None
+) -> dict[str, int | None]:
+    """The ``model_versions`` of a response answered by these two models."""
+    return {
+        "retrieval": retrieval.version if retrieval else None,
+        "ranking": ranking.version if ranking else None,
+    }
 
 
 class _Keys:
@@ -265,25 +299,30 @@ class StateCache:
             raise UnavailableError(f"no published data for dataset {s.dataset!r} in {s.data_dir}")
         layout = active_layout(s)
         retrieval = self._served(s.model_name)
-        if retrieval is not None:
+        # A first roll-out has a canary and no stable yet: canary requests still get it.
+        canary_retrieval = self._canary(s.model_name)
+        if retrieval is not None or canary_retrieval is not None:
             from recops_models.tf_env import tensorflow
 
             # The gRPC path converts tensors with TensorFlow: import it here, not in the
             # first request (seconds).
             tensorflow()
         ranking = self._served(s.ranking_model_name) if retrieval is not None else None
-        policy = "retrieval"
-        if ranking is not None:
-            from recops.serving.recommend import rerank_policy
-
-            policy = rerank_policy(s, ranking.version)
+        policy = _policy(s, ranking)
+        canary_ranking = (
+            self._canary(s.ranking_model_name)
+            if retrieval is not None or canary_retrieval is not None
+            else None
+        )
         items, item_keys = _item_table(s, layout)
         popular, popularity, seen = _published_events(s, layout)
         store, history_online = _open_store(s)
         profile_names = [f.name for f in layout.user_features]
+        # Both rankers' context features: a canary request reads what its ranker takes.
+        rankers = [m.inputs for m in (ranking, canary_ranking) if m is not None]
         context = [
             n
-            for n in (ranking.inputs if ranking else {})
+            for n in dict.fromkeys(n for inputs in rankers for n in inputs)
             if n not in _NOT_FEATURES and n not in profile_names
         ]
         profile_refs = [f"user_profile:{n}" for n in profile_names]
@@ -307,14 +346,17 @@ class StateCache:
             published_seen={} if history_online else seen,
             store=store,
             views=views,
+            canary_retrieval=canary_retrieval,
+            canary_ranking=canary_ranking,
+            canary_policy=_policy(s, canary_ranking),
         )
 
     def _served(self, model: str) -> ServedModel | None:
-        from recops.promotion import served_stable
         from recops.serving.client import external_server
+        from recops.serving.models_config import served_label
         from recops.serving.requests import metadata_inputs
 
-        version = served_stable(self.settings, model)
+        version = served_label(self.settings.models_config_path, model)
         if version is None:
             if not external_server(self.settings):
                 return None
@@ -327,6 +369,36 @@ class StateCache:
             return ServedModel(model, version, metadata_inputs(meta))
         meta = self.client.metadata(model, label="stable")
         return ServedModel(model, version, metadata_inputs(meta))
+
+    def _canary(self, model: str) -> ServedModel | None:
+        """The version behind ``canary`` in models.config, or None (none, or no answer).
+
+        A canary the model server cannot describe is left out, never fatal: stable keeps
+        serving, and the roll-out waiting for the service to answer with the canary
+        rejects it.
+        """
+        from recops.serving.models_config import served_label
+        from recops.serving.requests import metadata_inputs
+        from recops.serving.rollout_config import CANARY_LABEL
+
+        version = served_label(self.settings.models_config_path, model, CANARY_LABEL)
+        if version is None:
+            return None
+        try:
+            meta = self.client.metadata(model, label=CANARY_LABEL)
+        except Exception as exc:  # noqa: BLE001 (any failure: no canary variant)
+            log.warning("canary %s v%s not described by the model server: %s", model, version, exc)
+            return None
+        return ServedModel(model, int(version), metadata_inputs(meta), CANARY_LABEL)
+
+
+def _policy(settings: Settings, ranking: ServedModel | None) -> str:
+    """The ranker's re-rank policy (``retrieval`` without a ranker)."""
+    if ranking is None:
+        return "retrieval"
+    from recops.serving.recommend import rerank_policy
+
+    return rerank_policy(settings, ranking.version)
 
 
 def _plain(value: Any) -> Any:

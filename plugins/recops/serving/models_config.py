@@ -41,6 +41,7 @@ __all__ = [
     "make_model_config",
     "parse_config",
     "read_config",
+    "served_label",
     "specific_versions",
     "version_labels",
     "with_model",
@@ -129,6 +130,14 @@ def make_model_config(
     for label, version in sorted((labels or {}).items()):
         entry.version_labels[label] = int(version)
     return entry
+
+
+def served_label(path: str | os.PathLike[str], name: str, label: str = "stable") -> int | None:
+    """The version ``label`` points at for model ``name`` in ``models.config``, or None."""
+    if not Path(path).is_file():
+        return None
+    entry = find_model(read_config(path), name)
+    return version_labels(entry).get(label) if entry is not None else None
 
 
 def find_model(config: ModelServerConfig, name: str) -> ModelConfig | None:

@@ -377,7 +377,7 @@ _Pick = tuple[int, float, str, float | None]
 
 def _check_state(settings: Settings) -> None:
     """Refuse with a hint when there is no published data or no served model."""
-    from recops.promotion import served_stable
+    from recops.serving.models_config import served_label
 
     if not settings.items_path.is_file():
         raise RecommendError(
@@ -385,7 +385,7 @@ def _check_state(settings: Settings) -> None:
             "import it with `recops data import --spec spec.yaml`, or run `make demo`",
         )
     real_serving = bool(settings.tfserving_rest or settings.tfserving_grpc)
-    if not real_serving and served_stable(settings, settings.model_name) is None:
+    if not real_serving and served_label(settings.models_config_path, settings.model_name) is None:
         raise RecommendError(
             f"no {settings.model_name} version is served "
             f"(no `stable` label in {settings.models_config_path})",
@@ -524,8 +524,8 @@ def _model_path(
     """
     import pandas as pd
 
-    from recops.promotion import served_stable
     from recops.serving.client import ServingClient
+    from recops.serving.models_config import served_label
     from recops.serving.requests import context_frame, row_instances
 
     own_client = client is None
@@ -559,7 +559,7 @@ def _model_path(
             return []
         ranker: dict[int, float] = {}
         policy = "retrieval"
-        ranker_version = served_stable(settings, settings.ranking_model_name)
+        ranker_version = served_label(settings.models_config_path, settings.ranking_model_name)
         if ranker_version is not None:
             policy = timed("rerank_policy", lambda: rerank_policy(settings, ranker_version))
             rank_in = _served_inputs(client, settings.ranking_model_name)

@@ -17,7 +17,10 @@
 5. infra validation on ``canary``: LOAD_AND_QUERY (the smoke request answers with one
    ranked list per instance), a load test at ``canary_qps`` for ``canary_seconds`` (zero
    errors, p99 within ``slo_p99_ms``) and, when ``expected_outputs`` are given, prediction
-   parity with the offline scores;
+   parity with the offline scores; then, when the deployment's recommendation service
+   runs (``config.service``), the same users through the service on ``stable`` and
+   ``canary`` (``recops.serving.service_canary``: zero canary errors, p99 within the SLO,
+   score PSI and top-k overlap reported);
 6. promote: move ``stable`` to the new version and drop ``canary``, then trim the config
    and the disk to the newest ``keep_versions`` versions (plus any another label pins).
 
@@ -47,7 +50,8 @@ entry point (it re-exports the names callers import from here):
   ``RolloutResult`` and the contract's output names;
 - ``recops.serving.rollout_staging``: checking the SavedModel, installing and pruning
   version folders;
-- ``recops.serving.rollout_checks``: infra validation (smoke, load, parity, overlap).
+- ``recops.serving.rollout_checks``: infra validation (smoke, load, parity, overlap);
+- ``recops.serving.service_canary``: the comparison through the recommendation service.
 """
 
 from __future__ import annotations
@@ -241,7 +245,7 @@ def _canary(
         latency_ms, top_items, _ = smoke_test(
             client, config.model_name, config.label, config.smoke_instances, ranked_length
         )
-        report = {"load_and_query": "passed (already out)"}
+        report: dict[str, Any] = {"load_and_query": "passed (already out)"}
         return done(old_versions, labels, (latency_ms, top_items), report)
 
     def apply(versions: list[int], now: dict[str, int]) -> None:
@@ -260,6 +264,15 @@ def _canary(
     with_canary = {**labels, config.canary_label: new}
     apply(loading, with_canary)
     report, smoke = infra_validate(config, client, ranked_length, before)
+    if config.service is None:
+        report["service"] = "skipped: no recommendation service of this deployment answers"
+    else:
+        from recops.serving.service_canary import compare_through_service
+
+        through, reasons = compare_through_service(config.service, new, config.slo_p99_ms)
+        report["service"] = through
+        if reasons:
+            raise CanaryRejected(reasons, report)
 
     promoted = {k: v for k, v in labels.items() if k != config.canary_label}
     promoted[config.label] = new

@@ -26,6 +26,8 @@ __all__ = [
     "RollbackConfig",
     "RolloutConfig",
     "RolloutResult",
+    "SERVICE_ROLES",
+    "ServiceCanary",
     "check_name",
 ]
 
@@ -42,6 +44,53 @@ def check_name(field_name: str, value: str) -> None:
     """Refuse a model or label name TF Serving or a path could not take as is."""
     if not _NAME.fullmatch(value):
         raise ParamError(f"{field_name} {value!r}: use letters, digits, '_', '.', '-'")
+
+
+#: The roles a served model plays in the recommendation service's answers.
+SERVICE_ROLES = ("retrieval", "ranking")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceCanary(Record):
+    """The canary's comparison through the recommendation service.
+
+    The same users are asked for recommendations with ``variant=stable`` and
+    ``variant=canary``: the full served path (keys, online features and history, both
+    models, the seen filter, the popular fill), once the service answers with the new
+    version behind ``canary``.
+
+    Attributes:
+        url: The service's base URL (``http://host:port``).
+        dataset: The dataset the model serves.
+        role: What the model is in the answers: ``retrieval`` or ``ranking``.
+        users: The user keys asked (real users of the dataset).
+        k: How many items each answer holds.
+        wait_s: How long the service may take to pick the canary up (it refreshes its
+            cached state every few seconds).
+        timeout_s: Each request's deadline.
+    """
+
+    url: str
+    dataset: str
+    role: str
+    users: list[str]
+    k: int = 10
+    wait_s: float = 30.0
+    timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"https?://[^/?#\s]+", self.url):
+            raise ParamError(f"service url {self.url!r}: want http://host:port")
+        if self.role not in SERVICE_ROLES:
+            raise ParamError(f"service role {self.role!r}: one of {SERVICE_ROLES}")
+        if not self.users or not all(isinstance(u, str) and u for u in self.users):
+            raise ParamError("service users must be a non-empty list of user keys")
+        if not 1 <= self.k <= 100:
+            raise ParamError(f"service k must be 1..100, got {self.k}")
+        for name in ("wait_s", "timeout_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ParamError(f"service {name} must be positive, got {value}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +118,9 @@ class RolloutConfig(Record):
             the parity check.
         parity_atol: Absolute tolerance of the parity check.
         parity_rtol: Relative tolerance of the parity check.
+        service: The comparison through the recommendation service (errors and p99 gate
+            the canary; score PSI and top-k overlap are reported); None when no service
+            of this deployment runs.
     """
 
     model_name: str
@@ -88,8 +140,11 @@ class RolloutConfig(Record):
     expected_outputs: dict[str, list[Any]] | None = None
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-4
+    service: ServiceCanary | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.service, dict):  # from_dict of a to_dict (XCom, result.json)
+            object.__setattr__(self, "service", ServiceCanary(**self.service))
         check_name("model_name", self.model_name)
         check_name("label", self.label)
         check_name("canary_label", self.canary_label)

@@ -490,3 +490,29 @@ def test_a_tracked_dag_run_reports_from_its_own_run_and_its_task_runs_curves(
         "val_loss": [(0, pytest.approx(1.0)), (1, pytest.approx(0.7)), (2, pytest.approx(0.6))],
     }
     assert not data["model"]["own"] and data["model"]["owner"] == RUN_ID
+
+
+def test_the_rollout_section_shows_the_comparison_through_the_service(
+    recorded: RecordedRun,
+) -> None:
+    from recops.report import rollout_report
+
+    through = {
+        "url": "http://127.0.0.1:8000", "users": 100,
+        "versions": {"stable": {"retrieval": 1}, "canary": {"retrieval": 2}},
+        "errors": {"stable": 0, "canary": 0},
+        "p50_ms": {"stable": 4.25, "canary": 4.5}, "p99_ms": {"stable": 7.0, "canary": 8.5},
+        "top10_overlap": 0.4312, "score_psi": 0.0821,
+    }  # fmt: skip
+    promoted = {
+        "model_name": "recops_retrieval",
+        "version": 2,
+        "outcome": "promoted",
+        "infra_validation": {"load_and_query": "passed", "service": through},
+    }
+    result = rollout_report(promoted, recorded.settings)
+    assert result is not None
+    rollout = _section(Path(result.path).read_text(encoding="utf-8"), "rollout")
+    assert "4.2 / 7 · 4.5 / 8.5" in rollout  # fmt_num: whole numbers lose their ".0"
+    assert "0 · 0 of 100 users" in rollout
+    assert "0.431 · 0.082" in rollout

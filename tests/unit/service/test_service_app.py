@@ -19,13 +19,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from recops.service.app import _plain_args, add_recommendations_route
 
+Call = tuple[str, int, str | None, str]
 
-def _client(*, plain_first: bool) -> tuple[TestClient, list[tuple[str, int, str | None]]]:
-    calls: list[tuple[str, int, str | None]] = []
 
-    async def recommend(user_id: str, k: int, dataset: str | None) -> Response:
-        calls.append((user_id, k, dataset))
-        body = {"user_id": user_id, "k": k, "dataset": dataset}
+def _client(*, plain_first: bool) -> tuple[TestClient, list[Call]]:
+    calls: list[Call] = []
+
+    async def recommend(user_id: str, k: int, dataset: str | None, variant: str) -> Response:
+        calls.append((user_id, k, dataset, variant))
+        body = {"user_id": user_id, "k": k, "dataset": dataset, "variant": variant}
         return Response(json.dumps(body), media_type="application/json")
 
     app = FastAPI()
@@ -65,6 +67,10 @@ def both() -> Both:
         ("user_id=1&user_id=2", 200),  # the last one, as FastAPI reads it
         ("user_id=1&k=2&dataset=", 200),
         ("user_id=1&other=x", 200),
+        ("user_id=1&variant=canary", 200),
+        ("user_id=1&k=3&variant=stable", 200),
+        ("user_id=1&variant=beta", 422),
+        ("user_id=1&variant=", 422),
         ("user_id=1&k=0", 422),
         ("user_id=1&k=101", 422),
         ("user_id=1&k=abc", 422),
@@ -90,9 +96,11 @@ def test_plain_queries_skip_fastapi_and_others_do_not() -> None:
     def scope(query: str, method: str = "GET") -> dict[str, Any]:
         return {"method": method, "query_string": query.encode()}
 
-    assert _plain_args(scope("user_id=u%C3%A9&k=7&dataset=d")) == ("ué", 7, "d")
-    assert _plain_args(scope("user_id=9")) == ("9", 10, None)
-    for odd in ("user_id=1&k=07", "user_id=1&k=1e1", "user_id=1&user_id=2", "k=1", "user_id="):
+    assert _plain_args(scope("user_id=u%C3%A9&k=7&dataset=d")) == ("ué", 7, "d", "stable")
+    assert _plain_args(scope("user_id=9")) == ("9", 10, None, "stable")
+    odd_queries = ("user_id=1&k=07", "user_id=1&k=1e1", "user_id=1&user_id=2", "k=1", "user_id=")
+    # A variant is FastAPI's to validate (only ``stable`` and ``canary`` exist).
+    for odd in (*odd_queries, "user_id=1&variant=canary", "user_id=1&variant=stable"):
         assert _plain_args(scope(odd)) is None, odd
     assert _plain_args(scope("user_id=1", "POST")) is None
 

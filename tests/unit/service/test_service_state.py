@@ -115,3 +115,28 @@ def test_partitions_are_stated_only_every_so_often(
         monkeypatch.setattr(state_module, "PARTITIONS_CHECK_S", 0.0)
         add_partition("2024-01-03")
         assert cache.refresh() and cache.current().popularity[2] == 6.0
+
+
+def test_a_canary_request_swaps_in_each_model_that_has_a_canary() -> None:
+    from recops.service.state import ServedModel, ServedState
+
+    def served(name: str, version: int, label: str = "stable") -> ServedModel:
+        return ServedModel(name, version, {"user_id": "int64"}, label)
+
+    base = dict(layout=None, items={}, item_keys={}, popular=[], popularity={},
+                profile_refs=[], context_refs=[], history_online=False, published_seen={},
+                store=None)  # fmt: skip
+    retrieval, ranking = served("ret", 1), served("rank", 4)
+    plain = ServedState(retrieval=retrieval, ranking=ranking, rerank_policy="fusion", **base)
+    assert plain.variant("canary") == plain.variant("stable") == (retrieval, ranking, "fusion")
+
+    new_retrieval = served("ret", 2, "canary")
+    one = dataclasses.replace(plain, canary_retrieval=new_retrieval)
+    # The stable ranker (and its policy) scores the canary retriever's candidates.
+    assert one.variant("canary") == (new_retrieval, ranking, "fusion")
+    assert one.variant("stable") == (retrieval, ranking, "fusion")
+
+    new_ranking = served("rank", 5, "canary")
+    other = dataclasses.replace(plain, canary_ranking=new_ranking, canary_policy="retrieval")
+    assert other.variant("canary") == (retrieval, new_ranking, "retrieval")
+    assert other.versions == {"retrieval": 1, "ranking": 4}

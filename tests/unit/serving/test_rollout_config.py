@@ -55,3 +55,31 @@ def test_rollback_config_checks_its_fields() -> None:
         RollbackConfig(model_name="m", smoke_instances=[])
     with pytest.raises(ValueError, match="model_name"):
         RollbackConfig(model_name="../etc")
+
+
+def test_the_service_comparison_travels_with_the_config_and_checks_its_fields() -> None:
+    from recops.serving.rollout_config import RolloutConfig, ServiceCanary
+
+    probe = ServiceCanary(url="http://127.0.0.1:8000", dataset="ml-100k", role="ranking",
+                          users=["1", "2"])  # fmt: skip
+    config = RolloutConfig(
+        model_name="m", version=3, saved_model_dir="/x", smoke_instances=_SMOKE, service=probe
+    )
+    # XCom and result.json carry it as a plain dict; from_dict rebuilds the record.
+    again = RolloutConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and isinstance(again.service, ServiceCanary)
+    bad: list[tuple[dict[str, Any], str]] = [
+        ({"url": "127.0.0.1:8000"}, "want http://host:port"),
+        ({"url": "http://h:1/path"}, "want http://host:port"),
+        ({"role": "reranker"}, "role"),
+        ({"users": []}, "user keys"),
+        ({"users": ["1", ""]}, "user keys"),
+        ({"k": 0}, "k must be"),
+        ({"wait_s": 0.0}, "wait_s"),
+        ({"timeout_s": float("inf")}, "timeout_s"),
+    ]
+    for change, message in bad:
+        fields: dict[str, Any] = {"url": "http://h:1", "dataset": "d", "role": "retrieval",
+                                  "users": ["1"], **change}  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            ServiceCanary(**fields)
