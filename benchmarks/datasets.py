@@ -186,6 +186,7 @@ def run_dataset(
 ) -> dict[str, Any]:
     """Train the two-tower model on one dataset and score it and the baselines on its split."""
     from recops.evaluation import EvalConfig, evaluate, evaluate_scores, event_types_of
+    from recops.layout import history_length_of
     from recops.served_eval import ServedEvalConfig, evaluate_served
     from recops.splits import read_typed_split
     from recops.training import TrainConfig, train
@@ -199,17 +200,16 @@ def run_dataset(
         protocol = load_spec(uris["spec_uri"]).evaluation.protocols[0]
     epochs = args.epochs if args.epochs is not None else _train_default("epochs")
     started = time.perf_counter()
-    trained = train(
-        TrainConfig(
-            training_set_uri=uris["training_set_uri"],
-            users_uri=uris["users_uri"],
-            items_uri=uris["items_uri"],
-            spec_uri=uris["spec_uri"],
-            output_dir=str(run_dir / f"two_tower_{protocol}_e{epochs}"),
-            epochs=epochs,
-            protocol=protocol,
-        )
+    config = TrainConfig(
+        training_set_uri=uris["training_set_uri"],
+        users_uri=uris["users_uri"],
+        items_uri=uris["items_uri"],
+        spec_uri=uris["spec_uri"],
+        output_dir=str(run_dir / f"two_tower_{protocol}_e{epochs}"),
+        epochs=epochs,
+        protocol=protocol,
     )
+    trained = train(config)
     result = evaluate(
         EvalConfig(
             model_dir=trained.model_dir,
@@ -235,6 +235,7 @@ def run_dataset(
         result,
         time.perf_counter() - started,
         epochs_run=trained.epochs_run,
+        history_length=history_length_of(config.history_length, config.spec_uri),
         train_rows=trained.train_rows,
         seconds_per_epoch=round(trained.seconds_per_epoch, 2),
     )

@@ -25,12 +25,13 @@ from pydantic import (
 )
 
 from recops.errors import DataError
+from recops.params import HISTORY_MAX
 
 __all__ = [
     "ATTRIBUTE_KINDS", "AllowedConstraint", "Attribute", "DatasetSpec", "EvaluationSpec",
     "EventTypeSpec", "EventsSpec", "FilesSpec", "NotNullConstraint", "RandomSplit",
     "HINT", "KeyType", "RESERVED_NAMES", "RangeConstraint", "TableSpec", "TimestampFormat",
-    "TimestampSpec", "ValueSpec", "load_spec", "spec_to_yaml",
+    "TimestampSpec", "TrainingSpec", "ValueSpec", "load_spec", "spec_to_yaml",
 ]  # fmt: skip
 
 KeyType: TypeAlias = Literal["string", "integer"]
@@ -297,6 +298,12 @@ class FilesSpec(_Spec):
     items: str | None = Field(default=None, min_length=1)
 
 
+class TrainingSpec(_Spec):
+    """What this dataset's runs train with when a run's Params leave a choice unset."""
+
+    history_length: int | None = Field(default=None, ge=0, le=HISTORY_MAX)
+
+
 class DatasetSpec(_Spec):
     """One dataset, declared: ``load_spec`` builds it from a YAML file.
 
@@ -308,6 +315,8 @@ class DatasetSpec(_Spec):
         evaluation: The evaluation protocols and their knobs.
         seen: Event types that make an item "seen" (never recommended again); None: all.
         files: Where the tables live, relative to the spec file; None: given elsewhere.
+        training: Training defaults for this dataset (``history_length``: what the
+            ``history_length`` Param means when a run leaves it empty; None: 0).
     """
 
     name: str
@@ -315,6 +324,7 @@ class DatasetSpec(_Spec):
     items: TableSpec
     events: EventsSpec
     evaluation: EvaluationSpec = EvaluationSpec()
+    training: TrainingSpec = TrainingSpec()
     seen: tuple[str, ...] | None = None
     files: FilesSpec | None = None
 

@@ -203,6 +203,22 @@ def active_spec(settings: Settings, dataset: str | None = None) -> DatasetSpec:
     return load_spec(spec_path(settings, dataset))
 
 
+def history_length_of(value: int | None, spec_uri: str | Path) -> int:
+    """A run's history length: its own ``value``, else its dataset spec's, else 0.
+
+    What a run's ``history_length`` Param (None when the run leaves it empty) means for
+    the dataset of ``spec_uri`` (its ``training.history_length``).
+
+    Raises:
+        DataError: If the spec is needed and its file is missing or invalid (named).
+    """
+    if value is not None:
+        return int(value)
+    from recops.dataset_spec import load_spec
+
+    return int(load_spec(spec_uri).training.history_length or 0)
+
+
 def active_layout(settings: Settings, dataset: str | None = None) -> Layout:
     """The published layout of ``dataset`` (default: the settings' dataset)."""
     return layout_from_spec(active_spec(settings, dataset))

@@ -27,6 +27,7 @@ from typing import Any
 from recops.errors import ParamError
 
 __all__ = [
+    "HISTORY_MAX",
     "NAME_PATTERN",
     "NIGHTLY",
     "NIGHTLY_DEFAULTS",
@@ -107,6 +108,11 @@ class Knob:
     feeds: tuple[tuple[str, str], ...] = ()
 
 
+#: The longest history a model pools (the ``history_length`` knob's and the dataset
+#: spec's ``training.history_length`` bound).
+HISTORY_MAX = 200
+
+
 def _int(low: int, high: int) -> dict[str, Any]:
     return {"type": "integer", "minimum": low, "maximum": high}
 
@@ -163,12 +169,13 @@ NIGHTLY: tuple[Knob, ...] = (
     ),
     Knob(
         name="history_length",
-        default=0,
-        schema=_int(0, 200),
+        default=None,
+        schema={**_int(0, HISTORY_MAX), "type": ["null", "integer"]},
         title="History length",
         description=(
             "Newest seen items the retrieval user tower and the ranker pool "
-            "(recency-weighted); 0 (the default) trains both without a history."
+            "(recency-weighted); 0 trains both without a history. Empty (the default): "
+            "the dataset spec's training.history_length, else 0."
         ),
         feeds=(("train", "history_length"), ("rank", "history_length")),
     ),
@@ -465,7 +472,9 @@ def _typed(knob: Knob, value: Any) -> Any:
     # JSON Schema calls 15.0 an integer and 1 a number; configs (and the output keys hashed
     # from them) want the Python type the schema means.
     kind = knob.schema.get("type")
-    if kind == "integer":
+    if value is None:  # a nullable knob left unset: the stage resolves it
+        return None
+    if kind == "integer" or (isinstance(kind, list) and "integer" in kind):
         return int(value)
     if kind == "number":
         return float(value)

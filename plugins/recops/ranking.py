@@ -40,6 +40,7 @@ from recops_models.tf_env import tensorflow, use_legacy_keras
 from recops_models.vocab import OOV_INDEX, lookup_index
 
 from recops.errors import DataError, ParamError
+from recops.layout import history_length_of
 from recops.params import stage_default
 from recops.records import Record
 from recops.splits import preceding_histories, read_split
@@ -108,7 +109,8 @@ class RankerConfig(Record):
         replicas: Logical CPU devices to mirror over when there is no GPU.
         seed: Seed for weights, shuffling and negatives.
         history_length: Newest seen items the ranker pools, as retrieval's user tower
-            does; 0 trains without a history input.
+            does; 0 trains without a history input; None: the dataset spec's
+            ``training.history_length``, read when training starts.
         protocol: The split's protocol, which sets each row's history as retrieval's
             training does: the user's train items before the row's event (``temporal``)
             or the user's newest other train items (``random``); a negative takes its
@@ -141,7 +143,7 @@ class RankerConfig(Record):
     click_weight: float = 2.0
     replicas: int = stage_default("rank", "replicas")
     seed: int = stage_default("rank", "seed")
-    history_length: int = stage_default("rank", "history_length")
+    history_length: int | None = stage_default("rank", "history_length")
     protocol: str = stage_default("rank", "protocol")
 
     def __post_init__(self) -> None:
@@ -151,7 +153,7 @@ class RankerConfig(Record):
             if getattr(self, name) < 1:
                 raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 1")
         for name in ("cross_layers", "negatives", "history_length"):
-            if getattr(self, name) < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 0")
         if self.protocol not in ("random", "temporal"):
             raise ParamError(
@@ -482,7 +484,8 @@ def train_ranker(config: RankerConfig) -> RankerResult:
 
     rows = _read_rows(config, layout)
     histories = None
-    if config.history_length:
+    history_length = history_length_of(config.history_length, config.spec_uri)
+    if history_length:
         # As retrieval's rows (``training.inputs.training_inputs``): what evaluation
         # under the protocol hands over. Negatives copy their source row, and with it
         # this row number.
@@ -490,7 +493,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
             rows["user_id"].to_numpy(),
             rows["item_id"].to_numpy(),
             rows["event_timestamp"].to_numpy(),
-            length=config.history_length,
+            length=history_length,
             eligible=(rows["split"] == "train").to_numpy(),
             before_only=config.protocol != "random",
         )
@@ -535,7 +538,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         deep_units=config.deep_units,
         l2=config.l2,
         dropout=config.dropout,
-        history_length=config.history_length,
+        history_length=history_length,
     )
     train_data, valid_data = (
         _dataset(

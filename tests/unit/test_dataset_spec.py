@@ -50,6 +50,8 @@ def test_the_movielens_spec_declares_todays_contract() -> None:
     assert spec.evaluation.protocols == ("random", "temporal")
     # No event types: every rating is a positive and makes the item seen.
     assert spec.event_types == () and spec.seen is None
+    # Its runs pool each user's 20 newest ratings unless a run's Params say otherwise.
+    assert spec.training.history_length == 20
 
 
 def test_the_shop_spec_declares_string_keys_and_weighted_events() -> None:
@@ -61,6 +63,7 @@ def test_the_shop_spec_declares_string_keys_and_weighted_events() -> None:
     assert spec.seen_types == ("view", "add_to_cart", "purchase")
     assert spec.events.value is None
     assert spec.events.timestamp.format == "iso8601"
+    assert spec.training.history_length is None  # the history lowers its figures
     price = {a.name: a for a in spec.items.attributes}["price"]
     assert price.range is not None and (price.range.low, price.range.high) == (0, None)
     assert spec.file_paths(SHOP)["items"] == SHOP.parent / "shop-synthetic" / "products.csv"
@@ -136,7 +139,17 @@ def _edit_reserved(raw: dict[str, Any]) -> None:
     raw["items"]["attributes"].append({"name": "weight", "column": "grams", "kind": "numeric"})
 
 
+def _edit_history(raw: dict[str, Any]) -> None:
+    raw["training"] = {"history_length": 500}
+
+
+def _edit_training_key(raw: dict[str, Any]) -> None:
+    raw["training"] = {"epochs": 3}
+
+
 BAD_SPECS = [
+    (_edit_history, "training.history_length", "less than or equal to 200"),
+    (_edit_training_key, "training.epochs", "unknown key"),
     (_edit_reserved, "items.attributes[4].name", "'weight' is reserved"),
     (_edit_kind, "items.attributes[1].kind", "'categorical', 'multi_categorical'"),
     (_edit_unknown_key, "events.colour", "unknown key"),

@@ -16,6 +16,7 @@ from recops.layout import (
     SPEC_FILE,
     active_layout,
     all_promotable_models,
+    history_length_of,
     known_datasets,
     layout_from_spec,
     spec_path,
@@ -84,3 +85,15 @@ def test_datasets_side_by_side_have_their_own_folders_and_models(tmp_path: Path)
     assert settings.promotable_models == ("recops_retrieval", "recops_ranking")
     assert all_promotable_models(settings)[:2] == settings.promotable_models
     assert "clicks_ranking" in all_promotable_models(settings)
+
+
+def test_a_runs_history_length_is_its_own_else_its_specs_else_zero(tmp_path: Path) -> None:
+    movielens, shop = SHIPPED_SPECS / "movielens-100k.yaml", SHIPPED_SPECS / "shop-synthetic.yaml"
+    assert history_length_of(None, movielens) == 20  # the spec's training.history_length
+    assert history_length_of(None, shop) == 0  # the spec sets none
+    assert history_length_of(0, movielens) == 0  # a run's own value wins, 0 included
+    assert history_length_of(5, shop) == 5
+    # A run that sets its own never needs the spec; one that does names the missing file.
+    assert history_length_of(3, tmp_path / "missing.yaml") == 3
+    with pytest.raises(DataError, match="missing.yaml"):
+        history_length_of(None, tmp_path / "missing.yaml")

@@ -40,15 +40,21 @@ def test_stage_fields_take_the_run_values_with_the_schema_type() -> None:
     train = params.stage_fields("train", run)
     assert train["epochs"] == 3 and isinstance(train["epochs"], int)
     assert train["learning_rate"] == 1.0 and isinstance(train["learning_rate"], float)
-    # One knob feeds several stages: the ranker's history follows retrieval's.
+    # One knob feeds several stages: the ranker's history follows retrieval's. Left
+    # empty, it stays None for the stage configs to take from the dataset spec.
     assert params.stage_fields("rank", run) == {
         "epochs": 30,
         "replicas": 2,
         "seed": 7,
-        "history_length": 0,
+        "history_length": None,
         "protocol": "random",
     }
-    assert train["history_length"] == 0 and train["protocol"] == "random"
+    assert train["history_length"] is None and train["protocol"] == "random"
+    chosen = params.merged_params({"history_length": 12.0})
+    assert params.stage_fields("rank", chosen)["history_length"] == 12
+    assert isinstance(params.stage_fields("train", chosen)["history_length"], int)
+    with pytest.raises(params.ParamError, match="history_length"):
+        params.merged_params({"history_length": params.HISTORY_MAX + 1})
     assert params.stage_fields("gate", run) == {
         "min_recall_at_10": 0.05,
         "min_ndcg_at_10": 0.05,

@@ -46,7 +46,8 @@ class TrainConfig(Record):
         learning_rate: Adam learning rate.
         temperature: Softmax temperature of the cosine logits.
         history_length: Newest seen items the user tower pools, each training row's
-            taken from the user's rows before it (0: no history encoding).
+            taken from the user's rows before it (0: no history encoding; None: the
+            dataset spec's ``training.history_length``, read when training starts).
         logq_correction: Subtract each in-batch item's log sampling probability.
         replicas: Logical CPU devices to mirror over when there is no GPU (with GPUs,
             all of them are used; with ``TF_CONFIG``, one replica per worker device).
@@ -82,7 +83,7 @@ class TrainConfig(Record):
     batch_size: int = stage_default("train", "batch_size")
     learning_rate: float = stage_default("train", "learning_rate")
     temperature: float = stage_default("train", "temperature")
-    history_length: int = stage_default("train", "history_length")
+    history_length: int | None = stage_default("train", "history_length")
     logq_correction: bool = True
     replicas: int = stage_default("train", "replicas")
     seed: int = stage_default("train", "seed")
@@ -103,7 +104,7 @@ class TrainConfig(Record):
         for name in ("learning_rate", "temperature"):
             if not getattr(self, name) > 0:
                 raise ParamError(f"TrainConfig.{name}={getattr(self, name)!r} must be > 0")
-        if self.history_length < 0:
+        if self.history_length is not None and self.history_length < 0:
             raise ParamError(f"TrainConfig.history_length={self.history_length!r} must be >= 0")
         for name in ("max_rows", "backup_every_steps"):
             value = getattr(self, name)

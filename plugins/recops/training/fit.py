@@ -46,6 +46,7 @@ from recops_models.tf_env import tensorflow, use_legacy_keras
 
 from recops.config import RETRIEVAL_K
 from recops.errors import ParamError, PermanentError
+from recops.layout import history_length_of
 from recops.splits import split_interactions, temporal_split, train_rows
 from recops.tables import read_items, read_training_set, read_users
 from recops.tracking_epochs import epoch_logger
@@ -168,7 +169,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         items=items,
         embedding_dim=config.embedding_dim,
         temperature=config.temperature,
-        history_length=config.history_length,
+        history_length=history_length_of(config.history_length, config.spec_uri),
     )
     logq = item_log_probabilities(rows["item_id"].to_numpy()) if config.logq_correction else None
     features = training_inputs(spec, rows, logq, layout.seen_types, config.protocol)
