@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import pickle
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -372,3 +373,36 @@ def test_a_failed_ranker_takes_the_retriever_of_its_run_back_with_it(home: Path)
     assert served_stable(settings, MODEL) == before
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == before
+
+
+def test_a_rankers_smoke_requests_carry_an_empty_history_and_its_context(home: Path) -> None:
+    """A ranker that takes ``history_item_ids`` (the history knob on) can be canaried."""
+    from recops.promotion import smoke_requests
+    from recops_models.contract import HISTORY_INPUT, HISTORY_PAD
+    from recops_models.tf_env import tensorflow
+
+    tf = tensorflow()
+    signature = [
+        tf.TensorSpec([None], tf.int64, name="user_id"),
+        tf.TensorSpec([None, None], tf.int64, name="item_ids"),
+        tf.TensorSpec([None, None], tf.int64, name=HISTORY_INPUT),
+        tf.TensorSpec([None], tf.float32, name="user_events_7d"),
+    ]
+
+    class Ranker(tf.Module):
+        def score(self, user_id: Any, item_ids: Any, history: Any, events: Any) -> Any:
+            # Depends on every input, so a wrong feed would show in the outputs.
+            seen = tf.reduce_sum(tf.cast(history >= 0, tf.float32), axis=1, keepdims=True)
+            base = tf.cast(item_ids, tf.float32) + seen + events[:, None]
+            return {"scores": base + tf.cast(user_id, tf.float32)[:, None]}
+
+    module = Ranker()
+    path = home / "sm-history-ranker"
+    fn = tf.function(module.score, input_signature=signature)
+    tf.saved_model.save(module, str(path), signatures={"serving_default": fn})
+
+    settings = Settings.from_env()
+    instances, expected = smoke_requests(settings, settings.ranking_model_name, str(path))
+    assert instances and all(row[HISTORY_INPUT] == [HISTORY_PAD] for row in instances)
+    assert all(isinstance(row["user_events_7d"], float) for row in instances)
+    assert len(expected["scores"]) == len(instances)

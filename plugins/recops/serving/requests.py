@@ -158,8 +158,8 @@ def context_frame(
     """``profiles`` plus the ranker's context features it lacks, from the online store.
 
     Context features are the ranker's inputs that are neither a profile column nor
-    ``user_id`` / ``item_ids``: its numeric activity features (the ``user_activity``
-    view). A value the online store no longer holds (a TTL passed: no recent events) is
+    ``user_id`` / ``item_ids`` / ``history_item_ids``: its numeric activity features (the
+    ``user_activity`` view). A value the online store no longer holds (a TTL passed: no recent events) is
     0, which is what the training set says for "no events in the window".
 
     Args:
@@ -169,7 +169,8 @@ def context_frame(
     """
     from recops.features import online_features
 
-    context = [n for n in inputs if n not in profiles.columns and n not in ("user_id", "item_ids")]
+    not_context = ("user_id", "item_ids", HISTORY_INPUT)
+    context = [n for n in inputs if n not in profiles.columns and n not in not_context]
     if not context:
         return profiles
     refs = [f"user_activity:{name}" for name in context]
