@@ -159,8 +159,9 @@ def context_frame(
 
     Context features are the ranker's inputs that are neither a profile column nor
     ``user_id`` / ``item_ids`` / ``history_item_ids``: its numeric activity features (the
-    ``user_activity`` view). A value the online store no longer holds (a TTL passed: no recent events) is
-    0, which is what the training set says for "no events in the window".
+    ``user_activity`` view). A value the online store no longer holds (a TTL passed: no
+    recent events) is 0, which is what the training set says for "no events in the
+    window".
 
     Args:
         settings: The dataset's settings (its Feast project).
