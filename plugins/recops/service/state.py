@@ -34,7 +34,6 @@ __all__ = [
     "HISTORY_FIELDS",
     "HISTORY_VIEW",
     "PARTITIONS_CHECK_S",
-    "VARIANTS",
     "ServedState",
     "StateCache",
     "stamp_of",
@@ -59,11 +58,6 @@ def stamp_of(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return (stat.st_mtime_ns, stat.st_size)
-
-
-#: The request variants: ``stable`` serves users; ``canary`` answers with the versions a
-#: roll-out validates behind the ``canary`` label (``stable`` for a model without one).
-VARIANTS = ("stable", "canary")
 
 
 @dataclass(frozen=True)
