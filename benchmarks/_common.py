@@ -123,11 +123,11 @@ def log_if_wide(ax: Any, values: list[float], span: float = 10.0) -> bool:
 
 
 def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile ``q`` (0-100) of ``values``; NaN when empty."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * (len(ordered) - 1)))))]
+    """``recops.serving.loadtest.percentile`` (interpolated), but NaN when empty: a
+    benchmark row with no answered request must not read as 0 ms."""
+    from recops.serving.loadtest import percentile as interpolated
+
+    return interpolated(values, q) if values else float("nan")
 
 
 def closed_loop(sender: Any, seconds: float, concurrency: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ __all__ = [
     "score_psi",
     "smoke_test",
     "smoke_warmup",
+    "top_overlap",
 ]
 
 log = logging.getLogger("recops.serving.rollout")
@@ -139,10 +140,21 @@ def infra_validate(
 
 def overlap(a: list[Any], b: list[Any], k: int) -> float:
     """Mean top-``k`` overlap of the ranked ids of two prediction lists."""
+
+    def ids(row: Any) -> list[Any]:
+        return list(row.get(TOP_ITEMS_OUTPUT, [])) if isinstance(row, dict) else []
+
+    return top_overlap([ids(row) for row in a], [ids(row) for row in b], k)
+
+
+def top_overlap(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]], k: int) -> float:
+    """Mean share of ``a``'s top-``k`` ids that ``b``'s top-``k`` of the same row holds.
+
+    A row shorter than ``k`` counts against its own length; rows pair up in order.
+    """
     shares = []
     for left, right in zip(a, b, strict=False):
-        ids_a = set(left.get(TOP_ITEMS_OUTPUT, [])[:k]) if isinstance(left, dict) else set()
-        ids_b = set(right.get(TOP_ITEMS_OUTPUT, [])[:k]) if isinstance(right, dict) else set()
+        ids_a, ids_b = set(list(left)[:k]), set(list(right)[:k])
         shares.append(len(ids_a & ids_b) / max(1, min(k, len(ids_a) or k)))
     return round(sum(shares) / max(1, len(shares)), 4)
 

@@ -143,11 +143,10 @@ def compare_through_service(
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100.0 * (len(ordered) - 1))))
-    return round(ordered[index], 3)
+    """``loadtest.percentile`` rounded to the µs; None (not 0) when nothing answered."""
+    from recops.serving.loadtest import percentile
+
+    return round(percentile(values, q), 3) if values else None
 
 
 def compare(
@@ -173,7 +172,7 @@ def compare(
         ``(report, reasons)``: errors, p50/p99, score PSI and top-k overlap; a reason per
         failed gate (canary errors, a canary answered by another version, p99 over SLO).
     """
-    from recops.serving.rollout_checks import score_psi
+    from recops.serving.rollout_checks import score_psi, top_overlap
 
     if len(stable) != len(canary):
         raise ValueError(f"{len(stable)} stable answers against {len(canary)} canary answers")
@@ -202,9 +201,7 @@ def compare(
         )
     both = [(s, c) for s, c in zip(stable, canary, strict=True) if s.ok and c.ok]
     overlap = (
-        round(sum(len(set(s.items[:k]) & set(c.items[:k])) / k for s, c in both) / len(both), 4)
-        if both
-        else None
+        top_overlap([s.items for s, _ in both], [c.items for _, c in both], k) if both else None
     )
     psi = score_psi([{"scores": a.scores} for a in stable if a.ok],
                     [{"scores": a.scores} for a in canary if a.ok])  # fmt: skip

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 from recops.errors import RolloutError
-from recops.serving.rollout_checks import CanaryRejected, brief, overlap, parity, score_psi
+from recops.serving.rollout_checks import (
+    CanaryRejected,
+    brief,
+    overlap,
+    parity,
+    score_psi,
+    top_overlap,
+)
 
 
 def test_parity_passes_within_tolerance_and_names_each_problem() -> None:
@@ -34,6 +41,15 @@ def test_overlap_is_the_mean_top_k_share() -> None:
     assert overlap(a, b, 2) == pytest.approx(0.5)  # (0/2 + 2/2) / 2
     assert overlap(a, b, 4) == pytest.approx(0.75)  # (2/4 + 2/2) / 2
     assert overlap([], [], 10) == 0.0
+
+
+def test_top_overlap_is_the_one_measure_of_plain_id_lists() -> None:
+    # The service canary's answers are plain lists: the same share as the model rows'.
+    assert top_overlap([[1, 2, 3], [4, 5]], [[3, 9, 1], [5, 4]], 2) == pytest.approx(0.5)
+    assert top_overlap([[1, 2]], [[2, 1, 7]], 10) == 1.0  # a short row counts its own length
+    assert overlap([{"item_ids": [1, 2]}], [{"item_ids": [2, 3]}], 2) == top_overlap(
+        [[1, 2]], [[2, 3]], 2
+    )
 
 
 def test_score_psi_compares_the_canarys_scores_with_stables() -> None:
