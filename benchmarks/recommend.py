@@ -39,6 +39,13 @@ random users by their own keys (the in-process path above times the first ``--us
 of the same sequence, so the CLI/service ratio compares the same users in one run); then
 every user's top-k against what the user has already seen: the seen share, which must be 0.
 
+**Quality as served** (``benchmarks._recommend_quality``, after the timed parts so its
+training never shares the machine with them): the served SavedModel re-scored through
+its ``serving_default`` on its run's holdout (RecBole's protocol for ``random``) beside
+the registry's figures for that version, and the same training config on the temporal
+cut, each beside popularity and EASE on the same cut; the targets checked. The temporal
+run trains once into ``--workdir`` (default ``RECOPS_HOME/bench/recommend``).
+
 Results: ``benchmarks/results/recommend.json``, ``recommend.md``,
 ``recommend_compressed.png`` and ``recommend_path.png``. Server and load generator share
 the machine, so the figures hold for this machine only (``machine`` in the JSON).
@@ -72,6 +79,7 @@ from benchmarks._common import (
     write_atomic,
     write_json,
 )
+from benchmarks._recommend_quality import quality_markdown, quality_section, registered_figures
 from benchmarks._recommend_service import service_markdown, service_section, service_vs_cli
 
 BATCHES = (1, 16, 64)
@@ -508,7 +516,7 @@ def _save(fig: Any, plt: Any, path: Path) -> None:
 
 def markdown(report: dict[str, Any]) -> str:
     """Both tables: float vs compressed, and the recommend path per stage."""
-    lines = service_markdown(report.get("service"))
+    lines = service_markdown(report.get("service")) + quality_markdown(report.get("quality"))
     c = report.get("compressed_vs_float")
     if not c:
         lines += ["## float vs served compressed", "", "Not measured in this run "
@@ -586,6 +594,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="leave out the float vs compressed comparison")  # fmt: skip
     parser.add_argument("--skip-service", action="store_true",
                         help="leave out the recommendation service")  # fmt: skip
+    parser.add_argument("--skip-quality", action="store_true",
+                        help="leave out the quality as served (it trains once)")  # fmt: skip
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="the quality part's training folder")  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     parser.add_argument(
         "--replot", action="store_true", help="redraw the PNGs and table from recommend.json"
@@ -643,12 +655,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if ours:
             stop_background(settings)
+    quality = None
+    if args.skip_quality:
+        print("quality as served: skipped (--skip-quality)", flush=True)
+    else:
+        print("quality as served (serving_default, known history, same-cut baselines):",
+              flush=True)  # fmt: skip
+        workdir = args.workdir or settings.home / "bench" / "recommend"
+        registered = registered_figures(settings, int(models["version"]))
+        quality = quality_section(
+            models, workdir, history_max=settings.history_max, registered=registered
+        )
     report = {
         "benchmark": "recommend",
         "home": str(settings.home),
         "compressed_vs_float": compressed,
         "recommend_path": path_part,
         "service": service_part,
+        "quality": quality,
         "machine": machine(),
         "wall_s": round(time.time() - started, 1),
     }

@@ -1,0 +1,247 @@
+"""The quality part of ``benchmarks.recommend``: issue #17's figures, scored as served.
+
+Two holdouts, both replayed through a retrieval SavedModel's ``serving_default`` with
+each user's known history (``recops.served_eval``), beside popularity (a trailing window)
+and EASE on the same cut:
+
+- **the served model** (RecBole's protocol when the nightly trained on ``random``): the
+  SavedModel the model server holds behind ``stable``, re-scored now on the holdout of
+  the run that trained it (its ``result.json``). The figures the registry holds for that
+  version (``recops.metric.*`` tags, from the nightly's evaluate) stand beside them: the
+  two must agree, or what is served is not what was measured.
+- **the temporal cut**: the served run's own training config (same data, knobs and
+  history length), with only the protocol set to ``temporal``, trained into ``--workdir``
+  (reused by a re-run) and replayed the same way: the history before each user's cut,
+  the user's later events the truth.
+
+The targets (issue #17) are checked here: the seen share is 0, the temporal figures are
+at least popularity's and EASE's, and the served model's Recall@10 / NDCG@10 stay at or
+above the bar (the goal is printed beside).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+#: Issue #17: the served model's RecBole-protocol figures must stay at or above the bar.
+BAR = {"recall_at_10": 0.265, "ndcg_at_10": 0.307}
+#: ...and the goal, EASE's measured figures beaten.
+GOAL = {"recall_at_10": 0.28, "ndcg_at_10": 0.34}
+METRICS = ("recall_at_10", "ndcg_at_10")
+
+
+def _train_dir(model_dir: Path) -> Path:
+    """The training run's folder (``config.json``, ``result.json``) above a SavedModel."""
+    for folder in (model_dir, *model_dir.parents):
+        if (folder / "config.json").is_file() and (folder / "result.json").is_file():
+            return folder
+    raise FileNotFoundError(f"no training run (config.json, result.json) above {model_dir}")
+
+
+def _scored(config: Any) -> dict[str, Any]:
+    """``evaluate_served`` as rows: the model's and each baseline's Recall / NDCG@10."""
+    from recops.served_eval import evaluate_served
+
+    started = time.perf_counter()
+    got = evaluate_served(config)
+    rows = [
+        {
+            "model": "two-tower (serving_default)",
+            "recall_at_10": round(got.recall_at_k, 4),
+            "ndcg_at_10": round(got.ndcg_at_k, 4),
+            "n_users": got.n_users,
+        }
+    ]
+    for name, figures in got.baselines.items():
+        if "skipped" in figures:
+            rows.append({"model": f"{name} (same cut)", "skipped": figures["skipped"]})
+            continue
+        rows.append({
+            "model": f"{name} (same cut)",
+            "recall_at_10": round(float(figures["recall_at_k"]), 4),
+            "ndcg_at_10": round(float(figures["ndcg_at_k"]), 4),
+            "n_users": int(figures["n_users"]),
+        })  # fmt: skip
+    return {
+        "rows": rows,
+        "seen_share": got.seen_share,
+        "history_input": got.history_input,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _beats_baselines(part: dict[str, Any]) -> dict[str, bool]:
+    """Per metric: the model's figure is at least every scored baseline's."""
+    model, *baselines = part["rows"]
+    return {
+        metric: all(model[metric] >= row[metric] for row in baselines if metric in row)
+        for metric in METRICS
+    }
+
+
+def registered_figures(settings: Any, version: int) -> dict[str, float]:
+    """The figures the registry holds for ``version`` (its ``recops.metric.*`` tags)."""
+    from recops.registry import mlflow_client
+    from recops.registry_tags import METRIC_TAG_PREFIX
+
+    tags = mlflow_client(settings).get_model_version(settings.model_name, str(version)).tags
+    return {
+        key[len(METRIC_TAG_PREFIX) :]: float(value)
+        for key, value in tags.items()
+        if key.startswith(METRIC_TAG_PREFIX)
+    }
+
+
+def quality_section(
+    models: dict[str, Any],
+    workdir: Path,
+    *,
+    history_max: int,
+    registered: dict[str, float],
+) -> dict[str, Any]:
+    """Score the served model on its run's holdout and its config on the temporal cut.
+
+    Args:
+        models: ``find_models``' answer: the served version and its SavedModel folders.
+        workdir: Where the temporal run trains, in a folder named after the served run's
+            (kept, and reused by a re-run on the same state).
+        history_max: The online history's cap (``Settings.history_max``).
+        registered: ``registered_figures`` of the served version.
+
+    Returns:
+        The JSON-able section: both parts' rows, the registry's figures, the checks.
+    """
+    from recops.served_eval import ServedEvalConfig
+    from recops.training import TrainConfig, train
+
+    train_dir = _train_dir(Path(models["float_dir"]))
+    config = TrainConfig.from_dict(json.loads((train_dir / "config.json").read_text()))
+    result = json.loads((train_dir / "result.json").read_text())
+
+    def served_config(model_dir: str, split_uri: str) -> ServedEvalConfig:
+        return ServedEvalConfig(
+            model_dir=model_dir,
+            split_uri=split_uri,
+            users_uri=config.users_uri,
+            training_set_uri=config.training_set_uri,
+            spec_uri=config.spec_uri,
+            history_max=history_max,
+        )
+
+    print(f"  served v{models['version']} ({config.protocol} holdout), as served:", flush=True)
+    served = _scored(served_config(str(models["served_dir"]), result["split_uri"]))
+    served["protocol"] = config.protocol
+    served["version"] = models["version"]
+    served["registered"] = {
+        "recall_at_10": registered.get("served.recall_at_10"),
+        "ndcg_at_10": registered.get("served.ndcg_at_10"),
+        "offline_recall_at_10": registered.get("recall_at_10"),
+        "offline_ndcg_at_10": registered.get("ndcg_at_10"),
+    }
+    model = served["rows"][0]
+    served["checks"] = {
+        "seen_share_zero": served["seen_share"] == 0.0,
+        **{f"{m}_at_or_above_bar": model[m] >= BAR[m] for m in METRICS},
+        **{f"{m}_at_or_above_goal": model[m] >= GOAL[m] for m in METRICS},
+    }
+
+    print("  the served run's config on the temporal cut (trains once):", flush=True)
+    temporal_config = TrainConfig.from_dict(
+        {
+            **config.to_dict(),
+            "protocol": "temporal",
+            "output_dir": str(workdir / f"temporal-{train_dir.name}"),
+        }
+    )
+    started = time.perf_counter()
+    trained = train(temporal_config)
+    temporal = _scored(served_config(trained.model_dir, trained.split_uri))
+    temporal["train_seconds"] = round(time.perf_counter() - started - temporal["seconds"], 1)
+    temporal["checks"] = {
+        "seen_share_zero": temporal["seen_share"] == 0.0,
+        **{f"{m}_at_least_baselines": ok for m, ok in _beats_baselines(temporal).items()},
+    }
+    for name, part in (("served", served), ("temporal", temporal)):
+        for row in part["rows"]:
+            figures = (
+                f"{row['recall_at_10']:.4f} / {row['ndcg_at_10']:.4f}"
+                if "recall_at_10" in row
+                else f"skipped ({row['skipped']})"
+            )
+            print(f"    {name}: {row['model']}: Recall@10 / NDCG@10 {figures}", flush=True)
+        print(f"    {name}: seen share {part['seen_share']}", flush=True)
+    return {
+        "served": served,
+        "temporal": temporal,
+        "bar": BAR,
+        "goal": GOAL,
+        "history_max": history_max,
+    }
+
+
+def _cells(row: dict[str, Any]) -> str:
+    if "recall_at_10" not in row:
+        return f"| {row['model']} | skipped: {row['skipped']} | | |"
+    return f"| {row['model']} | {row['recall_at_10']:.4f} | {row['ndcg_at_10']:.4f} | " \
+           f"{row['n_users']} |"  # fmt: skip
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "**not met**"
+
+
+def quality_markdown(section: dict[str, Any] | None) -> list[str]:
+    """The two holdouts' tables and the targets, as Markdown lines."""
+    if not section:
+        return ["## Quality as served", "", "Not measured in this run (`--skip-quality`).", ""]
+    served, temporal = section["served"], section["temporal"]
+    reg = served["registered"]
+    model = served["rows"][0]
+    lines = [
+        "## Quality as served",
+        "",
+        f"Each list is what the retrieval SavedModel's `serving_default` returns, given the "
+        f"user's profile and known history (at most {section['history_max']} items, the "
+        "online history's cap), with no masking by the evaluator.",
+        "",
+        f"### The served model: v{served['version']} behind `stable`, on its run's "
+        f"{served['protocol']} holdout",
+        "",
+        "| model | Recall@10 | NDCG@10 | users |",
+        "| --- | --- | --- | --- |",
+        *(_cells(row) for row in served["rows"]),
+        "",
+        f"Seen share: {served['seen_share']} ({_mark(served['checks']['seen_share_zero'])}: 0). "
+        f"The registry's figures for this version (the nightly's evaluate): as served "
+        f"{_fmt(reg['recall_at_10'])} / {_fmt(reg['ndcg_at_10'])}, offline proxy "
+        f"{_fmt(reg['offline_recall_at_10'])} / {_fmt(reg['offline_ndcg_at_10'])}.",
+        "",
+        f"Bar {section['bar']['recall_at_10']} / {section['bar']['ndcg_at_10']}: Recall "
+        f"{_mark(served['checks']['recall_at_10_at_or_above_bar'])}, NDCG "
+        f"{_mark(served['checks']['ndcg_at_10_at_or_above_bar'])}. Goal "
+        f"{section['goal']['recall_at_10']} / {section['goal']['ndcg_at_10']}: Recall "
+        f"{_mark(served['checks']['recall_at_10_at_or_above_goal'])}, NDCG "
+        f"{_mark(served['checks']['ndcg_at_10_at_or_above_goal'])} "
+        f"({model['recall_at_10']:.4f} / {model['ndcg_at_10']:.4f}).",
+        "",
+        "### The same config on the temporal cut (history before the cut, later events the truth)",
+        "",
+        "| model | Recall@10 | NDCG@10 | users |",
+        "| --- | --- | --- | --- |",
+        *(_cells(row) for row in temporal["rows"]),
+        "",
+        f"Seen share: {temporal['seen_share']} "
+        f"({_mark(temporal['checks']['seen_share_zero'])}: 0). At least popularity and EASE: "
+        f"Recall {_mark(temporal['checks']['recall_at_10_at_least_baselines'])}, NDCG "
+        f"{_mark(temporal['checks']['ndcg_at_10_at_least_baselines'])}. "
+        f"Trained in {temporal['train_seconds']} s.",
+        "",
+    ]
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
