@@ -133,7 +133,7 @@ def quality_section(
 
     print(f"  served v{models['version']} ({config.protocol} holdout), as served:", flush=True)
     served = _scored(served_config(str(models["served_dir"]), result["split_uri"]))
-    served["protocol"] = config.protocol
+    served["protocol"] = result["protocol"]
     served["version"] = models["version"]
     served["registered"] = {
         "recall_at_10": registered.get("served.recall_at_10"),

@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from recops.config import SPLIT_SEED
 from recops.errors import DataError
 from recops.params import HISTORY_MAX
 
@@ -265,7 +266,7 @@ class RandomSplit(_Spec):
     train: float = Field(default=0.8, gt=0, lt=1)
     valid: float = Field(default=0.1, gt=0, lt=1)
     test: float = Field(default=0.1, gt=0, lt=1)
-    seed: int = 2020
+    seed: int = SPLIT_SEED
 
     @model_validator(mode="after")
     def _sums_to_one(self) -> RandomSplit:
@@ -288,6 +289,32 @@ class EvaluationSpec(_Spec):
         if len(set(protocols)) != len(protocols):
             raise ValueError("a protocol is named twice")
         return protocols
+
+    @model_validator(mode="after")
+    def _cut_leaves_train(self) -> EvaluationSpec:
+        if self.temporal_cut <= self.random_split.valid:
+            raise ValueError(
+                f"temporal_cut ({self.temporal_cut:g}) must be above random_split.valid "
+                f"({self.random_split.valid:g}): the temporal split's valid share comes out "
+                "of the events before the cut, and train needs the rest"
+            )
+        return self
+
+    def shares(self, protocol: str) -> tuple[float, float, float]:
+        """Each user's train, valid and test shares under ``protocol``.
+
+        ``random``: ``random_split``'s. ``temporal``: the events after ``temporal_cut``
+        (in each user's own time order) are test, the ``random_split.valid`` share before
+        them valid, and the rest train. Rounded to 9 digits, so ``1 - 0.9`` counts a tenth
+        of ten rows as one row (``split_counts`` truncates).
+        """
+        if protocol == "random":
+            split = self.random_split
+            raw = (split.train, split.valid, split.test)
+        else:
+            valid, test = self.random_split.valid, 1.0 - self.temporal_cut
+            raw = (1.0 - valid - test, valid, test)
+        return (round(raw[0], 9), round(raw[1], 9), round(raw[2], 9))
 
 
 class FilesSpec(_Spec):

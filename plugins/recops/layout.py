@@ -219,6 +219,22 @@ def history_length_of(value: int | None, spec_uri: str | Path) -> int:
     return int(load_spec(spec_uri).training.history_length or 0)
 
 
+def protocol_of(value: str | None, spec_uri: str | Path) -> str:
+    """A run's split protocol: its own ``value``, else its dataset spec's first protocol.
+
+    What a run's ``protocol`` Param (None when the run leaves it empty) means for the
+    dataset of ``spec_uri`` (its ``evaluation.protocols``, whose first is the default).
+
+    Raises:
+        DataError: If the spec is needed and its file is missing or invalid (named).
+    """
+    if value is not None:
+        return str(value)
+    from recops.dataset_spec import load_spec
+
+    return str(load_spec(spec_uri).evaluation.protocols[0])
+
+
 def active_layout(settings: Settings, dataset: str | None = None) -> Layout:
     """The published layout of ``dataset`` (default: the settings' dataset)."""
     return layout_from_spec(active_spec(settings, dataset))

@@ -213,10 +213,14 @@ NIGHTLY: tuple[Knob, ...] = (
     ),
     Knob(
         name="protocol",
-        default="random",
-        schema={"type": "string", "enum": ["random", "temporal"]},
+        default=None,
+        schema={"type": ["null", "string"], "enum": [None, "random", "temporal"]},
         title="Evaluation split",
-        description="random: RecBole's per-user 80/10/10; temporal: train before a time cut.",
+        description=(
+            "random: RecBole's per-user random split; temporal: each user's newest events "
+            "are the holdout. Shares and seed come from the dataset spec's evaluation "
+            "block. Empty (the default): the spec's first evaluation protocol."
+        ),
         feeds=(("train", "protocol"), ("rank", "protocol")),
     ),
     Knob(

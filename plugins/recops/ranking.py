@@ -40,7 +40,7 @@ from recops_models.tf_env import tensorflow, use_legacy_keras
 from recops_models.vocab import OOV_INDEX, lookup_index
 
 from recops.errors import DataError, ParamError
-from recops.layout import history_length_of
+from recops.layout import history_length_of, protocol_of
 from recops.params import stage_default
 from recops.records import Record
 from recops.splits import preceding_histories, read_split
@@ -114,7 +114,8 @@ class RankerConfig(Record):
         protocol: The split's protocol, which sets each row's history as retrieval's
             training does: the user's train items before the row's event (``temporal``)
             or the user's newest other train items (``random``); a negative takes its
-            positive's.
+            positive's. None: the dataset spec's first ``evaluation.protocols``, as
+            training resolves it.
     """
 
     training_set_uri: str
@@ -144,7 +145,7 @@ class RankerConfig(Record):
     replicas: int = stage_default("rank", "replicas")
     seed: int = stage_default("rank", "seed")
     history_length: int | None = stage_default("rank", "history_length")
-    protocol: str = stage_default("rank", "protocol")
+    protocol: str | None = stage_default("rank", "protocol")
 
     def __post_init__(self) -> None:
         if not self.spec_uri:
@@ -155,7 +156,7 @@ class RankerConfig(Record):
         for name in ("cross_layers", "negatives", "history_length"):
             if (getattr(self, name) or 0) < 0:
                 raise ParamError(f"RankerConfig.{name}={getattr(self, name)!r} must be >= 0")
-        if self.protocol not in ("random", "temporal"):
+        if self.protocol not in (None, "random", "temporal"):
             raise ParamError(
                 f"RankerConfig.protocol={self.protocol!r} must be 'random' or 'temporal'"
             )
@@ -495,7 +496,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
             rows["event_timestamp"].to_numpy(),
             length=history_length,
             eligible=(rows["split"] == "train").to_numpy(),
-            before_only=config.protocol != "random",
+            before_only=protocol_of(config.protocol, config.spec_uri) != "random",
         )
         rows[_HISTORY_ROW] = np.arange(len(rows))
     train = rows[rows["split"] == "train"].reset_index(drop=True)

@@ -55,23 +55,29 @@ def split_counts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> lis
 
 
 def split_interactions(
-    user_id: np.ndarray, item_id: np.ndarray, seed: int = SPLIT_SEED
+    user_id: np.ndarray,
+    item_id: np.ndarray,
+    seed: int = SPLIT_SEED,
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> pd.DataFrame:
     """Split each user's interactions at random into train/valid/test, as RecBole does.
 
     The rows are shuffled with ``seed``; then each user's rows, in shuffled order, are cut
-    into ``n - 2·int(0.1n)`` train, ``int(0.1n)`` valid and ``int(0.1n)`` test, with
-    RecBole's rule for small users (a part whose share is in (0, 1) gets one row while
-    train keeps more than one).
+    by ``split_counts`` (at the default shares ``n - 2·int(0.1n)`` train, ``int(0.1n)``
+    valid and ``int(0.1n)`` test), with RecBole's rule for small users (a part whose share
+    is in (0, 1) gets one row while train keeps more than one).
 
     Args:
         user_id: User of each interaction.
         item_id: Item of each interaction.
         seed: Shuffle seed (``SPLIT_SEED`` for the RecBole protocol).
+        ratios: Shares of train, valid and test (a dataset spec's ``random_split``).
 
     Returns:
         A frame ``user_id, item_id, split`` in the input row order.
     """
+    if len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0):
+        raise ParamError(f"split_interactions: ratios={ratios!r} must be 3 shares summing to 1")
     user_id = np.asarray(user_id, dtype=np.int64)
     n = user_id.size
     order = np.random.default_rng(seed).permutation(n)
@@ -79,7 +85,7 @@ def split_interactions(
     _, starts, counts = np.unique(user_id[order], return_index=True, return_counts=True)
     labels = np.empty(n, dtype=object)
     for start, count in zip(starts.tolist(), counts.tolist(), strict=True):
-        n_train, n_valid, _ = split_counts(count)
+        n_train, n_valid, _ = split_counts(count, tuple(ratios))
         rows = order[start : start + count]
         labels[rows[:n_train]] = "train"
         labels[rows[n_train : n_train + n_valid]] = "valid"

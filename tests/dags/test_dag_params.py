@@ -69,9 +69,11 @@ def _bad_values(dag_id: str, name: str, schema: dict[str, Any]) -> Iterator[tupl
         yield "10MB", HUGE
         yield "int", 5
         yield "list", ["x"]
-        yield "null", None
+        if "null" not in types:
+            yield "null", None
         if "enum" in schema:
-            yield "unknown-enum", schema["enum"][0].upper() + "_x"
+            first = next(v for v in schema["enum"] if isinstance(v, str))
+            yield "unknown-enum", first.upper() + "_x"
         if "pattern" in schema and (dag_id, name) not in FREE_TEXT:
             yield "trailing-newline", "champion\n"
     elif "array" in types:

@@ -143,6 +143,10 @@ def _edit_history(raw: dict[str, Any]) -> None:
     raw["training"] = {"history_length": 500}
 
 
+def _edit_cut(raw: dict[str, Any]) -> None:
+    raw["evaluation"]["temporal_cut"] = 0.1
+
+
 def _edit_training_key(raw: dict[str, Any]) -> None:
     raw["training"] = {"epochs": 3}
 
@@ -162,6 +166,7 @@ BAD_SPECS = [
     (_edit_value_range, "events.value.range", "a range is [low, high]"),
     (_edit_separator, "items.attributes[1].separator", "needs a separator"),
     (_edit_split, "evaluation.random_split", "must be 1, got 0.7"),
+    (_edit_cut, "evaluation", "temporal_cut (0.1) must be above random_split.valid (0.1)"),
     (_edit_severity, "users.attributes[0].allowed.severity", "'fail' or 'warn'"),
 ]
 
@@ -214,3 +219,18 @@ def test_importing_the_module_loads_neither_pandas_nor_yaml() -> None:
     code = "import sys, recops.dataset_spec; print('pandas' in sys.modules, 'yaml' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_each_protocols_shares_come_from_the_evaluation_block() -> None:
+    from recops.dataset_spec import EvaluationSpec, RandomSplit
+
+    default = EvaluationSpec()
+    # RecBole's 80/10/10 both ways; 1 - 0.9 is rounded, so a tenth of ten rows is a row.
+    assert default.shares("random") == default.shares("temporal") == (0.8, 0.1, 0.1)
+    custom = EvaluationSpec(
+        protocols=("temporal",),
+        random_split=RandomSplit(train=0.7, valid=0.15, test=0.15, seed=3),
+        temporal_cut=0.75,
+    )
+    assert custom.shares("random") == (0.7, 0.15, 0.15)
+    assert custom.shares("temporal") == (0.6, 0.15, 0.25)

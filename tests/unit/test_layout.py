@@ -19,6 +19,7 @@ from recops.layout import (
     history_length_of,
     known_datasets,
     layout_from_spec,
+    protocol_of,
     spec_path,
 )
 
@@ -97,3 +98,12 @@ def test_a_runs_history_length_is_its_own_else_its_specs_else_zero(tmp_path: Pat
     assert history_length_of(3, tmp_path / "missing.yaml") == 3
     with pytest.raises(DataError, match="missing.yaml"):
         history_length_of(None, tmp_path / "missing.yaml")
+
+
+def test_a_runs_protocol_is_its_own_else_its_specs_first(tmp_path: Path) -> None:
+    movielens, shop = SHIPPED_SPECS / "movielens-100k.yaml", SHIPPED_SPECS / "shop-synthetic.yaml"
+    assert protocol_of(None, movielens) == "random"  # evaluation.protocols: [random, temporal]
+    assert protocol_of(None, shop) == "temporal"  # [temporal, random]
+    assert protocol_of("random", shop) == "random"
+    with pytest.raises(DataError, match="missing.yaml"):
+        protocol_of(None, tmp_path / "missing.yaml")

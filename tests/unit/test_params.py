@@ -47,9 +47,14 @@ def test_stage_fields_take_the_run_values_with_the_schema_type() -> None:
         "replicas": 2,
         "seed": 7,
         "history_length": None,
-        "protocol": "random",
+        "protocol": None,
     }
-    assert train["history_length"] is None and train["protocol"] == "random"
+    # Both empty by default: the stages take the dataset spec's (recops.layout).
+    assert train["history_length"] is None and train["protocol"] is None
+    assert (
+        params.stage_fields("rank", params.merged_params({"protocol": "temporal"}))["protocol"]
+        == "temporal"
+    )
     chosen = params.merged_params({"history_length": 12.0})
     assert params.stage_fields("rank", chosen)["history_length"] == 12
     assert isinstance(params.stage_fields("train", chosen)["history_length"], int)

@@ -151,6 +151,7 @@ def test_second_call_returns_stored_result(setup: Setup) -> None:
 
 @pytest.mark.slow
 def test_weight_rmse_matches_result(setup: Setup) -> None:
+    from recops.layout import protocol_of
     from recops.splits import preceding_histories
 
     rows = pd.read_parquet(setup.ranking_set_uri).merge(pd.read_parquet(setup.split_uri))
@@ -161,7 +162,7 @@ def test_weight_rmse_matches_result(setup: Setup) -> None:
         rows["event_timestamp"].to_numpy(),
         length=setup.config.history_length,
         eligible=(rows["split"] == "train").to_numpy(),
-        before_only=setup.config.protocol != "random",
+        before_only=protocol_of(setup.config.protocol, setup.config.spec_uri) != "random",
     )
     is_test = (rows["split"] == "test").to_numpy()
     test = rows[is_test].reset_index(drop=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from recops.errors import DataError
+from recops.errors import DataError, ParamError
 from recops.splits import (
     preceding_histories,
     read_split,
@@ -169,3 +169,14 @@ def test_other_item_histories_hold_the_users_newest_other_items() -> None:
         others.sort(key=lambda j: (times[j], items[j]), reverse=True)
         want = [int(items[j]) for j in others[:4]]
         assert got[row].tolist() == want + [-1] * (4 - len(want)), row
+
+
+def test_the_random_split_takes_the_specs_shares() -> None:
+    users = np.repeat(np.arange(3), 20)
+    items = np.arange(users.size)
+    split = split_interactions(users, items, seed=1, ratios=(0.6, 0.2, 0.2))
+    counts = split.groupby("user_id")["split"].value_counts().unstack()
+    assert (counts["train"] == 12).all() and (counts["valid"] == 4).all()
+    assert (counts["test"] == 4).all()
+    with pytest.raises(ParamError, match="ratios"):
+        split_interactions(users, items, ratios=(0.6, 0.2, 0.3))

@@ -70,6 +70,7 @@ from recops.compression.records import (
 from recops.compression.tflite import build_tflite
 from recops.errors import ParamError
 from recops.io import SUCCESS_MARKER, atomic_write_text
+from recops.layout import protocol_of
 from recops.params import VARIANTS
 from recops.training import (
     CONFIG_FILE,
@@ -169,7 +170,7 @@ def compress_variant(config: VariantConfig) -> VariantResult:
             logq=logq,
             layout=layout,
             staging=staging,
-            protocol=str(train_config.get("protocol", "random")),
+            protocol=protocol_of(train_config.get("protocol"), str(train_config["spec_uri"])),
         )
         built = build(ctx)
         result = _measure_built(

@@ -58,8 +58,10 @@ class TrainConfig(Record):
         early_stopping_patience: Stop after this many epochs without a better valid
             NDCG@10 and keep the best epoch's weights; 0 disables early stopping (and
             the per-epoch validation).
-        protocol: ``"random"`` (RecBole's per-user random 80/10/10, seed ``SPLIT_SEED``)
-            or ``"temporal"`` (``recops.splits.temporal_split``, 80/10/10 by time).
+        protocol: ``"random"`` (RecBole's per-user random split) or ``"temporal"``
+            (``recops.splits.temporal_split``, each user's events by time), with the
+            shares and seed of the spec's ``evaluation`` block; None: the spec's first
+            ``evaluation.protocols``, read when training starts.
         backup_every_steps: Back up every this many steps instead of every epoch (for
             long epochs); None backs up at each epoch end.
         mixed_precision: Train under ``mixed_float16`` when GPUs are used (never on
@@ -89,7 +91,7 @@ class TrainConfig(Record):
     seed: int = stage_default("train", "seed")
     max_rows: int | None = None
     early_stopping_patience: int = stage_default("train", "early_stopping_patience")
-    protocol: str = stage_default("train", "protocol")
+    protocol: str | None = stage_default("train", "protocol")
     backup_every_steps: int | None = None
     mixed_precision: bool = True
     cross_replica_negatives: bool = True
@@ -114,7 +116,7 @@ class TrainConfig(Record):
             raise ParamError(
                 f"TrainConfig.early_stopping_patience={self.early_stopping_patience!r} must be >= 0"
             )
-        if self.protocol not in PROTOCOLS:
+        if self.protocol is not None and self.protocol not in PROTOCOLS:
             raise ParamError(f"TrainConfig.protocol={self.protocol!r} must be one of {PROTOCOLS}")
 
     def layout(self) -> Layout:

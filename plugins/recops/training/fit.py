@@ -45,8 +45,9 @@ import pandas as pd
 from recops_models.tf_env import tensorflow, use_legacy_keras
 
 from recops.config import RETRIEVAL_K
+from recops.dataset_spec import EvaluationSpec, load_spec
 from recops.errors import ParamError, PermanentError
-from recops.layout import history_length_of
+from recops.layout import history_length_of, protocol_of
 from recops.splits import split_interactions, temporal_split, train_rows
 from recops.tables import read_items, read_training_set, read_users
 from recops.tracking_epochs import epoch_logger
@@ -82,20 +83,31 @@ class TrainingDivergedError(PermanentError, ValueError):
     """The training loss is not finite; a lower learning rate is the usual fix."""
 
 
-def split_frame(frame: pd.DataFrame, protocol: str) -> pd.DataFrame:
+def split_frame(
+    frame: pd.DataFrame, protocol: str, evaluation: EvaluationSpec | None = None
+) -> pd.DataFrame:
     """The ``user_id, item_id, split, event_type`` frame of ``frame`` under ``protocol``.
 
+    The shares (and the random split's seed) are the dataset spec's ``evaluation``
+    block's (``EvaluationSpec.shares``); without one, RecBole's 80/10/10 and seed.
     ``event_type`` travels with the split so evaluation can count only the spec's
     positive types as hits and mask only its seen types.
     """
+    evaluation = evaluation or EvaluationSpec()
+    ratios = evaluation.shares(protocol)
     if protocol == "random":
-        split = split_interactions(frame["user_id"].to_numpy(), frame["item_id"].to_numpy())
+        split = split_interactions(
+            frame["user_id"].to_numpy(),
+            frame["item_id"].to_numpy(),
+            seed=evaluation.random_split.seed,
+            ratios=ratios,
+        )
     else:
         split = temporal_split(
             frame["user_id"].to_numpy(),
             frame["item_id"].to_numpy(),
             frame["event_timestamp"].to_numpy(),
-            ratios=(0.8, 0.1, 0.1),
+            ratios=ratios,
         )[["user_id", "item_id", "split"]]
     types = frame[["user_id", "item_id", "event_type"]]
     return split.merge(types, on=["user_id", "item_id"], how="left", validate="one_to_one")
@@ -137,8 +149,9 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
     )
 
     layout = config.layout()
+    protocol = protocol_of(config.protocol, config.spec_uri)
     frame = read_training_set(config.training_set_uri, layout)
-    split = split_frame(frame, config.protocol)
+    split = split_frame(frame, protocol, load_spec(config.spec_uri).evaluation)
     if chief:
         split.to_parquet(staging / "split.parquet", index=False)
     rows = train_rows(frame, split)
@@ -172,7 +185,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         history_length=history_length_of(config.history_length, config.spec_uri),
     )
     logq = item_log_probabilities(rows["item_id"].to_numpy()) if config.logq_correction else None
-    features = training_inputs(spec, rows, logq, layout.seen_types, config.protocol)
+    features = training_inputs(spec, rows, logq, layout.seen_types, protocol)
     dataset = make_dataset(features, batch_size=config.batch_size, seed=config.seed)
     # float16 only pays off on GPUs; on CPU it is slower and less accurate.
     mixed = config.mixed_precision and bool(tf.config.list_logical_devices("GPU"))
@@ -279,7 +292,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         best_epoch=best_epoch,
         valid_ndcg_at_10=[float(v) for v in scores],
         stopped_early=bool(stopped),
-        protocol=config.protocol,
+        protocol=protocol,
         mixed_precision=mixed,
         loss_history=[float(v) for v in losses] if resume_stopped is None else [],
     )

@@ -240,6 +240,37 @@ def test_temporal_protocol_splits_by_time(data: TinyData, tmp_path: Path) -> Non
     assert len(common) and (last_train[common] <= first_test[common]).all()
 
 
+def test_the_specs_evaluation_block_chooses_the_protocol_and_its_shares(
+    data: TinyData, tmp_path: Path
+) -> None:
+    import yaml
+
+    raw = yaml.safe_load(Path(data.spec_uri).read_text())
+    raw["evaluation"] = {
+        "protocols": ["temporal", "random"],
+        "random_split": {"train": 0.6, "valid": 0.2, "test": 0.2, "seed": 5},
+        "temporal_cut": 0.7,
+    }
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    # The protocol left empty (the Param's default): the spec's first, with its shares.
+    result = train(_config(data, tmp_path / "run", epochs=1, replicas=1, spec_uri=str(spec)))
+    assert result.protocol == "temporal"
+    split = pd.read_parquet(result.split_uri)
+    shares = split["split"].value_counts(normalize=True)
+    # Per user 50/20/30 by time (valid 0.2 before the cut at 0.7), give or take rounding.
+    assert shares["test"] == pytest.approx(0.3, abs=0.05)
+    assert shares["valid"] == pytest.approx(0.2, abs=0.05)
+    # A run's own protocol wins, and the random split takes the spec's shares and seed.
+    chosen = train(
+        _config(data, tmp_path / "random", epochs=1, replicas=1, spec_uri=str(spec),
+                protocol="random")
+    )  # fmt: skip
+    assert chosen.protocol == "random"
+    random_shares = pd.read_parquet(chosen.split_uri)["split"].value_counts(normalize=True)
+    assert random_shares["test"] == pytest.approx(0.2, abs=0.05)
+
+
 def test_a_history_model_trains_and_serves_the_history(data: TinyData, tmp_path: Path) -> None:
     import tensorflow as tf
     from recops_models.two_tower import HISTORY_INPUT, HISTORY_PAD, TwoTowerSpec
