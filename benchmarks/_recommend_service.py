@@ -122,7 +122,8 @@ def published_seen_keys(settings: Any) -> dict[str, set[str]]:
 
 
 def _stage_histograms(text: str) -> dict[str, dict[str, Any]]:
-    """Per stage (and the recommendations route): sum, count and cumulative buckets."""
+    """Per stage (and the recommendations route): sum, count and cumulative buckets of
+    the ``stable`` variant, what users get (a roll-out's canary requests are left out)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     out: dict[str, dict[str, Any]] = {}
@@ -132,6 +133,8 @@ def _stage_histograms(text: str) -> dict[str, dict[str, Any]]:
         if label is None:
             continue
         for sample in family.samples:
+            if sample.labels.get("variant", "stable") != "stable":
+                continue
             name = sample.labels.get(label, "")
             if label == "route" and name != "/v1/recommendations":
                 continue

@@ -292,6 +292,18 @@ def test_a_rollout_and_a_rollback_under_load_fail_no_request(env: Env) -> None:
         assert through["errors"] == {"stable": 0, "canary": 0}
         assert through["users"] == 20 and 0.0 <= through["top10_overlap"] <= 1.0
         assert through["score_psi"] is not None
+        # The probe's canary requests are counted as canary: stable's series stay users'.
+        families = {
+            f.name: f for f in text_string_to_metric_families(env.http.get("/metrics").text)
+        }
+        canary = [
+            s.value
+            for s in families["recops_service_requests"].samples
+            if s.name.endswith("_total")
+            and s.labels["variant"] == "canary"
+            and s.labels["route"] == "/v1/recommendations"
+        ]
+        assert sum(canary) >= 20, canary
         assert serves(2), "the service never picked up the new stable version"
         back = rollback(
             RollbackConfig(model_name=settings.model_name, to_version=1, smoke_instances=smoke),

@@ -15,12 +15,14 @@ def test_stage_summary_reads_what_the_service_histograms_saw_between_scrapes() -
     from benchmarks._recommend_service import stage_summary
 
     metrics = ServiceMetrics()
-    metrics.stage_latency.labels(stage="retrieval").observe(0.1)  # before: not counted
+    metrics.stage_latency.labels(stage="retrieval", variant="stable").observe(0.1)  # before
     before = metrics.render().decode()
     for seconds in (0.0008, 0.0009, 0.004):
-        metrics.stage_latency.labels(stage="retrieval").observe(seconds)
-    metrics.latency.labels(route="/v1/recommendations").observe(0.006)
-    metrics.latency.labels(route="/metrics").observe(0.5)
+        metrics.stage_latency.labels(stage="retrieval", variant="stable").observe(seconds)
+    metrics.stage_latency.labels(stage="retrieval", variant="canary").observe(0.2)  # not users'
+    metrics.latency.labels(route="/v1/recommendations", variant="stable").observe(0.006)
+    metrics.latency.labels(route="/v1/recommendations", variant="canary").observe(0.3)
+    metrics.latency.labels(route="/metrics", variant="").observe(0.5)
     summary = stage_summary(before, metrics.render().decode())
     assert summary["retrieval"]["n"] == 3
     assert summary["retrieval"]["mean_ms"] == pytest.approx((0.8 + 0.9 + 4.0) / 3, abs=1e-3)

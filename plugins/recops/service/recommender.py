@@ -23,7 +23,7 @@ import numpy as np
 from recops_models.contract import HISTORY_INPUT
 
 from recops.errors import UnavailableError
-from recops.service.metrics import STAGES
+from recops.service.metrics import STAGES, VARIANTS
 from recops.service.state import HISTORY_FIELDS, HISTORY_VIEW, versions_of
 from recops.serving.recommend import (
     fill_popular,
@@ -124,24 +124,29 @@ class Recommender:
         self.timeout_s = timeout_s
         # The labelled series a request observes, looked up once: ``labels()`` takes a
         # lock and builds a key on every call, twenty-odd times a request otherwise.
-        self._stages = {name: metrics.stage_latency.labels(stage=name) for name in STAGES}
-        self._scores: dict[str, Any] = {}
+        self._stages = {
+            (name, variant): metrics.stage_latency.labels(stage=name, variant=variant)
+            for name in STAGES
+            for variant in VARIANTS
+        }
+        self._scores: dict[tuple[str, str], Any] = {}
 
-    def _timed(self, stage: str, fn: Callable[[], T]) -> T:
+    def _timed(self, stage: str, fn: Callable[[], T], variant: str = "stable") -> T:
         begin = time.perf_counter()
         try:
             return fn()
         finally:
-            self._stages[stage].observe(time.perf_counter() - begin)
+            self._stages[stage, variant].observe(time.perf_counter() - begin)
 
-    def _score_series(self, source: str) -> Any:
-        series = self._scores.get(source)
+    def _score_series(self, source: str, variant: str) -> Any:
+        series = self._scores.get((source, variant))
         if series is None:
-            series = self._scores[source] = self.metrics.scores.labels(source=source)
+            labelled = self.metrics.scores.labels(source=source, variant=variant)
+            series = self._scores[source, variant] = labelled
         return series
 
     # -- the online store ---------------------------------------------------------
-    def online_user(self, state: ServedState, user: int) -> OnlineUser:
+    def online_user(self, state: ServedState, user: int, variant: str = "stable") -> OnlineUser:
         """The user's profile, context features and history from the online store.
 
         One ``online_read`` of the provider per view (a single indexed SELECT each on
@@ -151,7 +156,7 @@ class Recommender:
         """
         if state.store is None or not state.views:
             return OnlineUser(None, {}, list(state.published_seen.get(user, [])))
-        rows = self._timed("features", lambda: _online_rows(state, user))
+        rows = self._timed("features", lambda: _online_rows(state, user), variant)
         profile_names = [r.split(":", 1)[1] for r in state.profile_refs]
         profile_row = rows.get("user_profile")
         profile = (
@@ -165,7 +170,9 @@ class Recommender:
             name = ref.split(":", 1)[1]
             context[name] = float(_python(activity.get(name)) or 0.0)
         if state.history_online:
-            seen = self._timed("history", lambda: _seen(state, rows.get(HISTORY_VIEW) or {}))
+            seen = self._timed(
+                "history", lambda: _seen(state, rows.get(HISTORY_VIEW) or {}), variant
+            )
         else:
             seen = list(state.published_seen.get(user, []))
         return OnlineUser(profile, context, seen)
@@ -185,19 +192,19 @@ class Recommender:
         """
         state = self.cache.current()
         models = state.variant(variant)
-        user = self._timed("key", lambda: self.cache.user_id(key))
-        online = self.online_user(state, user) if user is not None else None
+        user = self._timed("key", lambda: self.cache.user_id(key), variant)
+        online = self.online_user(state, user, variant) if user is not None else None
         seen = set(online.seen) if online else set()
         picked: list[_Pick] = []
         # A user with a profile or a history gets the model; one with neither, popularity.
         if online is not None and models[0] is not None and (online.profile or online.seen):
-            picked = self._model_path(state, models, user or 0, online, seen, k)[:k]
+            picked = self._model_path(state, models, user or 0, online, seen, k, variant)[:k]
         if len(picked) < k:
             popular = ((i, state.popularity.get(i, 0.0)) for i in state.popular)
             picked = fill_popular(picked, popular, seen, state.items, k)
-        items = self._timed("attributes", lambda: self._described(state, picked))
+        items = self._timed("attributes", lambda: self._described(state, picked), variant)
         for item in items:
-            self._score_series(item["source"]).observe(item["score"])
+            self._score_series(item["source"], variant).observe(item["score"])
         popularity = self.metrics.candidate_popularity
         for item_id, *_ in picked:
             popularity.observe(state.popularity.get(item_id, 0.0))
@@ -212,6 +219,7 @@ class Recommender:
         online: OnlineUser,
         seen: set[int],
         k: int,
+        variant: str = "stable",
     ) -> list[_Pick]:
         """Retrieval, then the ranker, for a user with a profile or a history.
 
@@ -235,6 +243,7 @@ class Recommender:
                     label=retrieval.label,
                     timeout_s=self.timeout_s,
                 ),
+                variant,
             )
         except ServingError as exc:
             self.metrics.errors.labels(kind="retrieval").inc()
@@ -256,6 +265,7 @@ class Recommender:
                         label=ranking.label,
                         timeout_s=self.timeout_s,
                     ),
+                    variant,
                 )
                 ranker = dict(
                     zip(scored, (float(s) for s in ranked["scores"][0].tolist()), strict=True)
