@@ -31,8 +31,10 @@ is two-tower / popularity per dataset. Those are offline proxies (the evaluator 
 items). Beside them, the **as served** table replays the same holdout through the
 exported ``serving_default`` with each user's known seen items, as the recommendation
 service calls it (``recops.served_eval``), with popularity over the last 14 days and EASE
-on the same cut, and the share of already-seen items served. ``--protocol temporal``
-makes that the temporal replay. Trained runs and data are kept under
+on the same cut, and the share of already-seen items served. Each dataset is split with
+its spec's first evaluation protocol (as a nightly run with an empty ``protocol`` Param:
+random for ml-100k, temporal for shop-synthetic); ``--protocol random|temporal`` makes it
+that one for both. Trained runs and data are kept under
 ``--workdir`` and reused by a re-run with the same settings. Results go to
 ``benchmarks/results/datasets.json`` and ``datasets.md``.
 """
@@ -186,18 +188,15 @@ def run_dataset(
 ) -> dict[str, Any]:
     """Train the two-tower model on one dataset and score it and the baselines on its split."""
     from recops.evaluation import EvalConfig, evaluate, evaluate_scores, event_types_of
-    from recops.layout import history_length_of
+    from recops.layout import history_length_of, protocol_of
     from recops.served_eval import ServedEvalConfig, evaluate_served
     from recops.splits import read_typed_split
     from recops.training import TrainConfig, train
     from recops_models.ease import fit_ease
 
     positives, seen = event_types_of(uris["spec_uri"])
-    protocol = args.protocol
-    if protocol == "spec":
-        from recops.dataset_spec import load_spec
-
-        protocol = load_spec(uris["spec_uri"]).evaluation.protocols[0]
+    # Left out: the spec's first protocol, as a nightly run with an empty Param splits.
+    protocol = protocol_of(args.protocol, uris["spec_uri"])
     epochs = args.epochs if args.epochs is not None else _train_default("epochs")
     started = time.perf_counter()
     config = TrainConfig(
@@ -373,7 +372,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "settings": {
             "two_tower_epochs": epochs,
             "two_tower": "TrainConfig defaults otherwise",
-            "protocol": args.protocol,
+            "protocol": args.protocol or "each spec's first",
             "ease_l2": args.ease_l2,
             "shop": shop_args,
         },
@@ -468,9 +467,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument(
         "--protocol",
-        choices=[*PROTOCOLS, "spec"],
+        choices=list(PROTOCOLS),
         default=None,
-        help="split protocol (default: TrainConfig's; spec: each spec's first)",
+        help="split protocol (default: each dataset spec's first, as the nightly's)",
     )
     parser.add_argument("--ease-l2", type=float, default=400.0, help="EASE ridge strength λ")
     parser.add_argument("--shop-users", type=int, default=2000, help="shop customers")
@@ -501,8 +500,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be >= 1")
     if args.shop_rows is not None and args.shop_rows < 1:
         parser.error("--shop-rows must be >= 1")
-    if args.protocol is None:
-        args.protocol = _train_default("protocol")
     if args.workdir is None:
         from recops.config import Settings
 
