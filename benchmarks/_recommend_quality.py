@@ -131,7 +131,7 @@ def quality_section(
             history_max=history_max,
         )
 
-    print(f"  served v{models['version']} ({config.protocol} holdout), as served:", flush=True)
+    print(f"  served v{models['version']} ({result['protocol']} holdout), as served:", flush=True)
     served = _scored(served_config(str(models["served_dir"]), result["split_uri"]))
     served["protocol"] = result["protocol"]
     served["version"] = models["version"]

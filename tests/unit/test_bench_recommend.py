@@ -49,7 +49,7 @@ def test_paced_loop_keeps_its_rate_counts_errors_and_never_overlaps() -> None:
 
 
 def test_quality_rescores_the_served_model_and_trains_its_config_on_the_temporal_cut(
-    tiny_two_tower: TrainResult, tmp_path: Path
+    tiny_two_tower: TrainResult, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from benchmarks._recommend_quality import quality_markdown, quality_section
 
@@ -59,6 +59,8 @@ def test_quality_rescores_the_served_model_and_trains_its_config_on_the_temporal
     section = quality_section(models, tmp_path, history_max=50, registered=registered)
 
     served, temporal = section["served"], section["temporal"]
+    # The protocol the run used (its result), not its config's empty "the spec's first".
+    assert "served v3 (random holdout)" in capsys.readouterr().out
     assert served["protocol"] == "random" and served["version"] == 3
     assert served["registered"]["recall_at_10"] == 0.5
     assert served["registered"]["offline_recall_at_10"] == 0.4
