@@ -45,26 +45,22 @@ def _scored(config: Any) -> dict[str, Any]:
     """``evaluate_served`` as rows: the model's and each baseline's Recall / NDCG@10."""
     from recops.served_eval import evaluate_served
 
+    from benchmarks.datasets import _served_baseline
+
     started = time.perf_counter()
     got = evaluate_served(config)
     rows = [
         {
             "model": "two-tower (serving_default)",
-            "recall_at_10": round(got.recall_at_k, 4),
-            "ndcg_at_10": round(got.ndcg_at_k, 4),
+            "recall_at_10": got.recall_at_k,
+            "ndcg_at_10": got.ndcg_at_k,
             "n_users": got.n_users,
-        }
+        },
+        *(
+            {"model": f"{name} (same cut)", **_served_baseline(figures)}
+            for name, figures in got.baselines.items()
+        ),
     ]
-    for name, figures in got.baselines.items():
-        if "skipped" in figures:
-            rows.append({"model": f"{name} (same cut)", "skipped": figures["skipped"]})
-            continue
-        rows.append({
-            "model": f"{name} (same cut)",
-            "recall_at_10": round(float(figures["recall_at_k"]), 4),
-            "ndcg_at_10": round(float(figures["ndcg_at_k"]), 4),
-            "n_users": int(figures["n_users"]),
-        })  # fmt: skip
     return {
         "rows": rows,
         "seen_share": got.seen_share,
