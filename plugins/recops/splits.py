@@ -54,6 +54,12 @@ def split_counts(total: int, ratios: tuple[float, ...] = (0.8, 0.1, 0.1)) -> lis
     return counts
 
 
+def _check_ratios(caller: str, ratios: Sequence[float]) -> None:
+    """Refuse anything but three non-negative shares summing to 1, naming ``caller``."""
+    if len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0):
+        raise ParamError(f"{caller}: ratios={tuple(ratios)!r} must be 3 shares summing to 1")
+
+
 def split_interactions(
     user_id: np.ndarray,
     item_id: np.ndarray,
@@ -75,9 +81,11 @@ def split_interactions(
 
     Returns:
         A frame ``user_id, item_id, split`` in the input row order.
+
+    Raises:
+        ParamError: If the ratios are not three non-negative shares summing to 1.
     """
-    if len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0):
-        raise ParamError(f"split_interactions: ratios={ratios!r} must be 3 shares summing to 1")
+    _check_ratios("split_interactions", ratios)
     user_id = np.asarray(user_id, dtype=np.int64)
     n = user_id.size
     order = np.random.default_rng(seed).permutation(n)
@@ -132,8 +140,7 @@ def temporal_split(
             f"temporal_split: user_id ({user_id.size}), item_id ({item_id.size}) and "
             f"timestamp ({times.size}) differ in length"
         )
-    if len(ratios) != 3 or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0):
-        raise ParamError(f"temporal_split: ratios={ratios!r} must be 3 shares summing to 1")
+    _check_ratios("temporal_split", ratios)
     if times.isna().any():
         raise DataError("temporal_split: timestamp has missing values")
     # Dense ranks of the times give one integer order for any comparable dtype.

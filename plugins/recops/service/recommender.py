@@ -131,7 +131,7 @@ class Recommender:
         }
         self._scores: dict[tuple[str, str], Any] = {}
 
-    def _timed(self, stage: str, fn: Callable[[], T], variant: str = "stable") -> T:
+    def _timed(self, stage: str, fn: Callable[[], T], variant: str) -> T:
         begin = time.perf_counter()
         try:
             return fn()
@@ -219,7 +219,7 @@ class Recommender:
         online: OnlineUser,
         seen: set[int],
         k: int,
-        variant: str = "stable",
+        variant: str,
     ) -> list[_Pick]:
         """Retrieval, then the ranker, for a user with a profile or a history.
 
