@@ -13,8 +13,10 @@ Serves a registered model version behind TF Serving's `stable` label, safely. Th
 `resolve` → `promote`: the version is copied to the TF Serving base path with warmup
 requests, loaded beside the current one, labelled `canary`, validated under load (p99
 SLO, zero errors, prediction parity with offline scores), and only then labelled
-`stable`. A failed canary restores the serving config and labels and moves `champion`
-back to the version still serving. Every alias move goes to the ledger (`recops history`).
+`stable`. The score PSI and top-k overlap against `stable` are reported, and reject the
+canary past the `max_score_psi` / `min_top_overlap` Params when set. A failed canary
+restores the serving config and labels and moves `champion` back to the version still
+serving. Every alias move goes to the ledger (`recops history`).
 Runs are serialized: one active run, the 1-slot `recops_promotion` pool, and a lock per
 model.
 """

@@ -372,6 +372,27 @@ def promote_knobs(model_names: Sequence[str]) -> tuple[Knob, ...]:
             title="Reason",
             description="Why, for the audit ledger (recops history).",
         ),
+        Knob(
+            name="max_score_psi",
+            default=None,
+            schema={"type": ["null", "number"], "minimum": 0, "maximum": 100},
+            title="Canary guard: largest score PSI",
+            description=(
+                "Reject a canary whose score distribution's PSI against stable's, on the "
+                "same requests, is above this (0.25 is the usual large shift); leave empty "
+                "to report the PSI only."
+            ),
+        ),
+        Knob(
+            name="min_top_overlap",
+            default=None,
+            schema={"type": ["null", "number"], "minimum": 0, "maximum": 1},
+            title="Canary guard: smallest top-k overlap",
+            description=(
+                "Reject a canary whose answers share less than this share of stable's top-k "
+                "on the same requests; leave empty to report the overlap only."
+            ),
+        ),
     )
 
 

@@ -32,14 +32,15 @@ def promotion_requests(
 
     Args:
         params: ``model_name``, ``version`` (None: resolve ``alias``), ``alias``,
-            ``action``, ``force``, ``reason``.
+            ``action``, ``force``, ``reason`` and the canary guards
+            (``max_score_psi``, ``min_top_overlap``).
         events: Triggering asset events' ``extra`` dicts by asset name. The nightly's
             ``recops_blessed`` event names the versions it registered; the registry
             watcher's event carries ``{"payload": {"model_name", "version"}}``.
 
     Returns:
-        One ``{model_name, version, alias, action, force, reason, source}`` per model to
-        promote; a nightly event lists retrieval before ranking.
+        One ``{model_name, version, alias, action, force, reason, source}`` (and the
+        guards) per model to promote; a nightly event lists retrieval before ranking.
     """
     from recops.layout import all_promotable_models
     from recops.params import check_param, check_params, promote_schemas
@@ -52,6 +53,8 @@ def promotion_requests(
         "action": str(params.get("action") or "promote"),
         "force": bool(params.get("force", False)),
         "reason": str(params.get("reason") or ""),
+        "max_score_psi": params.get("max_score_psi"),
+        "min_top_overlap": params.get("min_top_overlap"),
     }
     out: list[dict[str, Any]] = []
     for extras in events.values():
@@ -129,6 +132,8 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 force=req["force"],
                 reason=req["reason"],
                 source=req["source"],
+                max_score_psi=req.get("max_score_psi"),
+                min_top_overlap=req.get("min_top_overlap"),
             )
             try:
                 result = promote(config, settings)

@@ -58,6 +58,9 @@ class PromoteConfig(Record):
         canary_seconds: Canary load-test length.
         slo_p99_ms: Canary p99 SLO.
         keep_versions: Versions kept loaded for instant rollback.
+        max_score_psi: Canary guard on the score PSI against stable (None: reported only).
+        min_top_overlap: Canary guard on the top-k overlap with stable (None: reported
+            only).
     """
 
     model_name: str
@@ -70,15 +73,17 @@ class PromoteConfig(Record):
     canary_seconds: float = 2.0
     slo_p99_ms: float = 500.0
     keep_versions: int = 2
+    max_score_psi: float | None = None
+    min_top_overlap: float | None = None
 
     def __post_init__(self) -> None:
         from recops.params import check_model_name, check_param, promote_schemas
 
-        # model_name names a lock file and the serving folder; alias and reason come from Params.
+        # model_name names a lock file and the serving folder; the rest come from Params.
         check_model_name(self.model_name)
         schemas = promote_schemas([self.model_name])
-        check_param("alias", self.alias, schemas["alias"])
-        check_param("reason", self.reason, schemas["reason"])
+        for name in ("alias", "reason", "max_score_psi", "min_top_overlap"):
+            check_param(name, getattr(self, name), schemas[name])
         if self.version is not None and (isinstance(self.version, bool) or int(self.version) < 1):
             raise ParamError(f"PromoteConfig.version={self.version!r} must be a positive integer")
 
@@ -287,6 +292,8 @@ def promote(config: PromoteConfig, settings: Settings | None = None) -> PromoteR
                         slo_p99_ms=config.slo_p99_ms,
                         keep_versions=config.keep_versions,
                         service=service_probe(settings, name),
+                        max_score_psi=config.max_score_psi,
+                        min_top_overlap=config.min_top_overlap,
                     ),
                     settings,
                 )

@@ -145,7 +145,8 @@ def test_defaults_and_realistic_confs_validate(dags: dict[str, Any]) -> None:
                            "protocol": "temporal", "variants": ["int8_tables", "prune_50"],
                            "quality_budget": 0.0, "seed": 0},
         "recsys_promote": {"model_name": "recops_ranking", "version": 3, "alias": "challenger",
-                           "action": "rollback", "force": True,
+                           "action": "rollback", "force": True, "max_score_psi": 0.25,
+                           "min_top_overlap": 0.3,
                            "reason": "rollback after INC-42: p99 > 500 ms; see ../runbook (é, ü)"},
         "recsys_replay": {"replay_model_version": 2**31 - 1, "tolerance": 0.0},
         "recsys_nightly_datasets": {},
@@ -164,6 +165,24 @@ def test_reason_stays_free_text(dags: dict[str, Any], reason: str) -> None:
 
     (request,) = promotion_requests(values, {})
     assert request["reason"] == reason and request["model_name"] == "recops_retrieval"
+
+
+def test_the_canary_guards_reach_each_promotion(dags: dict[str, Any]) -> None:
+    from recops.pipeline_promote import promotion_requests
+    from recops.promotion import PromoteConfig
+
+    values = _trigger_validation(dags["recsys_promote"], {})
+    assert (values["max_score_psi"], values["min_top_overlap"]) == (None, None)  # report only
+    guarded = _trigger_validation(
+        dags["recsys_promote"], {"max_score_psi": 0.25, "min_top_overlap": 0.3}
+    )
+    blessed = {"recops_blessed": [{"versions": {"recops_retrieval": 4}, "run_id": "r"}]}
+    (request,) = promotion_requests(guarded, blessed)
+    assert (request["max_score_psi"], request["min_top_overlap"]) == (0.25, 0.3)
+    config = PromoteConfig(model_name="recops_retrieval", max_score_psi=0.25)
+    assert (config.max_score_psi, config.min_top_overlap) == (0.25, None)
+    with pytest.raises(ValueError, match="param 'min_top_overlap'"):
+        PromoteConfig(model_name="recops_retrieval", min_top_overlap=2.0)
 
 
 def test_package_schemas_are_the_dag_params(dags: dict[str, Any]) -> None:

@@ -253,6 +253,24 @@ def test_a_canary_over_its_latency_slo_is_rolled_back(env: Env) -> None:
     assert not (env.settings.model_base_path / RETRIEVAL / "3").exists()
 
 
+def test_a_canary_past_its_guards_is_rolled_back(env: Env) -> None:
+    """No service runs here: the guards judge the model server's smoke comparison."""
+    before = env.config_text()
+    # v3 ranks differently from the stable v2: its scores move and its top-10 differs.
+    guarded = _config(env, RETRIEVAL, 3, "v3", max_score_psi=0.0, min_top_overlap=1.0)
+    with hammering(env) as stats, pytest.raises(RolloutError) as info:
+        rollout(guarded, env.settings)
+    assert stats.failures == []
+    assert [r.split(":")[0] for r in info.value.reasons] == [
+        "MODEL SERVER SCORE PSI",
+        "MODEL SERVER TOP-10 OVERLAP",
+    ]
+    assert "above max_score_psi 0" in info.value.reasons[0]
+    assert env.config_text() == before
+    assert not (env.settings.model_base_path / RETRIEVAL / "3").exists()
+    assert env.entry(RETRIEVAL) == ([1, 2], {"stable": 2})
+
+
 def test_rollback_moves_stable_back_without_errors(env: Env) -> None:
     with hammering(env) as stats:
         back = rollback(RollbackConfig(model_name=RETRIEVAL), env.settings)

@@ -20,7 +20,8 @@
    parity with the offline scores; then, when the deployment's recommendation service
    runs (``config.service``), the same users through the service on ``stable`` and
    ``canary`` (``recops.serving.service_canary``: zero canary errors, p99 within the SLO,
-   score PSI and top-k overlap reported);
+   score PSI and top-k overlap reported). Both comparisons with ``stable`` also reject a
+   canary past the config's guards, ``max_score_psi`` and ``min_top_overlap``, when set;
 6. promote: move ``stable`` to the new version and drop ``canary``, then trim the config
    and the disk to the newest ``keep_versions`` versions (plus any another label pins).
 
@@ -269,7 +270,13 @@ def _canary(
     else:
         from recops.serving.service_canary import compare_through_service
 
-        through, reasons = compare_through_service(config.service, new, config.slo_p99_ms)
+        through, reasons = compare_through_service(
+            config.service,
+            new,
+            config.slo_p99_ms,
+            max_score_psi=config.max_score_psi,
+            min_top_overlap=config.min_top_overlap,
+        )
         report["service"] = through
         if reasons:
             raise CanaryRejected(reasons, report)

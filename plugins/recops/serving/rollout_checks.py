@@ -3,9 +3,12 @@
 ``infra_validate`` runs every check on the canary label: LOAD_AND_QUERY (``smoke``: one
 ranked list, or one finite score per candidate, per instance), a load test at the
 configured rate against the latency SLO, prediction parity with offline outputs
-(``parity``), and, for information, the comparison with ``stable`` on the same requests:
-smoke latency, top-10 overlap (``overlap``) and the PSI of the scores (``score_psi``). A
-canary that fails raises ``CanaryRejected`` carrying every reason and what was measured.
+(``parity``), and the comparison with ``stable`` on the same requests: smoke latency,
+top-10 overlap (``overlap``) and the PSI of the scores (``score_psi``), reported, and
+gates only where the config sets ``max_score_psi`` / ``min_top_overlap``
+(``guard_reasons``; here when no recommendation service runs, else on the service's
+comparison of many users). A canary that fails raises ``CanaryRejected`` carrying every reason
+and what was measured.
 ``smoke_warmup`` replays a version's first warmup request over gRPC (rollback's smoke).
 
 numpy, TensorFlow and the load generator are imported inside the functions.
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CanaryRejected",
     "brief",
+    "guard_reasons",
     "infra_validate",
     "overlap",
     "parity",
@@ -119,19 +123,35 @@ def infra_validate(
         report["canary_vs_stable"] = "skipped: first roll-out, no previous version"
     else:
         # The same requests on both labels: latency, top-10 overlap and the PSI of the
-        # score distributions. Informational, not a gate: a better model moves them.
+        # score distributions. Reported; a gate only where the config sets a guard, since
+        # a better model moves both.
         try:
             stable_ms, _, stable_rows = smoke_test(
                 client, model, config.label, config.smoke_instances, None
             )
+        except Exception as exc:  # a stable that fails to answer is not the canary's fault
+            report["canary_vs_stable"] = f"unavailable: {exc}"
+        else:
+            top10, psi = overlap(rows, stable_rows, 10), score_psi(stable_rows, rows)
             report["canary_vs_stable"] = {
                 "stable_version": stable_version,
-                "top10_overlap": overlap(rows, stable_rows, 10),
-                "score_psi": score_psi(stable_rows, rows),
+                "top10_overlap": top10,
+                "score_psi": psi,
                 "smoke_ms": {"canary": round(latency_ms, 3), "stable": round(stable_ms, 3)},
             }
-        except Exception as exc:  # the stable answer is only for the report
-            report["canary_vs_stable"] = f"unavailable: {exc}"
+            # The guards judge the comparison closest to users: the service's (many users,
+            # the whole served path) when one runs, else these smoke requests.
+            if config.service is None:
+                reasons.extend(
+                    guard_reasons(
+                        "MODEL SERVER",
+                        psi,
+                        top10,
+                        10,
+                        max_score_psi=config.max_score_psi,
+                        min_top_overlap=config.min_top_overlap,
+                    )
+                )
 
     if reasons:
         raise CanaryRejected(reasons, report)
@@ -139,12 +159,58 @@ def infra_validate(
 
 
 def overlap(a: list[Any], b: list[Any], k: int) -> float:
-    """Mean top-``k`` overlap of the ranked ids of two prediction lists."""
+    """Mean top-``k`` overlap of the ranked ids of two prediction lists.
+
+    A retrieval row ranks its ``item_ids``; a scoring row (a ranker's, sent the same
+    candidates on both labels) ranks the candidates' positions by ``scores``.
+    """
 
     def ids(row: Any) -> list[Any]:
-        return list(row.get(TOP_ITEMS_OUTPUT, [])) if isinstance(row, dict) else []
+        if not isinstance(row, dict):
+            return []
+        if TOP_ITEMS_OUTPUT in row:
+            return list(row[TOP_ITEMS_OUTPUT])
+        scores = row.get(SCORES_OUTPUT)
+        if not isinstance(scores, list):
+            return []
+        return sorted(range(len(scores)), key=lambda i: -float(scores[i]))
 
     return top_overlap([ids(row) for row in a], [ids(row) for row in b], k)
+
+
+def guard_reasons(
+    where: str,
+    psi: float | None,
+    top_k_overlap: float | None,
+    k: int,
+    *,
+    max_score_psi: float | None,
+    min_top_overlap: float | None,
+) -> list[str]:
+    """The reasons a canary strays too far from ``stable`` (empty: within the guards).
+
+    Args:
+        where: Which comparison measured it, for the reason's prefix (``MODEL SERVER``,
+            ``SERVICE``).
+        psi: The PSI of the canary's scores against stable's (None: not measured).
+        top_k_overlap: The mean top-``k`` overlap with stable (None: not measured).
+        k: The overlap's ``k``, for the sentence.
+        max_score_psi: A PSI above it rejects; None reports only.
+        min_top_overlap: An overlap below it rejects; None reports only.
+    """
+    reasons = []
+    if max_score_psi is not None and psi is not None and psi > max_score_psi:
+        reasons.append(
+            f"{where} SCORE PSI: the canary's score distribution moved from stable's by "
+            f"PSI {psi:.4f}, above max_score_psi {max_score_psi:g}"
+        )
+    if min_top_overlap is not None and top_k_overlap is not None:
+        if top_k_overlap < min_top_overlap:
+            reasons.append(
+                f"{where} TOP-{k} OVERLAP: the canary shares {top_k_overlap:.4f} of stable's "
+                f"top-{k} on the same requests, below min_top_overlap {min_top_overlap:g}"
+            )
+    return reasons
 
 
 def top_overlap(a: Sequence[Sequence[Any]], b: Sequence[Sequence[Any]], k: int) -> float:

@@ -119,8 +119,13 @@ class RolloutConfig(Record):
         parity_atol: Absolute tolerance of the parity check.
         parity_rtol: Relative tolerance of the parity check.
         service: The comparison through the recommendation service (errors and p99 gate
-            the canary; score PSI and top-k overlap are reported); None when no service
-            of this deployment runs.
+            the canary; score PSI and top-k overlap are reported, and gate under the
+            guards below); None when no service of this deployment runs.
+        max_score_psi: Guard: reject a canary whose scores' PSI against stable's (same
+            requests) is above this; None reports the PSI only. The guards judge the
+            service's comparison when ``service`` is set, else the smoke requests'.
+        min_top_overlap: Guard: reject a canary whose mean top-k overlap with stable's
+            answers (same requests) is below this share; None reports it only.
     """
 
     model_name: str
@@ -141,6 +146,10 @@ class RolloutConfig(Record):
     parity_atol: float = 1e-4
     parity_rtol: float = 1e-4
     service: ServiceCanary | None = None
+    # Off by default: a retrained model moves both, and only its owner knows how far is
+    # too far for a dataset.
+    max_score_psi: float | None = None
+    min_top_overlap: float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.service, dict):  # from_dict of a to_dict (XCom, result.json)
@@ -167,6 +176,14 @@ class RolloutConfig(Record):
         if self.canary_concurrency < 1:
             raise ParamError(
                 f"canary_concurrency must be at least 1, got {self.canary_concurrency}"
+            )
+        if self.max_score_psi is not None and not (
+            math.isfinite(self.max_score_psi) and self.max_score_psi >= 0
+        ):
+            raise ParamError(f"max_score_psi must be >= 0 or None, got {self.max_score_psi}")
+        if self.min_top_overlap is not None and not 0 <= self.min_top_overlap <= 1:
+            raise ParamError(
+                f"min_top_overlap must be a share in [0, 1] or None, got {self.min_top_overlap}"
             )
         if self.parity_atol < 0 or self.parity_rtol < 0:
             raise ParamError("parity_atol and parity_rtol must be >= 0")

@@ -13,8 +13,9 @@ per variant, interleaved so that a change in the machine's load hits both alike,
 
 - errors: any failed canary request (or one answered by another version) rejects;
 - latency: the canary's p99 above the SLO rejects; p50 and p99 of both are reported;
-- the PSI of the model-sourced scores and the mean top-k overlap are reported, never a
-  gate: a better model moves both.
+- the PSI of the model-sourced scores and the mean top-k overlap are reported, and gate
+  only under the roll-out's guards (``max_score_psi``, ``min_top_overlap``; off by
+  default): a better model moves both.
 
 Standard library HTTP (``http.client``); the PSI comes from ``rollout_checks``.
 """
@@ -104,7 +105,12 @@ class _Client:
 
 
 def compare_through_service(
-    probe: ServiceCanary, version: int, slo_p99_ms: float
+    probe: ServiceCanary,
+    version: int,
+    slo_p99_ms: float,
+    *,
+    max_score_psi: float | None = None,
+    min_top_overlap: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """Ask the service for ``probe.users`` on both variants; the report and the reasons.
 
@@ -112,6 +118,8 @@ def compare_through_service(
         probe: Where the service is and whom to ask.
         version: The version behind ``canary`` (in ``probe.role``).
         slo_p99_ms: The canary's p99 must not exceed it.
+        max_score_psi: Guard on the scores' PSI (None: reported only).
+        min_top_overlap: Guard on the mean top-k overlap (None: reported only).
 
     Returns:
         ``(report, reasons)``; the canary is rejected when ``reasons`` is not empty.
@@ -138,7 +146,8 @@ def compare_through_service(
     finally:
         client.close()
     report, reasons = compare(stable, canary, role=probe.role, version=version, k=probe.k,
-                              slo_p99_ms=slo_p99_ms)  # fmt: skip
+                              slo_p99_ms=slo_p99_ms, max_score_psi=max_score_psi,
+                              min_top_overlap=min_top_overlap)  # fmt: skip
     return {"url": probe.url, "dataset": probe.dataset, **report}, reasons
 
 
@@ -157,6 +166,8 @@ def compare(
     version: int,
     k: int,
     slo_p99_ms: float,
+    max_score_psi: float | None = None,
+    min_top_overlap: float | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The comparison of the same users' answers on both variants.
 
@@ -167,12 +178,16 @@ def compare(
         version: The canary version each canary answer must carry in ``role``.
         k: Items asked per answer (the overlap's denominator).
         slo_p99_ms: The canary's p99 limit.
+        max_score_psi: Guard: a score PSI above it rejects (None: reported only).
+        min_top_overlap: Guard: a mean top-``k`` overlap below it rejects (None:
+            reported only).
 
     Returns:
         ``(report, reasons)``: errors, p50/p99, score PSI and top-k overlap; a reason per
-        failed gate (canary errors, a canary answered by another version, p99 over SLO).
+        failed gate (canary errors, a canary answered by another version, p99 over SLO,
+        a guard crossed).
     """
-    from recops.serving.rollout_checks import score_psi, top_overlap
+    from recops.serving.rollout_checks import guard_reasons, score_psi, top_overlap
 
     if len(stable) != len(canary):
         raise ValueError(f"{len(stable)} stable answers against {len(canary)} canary answers")
@@ -205,6 +220,8 @@ def compare(
     )
     psi = score_psi([{"scores": a.scores} for a in stable if a.ok],
                     [{"scores": a.scores} for a in canary if a.ok])  # fmt: skip
+    reasons.extend(guard_reasons("SERVICE", psi, overlap, k, max_score_psi=max_score_psi,
+                                 min_top_overlap=min_top_overlap))  # fmt: skip
     stable_versions = next((a.versions for a in stable if a.ok), {})
     report = {
         "users": len(canary),

@@ -10,6 +10,7 @@ from recops.errors import RolloutError
 from recops.serving.rollout_checks import (
     CanaryRejected,
     brief,
+    guard_reasons,
     overlap,
     parity,
     score_psi,
@@ -41,6 +42,34 @@ def test_overlap_is_the_mean_top_k_share() -> None:
     assert overlap(a, b, 2) == pytest.approx(0.5)  # (0/2 + 2/2) / 2
     assert overlap(a, b, 4) == pytest.approx(0.75)  # (2/4 + 2/2) / 2
     assert overlap([], [], 10) == 0.0
+
+
+def test_a_rankers_overlap_ranks_the_same_candidates_by_score() -> None:
+    # A scoring model answers one score per candidate sent: its top-k is the positions
+    # with the highest scores (both labels were sent the same candidates).
+    stable = [{"scores": [0.9, 0.1, 0.5, 0.3]}]
+    assert overlap(stable, [{"scores": [0.8, 0.2, 0.6, 0.1]}], 2) == 1.0  # same top-2
+    assert overlap(stable, [{"scores": [0.1, 0.9, 0.2, 0.8]}], 2) == 0.0  # reversed
+    assert overlap(stable, [{"ratings": [1.0]}], 2) == 0.0  # nothing to rank
+
+
+def test_guards_reject_only_when_set_and_crossed() -> None:
+    def reasons(psi: float | None, top: float | None, **guards: float | None) -> list[str]:
+        kwargs = {"max_score_psi": None, "min_top_overlap": None, **guards}
+        return guard_reasons("SERVICE", psi, top, 10, **kwargs)
+
+    assert reasons(3.0, 0.0) == []  # no guard: reported only
+    assert reasons(0.25, 0.4, max_score_psi=0.25, min_top_overlap=0.4) == []  # at the line
+    assert reasons(None, None, max_score_psi=0.0, min_top_overlap=1.0) == []  # not measured
+    psi, top = reasons(0.31, 0.2, max_score_psi=0.25, min_top_overlap=0.3)
+    assert psi == (
+        "SERVICE SCORE PSI: the canary's score distribution moved from stable's by "
+        "PSI 0.3100, above max_score_psi 0.25"
+    )
+    assert top == (
+        "SERVICE TOP-10 OVERLAP: the canary shares 0.2000 of stable's top-10 on the same "
+        "requests, below min_top_overlap 0.3"
+    )
 
 
 def test_top_overlap_is_the_one_measure_of_plain_id_lists() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -22,6 +23,9 @@ def test_rollout_config_keeps_the_old_fields_and_checks_the_new_ones() -> None:
         2,
     )
     assert RolloutConfig.from_dict(json.loads(json.dumps(old_style.to_dict()))) == old_style
+    assert (old_style.max_score_psi, old_style.min_top_overlap) == (None, None)  # report only
+    guarded = dataclasses.replace(old_style, max_score_psi=0.25, min_top_overlap=0.0)
+    assert RolloutConfig.from_dict(json.loads(json.dumps(guarded.to_dict()))) == guarded
     bad: list[tuple[dict[str, Any], str]] = [
         ({"canary_label": "stable"}, "canary_label and label"),
         ({"canary_qps": 0.0}, "canary_qps"),
@@ -32,6 +36,9 @@ def test_rollout_config_keeps_the_old_fields_and_checks_the_new_ones() -> None:
         ({"expected_outputs": {}}, "expected_outputs"),
         ({"parity_atol": -1.0}, "parity_atol"),
         ({"version": 0}, "version"),
+        ({"max_score_psi": -0.1}, "max_score_psi"),
+        ({"max_score_psi": float("inf")}, "max_score_psi"),
+        ({"min_top_overlap": 1.5}, "min_top_overlap"),
     ]
     for change, message in bad:
         fields = {

@@ -51,6 +51,25 @@ def test_failed_or_misrouted_or_slow_canary_answers_are_reasons_to_reject() -> N
     assert "canary p99 78.4 ms through the service exceeds the SLO of 50.0 ms" in text
 
 
+def test_the_guards_reject_a_canary_that_strays_from_stable() -> None:
+    stable = [_answer([1, 2, 3, 4], 1) for _ in range(10)]
+    strayed = [
+        Answer(True, 2.0, {"retrieval": 2, "ranking": None}, [5, 6, 7, 8], [50.0 + i] * 4)
+        for i in range(10)
+    ]
+
+    def judged(canary: list[Answer], **guards: float) -> tuple[dict[str, Any], list[str]]:
+        return compare(stable, canary, role="retrieval", version=2, k=4, slo_p99_ms=50.0, **guards)
+
+    report, reasons = judged(strayed)
+    assert reasons == [] and report["top4_overlap"] == 0.0 and report["score_psi"] > 1.0
+    _, reasons = judged(strayed, max_score_psi=0.25, min_top_overlap=0.5)
+    assert [r.split(":")[0] for r in reasons] == ["SERVICE SCORE PSI", "SERVICE TOP-4 OVERLAP"]
+    # The same guards pass a canary close to stable.
+    assert judged([_answer([1, 2, 3, 9], 2) for _ in range(10)], max_score_psi=0.25,
+                  min_top_overlap=0.5)[1] == []  # fmt: skip
+
+
 def test_stable_errors_are_reported_but_do_not_block_the_canary() -> None:
     stable = [Answer(False, 1.0, error="timeout"), _answer([1], 1)]
     canary = [_answer([1], 2), _answer([1], 2)]
