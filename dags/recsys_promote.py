@@ -6,7 +6,8 @@ Serves a registered model version behind TF Serving's `stable` label, safely. Th
 - **nightly**: `recsys_nightly` emits the `recops_blessed` asset when the gate blesses a
   candidate; this DAG then rolls out the versions it names;
 - **UI trigger**: Params pick the model and a version or alias (`action=rollback` moves
-  `stable` back instead), `force` serves a version the gate did not bless;
+  `stable` back instead), `force` serves a version the gate did not bless; a retriever
+  brings the ranker trained on its candidates (one recommender version), forward and back;
 - **registry**: moving alias `champion` in the MLflow UI or API is noticed by an asset
   watcher polling the registry, and the roll-out starts within about a minute.
 

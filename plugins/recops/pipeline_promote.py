@@ -108,22 +108,36 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     requests of one run are one unit (a nightly's retrieval vN and the ranker trained on
     its candidates): when one fails, each model this step already moved goes back to
     the version it replaced (``_unwind``) before the error is raised.
+
+    A retriever asked for alone (a UI trigger, an alias moved in MLflow) brings its pair
+    along (``_companion``): once retrieval vN serves, the blessed ranker trained on vN's
+    candidates is promoted in the same unit, and a rollback of retrieval to vK takes the
+    ranker back to vK's pair when that version is still on disk.
     """
     from recops.errors import PromotionError
     from recops.promotion import PromoteConfig, promote, rollback_model
 
     results = []
     moved: list[dict[str, Any]] = []
-    for req in requests:
+    queue = list(requests)
+    asked = {req["model_name"] for req in requests}
+    for req in queue:  # _companion appends to it while it is walked
         settings = settings_for_model(req["model_name"])
         if req["action"] == "rollback":
-            result = rollback_model(
-                req["model_name"],
-                req.get("version"),
-                reason=req["reason"],
-                source=req["source"],
-                settings=settings,
-            )
+            try:
+                result = rollback_model(
+                    req["model_name"],
+                    req.get("version"),
+                    reason=req["reason"],
+                    source=req["source"],
+                    settings=settings,
+                )
+            except PromotionError as exc:
+                if not req.get("companion"):
+                    raise
+                # Best effort: the retriever's rollback stands; say why its pair did not.
+                results.append({**req, "outcome": "failed", "reasons": [str(exc)]})
+                continue
         else:
             config = PromoteConfig(
                 model_name=req["model_name"],
@@ -157,8 +171,49 @@ def promote_step(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
             _update_run_report(result.to_dict())
             if result.outcome == "promoted" and result.previous_version is not None:
                 moved.append(result.to_dict())
+        companion = _companion(req, result.outcome, result.version, settings, asked)
+        if companion is not None:
+            asked.add(companion["model_name"])
+            queue.append(companion)
         results.append(result.to_dict())
     return results
+
+
+def _companion(
+    req: dict[str, Any], outcome: str, version: int, settings: Settings, asked: set[str]
+) -> dict[str, Any] | None:
+    """The ranker request that completes a retriever's move, or None.
+
+    Only for a retriever whose ranker this run was not asked about: the nightly's event
+    names both, and a ranker asked for on its own is held to its retriever by
+    ``promotion._check_pair`` instead.
+    """
+    from recops.promotion import paired_ranker, served_stable
+
+    ranking = settings.ranking_model_name
+    if req["model_name"] != settings.model_name or ranking in asked:
+        return None
+    if outcome not in ("promoted", "rolled-back"):
+        return None
+    ranker = paired_ranker(settings, version)
+    serving = served_stable(settings, ranking)
+    if ranker is None or serving == ranker:
+        return None  # no blessed pair registered, or it serves already
+    action = "rollback" if outcome == "rolled-back" else "promote"
+    if action == "rollback" and serving is None:
+        return None  # no ranker serves: nothing to take back
+    return {
+        **req,
+        "model_name": ranking,
+        "version": ranker,
+        "action": action,
+        "force": False,  # a forced retriever does not force its ranker
+        "companion": True,
+        "reason": (
+            f"{action} with {settings.model_name} v{version}: the ranker trained on its "
+            "candidates (one recommender version)"
+        ),
+    }
 
 
 def _unwind(moved: list[dict[str, Any]], why: str) -> list[str]:

@@ -456,6 +456,25 @@ def _check_pair(client: Any, settings: Settings, ranking: Any) -> None:
         )
 
 
+def paired_ranker(settings: Settings, retrieval_version: int) -> int | None:
+    """The newest blessed ranking version trained on ``retrieval_version``'s candidates.
+
+    A recommender version is retrieval vN plus that ranker; None when no blessed ranker
+    of vN is registered (or the dataset has no ranking model).
+    """
+    from recops.registry import BLESSED_TAG, mlflow_client
+
+    name = settings.ranking_model_name
+    found = mlflow_client(settings).search_model_versions(f"name='{name}'")
+    paired = [
+        int(v.version)
+        for v in found
+        if v.tags.get(RETRIEVAL_VERSION_TAG) == str(retrieval_version)
+        and v.tags.get(BLESSED_TAG) == "true"
+    ]
+    return max(paired, default=None)
+
+
 def _model_version(client: Any, name: str, version: int) -> Any:
     from mlflow.exceptions import MlflowException
 

@@ -76,9 +76,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp.undo()
 
 
-def _version_of(client: mlflow.MlflowClient, tf2model: Path) -> int | None:
-    """Registered version whose logged model's artifacts hold ``tf2model``."""
-    for v in client.search_model_versions(f"name='{MODEL}'"):
+def _version_of(client: mlflow.MlflowClient, tf2model: Path, name: str = MODEL) -> int | None:
+    """Registered version of ``name`` whose logged model's artifacts hold ``tf2model``."""
+    for v in client.search_model_versions(f"name='{name}'"):
         model_id = str(v.source).removeprefix("models:/")
         if model_id and model_id in tf2model.parts:
             return int(v.version)
@@ -373,6 +373,54 @@ def test_a_failed_ranker_takes_the_retriever_of_its_run_back_with_it(home: Path)
     assert served_stable(settings, MODEL) == before
     client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
     assert int(client.get_model_version_by_alias(MODEL, CHAMPION).version) == before
+
+
+def test_a_retriever_asked_for_alone_moves_with_its_ranker(home: Path) -> None:
+    """A UI trigger names retrieval only: its paired ranker comes, goes back and fails with it."""
+    from recops.pipeline_promote import promote_step
+
+    settings = Settings.from_env()
+    ranking = settings.ranking_model_name
+    client = mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+    base = {"alias": "champion", "force": False, "reason": "ui", "source": "ui"}
+
+    def asked(action: str, version: int) -> list[dict[str, Any]]:
+        return promote_step([{**base, "action": action, "model_name": MODEL, "version": version}])
+
+    r1 = _register(home, "pair-r1", seed=31)
+    k1 = _register_ranker(home, "pair-k1", r1)
+    first = asked("promote", r1)
+    assert [(r["model_name"], r["version"], r["outcome"]) for r in first] == [
+        (MODEL, r1, "promoted"),
+        (ranking, k1, "promoted"),
+    ]
+    assert (served_stable(settings, MODEL), served_stable(settings, ranking)) == (r1, k1)
+    r2 = _register(home, "pair-r2", seed=32)
+    k2 = _register_ranker(home, "pair-k2", r2)
+    asked("promote", r2)
+    assert (served_stable(settings, MODEL), served_stable(settings, ranking)) == (r2, k2)
+    # Back to r1: its ranker k1 is still on disk, so it goes back too.
+    back = asked("rollback", r1)
+    assert [(r["model_name"], r["outcome"]) for r in back] == [
+        (MODEL, "rolled-back"),
+        (ranking, "rolled-back"),
+    ]
+    assert (served_stable(settings, MODEL), served_stable(settings, ranking)) == (r1, k1)
+    assert int(client.get_model_version_by_alias(ranking, CHAMPION).version) == k1
+
+    # A pair whose ranker cannot serve: the retriever goes back with it.
+    r3 = _register(home, "pair-r3", seed=33)
+    k3 = _register_ranker(home, "pair-k3", r3)
+    stored = [
+        p for p in settings.mlflow_dir.rglob("tf2model") if _version_of(client, p, ranking) == k3
+    ]
+    assert stored, "found k3's stored SavedModel"
+    for tf2 in stored:
+        corrupt_variables(tf2)
+    with pytest.raises(PromotionError, match="rolled back with it") as caught:
+        asked("promote", r3)
+    assert f"{MODEL} back to v{r1} (from v{r3})" in caught.value.reasons
+    assert (served_stable(settings, MODEL), served_stable(settings, ranking)) == (r1, k1)
 
 
 def test_a_rankers_smoke_requests_carry_an_empty_history_and_its_context(home: Path) -> None:

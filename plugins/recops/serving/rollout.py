@@ -23,7 +23,8 @@
    score PSI and top-k overlap reported). Both comparisons with ``stable`` also reject a
    canary past the config's guards, ``max_score_psi`` and ``min_top_overlap``, when set;
 6. promote: move ``stable`` to the new version and drop ``canary``, then trim the config
-   and the disk to the newest ``keep_versions`` versions (plus any another label pins).
+   and the disk to ``keep_versions`` versions: the new one, the one ``stable`` held before
+   (the rollback target), then the newest others (plus any another label pins).
 
 The first roll-out of a model has no previous version to compare the canary with; it
 still validates LOAD_AND_QUERY, load and parity before it sets ``stable``.
@@ -285,7 +286,12 @@ def _canary(
     promoted[config.label] = new
     apply(loading, promoted)
     pinned = {v for name, v in promoted.items() if name != config.label}
-    older = sorted((v for v in old_versions if v != new), reverse=True)
+    # The version stable held before comes first among the kept ones: it is what a
+    # rollback (or a failed pair's unwind) goes back to, even when newer versions were
+    # rolled back from and still sit on disk.
+    older = sorted((v for v in old_versions if v not in (new, before)), reverse=True)
+    if before is not None and before != new and before in old_versions:
+        older.insert(0, before)
     final = sorted({new, *pinned, *older[: config.keep_versions - 1]})
     if final != loading:
         apply(final, promoted)
