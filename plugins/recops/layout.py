@@ -203,36 +203,42 @@ def active_spec(settings: Settings, dataset: str | None = None) -> DatasetSpec:
     return load_spec(spec_path(settings, dataset))
 
 
-def history_length_of(value: int | None, spec_uri: str | Path) -> int:
+def _loaded(spec: DatasetSpec | str | Path) -> DatasetSpec:
+    """``spec`` itself, or the spec its path holds."""
+    if isinstance(spec, (str, Path)):
+        from recops.dataset_spec import load_spec
+
+        return load_spec(spec)
+    return spec
+
+
+def history_length_of(value: int | None, spec: DatasetSpec | str | Path) -> int:
     """A run's history length: its own ``value``, else its dataset spec's, else 0.
 
     What a run's ``history_length`` Param (None when the run leaves it empty) means for
-    the dataset of ``spec_uri`` (its ``training.history_length``).
+    the dataset ``spec`` (loaded, or its path), by its ``training.history_length``.
 
     Raises:
         DataError: If the spec is needed and its file is missing or invalid (named).
     """
     if value is not None:
         return int(value)
-    from recops.dataset_spec import load_spec
-
-    return int(load_spec(spec_uri).training.history_length or 0)
+    return int(_loaded(spec).training.history_length or 0)
 
 
-def protocol_of(value: str | None, spec_uri: str | Path) -> str:
+def protocol_of(value: str | None, spec: DatasetSpec | str | Path) -> str:
     """A run's split protocol: its own ``value``, else its dataset spec's first protocol.
 
     What a run's ``protocol`` Param (None when the run leaves it empty) means for the
-    dataset of ``spec_uri`` (its ``evaluation.protocols``, whose first is the default).
+    dataset ``spec`` (loaded, or its path), by its ``evaluation.protocols``, whose first
+    is the default.
 
     Raises:
         DataError: If the spec is needed and its file is missing or invalid (named).
     """
     if value is not None:
         return str(value)
-    from recops.dataset_spec import load_spec
-
-    return str(load_spec(spec_uri).evaluation.protocols[0])
+    return str(_loaded(spec).evaluation.protocols[0])
 
 
 def active_layout(settings: Settings, dataset: str | None = None) -> Layout:

@@ -39,8 +39,9 @@ from recops_models.contract import HISTORY_INPUT
 from recops_models.tf_env import tensorflow, use_legacy_keras
 from recops_models.vocab import OOV_INDEX, lookup_index
 
+from recops.dataset_spec import load_spec
 from recops.errors import DataError, ParamError
-from recops.layout import history_length_of, protocol_of
+from recops.layout import history_length_of, layout_from_spec, protocol_of
 from recops.params import stage_default
 from recops.records import Record
 from recops.splits import preceding_histories, read_split
@@ -473,7 +474,9 @@ def train_ranker(config: RankerConfig) -> RankerResult:
         log.info("%s is complete; returning its result without training", output_dir)
         return RankerResult.from_dict(done)
     # Checked before staging: a config the dataset refuses writes nothing.
-    layout = config.layout()
+    # Read once: every choice of this run comes from the same version of the file.
+    dataset_spec = load_spec(config.spec_uri)
+    layout = layout_from_spec(dataset_spec)
     taken = {f.name for f in (*layout.user_features, *layout.item_features)}
     clash = sorted(taken & {*config.numeric_features, *config.item_numeric_features})
     if clash:
@@ -485,7 +488,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
 
     rows = _read_rows(config, layout)
     histories = None
-    history_length = history_length_of(config.history_length, config.spec_uri)
+    history_length = history_length_of(config.history_length, dataset_spec)
     if history_length:
         # As retrieval's rows (``training.inputs.training_inputs``): what evaluation
         # under the protocol hands over. Negatives copy their source row, and with it
@@ -496,7 +499,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
             rows["event_timestamp"].to_numpy(),
             length=history_length,
             eligible=(rows["split"] == "train").to_numpy(),
-            before_only=protocol_of(config.protocol, config.spec_uri) != "random",
+            before_only=protocol_of(config.protocol, dataset_spec) != "random",
         )
         rows[_HISTORY_ROW] = np.arange(len(rows))
     train = rows[rows["split"] == "train"].reset_index(drop=True)

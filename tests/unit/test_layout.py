@@ -107,3 +107,13 @@ def test_a_runs_protocol_is_its_own_else_its_specs_first(tmp_path: Path) -> None
     assert protocol_of("random", shop) == "random"
     with pytest.raises(DataError, match="missing.yaml"):
         protocol_of(None, tmp_path / "missing.yaml")
+
+
+def test_a_loaded_spec_answers_as_its_file_does() -> None:
+    # A training run reads its spec once and asks the loaded one.
+    from recops.dataset_spec import load_spec
+
+    for path in SHIPPED_SPECS.glob("*.yaml"):
+        spec = load_spec(path)
+        assert protocol_of(None, spec) == protocol_of(None, path)
+        assert history_length_of(None, spec) == history_length_of(None, str(path))

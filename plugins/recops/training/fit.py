@@ -47,7 +47,7 @@ from recops_models.tf_env import tensorflow, use_legacy_keras
 from recops.config import RETRIEVAL_K
 from recops.dataset_spec import EvaluationSpec, load_spec
 from recops.errors import ParamError, PermanentError
-from recops.layout import history_length_of, protocol_of
+from recops.layout import history_length_of, layout_from_spec, protocol_of
 from recops.splits import split_interactions, temporal_split, train_rows
 from recops.tables import read_items, read_training_set, read_users
 from recops.tracking_epochs import epoch_logger
@@ -148,10 +148,12 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         staging_name=STAGING_DIR if chief else f"{STAGING_DIR}_{worker_name()}",
     )
 
-    layout = config.layout()
-    protocol = protocol_of(config.protocol, config.spec_uri)
+    # Read once: every choice of this run comes from the same version of the file.
+    dataset_spec = load_spec(config.spec_uri)
+    layout = layout_from_spec(dataset_spec)
+    protocol = protocol_of(config.protocol, dataset_spec)
     frame = read_training_set(config.training_set_uri, layout)
-    split = split_frame(frame, protocol, load_spec(config.spec_uri).evaluation)
+    split = split_frame(frame, protocol, dataset_spec.evaluation)
     if chief:
         split.to_parquet(staging / "split.parquet", index=False)
     rows = train_rows(frame, split)
@@ -182,7 +184,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         items=items,
         embedding_dim=config.embedding_dim,
         temperature=config.temperature,
-        history_length=history_length_of(config.history_length, config.spec_uri),
+        history_length=history_length_of(config.history_length, dataset_spec),
     )
     logq = item_log_probabilities(rows["item_id"].to_numpy()) if config.logq_correction else None
     features = training_inputs(spec, rows, logq, layout.seen_types, protocol)
