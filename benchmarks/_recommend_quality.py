@@ -2,7 +2,11 @@
 
 Two holdouts, both replayed through a retrieval SavedModel's ``serving_default`` with
 each user's known history (``recops.served_eval``), beside popularity (a trailing window)
-and EASE on the same cut:
+and EASE on the same cut. Where a ranker serves, the list the service returns is the
+ranker's policy applied to those candidates: under ``fusion``, the reciprocal-rank
+fusion of both orders (``recops.evaluation.evaluate_rerank``, the nightly's own
+re-rank evaluation, with the same history), so that list is scored too and the targets
+are checked on it:
 
 - **the served model** (RecBole's protocol when the nightly trained on ``random``): the
   SavedModel the model server holds behind ``stable``, re-scored now on the holdout of
@@ -12,7 +16,8 @@ and EASE on the same cut:
 - **the temporal cut**: the served run's own training config (same data, knobs and
   history length), with only the protocol set to ``temporal``, trained into ``--workdir``
   (reused by a re-run) and replayed the same way: the history before each user's cut,
-  the user's later events the truth.
+  the user's later events the truth. With a served ranker, its run's config is trained on
+  that cut too, and the nightly's rule (``choose_policy``) picks the list.
 
 The targets (issue #17) are checked here: the seen share is 0, the temporal figures are
 at least popularity's and EASE's, and the served model's Recall@10 / NDCG@10 stay at or
@@ -70,12 +75,57 @@ def _scored(config: Any) -> dict[str, Any]:
 
 
 def _beats_baselines(part: dict[str, Any]) -> dict[str, bool]:
-    """Per metric: the model's figure is at least every scored baseline's."""
-    model, *baselines = part["rows"]
+    """Per metric: the list users get is at least every scored baseline's."""
+    model = part["users_get"]
+    baselines = [row for row in part["rows"] if row["model"].endswith("(same cut)")]
     return {
         metric: all(model[metric] >= row[metric] for row in baselines if metric in row)
         for metric in METRICS
     }
+
+
+def _rank_dir(train_dir: Path, split_uri: str) -> Path | None:
+    """The ranker run beside ``train_dir`` trained on its split (None: no such run)."""
+    for folder in sorted(train_dir.parent.glob("rank-*")):
+        config = folder / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("split_uri") == split_uri:
+            return folder
+    return None
+
+
+def _fused(
+    config: Any, ranker_features_uri: str, retrieval_dir: str, ranker_dir: str, split_uri: str
+) -> dict[str, Any]:
+    """The fused list's row: retrieval's top 100 re-ordered by RRF with the ranker's.
+
+    ``config`` is the retrieval run's ``TrainConfig`` (users, spec, training set);
+    ``ranker_features_uri`` the ranker's context features (its run's training set).
+    """
+    from recops.evaluation import RerankConfig, evaluate_rerank
+
+    got = evaluate_rerank(
+        RerankConfig(
+            retrieval_model_dir=retrieval_dir,
+            ranker_model_dir=ranker_dir,
+            split_uri=split_uri,
+            users_uri=config.users_uri,
+            spec_uri=config.spec_uri,
+            training_set_uri=config.training_set_uri,
+            user_features_uri=ranker_features_uri,
+            rerank_by="fusion",
+        )
+    )
+    return {
+        "model": "two-tower + ranker, fused (RRF)",
+        "recall_at_10": got.recall_at_k,
+        "ndcg_at_10": got.ndcg_at_k,
+        "n_users": got.n_users,
+    }
+
+
+def _users_get(part: dict[str, Any], policy: str | None) -> dict[str, Any]:
+    """The row of the list the service returns under ``policy`` (None: no ranker)."""
+    return part["rows"][1] if policy == "fusion" else part["rows"][0]
 
 
 def registered_figures(settings: Any, version: int) -> dict[str, float]:
@@ -110,12 +160,21 @@ def quality_section(
     Returns:
         The JSON-able section: both parts' rows, the registry's figures, the checks.
     """
+    from recops.ranking import RankerConfig, train_ranker
     from recops.served_eval import ServedEvalConfig
+    from recops.serving.recommend import choose_policy
     from recops.training import TrainConfig, train
 
     train_dir = _train_dir(Path(models["float_dir"]))
     config = TrainConfig.from_dict(json.loads((train_dir / "config.json").read_text()))
     result = json.loads((train_dir / "result.json").read_text())
+    ranker = models.get("ranker")
+    rank_dir = _rank_dir(train_dir, result["split_uri"]) if ranker else None
+    rank_config = (
+        RankerConfig.from_dict(json.loads((rank_dir / "config.json").read_text()))
+        if rank_dir
+        else None
+    )
 
     def served_config(model_dir: str, split_uri: str) -> ServedEvalConfig:
         return ServedEvalConfig(
@@ -129,6 +188,17 @@ def quality_section(
 
     print(f"  served v{models['version']} ({result['protocol']} holdout), as served:", flush=True)
     served = _scored(served_config(str(models["served_dir"]), result["split_uri"]))
+    policy = None
+    if ranker and rank_config:
+        # The ranker that serves, on the candidates of the retriever that serves.
+        served["rows"].insert(
+            1,
+            _fused(config, rank_config.training_set_uri, str(models["served_dir"]),
+                   str(ranker["served_dir"]), result["split_uri"]),
+        )  # fmt: skip
+        policy = str(ranker["policy"])
+        served["ranker"] = {"version": ranker["version"], "policy": policy}
+    served["users_get"] = _users_get(served, policy)
     served["protocol"] = result["protocol"]
     served["version"] = models["version"]
     served["registered"] = {
@@ -136,8 +206,10 @@ def quality_section(
         "ndcg_at_10": registered.get("served.ndcg_at_10"),
         "offline_recall_at_10": registered.get("recall_at_10"),
         "offline_ndcg_at_10": registered.get("ndcg_at_10"),
+        "fused_recall_at_10": registered.get("reranked.recall_at_10"),
+        "fused_ndcg_at_10": registered.get("reranked.ndcg_at_10"),
     }
-    model = served["rows"][0]
+    model = served["users_get"]
     served["checks"] = {
         "seen_share_zero": served["seen_share"] == 0.0,
         **{f"{m}_at_or_above_bar": model[m] >= BAR[m] for m in METRICS},
@@ -156,6 +228,25 @@ def quality_section(
     trained = train(temporal_config)
     temporal = _scored(served_config(trained.model_dir, trained.split_uri))
     temporal["train_seconds"] = round(time.perf_counter() - started - temporal["seconds"], 1)
+    temporal_policy = None
+    if rank_config is not None and rank_dir is not None:
+        # The served ranker's run config on the same cut, on the temporal retriever's split.
+        ranked = train_ranker(
+            RankerConfig.from_dict(
+                {
+                    **rank_config.to_dict(),
+                    "protocol": "temporal",
+                    "split_uri": trained.split_uri,
+                    "output_dir": str(workdir / f"temporal-{rank_dir.name}"),
+                }
+            )
+        )
+        fused = _fused(config, rank_config.training_set_uri, trained.model_dir,
+                       ranked.model_dir, trained.split_uri)  # fmt: skip
+        temporal["rows"].insert(1, fused)
+        temporal_policy = choose_policy(temporal["rows"][0], fused)
+        temporal["ranker"] = {"policy": temporal_policy}
+    temporal["users_get"] = _users_get(temporal, temporal_policy)
     temporal["checks"] = {
         "seen_share_zero": temporal["seen_share"] == 0.0,
         **{f"{m}_at_least_baselines": ok for m, ok in _beats_baselines(temporal).items()},
@@ -195,13 +286,16 @@ def quality_markdown(section: dict[str, Any] | None) -> list[str]:
         return ["## Quality as served", "", "Not measured in this run (`--skip-quality`).", ""]
     served, temporal = section["served"], section["temporal"]
     reg = served["registered"]
-    model = served["rows"][0]
+    model = served["users_get"]
     lines = [
         "## Quality as served",
         "",
         f"Each list is what the retrieval SavedModel's `serving_default` returns, given the "
         f"user's profile and known history (at most {section['history_max']} items, the "
-        "online history's cap), with no masking by the evaluator.",
+        "online history's cap), with no masking by the evaluator. Where a ranker serves, "
+        "the fused row re-orders those 100 candidates by reciprocal-rank fusion with the "
+        "ranker's order (the nightly's re-rank evaluation, same history); the targets are "
+        "checked on the list the service returns under the ranker's policy.",
         "",
         f"### The served model: v{served['version']} behind `stable`, on its run's "
         f"{served['protocol']} holdout",
@@ -213,7 +307,10 @@ def quality_markdown(section: dict[str, Any] | None) -> list[str]:
         f"Seen share: {served['seen_share']} ({_mark(served['checks']['seen_share_zero'])}: 0). "
         f"The registry's figures for this version (the nightly's evaluate): as served "
         f"{_fmt(reg['recall_at_10'])} / {_fmt(reg['ndcg_at_10'])}, offline proxy "
-        f"{_fmt(reg['offline_recall_at_10'])} / {_fmt(reg['offline_ndcg_at_10'])}.",
+        f"{_fmt(reg['offline_recall_at_10'])} / {_fmt(reg['offline_ndcg_at_10'])}, fused "
+        f"{_fmt(reg['fused_recall_at_10'])} / {_fmt(reg['fused_ndcg_at_10'])}.",
+        "",
+        _returns(served),
         "",
         f"Bar {section['bar']['recall_at_10']} / {section['bar']['ndcg_at_10']}: Recall "
         f"{_mark(served['checks']['recall_at_10_at_or_above_bar'])}, NDCG "
@@ -229,6 +326,8 @@ def quality_markdown(section: dict[str, Any] | None) -> list[str]:
         "| --- | --- | --- | --- |",
         *(_cells(row) for row in temporal["rows"]),
         "",
+        _returns(temporal),
+        "",
         f"Seen share: {temporal['seen_share']} "
         f"({_mark(temporal['checks']['seen_share_zero'])}: 0). At least popularity and EASE: "
         f"Recall {_mark(temporal['checks']['recall_at_10_at_least_baselines'])}, NDCG "
@@ -237,6 +336,17 @@ def quality_markdown(section: dict[str, Any] | None) -> list[str]:
         "",
     ]
     return lines
+
+
+def _returns(part: dict[str, Any]) -> str:
+    """Which list the service returns on this cut, and its figures."""
+    got = part["users_get"]
+    figures = f"{got['recall_at_10']:.4f} / {got['ndcg_at_10']:.4f}"
+    ranker = part.get("ranker")
+    if not ranker:
+        return f"The service returns the retrieval order (no ranker serves): {figures}."
+    whose = f"ranker v{ranker['version']}'s recorded" if "version" in ranker else "the nightly's"
+    return f"The service returns the `{ranker['policy']}` list ({whose} policy): {figures}."
 
 
 def _fmt(value: float | None) -> str:

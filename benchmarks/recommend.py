@@ -141,9 +141,23 @@ def find_models(settings: Any) -> dict[str, Any]:
     float_dir = Path(baseline["model_dir"])
     if not (float_dir / "saved_model.pb").is_file():
         raise DemoStateMissing(f"the float SavedModel of v{version} is gone: {float_dir}")
+    from recops.serving.recommend import rerank_policy
+
+    ranker_version = served_stable(settings, settings.ranking_model_name)
+    ranker = None
+    if ranker_version is not None:
+        # What the service does with it: the policy the nightly recorded on its version.
+        ranker = {
+            "version": ranker_version,
+            "served_dir": settings.model_base_path
+            / settings.ranking_model_name
+            / str(ranker_version),
+            "policy": rerank_policy(settings, ranker_version),
+        }
     return {
         "version": version,
         "variant": chosen,
+        "ranker": ranker,
         "served_dir": served_dir,
         "float_dir": float_dir,
         "selection_row": {k: selected.get(k) for k in ("name", "ndcg_at_10", "recall_at_10")}

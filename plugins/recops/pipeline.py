@@ -443,6 +443,7 @@ def evaluate_step(
     from recops.evaluation import EvalConfig, RerankConfig, evaluate, evaluate_rerank
     from recops.ledger import current_alias
     from recops.registry import CHAMPION, mlflow_client, resolve_saved_model
+    from recops.serving.recommend import POLICY_METRICS, choose_policy
 
     settings = dataset_settings(features.get("dataset"))
     common = {
@@ -484,9 +485,8 @@ def evaluate_step(
                 _served_metrics(champion_dir, common, settings.history_max, baselines=False)
             )
         # The ranker re-orders what users see only where that measured better on this holdout.
-        policy = (
-            "fusion" if metrics["reranked.ndcg_at_10"] >= metrics["ndcg_at_10"] else "retrieval"
-        )
+        fused = {m: metrics[f"reranked.{m}"] for m in POLICY_METRICS}
+        policy = choose_policy(metrics, fused)
         result = {
             "rerank_policy": policy,
             "model_dir": selection["model_dir"],

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from _tiny_data import TinyData
 from recops.service.metrics import ServiceMetrics
 from recops.training import TrainResult
 
@@ -96,3 +97,71 @@ def test_quality_rescores_the_served_model_and_trains_its_config_on_the_temporal
     assert "v3 behind `stable`, on its run's random holdout" in text
     assert "| two-tower (serving_default) |" in text and "temporal cut" in text
     assert "Not measured" in "\n".join(quality_markdown(None))
+
+
+def test_quality_scores_the_list_the_service_returns_under_the_rankers_policy(
+    tiny_two_tower: TrainResult, tiny_data: TinyData, tmp_path: Path
+) -> None:
+    """With a ranker serving under ``fusion``, the targets judge the fused list."""
+    import pandas as pd
+    from recops.ranking import RankerConfig, train_ranker
+
+    from benchmarks._recommend_quality import quality_markdown, quality_section
+
+    trained = tiny_two_tower
+    # The ranker's run beside the retriever's, on its split, as the nightly lays them out.
+    frame = pd.read_parquet(tiny_data.training_set_uri)
+    frame["user_activity"] = frame.groupby("user_id")["item_id"].transform("size").astype(float)
+    frame["item_popularity"] = frame.groupby("item_id")["user_id"].transform("size").astype(float)
+    frame.to_parquet(tmp_path / "ranking_set.parquet", index=False)
+    train_dir = Path(trained.split_uri).parent
+    ranked = train_ranker(
+        RankerConfig(
+            training_set_uri=str(tmp_path / "ranking_set.parquet"),
+            split_uri=trained.split_uri,
+            users_uri=tiny_data.users_uri,
+            items_uri=tiny_data.items_uri,
+            spec_uri=tiny_data.spec_uri,
+            output_dir=str(train_dir.parent / "rank-tiny"),
+            numeric_features=("user_activity",),
+            item_numeric_features=("item_popularity",),
+            monitor="logloss",
+            epochs=1,
+            embedding_dim=8,
+            cross_layers=1,
+            deep_units=(16,),
+            batch_size=256,
+            negatives=2,
+            replicas=1,
+        )
+    )
+    models = {
+        "version": 3,
+        "served_dir": trained.model_dir,
+        "float_dir": trained.model_dir,
+        "ranker": {"version": 2, "served_dir": ranked.model_dir, "policy": "fusion"},
+    }
+    section = quality_section(models, tmp_path / "work", history_max=50, registered={})
+
+    served, temporal = section["served"], section["temporal"]
+    assert [row["model"] for row in served["rows"][:2]] == [
+        "two-tower (serving_default)",
+        "two-tower + ranker, fused (RRF)",
+    ]
+    assert served["users_get"] == served["rows"][1], "fusion: the fused list is what users get"
+    fused = served["rows"][1]
+    assert served["checks"]["recall_at_10_at_or_above_bar"] == (fused["recall_at_10"] >= 0.265)
+    # On the temporal cut the ranker's config trains on the temporal retriever's split, and
+    # the nightly's rule picks the list.
+    retrieval, fused = temporal["rows"][0], temporal["rows"][1]
+    better = all(fused[m] >= retrieval[m] for m in ("recall_at_10", "ndcg_at_10"))
+    rule = "fusion" if better else "retrieval"
+    assert temporal["ranker"]["policy"] == rule
+    assert temporal["users_get"] == (fused if rule == "fusion" else retrieval)
+    rank_config = json.loads((tmp_path / "work" / "temporal-rank-tiny" / "config.json").read_text())
+    (temporal_run,) = (tmp_path / "work").glob("temporal-train*")
+    assert rank_config["protocol"] == "temporal"
+    assert rank_config["split_uri"] == str(temporal_run / "split.parquet")
+    text = "\n".join(quality_markdown(section))
+    assert "| two-tower + ranker, fused (RRF) |" in text
+    assert "The service returns the `fusion` list (ranker v2's recorded policy)" in text

@@ -20,6 +20,7 @@ from recops.serving.recommend import (
     RecommendConfig,
     _events,
     _user_ref,
+    choose_policy,
     fuse,
     popular_items,
     recommend,
@@ -145,3 +146,12 @@ def test_missing_state_is_a_hint_not_a_crash(tmp_path: Path) -> None:
 def test_fusion_rewards_items_both_orders_like() -> None:
     # Retrieval order 1, 2, 3; the ranker prefers 2, then 3, then 1.
     assert fuse([1, 2, 3], {1: 0.1, 2: 0.9, 3: 0.5}) == [2, 1, 3]
+
+
+def test_the_ranker_reorders_only_a_list_no_worse_on_any_figure() -> None:
+    retrieval = {"recall_at_10": 0.2684, "ndcg_at_10": 0.3080}
+    # ml-100k's random cut: NDCG up, Recall down: users keep the retrieval order.
+    assert choose_policy(retrieval, {"recall_at_10": 0.2620, "ndcg_at_10": 0.3106}) == "retrieval"
+    assert choose_policy(retrieval, {"recall_at_10": 0.27, "ndcg_at_10": 0.31}) == "fusion"
+    assert choose_policy(retrieval, dict(retrieval)) == "fusion"  # a tie re-orders
+    assert choose_policy(retrieval, {"recall_at_10": 0.30, "ndcg_at_10": 0.30}) == "retrieval"
