@@ -323,14 +323,18 @@ def promote_challengers(settings: Settings, *, show_progress: bool = False) -> l
 
     A scheduler would do this on the ``recops_blessed`` asset; ``airflow dags test`` runs
     one DAG, so the demo triggers the promotion itself with the same Params a UI user
-    would set.
+    would set. A retriever's run also rolls out its paired ranker, so the ranker's own
+    run is skipped then.
+
+    Returns:
+        ``"<model> v<version>"`` for each model whose ``stable`` moved.
     """
     from datetime import UTC, datetime, timedelta
 
     from recops.promotion import served_stable
     from recops.registry import registry_status
 
-    done = []
+    before = {model: served_stable(settings, model) for model in settings.promotable_models}
     when = datetime.now(UTC).replace(microsecond=0)
     for i, model in enumerate(settings.promotable_models):
         status = registry_status(settings, model)
@@ -346,5 +350,5 @@ def promote_challengers(settings: Settings, *, show_progress: bool = False) -> l
         )
         when_i = (when + timedelta(seconds=i)).isoformat()
         run_dag_test(settings, when_i, conf, dag_id="recsys_promote", show_progress=show_progress)
-        done.append(f"{model} v{newest['version']}")
-    return done
+    after = {model: served_stable(settings, model) for model in settings.promotable_models}
+    return [f"{m} v{v}" for m, v in after.items() if v is not None and v != before[m]]
