@@ -193,7 +193,9 @@ def _companion(
     ranking = settings.ranking_model_name
     if req["model_name"] != settings.model_name or ranking in asked:
         return None
-    if outcome not in ("promoted", "rolled-back"):
+    # "already-serving" too: a retried run whose retriever moved before a failure still
+    # completes the unit.
+    if outcome not in ("promoted", "already-serving", "rolled-back"):
         return None
     ranker = paired_ranker(settings, version)
     serving = served_stable(settings, ranking)

@@ -399,6 +399,16 @@ def test_a_retriever_asked_for_alone_moves_with_its_ranker(home: Path) -> None:
     k2 = _register_ranker(home, "pair-k2", r2)
     asked("promote", r2)
     assert (served_stable(settings, MODEL), served_stable(settings, ranking)) == (r2, k2)
+    # A retry after the retriever moved (its ranker not yet) completes the unit.
+    asked("rollback", r1)
+    promote(PromoteConfig(model_name=MODEL, version=r2), settings)  # retrieval alone
+    assert (served_stable(settings, MODEL), served_stable(settings, ranking)) == (r2, k1)
+    retried = asked("promote", r2)
+    assert [(r["model_name"], r["outcome"]) for r in retried] == [
+        (MODEL, "already-serving"),
+        (ranking, "promoted"),
+    ]
+    assert (served_stable(settings, MODEL), served_stable(settings, ranking)) == (r2, k2)
     # Back to r1: its ranker k1 is still on disk, so it goes back too.
     back = asked("rollback", r1)
     assert [(r["model_name"], r["outcome"]) for r in back] == [
