@@ -84,13 +84,19 @@ def _beats_baselines(part: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-def _rank_dir(train_dir: Path, split_uri: str) -> Path | None:
-    """The ranker run beside ``train_dir`` trained on its split (None: no such run)."""
+def _rank_dir(train_dir: Path, split_uri: str) -> Path:
+    """The ranker run beside ``train_dir`` trained on its split.
+
+    Raises:
+        FileNotFoundError: No such run: the list a serving ranker gives cannot be scored,
+            and scoring retrieval's alone would report a list users do not get.
+    """
     for folder in sorted(train_dir.parent.glob("rank-*")):
         config = folder / "config.json"
         if config.is_file() and json.loads(config.read_text()).get("split_uri") == split_uri:
             return folder
-    return None
+    raise FileNotFoundError(f"a ranker serves, but no ranker run beside {train_dir} "
+                            f"trained on its split {split_uri}")  # fmt: skip
 
 
 def _fused(
@@ -189,7 +195,7 @@ def quality_section(
     print(f"  served v{models['version']} ({result['protocol']} holdout), as served:", flush=True)
     served = _scored(served_config(str(models["served_dir"]), result["split_uri"]))
     policy = None
-    if ranker and rank_config:
+    if ranker and rank_config is not None:
         # The ranker that serves, on the candidates of the retriever that serves.
         served["rows"].insert(
             1,

@@ -165,3 +165,12 @@ def test_quality_scores_the_list_the_service_returns_under_the_rankers_policy(
     text = "\n".join(quality_markdown(section))
     assert "| two-tower + ranker, fused (RRF) |" in text
     assert "The service returns the `fusion` list (ranker v2's recorded policy)" in text
+
+
+def test_a_serving_ranker_without_its_run_is_named_not_skipped(tmp_path: Path) -> None:
+    # Scoring retrieval alone would report a list the service does not return.
+    from benchmarks._recommend_quality import _rank_dir
+
+    (tmp_path / "train").mkdir()
+    with pytest.raises(FileNotFoundError, match="no ranker run beside .*split.parquet"):
+        _rank_dir(tmp_path / "train", str(tmp_path / "train" / "split.parquet"))
