@@ -428,10 +428,12 @@ def _user_rows(
     """The newest users-table row of each user, with the attribute columns ``names``.
 
     The frame is indexed by ``user_id`` in ``eval_users`` order. Without ``names`` (a model
-    that takes only ``user_id``) the users table is not read.
+    that takes only ``user_id``) the users table is not read. A user without a row (new
+    since the users file, or first seen by ``POST /v1/events``) gets its attributes
+    missing, as serving sends them.
 
     Raises:
-        DataError: If the table lacks a column the model takes, or a user's row.
+        DataError: If the table lacks a column the model takes.
     """
     index = pd.Index(eval_users, name="user_id")
     if not names:
@@ -441,9 +443,6 @@ def _user_rows(
     except DataError as exc:
         raise DataError(f"{exc} (model {model_dir} takes user inputs {list(names)})") from exc
     latest = latest_rows(frame, "user_id").set_index("user_id")[list(names)]
-    lacking = eval_users[~np.isin(eval_users, latest.index.to_numpy())]
-    if lacking.size:
-        raise DataError(f"users {users_uri} lacks rows for user_id {lacking[:10].tolist()}")
     return latest.reindex(index)
 
 
@@ -510,7 +509,7 @@ def evaluate(config: EvalConfig) -> EvalResult:
         and the cold-user and long-tail segments.
 
     Raises:
-        DataError: If the split or users table is malformed or users lack features.
+        DataError: If the split or users table is malformed.
         ParamError: If ``k`` exceeds the catalogue.
         InputMissingError: If an input is missing (a ``FileNotFoundError``).
     """

@@ -456,6 +456,24 @@ def _check_pair(client: Any, settings: Settings, ranking: Any) -> None:
         )
 
 
+def pair_refusal(settings: Settings, ranking_version: int) -> str | None:
+    """Why ranking ``ranking_version`` cannot be promoted on its own, or None when it can.
+
+    The same rule a promotion enforces (a ranker serves only beside its own blessed,
+    serving retriever), asked before triggering one, as the nightly's announcement does
+    by leaving such a ranker out.
+    """
+    from recops.registry import mlflow_client
+
+    client = mlflow_client(settings)
+    ranking = _model_version(client, settings.ranking_model_name, ranking_version)
+    try:
+        _check_pair(client, settings, ranking)
+    except PromotionError as exc:
+        return str(exc)
+    return None
+
+
 def paired_ranker(settings: Settings, retrieval_version: int) -> int | None:
     """The newest blessed ranking version trained on ``retrieval_version``'s candidates.
 

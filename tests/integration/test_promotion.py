@@ -19,6 +19,7 @@ from recops.ledger import history
 from recops.promotion import (
     PromoteConfig,
     PromotionError,
+    pair_refusal,
     pending_alias_change,
     promote,
     rollback_model,
@@ -349,6 +350,10 @@ def test_a_ranker_is_never_promoted_without_its_retriever(home: Path) -> None:
     with pytest.raises(PromotionError, match=f"promote {MODEL} v{blessed} first"):
         promote(PromoteConfig(model_name=ranking, version=waiting), settings)
     assert served_stable(settings, ranking) is None
+    # The same rule, asked before a promotion is triggered (`recops run` and the demo
+    # leave such a ranker where it is instead of failing the command).
+    assert f"{MODEL} v{refused}, which the gate" in str(pair_refusal(settings, orphan))
+    assert f"promote {MODEL} v{blessed} first" in str(pair_refusal(settings, waiting))
 
 
 def test_a_failed_ranker_takes_the_retriever_of_its_run_back_with_it(home: Path) -> None:

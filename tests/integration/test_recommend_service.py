@@ -197,6 +197,14 @@ def test_a_bad_event_is_refused_naming_it_and_nothing_is_written(env: Env) -> No
     assert body["index"] == 1 and body["field"] == "rating", body
     assert "rating" in body["detail"]
     assert _seen(env.settings, 4) == before
+    # An item outside the catalogue would block the nightly's whole day: refused too.
+    outside = {**good, "item_id": 99_999}
+    reply = env.http.post("/v1/events", json=[good, outside])
+    assert reply.status_code == 422
+    body = reply.json()
+    assert (body["index"], body["field"], body["value"]) == (1, "item_id", 99_999), body
+    assert "catalogue" in body["detail"]
+    assert _seen(env.settings, 4) == before
 
 
 def test_metrics_parse_with_the_prometheus_parser(env: Env) -> None:

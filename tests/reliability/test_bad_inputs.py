@@ -245,11 +245,47 @@ def test_future_timestamp_is_blocked(env: tuple[Settings, str]) -> None:
     assert message.count("column=event_timestamp") == 2
 
 
-def test_unknown_user_ids_are_blocked(env: tuple[Settings, str]) -> None:
+def _new_users(frame: pd.DataFrame) -> pd.DataFrame:
+    frame.loc[frame.index[:2], "user_id"] = [9999, 8888]
+    return frame
+
+
+def test_users_without_a_profile_row_warn_by_default(env: tuple[Settings, str]) -> None:
+    # Users new since the users file, or first seen by POST /v1/events: their day is
+    # published (the models read a missing profile as missing values), with a warning.
+    settings, day = env
+    _restage(settings, day, _new_users)
+
+    result = _step(settings, day)
+
+    _assert_warned(
+        settings,
+        result,
+        "expect_column_values_to_be_in_set(column=user_id, value_set=<60 values>): "
+        "2 unexpected values",
+    )
+
+
+def test_users_without_a_profile_row_block_when_configured(env: tuple[Settings, str]) -> None:
+    settings, day = env
+    staged = _restage(settings, day, _new_users)
+
+    _assert_blocked(
+        settings,
+        day,
+        staged,
+        lambda: _with_contract(settings, day, ContractConfig(unknown_user_severity="fail")),
+        "expect_column_values_to_be_in_set(column=user_id, value_set=<60 values>): "
+        "2 unexpected values",
+        "9999",
+    )
+
+
+def test_unknown_item_ids_are_blocked(env: tuple[Settings, str]) -> None:
     settings, day = env
 
     def bad(frame: pd.DataFrame) -> pd.DataFrame:
-        frame.loc[frame.index[:2], "user_id"] = [9999, 8888]
+        frame.loc[frame.index[:2], "item_id"] = [7777, 6666]
         return frame
 
     staged = _restage(settings, day, bad)
@@ -259,9 +295,9 @@ def test_unknown_user_ids_are_blocked(env: tuple[Settings, str]) -> None:
         day,
         staged,
         lambda: _step(settings, day),
-        "expect_column_values_to_be_in_set(column=user_id, value_set=<60 values>): "
+        "expect_column_values_to_be_in_set(column=item_id, value_set=<80 values>): "
         "2 unexpected values",
-        "9999",
+        "7777",
     )
 
 

@@ -136,11 +136,18 @@ def test_valid_split_masks_train_only(fixed: dict[str, Any]) -> None:
     assert got.to_dict()["split"] == "valid"
 
 
-def test_user_without_features_is_named(fixed: dict[str, Any], tmp_path: Path) -> None:
+def test_a_user_without_a_row_is_scored_with_its_attributes_missing(
+    fixed: dict[str, Any], tmp_path: Path
+) -> None:
+    # A user new since the users file: the model gets "" and NaN (it asserts so), as it
+    # does for user 2's row of missing values, so the figures are the same.
     users = pd.read_parquet(fixed["users_uri"])
     users[users["user_id"] == 1].to_parquet(tmp_path / "users.parquet")
-    with pytest.raises(ValueError, match=r"user_id \[2\]"):
-        evaluate(EvalConfig(**{**fixed, "users_uri": str(tmp_path / "users.parquet")}))
+    without = evaluate(
+        EvalConfig(**{**fixed, "users_uri": str(tmp_path / "users.parquet")}, k=3)
+    ).to_dict()
+    assert without == evaluate(EvalConfig(**fixed, k=3)).to_dict()
+    assert without["recall_at_k"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="split='train'"):
         EvalConfig(**fixed, split="train")
 

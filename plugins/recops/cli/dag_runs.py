@@ -331,7 +331,7 @@ def promote_challengers(settings: Settings, *, show_progress: bool = False) -> l
     """
     from datetime import UTC, datetime, timedelta
 
-    from recops.promotion import served_stable
+    from recops.promotion import pair_refusal, served_stable
     from recops.registry import registry_status
 
     before = {model: served_stable(settings, model) for model in settings.promotable_models}
@@ -344,6 +344,13 @@ def promote_challengers(settings: Settings, *, show_progress: bool = False) -> l
             or not newest["blessed"]
             or served_stable(settings, model) == newest["version"]
         ):
+            continue
+        if model == settings.ranking_model_name and (
+            refusal := pair_refusal(settings, int(newest["version"]))
+        ):
+            # As the nightly's announcement: a ranker whose retriever the gate refused
+            # stays where it is; the promotion would refuse it (and fail the command).
+            typer.echo(f"      not promoted: {refusal}")
             continue
         conf = json.dumps(
             {"model_name": model, "version": newest["version"], "reason": "recops demo"}

@@ -19,7 +19,6 @@ import pandas as pd
 from recops.compression.builders import BuildContext, Built, training_dataset
 from recops.compression.records import QUALITY_K, TFLITE_FILE
 from recops.config import RETRIEVAL_K
-from recops.errors import DataError
 from recops.splits import known_histories, of_types, pad_histories, read_typed_split, with_times
 from recops.tables import read_entities
 from recops.training import seed_everything
@@ -127,10 +126,8 @@ def _tflite_quality(
     """Recall@10 and NDCG@10 of a TFLite retrieval model that returns every candidate.
 
     Scored by ``recops.evaluation.evaluate_scores``: the protocol of ``evaluate`` (test
-    split, train and valid items of the seen types masked, hits of the positive types).
-
-    Raises:
-        DataError: If test users lack a row in the users table.
+    split, train and valid items of the seen types masked, hits of the positive types). A
+    test user without a row in the users table is scored with its attributes missing.
     """
     from recops_models.edge import TFLiteScorer
 
@@ -153,11 +150,7 @@ def _tflite_quality(
     empty = np.zeros(0, np.int64)
 
     def score(block: np.ndarray) -> np.ndarray:
-        absent = np.setdiff1d(block, users.index.to_numpy(np.int64))
-        if absent.size:
-            raise DataError(
-                f"users {config.users_uri} lacks rows for test users {absent[:10].tolist()}"
-            )
+        # A user without a row (new since the users file) has its attributes missing.
         profiles = users.reindex(block).rename_axis("user_id").reset_index()
         histories = [history_of.get(int(u), empty) for u in block] if history_of else None
         out = scorer(edge_features(spec, profiles, histories))

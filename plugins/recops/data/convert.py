@@ -14,6 +14,7 @@ This module imports pandas only inside its functions.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +23,14 @@ from typing import TYPE_CHECKING
 from recops.errors import DataError
 from recops.layout import DEFAULT_EVENT_TYPE, INTERACTION_COLUMNS
 
+_LOG = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from recops.dataset_spec import Attribute, DatasetSpec, TableSpec
 
-__all__ = ["TABLE_SUFFIXES", "Converted", "read_table", "to_layout", "to_utc"]
+__all__ = ["TABLE_SUFFIXES", "Converted", "drop_repeated", "read_table", "to_layout", "to_utc"]
 
 #: File suffixes ``read_table`` reads.
 TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq")
@@ -242,3 +245,17 @@ def to_layout(
         }
     )[list(INTERACTION_COLUMNS)]
     return Converted(interactions=interactions, users=users, items=items, key_tables=tables)
+
+
+def drop_repeated(interactions: pd.DataFrame) -> pd.DataFrame:
+    """The events with each fully identical row kept once (a log delivered twice).
+
+    Rows that share the event key (user, item, time, type) but differ in weight are kept:
+    the contract's uniqueness check names them, since only the user knows which is right.
+    """
+    kept = interactions.drop_duplicates().reset_index(drop=True)
+    if len(kept) < len(interactions):
+        _LOG.warning(
+            "%d event row(s) repeated exactly were kept once", len(interactions) - len(kept)
+        )
+    return kept

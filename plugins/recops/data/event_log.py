@@ -218,11 +218,51 @@ def parse_events(
     string_sides = [s for s in ("users", "items") if getattr(spec, s).key_type == "string"]
     with locked(settings.keys_dir / ".intern.lock"):
         tables = {side: read_key_table(settings, side) for side in string_sides}
+        # Before interning: a refused batch must not leave new keys behind.
+        _check_references(settings, spec, checked, tables)
         converted = to_layout(spec, frames, key_tables=tables)
         for side in string_sides:
             if len(converted.key_tables[side]) != len(tables[side]):
                 write_key_table(settings, side, converted.key_tables[side])
     return converted.interactions.reset_index(drop=True)
+
+
+def _check_references(
+    settings: Settings,
+    spec: DatasetSpec,
+    records: list[dict[str, Any]],
+    key_tables: Mapping[str, pd.DataFrame],
+) -> None:
+    """Refuse an event on an item the published catalogue does not list
+    (``recops.data.references``): the nightly's contract would block its whole day.
+
+    Raises:
+        EventError: The first such record (its index, the item key column and the key).
+    """
+    from recops.data.references import known_ids
+
+    path = settings.items_path
+    if not path.is_file():
+        return  # nothing published yet: the import's contract speaks first
+    known = known_ids(path, "item_id")
+    column = spec.events.item_key
+    ids: dict[str, int] = {}
+    keys = key_tables.get("items")
+    if spec.items.key_type == "string" and keys is not None and len(keys):
+        # Only the batch's keys: the table can hold millions.
+        asked = keys[keys["key"].isin({str(r[column]) for r in records})]
+        ids = dict(zip(asked["key"].astype(str), asked["id"].astype("int64"), strict=True))
+    for index, record in enumerate(records):
+        key = record[column]
+        found = ids.get(str(key)) if spec.items.key_type == "string" else int(key)
+        if found is None or int(found) not in known:
+            raise EventError(
+                index,
+                column,
+                key,
+                f"is not an item of {spec.name}'s catalogue ({path.name}); new items come "
+                "in with the items file (`recops data import`)",
+            )
 
 
 def _lock_for(path: Path) -> threading.Lock:

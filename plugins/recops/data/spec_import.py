@@ -136,9 +136,12 @@ def import_frames(
         recops.errors.DataValidationError: The history fails its contract; the spec copy
             and the key tables are left as they were and nothing is published.
     """
-    from recops.data.convert import to_layout
+    from dataclasses import replace
+
+    from recops.data.convert import drop_repeated, to_layout
     from recops.data.keys import SIDES, key_table_path, read_key_table, write_key_table
     from recops.data.partitions import land
+    from recops.data.references import check_references
     from recops.dataset_check import check_columns
     from recops.layout import SPEC_FILE
 
@@ -151,6 +154,8 @@ def import_frames(
     string_sides = [s for s in SIDES if getattr(spec, s).key_type == "string"]
     current: dict[str, pd.DataFrame] = {s: read_key_table(target, s) for s in string_sides}
     converted = to_layout(spec, frames, key_tables=current)
+    check_references(spec, frames["events"], converted.interactions, converted.items, sources)
+    converted = replace(converted, interactions=drop_repeated(converted.interactions))
     report_progress(progress, "checking the files against the spec", 1, 1)
 
     spec_file = target.data_dir / SPEC_FILE

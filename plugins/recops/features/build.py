@@ -135,7 +135,7 @@ def build_features(config: FeaturesConfig, settings: Settings | None = None) -> 
 
     Raises:
         DataError: No published partition precedes the interval end, or training rows
-            found no profile (unknown user or item ids).
+            found no item row (item ids outside the catalogue).
     """
     # recops.data pulls in the layout (numpy); the features package stays light to import.
     from recops.data import list_partitions

@@ -354,8 +354,8 @@ def write_training_sets(
         ranking_service: The ranking set's feature service; empty to skip that set.
 
     Raises:
-        DataError: Training rows found no profile (unknown user or item ids, or events
-            before the profile is valid); all slices are checked, so the count is the
+        DataError: Training rows found no item row (item ids outside the catalogue, or events
+            before its row is valid); all slices are checked, so the count is the
             whole set's.
     """
     import pyarrow as pa
@@ -364,10 +364,10 @@ def write_training_sets(
     writers: dict[str, pq.ParquetWriter] = {}
     missing_rows = 0
     samples: list[dict[str, Any]] = []
-    valid_from = {
-        "user_id": _valid_from(settings.users_path, "user_id"),
-        "item_id": _valid_from(settings.items_path, "item_id"),
-    }
+    # Items only: an item needs its catalogue row, while a user may have events and no
+    # profile row (new since the users file, or first seen by POST /v1/events), whose
+    # rows join missing attributes, as a row with empty attributes would.
+    valid_from = {"item_id": _valid_from(settings.items_path, "item_id")}
 
     def table(frame: pd.DataFrame) -> pa.Table:
         schema = arrow_schema(list(frame.columns), layout)
@@ -421,9 +421,9 @@ def write_training_sets(
             writer.close()
     if missing_rows:
         raise DataError(
-            f"{missing_rows} training rows found no profile in {feature_service} "
-            f"(unknown user or item ids, or events before the profile is valid), "
+            f"{missing_rows} training rows found no item in {feature_service} "
+            f"(item ids outside the catalogue, or events before the item's row is valid), "
             f"e.g. {samples[:3]}\n"
-            f"hint: every user_id and item_id of the interactions needs a row in "
-            f"{settings.users_path.name} / {settings.items_path.name} valid from before it"
+            f"hint: every item_id of the interactions needs a row in "
+            f"{settings.items_path.name} valid from before it"
         )

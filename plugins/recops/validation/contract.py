@@ -43,11 +43,12 @@ SEVERITIES: tuple[str, ...] = ("fail", "warn")
 class ContractConfig(Record):
     """Thresholds and severities of the checks that are not plain schema rules.
 
-    Structural checks (schema, dtypes, nulls, ranges, categoricals, uniqueness, referential
-    integrity, timestamps, empty partitions) fail by default, attribute constraints with
+    Structural checks (schema, dtypes, nulls, ranges, categoricals, uniqueness, items
+    named by events, timestamps, empty partitions) fail by default, attribute constraints with
     the severity their spec gives; any of them can be downgraded to a warning by naming its
     check key in ``warn_only``. Volume and drift checks warn by default, except a weight
-    PSI above ``weight_psi_extreme``, which always blocks.
+    PSI above ``weight_psi_extreme``, which always blocks. Events from users without a
+    profile row warn (``unknown_user_severity``).
 
     Attributes:
         history_days: Trailing published partitions (before the interval) used as the
@@ -71,6 +72,9 @@ class ContractConfig(Record):
             events whose value (any element, for a multi-valued one) was unseen in the
             reference window.
         new_value_severity: ``fail`` or ``warn``.
+        unknown_user_severity: Events from users the users table has no row for (a user
+            new since the users file, a key first seen by ``POST /v1/events``): ``warn``
+            (served and trained without profile attributes) or ``fail``.
         allow_empty: Accept a partition with zero rows (blocked by default).
         warn_only: Check keys (``table.expectation_type[.column]``, as printed in the report's
             ``check`` field) whose failure only warns.
@@ -95,6 +99,7 @@ class ContractConfig(Record):
     new_item_severity: str = "warn"
     new_value_share_max: float = 0.2
     new_value_severity: str = "warn"
+    unknown_user_severity: str = "warn"
     allow_empty: bool = False
     warn_only: tuple[str, ...] = ()
 
@@ -106,6 +111,7 @@ class ContractConfig(Record):
             "new_user_severity",
             "new_item_severity",
             "new_value_severity",
+            "unknown_user_severity",
         ):
             value = getattr(self, name)
             if value not in SEVERITIES:

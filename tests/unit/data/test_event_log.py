@@ -103,6 +103,38 @@ def test_movielens_values_and_integer_keys_are_checked(
     assert (info.value.index, info.value.field) == (2, field)
 
 
+def _catalogue(settings: Settings, item_ids: list[int]) -> None:
+    settings.items_path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"item_id": pd.Series(item_ids, dtype="int64")}).to_parquet(settings.items_path)
+
+
+def test_an_event_on_an_item_outside_the_catalogue_is_refused_and_interns_nothing(
+    tmp_path: Path,
+) -> None:
+    # Its whole day would be blocked by the nightly's contract: refused at the door.
+    settings = _settings(tmp_path, SHOP)
+    spec = active_spec(settings)
+    good = _shop("c-1", "sku-2", "2024-05-01T10:00:00Z")
+    sku = int(parse_events(settings, spec, [good])["item_id"][0])
+    _catalogue(settings, [sku])
+    assert len(parse_events(settings, spec, [good, _shop("c-new", "sku-2", "2024-05-02")])) == 2
+    with pytest.raises(EventError) as info:
+        parse_events(settings, spec, [_shop("c-2", "sku-2", "2024-05-02"),
+                                      _shop("c-3", "sku-9", "2024-05-02")])  # fmt: skip
+    assert (info.value.index, info.value.field, info.value.value) == (1, "sku", "sku-9")
+    assert "not an item of shop-synthetic's catalogue (items.parquet)" in str(info.value)
+    assert set(read_key_table(settings, "users")["key"]) == {"c-1", "c-new"}
+    assert set(read_key_table(settings, "items")["key"]) == {"sku-2"}
+    # Integer keys: the item id itself is looked up.
+    ml = _settings(tmp_path / "ml", ML)
+    _catalogue(ml, [50])
+    good_ml = {"user_id": 5000, "item_id": 50, "timestamp": 893286638, "rating": 4}
+    assert parse_events(ml, active_spec(ml), [good_ml])["user_id"].tolist() == [5000]
+    with pytest.raises(EventError) as info:
+        parse_events(ml, active_spec(ml), [good_ml, {**good_ml, "item_id": 99999}])
+    assert (info.value.index, info.value.field, info.value.value) == (1, "item_id", 99999)
+
+
 def _rows(settings: Settings, records: list[dict[str, Any]]) -> pd.DataFrame:
     return parse_events(settings, active_spec(settings), records)
 

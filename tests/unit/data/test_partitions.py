@@ -49,9 +49,9 @@ def test_publish_drops_stale_partitions(settings: Settings) -> None:
 
 def test_bad_history_is_not_published(settings: Settings) -> None:
     inter, users, items = synthesize(rows=1500, users=40, items=60, days=6, seed=1)
-    inter.loc[inter.index[:2], "user_id"] = 4040  # no such user
+    inter.loc[inter.index[:2], "item_id"] = 4040  # no such item
 
-    with pytest.raises(DataValidationError, match=r"column=user_id.*\[4040\]") as info:
+    with pytest.raises(DataValidationError, match=r"column=item_id.*\[4040\]") as info:
         land(settings, inter, users, items, source="synthetic", stage_last_days=1)
 
     assert not list_partitions(settings) and not list_staged(settings)

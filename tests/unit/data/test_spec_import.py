@@ -138,16 +138,61 @@ def test_a_missing_events_file_or_table_is_named(settings: Settings, tmp_path: P
 def test_a_history_that_fails_its_contract_leaves_no_spec_or_keys(
     settings: Settings, shop_spec: Path
 ) -> None:
-    path = _files(shop_spec)["events"]
-    events = pd.read_csv(path, dtype=str)
-    # A customer the customers file lacks: referential integrity fails in validation.
-    events.loc[0, "customer"] = "c-999999"
-    events.to_csv(path, index=False)
+    path = _files(shop_spec)["items"]
+    items = pd.read_csv(path, dtype=str)
+    # A product without its required category: the items suite fails in validation.
+    items.loc[0, "category"] = None
+    items.to_csv(path, index=False)
 
-    with pytest.raises(DataValidationError):
+    with pytest.raises(DataValidationError, match="category"):
         import_dataset(shop_spec, settings, stage_last_days=1)
 
     shop = settings.for_dataset("shop-synthetic")
     assert not (shop.data_dir / "spec.yaml").exists()
     assert not shop.keys_dir.joinpath("users.parquet").exists()
     assert not list_partitions(shop) and not list_staged(shop)
+
+
+def test_new_customers_and_repeated_rows_land_without_blocking(
+    settings: Settings, shop_spec: Path
+) -> None:
+    # Real logs: a customer who signed up after the customers file was exported, and a
+    # delivery that repeated rows. The first is kept (no profile row: a warning), the
+    # repeated rows once each.
+    path = _files(shop_spec)["events"]
+    events = pd.read_csv(path, dtype=str)
+    original = len(events)
+    events.loc[0, "customer"] = "c-signed-up-later"
+    events = pd.concat([events, events.iloc[[1, 2]]], ignore_index=True)
+    events.to_csv(path, index=False)
+
+    result = import_dataset(shop_spec, settings, stage_last_days=0)
+
+    assert result.n_interactions == original
+    shop = settings.for_dataset("shop-synthetic")
+    keys = read_key_table(shop, "users").set_index("key")["id"]
+    new = int(keys["c-signed-up-later"])
+    assert new not in set(pd.read_parquet(shop.users_path)["user_id"])
+    published = pd.concat(pd.read_parquet(p) for p in list_partitions(shop))
+    assert len(published) == original and (published["user_id"] == new).sum() == 1
+    report = Path(result.history_report_uri).read_text()
+    assert "expect_column_values_to_be_in_set(column=user_id" in report
+
+
+def test_events_on_items_outside_the_catalogue_are_named_by_their_keys(
+    settings: Settings, shop_spec: Path
+) -> None:
+    files = _files(shop_spec)
+    events = pd.read_csv(files["events"], dtype=str)
+    events.loc[[0, 1], "sku"] = "sku-discontinued"
+    events.to_csv(files["events"], index=False)
+
+    with pytest.raises(DataError) as caught:
+        import_dataset(shop_spec, settings)
+    message = str(caught.value)
+    assert (
+        f"{files['events'].name}: 2 event(s) name 1 sku value(s) that "
+        f"{files['items'].name} does not list"
+    ) in message
+    assert "'sku-discontinued'" in message and "'items.key' = 'sku'" in message
+    assert _no_data(settings)

@@ -180,14 +180,31 @@ def test_rerun_is_idempotent_and_old_interval_never_regresses_online(tmp_path: P
     assert older.materialized == first.materialized
 
 
-def test_unknown_user_is_reported(tmp_path: Path) -> None:
+def test_a_user_without_a_profile_row_trains_with_missing_attributes(tmp_path: Path) -> None:
+    # A user new since the users file (or first seen by POST /v1/events) has events and
+    # no profile row: every one of its rows is kept, with its attributes missing.
     settings = settings_for(tmp_path / "home", "movielens-100k")
     data = crafted("movielens-100k")
     publish_canonical(settings, replace(data, users=data.users[data.users.user_id != 3]))
-    with pytest.raises(DataError, match="found no profile"):
-        build_features(_cfg(settings, "2024-04-20"), settings)
+    result = build_features(_cfg(settings, "2024-04-20"), settings)
+    frame = pd.read_parquet(result.training_set_uri)
+    layout = active_layout(settings)
+    rows = frame[frame["user_id"] == 3]
+    assert len(rows) == int((data.interactions["user_id"] == 3).sum()) > 0
+    for feature in layout.user_features:
+        assert rows[feature.name].isna().all(), feature.name
+    assert frame[frame["user_id"] != 3][[f.name for f in layout.user_features]].notna().any().all()
     with pytest.raises(KeyError, match="user_id 3"):
         online_user_features([3], settings)
+
+
+def test_an_item_outside_the_catalogue_is_reported(tmp_path: Path) -> None:
+    settings = settings_for(tmp_path / "home", "movielens-100k")
+    data = crafted("movielens-100k")
+    item = int(data.interactions["item_id"].iloc[0])
+    publish_canonical(settings, replace(data, items=data.items[data.items.item_id != item]))
+    with pytest.raises(DataError, match=r"(?s)training rows found no item .*items.parquet"):
+        build_features(_cfg(settings, "2024-04-20"), settings)
 
 
 def test_sets_built_in_slices_equal_the_one_piece_sets(
