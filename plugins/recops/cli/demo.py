@@ -111,7 +111,7 @@ def demo(
     typer.echo("")
     typer.echo(f"champion: version {status_data['registry']['champion_version']}  "
                f"served: {status_data['serving']['versions']}  "
-               f"metrics: {json.dumps(status_data['last_run_metrics'])}")  # fmt: skip
+               f"metrics: {json.dumps(status_data['champion_metrics'])}")  # fmt: skip
     typer.echo(
         f"REST:  http://{settings.serving_host}:{settings.rest_port}/v1/models/{settings.model_name}"
     )

@@ -89,10 +89,18 @@ def run(
     promoted = promote_challengers(settings, show_progress=show)
     typer.echo(f"      promoted: {', '.join(promoted) or 'nothing new'}")
     status_data = collect_status(settings)
+    registry = status_data["registry"]
     typer.echo(
-        f"{dataset}: champion version {status_data['registry']['champion_version']}, "
-        f"metrics {json.dumps(status_data['last_run_metrics'])}"
+        f"{dataset}: champion version {registry['champion_version']}, "
+        f"metrics {json.dumps(status_data['champion_metrics'])}"
     )
+    newest = registry["versions"][0] if registry["versions"] else None
+    if newest is not None and newest != registry["champion_version"]:
+        # A version the gate refused (or not promoted yet): its figures are not the champion's.
+        typer.echo(
+            f"{dataset}: this run's version {newest} (not the champion), "
+            f"metrics {json.dumps(status_data['last_run_metrics'])}"
+        )
     typer.echo(
         f"run finished in {time.monotonic() - started:.0f} s; "
         f"`recops recommend --dataset {dataset} --user-id KEY` asks the served models."
