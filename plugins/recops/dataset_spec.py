@@ -208,11 +208,15 @@ class TimestampSpec(_Spec):
 
 
 class EventTypeSpec(_Spec):
-    """The event-type column, a weight per type and the types that count as positives."""
+    """The event-type column, a weight per type, the types that count as positives and
+    the types that say the user did not want the item (``negatives``: a skip, a removal
+    from the cart). A negative event is never a training positive nor a hit; the ranker
+    learns it as a shown-and-refused example."""
 
     column: ColumnName
     weights: dict[str, float] = Field(min_length=1)
     positives: tuple[str, ...] | None = None
+    negatives: tuple[str, ...] | None = None
 
     @field_validator("weights")
     @classmethod
@@ -234,6 +238,20 @@ class EventTypeSpec(_Spec):
                 )
         if self.positives is not None and not self.positives:
             raise _FieldError(("positives",), "name at least one type, or leave it out (all)")
+        for i, name in enumerate(self.negatives or ()):
+            if name not in self.weights:
+                raise _FieldError(
+                    ("negatives", i),
+                    f"{name!r} is not a declared event type ({', '.join(self.weights)})",
+                )
+            if name in (self.positives or ()):
+                raise _FieldError(
+                    ("negatives", i), f"{name!r} is a positive too; an event type is one or other"
+                )
+        if self.negatives is not None and set(self.negatives) >= set(self.weights):
+            raise _FieldError(
+                ("negatives",), "every event type is negative; leave at least one to learn from"
+            )
         return self
 
 
@@ -389,11 +407,19 @@ class DatasetSpec(_Spec):
 
     @property
     def positive_types(self) -> tuple[str, ...]:
-        """Event types that count as positives for evaluation (all when not narrowed)."""
+        """Event types that count as positives for evaluation (all but the negatives when
+        not narrowed)."""
         event_type = self.events.event_type
         if event_type is None or event_type.positives is None:
-            return self.event_types
+            negatives = set(self.negative_types)
+            return tuple(t for t in self.event_types if t not in negatives)
         return event_type.positives
+
+    @property
+    def negative_types(self) -> tuple[str, ...]:
+        """Event types that say the user did not want the item (none when not declared)."""
+        event_type = self.events.event_type
+        return () if event_type is None else tuple(event_type.negatives or ())
 
     @property
     def seen_types(self) -> tuple[str, ...]:

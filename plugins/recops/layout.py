@@ -78,6 +78,8 @@ class Layout:
         item_features: Item attributes, in spec order.
         event_weights: Weight per event type (``{DEFAULT_EVENT_TYPE: 1.0}`` without types).
         positive_types: Event types that count as positives for evaluation.
+        negative_types: Event types that say the user did not want the item: never a
+            training positive nor a hit (the ranker's explicit negatives).
         seen_types: Event types that make an item seen (never recommended again).
         value_range: ``(low, high)`` of the explicit value, when the spec has one.
     """
@@ -89,6 +91,7 @@ class Layout:
     item_features: tuple[FeatureDef, ...]
     event_weights: Mapping[str, float] = field(default_factory=dict)
     positive_types: tuple[str, ...] = ()
+    negative_types: tuple[str, ...] = ()
     seen_types: tuple[str, ...] = ()
     value_range: tuple[float, float] | None = None
 
@@ -146,6 +149,7 @@ def layout_from_spec(spec: DatasetSpec) -> Layout:
         item_features=_features(spec.items),
         event_weights=weights,
         positive_types=tuple(positives),
+        negative_types=spec.negative_types,
         seen_types=tuple(seen),
         value_range=value_range,
     )

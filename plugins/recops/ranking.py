@@ -242,6 +242,8 @@ def _read_rows(config: RankerConfig, layout: Layout) -> pd.DataFrame:
     """
     columns = (
         *_ROW_COLUMNS,
+        # Only a dataset with negative events needs the (string) type of 20M rows.
+        *(("event_type",) if layout.negative_types else ()),
         *(f.name for f in layout.user_features),
         *config.numeric_features,
         *config.item_numeric_features,
@@ -319,21 +321,36 @@ def _with_negatives(
     popularity: pd.Series,
     per_row: int,
     rng: np.random.Generator,
+    negative_types: tuple[str, ...] = (),
 ) -> pd.DataFrame:
     """Positive rows (``click`` 1) plus sampled negatives (``click`` 0, weight NaN).
 
-    Negatives copy their source row's user and context features; item features are
-    joined from the catalogue afterwards, for positives and negatives alike.
+    Rows of the ``negative_types`` (the user skipped or removed the item) are negatives
+    the user gave: ``click`` 0 and weight NaN, and they draw no sampled negatives.
+    Sampled negatives copy their source row's user and context features; item features
+    are joined from the catalogue afterwards, for every row alike.
     """
-    rows = rows.assign(click=1.0, weight=rows["weight"].astype(np.float64))
+    refused = (
+        rows["event_type"].isin(list(negative_types)).to_numpy()
+        if negative_types
+        else np.zeros(len(rows), bool)
+    )
+    weight = rows["weight"].to_numpy(np.float64)
+    rows = rows.assign(click=np.where(refused, 0.0, 1.0), weight=np.where(refused, np.nan, weight))
     if per_row == 0:
         return rows
+    wanted = rows[~refused].reset_index(drop=True)
     source, items = popularity_negatives(
-        rows["user_id"].to_numpy(), positives, popularity, per_row, rng
+        wanted["user_id"].to_numpy(), positives, popularity, per_row, rng
     )
-    negatives = rows.iloc[source].reset_index(drop=True)
+    negatives = wanted.iloc[source].reset_index(drop=True)
     negatives = negatives.assign(item_id=items, click=0.0, weight=np.nan)
     return pd.concat([rows, negatives], ignore_index=True)
+
+
+def _wanted(rows: pd.DataFrame, negative_types: tuple[str, ...]) -> pd.DataFrame:
+    """The rows not of a negative type (what the user wanted)."""
+    return rows[~rows["event_type"].isin(list(negative_types))]
 
 
 def _catalogue(
@@ -507,7 +524,8 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     # Every example takes its item's features from the catalogue, as serving will: the
     # model cannot tell positives from negatives by the freshness of item features.
     rows = rows.drop(columns=list(config.item_numeric_features))
-    popularity = train["item_id"].value_counts().sort_index()
+    wanted = train if not layout.negative_types else _wanted(train, layout.negative_types)
+    popularity = wanted["item_id"].value_counts().sort_index()
     pairs = rows[["user_id", "item_id"]]
     rng = np.random.default_rng(config.seed)
     parts = {
@@ -517,6 +535,7 @@ def train_ranker(config: RankerConfig) -> RankerResult:
             popularity,
             config.negatives,
             rng,
+            layout.negative_types,
         ).merge(catalogue, on="item_id", how="left", validate="many_to_one")
         for name in ("train", "valid", "test")
     }

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from recops.dataset_spec import ATTRIBUTE_KINDS, DatasetSpec, load_spec, spec_to_yaml
 from recops.errors import DataError
+from recops.layout import layout_from_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 MOVIELENS = ROOT / "datasets" / "movielens-100k.yaml"
@@ -99,6 +100,19 @@ def _edit_positive(raw: dict[str, Any]) -> None:
     raw["events"]["event_type"]["positives"] = ["purchase", "click"]
 
 
+def _edit_negative_positive(raw: dict[str, Any]) -> None:
+    raw["events"]["event_type"]["negatives"] = ["purchase"]
+
+
+def _edit_negative_unknown(raw: dict[str, Any]) -> None:
+    raw["events"]["event_type"]["negatives"] = ["skip"]
+
+
+def _edit_all_negative(raw: dict[str, Any]) -> None:
+    del raw["events"]["event_type"]["positives"]
+    raw["events"]["event_type"]["negatives"] = ["view", "add_to_cart", "purchase"]
+
+
 def _edit_range(raw: dict[str, Any]) -> None:
     raw["items"]["attributes"][3]["range"] = [10, 1]
 
@@ -158,6 +172,9 @@ BAD_SPECS = [
     (_edit_kind, "items.attributes[1].kind", "'categorical', 'multi_categorical'"),
     (_edit_unknown_key, "events.colour", "unknown key"),
     (_edit_positive, "events.event_type.positives[1]", "'click' is not a declared"),
+    (_edit_negative_positive, "events.event_type.negatives[0]", "'purchase' is a positive too"),
+    (_edit_negative_unknown, "events.event_type.negatives[0]", "'skip' is not a declared"),
+    (_edit_all_negative, "events.event_type.negatives", "every event type is negative"),
     (_edit_range, "items.attributes[3].range", "low (10) must be below high (1)"),
     (_edit_name, "name", "'../x' must be a letter"),
     (_edit_weight, "events.event_type.weights.view", "must be above 0"),
@@ -234,3 +251,18 @@ def test_each_protocols_shares_come_from_the_evaluation_block() -> None:
     )
     assert custom.shares("random") == (0.7, 0.15, 0.15)
     assert custom.shares("temporal") == (0.6, 0.15, 0.25)
+
+
+def test_negatives_are_neither_positives_nor_hidden_from_seen(tmp_path: Path) -> None:
+    raw = _shop()
+    del raw["events"]["event_type"]["positives"]
+    raw["events"]["event_type"]["weights"]["remove_from_cart"] = 0.5
+    raw["events"]["event_type"]["negatives"] = ["remove_from_cart"]
+    raw.pop("seen", None)  # every type, the refusal too: a removed item is not offered again
+    spec = load_spec(_write(tmp_path, raw))
+    assert spec.negative_types == ("remove_from_cart",)
+    assert set(spec.positive_types) == {"view", "add_to_cart", "purchase"}
+    assert "remove_from_cart" in spec.seen_types
+    layout = layout_from_spec(spec)
+    assert layout.negative_types == ("remove_from_cart",)
+    assert "remove_from_cart" not in layout.positive_types

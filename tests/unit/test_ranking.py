@@ -234,6 +234,33 @@ def test_popularity_negatives_avoid_known_pairs() -> None:
     assert {i for u, i in pairs if u == 2} <= {20, 30}
 
 
+def test_a_refused_event_is_a_negative_example_and_draws_no_samples() -> None:
+    from recops.ranking import _with_negatives
+
+    rows = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 2],
+            "item_id": [10, 20, 10, 30],
+            "event_type": ["play", "skip", "save", "play"],
+            "weight": [1.0, 0.5, 3.0, 1.0],
+        }
+    )
+    popularity = pd.Series([5.0, 3.0, 2.0, 1.0], index=[10, 20, 30, 40])
+    got = _with_negatives(
+        rows, rows[["user_id", "item_id"]], popularity, 2, np.random.default_rng(3), ("skip",)
+    )
+    given = got.iloc[: len(rows)]
+    assert given["click"].tolist() == [1.0, 0.0, 1.0, 1.0]
+    assert np.isnan(given["weight"].iloc[1]) and given["weight"].iloc[2] == 3.0
+    sampled = got.iloc[len(rows) :]
+    assert (sampled["click"] == 0.0).all() and sampled["weight"].isna().all()
+    # Two draws per wanted row (three of them), none for the skip, none on a known pair.
+    assert len(sampled) <= 6
+    assert sampled["event_type"].isin(["play", "save"]).all()
+    known = set(zip(rows["user_id"], rows["item_id"], strict=True))
+    assert not known & set(zip(sampled["user_id"], sampled["item_id"], strict=True))
+
+
 def test_popularity_negatives_draw_as_redrawing_every_clash() -> None:
     # The reference: check the whole array after every redraw (np.isin), as the sampler
     # did before it re-checked only the clashing rows. Same seed, same draws.

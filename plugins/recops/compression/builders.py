@@ -89,7 +89,14 @@ def training_layout(train_dir: Path, train_config: Mapping[str, Any]) -> Layout:
 
 def training_features(ctx: BuildContext, spec: Any) -> dict[str, np.ndarray]:
     """The model inputs of the training rows (ids, features, logQ)."""
-    return training_inputs(spec, ctx.rows, ctx.logq, ctx.layout.seen_types, ctx.protocol)
+    return training_inputs(
+        spec,
+        ctx.rows,
+        ctx.logq,
+        ctx.layout.seen_types,
+        ctx.protocol,
+        negative_types=ctx.layout.negative_types,
+    )
 
 
 def training_dataset(ctx: BuildContext, spec: Any) -> Any:
@@ -135,6 +142,7 @@ def build_prune(ctx: BuildContext, sparsity: float) -> Built:
         seed=c.seed,
         seen_types=ctx.layout.seen_types,
         protocol=ctx.protocol,
+        negative_types=ctx.layout.negative_types,
     )
     _export_float(ctx, plain, spec)
     return Built(saved_model=True, loss=loss)

@@ -21,7 +21,7 @@ from recops.training import (
     seed_everything,
     select_strategy,
 )
-from recops.training.inputs import training_inputs
+from recops.training.inputs import positive_rows, training_inputs
 
 __all__ = ["prune_model"]
 
@@ -41,6 +41,7 @@ def prune_model(
     seed: int,
     seen_types: Sequence[str] = (),
     protocol: str = "random",
+    negative_types: Sequence[str] = (),
 ) -> tuple[Any, Any, float, str, int]:
     """Prune the trained model under the distribution strategy; return a plain copy.
 
@@ -64,7 +65,9 @@ def prune_model(
     from recops_models.compressors import copy_into_plain, pruning_schedule
     from recops_models.two_tower import InBatchSoftmaxLoss, load_trained_model
 
-    steps = len(rows) // batch_size
+    kept = positive_rows(rows, negative_types)
+    # The schedule ends where fine-tuning does: on the rows trained on (no negatives).
+    steps = (len(rows) if kept is None else int(kept.sum())) // batch_size
     schedule = pruning_schedule(steps * epochs, target_sparsity)
 
     def prune_dense_and_embedding(layer: Any) -> Any:
@@ -79,7 +82,7 @@ def prune_model(
             optimizer=tf_keras.optimizers.Adam(learning_rate=learning_rate),
             loss=InBatchSoftmaxLoss(),
         )
-    features = training_inputs(spec, rows, logq, seen_types, protocol)
+    features = training_inputs(spec, rows, logq, seen_types, protocol, negative_types)
     dataset = make_dataset(features, batch_size=batch_size, seed=seed)
     history = pruned.fit(
         dataset,

@@ -11,7 +11,7 @@ drafts a spec that imports as it is; the user may edit it first. What it decides
   time-like name;
 - **event type**: a string column with few distinct values; weights from the names
   (view 1, cart / click 3, purchase 5; all 1 when no name is known), positives all but
-  the view-like types;
+  the view-like types, negatives the refusals (skip, dislike, remove_from_cart: 0.5);
 - **value**: a numeric column with a small range (a rating), when its name says so or no
   event type exists;
 - **attributes**: timestamp, numeric, multi_categorical (a ``|`` or ``;`` separating a
@@ -103,6 +103,16 @@ _WEIGHT_HINTS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("view", "impression", "visit", "browse", "detail", "open", "show", "seen"), 1.0),
 )
 _VIEW_WEIGHT = 1.0
+#: Event-type name fragments that say the user did not want the item; checked before
+#: the hints above ("remove_from_cart" holds "cart", "dislike" holds "like").
+_NEGATIVE_HINTS = (
+    "skip", "dislike", "unlike", "remove", "delete", "hide", "hidden", "dismiss", "reject",
+    "refund", "return", "cancel", "unsubscribe", "unfollow", "unsave", "block", "downvote",
+    "thumbs_down", "thumbsdown", "not_interested", "negative",
+)  # fmt: skip
+#: A negative type's weight: the spec needs one above 0, and a pair's strongest event
+#: (``tables.read_training_set``) should be any other.
+_NEGATIVE_WEIGHT = 0.5
 #: Unix seconds between 1973 and 2128: a numeric column in that range can be a time.
 _UNIX_RANGE = (1e8, 5e9)
 _SEPARATORS = ("|", ";")
@@ -240,21 +250,25 @@ def _keys_by_name(events: pd.DataFrame, names: tuple[str, ...], taken: set[str])
     return _pick(named, names)
 
 
-def _weights(types: list[str]) -> tuple[dict[str, float], list[str] | None]:
-    """A weight per type from its name (all 1 when no name is known), and the positives."""
-    hinted: dict[str, float] = {}
+def _weights(types: list[str]) -> tuple[dict[str, float], list[str] | None, list[str]]:
+    """A weight per type from its name (all 1 when no name is known), the positives and
+    the negatives (types named as a refusal: a skip, a removal)."""
+    negatives = [t for t in types if any(f in _norm(t) for f in _NEGATIVE_HINTS)]
+    if len(negatives) == len(types):
+        negatives = []  # all refusals is no refusal: nothing would be left to learn from
+    hinted: dict[str, float] = {t: _NEGATIVE_WEIGHT for t in negatives}
     for kind in types:
         norm = _norm(kind)
         for fragments, weight in _WEIGHT_HINTS:
-            if any(f in norm for f in fragments):
+            if kind not in hinted and any(f in norm for f in fragments):
                 hinted[kind] = weight
                 break
     if not hinted:
-        return {t: 1.0 for t in types}, None
+        return {t: 1.0 for t in types}, None, []
     weights = {t: hinted.get(t, 1.0) for t in types}
     views = [t for t in types if hinted.get(t) == _VIEW_WEIGHT]
-    others = [t for t in types if t not in views]
-    return weights, (others if views and others else None)
+    others = [t for t in types if t not in views and t not in negatives]
+    return weights, (others if views and others else None), negatives
 
 
 def _value_range(numbers: pd.Series) -> tuple[float, float] | None:
@@ -418,10 +432,12 @@ def infer_spec(
         # The most frequent type first: usually the view, the funnel's top.
         counts = _text(ev[kind_column]).value_counts()
         types = sorted(counts.index, key=lambda t: (-int(counts[t]), t))
-        weights, positives = _weights(types)
+        weights, positives, negatives = _weights(types)
         events_spec["event_type"] = {"column": kind_column, "weights": weights}
         if positives:
             events_spec["event_type"]["positives"] = positives
+        if negatives:
+            events_spec["event_type"]["negatives"] = negatives
         taken.add(kind_column)
     for column in ev.columns:
         if column in taken or ev[column].isna().any():
@@ -464,7 +480,8 @@ def spec_draft_yaml(spec: DatasetSpec, sources: Mapping[str, str] | None = None)
 
     lines = ["# Drafted by `recops data infer`; it imports as it is. Review before importing:"]
     lines += ["#  - attribute kinds (categorical vs text by cardinality),",
-              "#  - event-type weights and positives, seen, the evaluation protocols."]  # fmt: skip
+              "#  - event-type weights, positives and negatives, seen,",
+              "#  - the evaluation protocols."]  # fmt: skip
     for table, source in (sources or {}).items():
         lines.append(f"# {table}: {source}")
     lines.append("# Every field is described in docs/datasets.md.")

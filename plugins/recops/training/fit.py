@@ -187,7 +187,11 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         history_length=history_length_of(config.history_length, dataset_spec),
     )
     logq = item_log_probabilities(rows["item_id"].to_numpy()) if config.logq_correction else None
-    features = training_inputs(spec, rows, logq, layout.seen_types, protocol)
+    features = training_inputs(
+        spec, rows, logq, layout.seen_types, protocol, negative_types=layout.negative_types
+    )
+    # Negative events are histories, never positive pairs: the rows trained on.
+    n_trained = len(features["user_idx"])
     dataset = make_dataset(features, batch_size=config.batch_size, seed=config.seed)
     # float16 only pays off on GPUs; on CPU it is slower and less accurate.
     mixed = config.mixed_precision and bool(tf.config.list_logical_devices("GPU"))
@@ -254,7 +258,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
             f"training diverged: final loss {final_loss}; lower learning_rate"
         )
     epochs_run = len(timer.durations)
-    steps = len(rows) // config.batch_size
+    steps = n_trained // config.batch_size
 
     if chief:
         k = export_model(model.get_weights(), spec, items, staging)
@@ -281,7 +285,7 @@ def train(config: TrainConfig, *, callbacks: Sequence[Any] = ()) -> TrainResult:
         epochs_run=epochs_run,
         final_loss=final_loss,
         resumed_from_epoch=first_epoch,
-        train_rows=len(rows),
+        train_rows=n_trained,
         n_users=len(spec.user_ids),
         n_items=len(spec.item_ids),
         n_candidates=len(items),

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from recops_models.tf_env import tensorflow, use_legacy_keras
 
-from recops.errors import ParamError
+from recops.errors import DataError, ParamError
 from recops.splits import pad_histories, preceding_histories
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ __all__ = [
     "item_log_probabilities",
     "item_tower_inputs",
     "make_dataset",
+    "positive_rows",
     "training_inputs",
     "user_tower_inputs",
 ]
@@ -90,6 +91,7 @@ def training_inputs(
     logq: np.ndarray | None = None,
     seen_types: Sequence[str] = (),
     protocol: str = "temporal",
+    negative_types: Sequence[str] = (),
 ) -> dict[str, np.ndarray]:
     """The training model's inputs for ``rows`` (ids, both sides' features, logQ).
 
@@ -99,10 +101,16 @@ def training_inputs(
     other items for ``random`` (whose holdout sits anywhere in time). Seen types only,
     when ``rows`` has ``event_type``; the row order stands in for time without
     ``event_timestamp``.
+
+    Rows of the ``negative_types`` (a skip: the user did not want the item) are left
+    out of the result, so they never become a positive pair; they still count in the
+    other rows' histories, as the item is in the user's served history too. ``logq``
+    is then recomputed over the rows kept.
     """
     from recops_models.two_tower import HISTORY_INPUT, model_inputs
 
     columns = _columns(rows)
+    targets = positive_rows(rows, negative_types)
     if spec.history_length:
         times = (
             rows["event_timestamp"].to_numpy()
@@ -122,7 +130,30 @@ def training_inputs(
             eligible=eligible,
             before_only=protocol != "random",
         )
+    if targets is not None:
+        columns = {name: values[targets] for name, values in columns.items()}
+        if logq is not None:
+            logq = item_log_probabilities(columns["item_id"])
     return dict(model_inputs(spec, columns, logq))
+
+
+def positive_rows(rows: pd.DataFrame, negative_types: Sequence[str]) -> np.ndarray | None:
+    """Which of ``rows`` are not of a negative event type; None when all are.
+
+    Raises:
+        DataError: When every row is negative (nothing to learn from).
+    """
+    if not negative_types or "event_type" not in rows.columns:
+        return None
+    keep = ~rows["event_type"].isin(list(negative_types)).to_numpy()
+    if keep.all():
+        return None
+    if not keep.any():
+        raise DataError(
+            f"every training row is a negative event ({', '.join(negative_types)}); "
+            "nothing to learn from"
+        )
+    return np.asarray(keep)
 
 
 def user_tower_inputs(

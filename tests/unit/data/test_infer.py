@@ -97,6 +97,38 @@ def test_keys_by_name_unknown_types_and_clashing_columns(tmp_path: Path) -> None
     assert spec.files is None
 
 
+def test_refusals_are_drafted_as_negatives(tmp_path: Path) -> None:
+    # Ten rounds of eight events: a type column needs several rows per type.
+    events = pd.DataFrame(
+        {
+            "user": ["u1", "u2", "u1", "u2", "u1", "u3", "u3", "u2"] * 10,
+            "sku": ["a", "b", "c", "a", "b", "c", "a", "c"] * 10,
+            "ts": [f"2024-01-{d // 8 + 1:02d}T0{d % 8}:00:00Z" for d in range(80)],
+            "event": ["view", "view", "view", "add_to_cart", "remove_from_cart",
+                      "purchase", "view", "view"] * 10,
+        }
+    )  # fmt: skip
+    spec = infer_spec("shop", events)
+    event_type = spec.events.event_type
+    assert event_type is not None
+    # "remove_from_cart" holds "cart": the refusal is read first.
+    assert event_type.weights["remove_from_cart"] == 0.5
+    assert event_type.negatives == ("remove_from_cart",)
+    assert set(spec.positive_types) == {"add_to_cart", "purchase"}
+    assert set(spec.seen_types) == {"view", "add_to_cart", "remove_from_cart", "purchase"}
+
+    music = events.assign(
+        event=["play", "skip", "play", "save", "skip", "play", "play", "skip"] * 10
+    )
+    spec = infer_spec("music", music)
+    assert spec.negative_types == ("skip",)
+    assert set(spec.positive_types) == {"play", "save"}
+    # Only refusals: none is marked, or nothing would be left to learn from.
+    refusals = events.assign(event=["skip", "dislike"] * 40)
+    event_type = infer_spec("odd", refusals).events.event_type
+    assert event_type is not None and event_type.negatives is None
+
+
 def test_without_keys_or_times_the_error_says_what_is_missing() -> None:
     with pytest.raises(DataError, match="no column joins to the users table or is named"):
         infer_spec("t", pd.DataFrame({"a": [1], "b": [2]}))

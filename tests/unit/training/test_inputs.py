@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _tiny_data import TinyData
 from recops.dataset_spec import load_spec
-from recops.errors import ParamError
+from recops.errors import DataError, ParamError
 from recops.layout import layout_from_spec
 from recops.tables import read_items, read_training_set, read_users
 from recops.training.inputs import (
@@ -17,6 +17,8 @@ from recops.training.inputs import (
     item_log_probabilities,
     item_tower_inputs,
     make_dataset,
+    positive_rows,
+    training_inputs,
     user_tower_inputs,
 )
 
@@ -76,3 +78,43 @@ def test_spec_is_fitted_on_the_train_entities_rows(tiny_data: TinyData) -> None:
     for f in layout.user_features:
         value = got[f.name][0]
         assert (value == "") if f.is_string else np.isnan(value)
+
+
+def test_negative_events_are_histories_but_never_positive_pairs(tiny_data: TinyData) -> None:
+    from recops_models.two_tower import HISTORY_IDX
+
+    layout = layout_from_spec(load_spec(tiny_data.spec_uri))
+    rows = read_training_set(tiny_data.training_set_uri, layout)
+    rows = rows[rows["user_id"] <= 20].sort_values(["user_id", "event_timestamp"])
+    rows = rows.reset_index(drop=True)
+    # Every third event of each user is a skip.
+    skip = (rows.groupby("user_id").cumcount() % 3 == 1).to_numpy()
+    rows["event_type"] = np.where(skip, "skip", "play")
+    spec = fit_model_spec(
+        layout,
+        rows=rows,
+        users=read_users(tiny_data.users_uri, layout),
+        items=read_items(tiny_data.items_uri, layout),
+        embedding_dim=8,
+        temperature=0.2,
+        history_length=5,
+    )
+    logq = item_log_probabilities(rows["item_id"].to_numpy())
+    seen = ("play", "skip")
+    every = training_inputs(spec, rows, logq, seen, "temporal")
+    kept = training_inputs(spec, rows, logq, seen, "temporal", negative_types=("skip",))
+
+    assert len(kept["user_idx"]) == int((~skip).sum()) < len(every["user_idx"])
+    np.testing.assert_array_equal(kept["item_idx"], every["item_idx"][~skip])
+    # The histories are those of all events: a skipped item is still in the user's past.
+    np.testing.assert_array_equal(kept[HISTORY_IDX], every[HISTORY_IDX][~skip])
+    skipped = set(spec.item_index(rows.loc[skip, "item_id"].to_numpy()).tolist())
+    assert skipped & set(kept[HISTORY_IDX].ravel().tolist())
+    # logQ is the frequency among the rows trained on.
+    expected = item_log_probabilities(rows.loc[~skip, "item_id"].to_numpy())
+    np.testing.assert_allclose(kept["item_logq"], expected)
+
+    assert positive_rows(rows, ()) is None
+    assert positive_rows(rows, ("pause",)) is None
+    with pytest.raises(DataError, match="every training row is a negative event"):
+        positive_rows(rows, ("skip", "play"))
