@@ -224,6 +224,15 @@ def event_types_of(spec_uri: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return layout.positive_types, layout.seen_types
 
 
+def negative_types_of(spec_uri: str) -> tuple[str, ...]:
+    """The negative event types a spec declares (never trained on); () without a spec."""
+    if not spec_uri:
+        return ()
+    from recops.dataset_spec import load_spec
+
+    return load_spec(spec_uri).negative_types
+
+
 # --------------------------------------------------------------------------- segments
 
 

@@ -245,6 +245,7 @@ def _baselines(
     users: np.ndarray,
     seen: Sequence[np.ndarray],
     truth: Sequence[np.ndarray],
+    negative_types: Sequence[str] = (),
 ) -> dict[str, dict[str, Any]]:
     """Popularity over the trailing window, and EASE, with the served exclusion."""
     item_ids = np.sort(known["item_id"].unique()).astype(np.int64)
@@ -272,9 +273,13 @@ def _baselines(
         return out
     from recops_models.ease import fit_ease
 
-    # EASE learns from the rows the model trained on (train) and, like the model, is
-    # handed each user's history known at the cut (train and valid) when it scores.
-    train = known[known["split"] == "train"].drop_duplicates(["user_id", "item_id"])
+    # EASE learns from the rows the model trained on (train, no negative events) and,
+    # like the model, is handed each user's history known at the cut (train and valid)
+    # when it scores.
+    train = known[known["split"] == "train"]
+    if negative_types and "event_type" in train.columns:
+        train = train[~train["event_type"].isin(list(negative_types))]
+    train = train.drop_duplicates(["user_id", "item_id"])
     ease = fit_ease(
         train["user_id"].to_numpy(), train["item_id"].to_numpy(), item_ids, l2=config.ease_l2
     )
@@ -314,7 +319,7 @@ def evaluate_served(config: ServedEvalConfig) -> ServedEvalResult:
         DataError: The split has no positives in the holdout, or a table lacks a row.
         InputMissingError: A file is missing.
     """
-    from recops.evaluation import event_types_of
+    from recops.evaluation import event_types_of, negative_types_of
     from recops.splits import known_histories, of_types, read_typed_split, with_times
 
     positive_types, seen_types = event_types_of(config.spec_uri)
@@ -341,7 +346,15 @@ def evaluate_served(config: ServedEvalConfig) -> ServedEvalResult:
         int(np.isin(row[row != _PAD], s).sum()) for row, s in zip(lists, seen_full, strict=True)
     )
     baselines = (
-        _baselines(config, known, of_types(known, positive_types), users, seen_full, truth)
+        _baselines(
+            config,
+            known,
+            of_types(known, positive_types),
+            users,
+            seen_full,
+            truth,
+            negative_types_of(config.spec_uri),
+        )
         if config.baselines
         else {}
     )
