@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from recops.dataset_spec import HINT, DatasetSpec, EventsSpec, KeyType, TableSpec
+from recops.dataset_spec import HINT, TIME_FORMATS, DatasetSpec, EventsSpec, KeyType, TableSpec
 from recops.errors import DataError
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def _problem(column: pd.Series, want: str) -> str | None:
         return f"{len(column) - len(present)} empty values"
     if want == "integer" and pd.api.types.is_bool_dtype(column):
         return "booleans"
-    if want in ("unix_seconds", "iso8601") and pd.api.types.is_datetime64_any_dtype(column):
+    if want in TIME_FORMATS and pd.api.types.is_datetime64_any_dtype(column):
         return None  # already parsed (a parquet timestamp column)
     if want == "iso8601":
         times = pd.to_datetime(present.astype(str), errors="coerce", format="ISO8601", utc=True)

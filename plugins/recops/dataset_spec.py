@@ -40,8 +40,10 @@ AttributeKind: TypeAlias = Literal[
     "categorical", "multi_categorical", "numeric", "text", "timestamp"
 ]
 Severity: TypeAlias = Literal["fail", "warn"]
-TimestampFormat: TypeAlias = Literal["unix_seconds", "iso8601"]
+TimestampFormat: TypeAlias = Literal["unix_seconds", "unix_milliseconds", "iso8601"]
 Protocol: TypeAlias = Literal["random", "temporal"]
+#: The ways a spec may say its times are written.
+TIME_FORMATS: tuple[str, ...] = get_args(TimestampFormat)
 Scalar: TypeAlias = str | int | float
 ColumnName: TypeAlias = Annotated[str, Field(min_length=1)]
 

@@ -64,8 +64,8 @@ def feed_records(
     if ev.timestamp.format == "iso8601":
         times: list[Any] = [t.isoformat().replace("+00:00", "Z") for t in stamps]
     else:
-        seconds = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-        times = [_number(s) for s in seconds]
+        unit = pd.Timedelta(milliseconds=1 if ev.timestamp.format == "unix_milliseconds" else 1000)
+        times = [_number(s) for s in (stamps - pd.Timestamp(0, tz="UTC")) / unit]
     out: list[dict[str, Any]] = []
     for i, (user, item) in enumerate(zip(rows["user_id"], rows["item_id"], strict=True)):
         record: dict[str, Any] = {

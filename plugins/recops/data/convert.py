@@ -80,7 +80,8 @@ def read_table(path: Path) -> pd.DataFrame:
 
 
 def to_utc(values: pd.Series, fmt: str) -> pd.Series:
-    """Times as ``datetime64[us, UTC]``: unix seconds, ISO 8601 text or parsed times."""
+    """Times as ``datetime64[us, UTC]``: unix seconds or milliseconds, ISO 8601 text or
+    parsed times."""
     import pandas as pd
 
     if pd.api.types.is_datetime64_any_dtype(values):
@@ -90,8 +91,8 @@ def to_utc(values: pd.Series, fmt: str) -> pd.Series:
         text = values.astype(object).where(values.notna(), None)
         stamps = pd.to_datetime(text, format="ISO8601", utc=True)
     else:
-        seconds = pd.to_numeric(values)
-        stamps = pd.to_datetime(seconds, unit="s", utc=True)
+        unit = "ms" if fmt == "unix_milliseconds" else "s"
+        stamps = pd.to_datetime(pd.to_numeric(values), unit=unit, utc=True)
     return stamps.astype("datetime64[us, UTC]")
 
 

@@ -53,6 +53,10 @@ __all__ = [
 
 #: The folder under ``settings.staging_dir`` that holds the logs.
 EVENTS_DIR = "events"
+#: Unix times a record may carry (before 1970 and up to about the year 5138): beyond
+#: them pandas cannot hold the time, and a milliseconds value sent as seconds is refused.
+_SECONDS_RANGE = (-1e11, 1e11)
+_MS_RANGE = (-1e14, 1e14)
 _LOG = logging.getLogger(__name__)
 #: One lock per log file in this process: lines of two threads never interleave.
 _FILE_LOCKS: dict[Path, threading.Lock] = {}
@@ -130,10 +134,13 @@ def _check_time(index: int, field: str, value: Any, fmt: str) -> Any:
         except (ValueError, OverflowError):
             raise EventError(index, field, value, "is not an ISO 8601 time") from None
         return value
-    seconds = _as_float(value)
-    if seconds is None or not -1e11 < seconds < 1e11:
-        raise EventError(index, field, value, "is not a time in unix seconds")
-    return seconds
+    number = _as_float(value)
+    ms = fmt == "unix_milliseconds"
+    low, high = _MS_RANGE if ms else _SECONDS_RANGE
+    if number is None or not low < number < high:
+        unit = "milliseconds" if ms else "seconds"
+        raise EventError(index, field, value, f"is not a time in unix {unit}")
+    return number
 
 
 def _check_record(index: int, record: Any, spec: DatasetSpec) -> dict[str, Any]:

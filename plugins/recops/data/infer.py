@@ -7,8 +7,8 @@ drafts a spec that imports as it is; the user may edit it first. What it decides
   whose values cover most of an events column), else the events columns whose names say
   user / item (``customer``, ``sku``, ...); integer when every value is a whole number
   written without leading zeros, else string;
-- **timestamp**: a parsed time column, ISO 8601 text, or unix seconds, preferring a
-  time-like name;
+- **timestamp**: a parsed time column, ISO 8601 text, unix seconds or milliseconds,
+  preferring a time-like name;
 - **event type**: a string column with few distinct values; weights from the names
   (view 1, cart / click 3, purchase 5; all 1 when no name is known), positives all but
   the view-like types, negatives the refusals (skip, dislike, remove_from_cart: 0.5);
@@ -113,8 +113,10 @@ _NEGATIVE_HINTS = (
 #: A negative type's weight: the spec needs one above 0, and a pair's strongest event
 #: (``tables.read_training_set``) should be any other.
 _NEGATIVE_WEIGHT = 0.5
-#: Unix seconds between 1973 and 2128: a numeric column in that range can be a time.
+#: Unix seconds between 1973 and 2128: a numeric column in that range can be a time ...
 _UNIX_RANGE = (1e8, 5e9)
+#: ... and so can unix milliseconds in the same years (event logs often write those).
+_UNIX_MS_RANGE = (1e11, 5e12)
 _SEPARATORS = ("|", ";")
 #: A string column is categorical when at most this many distinct values ...
 _MAX_CATEGORIES = 1000
@@ -198,7 +200,8 @@ def _iso_times(values: pd.Series) -> bool:
 
 
 def _time_format(values: pd.Series) -> str | None:
-    """``iso8601`` / ``unix_seconds`` when the column holds times in that form."""
+    """``iso8601`` / ``unix_seconds`` / ``unix_milliseconds`` when the column holds times
+    in that form."""
     import pandas as pd
 
     if values.isna().any():
@@ -207,8 +210,11 @@ def _time_format(values: pd.Series) -> str | None:
         return "iso8601"
     numbers = _numeric(values)
     if numbers is not None:
-        low, high = _UNIX_RANGE
-        return "unix_seconds" if bool(numbers.between(low, high).all()) else None
+        for fmt, (low, high) in (("unix_seconds", _UNIX_RANGE),
+                                 ("unix_milliseconds", _UNIX_MS_RANGE)):  # fmt: skip
+            if bool(numbers.between(low, high).all()):
+                return fmt
+        return None
     return "iso8601" if _iso_times(values) else None
 
 

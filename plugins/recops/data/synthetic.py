@@ -144,7 +144,9 @@ def _spec_tables(
         types = np.asarray(list(ev.event_type.weights), dtype=object)
         events[ev.event_type.column] = types[rng.integers(0, len(types), size=rows)]
     stamps: Any = seconds
-    if ev.timestamp.format == "iso8601":
+    if ev.timestamp.format == "unix_milliseconds":
+        stamps = np.asarray(seconds, np.int64) * 1000
+    elif ev.timestamp.format == "iso8601":
         stamps = pd.to_datetime(seconds, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
     events[ev.timestamp.column] = stamps
     # Sampling with replacement can repeat (user, item, second); keep the first event.

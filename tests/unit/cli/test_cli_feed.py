@@ -13,7 +13,7 @@ import pytest
 import typer
 from recops.cli.feed import feed, feed_records
 from recops.config import Settings
-from recops.data.event_log import parse_events
+from recops.data.event_log import EventError, parse_events
 from recops.data.keys import intern
 from recops.data.partitions import publish
 from recops.layout import INTERACTION_COLUMNS, active_spec
@@ -61,6 +61,26 @@ def test_records_parse_back_to_the_same_rows_shifted(tmp_path: Path, dataset: st
     back = parse_events(settings, spec, records)
     expected = rows.assign(event_timestamp=rows["event_timestamp"] + shift)
     pd.testing.assert_frame_equal(back, expected, check_dtype=False)
+
+
+def test_millisecond_times_go_out_and_come_back(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", dataset="movielens-100k")
+    seconds_spec = active_spec(settings)
+    events = seconds_spec.events
+    stamp = events.timestamp.model_copy(update={"format": "unix_milliseconds"})
+    spec = seconds_spec.model_copy(
+        update={"events": events.model_copy(update={"timestamp": stamp})}
+    )
+    rows = _canonical([1, 2, 1], [50, 7, 9], ["interaction"] * 3)
+    records = feed_records(spec, rows, user_keys=None, item_keys=None, shift=None)
+    assert records[0]["timestamp"] == 1_714_557_600_000  # 2024-05-01T10:00:00Z
+    back = parse_events(settings, spec, records)
+    pd.testing.assert_frame_equal(back, rows, check_dtype=False)
+    # Milliseconds sent to a dataset written in seconds: refused, naming the field.
+    with pytest.raises(EventError) as info:
+        parse_events(settings, seconds_spec, records)
+    assert (info.value.index, info.value.field) == (0, "timestamp")
+    assert "is not a time in unix seconds" in str(info.value)
 
 
 def test_feed_posts_every_event_in_batches_ending_now(

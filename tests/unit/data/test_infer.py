@@ -9,6 +9,7 @@ import pytest
 from recops.config import Settings
 from recops.data import import_dataset, infer_spec, list_partitions, write_synthetic
 from recops.data.infer import spec_draft_yaml
+from recops.data.partitions import read_interactions
 from recops.dataset_spec import load_spec
 from recops.errors import DataError
 
@@ -68,6 +69,32 @@ def test_a_draft_from_movielens_shaped_files(settings: Settings, tmp_path: Path)
     # Everything staged: the conversion runs, the (slow) history validation does not.
     result = import_dataset(out, settings, stage_last_days=3)
     assert result.n_users == 30 and result.n_items == 40
+
+
+def test_millisecond_times_are_drafted_and_imported(settings: Settings, tmp_path: Path) -> None:
+    shipped = write_synthetic(
+        tmp_path, mode="movielens", rows=400, users=30, items=40, days=3, seed=1
+    )
+    files = load_spec(shipped).file_paths(shipped)
+    events = pd.read_csv(files["events"])
+    seconds = events["timestamp"].to_numpy()
+    events["timestamp"] = seconds * 1000
+    ms_file = tmp_path / "events-ms.csv"
+    events.to_csv(ms_file, index=False)
+
+    spec = infer_spec("ms", ms_file, files["users"], files["items"])
+
+    assert spec.events.timestamp.format == "unix_milliseconds"
+    out = tmp_path / "ms.yaml"
+    out.write_text(spec_draft_yaml(spec))
+    import_dataset(out, settings, stage_last_days=1)
+    published = read_interactions(list_partitions(settings.for_dataset("ms")))
+    staged = pd.concat(
+        pd.read_parquet(p) for p in settings.for_dataset("ms").staging_dir.glob("**/*.parquet")
+    )
+    stamps = pd.concat([published["event_timestamp"], staged["event_timestamp"]])
+    assert stamps.min() == pd.Timestamp(int(seconds.min()), unit="s", tz="UTC")
+    assert stamps.max() == pd.Timestamp(int(seconds.max()), unit="s", tz="UTC")
 
 
 def test_keys_by_name_unknown_types_and_clashing_columns(tmp_path: Path) -> None:
