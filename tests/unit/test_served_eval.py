@@ -136,6 +136,34 @@ def test_baselines_run_on_the_same_cut(cut: dict[str, str]) -> None:
     assert alone.recall_at_k == got.recall_at_k
 
 
+def test_ease_learns_from_no_negative_event_but_is_handed_it_as_history(
+    cut: dict[str, str],
+) -> None:
+    from recops.served_eval import _baselines
+
+    day = pd.Timestamp("2024-01-01", tz="UTC")
+    known = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 2, 2, 3, 3, 4, 4],
+            "item_id": [10, 20, 10, 20, 30, 20, 30, 10, 40],
+            "split": ["train"] * 9,
+            "event_type": ["play", "play", "play", "skip", "play", "skip", "play", "play", "skip"],
+            "event_timestamp": [day] * 9,
+        }
+    )
+    users = np.array([1, 2, 3, 4])
+    seen = known_histories(known, users)
+    truth = [np.array([30]), np.array([40]), np.array([10]), np.array([20])]
+    config = _config(cut, "with")
+    declared = _baselines(config, known, known, users, seen, truth, ("skip",))
+    # The same rows as history only (what a valid row is at the cut): the same figures.
+    history_only = known.assign(split=np.where(known["event_type"] == "skip", "valid", "train"))
+    expected = _baselines(config, history_only, known, users, seen, truth)
+    assert declared["ease"] == expected["ease"]
+    trained_on = _baselines(config, known, known, users, seen, truth)
+    assert trained_on["ease"] != declared["ease"]
+
+
 def test_histories_are_newest_first_without_repeats() -> None:
     day = pd.Timestamp("2024-01-01", tz="UTC")
     known = pd.DataFrame(
