@@ -13,8 +13,12 @@ signature:
 - the returned list is scored as it comes, without any further masking: an item the
   model scored ``MASKED_SCORE`` (excluded by the signature) is dropped, as the
   recommendation service drops it;
-- ``seen_share`` is the share of returned items the user already had (against the full
-  known history, not the capped one): what the service would show again.
+- ``seen_share`` is the share of returned items that are in the history the request
+  carried (the user's newest ``history_max`` seen items, what the service holds): the
+  exclusion must make it 0. ``seen_share_beyond_history`` is the share the user had seen
+  before that window (only users with more than ``history_max`` seen items have any):
+  what the service shows again by design, reported beside it. A user with 18,000 views
+  (a crawler in a real log) would otherwise block every nightly's gate.
 
 A model exported before the signature took a history is scored as it serves, with its
 seen items included: that is what its users got.
@@ -110,7 +114,9 @@ class ServedEvalResult(Record):
         hit_at_k: Hit@k.
         mrr_at_k: MRR@k.
         precision_at_k: Precision@k.
-        seen_share: Share of served items the user had already seen (must be 0).
+        seen_share: Share of served items in the history the request carried (must be 0).
+        seen_share_beyond_history: Share of served items the user had seen before the
+            carried history's window (older than the newest ``history_max``).
         short_lists: Users who got fewer than k items.
         truncated_histories: Users whose known history exceeded ``history_max``.
         history_input: Whether the signature took the history (False: an older export,
@@ -130,6 +136,7 @@ class ServedEvalResult(Record):
     mrr_at_k: float
     precision_at_k: float
     seen_share: float
+    seen_share_beyond_history: float
     short_lists: int
     truncated_histories: int
     history_input: bool
@@ -342,9 +349,9 @@ def evaluate_served(config: ServedEvalConfig) -> ServedEvalResult:
     lists, takes_history = _served_lists(config, users, histories)
     metrics = _metrics(lists, truth, config.k)
     served = lists[lists != _PAD]
-    seen_hits = sum(
-        int(np.isin(row[row != _PAD], s).sum()) for row, s in zip(lists, seen_full, strict=True)
-    )
+    shown = [row[row != _PAD] for row in lists]
+    carried_hits = sum(int(np.isin(r, h).sum()) for r, h in zip(shown, histories, strict=True))
+    seen_hits = sum(int(np.isin(r, s).sum()) for r, s in zip(shown, seen_full, strict=True))
     baselines = (
         _baselines(
             config,
@@ -364,7 +371,10 @@ def evaluate_served(config: ServedEvalConfig) -> ServedEvalResult:
         hit_at_k=metrics["hit_at_k"],
         mrr_at_k=metrics["mrr_at_k"],
         precision_at_k=metrics["precision_at_k"],
-        seen_share=float(seen_hits / served.size) if served.size else 0.0,
+        seen_share=float(carried_hits / served.size) if served.size else 0.0,
+        seen_share_beyond_history=(
+            float((seen_hits - carried_hits) / served.size) if served.size else 0.0
+        ),
         short_lists=int((lists == _PAD).any(axis=1).sum()),
         truncated_histories=int(sum(h.size > config.history_max for h in seen_full)),
         history_input=takes_history,

@@ -115,9 +115,14 @@ def test_a_model_without_history_is_scored_as_it_serves(cut: dict[str, str]) -> 
 
 def test_a_capped_history_lets_the_oldest_seen_item_back(cut: dict[str, str]) -> None:
     got = evaluate_served(_config(cut, "with", history_max=1))
-    # User 1's history is cut to the newer 20: the older 10 comes back first.
+    # User 1's history is cut to the newer 20: the older 10 comes back first. It is
+    # outside what the request carried (the service's window), so it is reported apart:
+    # nothing the request carried came back.
     assert got.truncated_histories == 1
-    assert got.seen_share == pytest.approx(1 / 4)
+    assert got.seen_share == 0.0
+    assert got.seen_share_beyond_history == pytest.approx(1 / 4)
+    full = evaluate_served(_config(cut, "with"))
+    assert (full.seen_share, full.seen_share_beyond_history) == (0.0, 0.0)
 
 
 def test_baselines_run_on_the_same_cut(cut: dict[str, str]) -> None:

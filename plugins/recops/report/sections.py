@@ -207,13 +207,22 @@ def _served_table(scored: dict[str, float], base: dict[str, float], who: str) ->
         *([who] if base else []),
     )
     share = scored.get(f"{SERVED_PREFIX}seen_share")
+    beyond = scored.get(f"{SERVED_PREFIX}seen_share_beyond_history")
+    older = (
+        " Items seen before the history window the service holds (RECOPS_HISTORY_MAX; "
+        f"by design, not gated): {float(beyond):.2%}."
+        if beyond
+        else ""
+    )
     return (
         "<h3>As served (the serving signature, with each user's known history)</h3>"
         + html_table(headers, rows, "served")
         + note(
             "Already-seen items in the served top-10: "
             + ("not measured" if share is None else f"{float(share):.2%}")
-            + ". The gate judges the served figures; the offline proxy masks seen items "
+            + "."
+            + older
+            + " The gate judges the served figures; the offline proxy masks seen items "
             "itself and stands beside them."
         )
     )

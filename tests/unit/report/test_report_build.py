@@ -516,3 +516,14 @@ def test_the_rollout_section_shows_the_comparison_through_the_service(
     assert "4.2 / 7 · 4.5 / 8.5" in rollout  # fmt_num: whole numbers lose their ".0"
     assert "0 · 0 of 100 users" in rollout
     assert "0.431 · 0.082" in rollout
+
+
+def test_items_seen_before_the_history_window_are_shown_apart() -> None:
+    from recops.report.sections import _served_table
+
+    scored = {"served.recall_at_10": 0.2, "served.ndcg_at_10": 0.1, "served.seen_share": 0.0}
+    assert "before the history window" not in _served_table(scored, {}, "champion")
+    older = {**scored, "served.seen_share_beyond_history": 0.0125}
+    text = _served_table(older, {}, "champion")
+    assert "Already-seen items in the served top-10: 0.00%." in text
+    assert "before the history window the service holds" in text and "1.25%" in text
