@@ -44,7 +44,7 @@ from recops.errors import DataError, ParamError
 from recops.layout import history_length_of, layout_from_spec, protocol_of
 from recops.params import stage_default
 from recops.records import Record
-from recops.splits import preceding_histories, read_split
+from recops.splits import positive_rows, preceding_histories, read_split
 from recops.tables import latest_rows, read_items, read_parquet_columns, read_users
 from recops.tracking_epochs import epoch_logger
 
@@ -348,11 +348,6 @@ def _with_negatives(
     return pd.concat([rows, negatives], ignore_index=True)
 
 
-def _wanted(rows: pd.DataFrame, negative_types: tuple[str, ...]) -> pd.DataFrame:
-    """The rows not of a negative type (what the user wanted)."""
-    return rows[~rows["event_type"].isin(list(negative_types))]
-
-
 def _catalogue(
     config: RankerConfig, layout: Layout, rows: pd.DataFrame, train: pd.DataFrame
 ) -> pd.DataFrame:
@@ -524,8 +519,8 @@ def train_ranker(config: RankerConfig) -> RankerResult:
     # Every example takes its item's features from the catalogue, as serving will: the
     # model cannot tell positives from negatives by the freshness of item features.
     rows = rows.drop(columns=list(config.item_numeric_features))
-    wanted = train if not layout.negative_types else _wanted(train, layout.negative_types)
-    popularity = wanted["item_id"].value_counts().sort_index()
+    kept = positive_rows(train, layout.negative_types)
+    popularity = (train if kept is None else train[kept])["item_id"].value_counts().sort_index()
     pairs = rows[["user_id", "item_id"]]
     rng = np.random.default_rng(config.seed)
     parts = {

@@ -280,13 +280,14 @@ def _baselines(
         return out
     from recops_models.ease import fit_ease
 
+    from recops.splits import positive_rows
+
     # EASE learns from the rows the model trained on (train, no negative events) and,
     # like the model, is handed each user's history known at the cut (train and valid)
     # when it scores.
     train = known[known["split"] == "train"]
-    if negative_types and "event_type" in train.columns:
-        train = train[~train["event_type"].isin(list(negative_types))]
-    train = train.drop_duplicates(["user_id", "item_id"])
+    kept = positive_rows(train, negative_types)
+    train = (train if kept is None else train[kept]).drop_duplicates(["user_id", "item_id"])
     ease = fit_ease(
         train["user_id"].to_numpy(), train["item_id"].to_numpy(), item_ids, l2=config.ease_l2
     )

@@ -28,6 +28,7 @@ __all__ = [
     "known_histories",
     "of_types",
     "pad_histories",
+    "positive_rows",
     "preceding_histories",
     "read_split",
     "read_typed_split",
@@ -193,6 +194,25 @@ def of_types(frame: pd.DataFrame, types: Sequence[str]) -> pd.DataFrame:
     if not types or "event_type" not in frame.columns:
         return frame
     return frame[frame["event_type"].isin(list(types))]
+
+
+def positive_rows(rows: pd.DataFrame, negative_types: Sequence[str]) -> np.ndarray | None:
+    """Which of ``rows`` are not of a negative event type; None when all are.
+
+    Raises:
+        DataError: When every row is negative (nothing to learn from).
+    """
+    if not negative_types or "event_type" not in rows.columns:
+        return None
+    keep = ~rows["event_type"].isin(list(negative_types)).to_numpy()
+    if keep.all():
+        return None
+    if not keep.any():
+        raise DataError(
+            f"every training row is a negative event ({', '.join(negative_types)}); "
+            "nothing to learn from"
+        )
+    return np.asarray(keep)
 
 
 def train_rows(frame: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from recops.errors import DataError, ParamError
 from recops.splits import (
+    positive_rows,
     preceding_histories,
     read_split,
     split_counts,
@@ -180,3 +181,15 @@ def test_the_random_split_takes_the_specs_shares() -> None:
     assert (counts["test"] == 4).all()
     with pytest.raises(ParamError, match="ratios"):
         split_interactions(users, items, ratios=(0.6, 0.2, 0.3))
+
+
+def test_positive_rows_leave_out_the_negative_event_types() -> None:
+    rows = pd.DataFrame({"user_id": [1, 1, 2], "event_type": ["play", "skip", "play"]})
+    keep = positive_rows(rows, ("skip",))
+    assert keep is not None and keep.tolist() == [True, False, True]
+    # No negative type declared, none present, or no event types at all: every row.
+    assert positive_rows(rows, ()) is None
+    assert positive_rows(rows, ("pause",)) is None
+    assert positive_rows(rows.drop(columns="event_type"), ("skip",)) is None
+    with pytest.raises(DataError, match="every training row is a negative event"):
+        positive_rows(rows, ("skip", "play"))

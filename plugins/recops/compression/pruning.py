@@ -15,13 +15,14 @@ import numpy as np
 from recops_models.tf_env import use_legacy_keras
 
 from recops.errors import ParamError
+from recops.splits import positive_rows
 from recops.tracking_epochs import epoch_logger
 from recops.training import (
     make_dataset,
     seed_everything,
     select_strategy,
 )
-from recops.training.inputs import positive_rows, training_inputs
+from recops.training.inputs import training_inputs
 
 __all__ = ["prune_model"]
 

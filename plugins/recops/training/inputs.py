@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from recops_models.tf_env import tensorflow, use_legacy_keras
 
-from recops.errors import DataError, ParamError
-from recops.splits import pad_histories, preceding_histories
+from recops.errors import ParamError
+from recops.splits import pad_histories, positive_rows, preceding_histories
 
 if TYPE_CHECKING:
     from recops.layout import Layout
@@ -37,7 +37,6 @@ __all__ = [
     "item_log_probabilities",
     "item_tower_inputs",
     "make_dataset",
-    "positive_rows",
     "training_inputs",
     "user_tower_inputs",
 ]
@@ -135,25 +134,6 @@ def training_inputs(
         if logq is not None:
             logq = item_log_probabilities(columns["item_id"])
     return dict(model_inputs(spec, columns, logq))
-
-
-def positive_rows(rows: pd.DataFrame, negative_types: Sequence[str]) -> np.ndarray | None:
-    """Which of ``rows`` are not of a negative event type; None when all are.
-
-    Raises:
-        DataError: When every row is negative (nothing to learn from).
-    """
-    if not negative_types or "event_type" not in rows.columns:
-        return None
-    keep = ~rows["event_type"].isin(list(negative_types)).to_numpy()
-    if keep.all():
-        return None
-    if not keep.any():
-        raise DataError(
-            f"every training row is a negative event ({', '.join(negative_types)}); "
-            "nothing to learn from"
-        )
-    return np.asarray(keep)
 
 
 def user_tower_inputs(

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from _tiny_data import TinyData
 from recops.dataset_spec import load_spec
-from recops.errors import DataError, ParamError
+from recops.errors import ParamError
 from recops.layout import layout_from_spec
 from recops.tables import read_items, read_training_set, read_users
 from recops.training.inputs import (
@@ -17,7 +17,6 @@ from recops.training.inputs import (
     item_log_probabilities,
     item_tower_inputs,
     make_dataset,
-    positive_rows,
     training_inputs,
     user_tower_inputs,
 )
@@ -113,8 +112,3 @@ def test_negative_events_are_histories_but_never_positive_pairs(tiny_data: TinyD
     # logQ is the frequency among the rows trained on.
     expected = item_log_probabilities(rows.loc[~skip, "item_id"].to_numpy())
     np.testing.assert_allclose(kept["item_logq"], expected)
-
-    assert positive_rows(rows, ()) is None
-    assert positive_rows(rows, ("pause",)) is None
-    with pytest.raises(DataError, match="every training row is a negative event"):
-        positive_rows(rows, ("skip", "play"))
