@@ -68,6 +68,7 @@ __all__ = [
     "evaluate",
     "evaluate_rerank",
     "evaluate_scores",
+    "event_roles_of",
     "event_types_of",
     "long_tail_items",
     "read_split",
@@ -215,22 +216,20 @@ def event_types_of(spec_uri: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     Args:
         spec_uri: The spec YAML, or "" for "every event is a positive and seen".
     """
+    positives, seen, _ = event_roles_of(spec_uri)
+    return positives, seen
+
+
+def event_roles_of(spec_uri: str) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """``(positive_types, seen_types, negative_types)`` of a spec, read once; all ``()``
+    without one (every event a positive and seen, none negative)."""
     if not spec_uri:
-        return (), ()
+        return (), (), ()
     from recops.dataset_spec import load_spec
     from recops.layout import layout_from_spec
 
     layout = layout_from_spec(load_spec(spec_uri))
-    return layout.positive_types, layout.seen_types
-
-
-def negative_types_of(spec_uri: str) -> tuple[str, ...]:
-    """The negative event types a spec declares (never trained on); () without a spec."""
-    if not spec_uri:
-        return ()
-    from recops.dataset_spec import load_spec
-
-    return load_spec(spec_uri).negative_types
+    return layout.positive_types, layout.seen_types, layout.negative_types
 
 
 # --------------------------------------------------------------------------- segments

@@ -421,8 +421,7 @@ def _served_metrics(
     ).to_dict()
     out = {f"{SERVED_PREFIX}{k}": v for k, v in _flat_metrics(got).items()}
     out[f"{SERVED_PREFIX}seen_share"] = float(got["seen_share"])
-    beyond = float(got["seen_share_beyond_history"])
-    out[f"{SERVED_PREFIX}seen_share_beyond_history"] = beyond
+    out[f"{SERVED_PREFIX}seen_share_beyond_history"] = float(got["seen_share_beyond_history"])
     for name, figures in got["baselines"].items():
         for metric in ("recall_at_k", "ndcg_at_k"):
             if metric in figures:

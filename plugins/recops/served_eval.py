@@ -327,10 +327,10 @@ def evaluate_served(config: ServedEvalConfig) -> ServedEvalResult:
         DataError: The split has no positives in the holdout, or a table lacks a row.
         InputMissingError: A file is missing.
     """
-    from recops.evaluation import event_types_of, negative_types_of
+    from recops.evaluation import event_roles_of
     from recops.splits import known_histories, of_types, read_typed_split, with_times
 
-    positive_types, seen_types = event_types_of(config.spec_uri)
+    positive_types, seen_types, negative_types = event_roles_of(config.spec_uri)
     split = with_times(read_typed_split(config.split_uri), config.training_set_uri)
     target = of_types(split[split["split"] == config.split], positive_types)
     if target.empty:
@@ -361,7 +361,7 @@ def evaluate_served(config: ServedEvalConfig) -> ServedEvalResult:
             users,
             seen_full,
             truth,
-            negative_types_of(config.spec_uri),
+            negative_types,
         )
         if config.baselines
         else {}

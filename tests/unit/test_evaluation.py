@@ -18,6 +18,7 @@ from recops.evaluation import (
     columns_for,
     evaluate,
     evaluate_scores,
+    event_roles_of,
     event_types_of,
     long_tail_items,
 )
@@ -187,6 +188,7 @@ def test_only_positive_event_types_are_hits(fixed: dict[str, Any], tmp_path: Pat
     split_uri, spec_uri = _typed_split(tmp_path)
     assert event_types_of(spec_uri) == (("purchase", "cart"), ("view", "cart", "purchase"))
     assert event_types_of("") == ((), ())
+    assert event_roles_of(spec_uri)[2] == () and event_roles_of("") == ((), (), ())
     # User 2 ranks 30, 20, 10 once 50 and 40 are masked: 30 (bought) is the hit at 1.
     typed = evaluate(EvalConfig(**{**fixed, "split_uri": split_uri}, spec_uri=spec_uri, k=1))
     assert (typed.n_users, typed.recall_at_k, typed.ndcg_at_k) == (1, 1.0, 1.0)
