@@ -1,8 +1,9 @@
 """The user's tables, as a spec declares them, turned into the published layout.
 
-``read_table`` reads one file (CSV, TSV or parquet); ``to_layout`` converts the events,
-users and items frames into the canonical tables of ``recops.layout`` (int64 ids, UTC
-times, ``event_type`` and ``weight``, one column per attribute named by the attribute).
+``read_table`` reads one file (CSV, TSV, JSON lines or parquet); ``to_layout`` converts
+the events, users and items frames into the canonical tables of ``recops.layout`` (int64
+ids, UTC times, ``event_type`` and ``weight``, one column per attribute named by the
+attribute).
 Both are pure: string keys get their ids from key tables passed in, and the updated key
 tables come back for the caller to write once everything else has passed.
 
@@ -30,10 +31,22 @@ if TYPE_CHECKING:
 
     from recops.dataset_spec import Attribute, DatasetSpec, TableSpec
 
-__all__ = ["TABLE_SUFFIXES", "Converted", "drop_repeated", "read_table", "to_layout", "to_utc"]
+__all__ = [
+    "TABLE_SUFFIXES",
+    "Converted",
+    "csv_separator",
+    "drop_repeated",
+    "read_table",
+    "to_layout",
+    "to_utc",
+]
 
-#: File suffixes ``read_table`` reads.
-TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq")
+#: File suffixes ``read_table`` reads (text ones also compressed, as ``events.csv.gz``).
+TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+#: Compression suffixes of text tables; pandas reads each of these.
+COMPRESSION_SUFFIXES: tuple[str, ...] = (".gz", ".bz2", ".xz", ".zst", ".zip")
+#: Separators a ``.csv`` file may use, in order of preference when the header is ambiguous.
+CSV_SEPARATORS: tuple[str, ...] = (",", ";", "\t", "|")
 _SECONDS_PER_DAY = 86_400.0
 
 
@@ -54,29 +67,99 @@ class Converted:
     key_tables: Mapping[str, pd.DataFrame]
 
 
+def _suffixes(path: Path) -> tuple[str, str | None]:
+    """(table suffix, compression suffix or None) of ``path``: ``a.csv.gz`` -> (.csv, .gz)."""
+    suffix = path.suffix.lower()
+    if suffix in COMPRESSION_SUFFIXES:
+        return Path(path.stem).suffix.lower(), suffix
+    return suffix, None
+
+
+def _header_line(path: Path) -> str:
+    """The first line of a text table, decompressed, or ``""`` for an empty file."""
+    import pandas as pd
+
+    # pandas opens every compression it reads, so the header is sniffed from the same bytes.
+    reader = pd.read_csv(
+        path, sep="\x1f", header=None, dtype=str, nrows=1, keep_default_na=False,
+        encoding="utf-8-sig", engine="python", quoting=3,
+    )  # fmt: skip
+    return "" if reader.empty else str(reader.iat[0, 0])
+
+
+def csv_separator(header: str) -> str:
+    """The separator a ``.csv`` header line uses: the candidate that splits it into most
+    fields (quotes respected), a comma when none splits it.
+
+    Exports from spreadsheets in many locales use ``;``, some logs ``|`` or tabs under a
+    ``.csv`` name: read with a comma, such a file is one column named after its header.
+    """
+    import csv
+
+    best, fields = ",", 1
+    for sep in CSV_SEPARATORS:
+        count = len(next(csv.reader([header], delimiter=sep), []))
+        if count > fields:
+            best, fields = sep, count
+    return best
+
+
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV, TSV or parquet file.
+    """Read a CSV, TSV, JSON-lines or parquet file.
 
     CSV and TSV cells are read as text (empty cells as missing), so string keys keep
-    their leading zeros; numbers are parsed where the spec declares them.
+    their leading zeros; numbers are parsed where the spec declares them. A ``.csv`` file
+    may separate its fields by ``,``, ``;``, tab or ``|`` (taken from the header line).
+    Text tables may be compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``, ``.zip``); a
+    UTF-8 byte-order mark is dropped. JSON lines (``.jsonl``, ``.ndjson``, or ``.json``
+    holding one object per line or an array of objects) keep their JSON types.
 
     Raises:
-        DataError: The file is missing, unreadable or of another type (named).
+        DataError: The file is missing, unreadable, not UTF-8 or of another type (named).
     """
     import pandas as pd
 
     if not path.is_file():
         raise DataError(f"file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix not in TABLE_SUFFIXES:
-        raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .parquet")
+    suffix, compression = _suffixes(path)
+    if suffix not in TABLE_SUFFIXES or (compression and suffix in (".parquet", ".pq")):
+        raise DataError(
+            f"{path}: unsupported file type {path.name!r}; use .csv, .tsv, .jsonl or .parquet "
+            f"(text ones may end in {', '.join(COMPRESSION_SUFFIXES)})"
+        )
     try:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
-        sep = "\t" if suffix == ".tsv" else ","
-        return pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
+        if suffix in (".jsonl", ".ndjson", ".json"):
+            return _read_json(path, lines=suffix != ".json")
+        sep = "\t" if suffix == ".tsv" else csv_separator(_header_line(path))
+        return pd.read_csv(
+            path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+            encoding="utf-8-sig",
+        )  # fmt: skip
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{path} is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at "
+            f"offset {exc.start}); save it as UTF-8, e.g. iconv -f latin1 -t utf-8"
+        ) from exc
+    except DataError:
+        raise
     except Exception as exc:  # pandas and pyarrow raise many types for bad files
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _read_json(path: Path, *, lines: bool) -> pd.DataFrame:
+    """JSON lines, or for ``.json`` an array of objects or JSON lines (sniffed)."""
+    import pandas as pd
+
+    if not lines:
+        # A ``.json`` export is either; the first character tells which.
+        head = _header_line(path).lstrip()
+        lines = not head.startswith("[")
+    frame = pd.read_json(path, lines=lines, dtype=False, convert_dates=False, encoding="utf-8")
+    if not isinstance(frame, pd.DataFrame) or len(frame.columns) == 0:
+        raise DataError(f"{path}: no JSON objects (one per line, or an array of them)")
+    return frame
 
 
 def to_utc(values: pd.Series, fmt: str) -> pd.Series:

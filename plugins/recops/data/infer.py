@@ -72,6 +72,21 @@ _ITEM_NAMES = (
     "listing",
     "pid",
     "good",
+    "isbn",
+    "artist",
+    "album",
+    "business",
+    "restaurant",
+    "hotel",
+    "recipe",
+    "game",
+    "app",
+    "course",
+    "post",
+    "news",
+    "anime",
+    "beer",
+    "url",
 )
 _TIME_NAMES = (
     "timestamp",
@@ -252,7 +267,14 @@ def _join_key(events: pd.DataFrame, table: pd.DataFrame, names: tuple[str, ...],
 
 def _keys_by_name(events: pd.DataFrame, names: tuple[str, ...], taken: set[str]) -> str | None:
     candidates = [c for c in events.columns if c not in taken and not events[c].isna().any()]
-    named = [c for c in candidates if _name_rank(c, names) is not None]
+    # "Book-Rating" or "movie_date" name a value or a time of the item, not its key.
+    named = [
+        c
+        for c in candidates
+        if _name_rank(c, names) is not None
+        and _name_rank(c, _VALUE_NAMES) is None
+        and _name_rank(c, _TIME_NAMES) is None
+    ]
     return _pick(named, names)
 
 
@@ -377,7 +399,7 @@ def infer_spec(
 
     Args:
         name: The dataset name.
-        events: The events file (CSV, TSV, parquet) or frame.
+        events: The events file (CSV, TSV, JSON lines, parquet) or frame.
         users: The users file or frame, if any.
         items: The items file or frame, if any.
         spec_dir: Where the spec will be written: ``files`` are made relative to it
@@ -419,8 +441,10 @@ def infer_spec(
     stamp = _pick(time_candidates, _TIME_NAMES)
     if stamp is None:
         raise DataError(
-            f"{where}: no column holds unix seconds or ISO 8601 times; columns: "
-            f"{', '.join(map(str, ev.columns))}"
+            f"{where}: no column holds unix seconds or milliseconds or ISO 8601 times; "
+            f"columns: {', '.join(map(str, ev.columns))}. Every event needs its time (the "
+            "nightly takes a day at a time, the temporal split and the rolling features "
+            "follow it): add one, e.g. the export's date for a log that has none"
         )
     taken.add(stamp)
     events_spec: dict[str, Any] = {

@@ -1,12 +1,12 @@
 """Import any dataset its spec declares: check, convert, intern keys, land.
 
-``import_dataset`` reads the spec's files (CSV, TSV or parquet), checks them against the
-spec before anything is written (``recops.dataset_check.check_columns``), converts them to
-the published layout (``recops.data.convert``), and lands them into the dataset's own data
-folder as every source does (``recops.data.partitions.land``: the history bulk-validated
-and published, the last days staged). The spec is kept beside the data as ``spec.yaml``,
-which is where every later stage reads it from; string keys are interned into
-``keys/users.parquet`` and ``keys/items.parquet``.
+``import_dataset`` reads the spec's files (CSV, TSV, JSON lines or parquet), checks them
+against the spec before anything is written (``recops.dataset_check.check_columns``),
+converts them to the published layout (``recops.data.convert``), and lands them into the
+dataset's own data folder as every source does (``recops.data.partitions.land``: the
+history bulk-validated and published, the last days staged). The spec is kept beside the
+data as ``spec.yaml``, which is where every later stage reads it from; string keys are
+interned into ``keys/users.parquet`` and ``keys/items.parquet``.
 
 A failure after the check (the history fails its contract, a disk error) leaves the spec
 copy and the key tables as they were: they are restored before the error propagates, and

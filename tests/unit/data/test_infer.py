@@ -160,5 +160,19 @@ def test_without_keys_or_times_the_error_says_what_is_missing() -> None:
     with pytest.raises(DataError, match="no column joins to the users table or is named"):
         infer_spec("t", pd.DataFrame({"a": [1], "b": [2]}))
     events = pd.DataFrame({"user": [1, 2], "item": [3, 4], "note": ["x", "y"]})
-    with pytest.raises(DataError, match="no column holds unix seconds or ISO 8601"):
+    with pytest.raises(DataError, match="no column holds unix seconds or milliseconds or ISO 8601"):
         infer_spec("t", events)
+
+
+def test_a_column_naming_a_value_or_time_of_the_item_is_not_its_key(tmp_path: Path) -> None:
+    # Book-Crossing's columns: "Book-Rating" names the book but holds a rating.
+    events = pd.DataFrame({
+        "User-ID": ["1", "2", "3", "1"] * 20,
+        "ISBN": ["034545104X", "0155061224", "0446520802", "0155061224"] * 20,
+        "Book-Rating": ["0", "5", "10", "8"] * 20,
+        "Date": ["2024-01-02 10:00:00"] * 80,
+    })  # fmt: skip
+    spec = infer_spec("books", events)
+    assert (spec.events.user_key, spec.events.item_key) == ("User-ID", "ISBN")
+    assert spec.items.key_type == "string"  # ISBNs keep their leading zeros
+    assert spec.events.value is not None and spec.events.value.column == "Book-Rating"

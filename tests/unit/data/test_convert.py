@@ -1,0 +1,83 @@
+"""read_table: the user's files as they come (separators, compression, JSON lines)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from recops.data.convert import csv_separator, read_table
+from recops.errors import DataError
+
+ROWS = [("u1", "007", "5", "2024-01-02T10:00:00Z"), ("u2", "042", "3", "2024-01-03T11:00:00Z")]
+COLUMNS = ["user", "sku", "rating", "ts"]
+
+
+def _expected() -> pd.DataFrame:
+    return pd.DataFrame(ROWS, columns=COLUMNS)
+
+
+@pytest.mark.parametrize("sep", [",", ";", "\t", "|"])
+def test_a_csv_is_read_with_the_separator_its_header_uses(tmp_path: Path, sep: str) -> None:
+    path = tmp_path / "events.csv"
+    # A spreadsheet export: byte-order mark, quoted cells, Windows line ends.
+    lines = [sep.join(f'"{c}"' for c in COLUMNS)] + [sep.join(r) for r in ROWS]
+    path.write_bytes("\r\n".join(lines).encode("utf-8-sig"))
+
+    frame = read_table(path)
+
+    pd.testing.assert_frame_equal(frame, _expected())
+    assert frame["sku"].tolist() == ["007", "042"]  # text: leading zeros kept
+
+
+def test_the_separator_is_the_one_that_splits_the_header_most() -> None:
+    assert csv_separator("a;b;c") == ";"
+    assert csv_separator('"a,1";b;c') == ";"  # a comma inside quotes is no separator
+    assert csv_separator("a,b") == ","
+    assert csv_separator("single") == ","
+
+
+@pytest.mark.parametrize("name", ["events.csv.gz", "events.tsv.gz", "events.csv.bz2"])
+def test_compressed_text_tables_are_read(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    sep = "\t" if ".tsv" in name else ","
+    _expected().to_csv(path, sep=sep, index=False)  # pandas compresses by the suffix
+
+    pd.testing.assert_frame_equal(read_table(path), _expected())
+
+
+def test_json_lines_and_json_arrays_keep_their_types(tmp_path: Path) -> None:
+    records = [{"user": 1, "item": "a", "stars": 4.5}, {"user": 2, "item": "b", "stars": None}]
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    array = tmp_path / "events.json"
+    array.write_text(json.dumps(records))
+    packed = tmp_path / "events.ndjson.gz"
+    with gzip.open(packed, "wt") as out:
+        out.write("\n".join(json.dumps(r) for r in records))
+
+    for path in (lines, array, packed):
+        frame = read_table(path)
+        assert frame.columns.tolist() == ["user", "item", "stars"], path
+        assert frame["user"].tolist() == [1, 2] and frame["item"].tolist() == ["a", "b"]
+        assert frame["stars"].iloc[0] == 4.5 and pd.isna(frame["stars"].iloc[1])
+
+
+def test_unreadable_files_are_refused_by_name(tmp_path: Path) -> None:
+    latin = tmp_path / "books.csv"
+    latin.write_bytes("isbn;title\n0001;Caf\xe9\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"books.csv is not UTF-8 text .*iconv"):
+        read_table(latin)
+    with pytest.raises(DataError, match=r"unsupported file type 'events.xlsx'"):
+        (tmp_path / "events.xlsx").write_text("x")
+        read_table(tmp_path / "events.xlsx")
+    with pytest.raises(DataError, match=r"unsupported file type 'events.parquet.gz'"):
+        (tmp_path / "events.parquet.gz").write_bytes(b"x")
+        read_table(tmp_path / "events.parquet.gz")
+    with pytest.raises(DataError, match="file not found"):
+        read_table(tmp_path / "missing.csv")
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(DataError, match="empty.jsonl"):
+        read_table(tmp_path / "empty.jsonl")
