@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from recops.dataset_spec import HINT, TIME_FORMATS, DatasetSpec, EventsSpec, KeyType, TableSpec
+from recops.dataset_spec import (
+    HINT,
+    TIME_FORMATS,
+    DatasetSpec,
+    EventsSpec,
+    KeyType,
+    TableSpec,
+    is_time_pattern,
+)
 from recops.errors import DataError
 
 if TYPE_CHECKING:
@@ -37,15 +45,19 @@ def _problem(column: pd.Series, want: str) -> str | None:
         return f"{len(column) - len(present)} empty values"
     if want == "integer" and pd.api.types.is_bool_dtype(column):
         return "booleans"
-    if want in TIME_FORMATS and pd.api.types.is_datetime64_any_dtype(column):
+    pattern = want not in ("integer", "numeric") and is_time_pattern(want)
+    if (want in TIME_FORMATS or pattern) and pd.api.types.is_datetime64_any_dtype(column):
         return None  # already parsed (a parquet timestamp column)
-    if want == "iso8601":
-        times = pd.to_datetime(present.astype(str), errors="coerce", format="ISO8601", utc=True)
+    if want == "iso8601" or pattern:
+        fmt = "ISO8601" if want == "iso8601" else want
+        times = pd.to_datetime(present.astype(str), errors="coerce", format=fmt, utc=True)
         bad = times.isna()
     else:
         numbers = pd.to_numeric(present, errors="coerce")
         bad = numbers.isna() | ((numbers != numbers.round()) if want == "integer" else False)
     noun = {"integer": "non-integers", "iso8601": "non-ISO 8601 times"}.get(want, "non-numbers")
+    if pattern:
+        noun = f"times not written as {want!r}"
     return f"{noun}, e.g. {_sample(present[bad])}" if bad.any() else None
 
 

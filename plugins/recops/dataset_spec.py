@@ -32,7 +32,7 @@ __all__ = [
     "ATTRIBUTE_KINDS", "AllowedConstraint", "Attribute", "DatasetSpec", "EvaluationSpec",
     "EventTypeSpec", "EventsSpec", "FilesSpec", "NotNullConstraint", "RandomSplit",
     "HINT", "KeyType", "RESERVED_NAMES", "RangeConstraint", "TableSpec", "TimestampFormat",
-    "TimestampSpec", "TrainingSpec", "ValueSpec", "load_spec", "spec_to_yaml",
+    "TimestampSpec", "TrainingSpec", "ValueSpec", "is_time_pattern", "load_spec", "spec_to_yaml",
 ]  # fmt: skip
 
 KeyType: TypeAlias = Literal["string", "integer"]
@@ -42,7 +42,8 @@ AttributeKind: TypeAlias = Literal[
 Severity: TypeAlias = Literal["fail", "warn"]
 TimestampFormat: TypeAlias = Literal["unix_seconds", "unix_milliseconds", "iso8601"]
 Protocol: TypeAlias = Literal["random", "temporal"]
-#: The ways a spec may say its times are written.
+#: The ways a spec may name how its times are written; any other format is a strftime
+#: pattern (``is_time_pattern``).
 TIME_FORMATS: tuple[str, ...] = get_args(TimestampFormat)
 Scalar: TypeAlias = str | int | float
 ColumnName: TypeAlias = Annotated[str, Field(min_length=1)]
@@ -202,11 +203,47 @@ class TableSpec(_Spec):
         return self
 
 
+def is_time_pattern(fmt: str) -> bool:
+    """True when a timestamp ``format`` is a strftime pattern, not a named format."""
+    return fmt not in TIME_FORMATS
+
+
 class TimestampSpec(_Spec):
-    """The events' time column and how it is written."""
+    """The events' time column and how it is written.
+
+    ``format`` is ``unix_seconds``, ``unix_milliseconds``, ``iso8601`` or a strftime
+    pattern such as ``%d/%m/%Y %H:%M`` (times without an offset are UTC).
+    """
 
     column: ColumnName
-    format: TimestampFormat = "unix_seconds"
+    format: str = "unix_seconds"
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        if value in TIME_FORMATS:
+            return value
+        named = ", ".join(TIME_FORMATS)
+        if "%" not in value:
+            raise ValueError(
+                f"format {value!r} is none of {named} and no strftime pattern "
+                "(such as '%d/%m/%Y %H:%M')"
+            )
+        from datetime import UTC, datetime
+
+        # A pattern must write a time it can read back to the same day: one without a
+        # year, month or day would stamp every event on one date.
+        sample = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+        try:
+            back = datetime.strptime(sample.strftime(value), value)
+        except ValueError as exc:
+            raise ValueError(f"format {value!r} is not a strftime pattern: {exc}") from None
+        if back.date() != sample.date():
+            raise ValueError(
+                f"format {value!r} does not hold a full date (a year, month and day, e.g. "
+                "'%d/%m/%Y %H:%M')"
+            )
+        return value
 
 
 class EventTypeSpec(_Spec):

@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from recops.dataset_spec import ATTRIBUTE_KINDS, DatasetSpec, load_spec, spec_to_yaml
+from recops.dataset_spec import (
+    ATTRIBUTE_KINDS,
+    DatasetSpec,
+    is_time_pattern,
+    load_spec,
+    spec_to_yaml,
+)
 from recops.errors import DataError
 from recops.layout import layout_from_spec
 
@@ -161,6 +167,14 @@ def _edit_cut(raw: dict[str, Any]) -> None:
     raw["evaluation"]["temporal_cut"] = 0.1
 
 
+def _edit_time_name(raw: dict[str, Any]) -> None:
+    raw["events"]["timestamp"]["format"] = "iso"
+
+
+def _edit_time_pattern(raw: dict[str, Any]) -> None:
+    raw["events"]["timestamp"]["format"] = "%H:%M on day %d"
+
+
 def _edit_training_key(raw: dict[str, Any]) -> None:
     raw["training"] = {"epochs": 3}
 
@@ -185,6 +199,8 @@ BAD_SPECS = [
     (_edit_split, "evaluation.random_split", "must be 1, got 0.7"),
     (_edit_cut, "evaluation", "temporal_cut (0.1) must be above random_split.valid (0.1)"),
     (_edit_severity, "users.attributes[0].allowed.severity", "'fail' or 'warn'"),
+    (_edit_time_name, "events.timestamp.format", "none of unix_seconds, unix_milliseconds"),
+    (_edit_time_pattern, "events.timestamp.format", "does not hold a full date"),
 ]
 
 
@@ -266,3 +282,12 @@ def test_negatives_are_neither_positives_nor_hidden_from_seen(tmp_path: Path) ->
     layout = layout_from_spec(spec)
     assert layout.negative_types == ("remove_from_cart",)
     assert "remove_from_cart" not in layout.positive_types
+
+
+def test_a_strftime_pattern_is_a_timestamp_format(tmp_path: Path) -> None:
+    raw = _shop()
+    raw["events"]["timestamp"]["format"] = "%d/%m/%Y %H:%M"
+    spec = load_spec(_write(tmp_path, raw))
+    assert spec.events.timestamp.format == "%d/%m/%Y %H:%M"
+    assert is_time_pattern(spec.events.timestamp.format)
+    assert not any(is_time_pattern(f) for f in ("unix_seconds", "unix_milliseconds", "iso8601"))

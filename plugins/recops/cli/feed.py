@@ -57,12 +57,16 @@ def feed_records(
     """
     import pandas as pd
 
+    from recops.dataset_spec import is_time_pattern
+
     ev = spec.events
     stamps = pd.to_datetime(rows["event_timestamp"], utc=True)
     if shift is not None:
         stamps = stamps + shift
     if ev.timestamp.format == "iso8601":
         times: list[Any] = [t.isoformat().replace("+00:00", "Z") for t in stamps]
+    elif is_time_pattern(ev.timestamp.format):
+        times = [t.strftime(ev.timestamp.format) for t in stamps]
     else:
         unit = pd.Timedelta(milliseconds=1 if ev.timestamp.format == "unix_milliseconds" else 1000)
         times = [_number(s) for s in (stamps - pd.Timestamp(0, tz="UTC")) / unit]

@@ -35,6 +35,7 @@ __all__ = [
     "TABLE_SUFFIXES",
     "Converted",
     "csv_separator",
+    "drop_keyless",
     "drop_repeated",
     "read_table",
     "to_layout",
@@ -163,16 +164,20 @@ def _read_json(path: Path, *, lines: bool) -> pd.DataFrame:
 
 
 def to_utc(values: pd.Series, fmt: str) -> pd.Series:
-    """Times as ``datetime64[us, UTC]``: unix seconds or milliseconds, ISO 8601 text or
-    parsed times."""
+    """Times as ``datetime64[us, UTC]``: unix seconds or milliseconds, ISO 8601 text, text
+    in a strftime pattern (``fmt`` holds ``%``) or parsed times; text without an offset is
+    UTC."""
     import pandas as pd
+
+    from recops.dataset_spec import is_time_pattern
 
     if pd.api.types.is_datetime64_any_dtype(values):
         tz = getattr(values.dt, "tz", None)
         stamps = values.dt.tz_localize("UTC") if tz is None else values.dt.tz_convert("UTC")
-    elif fmt == "iso8601":
+    elif fmt == "iso8601" or is_time_pattern(fmt):
         text = values.astype(object).where(values.notna(), None)
-        stamps = pd.to_datetime(text, format="ISO8601", utc=True)
+        pattern = "ISO8601" if fmt == "iso8601" else fmt
+        stamps = pd.to_datetime(text, format=pattern, utc=True)
     else:
         unit = "ms" if fmt == "unix_milliseconds" else "s"
         stamps = pd.to_datetime(pd.to_numeric(values), unit=unit, utc=True)
@@ -329,6 +334,36 @@ def to_layout(
         }
     )[list(INTERACTION_COLUMNS)]
     return Converted(interactions=interactions, users=users, items=items, key_tables=tables)
+
+
+def drop_keyless(spec: DatasetSpec, events: pd.DataFrame, source: str = "") -> pd.DataFrame:
+    """The events that name both their user and their item.
+
+    Real logs hold events without a user (a guest checkout) or an item: they cannot be
+    learned from nor served, so they are left out with a warning that says how many, from
+    which file and column. A log where no event names both is refused.
+
+    Raises:
+        DataError: Every event lacks its user or its item.
+    """
+    ev = spec.events
+    where = source or "the events table"
+    missing = [(c, f, events[c].isna()) for c, f in ((ev.user_key, "events.user_key"),
+               (ev.item_key, "events.item_key")) if c in events.columns]  # fmt: skip
+    if not any(bool(m.any()) for _, _, m in missing):
+        return events
+    keyless = missing[0][2]
+    for _, _, m in missing[1:]:
+        keyless = keyless | m
+    counts = ", ".join(f"{int(m.sum()):,} no {c!r} (spec field '{f}')" for c, f, m in missing
+                       if m.any())  # fmt: skip
+    if bool(keyless.all()):
+        raise DataError(f"{where}: no event names both its user and its item ({counts})")
+    _LOG.warning(
+        "%s: %s of %s events (%.1f %%) are left out, as they lack a key: %s",
+        where, f"{int(keyless.sum()):,}", f"{len(events):,}", 100 * keyless.mean(), counts,
+    )  # fmt: skip
+    return events.loc[~keyless].reset_index(drop=True)
 
 
 def drop_repeated(interactions: pd.DataFrame) -> pd.DataFrame:

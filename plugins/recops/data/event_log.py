@@ -126,13 +126,16 @@ def _check_key(index: int, field: str, value: Any, key_type: str) -> Any:
 def _check_time(index: int, field: str, value: Any, fmt: str) -> Any:
     import pandas as pd
 
-    if fmt == "iso8601":
+    from recops.dataset_spec import is_time_pattern
+
+    if fmt == "iso8601" or is_time_pattern(fmt):
+        what = "an ISO 8601 time" if fmt == "iso8601" else f"a time written as {fmt!r}"
         if not isinstance(value, str):
-            raise EventError(index, field, value, "is not an ISO 8601 time")
+            raise EventError(index, field, value, f"is not {what}")
         try:
-            pd.to_datetime([value], format="ISO8601", utc=True)
+            pd.to_datetime([value], format="ISO8601" if fmt == "iso8601" else fmt, utc=True)
         except (ValueError, OverflowError):
-            raise EventError(index, field, value, "is not an ISO 8601 time") from None
+            raise EventError(index, field, value, f"is not {what}") from None
         return value
     number = _as_float(value)
     ms = fmt == "unix_milliseconds"

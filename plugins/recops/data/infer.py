@@ -7,8 +7,9 @@ drafts a spec that imports as it is; the user may edit it first. What it decides
   whose values cover most of an events column), else the events columns whose names say
   user / item (``customer``, ``sku``, ...); integer when every value is a whole number
   written without leading zeros, else string;
-- **timestamp**: a parsed time column, ISO 8601 text, unix seconds or milliseconds,
-  preferring a time-like name;
+- **timestamp**: a parsed time column, ISO 8601 text, unix seconds or milliseconds, or
+  text in a common pattern (``12/1/2010 8:26``, ``02.01.2024``, an Apache log's
+  ``10/Oct/2000:13:55:36 -0700``; ``_TIME_PATTERNS``), preferring a time-like name;
 - **event type**: a string column with few distinct values; weights from the names
   (view 1, cart / click 3, purchase 5; all 1 when no name is known), positives all but
   the view-like types, negatives the refusals (skip, dislike, remove_from_cart: 0.5);
@@ -73,6 +74,7 @@ _ITEM_NAMES = (
     "pid",
     "good",
     "isbn",
+    "stock",
     "artist",
     "album",
     "business",
@@ -132,6 +134,20 @@ _NEGATIVE_WEIGHT = 0.5
 _UNIX_RANGE = (1e8, 5e9)
 #: ... and so can unix milliseconds in the same years (event logs often write those).
 _UNIX_MS_RANGE = (1e11, 5e12)
+#: Time patterns other than ISO 8601 that logs use, tried in order on text columns (a
+#: day-first and a month-first pattern both fit only when no day is above 12).
+_TIME_PATTERNS = (
+    "%Y-%m-%d %H:%M:%S %Z", "%Y/%m/%d %H:%M:%S", "%Y/%m/%d %H:%M", "%Y/%m/%d",
+    "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M", "%m/%d/%Y",
+    "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%d/%m/%Y",
+    "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
+    "%d-%m-%Y %H:%M:%S", "%d-%m-%Y %H:%M", "%d-%m-%Y",
+    "%d/%b/%Y:%H:%M:%S %z", "%a, %d %b %Y %H:%M:%S %z", "%d %b %Y %H:%M:%S", "%d %b %Y",
+    "%Y%m%d%H%M%S", "%Y%m%d",
+)  # fmt: skip
+_PATTERN_SAMPLE = 1000
+#: A key column's least share of non-empty cells.
+_MIN_KEY_PRESENT = 0.5
 _SEPARATORS = ("|", ";")
 #: A string column is categorical when at most this many distinct values ...
 _MAX_CATEGORIES = 1000
@@ -155,7 +171,9 @@ def _read(table: TableInput) -> tuple[pd.DataFrame, Path | None]:
 
 
 def _norm(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", str(name).lower()).strip("_")
+    # camelCase and PascalCase split into words: CustomerID -> customer_id.
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", str(name))
+    return re.sub(r"[^a-z0-9]+", "_", words.lower()).strip("_")
 
 
 def _name_rank(column: str, names: tuple[str, ...]) -> int | None:
@@ -176,11 +194,19 @@ def _text(values: pd.Series) -> pd.Series:
     return values.dropna().astype(object).map(cell_text).dropna().astype(str)
 
 
+def _mostly_present(values: pd.Series) -> bool:
+    """A key column may miss some values (a guest's event: import leaves those out), not
+    most of them."""
+    return bool(values.notna().mean() >= _MIN_KEY_PRESENT)
+
+
 def _is_integer_key(values: pd.Series) -> bool:
-    """Whole numbers without leading zeros (those would merge '007' and '7')."""
+    """Whole numbers without leading zeros (those would merge '007' and '7'); empty cells
+    aside, as import leaves their events out."""
     import pandas as pd
 
-    if pd.api.types.is_bool_dtype(values) or values.isna().any():
+    values = values.dropna()
+    if pd.api.types.is_bool_dtype(values) or values.empty:
         return False
     if pd.api.types.is_integer_dtype(values):
         return True
@@ -214,9 +240,29 @@ def _iso_times(values: pd.Series) -> bool:
     return bool(parsed.notna().all())
 
 
+def _fits(text: pd.Series, pattern: str) -> bool:
+    import pandas as pd
+
+    parsed = pd.to_datetime(text, errors="coerce", format=pattern, utc=True)
+    return bool(parsed.notna().all())
+
+
+def _time_pattern(values: pd.Series) -> str | None:
+    """The first of ``_TIME_PATTERNS`` every value is written in, or None."""
+    present = _text(values)
+    if present.empty or not present.str.contains(r"\d").all():
+        return None
+    # A sample rules most patterns out cheaply; the one it keeps must fit every value.
+    sample = present.iloc[:: max(1, len(present) // _PATTERN_SAMPLE)]
+    for pattern in _TIME_PATTERNS:
+        if _fits(sample, pattern) and _fits(present, pattern):
+            return pattern
+    return None
+
+
 def _time_format(values: pd.Series) -> str | None:
-    """``iso8601`` / ``unix_seconds`` / ``unix_milliseconds`` when the column holds times
-    in that form."""
+    """``iso8601`` / ``unix_seconds`` / ``unix_milliseconds`` / a strftime pattern when the
+    column holds times in that form."""
     import pandas as pd
 
     if values.isna().any():
@@ -229,8 +275,12 @@ def _time_format(values: pd.Series) -> str | None:
                                  ("unix_milliseconds", _UNIX_MS_RANGE)):  # fmt: skip
             if bool(numbers.between(low, high).all()):
                 return fmt
+        # 20240102 or 20240102103000: a date written as digits, not a count of seconds.
+        text = _text(values)
+        if text.str.fullmatch(r"\d{8}|\d{14}").all():
+            return _time_pattern(values)
         return None
-    return "iso8601" if _iso_times(values) else None
+    return "iso8601" if _iso_times(values) else _time_pattern(values)
 
 
 def _pick(candidates: list[str], names: tuple[str, ...]) -> str | None:
@@ -252,7 +302,7 @@ def _join_key(events: pd.DataFrame, table: pd.DataFrame, names: tuple[str, ...],
             continue
         known = set(_text(keys))
         for e_col in events.columns:
-            if e_col in taken or events[e_col].isna().any():
+            if e_col in taken or not _mostly_present(events[e_col]):
                 continue
             cover = float(_text(events[e_col]).isin(known).mean())
             if cover < 0.5:
@@ -266,7 +316,7 @@ def _join_key(events: pd.DataFrame, table: pd.DataFrame, names: tuple[str, ...],
 
 
 def _keys_by_name(events: pd.DataFrame, names: tuple[str, ...], taken: set[str]) -> str | None:
-    candidates = [c for c in events.columns if c not in taken and not events[c].isna().any()]
+    candidates = [c for c in events.columns if c not in taken and _mostly_present(events[c])]
     # "Book-Rating" or "movie_date" name a value or a time of the item, not its key.
     named = [
         c
@@ -276,6 +326,13 @@ def _keys_by_name(events: pd.DataFrame, names: tuple[str, ...], taken: set[str])
         and _name_rank(c, _TIME_NAMES) is None
     ]
     return _pick(named, names)
+
+
+def _names_events(values: pd.Series) -> bool:
+    """True when some value reads as an event (a view, a purchase, a skip): a column of
+    few values that names none (a country, a device) describes the event, not its kind."""
+    fragments = [f for hint, _ in _WEIGHT_HINTS for f in hint] + list(_NEGATIVE_HINTS)
+    return any(f in _norm(v) for v in _text(values).unique() for f in fragments)
 
 
 def _weights(types: list[str]) -> tuple[dict[str, float], list[str] | None, list[str]]:
@@ -456,6 +513,7 @@ def infer_spec(
         c for c in ev.columns
         if c not in taken and not ev[c].isna().any() and _numeric(ev[c]) is None
         and 1 < ev[c].nunique() <= min(_MAX_EVENT_TYPES, max(2, len(ev) // 4))
+        and (_name_rank(c, _TYPE_NAMES) is not None or _names_events(ev[c]))
     ]  # fmt: skip
     kind_column = _pick(type_candidates, _TYPE_NAMES)
     if kind_column is not None:

@@ -138,7 +138,7 @@ def import_frames(
     """
     from dataclasses import replace
 
-    from recops.data.convert import drop_repeated, to_layout
+    from recops.data.convert import drop_keyless, drop_repeated, to_layout
     from recops.data.keys import SIDES, key_table_path, read_key_table, write_key_table
     from recops.data.partitions import land
     from recops.data.references import check_references
@@ -149,6 +149,11 @@ def import_frames(
         raise DataError(f"stage_last_days={stage_last_days} must be >= 0")
     sources = {t: p.name for t, p in (paths or {}).items()}
     report_progress(progress, "checking the files against the spec", 0, 1)
+    if "events" in frames:
+        frames = {
+            **frames,
+            "events": drop_keyless(spec, frames["events"], sources.get("events", "")),
+        }
     check_columns(spec, frames, sources=sources)
     target = settings.for_dataset(spec.name)
     string_sides = [s for s in SIDES if getattr(spec, s).key_type == "string"]

@@ -98,6 +98,8 @@ def _spec_tables(
     import numpy as np
     import pandas as pd
 
+    from recops.dataset_spec import is_time_pattern
+
     rng = np.random.default_rng(seed)
     topic = next(
         (a for a in spec.items.attributes
@@ -148,6 +150,8 @@ def _spec_tables(
         stamps = np.asarray(seconds, np.int64) * 1000
     elif ev.timestamp.format == "iso8601":
         stamps = pd.to_datetime(seconds, unit="s", utc=True).strftime("%Y-%m-%dT%H:%M:%SZ")
+    elif is_time_pattern(ev.timestamp.format):
+        stamps = pd.to_datetime(seconds, unit="s", utc=True).strftime(ev.timestamp.format)
     events[ev.timestamp.column] = stamps
     # Sampling with replacement can repeat (user, item, second); keep the first event.
     events = events.loc[~pd.Series(list(zip(u, chosen, seconds, strict=True))).duplicated()]

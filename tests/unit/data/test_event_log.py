@@ -59,6 +59,21 @@ def test_shop_records_become_canonical_rows_with_interned_keys(tmp_path: Path) -
     assert again["item_id"][0] == int(items.max()) + 1
 
 
+def test_times_in_the_specs_strftime_pattern_are_read_and_others_refused(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path, SHOP)
+    spec = active_spec(settings)
+    stamp = spec.events.timestamp.model_copy(update={"format": "%d/%m/%Y %H:%M"})
+    spec = spec.model_copy(update={"events": spec.events.model_copy(update={"timestamp": stamp})})
+
+    rows = parse_events(settings, spec, [_shop("c-1", "sku-1", "02/05/2024 10:30")])
+    assert list(rows["event_timestamp"]) == [pd.Timestamp("2024-05-02T10:30:00Z")]
+    with pytest.raises(EventError) as info:
+        parse_events(settings, spec, [_shop("c-1", "sku-1", "2024-05-02T10:30:00Z")])
+    assert info.value.field == "ts" and "written as '%d/%m/%Y %H:%M'" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("record", "field", "value"),
     [

@@ -7,7 +7,15 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from recops.config import Settings
-from recops.data import import_dataset, list_partitions, list_staged, write_synthetic
+from recops.data import (
+    import_dataset,
+    import_frames,
+    infer_spec,
+    list_partitions,
+    list_staged,
+    write_synthetic,
+)
+from recops.data.infer import spec_draft_yaml
 from recops.data.keys import read_key_table
 from recops.dataset_spec import load_spec
 from recops.errors import DataError, DataValidationError
@@ -196,3 +204,44 @@ def test_events_on_items_outside_the_catalogue_are_named_by_their_keys(
     ) in message
     assert "'sku-discontinued'" in message and "'items.key' = 'sku'" in message
     assert _no_data(settings)
+
+
+def test_a_retail_export_lands_as_it_is(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A point-of-sale export: ';'-separated, PascalCase columns, US dates in a strftime
+    # pattern, float-written customer numbers, guest checkouts without a customer.
+    customers = ["17850.0", "17850.0", "", "13047.0", "13047.0"]  # 1 in 5 is a guest
+    lines = ["InvoiceNo;StockCode;InvoiceDate;CustomerID;Country"] + [
+        f"{536365 + i};{['85123A', '71053', '22633', '84879'][i % 4]};"
+        f"{12 if i < 8 else 1}/{1 + i % 8 if i < 8 else 13 + i % 7}/{2010 if i < 8 else 2011} "
+        f"{8 + i % 10}:{i:02d};{customers[i % 5]};{['United Kingdom', 'France'][i % 2]}"
+        for i in range(15)
+    ]
+    events = tmp_path / "online_retail.csv"
+    events.write_text("\n".join(lines) + "\n")
+    spec = infer_spec("retail", events, spec_dir=tmp_path)
+    assert (spec.events.user_key, spec.events.item_key) == ("CustomerID", "StockCode")
+    assert spec.events.timestamp.format == "%m/%d/%Y %H:%M"
+    assert spec.events.event_type is None  # a country says where, not what happened
+    spec_file = tmp_path / "retail.yaml"
+    spec_file.write_text(spec_draft_yaml(spec))
+
+    with caplog.at_level("WARNING", logger="recops.data.convert"):
+        result = import_dataset(spec_file, settings, stage_last_days=0)
+
+    assert result.n_interactions == 12  # the 3 guest checkouts are left out, said so
+    assert "3 of 15 events (20.0 %) are left out" in caplog.text
+    assert "'CustomerID' (spec field 'events.user_key')" in caplog.text
+    retail = settings.for_dataset("retail")
+    published = pd.concat(pd.read_parquet(p) for p in list_partitions(retail))
+    assert published["event_timestamp"].min() == pd.Timestamp("2010-12-01T08:00:00Z")
+    assert published["event_timestamp"].dt.year.max() == 2011
+
+
+def test_a_log_whose_events_all_lack_a_key_is_refused(settings: Settings, tmp_path: Path) -> None:
+    events = pd.DataFrame({"customer": [None, None], "sku": ["a", "b"],
+                           "ts": ["2024-01-01", "2024-01-02"]})  # fmt: skip
+    spec = infer_spec("guests", events.assign(customer=["u1", "u2"]))
+    with pytest.raises(DataError, match="no event names both its user and its item"):
+        import_frames(spec, {"events": events}, settings)
