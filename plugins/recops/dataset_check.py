@@ -8,7 +8,8 @@ This module imports pandas only inside its functions.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
     Frames: TypeAlias = Mapping[str, pd.DataFrame]
 
-__all__ = ["check_columns"]
+__all__ = ["check_columns", "headerless_hint"]
 
 
 def _sample(values: pd.Series) -> str:
@@ -61,6 +62,21 @@ def _problem(column: pd.Series, want: str) -> str | None:
     return f"{noun}, e.g. {_sample(present[bad])}" if bad.any() else None
 
 
+def headerless_hint(columns: Sequence[object]) -> str:
+    """A note for messages about missing columns when the file's first line looks like
+    data (a column named ``1511544070``), else ``""``.
+
+    A log exported without a header line reads its first event as the column names.
+    """
+    numeric = [str(c) for c in columns if re.fullmatch(r"[-+]?\d+(\.\d+)?", str(c).strip())]
+    if not numeric:
+        return ""
+    return (
+        f"; the file seems to have no header line (column names such as {numeric[0]!r} are "
+        "data): add a first line naming the columns"
+    )
+
+
 class _Checker:
     """Collects every column problem of the frames, each naming spec field and column."""
 
@@ -77,7 +93,7 @@ class _Checker:
         columns = ", ".join(str(c) for c in frame.columns)
         self.problems.append(
             f"spec field '{field}' names column {name!r}, which {self.sources[table]} lacks "
-            f"(columns: {columns})"
+            f"(columns: {columns}){headerless_hint(list(frame.columns))}"
         )
         return None
 

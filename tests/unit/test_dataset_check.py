@@ -170,3 +170,25 @@ def test_empty_event_times_and_values_are_refused(movielens: DatasetSpec) -> Non
     problems = _problems(movielens, frames)
     assert any("'events.timestamp.format'" in p and "1 empty values" in p for p in problems)
     assert any("'events.value.column'" in p and "'rating'" in p for p in problems)
+
+
+def test_a_file_without_a_header_line_is_named_as_such(movielens: DatasetSpec) -> None:
+    frames = _movielens_frames()
+    first = frames["events"].iloc[0]
+    frames["events"] = frames["events"].iloc[1:].set_axis([str(v) for v in first], axis=1)
+    with pytest.raises(DataError, match="seems to have no header line") as info:
+        check_columns(movielens, {"events": frames["events"]})
+    assert "spec field 'events.user_key' names column 'user_id'" in str(info.value)
+
+
+def test_times_in_a_strftime_pattern_are_checked(shop: DatasetSpec) -> None:
+    stamp = shop.events.timestamp.model_copy(update={"format": "%d/%m/%Y %H:%M"})
+    spec = shop.model_copy(update={"events": shop.events.model_copy(update={"timestamp": stamp})})
+    frames = _shop_frames()
+    frames["events"]["ts"] = ["01/03/2024 10:00", "2024-03-02"]
+    with pytest.raises(
+        DataError, match=r"times not written as '%d/%m/%Y %H:%M', e.g. '2024-03-02'"
+    ):
+        check_columns(spec, {"events": frames["events"]})
+    frames["events"]["ts"] = ["01/03/2024 10:00", "02/03/2024 11:30"]
+    check_columns(spec, {"events": frames["events"]})

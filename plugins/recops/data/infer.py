@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from recops.dataset_check import headerless_hint
 from recops.errors import DataError
 
 if TYPE_CHECKING:
@@ -116,8 +117,8 @@ _VALUE_NAMES = ("rating", "score", "stars", "grade", "value", "preference")
 #: Event-type name fragments and the weight they suggest (first match wins).
 _WEIGHT_HINTS: tuple[tuple[tuple[str, ...], float], ...] = (
     (("purchase", "buy", "order", "checkout", "transaction", "conversion", "sale"), 5.0),
-    (("cart", "basket", "wish", "favo", "like", "save", "bookmark", "click", "rate"), 3.0),
-    (("view", "impression", "visit", "browse", "detail", "open", "show", "seen"), 1.0),
+    (("cart", "basket", "wish", "fav", "like", "save", "bookmark", "click", "rate"), 3.0),
+    (("view", "pv", "impression", "visit", "browse", "detail", "open", "show", "seen"), 1.0),
 )
 _VIEW_WEIGHT = 1.0
 #: Event-type name fragments that say the user did not want the item; checked before
@@ -487,8 +488,8 @@ def infer_spec(
                 raise DataError(
                     f"{where}: no column joins to the {side} table or is named like a "
                     f"{side[:-1]} key (e.g. {', '.join(names[:3])}); columns: "
-                    f"{', '.join(map(str, ev.columns))}; write the spec by hand "
-                    "(docs/datasets.md)"
+                    f"{', '.join(map(str, ev.columns))}{headerless_hint(list(ev.columns))}; "
+                    "or write the spec by hand (docs/datasets.md)"
                 )
             pair = (column, column)
         found[side] = pair

@@ -176,3 +176,17 @@ def test_a_column_naming_a_value_or_time_of_the_item_is_not_its_key(tmp_path: Pa
     assert (spec.events.user_key, spec.events.item_key) == ("User-ID", "ISBN")
     assert spec.items.key_type == "string"  # ISBNs keep their leading zeros
     assert spec.events.value is not None and spec.events.value.column == "Book-Rating"
+
+
+def test_a_log_without_a_header_line_is_named_as_such(tmp_path: Path) -> None:
+    # Taobao's UserBehavior.csv: user, item, category, behaviour, unix seconds; no header.
+    path = tmp_path / "UserBehavior.csv"
+    path.write_text("1,2268318,2520377,pv,1511544070\n1,2333346,2520771,pv,1511561733\n")
+    with pytest.raises(DataError, match=r"no header line \(column names such as '1' are data"):
+        infer_spec("taobao", path)
+    rows = [(1, 5, "pv"), (1, 6, "fav"), (2, 5, "cart"), (2, 6, "buy")] * 5
+    lines = [f"{u},{i},7,{t},{1511544070 + 60 * n}" for n, (u, i, t) in enumerate(rows)]
+    path.write_text("user_id,item_id,category_id,behavior_type,timestamp\n" + "\n".join(lines))
+    event_type = infer_spec("taobao", path).events.event_type
+    assert event_type is not None
+    assert event_type.weights == {"buy": 5.0, "cart": 3.0, "fav": 3.0, "pv": 1.0}
