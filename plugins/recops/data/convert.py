@@ -37,6 +37,7 @@ __all__ = [
     "csv_separator",
     "drop_keyless",
     "drop_repeated",
+    "profiles_from_events",
     "read_table",
     "to_layout",
     "to_utc",
@@ -334,6 +335,53 @@ def to_layout(
         }
     )[list(INTERACTION_COLUMNS)]
     return Converted(interactions=interactions, users=users, items=items, key_tables=tables)
+
+
+def profiles_from_events(
+    spec: DatasetSpec, side: str, events: pd.DataFrame, source: str = ""
+) -> pd.DataFrame:
+    """The users or items table of a log whose events carry their attributes.
+
+    A spec whose ``files.users`` (``files.items``) is the events file declares attributes
+    that each event repeats (Taobao's ``category_id``, a retail export's ``Description``):
+    the table holds one row per key, each attribute at its newest non-empty value.
+
+    Args:
+        spec: The dataset spec.
+        side: ``users`` or ``items``.
+        events: The events file's rows.
+        source: The events file's name, for messages.
+
+    Raises:
+        DataError: The side's key is not the events' key column, or a declared column is
+            missing (named, with the spec field).
+    """
+    import pandas as pd
+
+    table: TableSpec = getattr(spec, side)
+    ev = spec.events
+    key = ev.user_key if side == "users" else ev.item_key
+    field = "events.user_key" if side == "users" else "events.item_key"
+    where = source or "the events file"
+    if table.key != key:
+        raise DataError(
+            f"spec field '{side}.key' is {table.key!r}, but files.{side} is the events file "
+            f"{where}, whose {side[:-1]} key is {key!r} (spec field '{field}'): name the same "
+            "column"
+        )
+    columns = [key, *(a.column for a in table.attributes)]
+    missing = [c for c in (*columns, ev.timestamp.column) if c not in events.columns]
+    if missing:
+        raise DataError(
+            f"dataset {spec.name!r}: files.{side} is the events file {where}, which lacks "
+            f"columns {missing} the spec's {side} declare (columns: "
+            f"{', '.join(map(str, events.columns))})"
+        )
+    rows = events[columns].assign(_time=to_utc(events[ev.timestamp.column], ev.timestamp.format))
+    rows = rows[rows[key].notna()].sort_values("_time", kind="stable")
+    # ``last`` skips empty cells: each attribute keeps the newest value it had.
+    newest = rows.groupby(key, sort=False, dropna=True)[columns[1:]].last()
+    return pd.DataFrame(newest).reset_index()[columns]
 
 
 def drop_keyless(spec: DatasetSpec, events: pd.DataFrame, source: str = "") -> pd.DataFrame:

@@ -147,6 +147,17 @@ _TIME_PATTERNS = (
     "%Y%m%d%H%M%S", "%Y%m%d",
 )  # fmt: skip
 _PATTERN_SAMPLE = 1000
+#: Name words of integer columns that code a category rather than measure an amount.
+_CODE_NAMES = ("id", "code", "category", "cat", "class", "group", "type", "brand", "zip",
+               "postcode", "region", "segment", "department", "genre")  # fmt: skip
+#: Name words of numbers that count or cost: never an explicit feedback value.
+_AMOUNT_NAMES = ("quantity", "qty", "count", "amount", "price", "cost", "total", "num",
+                 "number", "size", "age", "year", "duration", "length", "position")  # fmt: skip
+#: A column of the events is carried per key (an attribute the events repeat) when at
+#: least this share of the events of keys with 2+ events hold their key's usual value
+_CARRIED_SHARE = 0.9
+#: ... and at least this many keys have 2+ events (fewer prove nothing).
+_MIN_REPEATED_KEYS = 5
 #: A key column's least share of non-empty cells.
 _MIN_KEY_PRESENT = 0.5
 _SEPARATORS = ("|", ";")
@@ -383,7 +394,13 @@ def _attribute(column: str, values: pd.Series, name: str) -> dict[str, Any] | No
         return {**base, "kind": "timestamp"}
     if pd.api.types.is_bool_dtype(values):
         return {**base, "kind": "categorical"}
-    if _numeric(values) is not None:
+    numbers = _numeric(values)
+    if numbers is not None:
+        # category_id = 7 names a category: its number measures nothing.
+        coded = _name_rank(column, _CODE_NAMES) is not None
+        if coded and bool((numbers == numbers.round()).all()):
+            kind = "categorical" if numbers.nunique() <= _MAX_CATEGORIES else "text"
+            return {**base, "kind": kind}
         return {**base, "kind": "numeric"}
     if _iso_times(values):
         return {**base, "kind": "timestamp"}
@@ -403,6 +420,26 @@ def _attribute(column: str, values: pd.Series, name: str) -> dict[str, Any] | No
     if distinct <= _MAX_CATEGORIES and (distinct <= 2 or repeats):
         return {**base, "kind": "categorical"}
     return {**base, "kind": "text"}
+
+
+def _carried(events: pd.DataFrame, key: str, columns: list[str]) -> list[str]:
+    """The ``columns`` the events repeat per ``key``: nearly every event holds its key's
+    most common value (a product's category; a price that changed once), and the column
+    has more than one value overall (a product's category, a customer's country)."""
+    present = events[events[key].notna()]
+    repeated = present[present[key].duplicated(keep=False)]
+    if repeated[key].nunique() < _MIN_REPEATED_KEYS:
+        return []
+    out = []
+    for column in columns:
+        values = repeated[column]
+        if values.notna().sum() == 0 or present[column].nunique() < 2:
+            continue
+        pairs = repeated.groupby([key, column], sort=False, dropna=True).size()
+        typical = float(pairs.groupby(level=0).max().sum()) / float(values.notna().sum())
+        if typical >= _CARRIED_SHARE:
+            out.append(column)
+    return out
 
 
 def _feature_name(column: str, prefix: str, used: set[str]) -> str:
@@ -533,12 +570,34 @@ def infer_spec(
             continue
         numbers = _numeric(ev[column])
         named = _name_rank(str(column), _VALUE_NAMES) is not None
-        if numbers is None or not (named or kind_column is None):
+        # Unnamed, a small-range number may be a rating; a category code or a quantity
+        # is not one.
+        other = any(_name_rank(str(column), n) is not None for n in (_CODE_NAMES, _AMOUNT_NAMES))
+        if numbers is None or not (named or (kind_column is None and not other)):
             continue
         scale = _value_range(numbers)
         if scale is not None:
             events_spec["value"] = {"column": column, "range": list(scale)}
             break
+
+    # A log that carries its attributes on every event (Taobao's category_id, a retail
+    # export's Description and Country): with no users / items file, the columns each
+    # key repeats become that side's attributes, read from the events file itself.
+    carried: dict[str, pd.DataFrame] = {}
+    if ev_path is not None:
+        value_column = events_spec.get("value", {}).get("column")
+        rest = [c for c in ev.columns if c not in taken and c != value_column]
+        for side, table in (("items", it), ("users", us)):
+            key = found[side][0]
+            columns = _carried(ev, key, rest) if table is None else []
+            if columns:
+                rows = ev[[key, *columns]]
+                carried[side] = rows.groupby(key, sort=False).last().reset_index()
+                rest = [c for c in rest if c not in columns]
+    us = carried.get("users", us)
+    it = carried.get("items", it)
+    us_path = ev_path if "users" in carried else us_path
+    it_path = ev_path if "items" in carried else it_path
 
     key_types = {}
     for side, table in (("users", us), ("items", it)):

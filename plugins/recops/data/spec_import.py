@@ -54,7 +54,7 @@ def read_spec_files(
         DataError: No events file is declared or given, a table name is unknown, or a
             file cannot be read (named).
     """
-    from recops.data.convert import read_table
+    from recops.data.convert import profiles_from_events, read_table
 
     unknown = sorted(set(files or {}) - set(TABLES))
     if unknown:
@@ -70,9 +70,18 @@ def read_spec_files(
     ordered = [t for t in TABLES if t in paths]
     for done, table in enumerate(ordered):
         report_progress(progress, "reading the files", done, len(ordered))
-        frames[table] = read_table(paths[table])
+        if table != "events" and _same_file(paths[table], paths["events"]):
+            # One log with the attributes on every event: each key's newest values.
+            events = frames["events"]
+            frames[table] = profiles_from_events(spec, table, events, paths["events"].name)
+        else:
+            frames[table] = read_table(paths[table])
     report_progress(progress, "reading the files", len(ordered), len(ordered))
     return frames, {t: paths[t] for t in ordered}
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
 
 
 @contextmanager

@@ -245,3 +245,56 @@ def test_a_log_whose_events_all_lack_a_key_is_refused(settings: Settings, tmp_pa
     spec = infer_spec("guests", events.assign(customer=["u1", "u2"]))
     with pytest.raises(DataError, match="no event names both its user and its item"):
         import_frames(spec, {"events": events}, settings)
+
+
+def test_one_log_that_carries_its_attributes_lands_with_profiles(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # No users or items file: every event repeats its product's category and price and
+    # its customer's country. The price changed once; the newest value is the profile's.
+    rows = []
+    for n in range(40):
+        user, item = f"u{n % 8}", f"sku-{n % 6}"
+        price = 10.0 + n % 6 + (0.5 if item == "sku-0" and n >= 30 else 0.0)
+        ts = f"2024-03-{1 + n // 4:02d}T10:{n:02d}:00Z"
+        rows.append({"customer": user, "sku": item, "ts": ts,
+                     "category": f"cat-{n % 6 % 3}", "category_id": str(100 + n % 6 % 3),
+                     "price": str(price), "country": ["DE", "FR", "IT"][n % 8 % 3],
+                     "quantity": str(1 + n % 5)})  # fmt: skip
+    events = tmp_path / "log.csv"
+    pd.DataFrame(rows).to_csv(events, index=False)
+
+    spec = infer_spec("onelog", events, spec_dir=tmp_path)
+    kinds = {a.column: a.kind for a in spec.items.attributes}
+    assert kinds == {"category": "categorical", "category_id": "categorical", "price": "numeric"}
+    assert {a.column: a.kind for a in spec.users.attributes} == {"country": "categorical"}
+    assert spec.files is not None and spec.files.items == spec.files.users == "log.csv"
+    spec_file = tmp_path / "onelog.yaml"
+    spec_file.write_text(spec_draft_yaml(spec))
+
+    result = import_dataset(spec_file, settings, stage_last_days=0)
+
+    assert result.n_interactions == 40 and (result.n_users, result.n_items) == (8, 6)
+    onelog = settings.for_dataset("onelog")
+    items = pd.read_parquet(onelog.items_path)
+    keys = read_key_table(onelog, "items").set_index("key")["id"]
+    newest = items.set_index("item_id").loc[int(keys["sku-0"])]
+    assert newest["price"] == 10.5 and newest["category"] == "cat-0"
+    users = pd.read_parquet(onelog.users_path)
+    assert sorted(users["country"]) == ["DE"] * 3 + ["FR"] * 3 + ["IT"] * 2
+
+
+def test_a_profile_from_the_events_needs_the_events_key(settings: Settings, tmp_path: Path) -> None:
+    events = tmp_path / "log.csv"
+    pd.DataFrame({"customer": ["u1"], "sku": ["a"], "ts": ["2024-03-01"], "brand": ["x"]}).to_csv(
+        events, index=False
+    )
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: onelog\nusers: {key: customer, key_type: string}\n"
+        "items: {key: product, key_type: string, attributes: [{name: brand, column: brand, "
+        "kind: categorical}]}\nevents: {user_key: customer, item_key: sku, "
+        "timestamp: {column: ts, format: iso8601}}\nfiles: {events: log.csv, items: log.csv}\n"
+    )
+    with pytest.raises(DataError, match=r"'items.key' is 'product', but files.items is the events"):
+        import_dataset(spec, settings, stage_last_days=0)
