@@ -83,6 +83,18 @@ def test_millisecond_times_go_out_and_come_back(tmp_path: Path) -> None:
     assert "is not a time in unix seconds" in str(info.value)
 
 
+def test_times_in_a_strftime_pattern_go_out_and_come_back(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home", dataset="movielens-100k")
+    spec = active_spec(settings)
+    stamp = spec.events.timestamp.model_copy(update={"format": "%m/%d/%Y %H:%M:%S"})
+    spec = spec.model_copy(update={"events": spec.events.model_copy(update={"timestamp": stamp})})
+    rows = _canonical([1, 2, 1], [50, 7, 9], ["interaction"] * 3)
+    records = feed_records(spec, rows, user_keys=None, item_keys=None, shift=None)
+    assert records[0]["timestamp"] == "05/01/2024 10:00:00"
+    back = parse_events(settings, spec, records)
+    pd.testing.assert_frame_equal(back, rows, check_dtype=False)
+
+
 def test_feed_posts_every_event_in_batches_ending_now(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
