@@ -114,7 +114,8 @@ def read_table(path: Path) -> pd.DataFrame:
     may separate its fields by ``,``, ``;``, tab or ``|`` (taken from the header line).
     Text tables may be compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``, ``.zip``); a
     UTF-8 byte-order mark is dropped. JSON lines (``.jsonl``, ``.ndjson``, or ``.json``
-    holding one object per line or an array of objects) keep their JSON types.
+    holding one object per line or an array of objects) keep their JSON types; an array
+    of scalars becomes ``|``-separated text, a nested object JSON text.
 
     Raises:
         DataError: The file is missing, unreadable, not UTF-8 or of another type (named).
@@ -161,7 +162,22 @@ def _read_json(path: Path, *, lines: bool) -> pd.DataFrame:
     frame = pd.read_json(path, lines=lines, dtype=False, convert_dates=False, encoding="utf-8")
     if not isinstance(frame, pd.DataFrame) or len(frame.columns) == 0:
         raise DataError(f"{path}: no JSON objects (one per line, or an array of them)")
+    for column in frame.columns:
+        if frame[column].dtype == object:
+            frame[column] = frame[column].map(_flat)
     return frame
+
+
+def _flat(value: object) -> object:
+    """A JSON cell as a table cell: an array of scalars as ``|``-separated text (what a
+    ``multi_categorical`` with that separator reads), an object as JSON text."""
+    import json
+
+    if isinstance(value, list) and all(not isinstance(v, list | dict) for v in value):
+        return "|".join(str(v) for v in value if v is not None) or None
+    if isinstance(value, list | dict):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return value
 
 
 def to_utc(values: pd.Series, fmt: str) -> pd.Series:

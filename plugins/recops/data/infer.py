@@ -56,6 +56,13 @@ _USER_NAMES = (
     "reader",
     "viewer",
     "player",
+    "reviewer",
+    "author",
+    "rater",
+    "listener",
+    "student",
+    "guest",
+    "subscriber",
 )
 _ITEM_NAMES = (
     "item",

@@ -81,3 +81,22 @@ def test_unreadable_files_are_refused_by_name(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(DataError, match="empty.jsonl"):
         read_table(tmp_path / "empty.jsonl")
+
+
+def test_nested_json_values_become_table_cells(tmp_path: Path) -> None:
+    # Amazon-review-shaped records: a style object, an image list, tags for a
+    # multi_categorical.
+    records = [
+        {"reviewerID": "A1", "asin": "B01", "style": {"Format:": " Hardcover"},
+         "tags": ["fiction", "crime"], "image": None},
+        {"reviewerID": "A2", "asin": "B02", "style": None, "tags": [], "image": ["x.jpg"]},
+    ]  # fmt: skip
+    path = tmp_path / "reviews.json"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+
+    frame = read_table(path)
+
+    assert frame["style"].iloc[0] == '{"Format:": " Hardcover"}'
+    assert frame["tags"].tolist() == ["fiction|crime", None]
+    assert frame["image"].iloc[1] == "x.jpg"
+    assert frame["style"].map(hash).notna().all()  # every cell hashable: infer can count them

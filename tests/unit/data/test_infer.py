@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -190,3 +191,19 @@ def test_a_log_without_a_header_line_is_named_as_such(tmp_path: Path) -> None:
     event_type = infer_spec("taobao", path).events.event_type
     assert event_type is not None
     assert event_type.weights == {"buy": 5.0, "cart": 3.0, "fav": 3.0, "pv": 1.0}
+
+
+def test_an_amazon_review_log_is_drafted(tmp_path: Path) -> None:
+    records = [
+        {"overall": float(1 + n % 5), "reviewerID": f"A{n % 7}", "asin": f"B0{n % 9}",
+         "reviewerName": f"name {n % 7}", "style": {"Format:": "Paperback"},
+         "unixReviewTime": 1252800000 + 3600 * n}
+        for n in range(60)
+    ]  # fmt: skip
+    path = tmp_path / "reviews.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    spec = infer_spec("amazon", path, spec_dir=tmp_path)
+    assert (spec.events.user_key, spec.events.item_key) == ("reviewerID", "asin")
+    assert spec.events.timestamp.format == "unix_seconds"
+    assert spec.events.value is not None and spec.events.value.column == "overall"
+    assert [a.column for a in spec.users.attributes] == ["reviewerName"]
