@@ -44,11 +44,14 @@ __all__ = [
 ]
 
 #: File suffixes ``read_table`` reads (text ones also compressed, as ``events.csv.gz``).
-TABLE_SUFFIXES: tuple[str, ...] = (".csv", ".tsv", ".parquet", ".pq", ".jsonl", ".ndjson", ".json")
+TABLE_SUFFIXES: tuple[str, ...] = (
+    ".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq", ".jsonl", ".ndjson", ".json",
+)  # fmt: skip
 #: Compression suffixes of text tables; pandas reads each of these.
 COMPRESSION_SUFFIXES: tuple[str, ...] = (".gz", ".bz2", ".xz", ".zst", ".zip")
-#: Separators a ``.csv`` file may use, in order of preference when the header is ambiguous.
-CSV_SEPARATORS: tuple[str, ...] = (",", ";", "\t", "|")
+#: Separators a ``.csv`` (``.txt``, ``.dat``) file may use, in order of preference when
+#: the header is ambiguous; ``::`` is MovieLens-1M's.
+CSV_SEPARATORS: tuple[str, ...] = (",", ";", "\t", "|", "::")
 _SECONDS_PER_DAY = 86_400.0
 
 
@@ -100,7 +103,9 @@ def csv_separator(header: str) -> str:
 
     best, fields = ",", 1
     for sep in CSV_SEPARATORS:
-        count = len(next(csv.reader([header], delimiter=sep), []))
+        # The csv module splits on one character only; "::" is split as text.
+        row = header.split(sep) if len(sep) > 1 else next(csv.reader([header], delimiter=sep), [])
+        count = len(row)
         if count > fields:
             best, fields = sep, count
     return best
@@ -110,8 +115,9 @@ def read_table(path: Path) -> pd.DataFrame:
     """Read a CSV, TSV, JSON-lines or parquet file.
 
     CSV and TSV cells are read as text (empty cells as missing), so string keys keep
-    their leading zeros; numbers are parsed where the spec declares them. A ``.csv`` file
-    may separate its fields by ``,``, ``;``, tab or ``|`` (taken from the header line).
+    their leading zeros; numbers are parsed where the spec declares them. A ``.csv``
+    (``.txt``, ``.dat``) file may separate its fields by ``,``, ``;``, tab, ``|`` or
+    ``::`` (taken from the header line).
     Text tables may be compressed (``.gz``, ``.bz2``, ``.xz``, ``.zst``, ``.zip``); a
     UTF-8 byte-order mark is dropped. JSON lines (``.jsonl``, ``.ndjson``, or ``.json``
     holding one object per line or an array of objects) keep their JSON types; an array
@@ -127,7 +133,8 @@ def read_table(path: Path) -> pd.DataFrame:
     suffix, compression = _suffixes(path)
     if suffix not in TABLE_SUFFIXES or (compression and suffix in (".parquet", ".pq")):
         raise DataError(
-            f"{path}: unsupported file type {path.name!r}; use .csv, .tsv, .jsonl or .parquet "
+            f"{path}: unsupported file type {path.name!r}; use .csv (.txt, .dat), .tsv, .jsonl "
+            "or .parquet "
             f"(text ones may end in {', '.join(COMPRESSION_SUFFIXES)})"
         )
     try:
@@ -138,7 +145,7 @@ def read_table(path: Path) -> pd.DataFrame:
         sep = "\t" if suffix == ".tsv" else csv_separator(_header_line(path))
         return pd.read_csv(
             path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
-            encoding="utf-8-sig",
+            encoding="utf-8-sig", engine="python" if len(sep) > 1 else "c",
         )  # fmt: skip
     except UnicodeDecodeError as exc:
         raise DataError(

@@ -34,9 +34,19 @@ def test_a_csv_is_read_with_the_separator_its_header_uses(tmp_path: Path, sep: s
 
 def test_the_separator_is_the_one_that_splits_the_header_most() -> None:
     assert csv_separator("a;b;c") == ";"
+    assert csv_separator("UserID::MovieID::Rating::Timestamp") == "::"
     assert csv_separator('"a,1";b;c') == ";"  # a comma inside quotes is no separator
     assert csv_separator("a,b") == ","
     assert csv_separator("single") == ","
+
+
+def test_movielens_1m_dat_files_read_with_their_double_colons(tmp_path: Path) -> None:
+    path = tmp_path / "ratings.dat"
+    path.write_text("UserID::MovieID::Rating::Timestamp\n1::1193::5::978300760\n")
+    frame = read_table(path)
+    assert frame.to_dict("records") == [
+        {"UserID": "1", "MovieID": "1193", "Rating": "5", "Timestamp": "978300760"}
+    ]
 
 
 @pytest.mark.parametrize("name", ["events.csv.gz", "events.tsv.gz", "events.csv.bz2"])
