@@ -631,12 +631,23 @@ def infer_spec(
 
 def spec_draft_yaml(spec: DatasetSpec, sources: Mapping[str, str] | None = None) -> str:
     """The drafted spec as YAML, with a header saying where it came from and what to check."""
-    from recops.dataset_spec import spec_to_yaml
+    from recops.dataset_spec import is_time_pattern, spec_to_yaml
 
     lines = ["# Drafted by `recops data infer`; it imports as it is. Review before importing:"]
     lines += ["#  - attribute kinds (categorical vs text by cardinality),",
               "#  - event-type weights, positives and negatives, seen,",
               "#  - the evaluation protocols."]  # fmt: skip
+    files = spec.files
+    carried = [t for t in ("users", "items") if files and getattr(files, t) == files.events]
+    if carried:
+        lines.append(
+            f"#  - the {' and '.join(carried)} attributes: columns the events repeat per key, "
+            "each key's newest value"
+        )
+    if is_time_pattern(spec.events.timestamp.format):
+        lines.append(
+            f"#  - the time pattern {spec.events.timestamp.format!r} (day or month first?)"
+        )
     for table, source in (sources or {}).items():
         lines.append(f"# {table}: {source}")
     lines.append("# Every field is described in docs/datasets.md.")

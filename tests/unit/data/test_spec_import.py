@@ -226,6 +226,7 @@ def test_a_retail_export_lands_as_it_is(
     assert spec.events.event_type is None  # a country says where, not what happened
     spec_file = tmp_path / "retail.yaml"
     spec_file.write_text(spec_draft_yaml(spec))
+    assert "the time pattern '%m/%d/%Y %H:%M' (day or month first?)" in spec_file.read_text()
 
     with caplog.at_level("WARNING", logger="recops.data.convert"):
         result = import_dataset(spec_file, settings, stage_last_days=0)
@@ -271,6 +272,7 @@ def test_one_log_that_carries_its_attributes_lands_with_profiles(
     assert spec.files is not None and spec.files.items == spec.files.users == "log.csv"
     spec_file = tmp_path / "onelog.yaml"
     spec_file.write_text(spec_draft_yaml(spec))
+    assert "the users and items attributes: columns the events repeat" in spec_file.read_text()
 
     result = import_dataset(spec_file, settings, stage_last_days=0)
 
