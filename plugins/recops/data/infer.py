@@ -154,6 +154,8 @@ _TIME_PATTERNS = (
     "%Y%m%d%H%M%S", "%Y%m%d",
 )  # fmt: skip
 _PATTERN_SAMPLE = 1000
+#: ``_time_format`` tries a sample of about this many values of a longer column first.
+_TIME_SAMPLE = 2000
 #: Name words of integer columns that code a category rather than measure an amount.
 _CODE_NAMES = ("id", "code", "category", "cat", "class", "group", "type", "brand", "zip",
                "postcode", "region", "segment", "department", "genre")  # fmt: skip
@@ -208,9 +210,15 @@ def _name_rank(column: str, names: tuple[str, ...]) -> int | None:
 
 
 def _text(values: pd.Series) -> pd.Series:
+    import pandas as pd
+
     from recops.data.convert import _text as cell_text
 
-    return values.dropna().astype(object).map(cell_text).dropna().astype(str)
+    present = values.dropna()
+    # A CSV column is text already: a cell-by-cell map costs a second per million rows.
+    if pd.api.types.infer_dtype(present, skipna=True) == "string":
+        return present.astype(str)
+    return present.astype(object).map(cell_text).dropna().astype(str)
 
 
 def _mostly_present(values: pd.Series) -> bool:
@@ -229,7 +237,8 @@ def _is_integer_key(values: pd.Series) -> bool:
         return False
     if pd.api.types.is_integer_dtype(values):
         return True
-    text = _text(values)
+    # Keys repeat across events: their distinct values decide.
+    text = _text(pd.Series(values.unique()))
     numbers = pd.to_numeric(text, errors="coerce")
     if numbers.isna().any() or not (numbers == numbers.round()).all():
         return False
@@ -237,12 +246,13 @@ def _is_integer_key(values: pd.Series) -> bool:
 
 
 def _numeric(values: pd.Series) -> pd.Series | None:
-    """The column as numbers when every present value is one, else None."""
+    """The column's distinct values as numbers when every present value is one, else
+    None (what the callers ask of them, ranges and counts of values, needs no more)."""
     import pandas as pd
 
     if pd.api.types.is_bool_dtype(values):
         return None
-    present = values.dropna()
+    present = pd.Series(values.dropna().unique())
     if present.empty:
         return None
     numbers = pd.to_numeric(present, errors="coerce")
@@ -282,6 +292,16 @@ def _time_pattern(values: pd.Series) -> str | None:
 def _time_format(values: pd.Series) -> str | None:
     """``iso8601`` / ``unix_seconds`` / ``unix_milliseconds`` / a strftime pattern when the
     column holds times in that form."""
+    if len(values) > _TIME_SAMPLE:
+        # Most columns are no time: a sample says so in a millisecond; the format it finds
+        # must then hold for every value.
+        sample = values.iloc[:: len(values) // _TIME_SAMPLE]
+        found = _column_time_format(sample)
+        return found if found is not None and _column_time_format(values) == found else None
+    return _column_time_format(values)
+
+
+def _column_time_format(values: pd.Series) -> str | None:
     import pandas as pd
 
     if values.isna().any():
@@ -539,7 +559,8 @@ def infer_spec(
         found[side] = pair
         taken.add(pair[0])
 
-    time_candidates = [c for c in ev.columns if c not in taken and _time_format(ev[c])]
+    formats = {c: _time_format(ev[c]) for c in ev.columns if c not in taken}
+    time_candidates = [c for c, fmt in formats.items() if fmt]
     stamp = _pick(time_candidates, _TIME_NAMES)
     if stamp is None:
         raise DataError(
@@ -552,12 +573,13 @@ def infer_spec(
     events_spec: dict[str, Any] = {
         "user_key": found["users"][0],
         "item_key": found["items"][0],
-        "timestamp": {"column": stamp, "format": _time_format(ev[stamp])},
+        "timestamp": {"column": stamp, "format": formats[stamp]},
     }
     type_candidates = [
         c for c in ev.columns
-        if c not in taken and not ev[c].isna().any() and _numeric(ev[c]) is None
+        if c not in taken and not ev[c].isna().any()
         and 1 < ev[c].nunique() <= min(_MAX_EVENT_TYPES, max(2, len(ev) // 4))
+        and _numeric(ev[c]) is None
         and (_name_rank(c, _TYPE_NAMES) is not None or _names_events(ev[c]))
     ]  # fmt: skip
     kind_column = _pick(type_candidates, _TYPE_NAMES)
