@@ -320,6 +320,8 @@ def append(settings: Settings, events: pd.DataFrame) -> list[Path]:
     """
     import pandas as pd
 
+    from recops.data.partitions import day_labels
+
     lacking = [c for c in INTERACTION_COLUMNS if c not in events.columns]
     if lacking:
         raise DataError(f"events lack the canonical columns {lacking}")
@@ -328,7 +330,7 @@ def append(settings: Settings, events: pd.DataFrame) -> list[Path]:
     frame = events[list(INTERACTION_COLUMNS)].copy()
     stamps = pd.to_datetime(frame["event_timestamp"], utc=True).astype("datetime64[us, UTC]")
     frame["ts_us"] = stamps.astype("int64")
-    days = stamps.dt.strftime("%Y-%m-%d")
+    days = day_labels(stamps)
     name = f"{socket.gethostname()}-{os.getpid()}.jsonl"
     written: list[Path] = []
     for day, part in frame.groupby(days, sort=True):

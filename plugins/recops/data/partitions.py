@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "PARTITION_FILE",
     "IngestResult",
+    "day_labels",
     "land",
     "list_partitions",
     "list_staged",
@@ -81,6 +82,21 @@ class IngestResult(Record):
     staging_dir: str = ""
     staged_dates: list[str] = field(default_factory=list)
     history_report_uri: str = ""
+
+
+def day_labels(stamps: pd.Series) -> pd.Series:
+    """Each UTC time's day as ``YYYY-MM-DD``, the partition name.
+
+    Formats each distinct day once: ``Series.dt.strftime`` formats every row, 12 s for 2M
+    events.
+    """
+    import numpy as np
+    import pandas as pd
+
+    utc = pd.to_datetime(stamps, utc=True).dt.tz_convert(None)
+    codes, days = pd.factorize(utc.to_numpy().astype("datetime64[D]"))
+    labels = np.asarray(days).astype(str).astype(object)
+    return pd.Series(labels[codes], index=stamps.index, dtype=object)
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -164,7 +180,7 @@ def publish(
     """
     settings.ensure_dirs()
     users, items, interactions = normalise(users, items, interactions)
-    days = interactions["event_timestamp"].dt.strftime("%Y-%m-%d")
+    days = day_labels(interactions["event_timestamp"])
     written = 0
     wanted: set[Path] = {partition_path(settings, d) for d in keep_days}
     n_days = days.nunique()
@@ -251,7 +267,7 @@ def land(
     contract_spec = spec if spec is not None else spec_path(settings)
     settings.ensure_dirs()
     users, items, interactions = normalise(users, items, interactions)
-    day_of = interactions["event_timestamp"].dt.strftime("%Y-%m-%d")
+    day_of = day_labels(interactions["event_timestamp"])
     days = sorted(day_of.unique())
     n_stage = min(stage_last_days, len(days))
     stage_days = days[len(days) - n_stage :]

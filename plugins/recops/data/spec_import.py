@@ -67,17 +67,30 @@ def read_spec_files(
             "given; name the events file in the spec (files.events) or pass it"
         )
     frames: dict[str, pd.DataFrame] = {}
+    stamps: pd.Series | None = None
     ordered = [t for t in TABLES if t in paths]
     for done, table in enumerate(ordered):
         report_progress(progress, "reading the files", done, len(ordered))
         if table != "events" and _same_file(paths[table], paths["events"]):
             # One log with the attributes on every event: each key's newest values.
             events = frames["events"]
-            frames[table] = profiles_from_events(spec, table, events, paths["events"].name)
+            stamps = stamps if stamps is not None else _times(spec, events)
+            frames[table] = profiles_from_events(spec, table, events, paths["events"].name, stamps)
         else:
             frames[table] = read_table(paths[table])
     report_progress(progress, "reading the files", len(ordered), len(ordered))
     return frames, {t: paths[t] for t in ordered}
+
+
+def _times(spec: DatasetSpec, events: pd.DataFrame) -> pd.Series | None:
+    """The events' parsed times, or None when the column is missing (the profile then
+    names it) or a time does not parse (``check_columns`` names it)."""
+    from recops.data.convert import parsed_times
+
+    column = spec.events.timestamp.column
+    if column not in events.columns:
+        return None
+    return parsed_times(events[column], spec.events.timestamp.format)
 
 
 def _same_file(a: Path, b: Path) -> bool:

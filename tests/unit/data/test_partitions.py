@@ -17,7 +17,7 @@ from recops.data import (
     read_interactions,
     synthesize,
 )
-from recops.data.partitions import parquet_bytes, write_parquet_atomic
+from recops.data.partitions import day_labels, parquet_bytes, write_parquet_atomic
 from recops.validation import DataValidationError
 
 
@@ -88,3 +88,18 @@ def test_read_interactions_names_the_bad_file(tmp_path: Path) -> None:
         read_interactions([bad])
     with pytest.raises(DataError, match="no interactions partitions to read"):
         read_interactions([])
+
+
+def test_day_labels_are_the_utc_days_strftime_writes() -> None:
+    stamps = pd.Series(
+        pd.to_datetime(
+            ["2024-01-01T23:59:59Z", "2024-01-02T00:30:00+01:00", "2024-03-05T10:00:00Z"],
+            utc=True,
+        ).astype("datetime64[us, UTC]"),
+        index=[7, 8, 9],
+    )
+    labels = day_labels(stamps)
+    assert labels.tolist() == ["2024-01-01", "2024-01-01", "2024-03-05"]
+    assert labels.tolist() == stamps.dt.strftime("%Y-%m-%d").tolist()
+    assert labels.index.tolist() == [7, 8, 9]
+    assert day_labels(pd.Series([], dtype="datetime64[us, UTC]")).tolist() == []
