@@ -89,6 +89,7 @@ bench: install
 	$(BIN)/python -m benchmarks.recommend
 	$(BIN)/python -m benchmarks.pipeline
 	nice -n 10 $(BIN)/python -m benchmarks.scale
+	$(BIN)/python -m benchmarks.byod
 	$(BIN)/python -m benchmarks.profiles --datasets ml100k
 
 # The scale-out profile on this machine: Airflow with CeleryExecutor on the local
