@@ -286,18 +286,24 @@ def test_one_log_that_carries_its_attributes_lands_with_profiles(
     assert sorted(users["country"]) == ["DE"] * 3 + ["FR"] * 3 + ["IT"] * 2
 
 
+def _one_log_spec(tmp_path: Path, items_key: str) -> Path:
+    """A spec whose items file is its events file ``log.csv`` (brand on every event)."""
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: onelog\nusers: {key: customer, key_type: string}\n"
+        f"items: {{key: {items_key}, key_type: string, attributes: [{{name: brand, "
+        "column: brand, kind: categorical}]}\nevents: {user_key: customer, item_key: sku, "
+        "timestamp: {column: ts, format: iso8601}}\nfiles: {events: log.csv, items: log.csv}\n"
+    )
+    return spec
+
+
 def test_a_profile_from_the_events_needs_the_events_key(settings: Settings, tmp_path: Path) -> None:
     events = tmp_path / "log.csv"
     pd.DataFrame({"customer": ["u1"], "sku": ["a"], "ts": ["2024-03-01"], "brand": ["x"]}).to_csv(
         events, index=False
     )
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: onelog\nusers: {key: customer, key_type: string}\n"
-        "items: {key: product, key_type: string, attributes: [{name: brand, column: brand, "
-        "kind: categorical}]}\nevents: {user_key: customer, item_key: sku, "
-        "timestamp: {column: ts, format: iso8601}}\nfiles: {events: log.csv, items: log.csv}\n"
-    )
+    spec = _one_log_spec(tmp_path, items_key="product")
     with pytest.raises(DataError, match=r"'items.key' is 'product', but files.items is the events"):
         import_dataset(spec, settings, stage_last_days=0)
 
@@ -310,12 +316,6 @@ def test_a_bad_time_in_a_log_that_carries_profiles_is_named(
         {"customer": ["u1", "u2"], "sku": ["a", "b"], "ts": ["2024-03-01", "yesterday"],
          "brand": ["x", "y"]}
     ).to_csv(events, index=False)  # fmt: skip
-    spec = tmp_path / "s.yaml"
-    spec.write_text(
-        "name: onelog\nusers: {key: customer, key_type: string}\n"
-        "items: {key: sku, key_type: string, attributes: [{name: brand, column: brand, "
-        "kind: categorical}]}\nevents: {user_key: customer, item_key: sku, "
-        "timestamp: {column: ts, format: iso8601}}\nfiles: {events: log.csv, items: log.csv}\n"
-    )
+    spec = _one_log_spec(tmp_path, items_key="sku")
     with pytest.raises(DataError, match=r"column 'ts' of log.csv holds non-ISO 8601 times"):
         import_dataset(spec, settings, stage_last_days=0)
