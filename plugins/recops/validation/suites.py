@@ -54,6 +54,8 @@ __all__ = [
     "build_suites",
     "check_key",
     "ids",
+    "is_reference",
+    "reference_check",
     "run_suites",
     "spark_frame",
     "suite_frame",

@@ -29,7 +29,15 @@ from _contract_tables import (
 from recops.config import Settings
 from recops.dataset_spec import DatasetSpec
 from recops.validation import ContractConfig, DataValidationError, validate_partition
-from recops.validation.suites import Suite, allowed_values, build_suites, check_key, to_check
+from recops.validation.suites import (
+    Suite,
+    allowed_values,
+    build_suites,
+    check_key,
+    is_reference,
+    reference_check,
+    to_check,
+)
 
 
 def _blocks(error: DataValidationError, table: str, path: Path) -> str:
@@ -329,3 +337,30 @@ def test_to_check_flattens_a_result_and_its_exception() -> None:
     assert check.describe() == (
         "expect_column_values_to_be_in_set(column=user_id, value_set=<20 values>): raised boom"
     )
+
+
+def test_reference_checks_run_beside_gx_as_gx_would_report_them() -> None:
+    import great_expectations as gx
+    import pandas as pd
+
+    E: Any = gx.expectations
+    known = E.ExpectColumnValuesToBeInSet(
+        column="user_id", value_set=list(range(30)),
+        meta={"check": "interactions.expect_column_values_to_be_in_set.user_id",
+              "severity": "warn"},
+    )  # fmt: skip
+    other = E.ExpectColumnValuesToBeInSet(column="event_type", value_set=["view"])
+    assert is_reference("interactions", known) and not is_reference("interactions", other)
+    assert not is_reference("users", known)
+
+    frame = pd.DataFrame({"user_id": [1, 2, 99, None, 99, *range(100, 125)]})
+    check = reference_check("interactions", known, frame)
+    assert (check.success, check.unexpected_count, check.severity) == (False, 27, "warn")
+    assert check.unexpected_sample is not None and len(check.unexpected_sample) == 20
+    assert check.unexpected_sample[:2] == [99, 99]  # empty cells are not checked
+    assert check.kwargs == {"column": "user_id", "value_set": {"n_values": 30,
+                            "first": list(range(10))}}  # fmt: skip
+    assert check.check == "interactions.expect_column_values_to_be_in_set.user_id"
+    assert reference_check("interactions", known, frame.iloc[:2]).success
+    missing = reference_check("interactions", known, pd.DataFrame({"item_id": [1]}))
+    assert not missing.success and missing.error is not None and "user_id" in missing.error
