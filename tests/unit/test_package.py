@@ -24,6 +24,7 @@ GLUE_CALLERS = {"recops.cli.demo", "recops.cli.run"}
 #: Unit-test files that test something other than one module, and what they test.
 NOT_A_MODULE = {
     "test_package.py": "the package's shape (this file)",
+    "test_bench_byod.py": "benchmarks/byod.py",
     "test_bench_pipeline.py": "benchmarks/pipeline.py",
     "test_bench_recommend.py": "benchmarks/recommend.py (its service part)",
     "test_bench_scale.py": "benchmarks/scale.py (its engines and reports)",
