@@ -9,7 +9,8 @@ drafts a spec that imports as it is; the user may edit it first. What it decides
   written without leading zeros, else string;
 - **timestamp**: a parsed time column, ISO 8601 text, unix seconds or milliseconds, or
   text in a common pattern (``12/1/2010 8:26``, ``02.01.2024``, an Apache log's
-  ``10/Oct/2000:13:55:36 -0700``; ``_TIME_PATTERNS``), preferring a time-like name;
+  ``10/Oct/2000:13:55:36 -0700``, Twitter's and Goodreads' ``Fri Aug 25 13:55:02 -0700
+  2017``; ``_TIME_PATTERNS``), preferring a time-like name;
 - **event type**: a string column with few distinct values; weights from the names
   (view 1, cart / click 3, purchase 5; all 1 when no name is known), positives all but
   the view-like types, negatives the refusals (skip, dislike, remove_from_cart: 0.5);
@@ -151,7 +152,8 @@ _TIME_PATTERNS = (
     "%d.%m.%Y %H:%M:%S", "%d.%m.%Y %H:%M", "%d.%m.%Y",
     "%d-%m-%Y %H:%M:%S", "%d-%m-%Y %H:%M", "%d-%m-%Y",
     "%d/%b/%Y:%H:%M:%S %z", "%a, %d %b %Y %H:%M:%S %z", "%d %b %Y %H:%M:%S", "%d %b %Y",
-    "%Y%m%d%H%M%S", "%Y%m%d",
+    "%a %b %d %H:%M:%S %z %Y", "%a %b %d %H:%M:%S %Y", "%b %d, %Y", "%B %d, %Y", "%d %B %Y",
+    "%m %d, %Y", "%Y%m%d%H%M%S", "%Y%m%d",
 )  # fmt: skip
 _PATTERN_SAMPLE = 1000
 #: ``_time_format`` tries a sample of about this many values of a longer column first.
@@ -564,10 +566,13 @@ def infer_spec(
     stamp = _pick(time_candidates, _TIME_NAMES)
     if stamp is None:
         raise DataError(
-            f"{where}: no column holds unix seconds or milliseconds or ISO 8601 times; "
-            f"columns: {', '.join(map(str, ev.columns))}. Every event needs its time (the "
-            "nightly takes a day at a time, the temporal split and the rolling features "
-            "follow it): add one, e.g. the export's date for a log that has none"
+            f"{where}: no column holds times in a form infer reads (unix seconds or "
+            "milliseconds, ISO 8601, or a common date pattern such as '%d/%m/%Y %H:%M' or "
+            f"'%a %b %d %H:%M:%S %z %Y'); columns: {', '.join(map(str, ev.columns))}. "
+            "Every event needs its time (the nightly takes a day at a time, the temporal "
+            "split and the rolling features follow it): for a time in another form, write "
+            "the spec by hand with events.timestamp.format set to its strftime pattern "
+            "(docs/datasets.md); for a log without times, add one, e.g. the export's date"
         )
     taken.add(stamp)
     events_spec: dict[str, Any] = {

@@ -161,8 +161,9 @@ def test_without_keys_or_times_the_error_says_what_is_missing() -> None:
     with pytest.raises(DataError, match="no column joins to the users table or is named"):
         infer_spec("t", pd.DataFrame({"a": [1], "b": [2]}))
     events = pd.DataFrame({"user": [1, 2], "item": [3, 4], "note": ["x", "y"]})
-    with pytest.raises(DataError, match="no column holds unix seconds or milliseconds or ISO 8601"):
+    with pytest.raises(DataError, match="no column holds times in a form infer reads") as info:
         infer_spec("t", events)
+    assert "events.timestamp.format set to its strftime pattern" in str(info.value)
 
 
 def test_a_column_naming_a_value_or_time_of_the_item_is_not_its_key(tmp_path: Path) -> None:
@@ -207,3 +208,30 @@ def test_an_amazon_review_log_is_drafted(tmp_path: Path) -> None:
     assert spec.events.timestamp.format == "unix_seconds"
     assert spec.events.value is not None and spec.events.value.column == "overall"
     assert [a.column for a in spec.users.attributes] == ["reviewerName"]
+
+
+def test_goodreads_and_twitter_times_are_drafted_and_imported(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # Goodreads' (and Twitter's) "Fri Aug 25 13:55:02 -0700 2017": weekday first, the
+    # offset before the year, and both -0700 and -0800 in one column (daylight saving).
+    stamps = pd.date_range("2017-03-01", periods=40, freq="7h", tz="America/Los_Angeles")
+    records = [
+        {"user_id": f"{n % 6:032x}", "book_id": str(100 + n % 9), "rating": n % 6,
+         "date_added": stamp.strftime("%a %b %d %H:%M:%S %z %Y")}
+        for n, stamp in enumerate(stamps)
+    ]  # fmt: skip
+    assert {r["date_added"][20:25] for r in records} == {"-0800", "-0700"}
+    path = tmp_path / "goodreads.json"
+    path.write_text("\n".join(json.dumps(r) for r in records))
+    spec = infer_spec("goodreads", path, spec_dir=tmp_path)
+    assert spec.events.timestamp.format == "%a %b %d %H:%M:%S %z %Y"
+    spec_file = tmp_path / "goodreads.yaml"
+    spec_file.write_text(spec_draft_yaml(spec))
+
+    import_dataset(spec_file, settings, stage_last_days=0)
+
+    books = settings.for_dataset("goodreads")
+    published = pd.concat(pd.read_parquet(p) for p in list_partitions(books))
+    assert published["event_timestamp"].min() == stamps[0].tz_convert("UTC")
+    assert published["event_timestamp"].max() == stamps[-1].tz_convert("UTC")
