@@ -235,3 +235,18 @@ def test_goodreads_and_twitter_times_are_drafted_and_imported(
     published = pd.concat(pd.read_parquet(p) for p in list_partitions(books))
     assert published["event_timestamp"].min() == stamps[0].tz_convert("UTC")
     assert published["event_timestamp"].max() == stamps[-1].tz_convert("UTC")
+
+
+@pytest.mark.parametrize(
+    ("written", "pattern"),
+    [
+        ("11/11/2019 9:05:58 AM", "%m/%d/%Y %I:%M:%S %p"),  # MIND, SQL Server exports
+        ("11/11/2019 9:05 PM", "%m/%d/%Y %I:%M %p"),
+        ("Aug 25, 2017", "%b %d, %Y"),
+        ("09 13, 2009", "%m %d, %Y"),  # Amazon reviews' reviewTime
+        ("Fri Aug 25 13:55:02 2017", "%a %b %d %H:%M:%S %Y"),  # ctime
+    ],
+)
+def test_common_written_times_are_drafted(written: str, pattern: str) -> None:
+    events = pd.DataFrame({"user": [1, 2] * 5, "item": [3, 4, 5, 6, 7] * 2, "time": [written] * 10})
+    assert infer_spec("t", events).events.timestamp.format == pattern
