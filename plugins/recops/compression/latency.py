@@ -3,7 +3,8 @@
 ``make_runners`` turns each ok row of the selection table into zero-argument callables
 (the SavedModel's ``serving_default`` or the TFLite interpreter), ``measure_latency``
 times them side by side, and ``load_memory`` measures a SavedModel's RSS growth in a
-fresh subprocess (one per model, so models do not share an allocator).
+fresh subprocess (one per model, so models do not share an allocator; ``load_memories``
+runs those side by side).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from recops.tables import read_entities
 
 __all__ = [
     "LATENCY_BATCHES",
+    "load_memories",
     "load_memory",
     "make_runners",
     "measure_latency",
@@ -159,6 +161,21 @@ after = proc.memory_info().rss
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps({"before": before, "after": after, "peak": peak}))
 """
+
+
+def load_memories(model_dirs: Sequence[str]) -> dict[str, int | None]:
+    """``load_memory`` of each SavedModel, up to one probe per CPU at a time.
+
+    Each probe is its own process, so running them side by side changes no figure (RSS
+    is per process) while the TensorFlow start-ups, most of a probe's time, overlap.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    unique = list(dict.fromkeys(model_dirs))
+    if not unique:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(len(unique), os.cpu_count() or 1)) as pool:
+        return dict(zip(unique, pool.map(load_memory, unique), strict=True))
 
 
 def load_memory(model_dir: str) -> int | None:

@@ -2,8 +2,8 @@
 
 ``select_variant(SelectConfig) -> SelectResult`` loads every ok variant and the float
 baseline in one process, measures size, parameters, latency (interleaved) and load memory
-(one subprocess each), gates on relative NDCG@10 loss and minimises the objective among
-SavedModel variants (TF Serving runs SavedModels, not TFLite). It writes
+(one subprocess each, side by side), gates on relative NDCG@10 loss and minimises the
+objective among SavedModel variants (TF Serving runs SavedModels, not TFLite). It writes
 ``variants.json``, ``variants.md`` and ``pareto.png``.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from recops.compression.footprint import directory_bytes, gzip_bytes, saved_model_params
-from recops.compression.latency import load_memory, make_runners, measure_latency
+from recops.compression.latency import load_memories, make_runners, measure_latency
 from recops.compression.pareto import markdown_table, plot_pareto
 from recops.compression.records import (
     BASELINE,
@@ -142,12 +142,13 @@ def select_variant(config: SelectConfig) -> SelectResult:
     }
     for row in rows:
         row.update(latency.get(row["name"], {}))
+    probed = [
+        r for r in rows
+        if config.measure_memory and r["status"] == "ok" and r["serves"] == "saved_model"
+    ]  # fmt: skip
+    memory = load_memories([r["model_dir"] for r in probed])
     for row in rows:
-        row["load_rss_bytes"] = (
-            load_memory(row["model_dir"])
-            if config.measure_memory and row["status"] == "ok" and row["serves"] == "saved_model"
-            else None
-        )
+        row["load_rss_bytes"] = memory[row["model_dir"]] if row in probed else None
 
     selected, reason = _choose(rows, config)
     (staging / "variants.json").write_text(json.dumps(rows, indent=2))

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from recops.compression.latency import LATENCY_BATCHES, make_runners, measure_latency
+from recops.compression.latency import (
+    LATENCY_BATCHES,
+    load_memories,
+    make_runners,
+    measure_latency,
+)
 from recops.training import TrainResult
 
 
@@ -48,3 +53,10 @@ def test_runners_build_requests_from_the_signature(tiny_two_tower: TrainResult) 
     for batch in LATENCY_BATCHES:
         scores = runners["float"][batch]()
         assert scores.shape == (batch, tiny_two_tower.k) and np.isfinite(scores).all()
+
+
+def test_load_memories_probes_each_model_once_and_a_failed_probe_is_none(tmp_path: Path) -> None:
+    # A positive figure: test_selection's test_select_measures_load_memory.
+    assert load_memories([]) == {}
+    missing = str(tmp_path / "no-model")
+    assert load_memories([missing, missing]) == {missing: None}
