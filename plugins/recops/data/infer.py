@@ -14,8 +14,9 @@ drafts a spec that imports as it is; the user may edit it first. What it decides
 - **event type**: a string column with few distinct values; weights from the names
   (view 1, cart / click 3, purchase 5; all 1 when no name is known), positives all but
   the view-like types, negatives the refusals (skip, dislike, remove_from_cart: 0.5);
-- **value**: a numeric column with a small range (a rating), when its name says so or no
-  event type exists;
+- **value**: a numeric column whose name says so (``rating``, ``score``: any finite
+  scale, Jester's -10..10 too), or one with a small range (a rating) when no event type
+  exists;
 - **attributes**: timestamp, numeric, multi_categorical (a ``|`` or ``;`` separating a
   small vocabulary), categorical or text by cardinality.
 
@@ -398,18 +399,25 @@ def _weights(types: list[str]) -> tuple[dict[str, float], list[str] | None, list
     return weights, (others if views and others else None), negatives
 
 
-def _value_range(numbers: pd.Series) -> tuple[float, float] | None:
-    """A rating-like scale around the values: ``(low, high)``, or None when not small."""
+def _value_range(numbers: pd.Series, *, named: bool = False) -> tuple[float, float] | None:
+    """A rating-like scale around the values: ``(low, high)``, or None when not small.
+
+    A column named as a value (``rating``, ``score``) may hold any finite scale: Jester's
+    continuous -10..10, a 0..100 score; an unnamed one only a few steps within 10.
+    """
     import math
 
     low, high = float(numbers.min()), float(numbers.max())
-    if numbers.nunique() > 21 or high - low > 10 or not low < high:
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        return None
+    if not named and (numbers.nunique() > 21 or high - low > 10):
         return None
     scale_low = 0.0 if low < 1 else 1.0
     if low < 0:
         scale_low = math.floor(low)
-    scale_high = next((s for s in (1.0, 5.0, 10.0) if s >= high and s > scale_low), high)
-    return scale_low, scale_high
+    scales = (1.0, 5.0, 10.0, 100.0)
+    scale_high = next((s for s in scales if s >= high and s > scale_low), math.ceil(high))
+    return scale_low, float(scale_high)
 
 
 def _attribute(column: str, values: pd.Series, name: str) -> dict[str, Any] | None:
@@ -610,7 +618,7 @@ def infer_spec(
         other = any(_name_rank(str(column), n) is not None for n in (_CODE_NAMES, _AMOUNT_NAMES))
         if numbers is None or not (named or (kind_column is None and not other)):
             continue
-        scale = _value_range(numbers)
+        scale = _value_range(numbers, named=named)
         if scale is not None:
             events_spec["value"] = {"column": column, "range": list(scale)}
             break

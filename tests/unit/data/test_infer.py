@@ -250,3 +250,21 @@ def test_goodreads_and_twitter_times_are_drafted_and_imported(
 def test_common_written_times_are_drafted(written: str, pattern: str) -> None:
     events = pd.DataFrame({"user": [1, 2] * 5, "item": [3, 4, 5, 6, 7] * 2, "time": [written] * 10})
     assert infer_spec("t", events).events.timestamp.format == pattern
+
+
+def test_a_named_value_may_hold_any_scale_an_unnamed_one_only_a_small_one() -> None:
+    times = [f"2024-01-{1 + n % 9:02d}T10:00:00" for n in range(40)]
+    base = {"user": [n % 5 for n in range(40)], "item": [n % 7 for n in range(40)], "ts": times}
+    # Jester: continuous ratings from -10 to 10.
+    jester = [round(-9.95 + 0.5 * n, 2) for n in range(40)]
+    value = infer_spec("t", pd.DataFrame({**base, "rating": jester})).events.value
+    assert value is not None and (value.range.low, value.range.high) == (-10.0, 10.0)
+    value = infer_spec(
+        "t", pd.DataFrame({**base, "score": [2.5 * n for n in range(40)]})
+    ).events.value
+    assert value is not None and (value.range.low, value.range.high) == (0.0, 100.0)
+    # Unnamed, a wide number is no rating (a count, a duration).
+    assert (
+        infer_spec("t", pd.DataFrame({**base, "x": [2.5 * n for n in range(40)]})).events.value
+        is None
+    )
