@@ -142,7 +142,10 @@ def data_synth(
 @data_app.command("infer", help=INFER_HELP, cls=FlagHelpCommand)
 def data_infer(
     name: Annotated[str, typer.Option(help="The dataset name (folder, Feast project, models).")],
-    events: Annotated[Path, typer.Option(help="Events file (.csv, .tsv, .jsonl or .parquet).")],
+    events: Annotated[
+        Path,
+        typer.Option(help="Events file (.csv, .tsv, .jsonl or .parquet), or a folder of them."),
+    ],
     out: Annotated[Path, typer.Option(help="Where to write the drafted spec (YAML).")],
     users: Annotated[Path | None, typer.Option(help="Users file, if any.")] = None,
     items: Annotated[Path | None, typer.Option(help="Items file, if any.")] = None,

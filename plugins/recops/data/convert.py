@@ -112,7 +112,12 @@ def csv_separator(header: str) -> str:
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV, TSV, JSON-lines or parquet file.
+    """Read a CSV, TSV, JSON-lines or parquet file, or a folder of them.
+
+    A folder (a Spark or Hive export, one file a day) is every table file under it, in
+    path order, as one table; a ``name=value`` folder on the way (Hive partitioning,
+    ``dt=2024-01-02/part-0.parquet``) adds the column ``name`` unless the files hold it.
+    Hidden files, ``_SUCCESS`` markers, checksums and empty files are skipped.
 
     CSV and TSV cells are read as text (empty cells as missing), so string keys keep
     their leading zeros; numbers are parsed where the spec declares them. A ``.csv``
@@ -128,6 +133,8 @@ def read_table(path: Path) -> pd.DataFrame:
     """
     import pandas as pd
 
+    if path.is_dir():
+        return _read_folder(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     suffix, compression = _suffixes(path)
@@ -156,6 +163,55 @@ def read_table(path: Path) -> pd.DataFrame:
         raise
     except Exception as exc:  # pandas and pyarrow raise many types for bad files
         raise DataError(f"cannot read {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _table_files(folder: Path) -> list[Path]:
+    """The table files under ``folder``, in path order (what an export writes beside its
+    data, hidden files and empty files left out)."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        parts = path.relative_to(folder).parts
+        if any(part.startswith((".", "_")) for part in parts) or not path.is_file():
+            continue
+        if _suffixes(path)[0] in TABLE_SUFFIXES and path.stat().st_size > 0:
+            files.append(path)
+    return files
+
+
+def _read_folder(folder: Path) -> pd.DataFrame:
+    """Every table file under ``folder`` as one table (see ``read_table``).
+
+    Raises:
+        DataError: The folder holds no table file, or a file's columns differ from the
+            first file's (both named).
+    """
+    import pandas as pd
+
+    files = _table_files(folder)
+    if not files:
+        raise DataError(
+            f"{folder}: a folder with no table file in it; put the log's .csv (.tsv, .jsonl, "
+            ".parquet, compressed or not) files in it, or name one file"
+        )
+    frames = []
+    columns: list[str] | None = None
+    for path in files:
+        frame = read_table(path)
+        for part in path.relative_to(folder).parts[:-1]:
+            name, sep, value = part.partition("=")
+            if sep and name and name not in frame.columns:
+                frame[name] = value
+        if columns is None:
+            columns = [str(c) for c in frame.columns]
+        elif set(map(str, frame.columns)) != set(columns):
+            missing = sorted(set(columns) - set(map(str, frame.columns)))
+            extra = sorted(set(map(str, frame.columns)) - set(columns))
+            raise DataError(
+                f"{path}: its columns differ from {files[0]}'s (missing {missing}, extra "
+                f"{extra}); every file of the folder {folder} must hold the same columns"
+            )
+        frames.append(frame[columns])
+    return pd.concat(frames, ignore_index=True)
 
 
 def _read_json(path: Path, *, lines: bool) -> pd.DataFrame:

@@ -110,3 +110,46 @@ def test_nested_json_values_become_table_cells(tmp_path: Path) -> None:
     assert frame["tags"].tolist() == ["fiction|crime", None]
     assert frame["image"].iloc[1] == "x.jpg"
     assert frame["style"].map(hash).notna().all()  # every cell hashable: infer can count them
+
+
+def test_a_hive_partitioned_parquet_folder_is_one_table(tmp_path: Path) -> None:
+    # A Spark export: one folder per day, a _SUCCESS marker and hidden checksums beside.
+    folder = tmp_path / "events"
+    for n, row in enumerate(ROWS):
+        day = folder / f"dt=2024-01-0{2 + n}"
+        day.mkdir(parents=True)
+        pd.DataFrame([row], columns=COLUMNS).to_parquet(day / "part-00000.parquet")
+        (day / ".part-00000.parquet.crc").write_bytes(b"\x00crc")
+    (folder / "_SUCCESS").write_text("")
+
+    frame = read_table(folder)
+
+    expected = _expected().assign(dt=["2024-01-02", "2024-01-03"])
+    pd.testing.assert_frame_equal(frame, expected)
+
+
+def test_a_folder_of_daily_csv_files_is_read_in_path_order(tmp_path: Path) -> None:
+    folder = tmp_path / "daily"
+    folder.mkdir()
+    for n, row in reversed(list(enumerate(ROWS))):
+        with gzip.open(folder / f"events-2024-01-0{2 + n}.csv.gz", "wt") as out:
+            out.write(",".join(COLUMNS) + "\n" + ",".join(row) + "\n")
+    (folder / "empty.csv").write_text("")  # an export's empty part is skipped
+
+    pd.testing.assert_frame_equal(read_table(folder), _expected())
+
+
+def test_a_folder_without_tables_or_with_differing_files_is_refused_by_name(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "events"
+    folder.mkdir()
+    (folder / "README").write_text("exported nightly")
+    with pytest.raises(DataError, match="a folder with no table file in it"):
+        read_table(folder)
+    pd.DataFrame([ROWS[0]], columns=COLUMNS).to_csv(folder / "a.csv", index=False)
+    pd.DataFrame([ROWS[1][:3]], columns=COLUMNS[:3]).to_csv(folder / "b.csv", index=False)
+    with pytest.raises(
+        DataError, match=r"b\.csv: its columns differ from .*a\.csv's \(missing \['ts'\]"
+    ):
+        read_table(folder)
