@@ -483,19 +483,21 @@ def profiles_from_events(
 
 
 def drop_keyless(spec: DatasetSpec, events: pd.DataFrame, source: str = "") -> pd.DataFrame:
-    """The events that name both their user and their item.
+    """The events that name their user, their item and their time.
 
-    Real logs hold events without a user (a guest checkout) or an item: they cannot be
-    learned from nor served, so they are left out with a warning that says how many, from
-    which file and column. A log where no event names both is refused.
+    Real logs hold events without a user (a guest checkout), an item or a time (a
+    collector that lost it): they cannot be learned from, placed in a day nor served, so
+    they are left out with a warning that says how many, from which file and column. A
+    log where no event names all three is refused.
 
     Raises:
-        DataError: Every event lacks its user or its item.
+        DataError: Every event lacks its user, its item or its time.
     """
     ev = spec.events
     where = source or "the events table"
-    missing = [(c, f, events[c].isna()) for c, f in ((ev.user_key, "events.user_key"),
-               (ev.item_key, "events.item_key")) if c in events.columns]  # fmt: skip
+    fields = ((ev.user_key, "events.user_key"), (ev.item_key, "events.item_key"),
+              (ev.timestamp.column, "events.timestamp.column"))  # fmt: skip
+    missing = [(c, f, events[c].isna()) for c, f in fields if c in events.columns]
     if not any(bool(m.any()) for _, _, m in missing):
         return events
     keyless = missing[0][2]
@@ -504,9 +506,9 @@ def drop_keyless(spec: DatasetSpec, events: pd.DataFrame, source: str = "") -> p
     counts = ", ".join(f"{int(m.sum()):,} no {c!r} (spec field '{f}')" for c, f, m in missing
                        if m.any())  # fmt: skip
     if bool(keyless.all()):
-        raise DataError(f"{where}: no event names both its user and its item ({counts})")
+        raise DataError(f"{where}: no event names its user, its item and its time ({counts})")
     _LOG.warning(
-        "%s: %s of %s events (%.1f %%) are left out, as they lack a key: %s",
+        "%s: %s of %s events (%.1f %%) are left out, as they lack a key or their time: %s",
         where, f"{int(keyless.sum()):,}", f"{len(events):,}", 100 * keyless.mean(), counts,
     )  # fmt: skip
     return events.loc[~keyless].reset_index(drop=True)

@@ -296,6 +296,11 @@ def _time_pattern(values: pd.Series) -> str | None:
 def _time_format(values: pd.Series) -> str | None:
     """``iso8601`` / ``unix_seconds`` / ``unix_milliseconds`` / a strftime pattern when the
     column holds times in that form."""
+    # Events without a time are left out at import (``drop_keyless``), as keyless ones.
+    present = values.dropna()
+    if present.empty or len(present) < _MIN_KEY_PRESENT * len(values):
+        return None
+    values = present
     if len(values) > _TIME_SAMPLE:
         # Most columns are no time: a sample says so in a millisecond; the format it finds
         # must then hold for every value.
@@ -572,7 +577,9 @@ def infer_spec(
 
     formats = {c: _time_format(ev[c]) for c in ev.columns if c not in taken}
     time_candidates = [c for c, fmt in formats.items() if fmt]
-    stamp = _pick(time_candidates, _TIME_NAMES)
+    # A column that dates every event wins over one that leaves some out (read_at).
+    complete = [c for c in time_candidates if not ev[c].isna().any()]
+    stamp = _pick(complete or time_candidates, _TIME_NAMES)
     if stamp is None:
         raise DataError(
             f"{where}: no column holds times in a form infer reads (unix seconds or "

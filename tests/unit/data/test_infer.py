@@ -268,3 +268,27 @@ def test_a_named_value_may_hold_any_scale_an_unnamed_one_only_a_small_one() -> N
         infer_spec("t", pd.DataFrame({**base, "x": [2.5 * n for n in range(40)]})).events.value
         is None
     )
+
+
+def test_a_time_column_with_gaps_is_drafted_and_its_timeless_events_left_out(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stamps = [str(1700000000 + 3600 * n) if n % 10 else "" for n in range(60)]
+    lines = ["user,item,ts,read_at"] + [
+        f"u{n % 6},i{n % 8},{s},{s if n % 3 else ''}" for n, s in enumerate(stamps)
+    ]
+    path = tmp_path / "gaps.csv"
+    path.write_text("\n".join(lines) + "\n")
+    spec = infer_spec("gaps", path, spec_dir=tmp_path)
+    # Both columns have gaps; ts dates more events than read_at, and wins by its name.
+    assert spec.events.timestamp.column == "ts"
+    assert spec.events.timestamp.format == "unix_seconds"
+    spec_file = tmp_path / "gaps.yaml"
+    spec_file.write_text(spec_draft_yaml(spec))
+
+    with caplog.at_level("WARNING", logger="recops.data.convert"):
+        result = import_dataset(spec_file, settings, stage_last_days=0)
+
+    assert result.n_interactions == 54
+    assert "6 of 60 events (10.0 %) are left out, as they lack a key or their time" in caplog.text
+    assert "6 no 'ts' (spec field 'events.timestamp.column')" in caplog.text

@@ -244,7 +244,7 @@ def test_a_log_whose_events_all_lack_a_key_is_refused(settings: Settings, tmp_pa
     events = pd.DataFrame({"customer": [None, None], "sku": ["a", "b"],
                            "ts": ["2024-01-01", "2024-01-02"]})  # fmt: skip
     spec = infer_spec("guests", events.assign(customer=["u1", "u2"]))
-    with pytest.raises(DataError, match="no event names both its user and its item"):
+    with pytest.raises(DataError, match="no event names its user, its item and its time"):
         import_frames(spec, {"events": events}, settings)
 
 
