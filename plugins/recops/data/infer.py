@@ -65,6 +65,8 @@ _USER_NAMES = (
     "student",
     "guest",
     "subscriber",
+    # Session-based logs (YooChoose, Diginetica) have no user: each session is one.
+    "session",
 )
 _ITEM_NAMES = (
     "item",

@@ -292,3 +292,13 @@ def test_a_time_column_with_gaps_is_drafted_and_its_timeless_events_left_out(
     assert result.n_interactions == 54
     assert "6 of 60 events (10.0 %) are left out, as they lack a key or their time" in caplog.text
     assert "6 no 'ts' (spec field 'events.timestamp.column')" in caplog.text
+
+
+def test_a_session_log_takes_its_sessions_for_users_and_a_user_wins_over_a_session() -> None:
+    # Diginetica / YooChoose: sessions, no user.
+    days = [f"2016-05-{1 + n % 9:02d}" for n in range(40)]
+    events = pd.DataFrame({"sessionId": [n % 7 for n in range(40)],
+                           "itemId": [n % 5 for n in range(40)], "eventdate": days})  # fmt: skip
+    assert infer_spec("s", events).events.user_key == "sessionId"
+    both = events.assign(user_id=[n % 3 for n in range(40)])
+    assert infer_spec("s", both).events.user_key == "user_id"
