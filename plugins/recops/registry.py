@@ -14,6 +14,7 @@ trained; without one (the CLI, tests) a standalone run is created, as before.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -36,11 +37,14 @@ from recops.registry_tags import CHAMPION as CHAMPION
 from recops.registry_tags import METRIC_TAG_PREFIX as METRIC_TAG_PREFIX
 from recops.registry_tags import MODEL_KEY_TAG as MODEL_KEY_TAG
 from recops.registry_tags import REASONS_TAG as REASONS_TAG
+from recops.registry_tags import STANDING_TAG
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
     from mlflow.models import ModelSignature
+
+log = logging.getLogger(__name__)
 
 #: Metrics the gate compares; higher is better for all of them.
 GATED_METRICS = ("recall_at_10", "ndcg_at_10")
@@ -429,7 +433,7 @@ def register(config: RegisterConfig, settings: Settings | None = None) -> Regist
     with promotion_lock(settings, name):
         existing = _find_by_key(client, name, config.model_key)
         if existing is not None:
-            return _result(client, name, existing, created=False)
+            return _standing(client, name, existing, config)
         champion = _champion(client, name)
         baseline, note = _baseline(config, champion)
         blessed, reasons = evaluate_gate(config.metrics, config.gate, baseline)
@@ -458,6 +462,39 @@ def register(config: RegisterConfig, settings: Settings | None = None) -> Regist
                 source="register",
             )
         return _result(client, name, client.get_model_version(name, version.version), created=True)
+
+
+def _standing(
+    client: MlflowClient, name: str, existing: ModelVersion, config: RegisterConfig
+) -> RegisterResult:
+    """An earlier registration of the same model (same ``model_key``): its gate decision
+    stands, and a reason says so when this run's gate (other thresholds) would differ."""
+    from dataclasses import replace
+
+    result = _result(client, name, existing, created=False)
+    champion = _champion(client, name)
+    baseline = None
+    if champion is not None and int(champion.version) != result.version:
+        baseline = _baseline(config, champion)[0]
+    now, _ = evaluate_gate(config.metrics, config.gate, baseline)
+    if now == result.blessed:
+        if existing.tags.get(STANDING_TAG):
+            # An earlier run's note no longer holds: this run's gate agrees.
+            client.delete_model_version_tag(name, str(result.version), STANDING_TAG)
+            return _result(
+                client, name, client.get_model_version(name, existing.version), created=False
+            )
+        return result
+    note = (
+        f"v{result.version} was registered and gated by an earlier run of the same model "
+        f"(same model key), and that decision stands: this run's gate would "
+        f"{'bless' if now else 'refuse'} it. To serve it, promote it with recsys_promote "
+        "and force=true; or train another model (another seed or Params)"
+    )
+    log.warning("%s: %s", name, note)
+    # Kept on the version, so `recops run` and `status` show it beside the stored reasons.
+    client.set_model_version_tag(name, str(result.version), STANDING_TAG, note)
+    return replace(result, reasons=[*result.reasons, note])
 
 
 def _baseline(
@@ -782,6 +819,10 @@ def registry_status(
             "version": int(v.version),
             "aliases": sorted(a for a, n in alias_map.items() if n == int(v.version)),
             "blessed": v.tags.get(BLESSED_TAG) == "true",
+            "reasons": [
+                *json.loads(v.tags.get(REASONS_TAG, "[]")),
+                *([v.tags[STANDING_TAG]] if v.tags.get(STANDING_TAG) else []),
+            ],
             "metrics": _version_metrics(v),
             "run_id": v.run_id,
         }

@@ -13,6 +13,7 @@ __all__ = [
     "METRIC_TAG_PREFIX",
     "MODEL_KEY_TAG",
     "REASONS_TAG",
+    "STANDING_TAG",
 ]
 
 #: The key a version is registered under; registering the same key again finds it.
@@ -21,6 +22,9 @@ MODEL_KEY_TAG = "recops.model_key"
 BLESSED_TAG = "recops.blessed"
 #: The gate's reasons, as a JSON list.
 REASONS_TAG = "recops.gate_reasons"
+#: Set when a later run registered the same model under a gate that would decide
+#: otherwise: the sentence that says the first decision stands.
+STANDING_TAG = "recops.gate_standing"
 #: Prefix of each registered metric's tag.
 METRIC_TAG_PREFIX = "recops.metric."
 #: The alias of the version that should serve.

@@ -86,6 +86,26 @@ def test_register_is_idempotent_and_aliases_follow_the_gate(
     assert worse.created and not worse.blessed and worse.version == 2
     assert worse.champion_version == 1 and worse.aliases == ["challenger"]
     assert any("relative drop" in r for r in worse.reasons)
+    # The same model again under a looser gate: the first decision stands, and says so.
+    looser = GateConfig(max_relative_drop=0.9)
+    again = register(
+        RegisterConfig(
+            model_dir=str(model), model_key="k2", gate=looser,
+            metrics={"recall_at_10": 0.1, "ndcg_at_10": 0.1},
+        )
+    )  # fmt: skip
+    assert not again.created and not again.blessed and again.version == 2
+    assert "that decision stands: this run's gate would bless it" in again.reasons[-1]
+    assert again.reasons[:-1] == worse.reasons
+    refused = registry_status(Settings.from_env()).versions[0]
+    assert refused["version"] == 2 and refused["reasons"] == again.reasons
+    # Under the first gate again, the note goes.
+    register(
+        RegisterConfig(
+            model_dir=str(model), model_key="k2", metrics={"recall_at_10": 0.1, "ndcg_at_10": 0.1}
+        )
+    )
+    assert registry_status(Settings.from_env()).versions[0]["reasons"] == worse.reasons
 
     # Linked to the run that trained it: that run gets the model, its lineage and gate,
     # keeps the params it logged at its start, and is not ended by registration.

@@ -101,6 +101,12 @@ def run(
             f"{dataset}: this run's version {newest} (not the champion), "
             f"metrics {json.dumps(status_data['last_run_metrics'])}"
         )
+        gate = status_data["last_run_gate"]
+        if not gate.get("blessed") and gate.get("reasons"):
+            # Why the gate refused it, in its own words (the thresholds are DAG Params).
+            typer.echo(
+                f"{dataset}: the gate refused version {newest}: {'; '.join(gate['reasons'])}"
+            )
     typer.echo(
         f"run finished in {time.monotonic() - started:.0f} s; "
         f"`recops recommend --dataset {dataset} --user-id KEY` asks the served models."

@@ -207,6 +207,9 @@ def _model_status(
         "stable": served_stable(settings, name),
         "serving": serving,
         "last_run_metrics": reg.versions[0]["metrics"] if reg.versions else {},
+        "last_run_gate": (
+            {k: reg.versions[0][k] for k in ("blessed", "reasons")} if reg.versions else {}
+        ),
         "champion_metrics": champion["metrics"] if champion else {},
     }
 
@@ -270,6 +273,7 @@ def collect_status(settings: Settings) -> dict[str, Any]:
             "grpc": f"{settings.serving_host}:{settings.grpc_port}",
         },
         "last_run_metrics": retrieval["last_run_metrics"],
+        "last_run_gate": retrieval["last_run_gate"],
         "champion_metrics": retrieval["champion_metrics"],
         "models": models,
         "recommender": {
