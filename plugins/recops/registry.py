@@ -290,11 +290,9 @@ def _standing(
     now, _ = evaluate_gate(config.metrics, config.gate, baseline)
     if now == result.blessed:
         if existing.tags.get(STANDING_TAG):
-            # An earlier run's note no longer holds: this run's gate agrees.
+            # An earlier run's note no longer holds: this run's gate agrees. (``result``
+            # holds the stored reasons only, never the note.)
             client.delete_model_version_tag(name, str(result.version), STANDING_TAG)
-            return _result(
-                client, name, client.get_model_version(name, existing.version), created=False
-            )
         return result
     note = (
         f"v{result.version} was registered and gated by an earlier run of the same model "

@@ -142,13 +142,13 @@ def select_variant(config: SelectConfig) -> SelectResult:
     }
     for row in rows:
         row.update(latency.get(row["name"], {}))
-    probed = [
-        r for r in rows
+    probed = {
+        r["name"]: r["model_dir"] for r in rows
         if config.measure_memory and r["status"] == "ok" and r["serves"] == "saved_model"
-    ]  # fmt: skip
-    memory = load_memories([r["model_dir"] for r in probed])
+    }  # fmt: skip
+    memory = load_memories(list(probed.values()))
     for row in rows:
-        row["load_rss_bytes"] = memory[row["model_dir"]] if row in probed else None
+        row["load_rss_bytes"] = memory[probed[row["name"]]] if row["name"] in probed else None
 
     selected, reason = _choose(rows, config)
     (staging / "variants.json").write_text(json.dumps(rows, indent=2))

@@ -35,7 +35,7 @@ __all__ = [
     "TABLE_SUFFIXES",
     "Converted",
     "csv_separator",
-    "drop_keyless",
+    "drop_incomplete",
     "drop_repeated",
     "profiles_from_events",
     "read_table",
@@ -201,11 +201,12 @@ def _read_folder(folder: Path) -> pd.DataFrame:
             name, sep, value = part.partition("=")
             if sep and name and name not in frame.columns:
                 frame[name] = value
+        names = {str(c) for c in frame.columns}
         if columns is None:
             columns = [str(c) for c in frame.columns]
-        elif set(map(str, frame.columns)) != set(columns):
-            missing = sorted(set(columns) - set(map(str, frame.columns)))
-            extra = sorted(set(map(str, frame.columns)) - set(columns))
+        elif names != set(columns):
+            missing = sorted(set(columns) - names)
+            extra = sorted(names - set(columns))
             raise DataError(
                 f"{path}: its columns differ from {files[0]}'s (missing {missing}, extra "
                 f"{extra}); every file of the folder {folder} must hold the same columns"
@@ -482,7 +483,7 @@ def profiles_from_events(
     return pd.DataFrame(newest).reset_index()[columns]
 
 
-def drop_keyless(spec: DatasetSpec, events: pd.DataFrame, source: str = "") -> pd.DataFrame:
+def drop_incomplete(spec: DatasetSpec, events: pd.DataFrame, source: str = "") -> pd.DataFrame:
     """The events that name their user, their item and their time.
 
     Real logs hold events without a user (a guest checkout), an item or a time (a

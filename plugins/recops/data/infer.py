@@ -298,7 +298,7 @@ def _time_pattern(values: pd.Series) -> str | None:
 def _time_format(values: pd.Series) -> str | None:
     """``iso8601`` / ``unix_seconds`` / ``unix_milliseconds`` / a strftime pattern when the
     column holds times in that form."""
-    # Events without a time are left out at import (``drop_keyless``), as keyless ones.
+    # Events without a time are left out at import (``drop_incomplete``), as keyless ones are.
     present = values.dropna()
     if present.empty or len(present) < _MIN_KEY_PRESENT * len(values):
         return None

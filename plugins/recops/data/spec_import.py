@@ -160,7 +160,7 @@ def import_frames(
     """
     from dataclasses import replace
 
-    from recops.data.convert import drop_keyless, drop_repeated, to_layout
+    from recops.data.convert import drop_incomplete, drop_repeated, to_layout
     from recops.data.keys import SIDES, key_table_path, read_key_table, write_key_table
     from recops.data.partitions import land
     from recops.data.references import check_references
@@ -174,7 +174,7 @@ def import_frames(
     if "events" in frames:
         frames = {
             **frames,
-            "events": drop_keyless(spec, frames["events"], sources.get("events", "")),
+            "events": drop_incomplete(spec, frames["events"], sources.get("events", "")),
         }
     check_columns(spec, frames, sources=sources)
     target = settings.for_dataset(spec.name)
